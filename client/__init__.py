@@ -1,0 +1,1 @@
+"""The xwch-client command and the small Python API behind it."""

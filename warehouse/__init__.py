@@ -1,0 +1,1 @@
+"""The warehouse node: content-addressed object storage near the workers."""

@@ -1,0 +1,1 @@
+"""The volunteer worker: pull loop, executor, cache, host probe."""

@@ -1,0 +1,1 @@
+"""XWCH: bandwidth-aware volunteer computing."""

@@ -1,0 +1,102 @@
+"""Where things are found: ``XWCH_HOME``, the coordinator's address and the token.
+
+Order, as spec/cli.md promises: the flags, then ``XWCH_COORDINATOR`` / ``XWCH_TOKEN``, then a TOML
+file in ``$XWCH_HOME`` (``client.toml`` for the client, ``worker.toml`` for the worker, which
+falls back to ``client.toml`` too).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from xwch.errors import ConfigurationError
+
+DEFAULT_PORT = 8750
+
+
+def xwch_home() -> Path:
+    """``$XWCH_HOME``, default ``~/.xwch``."""
+    return Path(os.environ.get("XWCH_HOME") or Path.home() / ".xwch")
+
+
+def read_toml(path: Path) -> dict[str, object]:
+    """A TOML file as a dict; a missing file is empty; a broken one is a clear error."""
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, OSError) as e:
+        raise ConfigurationError(f"{path}: {e}") from None
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def write_toml(path: Path, values: Mapping[str, object], mode: int = 0o600) -> None:
+    """Write flat ``key = value`` TOML atomically, readable by its owner only (it holds tokens)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    text = "".join(f"{key} = {_toml_value(v)}\n" for key, v in values.items() if v is not None)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A coordinator to talk to, and the token to show it."""
+
+    url: str
+    token: str
+
+
+def resolve_endpoint(
+    url_flag: str | None,
+    token_flag: str | None,
+    files: tuple[str, ...] = ("client.toml",),
+    environ: Mapping[str, str] | None = None,
+) -> Endpoint:
+    """The coordinator's URL and token, by the order of spec/cli.md."""
+    env = os.environ if environ is None else environ
+    url, token = url_flag, token_flag
+    if url is None:
+        url = env.get("XWCH_COORDINATOR") or None
+    if token is None:
+        token = env.get("XWCH_TOKEN") or None
+    home = Path(env.get("XWCH_HOME") or Path.home() / ".xwch")
+    for name in files:
+        if url is not None and token is not None:
+            break
+        values = read_toml(home / name)
+        if url is None and isinstance(values.get("coordinator"), str):
+            url = str(values["coordinator"])
+        if token is None and isinstance(values.get("token"), str):
+            token = str(values["token"])
+    if not url:
+        raise ConfigurationError(
+            "no coordinator: give --coordinator URL, set XWCH_COORDINATOR, "
+            f'or write coordinator = "URL" in {home / files[0]}'
+        )
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"coordinator URL must start with http:// or https://: {url}")
+    if not token:
+        raise ConfigurationError(
+            f'no token: give --token T, set XWCH_TOKEN, or write token = "T" in {home / files[0]}'
+        )
+    return Endpoint(url=url.rstrip("/"), token=token)

@@ -1,0 +1,1 @@
+"""The coordinator: workers manager, tasks manager, scheduler, communication manager."""

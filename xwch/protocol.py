@@ -1,0 +1,416 @@
+"""The wire messages, shared by every part.
+
+Everything on the wire is JSON. Each message is a frozen dataclass with ``to_json`` (a plain
+JSON-able dict) and ``from_json`` (which checks every field and raises :class:`ProtocolError`
+naming the field, so a bad request gets a clear 400 and never a stack trace).
+
+The HTTP routes that carry them are listed in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from xwch.errors import XwchError
+
+API_PREFIX = "/api/v1"
+CAPABILITY_HEADER = "X-Xwch-Capability"
+PACKET_DIGEST_HEADER = "X-Xwch-Packet-Sha256"
+OBJECT_SIZE_HEADER = "X-Xwch-Object-Size"
+
+DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+
+# Roles a token may have; every API route names the roles it accepts.
+ROLE_CLIENT = "client"
+ROLE_WORKER = "worker"
+ROLE_WAREHOUSE = "warehouse"
+ROLES = (ROLE_CLIENT, ROLE_WORKER, ROLE_WAREHOUSE)
+
+# Task and job states, as in spec/cli.md.
+TASK_BLOCKED = "blocked"
+TASK_READY = "ready"
+TASK_RUNNING = "running"
+TASK_DONE = "done"
+TASK_FAILED = "failed"
+TASK_CANCELLED = "cancelled"
+TASK_STATES = (TASK_BLOCKED, TASK_READY, TASK_RUNNING, TASK_DONE, TASK_FAILED, TASK_CANCELLED)
+
+JOB_RUNNING = "running"
+JOB_DONE = "done"
+JOB_FAILED = "failed"
+JOB_CANCELLED = "cancelled"
+JOB_STATES = (JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED)
+JOB_ENDED_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
+
+# What a worker says of an attempt it finished.
+OUTCOME_SUCCEEDED = "succeeded"
+OUTCOME_FAILED = "failed"
+
+# How many bytes of each of a task's standard streams are kept (spec: the last 64 KiB).
+LOG_TAIL_BYTES = 64 * 1024
+
+
+class ProtocolError(XwchError):
+    """A message does not have the shape its route expects."""
+
+
+T = TypeVar("T")
+
+
+def _get(doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str) -> T:
+    if key not in doc:
+        raise ProtocolError(f"{where}: missing field {key!r}")
+    value = doc[key]
+    # bool is an int in Python, never on our wire.
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise ProtocolError(f"{where}.{key}: expected {_kind_name(kind)}, got a boolean")
+    if not isinstance(value, kind):
+        raise ProtocolError(
+            f"{where}.{key}: expected {_kind_name(kind)}, got {type(value).__name__}"
+        )
+    return value  # type: ignore[return-value]
+
+
+def _opt(
+    doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str
+) -> T | None:
+    if doc.get(key) is None:
+        return None
+    return _get(doc, key, kind, where)
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def require_object(doc: object, where: str) -> Mapping[str, Any]:
+    """The body as a JSON object, or a :class:`ProtocolError`."""
+    if not isinstance(doc, dict):
+        raise ProtocolError(f"{where}: expected a JSON object")
+    return doc
+
+
+def require_digest(value: object, where: str) -> str:
+    if not isinstance(value, str) or not DIGEST_PATTERN.match(value):
+        raise ProtocolError(f"{where}: not a SHA-256 digest (64 lowercase hex digits)")
+    return value
+
+
+NUMBER = (int, float)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How every sender paces its transfers, set by the communication manager."""
+
+    packet_size: int = 1024 * 1024
+    packet_sleep: float = 0.0
+    max_transfers: int = 4
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "packet_size": self.packet_size,
+            "packet_sleep": self.packet_sleep,
+            "max_transfers": self.max_transfers,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "policy") -> Policy:
+        d = require_object(doc, where)
+        return cls(
+            packet_size=_get(d, "packet_size", int, where),
+            packet_sleep=float(_get(d, "packet_sleep", NUMBER, where)),
+            max_transfers=_get(d, "max_transfers", int, where),
+        )
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What a worker tells of its machine in its Register Request."""
+
+    name: str
+    address: str
+    platform: str
+    cores: int
+    memory: int
+    slots: int
+    performance: float
+    site: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "address": self.address,
+            "platform": self.platform,
+            "cores": self.cores,
+            "memory": self.memory,
+            "slots": self.slots,
+            "performance": self.performance,
+            "site": self.site,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "register") -> HostFacts:
+        d = require_object(doc, where)
+        facts = cls(
+            name=_get(d, "name", str, where),
+            address=_get(d, "address", str, where),
+            platform=_get(d, "platform", str, where),
+            cores=_get(d, "cores", int, where),
+            memory=_get(d, "memory", int, where),
+            slots=_get(d, "slots", int, where),
+            performance=float(_get(d, "performance", NUMBER, where)),
+            site=_opt(d, "site", str, where),
+        )
+        if facts.slots < 1 or facts.cores < 1:
+            raise ProtocolError(f"{where}: slots and cores must be at least 1")
+        if not facts.performance > 0:
+            raise ProtocolError(f"{where}.performance: must be positive")
+        return facts
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an object can be read: a warehouse URL and a read capability for it."""
+
+    url: str
+    capability: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"url": self.url, "capability": self.capability}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> Source:
+        d = require_object(doc, where)
+        return cls(url=_get(d, "url", str, where), capability=_get(d, "capability", str, where))
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """An object by content: its SHA-256 and size."""
+
+    digest: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"digest": self.digest, "size": self.size}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> ObjectRef:
+        d = require_object(doc, where)
+        digest = require_digest(d.get("digest"), f"{where}.digest")
+        size = _get(d, "size", int, where)
+        if size < 0:
+            raise ProtocolError(f"{where}.size: must not be negative")
+        return cls(digest=digest, size=size)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file an attempt finds in its working directory before it starts."""
+
+    path: str
+    digest: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "digest": self.digest, "size": self.size}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> InputFile:
+        d = require_object(doc, where)
+        ref = ObjectRef.from_json(d, where)
+        return cls(path=_get(d, "path", str, where), digest=ref.digest, size=ref.size)
+
+
+@dataclass(frozen=True)
+class BinaryRef:
+    """The program an attempt runs: a single executable, or a bundle archive and its entry."""
+
+    digest: str
+    size: int
+    bundle: bool = False
+    entry: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest,
+            "size": self.size,
+            "bundle": self.bundle,
+            "entry": self.entry,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> BinaryRef:
+        d = require_object(doc, where)
+        ref = ObjectRef.from_json(d, where)
+        bundle = _get(d, "bundle", bool, where)
+        entry = _opt(d, "entry", str, where)
+        if bundle and not entry:
+            raise ProtocolError(f"{where}.entry: a bundle needs an entry")
+        return cls(digest=ref.digest, size=ref.size, bundle=bundle, entry=entry)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One attempt of a task given to a worker in the reply to its Work Request."""
+
+    attempt: str
+    job: str
+    task: str
+    number: int
+    binary: BinaryRef
+    args: tuple[str, ...]
+    env: Mapping[str, str]
+    inputs: tuple[InputFile, ...]
+    outputs: tuple[str, ...]
+    timeout: float | None
+    # digest -> where to read it; covers the binary and every input.
+    sources: Mapping[str, tuple[Source, ...]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "job": self.job,
+            "task": self.task,
+            "number": self.number,
+            "binary": self.binary.to_json(),
+            "args": list(self.args),
+            "env": dict(self.env),
+            "inputs": [i.to_json() for i in self.inputs],
+            "outputs": list(self.outputs),
+            "timeout": self.timeout,
+            "sources": {d: [s.to_json() for s in ss] for d, ss in self.sources.items()},
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "assignment") -> Assignment:
+        d = require_object(doc, where)
+        args = _get(d, "args", list, where)
+        env = _get(d, "env", dict, where)
+        if not all(isinstance(a, str) for a in args):
+            raise ProtocolError(f"{where}.args: expected strings")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+            raise ProtocolError(f"{where}.env: expected strings")
+        outputs = _get(d, "outputs", list, where)
+        if not all(isinstance(o, str) for o in outputs):
+            raise ProtocolError(f"{where}.outputs: expected strings")
+        timeout = _opt(d, "timeout", NUMBER, where)
+        sources_doc = _get(d, "sources", dict, where)
+        return cls(
+            attempt=_get(d, "attempt", str, where),
+            job=_get(d, "job", str, where),
+            task=_get(d, "task", str, where),
+            number=_get(d, "number", int, where),
+            binary=BinaryRef.from_json(d.get("binary"), f"{where}.binary"),
+            args=tuple(args),
+            env=dict(env),
+            inputs=tuple(
+                InputFile.from_json(i, f"{where}.inputs[{n}]")
+                for n, i in enumerate(_get(d, "inputs", list, where))
+            ),
+            outputs=tuple(outputs),
+            timeout=None if timeout is None else float(timeout),
+            sources={
+                require_digest(dg, f"{where}.sources"): tuple(
+                    Source.from_json(s, f"{where}.sources[{dg!r}]") for s in ss
+                )
+                for dg, ss in sources_doc.items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """One output an attempt left, already stored at a warehouse."""
+
+    name: str
+    digest: str
+    size: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "digest": self.digest, "size": self.size}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> OutputFile:
+        d = require_object(doc, where)
+        ref = ObjectRef.from_json(d, where)
+        return cls(name=_get(d, "name", str, where), digest=ref.digest, size=ref.size)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """A Work Result: how an attempt ended."""
+
+    attempt: str
+    outcome: str  # OUTCOME_SUCCEEDED or OUTCOME_FAILED
+    exit_code: int | None = None
+    error: str | None = None
+    outputs: tuple[OutputFile, ...] = ()
+    stdout: str = ""
+    stderr: str = ""
+    duration: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "attempt": self.attempt,
+            "outcome": self.outcome,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "outputs": [o.to_json() for o in self.outputs],
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+            "duration": self.duration,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "result") -> AttemptResult:
+        d = require_object(doc, where)
+        outcome = _get(d, "outcome", str, where)
+        if outcome not in (OUTCOME_SUCCEEDED, OUTCOME_FAILED):
+            raise ProtocolError(
+                f"{where}.outcome: must be {OUTCOME_SUCCEEDED!r} or {OUTCOME_FAILED!r}"
+            )
+        return cls(
+            attempt=_get(d, "attempt", str, where),
+            outcome=outcome,
+            exit_code=_opt(d, "exit_code", int, where),
+            error=_opt(d, "error", str, where),
+            outputs=tuple(
+                OutputFile.from_json(o, f"{where}.outputs[{n}]")
+                for n, o in enumerate(_get(d, "outputs", list, where))
+            ),
+            stdout=_get(d, "stdout", str, where)[-LOG_TAIL_BYTES:],
+            stderr=_get(d, "stderr", str, where)[-LOG_TAIL_BYTES:],
+            duration=float(_get(d, "duration", NUMBER, where)),
+        )
+
+
+@dataclass(frozen=True)
+class RunningAttempt:
+    """One attempt a worker reports in its Work Alive."""
+
+    attempt: str
+    state: str = "running"  # or "suspended"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"attempt": self.attempt, "state": self.state}
+
+    @classmethod
+    def from_json(cls, doc: object, where: str) -> RunningAttempt:
+        d = require_object(doc, where)
+        state = _get(d, "state", str, where)
+        if state not in ("running", "suspended"):
+            raise ProtocolError(f"{where}.state: must be 'running' or 'suspended'")
+        return cls(attempt=_get(d, "attempt", str, where), state=state)

@@ -1,0 +1,1 @@
+"""Packet transfers used by every part: warehouse, worker and client."""
