@@ -1,1 +1,3 @@
 """XWCH: bandwidth-aware volunteer computing."""
+
+__version__ = "0.1.0"

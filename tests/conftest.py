@@ -1,0 +1,21 @@
+"""Shared fixtures: the store backends."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backends import fresh_database, postgres_available
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database URL, once per backend; PostgreSQL skipped where none answers."""
+    if request.param == "postgresql":
+        why = postgres_available()
+        if why:
+            pytest.skip(why)
+    with fresh_database(request.param, tmp_path) as url:
+        yield url

@@ -1,0 +1,168 @@
+"""The coordinator's HTTP API: authentication, roles, clear errors, admission control."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from treq.testing import StubTreq
+
+from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
+from xwch.store import tokens
+
+
+class ApiTests(CoordinatorTestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.http = StubTreq(self.coordinator.root)
+        self.secrets = {}
+        for role in ("client", "worker", "warehouse"):
+            with self.db.engine.begin() as conn:
+                self.secrets[role] = tokens.create_token_thd(conn, role, role, 0.0)
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        role: str | None = None,
+        body: Any = None,
+        raw: bytes | None = None,
+    ) -> tuple[int, Any, Any]:
+        headers = {}
+        if role is not None:
+            headers["Authorization"] = "Bearer " + self.secrets.get(role, role)
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        d = self.http.request(
+            method, "http://coordinator/api/v1" + path, headers=headers, data=data
+        )
+        self.http.flush()
+        response = self.successResultOf(d)
+        content = self.successResultOf(response.content())
+        self.http.flush()
+        return response.code, json.loads(content), response.headers
+
+    def test_missing_or_unknown_token_is_refused(self) -> None:
+        """Nothing is open: a request without a valid token gets 401 and a reason."""
+        code, body, _ = self.call("GET", "/jobs")
+        self.assertEqual((code, body["error"]), (401, "unauthorized"))
+        code, body, _ = self.call("GET", "/jobs", role="xwch_client_forged")
+        self.assertEqual((code, body["message"]), (401, "unknown token"))
+
+    def test_token_of_the_wrong_role_is_refused(self) -> None:
+        """A worker's token cannot list jobs, and a client's cannot register a worker."""
+        code, body, _ = self.call("GET", "/jobs", role="worker")
+        self.assertEqual((code, body["error"]), (403, "forbidden"))
+        code, _, _ = self.call("POST", "/workers", role="client", body={})
+        self.assertEqual(code, 403)
+        code, _, _ = self.call("POST", "/warehouses", role="worker", body={})
+        self.assertEqual(code, 403)
+        code, body, _ = self.call("GET", "/jobs", role="client")
+        self.assertEqual((code, body), (200, {"jobs": []}))
+
+    def test_openapi_document_lists_every_route(self) -> None:
+        """The API describes itself at /api/v1/openapi.json, without a token."""
+        code, doc, _ = self.call("GET", "/openapi.json")
+        self.assertEqual(code, 200)
+        self.assertEqual(doc["openapi"], "3.1.0")
+        self.assertIn("/api/v1/workers/{worker}/work", doc["paths"])
+        self.assertEqual(doc["paths"]["/api/v1/jobs"]["post"]["x-xwch-roles"], ["client"])
+
+    def test_bad_bodies_get_a_clear_error(self) -> None:
+        """Malformed JSON or a missing field is a 400 that names the problem."""
+        code, body, _ = self.call("POST", "/workers", role="worker", raw=b"{not json")
+        self.assertEqual(code, 400)
+        self.assertIn("not valid JSON", body["message"])
+        code, body, _ = self.call("POST", "/workers", role="worker", body={"name": "x"})
+        self.assertEqual(code, 400)
+        self.assertIn("missing field 'address'", body["message"])
+        code, body, _ = self.call(
+            "POST", "/objects/downloads", role="client", body={"digests": ["zz"]}
+        )
+        self.assertEqual(code, 400)
+        self.assertIn("downloads.digests[0]", body["message"])
+
+    def test_invalid_job_is_refused_and_not_created(self) -> None:
+        """An invalid job gets 400 with the validation message, and no job exists afterwards."""
+        code, body, _ = self.call(
+            "POST", "/jobs", role="client", body=wire_job([{"id": "x", "after": ["x"]}])
+        )
+        self.assertEqual((code, body["error"]), (400, "invalid_job"))
+        self.assertIn("<job>", body["message"])
+        self.assertEqual(self.call("GET", "/jobs", role="client")[1], {"jobs": []})
+
+    def test_job_status_tasks_and_unknown_job(self) -> None:
+        """A created job is listed with its tasks counted by state; an unknown job is a 404."""
+        code, body, _ = self.call(
+            "POST",
+            "/jobs",
+            role="client",
+            body=wire_job([{"id": "x"}, {"id": "y", "after": ["x"]}]),
+        )
+        self.assertEqual(code, 201)
+        job = body["id"]
+        code, status, _ = self.call("GET", f"/jobs/{job}", role="client")
+        self.assertEqual(
+            (status["state"], status["counts"]["ready"], status["counts"]["blocked"]),
+            ("running", 1, 1),
+        )
+        code, tasks, _ = self.call("GET", f"/jobs/{job}/tasks", role="client")
+        self.assertEqual([t["id"] for t in tasks["tasks"]], ["x", "y"])
+        code, body, _ = self.call("GET", "/jobs/nope", role="client")
+        self.assertEqual((code, body["error"]), (404, "not_found"))
+        code, body, _ = self.call("GET", f"/jobs/{job}/tasks/x/logs", role="client")
+        self.assertEqual(code, 404)
+        self.assertEqual(body["message"], "task x has not run yet")
+
+    def test_work_requests_beyond_the_limit_are_told_to_retry_after(self) -> None:
+        """Past the admission limit a worker is told to retry later, not queued."""
+        code, reg, _ = self.call(
+            "POST",
+            "/workers",
+            role="worker",
+            body={
+                "name": "h",
+                "address": "127.0.0.1",
+                "platform": "linux-x86_64",
+                "cores": 2,
+                "memory": 1,
+                "slots": 2,
+                "performance": 1.0,
+            },
+        )
+        self.assertEqual(code, 201)
+        self.coordinator.communication.max_work_requests = 0
+        code, body, headers = self.call(
+            "POST",
+            f"/workers/{reg['worker_id']}/work",
+            role="worker",
+            body={"performance": 1.0, "free_slots": 2},
+        )
+        self.assertEqual((code, body["error"]), (503, "busy"))
+        self.assertGreater(body["retry_after"], 0)
+        self.assertTrue(headers.getRawHeaders(b"retry-after"))
+
+    def test_unknown_worker_must_register_again(self) -> None:
+        """A worker the coordinator does not know (or declared lost) is told to register."""
+        code, body, _ = self.call(
+            "POST", "/workers/kmissing/alive", role="worker", body={"running": []}
+        )
+        self.assertEqual((code, body["error"]), (404, "unknown_worker"))
+
+    def test_uploads_give_put_capabilities_only_for_missing_objects(self) -> None:
+        """A client uploads only what no warehouse holds yet, with a capability for each."""
+        from tests.unit.coordinator.harness import BINARY, digest_of
+
+        new = digest_of("new")
+        code, body, _ = self.call(
+            "POST",
+            "/objects/uploads",
+            role="client",
+            body={"objects": [{"digest": BINARY, "size": 6}, {"digest": new, "size": 3}]},
+        )
+        self.assertEqual(code, 200)
+        by_digest = {o["digest"]: o for o in body["objects"]}
+        self.assertTrue(by_digest[BINARY]["present"])
+        self.assertIsNone(by_digest[BINARY]["capability"])
+        self.assertFalse(by_digest[new]["present"])
+        self.assertTrue(by_digest[new]["capability"])
+        self.assertEqual(body["warehouse"]["url"], "http://127.0.0.1:9")

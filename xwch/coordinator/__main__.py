@@ -1,0 +1,123 @@
+"""``xwch-coordinator``: run the coordinator, or create credentials in its store."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from xwch.config import DEFAULT_PORT, xwch_home
+from xwch.protocol import ROLES
+from xwch.store.database import default_url
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xwch-coordinator",
+        description="The XWCH coordinator: workers' manager, tasks' manager, scheduler and "
+        "communication manager behind a JSON API.",
+    )
+    parser.add_argument(
+        "--db", metavar="URL", help="SQLAlchemy URL of the store (default: SQLite in --data)"
+    )
+    parser.add_argument(
+        "--data", metavar="DIR", type=Path, help="data folder (default: $XWCH_HOME/coordinator)"
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="ENDPOINT",
+        default=f"tcp:{DEFAULT_PORT}",
+        help="Twisted endpoint to listen on (default: tcp:%(default)s)".replace("tcp:tcp:", "tcp:"),
+    )
+    parser.add_argument(
+        "--alive-interval",
+        type=float,
+        metavar="S",
+        help="seconds between a worker's Work Alive signals (default 5)",
+    )
+    parser.add_argument(
+        "--alive-timeout",
+        type=float,
+        metavar="S",
+        help="silence after which a worker is lost (default 3 intervals)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    sub = parser.add_subparsers(dest="command")
+    token = sub.add_parser("token", help="manage credentials")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="print a new token, alone on a line")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--name", help="who the token is for (default: the role)")
+    create.add_argument("--db", metavar="URL", dest="token_db")
+    create.add_argument("--data", metavar="DIR", type=Path, dest="token_data")
+    return parser
+
+
+def _db_url(db: str | None, data: Path | None) -> str:
+    if db:
+        return db
+    folder = data or xwch_home() / "coordinator"
+    folder.mkdir(parents=True, exist_ok=True)
+    return default_url(folder)
+
+
+def create_token(db_url: str, role: str, name: str) -> str:
+    """Create a token in the store at ``db_url`` (migrating it first if new)."""
+    from xwch.store.database import make_engine
+    from xwch.store.schema import migrate_thd
+    from xwch.store.tokens import create_token_thd
+
+    engine = make_engine(db_url)
+    try:
+        migrate_thd(engine)
+        with engine.begin() as conn:
+            return create_token_thd(conn, role, name, time.time())
+    finally:
+        engine.dispose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command == "token":
+        url = _db_url(args.token_db or args.db, args.token_data or args.data)
+        try:
+            print(create_token(url, args.role, args.name or args.role), flush=True)
+        except Exception as e:  # a wrong URL or unreachable database: say so, no traceback
+            print(f"xwch-coordinator: cannot create a token in {url}: {e}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        return
+    from twisted.internet import task
+
+    from xwch.logs import start_logging
+
+    url = _db_url(args.db, args.data)
+    start_logging(args.log_level)
+    task.react(_run, [args, url])
+
+
+async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
+    from twisted.internet.defer import Deferred
+
+    from xwch.coordinator.service import CoordinatorConfig, make_coordinator
+
+    config = CoordinatorConfig(
+        db_url=url,
+        listen=args.listen,
+        alive_interval=args.alive_interval,
+        alive_timeout=args.alive_timeout,
+    )
+    coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
+    coordinator.startService()
+    await coordinator.web.listening
+    print(f"xwch-coordinator listening on {coordinator.url()}", flush=True)
+    done: Deferred[None] = Deferred()
+    reactor.addSystemEventTrigger("before", "shutdown", lambda: coordinator.stopService())  # type: ignore[attr-defined]
+    await done  # runs until SIGINT/SIGTERM stop the reactor
+
+
+if __name__ == "__main__":
+    main()

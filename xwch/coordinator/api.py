@@ -1,0 +1,443 @@
+"""The coordinator's JSON API under ``/api/v1/`` (routes listed in docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from xwch.coordinator.catalog import Catalog, NoWarehouse
+from xwch.coordinator.communication import Busy, CommunicationManager
+from xwch.coordinator.openapi import openapi_document
+from xwch.coordinator.tasks import BadResult, MissingObjects, NotYourAttempt, TasksManager
+from xwch.coordinator.web import ApiRequest, HttpError, Route
+from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
+from xwch.errors import JobFileError
+from xwch.protocol import (
+    ROLE_CLIENT,
+    ROLE_WAREHOUSE,
+    ROLE_WORKER,
+    AttemptResult,
+    HostFacts,
+    ObjectRef,
+    ProtocolError,
+    RunningAttempt,
+    require_digest,
+    require_object,
+)
+from xwch.store import jobs as job_queries
+from xwch.store import nodes
+from xwch.store.database import Database
+
+CLIENT = (ROLE_CLIENT,)
+WORKER = (ROLE_WORKER,)
+WAREHOUSE = (ROLE_WAREHOUSE,)
+CLIENT_OR_WORKER = (ROLE_CLIENT, ROLE_WORKER)
+
+
+def map_error(e: Exception) -> HttpError | None:
+    """Domain errors as HTTP answers."""
+    if isinstance(e, (ProtocolError, BadResult)):
+        return HttpError(400, "bad_request", str(e))
+    if isinstance(e, JobFileError):
+        return HttpError(400, "invalid_job", str(e))
+    if isinstance(e, MissingObjects):
+        return HttpError(409, "missing_objects", str(e), {"digests": e.digests})
+    if isinstance(e, UnknownWorker):
+        return HttpError(404, "unknown_worker", str(e))
+    if isinstance(e, (WrongOwner, NotYourAttempt)):
+        return HttpError(403, "forbidden", str(e))
+    if isinstance(e, Busy):
+        return HttpError(503, "busy", str(e), retry_after=e.retry_after)
+    if isinstance(e, NoWarehouse):
+        return HttpError(503, "no_warehouse", str(e), retry_after=5.0)
+    return None
+
+
+def _list_of(body: Any, key: str, where: str) -> list[Any]:
+    value = require_object(body, where).get(key)
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where}.{key}: expected a list")
+    return value
+
+
+def _int(body: Any, key: str, where: str) -> int:
+    value = require_object(body, where).get(key)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError(f"{where}.{key}: expected an integer")
+    return value
+
+
+def _number(body: Any, key: str, where: str) -> float:
+    value = require_object(body, where).get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ProtocolError(f"{where}.{key}: expected a number")
+    return float(value)
+
+
+def _str(body: Any, key: str, where: str) -> str:
+    value = require_object(body, where).get(key)
+    if not isinstance(value, str) or not value:
+        raise ProtocolError(f"{where}.{key}: expected a non-empty string")
+    return value
+
+
+class CoordinatorApi:
+    """The handlers; each takes an :class:`ApiRequest` and answers ``(status, JSON)``."""
+
+    def __init__(
+        self,
+        db: Database,
+        tasks: TasksManager,
+        workers: WorkersManager,
+        catalog: Catalog,
+        communication: CommunicationManager,
+    ) -> None:
+        self._db = db
+        self._tasks = tasks
+        self._workers = workers
+        self._catalog = catalog
+        self._communication = communication
+
+    def routes(self) -> list[Route]:
+        r = Route
+        routes = [
+            r("GET", "/openapi.json", (), self.openapi, "This document"),
+            # Clients
+            r(
+                "POST",
+                "/objects/uploads",
+                CLIENT_OR_WORKER,
+                self.uploads,
+                "Where to upload objects, with put capabilities",
+                "UploadsRequest",
+            ),
+            r(
+                "POST",
+                "/objects/downloads",
+                CLIENT_OR_WORKER,
+                self.downloads,
+                "Where to read objects, with get capabilities",
+                "DownloadsRequest",
+            ),
+            r(
+                "POST",
+                "/jobs",
+                CLIENT,
+                self.create_job,
+                "Create a job from its wire form",
+                "WireJob",
+            ),
+            r("GET", "/jobs", CLIENT, self.list_jobs, "The jobs, newest first"),
+            r(
+                "GET",
+                "/jobs/{job}",
+                CLIENT,
+                self.job,
+                "A job's state and its tasks counted by state",
+            ),
+            r("GET", "/jobs/{job}/tasks", CLIENT, self.job_tasks, "One row a task"),
+            r(
+                "GET",
+                "/jobs/{job}/tasks/{task}/logs",
+                CLIENT,
+                self.logs,
+                "Standard output and error of an attempt",
+            ),
+            r("POST", "/jobs/{job}/cancel", CLIENT, self.cancel, "Stop a job"),
+            r("GET", "/jobs/{job}/results", CLIENT, self.results, "The job's result objects"),
+            r("GET", "/workers", CLIENT, self.list_workers, "One row a worker"),
+            r("GET", "/status", CLIENT, self.status, "Policy, limits and queue lengths"),
+            # Workers
+            r("POST", "/workers", WORKER, self.register_worker, "Register Request", "HostFacts"),
+            r(
+                "POST",
+                "/workers/{worker}/work",
+                WORKER,
+                self.work_request,
+                "Work Request",
+                "WorkRequest",
+            ),
+            r(
+                "POST",
+                "/workers/{worker}/alive",
+                WORKER,
+                self.work_alive,
+                "Work Alive",
+                "WorkAlive",
+            ),
+            r(
+                "POST",
+                "/workers/{worker}/results",
+                WORKER,
+                self.work_result,
+                "Work Result",
+                "AttemptResult",
+            ),
+            r(
+                "POST",
+                "/workers/{worker}/giveback",
+                WORKER,
+                self.give_back,
+                "Give attempts back",
+                "GiveBack",
+            ),
+            # Warehouses
+            r(
+                "POST",
+                "/warehouses",
+                WAREHOUSE,
+                self.register_warehouse,
+                "Register a warehouse",
+                "WarehouseRegistration",
+            ),
+            r(
+                "POST",
+                "/warehouses/{warehouse}/heartbeat",
+                WAREHOUSE,
+                self.warehouse_heartbeat,
+                "Warehouse heartbeat",
+                "WarehouseHeartbeat",
+            ),
+            r(
+                "POST",
+                "/warehouses/{warehouse}/objects",
+                WAREHOUSE,
+                self.warehouse_objects,
+                "Objects now stored at a warehouse",
+                "ObjectsStored",
+            ),
+        ]
+        self._routes = routes
+        return routes
+
+    async def openapi(self, req: ApiRequest) -> tuple[int, Any]:
+        return 200, openapi_document(self._routes)
+
+    # Objects
+
+    async def uploads(self, req: ApiRequest) -> tuple[int, Any]:
+        items = _list_of(req.body, "objects", "uploads")
+        refs = [ObjectRef.from_json(o, f"uploads.objects[{n}]") for n, o in enumerate(items)]
+        site = require_object(req.body, "uploads").get("site")
+        warehouse = self._catalog.choose_for_upload(site if isinstance(site, str) else None)
+        answer = []
+        for ref in refs:
+            present = self._catalog.has(ref.digest)
+            answer.append(
+                {
+                    "digest": ref.digest,
+                    "present": present,
+                    "capability": None
+                    if present
+                    else self._catalog.put_capability(warehouse, ref.digest),
+                }
+            )
+        return 200, {"warehouse": {"id": warehouse.id, "url": warehouse.url}, "objects": answer}
+
+    async def downloads(self, req: ApiRequest) -> tuple[int, Any]:
+        digests = [
+            require_digest(d, f"downloads.digests[{n}]")
+            for n, d in enumerate(_list_of(req.body, "digests", "downloads"))
+        ]
+        missing = self._catalog.missing(digests)
+        if missing:
+            raise HttpError(
+                404,
+                "not_found",
+                f"{len(missing)} object(s) are not stored at any warehouse",
+                {"digests": missing},
+            )
+        return 200, {
+            "objects": [
+                {
+                    "digest": d,
+                    "size": self._catalog.size(d),
+                    "sources": [s.to_json() for s in self._catalog.sources(d)],
+                }
+                for d in digests
+            ]
+        }
+
+    # Jobs
+
+    async def create_job(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        job_id = await self._tasks.submit(req.body, owner=req.token.id)
+        return 201, {"id": job_id}
+
+    async def list_jobs(self, req: ApiRequest) -> tuple[int, Any]:
+        jobs = await self._db.read(job_queries.list_jobs_thd)
+        return 200, {"jobs": [j.to_json() for j in jobs]}
+
+    async def _summary(self, job_id: str) -> Any:
+        summary = await self._db.read(job_queries.job_summary_thd, job_id)
+        if summary is None:
+            raise HttpError(404, "not_found", f"no job {job_id}")
+        return summary
+
+    async def job(self, req: ApiRequest) -> tuple[int, Any]:
+        return 200, (await self._summary(req.params["job"])).to_json()
+
+    async def job_tasks(self, req: ApiRequest) -> tuple[int, Any]:
+        await self._summary(req.params["job"])
+        rows = await self._db.read(job_queries.list_tasks_thd, req.params["job"])
+        return 200, {"tasks": [t.to_json() for t in rows]}
+
+    async def logs(self, req: ApiRequest) -> tuple[int, Any]:
+        job_id, task_id = req.params["job"], req.params["task"]
+        await self._summary(job_id)
+        number: int | None = None
+        if "attempt" in req.query:
+            try:
+                number = int(req.query["attempt"])
+            except ValueError:
+                raise HttpError(400, "bad_request", "attempt: expected an integer") from None
+        if not await self._db.read(job_queries.task_exists_thd, job_id, task_id):
+            raise HttpError(404, "not_found", f"job {job_id} has no task {task_id}")
+        log = await self._db.read(job_queries.attempt_log_thd, job_id, task_id, number)
+        if log is None:
+            if number is None:
+                raise HttpError(404, "not_found", f"task {task_id} has not run yet")
+            raise HttpError(404, "not_found", f"task {task_id} has no attempt {number}")
+        return 200, log.to_json()
+
+    async def cancel(self, req: ApiRequest) -> tuple[int, Any]:
+        job_id = req.params["job"]
+        await self._summary(job_id)
+        await self._tasks.cancel(job_id)
+        return 200, (await self._summary(job_id)).to_json()
+
+    async def results(self, req: ApiRequest) -> tuple[int, Any]:
+        job_id = req.params["job"]
+        await self._summary(job_id)
+        spec = await self._db.read(job_queries.job_spec_thd, job_id)
+        wanted = {(r["task"], r["output"]) for r in _results_of(spec)}
+        rows = await self._db.read(job_queries.outputs_thd, job_id)
+        return 200, {
+            "results": [
+                {"task": o.task_id, "output": o.name, "digest": o.digest, "size": o.size}
+                for o in sorted(rows, key=lambda o: (o.task_id, o.name))
+                if (o.task_id, o.name) in wanted
+            ]
+        }
+
+    async def list_workers(self, req: ApiRequest) -> tuple[int, Any]:
+        known = {w.id: w for w in await self._db.read(nodes.list_workers_thd)}
+        known.update({w.id: w for w in self._workers.list()})
+        rows = sorted(known.values(), key=lambda w: (w.state != "alive", w.name, w.id))
+        return 200, {"workers": [w.to_json() for w in rows]}
+
+    async def status(self, req: ApiRequest) -> tuple[int, Any]:
+        return 200, {
+            "communication": self._communication.status(),
+            "tasks": dict(self._tasks.counts()),
+            "workers": len(self._workers.workers),
+            "warehouses": [
+                {
+                    "id": w.id,
+                    "url": w.url,
+                    "site": w.site,
+                    "free": w.free,
+                    "alive": self._catalog.is_alive(w.id),
+                }
+                for w in self._catalog.warehouses.values()
+            ],
+        }
+
+    # Workers
+
+    async def register_worker(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        facts = HostFacts.from_json(req.body)
+        worker = await self._workers.register(req.token, facts)
+        return 201, {
+            "worker_id": worker.id,
+            "alive_interval": self._workers.alive_interval,
+            "policy": self._communication.policy().to_json(),
+        }
+
+    async def work_request(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        performance = _number(req.body, "performance", "work")
+        free_slots = _int(req.body, "free_slots", "work")
+        with self._communication.admit_work_request():
+            assignments = await self._workers.work_request(
+                req.token, req.params["worker"], performance, free_slots
+            )
+        return 200, {
+            "tasks": [a.to_json() for a in assignments],
+            "policy": self._communication.policy().to_json(),
+        }
+
+    async def work_alive(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        running = [
+            RunningAttempt.from_json(r, f"alive.running[{n}]")
+            for n, r in enumerate(_list_of(req.body, "running", "alive"))
+        ]
+        cancels, policy = self._workers.alive(req.token, req.params["worker"], running)
+        return 200, {"cancel": cancels, "policy": policy.to_json()}
+
+    async def work_result(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        result = AttemptResult.from_json(req.body)
+        accepted = await self._workers.result(req.token, req.params["worker"], result)
+        return 200, {"accepted": accepted}
+
+    async def give_back(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        attempts = _list_of(req.body, "attempts", "giveback")
+        if not all(isinstance(a, str) for a in attempts):
+            raise ProtocolError("giveback.attempts: expected attempt ids")
+        await self._workers.give_back(req.token, req.params["worker"], attempts)
+        return 200, {}
+
+    # Warehouses
+
+    async def register_warehouse(self, req: ApiRequest) -> tuple[int, Any]:
+        url = _str(req.body, "url", "warehouse")
+        if not url.startswith(("http://", "https://")):
+            raise ProtocolError("warehouse.url: must start with http:// or https://")
+        site = require_object(req.body, "warehouse").get("site") or "default"
+        if not isinstance(site, str):
+            raise ProtocolError("warehouse.site: expected a string")
+        record = await self._catalog.register(
+            url, site, _int(req.body, "capacity", "warehouse"), _int(req.body, "free", "warehouse")
+        )
+        return 201, {
+            "warehouse_id": record.id,
+            "heartbeat_interval": self._catalog.HEARTBEAT_INTERVAL,
+            "capability_key": self._catalog.encoded_key(),
+        }
+
+    def _warehouse(self, req: ApiRequest) -> str:
+        warehouse_id = req.params["warehouse"]
+        if warehouse_id not in self._catalog.warehouses:
+            raise HttpError(404, "unknown_warehouse", f"warehouse {warehouse_id} is not registered")
+        return warehouse_id
+
+    async def warehouse_heartbeat(self, req: ApiRequest) -> tuple[int, Any]:
+        warehouse_id = self._warehouse(req)
+        await self._catalog.heartbeat(
+            warehouse_id,
+            _int(req.body, "capacity", "heartbeat"),
+            _int(req.body, "free", "heartbeat"),
+        )
+        return 200, {}
+
+    async def warehouse_objects(self, req: ApiRequest) -> tuple[int, Any]:
+        warehouse_id = self._warehouse(req)
+        refs = [
+            ObjectRef.from_json(o, f"objects[{n}]")
+            for n, o in enumerate(_list_of(req.body, "objects", "stored"))
+        ]
+        await self._catalog.add_objects(warehouse_id, [(r.digest, r.size) for r in refs])
+        return 200, {}
+
+
+def _results_of(spec: str | None) -> list[dict[str, str]]:
+    if spec is None:
+        return []
+    doc = json.loads(spec)
+    results = doc.get("results", [])
+    return [r for r in results if isinstance(r, dict)]

@@ -1,0 +1,151 @@
+"""The catalog: which warehouses exist and which objects each holds; capabilities to reach them.
+
+Kept in memory for the scheduler's speed and written to the store before any answer relies on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from xwch import capability
+from xwch.protocol import Source
+from xwch.store import nodes
+from xwch.store.database import Database
+from xwch.store.records import WarehouseRecord
+
+
+class NoWarehouse(Exception):
+    """No warehouse is registered and alive to take an upload."""
+
+
+class Catalog:
+    """Warehouses, object locations, and the capabilities that open them."""
+
+    log = Logger()
+
+    # A warehouse silent for this long is not offered for new uploads or reads.
+    WAREHOUSE_TIMEOUT = 60.0
+    HEARTBEAT_INTERVAL = 10.0
+
+    def __init__(self, reactor: IReactorTime, db: Database, capability_key: bytes) -> None:
+        self._reactor = reactor
+        self._db = db
+        self.capability_key = capability_key
+        self.warehouses: dict[str, WarehouseRecord] = {}
+        self._locations: dict[str, set[str]] = defaultdict(set)
+        self._sizes: dict[str, int] = {}
+
+    async def load(self) -> None:
+        for w in await self._db.read(nodes.list_warehouses_thd):
+            # A restarted coordinator gives every warehouse a fresh chance to heartbeat.
+            self.warehouses[w.id] = _with_heard(w, self._reactor.seconds())
+        for digest, warehouse_id, size in await self._db.read(nodes.all_locations_thd):
+            self._locations[digest].add(warehouse_id)
+            self._sizes[digest] = size
+
+    # Warehouses
+
+    async def register(self, url: str, site: str, capacity: int, free: int) -> WarehouseRecord:
+        now = self._reactor.seconds()
+        record = WarehouseRecord(
+            id="w" + secrets.token_hex(6),
+            url=url.rstrip("/"),
+            site=site,
+            capacity=capacity,
+            free=free,
+            registered=now,
+            last_heard=now,
+        )
+        stored = await self._db.write(nodes.upsert_warehouse_thd, record)
+        self.warehouses[stored.id] = stored
+        self.log.info(
+            "warehouse {id} registered at {url} (site {site})",
+            id=stored.id,
+            url=stored.url,
+            site=site,
+        )
+        return stored
+
+    async def heartbeat(self, warehouse_id: str, capacity: int, free: int) -> None:
+        now = self._reactor.seconds()
+        w = self.warehouses[warehouse_id]
+        self.warehouses[warehouse_id] = WarehouseRecord(
+            id=w.id,
+            url=w.url,
+            site=w.site,
+            capacity=capacity,
+            free=free,
+            registered=w.registered,
+            last_heard=now,
+        )
+        await self._db.write(nodes.heartbeat_warehouse_thd, warehouse_id, capacity, free, now)
+
+    def encoded_key(self) -> str:
+        return base64.b64encode(self.capability_key).decode("ascii")
+
+    def is_alive(self, warehouse_id: str) -> bool:
+        w = self.warehouses.get(warehouse_id)
+        return w is not None and self._reactor.seconds() - w.last_heard <= self.WAREHOUSE_TIMEOUT
+
+    def choose_for_upload(self, site: str | None = None) -> WarehouseRecord:
+        """The warehouse new data should go to: the caller's site first, then the most free space."""
+        alive = [w for w in self.warehouses.values() if self.is_alive(w.id)]
+        if not alive:
+            raise NoWarehouse("no warehouse is available: start one (xwch-warehouse) and retry")
+        return max(alive, key=lambda w: (w.site == site, w.free))
+
+    # Objects
+
+    async def add_objects(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
+        await self._db.write(nodes.add_locations_thd, warehouse_id, list(objects))
+        for digest, size in objects:
+            self._locations[digest].add(warehouse_id)
+            self._sizes[digest] = size
+
+    def has(self, digest: str) -> bool:
+        return any(self.is_alive(w) for w in self._locations.get(digest, ()))
+
+    def missing(self, digests: Iterable[str]) -> list[str]:
+        return sorted({d for d in digests if not self.has(d)})
+
+    def size(self, digest: str) -> int | None:
+        return self._sizes.get(digest)
+
+    def sources(self, digest: str, site: str | None = None) -> tuple[Source, ...]:
+        """Where to read ``digest``, each with a read capability; the reader's site first."""
+        holders = [self.warehouses[w] for w in self._locations.get(digest, ()) if self.is_alive(w)]
+        holders.sort(key=lambda w: (w.site != site, -w.free))
+        expires = self._reactor.seconds() + capability.DEFAULT_LIFETIME
+        return tuple(
+            Source(
+                url=w.url,
+                capability=capability.issue(
+                    self.capability_key, capability.OP_GET, digest, w.id, expires
+                ),
+            )
+            for w in holders
+        )
+
+    def put_capability(self, warehouse: WarehouseRecord, digest: str) -> str:
+        expires = self._reactor.seconds() + capability.DEFAULT_LIFETIME
+        return capability.issue(
+            self.capability_key, capability.OP_PUT, digest, warehouse.id, expires
+        )
+
+
+def _with_heard(w: WarehouseRecord, now: float) -> WarehouseRecord:
+    return WarehouseRecord(
+        id=w.id,
+        url=w.url,
+        site=w.site,
+        capacity=w.capacity,
+        free=w.free,
+        registered=w.registered,
+        last_heard=now,
+    )

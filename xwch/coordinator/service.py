@@ -1,0 +1,165 @@
+"""Builds the coordinator: the store, the four managers and the web front, in dependency order.
+
+``make_coordinator`` does the asynchronous preparation first (schema migration, recovery of
+running jobs, workers and catalog from the store), then returns a service tree whose
+``startService`` is quick: it starts timers and listens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from xwch.coordinator.api import CoordinatorApi, map_error
+from xwch.coordinator.auth import Authenticator
+from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.communication import CommunicationManager
+from xwch.coordinator.scheduler import Scheduler
+from xwch.coordinator.tasks import TasksManager
+from xwch.coordinator.web import JsonRouter
+from xwch.coordinator.workers import WorkersManager
+from xwch.protocol import API_PREFIX
+from xwch.store import tokens
+from xwch.store.database import Database
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    db_url: str
+    listen: str = "tcp:8750"
+    alive_interval: float | None = None
+    alive_timeout: float | None = None
+
+
+class StoreService(Service):
+    """Owns the database threads: first started, last stopped."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def startService(self) -> None:
+        self.db.start()
+        super().startService()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.db.stop()
+
+
+class QuietSite(Site):
+    """A site that does not log every request: workers' signals would drown the log."""
+
+    def log(self, request: object) -> None:
+        pass
+
+
+class WebService(Service):
+    """Listens on an endpoint description and serves the API; tells the bound address."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, description: str, root: Resource) -> None:
+        self._reactor = reactor
+        self._description = description
+        self.root = root
+        self._site = QuietSite(root)
+        self._site.noisy = False
+        self.listening: Deferred[IListeningPort] = Deferred()
+        self.port: IListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self._reactor, self._description)
+        d = endpoint.listen(self._site)
+
+        def listening(port: IListeningPort) -> IListeningPort:
+            self.port = port
+            self.listening.callback(port)
+            return port
+
+        d.addCallbacks(listening, self.listening.errback)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self.port is not None:
+            return cast("Deferred[None]", self.port.stopListening())
+        return None
+
+    def url(self) -> str:
+        assert self.port is not None
+        address = self.port.getHost()
+        host = getattr(address, "host", "127.0.0.1")
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{getattr(address, 'port', 0)}"
+
+
+class Coordinator(MultiService):
+    """The coordinator's service tree, with handles on its parts for tests and tools."""
+
+    def __init__(
+        self,
+        db: Database,
+        tasks: TasksManager,
+        workers: WorkersManager,
+        scheduler: Scheduler,
+        communication: CommunicationManager,
+        catalog: Catalog,
+        web: WebService,
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.tasks = tasks
+        self.workers = workers
+        self.scheduler = scheduler
+        self.communication = communication
+        self.catalog = catalog
+        self.web = web
+        self.root = web.root
+        # Dependency order: the store first in, last out.
+        StoreService(db).setServiceParent(self)
+        workers.setServiceParent(self)
+        web.setServiceParent(self)
+
+    def url(self) -> str:
+        return self.web.url()
+
+
+async def make_coordinator(
+    config: CoordinatorConfig, reactor: IReactorTime, db: Database | None = None
+) -> Coordinator:
+    """Prepare the store and memory, and build the (not yet started) service tree."""
+    db = db or Database(cast(Any, reactor), config.db_url)
+    db.start()
+    try:
+        await db.migrate()
+        key = await db.read(tokens.capability_key_thd)
+        catalog = Catalog(reactor, db, key)
+        await catalog.load()
+        scheduler = Scheduler()
+        communication = CommunicationManager()
+        tasks = TasksManager(reactor, db, catalog, scheduler)
+        await tasks.recover()
+        workers = WorkersManager(
+            reactor, db, tasks, communication, config.alive_interval, config.alive_timeout
+        )
+        await workers.load()
+    except BaseException:
+        db.stop()
+        raise
+    api = CoordinatorApi(db, tasks, workers, catalog, communication)
+    root = Resource()
+    router = JsonRouter(API_PREFIX, api.routes(), Authenticator(db), map_error)
+    root.putChild(b"api", router)
+    web = WebService(cast(IReactorCore, reactor), config.listen, root)
+    return Coordinator(db, tasks, workers, scheduler, communication, catalog, web)

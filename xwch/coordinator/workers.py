@@ -1,0 +1,192 @@
+"""The workers' manager: registered workers, their signals, and the notice of lost ones.
+
+Handles the four signals of the XtremWeb-CH design: Register Request (host facts), Work Request
+(performance and free slots), Work Alive (running attempts) and Work Result. A worker whose
+Work Alive signals stop for ``alive_timeout`` is declared lost, and its attempts are relaunched.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import replace
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from xwch.coordinator.communication import CommunicationManager
+from xwch.coordinator.scheduler import WorkerView
+from xwch.coordinator.tasks import TasksManager
+from xwch.errors import XwchError
+from xwch.protocol import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
+from xwch.store import nodes
+from xwch.store.database import Database
+from xwch.store.records import TokenRecord, WorkerRecord
+
+WORKER_ALIVE = "alive"
+WORKER_LOST = "lost"
+
+
+class UnknownWorker(XwchError):
+    """The worker is not registered, or was declared lost: it must register again."""
+
+
+class WrongOwner(XwchError):
+    """A worker id used with a token that did not register it."""
+
+
+class WorkersManager(Service):
+    """Registered workers and their Register, Work, Alive and Result signals."""
+
+    log = Logger()
+
+    # How often a worker sends Work Alive; it is told so when it registers.
+    ALIVE_INTERVAL = 5.0
+    # Silent this long (three missed beats): the worker is lost.
+    ALIVE_TIMEOUT = 3 * ALIVE_INTERVAL
+    # How often last-heard times are written: heartbeats are frequent, their record need not be.
+    FLUSH_INTERVAL = 10.0
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        db: Database,
+        tasks: TasksManager,
+        communication: CommunicationManager,
+        alive_interval: float | None = None,
+        alive_timeout: float | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._db = db
+        self._tasks = tasks
+        self._communication = communication
+        self.alive_interval = alive_interval or self.ALIVE_INTERVAL
+        self.alive_timeout = alive_timeout or 3 * self.alive_interval
+        self.workers: dict[str, WorkerRecord] = {}
+        self._heard: dict[str, float] = {}
+        self._checker = LoopingCall(self._check_and_flush)
+        self._checker.clock = reactor
+        self._checking: Deferred[None] | None = None
+
+    async def load(self) -> None:
+        """Workers alive before a restart get a full timeout to show up again."""
+        now = self._reactor.seconds()
+        for w in await self._db.read(nodes.active_workers_thd):
+            self.workers[w.id] = replace(w, last_heard=now)
+
+    def startService(self) -> None:
+        super().startService()
+        self._checker.start(min(self.alive_interval, self.FLUSH_INTERVAL), now=False)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._checker.running:
+            self._checker.stop()
+        return self._checking
+
+    # Signals
+
+    async def register(self, token: TokenRecord, facts: HostFacts) -> WorkerRecord:
+        now = self._reactor.seconds()
+        record = WorkerRecord(
+            id="k" + secrets.token_hex(6),
+            token_id=token.id,
+            name=facts.name,
+            address=facts.address,
+            platform=facts.platform,
+            cores=facts.cores,
+            memory=facts.memory,
+            slots=facts.slots,
+            performance=facts.performance,
+            site=facts.site,
+            state=WORKER_ALIVE,
+            registered=now,
+            last_heard=now,
+        )
+        await self._db.write(nodes.add_worker_thd, record)
+        self.workers[record.id] = record
+        self.log.info(
+            "worker {id} registered: {name} ({platform}, {slots} slots)",
+            id=record.id,
+            name=record.name,
+            platform=record.platform,
+            slots=record.slots,
+        )
+        return record
+
+    def get(self, worker_id: str, token: TokenRecord) -> WorkerRecord:
+        """The worker, heard just now; raises if unknown, lost, or not this token's."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            raise UnknownWorker(f"worker {worker_id} is not registered (or was declared lost)")
+        if worker.token_id != token.id:
+            raise WrongOwner(f"worker {worker_id} was registered with another token")
+        self._heard[worker_id] = self._reactor.seconds()
+        return worker
+
+    async def work_request(
+        self, token: TokenRecord, worker_id: str, performance: float, free_slots: int
+    ) -> list[Assignment]:
+        worker = self.get(worker_id, token)
+        if performance > 0 and performance != worker.performance:
+            worker = replace(worker, performance=performance)
+            self.workers[worker_id] = worker
+        view = WorkerView(worker.id, worker.platform, worker.performance)
+        slots = min(free_slots, worker.slots)
+        return await self._tasks.assign(view, worker.name, worker.site, slots)
+
+    def alive(
+        self, token: TokenRecord, worker_id: str, running: Sequence[RunningAttempt]
+    ) -> tuple[list[str], Policy]:
+        self.get(worker_id, token)
+        cancels = self._tasks.cancels_for(worker_id, [r.attempt for r in running])
+        return cancels, self._communication.policy()
+
+    async def result(self, token: TokenRecord, worker_id: str, result: AttemptResult) -> bool:
+        self.get(worker_id, token)
+        return await self._tasks.record_result(worker_id, result)
+
+    async def give_back(self, token: TokenRecord, worker_id: str, attempts: Sequence[str]) -> None:
+        self.get(worker_id, token)
+        await self._tasks.give_back(worker_id, attempts)
+
+    def list(self) -> list[WorkerRecord]:
+        return [
+            replace(w, last_heard=self._heard.get(w.id, w.last_heard))
+            for w in self.workers.values()
+        ]
+
+    # Lost workers
+
+    def _check_and_flush(self) -> Deferred[None]:
+        self._checking = ensureDeferred(self._check())
+        return self._checking
+
+    async def _check(self) -> None:
+        now = self._reactor.seconds()
+        lost = []
+        for worker_id, worker in list(self.workers.items()):
+            heard = self._heard.get(worker_id, worker.last_heard)
+            if now - heard > self.alive_timeout:
+                lost.append(worker_id)
+        for worker_id in lost:
+            worker = self.workers.pop(worker_id)
+            self._heard.pop(worker_id, None)
+            self.log.warn(
+                "worker {id} ({name}) lost: silent for more than {timeout:.0f} s",
+                id=worker_id,
+                name=worker.name,
+                timeout=self.alive_timeout,
+            )
+            await self._db.write(nodes.set_worker_state_thd, worker_id, WORKER_LOST, now)
+        if lost:
+            await self._tasks.workers_lost(lost)
+        if self._heard:
+            flushed, self._heard = self._heard, {}
+            for worker_id, when in flushed.items():
+                if worker_id in self.workers:
+                    self.workers[worker_id] = replace(self.workers[worker_id], last_heard=when)
+            await self._db.write(nodes.touch_workers_thd, flushed)

@@ -1,0 +1,310 @@
+"""Queries about jobs, tasks, attempts and outputs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from xwch.protocol import JOB_RUNNING, TASK_STATES
+from xwch.store.records import (
+    AttemptLog,
+    Change,
+    JobRow,
+    JobSummary,
+    NewTask,
+    OutputRow,
+    RecoveredAttempt,
+    RecoveredJob,
+    RecoveredTask,
+    TaskRow,
+)
+from xwch.store.schema import attempts, jobs, outputs, tasks, workers
+
+# Rows per INSERT statement: large jobs go in batches that every backend accepts.
+INSERT_BATCH = 5000
+
+
+def create_job_thd(conn: sa.Connection, job: JobRow, new_tasks: Sequence[NewTask]) -> None:
+    conn.execute(
+        jobs.insert().values(
+            id=job.id,
+            name=job.name,
+            owner=job.owner,
+            state=job.state,
+            priority=job.priority,
+            created=job.created,
+            ended=job.ended,
+            message=job.message,
+            spec=job.spec,
+            total=job.total,
+        )
+    )
+    rows = [
+        {
+            "job_id": job.id,
+            "task_id": t.task_id,
+            "position": t.position,
+            "state": t.state,
+            "cost": t.cost,
+            "retries": t.retries,
+            "failures": 0,
+            "attempts": 0,
+        }
+        for t in new_tasks
+    ]
+    for start in range(0, len(rows), INSERT_BATCH):
+        conn.execute(tasks.insert(), rows[start : start + INSERT_BATCH])
+
+
+def apply_change_thd(conn: sa.Connection, change: Change) -> None:
+    """Write one decision of the tasks' manager, all or nothing."""
+    if change.new_attempts:
+        conn.execute(
+            attempts.insert(),
+            [
+                {
+                    "id": a.id,
+                    "job_id": a.job_id,
+                    "task_id": a.task_id,
+                    "number": a.number,
+                    "worker_id": a.worker_id,
+                    "state": "running",
+                    "started": a.started,
+                    "stdout": "",
+                    "stderr": "",
+                }
+                for a in change.new_attempts
+            ],
+        )
+    for update in change.attempt_updates:
+        conn.execute(
+            attempts.update()
+            .where(attempts.c.id == update.id)
+            .values(
+                state=update.state,
+                ended=update.ended,
+                exit_code=update.exit_code,
+                error=update.error,
+                stdout=update.stdout,
+                stderr=update.stderr,
+            )
+        )
+    for task_update in change.task_updates:
+        ids = list(task_update.task_ids)
+        for start in range(0, len(ids), INSERT_BATCH):
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.job_id == task_update.job_id)
+                .where(tasks.c.task_id.in_(ids[start : start + INSERT_BATCH]))
+                .values(**task_update.values)
+            )
+    if change.outputs:
+        conn.execute(outputs.insert(), [_output_values(o) for o in change.outputs])
+    for job_update in change.job_updates:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_update.job_id)
+            .values(state=job_update.state, ended=job_update.ended, message=job_update.message)
+        )
+    for worker_id, count in change.tasks_done_by_worker.items():
+        conn.execute(
+            workers.update()
+            .where(workers.c.id == worker_id)
+            .values(tasks_done=workers.c.tasks_done + count)
+        )
+
+
+def _output_values(o: OutputRow) -> dict[str, Any]:
+    return {
+        "job_id": o.job_id,
+        "task_id": o.task_id,
+        "name": o.name,
+        "digest": o.digest,
+        "size": o.size,
+    }
+
+
+def _summaries(conn: sa.Connection, rows: Sequence[Any]) -> list[JobSummary]:
+    if not rows:
+        return []
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TASK_STATES, 0))
+    ids = [r.id for r in rows]
+    query = (
+        sa.select(tasks.c.job_id, tasks.c.state, sa.func.count())
+        .where(tasks.c.job_id.in_(ids))
+        .group_by(tasks.c.job_id, tasks.c.state)
+    )
+    for job_id, state, n in conn.execute(query):
+        counts[job_id][state] = n
+    return [
+        JobSummary(
+            id=r.id,
+            name=r.name,
+            state=r.state,
+            priority=r.priority,
+            created=r.created,
+            ended=r.ended,
+            message=r.message,
+            total=r.total,
+            counts=counts[r.id],
+        )
+        for r in rows
+    ]
+
+
+_SUMMARY_COLUMNS = (
+    jobs.c.id,
+    jobs.c.name,
+    jobs.c.state,
+    jobs.c.priority,
+    jobs.c.created,
+    jobs.c.ended,
+    jobs.c.message,
+    jobs.c.total,
+)
+
+
+def job_summary_thd(conn: sa.Connection, job_id: str) -> JobSummary | None:
+    rows = conn.execute(sa.select(*_SUMMARY_COLUMNS).where(jobs.c.id == job_id)).all()
+    found = _summaries(conn, rows)
+    return found[0] if found else None
+
+
+def job_owner_thd(conn: sa.Connection, job_id: str) -> int | None:
+    owner = conn.execute(sa.select(jobs.c.owner).where(jobs.c.id == job_id)).scalar()
+    return None if owner is None else int(owner)
+
+
+def list_jobs_thd(conn: sa.Connection, limit: int = 200) -> list[JobSummary]:
+    rows = conn.execute(
+        sa.select(*_SUMMARY_COLUMNS).order_by(jobs.c.created.desc(), jobs.c.id).limit(limit)
+    ).all()
+    return _summaries(conn, rows)
+
+
+def list_tasks_thd(conn: sa.Connection, job_id: str) -> list[TaskRow]:
+    query = (
+        sa.select(
+            tasks.c.task_id,
+            tasks.c.state,
+            tasks.c.cost,
+            tasks.c.worker,
+            tasks.c.attempts,
+            tasks.c.started,
+            tasks.c.ended,
+        )
+        .where(tasks.c.job_id == job_id)
+        .order_by(tasks.c.position)
+    )
+    return [
+        TaskRow(
+            id=r.task_id,
+            state=r.state,
+            cost=r.cost,
+            worker=r.worker,
+            attempts=r.attempts,
+            started=r.started,
+            ended=r.ended,
+        )
+        for r in conn.execute(query)
+    ]
+
+
+def attempt_log_thd(
+    conn: sa.Connection, job_id: str, task_id: str, number: int | None
+) -> AttemptLog | None:
+    query = (
+        sa.select(attempts, workers.c.name.label("worker_name"))
+        .select_from(attempts.outerjoin(workers, workers.c.id == attempts.c.worker_id))
+        .where(attempts.c.job_id == job_id, attempts.c.task_id == task_id)
+    )
+    if number is None:
+        query = query.order_by(attempts.c.number.desc()).limit(1)
+    else:
+        query = query.where(attempts.c.number == number)
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return AttemptLog(
+        task=task_id,
+        attempt=row.number,
+        state=row.state,
+        worker=row.worker_name,
+        exit_code=row.exit_code,
+        error=row.error,
+        stdout=row.stdout,
+        stderr=row.stderr,
+    )
+
+
+def task_exists_thd(conn: sa.Connection, job_id: str, task_id: str) -> bool:
+    return (
+        conn.execute(
+            sa.select(tasks.c.task_id).where(tasks.c.job_id == job_id, tasks.c.task_id == task_id)
+        ).first()
+        is not None
+    )
+
+
+def outputs_thd(conn: sa.Connection, job_id: str) -> list[OutputRow]:
+    query = sa.select(outputs).where(outputs.c.job_id == job_id)
+    return [
+        OutputRow(job_id=r.job_id, task_id=r.task_id, name=r.name, digest=r.digest, size=r.size)
+        for r in conn.execute(query)
+    ]
+
+
+def job_spec_thd(conn: sa.Connection, job_id: str) -> str | None:
+    return conn.execute(sa.select(jobs.c.spec).where(jobs.c.id == job_id)).scalar()
+
+
+def recover_running_jobs_thd(conn: sa.Connection) -> list[RecoveredJob]:
+    """Every running job with its tasks, outputs and running attempts, to rebuild memory."""
+    recovered = []
+    for r in conn.execute(
+        sa.select(jobs).where(jobs.c.state == JOB_RUNNING).order_by(jobs.c.created)
+    ):
+        row = JobRow(
+            id=r.id,
+            name=r.name,
+            owner=r.owner,
+            state=r.state,
+            priority=r.priority,
+            created=r.created,
+            total=r.total,
+            spec=r.spec,
+            ended=r.ended,
+            message=r.message,
+        )
+        task_outputs: dict[str, dict[str, tuple[str, int]]] = defaultdict(dict)
+        for o in conn.execute(sa.select(outputs).where(outputs.c.job_id == r.id)):
+            task_outputs[o.task_id][o.name] = (o.digest, o.size)
+        task_rows = tuple(
+            RecoveredTask(
+                task_id=t.task_id,
+                state=t.state,
+                failures=t.failures,
+                attempts=t.attempts,
+                outputs=task_outputs.get(t.task_id, {}),
+            )
+            for t in conn.execute(
+                sa.select(tasks).where(tasks.c.job_id == r.id).order_by(tasks.c.position)
+            )
+        )
+        running = tuple(
+            RecoveredAttempt(
+                id=a.id,
+                task_id=a.task_id,
+                number=a.number,
+                worker_id=a.worker_id,
+                started=a.started,
+            )
+            for a in conn.execute(
+                sa.select(attempts).where(attempts.c.job_id == r.id, attempts.c.state == "running")
+            )
+        )
+        recovered.append(RecoveredJob(row=row, tasks=task_rows, running=running))
+    return recovered

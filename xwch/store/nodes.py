@@ -1,0 +1,155 @@
+"""Queries about the platform's nodes: workers, warehouses and which objects each warehouse holds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from xwch.store.records import WarehouseRecord, WorkerRecord
+from xwch.store.schema import object_locations, warehouses, workers
+
+
+def _worker(r: sa.Row[object]) -> WorkerRecord:
+    m = r._mapping
+    return WorkerRecord(
+        id=m["id"],
+        token_id=m["token_id"],
+        name=m["name"],
+        address=m["address"],
+        platform=m["platform"],
+        cores=m["cores"],
+        memory=m["memory"],
+        slots=m["slots"],
+        performance=m["performance"],
+        site=m["site"],
+        state=m["state"],
+        registered=m["registered"],
+        last_heard=m["last_heard"],
+        tasks_done=m["tasks_done"],
+    )
+
+
+def add_worker_thd(conn: sa.Connection, w: WorkerRecord) -> None:
+    conn.execute(
+        workers.insert().values(
+            id=w.id,
+            token_id=w.token_id,
+            name=w.name,
+            address=w.address,
+            platform=w.platform,
+            cores=w.cores,
+            memory=w.memory,
+            slots=w.slots,
+            performance=w.performance,
+            site=w.site,
+            state=w.state,
+            registered=w.registered,
+            last_heard=w.last_heard,
+            tasks_done=w.tasks_done,
+        )
+    )
+
+
+def set_worker_state_thd(conn: sa.Connection, worker_id: str, state: str, now: float) -> None:
+    conn.execute(
+        workers.update().where(workers.c.id == worker_id).values(state=state, last_heard=now)
+    )
+
+
+def touch_workers_thd(conn: sa.Connection, heard: dict[str, float]) -> None:
+    """Record when each worker was last heard (batched: heartbeats are frequent)."""
+    for worker_id, when in heard.items():
+        conn.execute(workers.update().where(workers.c.id == worker_id).values(last_heard=when))
+
+
+def list_workers_thd(conn: sa.Connection) -> list[WorkerRecord]:
+    return [
+        _worker(r) for r in conn.execute(sa.select(workers).order_by(workers.c.name, workers.c.id))
+    ]
+
+
+def active_workers_thd(conn: sa.Connection) -> list[WorkerRecord]:
+    query = sa.select(workers).where(workers.c.state == "alive")
+    return [_worker(r) for r in conn.execute(query)]
+
+
+def upsert_warehouse_thd(conn: sa.Connection, w: WarehouseRecord) -> WarehouseRecord:
+    """Register a warehouse; the same URL registering again keeps its id."""
+    existing = conn.execute(
+        sa.select(warehouses.c.id, warehouses.c.registered).where(warehouses.c.url == w.url)
+    ).first()
+    if existing is None:
+        conn.execute(warehouses.insert().values(**_warehouse_values(w)))
+        return w
+    values = _warehouse_values(w)
+    values.update(id=existing.id, registered=existing.registered)
+    conn.execute(warehouses.update().where(warehouses.c.id == existing.id).values(**values))
+    return WarehouseRecord(**values)  # type: ignore[arg-type]
+
+
+def _warehouse_values(w: WarehouseRecord) -> dict[str, object]:
+    return {
+        "id": w.id,
+        "url": w.url,
+        "site": w.site,
+        "capacity": w.capacity,
+        "free": w.free,
+        "registered": w.registered,
+        "last_heard": w.last_heard,
+    }
+
+
+def heartbeat_warehouse_thd(
+    conn: sa.Connection, warehouse_id: str, capacity: int, free: int, now: float
+) -> None:
+    conn.execute(
+        warehouses.update()
+        .where(warehouses.c.id == warehouse_id)
+        .values(capacity=capacity, free=free, last_heard=now)
+    )
+
+
+def list_warehouses_thd(conn: sa.Connection) -> list[WarehouseRecord]:
+    return [
+        WarehouseRecord(
+            id=r.id,
+            url=r.url,
+            site=r.site,
+            capacity=r.capacity,
+            free=r.free,
+            registered=r.registered,
+            last_heard=r.last_heard,
+        )
+        for r in conn.execute(sa.select(warehouses))
+    ]
+
+
+def add_locations_thd(
+    conn: sa.Connection, warehouse_id: str, objects: Sequence[tuple[str, int]]
+) -> None:
+    """Record that a warehouse holds these objects; a repeated report is harmless."""
+    if not objects:
+        return
+    digests = [d for d, _ in objects]
+    known = set(
+        conn.execute(
+            sa.select(object_locations.c.digest).where(
+                object_locations.c.warehouse_id == warehouse_id,
+                object_locations.c.digest.in_(digests),
+            )
+        ).scalars()
+    )
+    new = {d: s for d, s in objects if d not in known}
+    if new:
+        conn.execute(
+            object_locations.insert(),
+            [{"digest": d, "warehouse_id": warehouse_id, "size": s} for d, s in new.items()],
+        )
+
+
+def all_locations_thd(conn: sa.Connection) -> list[tuple[str, str, int]]:
+    query = sa.select(
+        object_locations.c.digest, object_locations.c.warehouse_id, object_locations.c.size
+    )
+    return [(r.digest, r.warehouse_id, r.size) for r in conn.execute(query)]

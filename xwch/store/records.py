@@ -1,0 +1,249 @@
+"""Plain frozen values that cross between the database thread and the reactor thread."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    id: int
+    role: str
+    name: str
+
+
+@dataclass(frozen=True)
+class JobRow:
+    id: str
+    name: str
+    owner: int
+    state: str
+    priority: int
+    created: float
+    total: int
+    spec: str
+    ended: float | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class NewTask:
+    task_id: str
+    position: int
+    state: str
+    cost: float
+    retries: int
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    id: str
+    name: str
+    state: str
+    priority: int
+    created: float
+    ended: float | None
+    message: str | None
+    total: int
+    counts: Mapping[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "priority": self.priority,
+            "created": self.created,
+            "ended": self.ended,
+            "message": self.message,
+            "total": self.total,
+            "counts": dict(self.counts),
+        }
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    id: str
+    state: str
+    cost: float
+    worker: str | None
+    attempts: int
+    started: float | None
+    ended: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "cost": self.cost,
+            "worker": self.worker,
+            "attempts": self.attempts,
+            "started": self.started,
+            "ended": self.ended,
+        }
+
+
+@dataclass(frozen=True)
+class AttemptLog:
+    task: str
+    attempt: int
+    state: str
+    worker: str | None
+    exit_code: int | None
+    error: str | None
+    stdout: str
+    stderr: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "attempt": self.attempt,
+            "state": self.state,
+            "worker": self.worker,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "stdout": self.stdout,
+            "stderr": self.stderr,
+        }
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    token_id: int
+    name: str
+    address: str
+    platform: str
+    cores: int
+    memory: int
+    slots: int
+    performance: float
+    site: str | None
+    state: str
+    registered: float
+    last_heard: float
+    tasks_done: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "state": self.state,
+            "address": self.address,
+            "platform": self.platform,
+            "cores": self.cores,
+            "memory": self.memory,
+            "slots": self.slots,
+            "performance": self.performance,
+            "site": self.site,
+            "tasks_done": self.tasks_done,
+            "last_heard": self.last_heard,
+        }
+
+
+@dataclass(frozen=True)
+class WarehouseRecord:
+    id: str
+    url: str
+    site: str
+    capacity: int
+    free: int
+    registered: float
+    last_heard: float
+
+
+@dataclass(frozen=True)
+class NewAttempt:
+    id: str
+    job_id: str
+    task_id: str
+    number: int
+    worker_id: str
+    worker_name: str
+    started: float
+
+
+@dataclass(frozen=True)
+class AttemptUpdate:
+    id: str
+    state: str
+    ended: float
+    exit_code: int | None = None
+    error: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass(frozen=True)
+class TaskUpdate:
+    """New values for some columns of some tasks of one job (same values for all of them)."""
+
+    job_id: str
+    task_ids: tuple[str, ...]
+    values: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class OutputRow:
+    job_id: str
+    task_id: str
+    name: str
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    job_id: str
+    state: str
+    ended: float | None
+    message: str | None
+
+
+@dataclass
+class Change:
+    """Everything one decision of the tasks' manager changes, written in one transaction."""
+
+    new_attempts: list[NewAttempt] = field(default_factory=list)
+    attempt_updates: list[AttemptUpdate] = field(default_factory=list)
+    task_updates: list[TaskUpdate] = field(default_factory=list)
+    outputs: list[OutputRow] = field(default_factory=list)
+    job_updates: list[JobUpdate] = field(default_factory=list)
+    tasks_done_by_worker: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(
+            self.new_attempts
+            or self.attempt_updates
+            or self.task_updates
+            or self.outputs
+            or self.job_updates
+            or self.tasks_done_by_worker
+        )
+
+
+@dataclass(frozen=True)
+class RecoveredTask:
+    task_id: str
+    state: str
+    failures: int
+    attempts: int
+    outputs: Mapping[str, tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class RecoveredAttempt:
+    id: str
+    task_id: str
+    number: int
+    worker_id: str
+    started: float
+
+
+@dataclass(frozen=True)
+class RecoveredJob:
+    row: JobRow
+    tasks: tuple[RecoveredTask, ...]
+    running: tuple[RecoveredAttempt, ...]

@@ -1,0 +1,181 @@
+"""The store's tables (SQLAlchemy Core) and the migrations that bring a database to them.
+
+Every change of schema adds a step to ``MIGRATIONS``; ``migrate_thd`` runs the steps a database
+lacks, in one transaction each, and records the version reached.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+schema_version = sa.Table(
+    "schema_version",
+    metadata,
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+tokens = sa.Table(
+    "tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    # Only the token's SHA-256 is kept: a leaked database does not leak credentials.
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("owner", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+    sa.Column("message", sa.Text),
+    # The job's wire form (JSON): the coordinator rebuilds its DAG from it after a restart.
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),
+)
+sa.Index("jobs_by_state", jobs.c.state)
+sa.Index("jobs_by_created", jobs.c.created)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("task_id", sa.String(128), primary_key=True),
+    # Index in the job's topological order, so listings keep the order of the job file.
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False, default=0),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("worker", sa.String(128)),
+    sa.Column("started", sa.Float),
+    sa.Column("ended", sa.Float),
+)
+sa.Index("tasks_by_state", tasks.c.job_id, tasks.c.state)
+
+attempts = sa.Table(
+    "attempts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("task_id", sa.String(128), nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("worker_id", sa.String(32), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("ended", sa.Float),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("stdout", sa.Text, nullable=False, default=""),
+    sa.Column("stderr", sa.Text, nullable=False, default=""),
+    # One attempt number per task: a second insert of the same attempt is a bug, not a retry.
+    sa.UniqueConstraint("job_id", "task_id", "number", name="attempts_unique_number"),
+)
+sa.Index("attempts_by_task", attempts.c.job_id, attempts.c.task_id)
+sa.Index("attempts_by_state", attempts.c.state)
+
+outputs = sa.Table(
+    "outputs",
+    metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("task_id", sa.String(128), primary_key=True),
+    sa.Column("name", sa.String(512), primary_key=True),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("token_id", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("address", sa.String(255), nullable=False),
+    sa.Column("platform", sa.String(64), nullable=False),
+    sa.Column("cores", sa.Integer, nullable=False),
+    sa.Column("memory", sa.BigInteger, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("performance", sa.Float, nullable=False),
+    sa.Column("site", sa.String(64)),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("registered", sa.Float, nullable=False),
+    sa.Column("last_heard", sa.Float, nullable=False),
+    sa.Column("tasks_done", sa.Integer, nullable=False, default=0),
+)
+
+warehouses = sa.Table(
+    "warehouses",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.String(512), nullable=False, unique=True),
+    sa.Column("site", sa.String(64), nullable=False),
+    sa.Column("capacity", sa.BigInteger, nullable=False),
+    sa.Column("free", sa.BigInteger, nullable=False),
+    sa.Column("registered", sa.Float, nullable=False),
+    sa.Column("last_heard", sa.Float, nullable=False),
+)
+
+object_locations = sa.Table(
+    "object_locations",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("warehouse_id", sa.String(32), primary_key=True),
+    sa.Column("size", sa.BigInteger, nullable=False),
+)
+
+
+def _create_v1(conn: sa.Connection) -> None:
+    metadata.create_all(conn)
+    # The key that signs warehouse capabilities; made once, kept with the data it protects.
+    conn.execute(settings.insert().values(key="capability_key", value=secrets.token_hex(32)))
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaTooNew(Exception):
+    """The database was written by a newer XWCH than this one."""
+
+
+def current_version_thd(conn: sa.Connection) -> int:
+    if not sa.inspect(conn).has_table("schema_version"):
+        return 0
+    version = conn.execute(sa.select(schema_version.c.version)).scalar()
+    return int(version or 0)
+
+
+def migrate_thd(engine: sa.Engine) -> int:
+    """Bring the database to ``SCHEMA_VERSION``; return the version it had before."""
+    with engine.begin() as conn:
+        before = current_version_thd(conn)
+    if before > SCHEMA_VERSION:
+        raise SchemaTooNew(
+            f"the database has schema version {before}; this XWCH knows up to {SCHEMA_VERSION}"
+        )
+    for version in range(before, SCHEMA_VERSION):
+        with engine.begin() as conn:
+            MIGRATIONS[version](conn)
+            conn.execute(schema_version.delete())
+            conn.execute(schema_version.insert().values(version=version + 1))
+    return before
