@@ -56,3 +56,16 @@ class DigestMismatch(XwchError):
 
 class CapabilityError(XwchError):
     """A warehouse capability is missing, forged, expired or for another object."""
+
+
+class BundleError(XwchError):
+    """A bundle archive cannot be made or unpacked safely (a link, a device, a path escaping)."""
+
+
+class OffsetMismatch(XwchError):
+    """A packet does not start where the held part of an upload ends; resume at ``expected``."""
+
+    def __init__(self, expected: int, offset: int) -> None:
+        self.expected = expected
+        self.offset = offset
+        super().__init__(f"packet at offset {offset}, but {expected} bytes are held")

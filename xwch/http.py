@@ -14,7 +14,7 @@ import treq
 from treq.client import HTTPClient
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
 from twisted.web.iweb import IAgent
 
 from xwch.errors import ApiError, Unreachable
@@ -25,9 +25,15 @@ _UNREACHABLE = (ConnectError, ConnectionLost, DNSLookupError, TimeoutError, Resp
 REQUEST_TIMEOUT = 60.0
 
 
+class _QuietClientFactory(_HTTP11ClientFactory):
+    # Otherwise every new connection logs "Starting factory" and "Stopping factory".
+    noisy = False
+
+
 def make_http_client(reactor: IReactorTCP, persistent: bool = True) -> HTTPClient:
     """A treq client with a connection pool, so packets reuse one connection."""
     pool = HTTPConnectionPool(reactor, persistent=persistent)
+    pool._factory = _QuietClientFactory
     pool.maxPersistentPerHost = 8
     # Idle connections are dropped before a server would drop them under us.
     pool.cachedConnectionTimeout = 30

@@ -1,0 +1,112 @@
+"""``xwch-warehouse``: run a warehouse node.
+
+xwch-warehouse --coordinator URL --token T [--data DIR] [--listen ENDPOINT]
+               [--site NAME] [--public-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import react
+from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+
+from xwch.config import resolve_endpoint, xwch_home
+from xwch.errors import ConfigurationError
+from xwch.http import JsonApi, make_http_client
+
+from .objects import ObjectStore
+from .service import WarehouseService
+
+PROGRAM = "xwch-warehouse"
+DEFAULT_LISTEN = "tcp:8751"
+DEFAULT_SITE = "default"
+
+log = Logger()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description="Run an XWCH warehouse node: object storage near the workers."
+    )
+    parser.add_argument(
+        "--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)"
+    )
+    parser.add_argument("--token", metavar="T", help="a token of role warehouse (or XWCH_TOKEN)")
+    parser.add_argument(
+        "--data", metavar="DIR", type=Path, help="where objects are kept ($XWCH_HOME/warehouse)"
+    )
+    parser.add_argument(
+        "--listen",
+        metavar="ENDPOINT",
+        default=DEFAULT_LISTEN,
+        help=f"a Twisted server endpoint (default {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--site", metavar="NAME", default=DEFAULT_SITE, help="the site workers near it name"
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the URL workers and clients reach it at (default: http://INTERFACE:PORT)",
+    )
+    return parser
+
+
+def _usage_error(message: str) -> NoReturn:
+    print(f"{PROGRAM}: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
+async def _run(reactor: Any, service: WarehouseService) -> None:
+    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    service.startService()
+    try:
+        url = await service.when_listening()
+        print(f"{PROGRAM} listening on {url}", flush=True)
+        await service.when_failed()
+    except Exception:
+        # The service has logged why; the exit status says it failed.
+        raise SystemExit(1) from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        endpoint = resolve_endpoint(args.coordinator, args.token, files=("warehouse.toml",))
+    except ConfigurationError as e:
+        _usage_error(str(e))
+    if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
+        _usage_error(f"--public-url must start with http:// or https://: {args.public_url}")
+    data: Path = args.data if args.data is not None else xwch_home() / "warehouse"
+    try:
+        store = ObjectStore(data)
+    except OSError as e:
+        _usage_error(f"--data {data}: {e}")
+
+    # Only here, the one place allowed to, do we take the global reactor.
+    from twisted.internet import reactor
+
+    try:
+        serverFromString(reactor, args.listen)
+    except ValueError as e:
+        _usage_error(f"--listen {args.listen}: {e}")
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    coordinator = JsonApi(make_http_client(reactor), endpoint.url, endpoint.token, reactor)
+    service = WarehouseService(reactor, store, coordinator, args.public_url, args.site, args.listen)
+
+    def run(reactor: Any) -> Deferred[None]:
+        return Deferred.fromCoroutine(_run(reactor, service))
+
+    react(run)
+
+
+if __name__ == "__main__":
+    main()

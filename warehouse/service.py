@@ -1,0 +1,317 @@
+"""The warehouse node as a service: listen, register with the coordinator, heartbeat.
+
+``startService`` stays quick: it starts one background run (listen, then register, retrying
+while the coordinator is unreachable, then heartbeat) whose progress callers follow through
+``when_listening``/``when_registered``, and whose fatal errors (the port is taken, the token is
+refused) through ``when_failed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import random as _random
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar, cast
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorFromThreads, IReactorTime
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.http import Request
+from twisted.web.server import Site
+
+from xwch.errors import ApiError, Unreachable
+from xwch.protocol import API_PREFIX, NUMBER, ObjectRef, ProtocolError, require_object
+from xwch.transfer.backoff import Backoff
+
+from .api import Registration, WarehouseResource
+from .blocking import BlockingRunner, ThreadPoolRunner
+from .objects import ObjectStore
+
+log = Logger()
+
+T = TypeVar("T")
+
+
+class Coordinator(Protocol):
+    """What the warehouse needs of the coordinator's API (``xwch.http.JsonApi`` is one)."""
+
+    async def post(self, path: str, body: object | None = None) -> Any: ...
+
+
+class _Latch(Generic[T]):
+    """A result that comes once and that any number of callers may wait for."""
+
+    def __init__(self) -> None:
+        self._outcome: T | Failure | None = None
+        self._done = False
+        self._waiters: list[Deferred[T]] = []
+
+    def wait(self) -> Deferred[T]:
+        if self._done:
+            if isinstance(self._outcome, Failure):
+                return fail(self._outcome)
+            return succeed(cast(T, self._outcome))
+        d: Deferred[T] = Deferred()
+        self._waiters.append(d)
+        return d
+
+    def fire(self, outcome: T | Failure) -> None:
+        if self._done:
+            return
+        self._outcome, self._done = outcome, True
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            if isinstance(outcome, Failure):
+                d.errback(outcome)
+            else:
+                d.callback(outcome)
+
+
+class _QuietSite(Site):
+    """A Site that does not log a line per request: one per packet would drown the log."""
+
+    noisy = False
+
+    def log(self, request: Request) -> None:
+        pass
+
+
+def default_url(address: IAddress) -> str:
+    """``http://<interface>:<port>``, with 127.0.0.1 for a wildcard bind."""
+    host = str(getattr(address, "host", "127.0.0.1"))
+    port = int(getattr(address, "port", 0))
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def parse_registration(doc: object) -> Registration:
+    """The coordinator's answer to ``POST /warehouses``; ProtocolError if malformed."""
+    where = "registration"
+    d = require_object(doc, where)
+    warehouse_id = d.get("warehouse_id")
+    if not isinstance(warehouse_id, str) or not warehouse_id:
+        raise ProtocolError(f"{where}.warehouse_id: expected a string")
+    interval = d.get("heartbeat_interval")
+    if isinstance(interval, bool) or not isinstance(interval, NUMBER) or not interval > 0:
+        raise ProtocolError(f"{where}.heartbeat_interval: expected a positive number")
+    key_text = d.get("capability_key")
+    if not isinstance(key_text, str) or not key_text:
+        raise ProtocolError(f"{where}.capability_key: expected base64 text")
+    try:
+        # Standard or URL-safe alphabet, padded or not: both are "base64" to someone.
+        padded = key_text + "=" * (-len(key_text) % 4)
+        if "-" in key_text or "_" in key_text:
+            key = base64.urlsafe_b64decode(padded)
+        else:
+            key = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"{where}.capability_key: not base64") from None
+    return Registration(
+        warehouse_id=warehouse_id, capability_key=key, heartbeat_interval=float(interval)
+    )
+
+
+class WarehouseService(MultiService):
+    """One warehouse node: its web front on ``listen`` and its life with the coordinator."""
+
+    # Registration retries double from the base up to the max (docs: back off with jitter).
+    REGISTER_BACKOFF_BASE = 1.0
+    REGISTER_BACKOFF_MAX = 30.0
+    # Threads for blocking file work (packet writes, commits): disks do not like many more.
+    THREADS = 4
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        store: ObjectStore,
+        coordinator: Coordinator,
+        public_url: str | None,
+        site: str,
+        listen: str,
+        *,
+        blocking: BlockingRunner | None = None,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self.store = store
+        self._coordinator = coordinator
+        self._public_url = public_url.rstrip("/") if public_url else None
+        self.site_name = site
+        self._listen = listen
+        self._random = random
+        self._pool: ThreadPool | None = None
+        if blocking is None:
+            self._pool = ThreadPool(0, self.THREADS, name="xwch-warehouse-files")
+            # A real reactor provides IReactorFromThreads too; tests inject ``blocking``.
+            blocking = ThreadPoolRunner(cast(IReactorFromThreads, reactor), self._pool)
+        self.resource = WarehouseResource(store, self, reactor, blocking)
+        self.web_site = _QuietSite(self.resource)
+        self.port: IListeningPort | None = None
+        self.url: str | None = None
+        self._listening: _Latch[str] = _Latch()
+        self._registered: _Latch[Registration] = _Latch()
+        self._failed: _Latch[None] = _Latch()
+        self._run: Deferred[None] | None = None
+        self._heartbeat: LoopingCall | None = None
+
+    # -- what callers follow ---------------------------------------------------------------
+
+    def when_listening(self) -> Deferred[str]:
+        """Fires with the public URL once the port is bound."""
+        return self._listening.wait()
+
+    def when_registered(self) -> Deferred[Registration]:
+        """Fires once the coordinator has accepted this warehouse."""
+        return self._registered.wait()
+
+    def when_failed(self) -> Deferred[None]:
+        """Fails with the error that stopped the service from working; never succeeds."""
+        return self._failed.wait()
+
+    # -- the service -----------------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self._pool is not None:
+            self._pool.start()
+        self._run = Deferred.fromCoroutine(self._start())
+        self._run.addErrback(self._fatal)
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+    async def _stop(self) -> None:
+        await maybeDeferred(super().stopService)
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        if self._run is not None:
+            self._run.cancel()
+        if self.port is not None:
+            await maybeDeferred(self.port.stopListening)
+        if self._pool is not None:
+            # Waits for a packet write or commit in progress: it is never left half done.
+            self._pool.stop()
+
+    def _fatal(self, failure: Failure) -> None:
+        if failure.check(CancelledError):
+            return
+        if failure.check(CannotListenError, ApiError, ProtocolError):
+            # Expected ways to fail (port taken, token refused): the message says it all.
+            log.critical("the warehouse cannot work: {error}", error=failure.value)
+        else:
+            log.failure("the warehouse cannot work", failure)
+        # Whoever waits for a step that will now never come learns why.
+        self._listening.fire(failure)
+        self._registered.fire(failure)
+        self._failed.fire(failure)
+
+    async def _start(self) -> None:
+        endpoint = serverFromString(self._reactor, self._listen)
+        port: IListeningPort = await endpoint.listen(self.web_site)
+        self.port = port
+        self.url = self._public_url or default_url(port.getHost())
+        log.info("listening on {url}", url=self.url)
+        self._listening.fire(self.url)
+        registration = await self._register_until_accepted()
+        self._registered.fire(registration)
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = self._reactor
+        done = self._heartbeat.start(registration.heartbeat_interval, now=False)
+        done.addErrback(lambda f: log.failure("heartbeats stopped", f))
+
+    # -- registration and heartbeat ----------------------------------------------------------
+
+    async def _register_until_accepted(self) -> Registration:
+        backoff = Backoff(self.REGISTER_BACKOFF_BASE, self.REGISTER_BACKOFF_MAX, self._random)
+        while True:
+            try:
+                return await self._register()
+            except Unreachable as e:
+                delay, reason = backoff.next_delay(), str(e)
+            except ApiError as e:
+                # Busy or broken for now: try again. Anything else (a refused token) will not
+                # get better by retrying.
+                if e.status != 503 and e.status < 500:
+                    raise
+                delay, reason = max(backoff.next_delay(), e.retry_after or 0.0), str(e)
+            log.warn(
+                "cannot register with the coordinator ({reason}); trying again in {delay:.1f} s",
+                reason=reason,
+                delay=delay,
+            )
+            await deferLater(self._reactor, delay)
+
+    async def _register(self) -> Registration:
+        answer = await self._coordinator.post(
+            f"{API_PREFIX}/warehouses",
+            {
+                "url": self.url,
+                "site": self.site_name,
+                "capacity": self.store.capacity_bytes(),
+                "free": self.store.free_bytes(),
+            },
+        )
+        registration = parse_registration(answer)
+        self.resource.registration = registration
+        log.info("registered as {id}", id=registration.warehouse_id)
+        return registration
+
+    def _beat(self) -> Deferred[None]:
+        d = Deferred.fromCoroutine(self._send_heartbeat())
+        # An unexpected error is logged, not raised: it would stop the LoopingCall for good.
+        d.addErrback(lambda f: log.failure("heartbeat failed", f))
+        return d
+
+    async def _send_heartbeat(self) -> None:
+        registration = self.resource.registration
+        assert registration is not None
+        try:
+            await self._coordinator.post(
+                f"{API_PREFIX}/warehouses/{registration.warehouse_id}/heartbeat",
+                {
+                    "capacity": self.store.capacity_bytes(),
+                    "free": self.store.free_bytes(),
+                    "objects": self.store.count(),
+                },
+            )
+        except ApiError as e:
+            if e.status != 404:
+                log.warn("heartbeat refused: {error}", error=e)
+                return
+            # The coordinator has forgotten us (its database was reset): register again; the
+            # same URL keeps its id where it can.
+            log.warn("the coordinator does not know this warehouse; registering again")
+            try:
+                registration = await self._register()
+            except (ApiError, Unreachable, ProtocolError) as again:
+                log.warn("registering again failed: {error}", error=again)
+                return
+            if self._heartbeat is not None:
+                self._heartbeat.interval = registration.heartbeat_interval
+        except Unreachable as e:
+            log.warn("heartbeat not delivered: {error}", error=e)
+
+    # -- the catalog, for the web front ------------------------------------------------------
+
+    async def objects_stored(self, refs: Sequence[ObjectRef]) -> None:
+        """Tell the coordinator these objects are stored here."""
+        registration = self.resource.registration
+        if registration is None:
+            raise Unreachable("not registered with the coordinator yet")
+        await self._coordinator.post(
+            f"{API_PREFIX}/warehouses/{registration.warehouse_id}/objects",
+            {"objects": [ref.to_json() for ref in refs]},
+        )

@@ -1,0 +1,97 @@
+"""One HTTP request of a transfer, with its whole answer, as a plain value.
+
+Every way of not getting an answer (refused, reset, timed out, cut in the middle of the body)
+becomes :class:`xwch.errors.Unreachable`, so the transfer loops retry one error and leave every
+answer, good or bad, to :class:`Reply`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from treq.client import HTTPClient
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupError, TimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.client import ResponseFailed
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+
+from xwch.errors import ApiError, Unreachable
+from xwch.http import decode_error
+
+# ResponseFailed covers ResponseNeverReceived and a body cut short; ConnectionClosed covers
+# ConnectionLost and ConnectionDone. CancelledError is not here on purpose: it means our own
+# caller gave up, which must stop the transfer, not retry it.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectError,
+    ConnectionClosed,
+    DNSLookupError,
+    TimeoutError,
+    ResponseFailed,
+    PotentialDataLoss,
+)
+
+# A packet is at most a few MiB; a minute without the whole answer means the path is dead.
+REQUEST_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A whole HTTP answer: status, headers and body."""
+
+    code: int
+    headers: Headers
+    body: bytes
+    response: Any
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name.encode("ascii"))
+        return values[0].decode("latin-1") if values else None
+
+    def json(self) -> Any:
+        """The body as JSON; a body that is not JSON is an :class:`ApiError`."""
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            raise ApiError(self.code, "bad_response", "the answer is not JSON") from None
+
+    async def error(self) -> ApiError:
+        """This answer as the :class:`ApiError` it carries."""
+        return await decode_error(self.response)
+
+
+async def _exchange(
+    http: HTTPClient,
+    method: str,
+    url: str,
+    headers: Mapping[bytes, bytes],
+    data: bytes | None,
+) -> Reply:
+    request_headers: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
+    response = await http.request(method, url, headers=request_headers, data=data)
+    body = await response.content()
+    return Reply(code=response.code, headers=response.headers, body=body, response=response)
+
+
+async def exchange(
+    http: HTTPClient,
+    method: str,
+    url: str,
+    reactor: IReactorTime,
+    headers: Mapping[bytes, bytes],
+    data: bytes | None = None,
+    timeout: float = REQUEST_TIMEOUT,
+) -> Reply:
+    """Send one request and read its whole answer; raise Unreachable if none came."""
+    # The timeout covers the body too (treq's own covers only the headers), and is scheduled
+    # on our reactor, so tests drive it with a Clock.
+    d = Deferred.fromCoroutine(_exchange(http, method, url, headers, data))
+    d.addTimeout(timeout, reactor)
+    try:
+        return await d
+    except CONNECTION_ERRORS as e:
+        raise Unreachable(f"{method} {url}: {e}") from None
