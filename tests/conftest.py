@@ -19,3 +19,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             pytest.skip(why)
     with fresh_database(request.param, tmp_path) as url:
         yield url
+
+
+@pytest.fixture(autouse=True)
+def _run_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder: trial's ``mktemp`` and default output folders land
+    there, never in the checkout."""
+    monkeypatch.chdir(tmp_path)
