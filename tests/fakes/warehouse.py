@@ -16,12 +16,12 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from xwch.warehouse.api import Registration, WarehouseResource
-from xwch.warehouse.blocking import run_inline
-from xwch.warehouse.objects import ObjectStore
 
 from xwch import capability
 from xwch.protocol import ObjectRef, Source
+from xwch.warehouse.api import Registration, WarehouseResource
+from xwch.warehouse.blocking import run_inline
+from xwch.warehouse.objects import ObjectStore
 
 WAREHOUSE_ID = "wh-test"
 KEY = b"k" * 32

@@ -16,7 +16,6 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from xwch.warehouse import api
 
 from tests.fakes.warehouse import InMemoryWarehouse, drive, result_of
 from xwch import capability
@@ -32,6 +31,7 @@ from xwch.transfer import (
 )
 from xwch.transfer.download import Downloader
 from xwch.transfer.upload import Uploader
+from xwch.warehouse import api
 
 PACKET = 1000
 

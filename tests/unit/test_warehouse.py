@@ -15,15 +15,15 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
-from xwch.warehouse import api
-from xwch.warehouse.blocking import run_inline
-from xwch.warehouse.objects import ObjectStore
-from xwch.warehouse.service import WarehouseService
 
 from tests.fakes.warehouse import KEY, WAREHOUSE_ID, InMemoryWarehouse, result_of
 from xwch import capability
 from xwch.errors import ApiError, DigestMismatch, OffsetMismatch, Unreachable
 from xwch.protocol import CAPABILITY_HEADER, OBJECT_SIZE_HEADER, PACKET_DIGEST_HEADER, ObjectRef
+from xwch.warehouse import api
+from xwch.warehouse.blocking import run_inline
+from xwch.warehouse.objects import ObjectStore
+from xwch.warehouse.service import WarehouseService
 
 PACKET = 1000
 DATA = random.Random(3).randbytes(3 * PACKET)

@@ -1,0 +1,298 @@
+"""FakeCoordinator: the coordinator's worker routes (docs/protocol.md) in memory, scripted.
+
+A ``twisted.web`` resource, so it runs behind ``treq.testing.StubTreq`` with no network and no
+reactor: a test queues assignments, scripts failures (a busy answer, a lost worker, a
+coordinator that does not answer at all) and reads back every Register Request, Work Request,
+Work Alive, Work Result, upload plan and giveback it received. Bodies are checked with the
+protocol's own ``from_json``, so a worker sending a malformed message gets the 400 the real
+coordinator would give.
+
+    coordinator = FakeCoordinator()
+    coordinator.assign(assignment)
+    api = coordinator.api()          # an xwch.http.JsonApi talking to it
+    coordinator.reachable = False    # every request now fails as Unreachable
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionRefusedError
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from xwch.http import JsonApi
+from xwch.protocol import (
+    API_PREFIX,
+    OUTCOME_SUCCEEDED,
+    Assignment,
+    AttemptResult,
+    HostFacts,
+    ObjectRef,
+    Policy,
+    ProtocolError,
+    RunningAttempt,
+    require_object,
+)
+
+COORDINATOR_URL = "http://coordinator.test"
+WAREHOUSE_URL = "http://warehouse.test"
+WORKER_TOKEN = "worker-secret"
+
+
+@dataclass(frozen=True)
+class WorkRequest:
+    worker: str
+    performance: float
+    free_slots: int
+
+
+@dataclass
+class _ScriptedError:
+    route: str
+    status: int
+    code: str
+    retry_after: float | None
+    times: int
+
+
+class FakeCoordinator(Resource):
+    """The worker-facing half of a coordinator, with every message it received recorded."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        alive_interval: float = 10.0,
+        policy: Policy | None = None,
+        token: str = WORKER_TOKEN,
+    ) -> None:
+        super().__init__()
+        self.alive_interval = alive_interval
+        self.policy = policy or Policy()
+        self.token = token
+        # False: every request fails to connect (the client sees Unreachable).
+        self.reachable = True
+
+        # Scripted state.
+        self.ready: list[Assignment] = []
+        self.stored: set[str] = set()
+        self.to_cancel: set[str] = set()
+        self.workers: dict[str, HostFacts] = {}
+        self.assigned: dict[str, str] = {}
+
+        # What was received, in order.
+        self.registrations: list[HostFacts] = []
+        self.work_requests: list[WorkRequest] = []
+        self.alives: list[tuple[str, list[str]]] = []
+        self.results: list[tuple[str, AttemptResult]] = []
+        self.givebacks: list[tuple[str, list[str]]] = []
+        self.upload_plans: list[list[ObjectRef]] = []
+        # Every request as (route, status answered).
+        self.requests: list[tuple[str, int]] = []
+
+        self._errors: list[_ScriptedError] = []
+        self._next_worker = 1
+
+    # Scripting
+
+    def assign(self, *assignments: Assignment) -> None:
+        """Queue assignments; Work Requests hand them out, as many as the free slots."""
+        self.ready.extend(assignments)
+
+    def cancel(self, attempt_id: str) -> None:
+        """The next Work Alive that lists this attempt tells the worker to kill it."""
+        self.to_cancel.add(attempt_id)
+
+    def declare_lost(self, worker_id: str) -> None:
+        """Forget a worker: its next call gets 404 unknown_worker, its attempts are stale."""
+        del self.workers[worker_id]
+
+    def fail_next(
+        self,
+        route: str,
+        status: int = 503,
+        code: str = "busy",
+        retry_after: float | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` calls to ``route`` with an error.
+
+        Routes: register, work, alive, results, giveback, uploads.
+        """
+        self._errors.append(_ScriptedError(route, status, code, retry_after, times))
+
+    def client(self) -> FakeCoordinatorClient:
+        """A treq-like HTTP client reaching this coordinator in memory."""
+        return FakeCoordinatorClient(self)
+
+    def api(self, token: str | None = None) -> JsonApi:
+        """An ``xwch.http.JsonApi`` for this coordinator."""
+        return JsonApi(self.client(), COORDINATOR_URL, self.token if token is None else token)
+
+    def routes(self) -> list[str]:
+        """The route of every request answered, in order (``"work"``, ``"alive"`` ...)."""
+        return [route for route, _ in self.requests]
+
+    # twisted.web
+
+    def render_POST(self, request: Request) -> bytes:
+        path = request.path.decode()
+        route, worker = _route(path)
+        status, body, headers = self._answer(request, route, worker)
+        self.requests.append((route, status))
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        for name, value in headers.items():
+            request.setHeader(name.encode(), value.encode())
+        return json.dumps(body).encode()
+
+    def _answer(
+        self, request: Request, route: str, worker: str | None
+    ) -> tuple[int, Any, dict[str, str]]:
+        auth = request.getHeader(b"authorization")
+        if auth != f"Bearer {self.token}".encode():
+            return 401, {"error": "unauthorized", "message": "unknown token"}, {}
+        scripted = self._scripted(route)
+        if scripted is not None:
+            body: dict[str, Any] = {"error": scripted.code, "message": f"scripted {scripted.code}"}
+            headers = {}
+            if scripted.retry_after is not None:
+                body["retry_after"] = scripted.retry_after
+                headers["Retry-After"] = str(scripted.retry_after)
+            return scripted.status, body, headers
+        if route == "unknown":
+            return 404, {"error": "not_found", "message": "no such route"}, {}
+        if worker is not None and worker not in self.workers:
+            return 404, {"error": "unknown_worker", "message": f"worker {worker} unknown"}, {}
+        try:
+            doc = require_object(json.loads(request.content.read() or b"null"), route)
+            return 200, *self._handle(route, worker, doc)
+        except ProtocolError as e:
+            return 400, {"error": "bad_request", "message": str(e)}, {}
+        except _Refused as e:
+            return e.status, e.body, {}
+
+    def _scripted(self, route: str) -> _ScriptedError | None:
+        for scripted in self._errors:
+            if scripted.route == route and scripted.times > 0:
+                scripted.times -= 1
+                return scripted
+        return None
+
+    def _handle(self, route: str, worker: str | None, doc: Any) -> tuple[Any, dict[str, str]]:
+        if route == "register":
+            facts = HostFacts.from_json(doc)
+            worker_id = f"w{self._next_worker}"
+            self._next_worker += 1
+            self.workers[worker_id] = facts
+            self.registrations.append(facts)
+            # 201 in the real thing; JsonApi reads both alike.
+            return {
+                "worker_id": worker_id,
+                "alive_interval": self.alive_interval,
+                "policy": self.policy.to_json(),
+            }, {}
+        assert worker is not None or route == "uploads"
+        if route == "work":
+            free = doc.get("free_slots")
+            performance = doc.get("performance")
+            if not isinstance(free, int) or not isinstance(performance, (int, float)):
+                raise ProtocolError("work: expected performance and free_slots")
+            assert worker is not None
+            self.work_requests.append(WorkRequest(worker, float(performance), free))
+            given, self.ready = self.ready[:free], self.ready[free:]
+            for a in given:
+                self.assigned[a.attempt] = worker
+            return {"tasks": [a.to_json() for a in given], "policy": self.policy.to_json()}, {}
+        if route == "alive":
+            running = [
+                RunningAttempt.from_json(r, f"alive.running[{n}]")
+                for n, r in enumerate(doc.get("running", []))
+            ]
+            ids = [r.attempt for r in running]
+            assert worker is not None
+            self.alives.append((worker, ids))
+            cancel = [a for a in ids if a in self.to_cancel or self.assigned.get(a) != worker]
+            self.to_cancel -= set(cancel)
+            return {"cancel": cancel, "policy": self.policy.to_json()}, {}
+        if route == "results":
+            result = AttemptResult.from_json(doc)
+            if self.assigned.get(result.attempt) != worker:
+                raise _Refused(403, {"error": "forbidden", "message": "not your attempt"})
+            missing = [o.digest for o in result.outputs if o.digest not in self.stored]
+            if result.outcome == OUTCOME_SUCCEEDED and missing:
+                raise _Refused(
+                    409, {"error": "missing_objects", "message": "store first", "digests": missing}
+                )
+            assert worker is not None
+            self.results.append((worker, result))
+            del self.assigned[result.attempt]
+            return {"accepted": True}, {}
+        if route == "giveback":
+            attempts = doc.get("attempts")
+            if not isinstance(attempts, list):
+                raise ProtocolError("giveback.attempts: expected a list")
+            assert worker is not None
+            self.givebacks.append((worker, list(attempts)))
+            for a in attempts:
+                self.assigned.pop(a, None)
+            return {}, {}
+        if route == "uploads":
+            refs = [
+                ObjectRef.from_json(o, f"uploads.objects[{n}]")
+                for n, o in enumerate(doc.get("objects", []))
+            ]
+            self.upload_plans.append(refs)
+            return {
+                "warehouse": {"id": "h1", "url": WAREHOUSE_URL},
+                "objects": [
+                    {
+                        "digest": r.digest,
+                        "present": r.digest in self.stored,
+                        "capability": None if r.digest in self.stored else f"put:{r.digest}",
+                    }
+                    for r in refs
+                ],
+            }, {}
+        raise AssertionError(route)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        self.status = status
+        self.body = body
+
+
+def _route(path: str) -> tuple[str, str | None]:
+    """The route name and the worker id of a request path."""
+    if not path.startswith(API_PREFIX + "/"):
+        return "unknown", None
+    parts = path[len(API_PREFIX) + 1 :].split("/")
+    if parts == ["workers"]:
+        return "register", None
+    if parts == ["objects", "uploads"]:
+        return "uploads", None
+    if len(parts) == 3 and parts[0] == "workers":
+        if parts[2] in ("work", "alive", "results", "giveback"):
+            return parts[2], parts[1]
+    return "unknown", None
+
+
+class FakeCoordinatorClient:
+    """A treq ``HTTPClient`` look-alike over :class:`FakeCoordinator`, fully in memory."""
+
+    def __init__(self, coordinator: FakeCoordinator) -> None:
+        self._coordinator = coordinator
+        self._stub = StubTreq(coordinator)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        if not self._coordinator.reachable:
+            return fail(ConnectionRefusedError("the fake coordinator is down"))
+        d: Deferred[Any] = self._stub.request(method, url, **kwargs)
+        self._stub.flush()
+        return d

@@ -1,0 +1,371 @@
+"""The worker's conversation with the coordinator, on a Clock, with fake attempts and uploads."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.fakes.coordinator import WAREHOUSE_URL, FakeCoordinator, WorkRequest
+from xwch.protocol import (
+    OUTCOME_FAILED,
+    OUTCOME_SUCCEEDED,
+    Assignment,
+    AttemptResult,
+    BinaryRef,
+    HostFacts,
+    OutputFile,
+    Policy,
+)
+from xwch.worker.executor import CompletedAttempt
+from xwch.worker.service import RegistrationRefused, WorkerService
+
+FACTS = HostFacts(
+    name="volunteer",
+    address="192.0.2.7",
+    platform="linux-x86_64",
+    cores=4,
+    memory=8 << 30,
+    slots=2,
+    performance=1.5,
+)
+BINARY = BinaryRef(digest="b" * 64, size=10)
+
+
+def assignment(attempt: str, task: str = "t") -> Assignment:
+    return Assignment(
+        attempt=attempt,
+        job="j1",
+        task=task,
+        number=1,
+        binary=BINARY,
+        args=(),
+        env={},
+        inputs=(),
+        outputs=("out.txt",),
+        timeout=None,
+    )
+
+
+class FakeAttempt:
+    """An attempt whose end the test decides."""
+
+    def __init__(self, assignment: Assignment) -> None:
+        self.assignment = assignment
+        self.killed = False
+        self.discarded = False
+        self._end: Deferred[CompletedAttempt] = Deferred()
+
+    async def run(self) -> CompletedAttempt:
+        return await self._end
+
+    def succeed(self, output: bytes = b"tile") -> OutputFile:
+        digest = hashlib.sha256(output).hexdigest()
+        out = OutputFile(name="out.txt", digest=digest, size=len(output))
+        result = AttemptResult(
+            self.assignment.attempt, OUTCOME_SUCCEEDED, exit_code=0, outputs=(out,), stdout="ok\n"
+        )
+        self._end.callback(CompletedAttempt(result, {digest: Path("/cache") / digest}))
+        return out
+
+    def fail(self, exit_code: int = 3, stderr: str = "boom\n") -> None:
+        result = AttemptResult(
+            self.assignment.attempt,
+            OUTCOME_FAILED,
+            exit_code=exit_code,
+            error=f"exited with status {exit_code}",
+            stderr=stderr,
+        )
+        self._end.callback(CompletedAttempt(result, {}))
+
+    def kill(self) -> None:
+        self.killed = True
+        if not self._end.called:
+            result = AttemptResult(self.assignment.attempt, OUTCOME_FAILED, error="killed")
+            self._end.callback(CompletedAttempt(result, {}))
+
+    def discard(self) -> None:
+        self.discarded = True
+
+
+class FakePacer:
+    def __init__(self) -> None:
+        self.policies: list[Policy] = []
+
+    def update(self, policy: Policy) -> None:
+        self.policies.append(policy)
+
+
+class WorkerServiceTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.coordinator = FakeCoordinator(alive_interval=10.0)
+        self.attempts: dict[str, FakeAttempt] = {}
+        self.uploads: list[tuple[str, str, int, Path, str]] = []
+        self.pacer = FakePacer()
+        self.service = self.make_service()
+
+    def make_service(self, token: str | None = None) -> WorkerService:
+        return WorkerService(
+            self.clock,
+            self.coordinator.api(token),
+            FACTS,
+            self.new_attempt,
+            self.store_object,
+            self.pacer,
+            # The upper end of every backoff step: delays the tests can name.
+            jitter=lambda: 1.0,
+        )
+
+    def new_attempt(self, assignment: Assignment) -> FakeAttempt:
+        if assignment.attempt == "..":
+            raise ValueError("not an attempt id")
+        attempt = self.attempts[assignment.attempt] = FakeAttempt(assignment)
+        return attempt
+
+    async def store_object(self, url: str, digest: str, size: int, path: Path, cap: str) -> None:
+        self.uploads.append((url, digest, size, path, cap))
+        self.coordinator.stored.add(digest)
+
+    def start(self) -> None:
+        self.service.startService()
+        self.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        if self.service.running:
+            d = self.service.stopService()
+            self.clock.advance(WorkerService.GIVEBACK_TIMEOUT)
+            self.successResultOf(d)
+
+    def test_registers_then_asks_for_work_with_its_free_slots(self) -> None:
+        """A started worker registers its host facts, then asks for as many tasks as slots."""
+        self.start()
+        self.assertEqual(self.coordinator.registrations, [FACTS])
+        self.assertEqual(self.successResultOf(self.service.when_registered()), "w1")
+        self.assertEqual(self.coordinator.work_requests, [WorkRequest("w1", 1.5, 2)])
+        self.assertEqual(self.coordinator.routes()[:2], ["register", "work"])
+
+    def test_runs_assignments_and_reports_results_with_outputs_stored(self) -> None:
+        """An attempt that succeeds has its output uploaded with its capability, then reported."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.assertEqual(self.service.running_attempts(), ["a1"])
+        # One task for two slots: it asks again at once for the other slot.
+        self.assertEqual(
+            self.coordinator.work_requests, [WorkRequest("w1", 1.5, 2), WorkRequest("w1", 1.5, 1)]
+        )
+        requests = len(self.coordinator.work_requests)
+        output = self.attempts["a1"].succeed()
+        self.assertEqual(
+            self.uploads,
+            [
+                (
+                    WAREHOUSE_URL,
+                    output.digest,
+                    output.size,
+                    Path("/cache") / output.digest,
+                    f"put:{output.digest}",
+                )
+            ],
+        )
+        [(worker, result)] = self.coordinator.results
+        self.assertEqual((worker, result.attempt, result.outcome), ("w1", "a1", OUTCOME_SUCCEEDED))
+        self.assertEqual(result.outputs, (output,))
+        routes = self.coordinator.routes()
+        self.assertEqual(routes[routes.index("uploads") :][:3], ["uploads", "results", "work"])
+        # Asked for more work at once, with the slot free again.
+        self.assertEqual(len(self.coordinator.work_requests), requests + 1)
+        self.assertEqual(self.coordinator.work_requests[-1].free_slots, 2)
+        self.assertTrue(self.attempts["a1"].discarded)
+        self.assertEqual(self.service.running_attempts(), [])
+
+    def test_outputs_already_stored_are_not_uploaded_again(self) -> None:
+        """An output some warehouse already holds is not sent again."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.stored.add(hashlib.sha256(b"tile").hexdigest())
+        self.attempts["a1"].succeed(b"tile")
+        self.assertEqual(self.uploads, [])
+        self.assertEqual(len(self.coordinator.results), 1)
+
+    def test_failed_attempt_is_reported_with_its_logs(self) -> None:
+        """A task that fails is reported with exit code and stderr, with nothing uploaded."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.attempts["a1"].fail(exit_code=3, stderr="no palette\n")
+        [(_, result)] = self.coordinator.results
+        self.assertEqual((result.outcome, result.exit_code), (OUTCOME_FAILED, 3))
+        self.assertEqual(result.stderr, "no palette\n")
+        self.assertEqual(self.coordinator.upload_plans, [])
+
+    def test_assignment_that_cannot_start_is_reported_failed(self) -> None:
+        """An assignment the worker cannot set up is reported failed, so it runs elsewhere."""
+        self.coordinator.assign(assignment(".."))
+        self.start()
+        [(_, result)] = self.coordinator.results
+        self.assertEqual((result.attempt, result.outcome), ("..", OUTCOME_FAILED))
+        self.assertIn("not an attempt id", result.error or "")
+        self.assertEqual(self.service.running_attempts(), [])
+        self.flushLoggedErrors(ValueError)
+
+    def test_full_worker_does_not_ask_for_work(self) -> None:
+        """With every slot busy the worker sends no Work Request until a slot frees."""
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        self.assertEqual(len(self.coordinator.work_requests), 1)
+        self.clock.advance(WorkerService.IDLE_POLL_MAX * 10)
+        self.assertEqual(len(self.coordinator.work_requests), 1)
+        self.attempts["a2"].fail()
+        self.assertEqual(self.coordinator.work_requests[-1], WorkRequest("w1", 1.5, 1))
+
+    def test_backs_off_when_there_is_no_work(self) -> None:
+        """An idle worker polls at 0.2 s, then less and less often, at most every 2 s."""
+        self.start()
+        times = [0.0]
+        seen = len(self.coordinator.work_requests)
+        # Steps of 1/64 s add up exactly in binary floating point.
+        for _ in range(12 * 64):
+            self.clock.advance(1 / 64)
+            if len(self.coordinator.work_requests) > seen:
+                seen = len(self.coordinator.work_requests)
+                times.append(round(self.clock.seconds(), 1))
+        gaps = [round(b - a, 1) for a, b in itertools.pairwise(times)]
+        self.assertEqual(gaps[:6], [0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+
+    def test_work_resets_the_idle_backoff(self) -> None:
+        """After receiving work an idle worker polls quickly again."""
+        self.start()
+        self.clock.advance(0.2 + 0.4 + 0.8 + 1.6)
+        self.coordinator.assign(assignment("a1"))
+        self.clock.advance(2.0)
+        self.assertEqual(self.service.running_attempts(), ["a1"])
+        before = len(self.coordinator.work_requests)
+        self.clock.advance(WorkerService.IDLE_POLL_START)
+        self.assertEqual(len(self.coordinator.work_requests), before + 1)
+
+    def test_work_alive_every_interval_lists_running_attempts(self) -> None:
+        """Every alive_interval the worker tells the coordinator which attempts it runs."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.clock.advance(9.9)
+        self.assertEqual(self.coordinator.alives, [])
+        self.clock.advance(0.1)
+        self.assertEqual(self.coordinator.alives, [("w1", ["a1"])])
+        self.attempts["a1"].fail()
+        self.clock.advance(10.0)
+        self.assertEqual(self.coordinator.alives, [("w1", ["a1"]), ("w1", [])])
+
+    def test_cancel_in_work_alive_kills_without_reporting(self) -> None:
+        """An attempt the coordinator cancels is killed, not reported, and its slot reused."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.cancel("a1")
+        self.clock.advance(10.0)
+        self.assertTrue(self.attempts["a1"].killed)
+        self.assertTrue(self.attempts["a1"].discarded)
+        self.assertEqual(self.coordinator.results, [])
+        self.assertEqual(self.service.running_attempts(), [])
+        self.assertEqual(self.coordinator.work_requests[-1].free_slots, 2)
+
+    def test_results_wait_for_an_unreachable_coordinator(self) -> None:
+        """A result is kept and retried while the coordinator is down, then sent once."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.reachable = False
+        self.attempts["a1"].fail()
+        self.clock.advance(WorkerService.RETRY_CAP * 4)
+        self.assertEqual(self.coordinator.results, [])
+        self.assertEqual(self.service.running_attempts(), ["a1"])
+        self.coordinator.reachable = True
+        self.clock.advance(WorkerService.RETRY_CAP)
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1"])
+        self.clock.advance(WorkerService.RETRY_CAP * 4)
+        self.assertEqual(len(self.coordinator.results), 1)
+
+    def test_busy_coordinator_is_retried_after_its_retry_after(self) -> None:
+        """A 503 busy answer to a result is retried no sooner than its Retry-After."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.fail_next("results", 503, "busy", retry_after=5.0)
+        self.attempts["a1"].fail()
+        self.clock.advance(4.9)
+        self.assertEqual(self.coordinator.results, [])
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.coordinator.results), 1)
+
+    def test_registration_is_retried_until_the_coordinator_answers(self) -> None:
+        """A worker started before its coordinator keeps trying, backing off, and registers."""
+        self.coordinator.reachable = False
+        self.start()
+        registered = self.service.when_registered()
+        self.clock.advance(WorkerService.RETRY_CAP * 3)
+        self.assertNoResult(registered)
+        self.coordinator.reachable = True
+        self.clock.advance(WorkerService.RETRY_CAP)
+        self.assertEqual(self.successResultOf(registered), "w1")
+        self.assertEqual(len(self.coordinator.registrations), 1)
+
+    def test_refused_credentials_fail_registration(self) -> None:
+        """A worker whose token the coordinator refuses says so instead of retrying forever."""
+        self.service = self.make_service(token="wrong")
+        self.start()
+        failure = self.failureResultOf(self.service.when_registered(), RegistrationRefused)
+        self.assertIn("unauthorized", str(failure.value))
+        self.assertEqual(self.coordinator.work_requests, [])
+
+    def test_lost_worker_registers_again_and_drops_stale_attempts(self) -> None:
+        """A worker the coordinator declared lost registers anew; attempts it cancels are dropped."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.declare_lost("w1")
+        self.clock.advance(10.0)
+        self.assertEqual(len(self.coordinator.registrations), 2)
+        self.assertEqual(self.service.worker_id, "w2")
+        self.assertEqual(self.coordinator.work_requests[-1].worker, "w2")
+        # The attempt was the old worker's: the next Work Alive as w2 gets it cancelled.
+        self.clock.advance(10.0)
+        self.assertTrue(self.attempts["a1"].killed)
+        self.assertEqual(self.coordinator.results, [])
+
+    def test_result_after_being_lost_goes_to_the_new_registration(self) -> None:
+        """A result sent while lost waits for the new registration, then goes under the new id."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.declare_lost("w1")
+        # The coordinator kept the attempt (say it was re-assigned to the same machine).
+        self.coordinator.assigned["a1"] = "w2"
+        self.attempts["a1"].fail()
+        self.assertEqual([w for w, _ in self.coordinator.results], ["w2"])
+
+    def test_policy_from_replies_reaches_the_pacer(self) -> None:
+        """The transfer policy the coordinator sets is applied to the worker's transfers."""
+        self.coordinator.policy = Policy(packet_size=65536, packet_sleep=0.05, max_transfers=2)
+        self.start()
+        self.assertEqual(self.pacer.policies[-1], self.coordinator.policy)
+
+    def test_stop_gives_back_running_attempts(self) -> None:
+        """Stopping kills the running attempts and gives them back, without reporting them."""
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        d = self.service.stopService()
+        self.successResultOf(d)
+        self.assertEqual(self.coordinator.givebacks, [("w1", ["a1", "a2"])])
+        self.assertTrue(all(a.killed and a.discarded for a in self.attempts.values()))
+        self.assertEqual(self.coordinator.results, [])
+        before = len(self.coordinator.requests)
+        self.clock.advance(WorkerService.RETRY_CAP * 10)
+        self.assertEqual(len(self.coordinator.requests), before)
+
+    def test_stop_is_bounded_when_the_coordinator_is_down(self) -> None:
+        """Stopping while the coordinator is unreachable still ends, the giveback abandoned."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.reachable = False
+        d = self.service.stopService()
+        self.successResultOf(d)
+        self.assertEqual(self.coordinator.givebacks, [])
+        self.assertTrue(self.attempts["a1"].killed)

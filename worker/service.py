@@ -1,0 +1,702 @@
+"""The volunteer worker: registers, pulls work, runs it, keeps alive, reports, gives back.
+
+The worker only ever opens connections (it may sit behind NAT): a Register Request (RR) first,
+then Work Requests (WR) whenever it has free slots, a Work Alive (WA) every ``alive_interval``
+seconds, a Work Result (WRS) when an attempt ends, and a giveback when it stops. The routes are
+those of docs/protocol.md.
+
+Everything the service does in the background runs through :meth:`WorkerService._in_background`,
+which logs failures and is awaited by ``stopService``: no Deferred is dropped.
+"""
+
+from __future__ import annotations
+
+import random
+import urllib.parse
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    gatherResults,
+)
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from xwch.errors import ApiError, Unreachable, XwchError
+from xwch.http import JsonApi
+from xwch.protocol import (
+    API_PREFIX,
+    OUTCOME_FAILED,
+    OUTCOME_SUCCEEDED,
+    Assignment,
+    AttemptResult,
+    HostFacts,
+    ObjectRef,
+    Policy,
+    ProtocolError,
+    RunningAttempt,
+    Source,
+    require_digest,
+    require_object,
+)
+from xwch.transfer.backoff import Backoff
+from xwch.transfer.download import download_object
+from xwch.transfer.pacing import PacketPacer
+from xwch.transfer.upload import upload_file
+
+from .cache import ObjectCache
+from .executor import AttemptExecutor, CompletedAttempt, remove_tree
+
+
+class Attempt(Protocol):
+    """One assignment being run (:class:`AttemptExecutor`, or a fake in tests)."""
+
+    assignment: Assignment
+
+    def run(self) -> Coroutine[Any, Any, CompletedAttempt]: ...
+
+    def kill(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class PolicyListener(Protocol):
+    """What applies the coordinator's transfer policy (a :class:`PacketPacer`)."""
+
+    def update(self, policy: Policy) -> None: ...
+
+
+# Makes the attempt for an assignment.
+AttemptFactory = Callable[[Assignment], Attempt]
+# Stores one output at a warehouse: (warehouse URL, digest, size, local file, put capability).
+StoreObject = Callable[[str, str, int, Path, str], Awaitable[None]]
+
+
+class RegistrationRefused(XwchError):
+    """The coordinator refused to register this worker (a wrong token, most likely)."""
+
+
+@dataclass
+class _Running:
+    """An attempt from its assignment until its result is reported (or it is dropped)."""
+
+    attempt: Attempt
+    life: Deferred[None] | None = None
+    # Its program has ended; outputs are being stored and the result reported.
+    reporting: bool = False
+    # Killed on the coordinator's word or at shutdown: its result is not reported.
+    dropped: bool = False
+
+
+class WorkerService(Service):
+    """A worker of ``facts.slots`` slots, talking to one coordinator."""
+
+    log = Logger()
+
+    # Retries of calls the coordinator did not answer or was too busy for; equal jitter
+    # (``Backoff``) so that workers cut off together do not all come back at one instant.
+    RETRY_BASE = 0.5
+    RETRY_CAP = 30.0
+    # Polling for work when there is none: quick at first, at most every 2 s (sub-second
+    # dispatch on an idle platform without a storm of requests).
+    IDLE_POLL_START = 0.2
+    IDLE_POLL_MAX = 2.0
+    # How long stopping may take to give attempts back and see them end.
+    GIVEBACK_TIMEOUT = 5.0
+    # Tries at storing an attempt's outputs (each a new upload plan, so maybe another
+    # warehouse) before the attempt is reported failed.
+    STORE_TRIES = 5
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        coordinator: JsonApi,
+        facts: HostFacts,
+        new_attempt: AttemptFactory,
+        store_object: StoreObject,
+        pacer: PolicyListener,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._reactor = reactor
+        self._coordinator = coordinator
+        self.facts = facts
+        self._new_attempt = new_attempt
+        self._store_object = store_object
+        self._pacer = pacer
+        self._jitter = jitter
+        self.worker_id: str | None = None
+        self.alive_interval: float | None = None
+        # True once the coordinator answered 404 unknown_worker: register again.
+        self._lost = False
+        self._registrations = 0
+        self._stopping = False
+        self._attempts: dict[str, _Running] = {}
+        self._background: set[Deferred[None]] = set()
+        self._main: Deferred[None] | None = None
+        self._alive: LoopingCall | None = None
+        self._wakeup: Deferred[None] | None = None
+        self._registered_waiters: list[Deferred[None]] = []
+        self._first_registration: list[Deferred[str]] = []
+        self._refused: RegistrationRefused | None = None
+
+    # Service
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._main = self._in_background(self._work(), "the worker's main loop")
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return Deferred.fromCoroutine(self._shut_down())
+
+    def when_registered(self) -> Deferred[str]:
+        """Fires with the worker id once first registered; fails if the coordinator refuses."""
+        d: Deferred[str] = Deferred()
+        if self.worker_id is not None:
+            d.callback(self.worker_id)
+        elif self._refused is not None:
+            d.errback(self._refused)
+        else:
+            self._first_registration.append(d)
+        return d
+
+    def running_attempts(self) -> list[str]:
+        """Ids of the attempts this worker holds (running, or reporting their result)."""
+        return [a for a, r in self._attempts.items() if not r.dropped]
+
+    def free_slots(self) -> int:
+        # A slot is taken from the assignment until the result is reported: the next Work
+        # Request then follows the result, so the coordinator may hand this worker the tasks
+        # that result unblocked, whose inputs it holds.
+        return self.facts.slots - len(self._attempts)
+
+    # Registration
+
+    async def _register(self) -> None:
+        """Register Request, retried while the coordinator is unreachable or busy."""
+        backoff = self._backoff()
+        while True:
+            try:
+                reply = require_object(
+                    await self._coordinator.post(f"{API_PREFIX}/workers", self.facts.to_json()),
+                    "register",
+                )
+                worker_id, interval = _registration(reply)
+            except (Unreachable, ApiError, ProtocolError) as e:
+                if isinstance(e, ApiError) and not _is_transient(e) and self._registrations == 0:
+                    # A refusal at start (bad token, wrong role) will not go away by itself:
+                    # say so rather than retry forever.
+                    refused = RegistrationRefused(f"the coordinator refused to register: {e}")
+                    self._refused = refused
+                    for d in self._take(self._first_registration):
+                        d.errback(refused)
+                    raise refused from None
+                delay = self._retry_delay(e, backoff)
+                self.log.warn(
+                    "cannot register: {error}; trying again in {delay:.1f} s", error=e, delay=delay
+                )
+                await deferLater(self._reactor, delay)
+                continue
+            break
+        self.worker_id = worker_id
+        self.alive_interval = interval
+        self._lost = False
+        self._registrations += 1
+        self._apply_policy(reply)
+        self.log.info(
+            "registered as {worker} (alive every {interval} s)",
+            worker=worker_id,
+            interval=self.alive_interval,
+        )
+        self._start_alive(self.alive_interval)
+        for d in self._take(self._first_registration):
+            d.callback(worker_id)
+        for waiter in self._take(self._registered_waiters):
+            waiter.callback(None)
+
+    def _declared_lost(self, worker_id: str | None) -> None:
+        """The coordinator forgot ``worker_id`` (404 unknown_worker): register again.
+
+        Only if that is still our id: a late answer to a call made under the previous one
+        must not throw away the registration that replaced it.
+        """
+        if worker_id != self.worker_id:
+            return
+        if not self._lost:
+            self.log.warn(
+                "the coordinator does not know worker {worker} any more: registering again",
+                worker=self.worker_id,
+            )
+        self._lost = True
+        self._wake()
+
+    async def _until_registered(self) -> None:
+        if not self._lost:
+            return
+        waiter: Deferred[None] = Deferred()
+        self._registered_waiters.append(waiter)
+        await waiter
+
+    # The pull loop
+
+    async def _work(self) -> None:
+        await self._register()
+        idle = self.IDLE_POLL_START
+        errors = self._backoff()
+        while not self._stopping:
+            if self._lost:
+                await self._register()
+                continue
+            free = self.free_slots()
+            worker_id = self.worker_id
+            if free <= 0:
+                # Woken when an attempt is reported (or we are found lost).
+                await self._nap(None)
+                continue
+            try:
+                reply = require_object(
+                    await self._coordinator.post(
+                        self._worker_path("/work"),
+                        {"performance": self.facts.performance, "free_slots": free},
+                    ),
+                    "work",
+                )
+                tasks = reply.get("tasks", [])
+                if not isinstance(tasks, list):
+                    raise ProtocolError("work.tasks: expected a list")
+            except (Unreachable, ApiError, ProtocolError) as e:
+                if _is_unknown_worker(e):
+                    self._declared_lost(worker_id)
+                    continue
+                delay = self._retry_delay(e, errors)
+                self.log.warn(
+                    "work request failed: {error}; trying again in {delay:.1f} s",
+                    error=e,
+                    delay=delay,
+                )
+                await deferLater(self._reactor, delay)
+                continue
+            errors.reset()
+            self._apply_policy(reply)
+            if self._start_attempts(tasks):
+                idle = self.IDLE_POLL_START
+                continue
+            await self._nap(idle)
+            idle = min(idle * 2, self.IDLE_POLL_MAX)
+
+    async def _nap(self, delay: float | None) -> None:
+        """Wait ``delay`` seconds (None: no limit), or less if :meth:`_wake` is called."""
+        wakeup = self._wakeup = Deferred()
+        timer = None if delay is None else _timer(self._reactor, delay, self._wake)
+        try:
+            await wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _wake(self) -> None:
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None and not wakeup.called:
+            wakeup.callback(None)
+
+    def _start_attempts(self, docs: Sequence[object]) -> int:
+        started = 0
+        for n, doc in enumerate(docs):
+            try:
+                assignment = Assignment.from_json(doc, f"work.tasks[{n}]")
+            except ProtocolError as e:
+                self._refuse_assignment(doc, e)
+                continue
+            if assignment.attempt in self._attempts:
+                continue
+            try:
+                attempt = self._new_attempt(assignment)
+            except Exception as e:
+                self.log.failure("cannot set up attempt {attempt}", attempt=assignment.attempt)
+                self._refuse_assignment(doc, e)
+                continue
+            record = self._attempts[assignment.attempt] = _Running(attempt)
+            self.log.info(
+                "running attempt {attempt} of {job}/{task}",
+                attempt=assignment.attempt,
+                job=assignment.job,
+                task=assignment.task,
+            )
+            record.life = self._in_background(
+                self._attempt_life(record), f"attempt {assignment.attempt}"
+            )
+            started += 1
+        return started
+
+    def _refuse_assignment(self, doc: object, error: Exception) -> None:
+        """Report an assignment this worker cannot even start as failed, so it runs elsewhere."""
+        attempt_id = doc.get("attempt") if isinstance(doc, dict) else None
+        self.log.error("cannot run an assignment: {error}", error=error)
+        if isinstance(attempt_id, str) and attempt_id not in self._attempts:
+            result = AttemptResult(
+                attempt=attempt_id,
+                outcome=OUTCOME_FAILED,
+                error=f"the worker cannot run this assignment: {error}",
+            )
+            self._in_background(self._report(result), f"result of attempt {attempt_id}")
+
+    # An attempt's life
+
+    async def _attempt_life(self, record: _Running) -> None:
+        attempt = record.attempt
+        attempt_id = attempt.assignment.attempt
+        try:
+            try:
+                completed = await attempt.run()
+            except Exception as e:
+                # A bug, not the task's doing; still a result, so the task runs elsewhere.
+                self.log.failure("attempt {attempt} broke the worker", attempt=attempt_id)
+                completed = CompletedAttempt(
+                    AttemptResult(attempt_id, OUTCOME_FAILED, error=f"worker error: {e}"), {}
+                )
+            if record.dropped:
+                return
+            record.reporting = True
+            result = await self._store_outputs(completed)
+            await self._report(result)
+        except CancelledError:
+            if not record.dropped:
+                raise
+        finally:
+            del self._attempts[attempt_id]
+            try:
+                attempt.discard()
+            except OSError as e:
+                self.log.warn(
+                    "cannot remove the folder of attempt {attempt}: {error}",
+                    attempt=attempt_id,
+                    error=e,
+                )
+            self._wake()
+
+    async def _store_outputs(self, completed: CompletedAttempt) -> AttemptResult:
+        """Store a successful attempt's outputs at a warehouse; the result to report."""
+        result = completed.result
+        if result.outcome != OUTCOME_SUCCEEDED or not result.outputs:
+            return result
+        refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs}
+        backoff = self._backoff()
+        tries = 0
+        while True:
+            try:
+                plan = await self._call(
+                    lambda: f"{API_PREFIX}/objects/uploads",
+                    {"objects": [r.to_json() for r in refs.values()]},
+                )
+                url, missing = _upload_plan(plan)
+                for digest, capability in missing:
+                    if digest not in refs:
+                        raise ProtocolError(f"uploads: {digest} was not asked for")
+                    ref = refs[digest]
+                    await self._store_object(
+                        url, digest, ref.size, completed.files[digest], capability
+                    )
+                return result
+            except (XwchError, OSError) as e:
+                tries += 1
+                if tries >= self.STORE_TRIES:
+                    self.log.error(
+                        "cannot store the outputs of attempt {attempt}: {error}",
+                        attempt=result.attempt,
+                        error=e,
+                    )
+                    return AttemptResult(
+                        attempt=result.attempt,
+                        outcome=OUTCOME_FAILED,
+                        exit_code=result.exit_code,
+                        error=f"cannot store the outputs: {e}",
+                        stdout=result.stdout,
+                        stderr=result.stderr,
+                        duration=result.duration,
+                    )
+                delay = backoff.next_delay()
+                self.log.warn(
+                    "storing the outputs of attempt {attempt} failed: {error}; "
+                    "trying again in {delay:.1f} s",
+                    attempt=result.attempt,
+                    error=e,
+                    delay=delay,
+                )
+                await deferLater(self._reactor, delay)
+
+    async def _report(self, result: AttemptResult) -> None:
+        """Work Result, retried until the coordinator answers: a result is never dropped."""
+        try:
+            reply = await self._call(lambda: self._worker_path("/results"), result.to_json())
+        except ApiError as e:
+            # An answer, not a silence: the coordinator will not take this result (an attempt
+            # it gave to someone else meanwhile...). Retrying would get the same answer.
+            self.log.warn(
+                "the coordinator refused the result of attempt {attempt}: {error}",
+                attempt=result.attempt,
+                error=e,
+            )
+            return
+        accepted = isinstance(reply, dict) and reply.get("accepted") is True
+        self.log.info(
+            "attempt {attempt} {outcome}{error}, result {taken}",
+            attempt=result.attempt,
+            outcome=result.outcome,
+            error=f" ({result.error})" if result.error else "",
+            taken="accepted" if accepted else "ignored by the coordinator",
+        )
+
+    async def _call(self, path: Callable[[], str], body: object) -> Any:
+        """POST to the coordinator until it answers; re-register if it lost us.
+
+        ``path`` is computed at each try: registering again changes the worker id.
+        """
+        backoff = self._backoff()
+        while True:
+            await self._until_registered()
+            worker_id = self.worker_id
+            try:
+                return await self._coordinator.post(path(), body)
+            except Unreachable as e:
+                delay = self._retry_delay(e, backoff)
+            except ApiError as e:
+                if _is_unknown_worker(e):
+                    self._declared_lost(worker_id)
+                    continue
+                if not _is_transient(e):
+                    raise
+                delay = self._retry_delay(e, backoff)
+            self.log.info(
+                "coordinator unavailable for {path}; trying again in {delay:.1f} s",
+                path=path(),
+                delay=delay,
+            )
+            await deferLater(self._reactor, delay)
+
+    # Work Alive
+
+    def _start_alive(self, interval: float) -> None:
+        if self._alive is not None and self._alive.running:
+            self._alive.stop()
+        self._alive = LoopingCall(self._alive_tick)
+        self._alive.clock = self._reactor
+        done = self._alive.start(interval, now=False)
+        # _alive_tick never fails; this only keeps the loop's own Deferred observed.
+        done.addErrback(self._log_failure, "the work alive loop")
+
+    def _alive_tick(self) -> Deferred[None]:
+        return self._in_background(self._send_alive(), "work alive")
+
+    async def _send_alive(self) -> None:
+        if self._lost or self._stopping:
+            return
+        running = [RunningAttempt(a).to_json() for a in self.running_attempts()]
+        worker_id = self.worker_id
+        try:
+            reply = require_object(
+                await self._coordinator.post(self._worker_path("/alive"), {"running": running}),
+                "alive",
+            )
+        except (Unreachable, ApiError, ProtocolError) as e:
+            if _is_unknown_worker(e):
+                self._declared_lost(worker_id)
+            else:
+                # The next tick tries again; a coordinator that hears nothing for long enough
+                # declares us lost, and we register again.
+                self.log.warn("work alive failed: {error}", error=e)
+            return
+        self._apply_policy(reply)
+        cancel = reply.get("cancel", [])
+        for attempt_id in cancel if isinstance(cancel, list) else []:
+            if isinstance(attempt_id, str):
+                self._drop(attempt_id, "cancelled by the coordinator")
+
+    def _drop(self, attempt_id: str, why: str) -> None:
+        """Kill an attempt whose result nobody wants, and forget it without reporting."""
+        record = self._attempts.get(attempt_id)
+        if record is None or record.dropped:
+            return
+        self.log.info("attempt {attempt} {why}", attempt=attempt_id, why=why)
+        record.dropped = True
+        record.attempt.kill()
+        if record.reporting and record.life is not None:
+            record.life.cancel()
+
+    # Stopping
+
+    async def _shut_down(self) -> None:
+        self._stopping = True
+        if self._alive is not None and self._alive.running:
+            self._alive.stop()
+        if self._main is not None:
+            self._main.cancel()
+        given = self.running_attempts()
+        for attempt_id in given:
+            self._drop(attempt_id, "given back: the worker is stopping")
+        give_back = Deferred.fromCoroutine(self._give_back(given))
+        # Everything was killed or cancelled: what is left ends promptly.
+        settled: Deferred[Any] = DeferredList(list(self._background), consumeErrors=True)
+        both: Deferred[list[Any]] = gatherResults([give_back, settled])
+        both.addTimeout(self.GIVEBACK_TIMEOUT, self._reactor)
+        try:
+            await both
+        except (TimeoutError, CancelledError):
+            self.log.warn("stopped without hearing the end of every attempt or the giveback")
+        self.log.info("worker stopped")
+
+    async def _give_back(self, attempts: Sequence[str]) -> None:
+        if not attempts or self.worker_id is None or self._lost:
+            return
+        try:
+            await self._coordinator.post(self._worker_path("/giveback"), {"attempts": attempts})
+        except (XwchError, CancelledError) as e:
+            self.log.warn(
+                "cannot give back {count} attempts ({error}); the coordinator relaunches them "
+                "when it finds this worker silent",
+                count=len(attempts),
+                error=e,
+            )
+            return
+        self.log.info("gave back {count} attempts", count=len(attempts))
+
+    # Helpers
+
+    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> Deferred[None]:
+        """Run ``work``; log its failure; keep it until it ends so stopping can wait for it."""
+        d = Deferred.fromCoroutine(work)
+        self._background.add(d)
+        d.addErrback(self._log_failure, what)
+
+        def forget(result: None) -> None:
+            self._background.discard(d)
+            return result
+
+        d.addBoth(forget)
+        return d
+
+    def _log_failure(self, failure: Failure, what: str) -> None:
+        if failure.check(CancelledError) and self._stopping:
+            return
+        if failure.check(RegistrationRefused):
+            self.log.error("{error}", error=failure.value)
+            return
+        self.log.failure("{what} failed", failure, what=what)
+
+    def _worker_path(self, suffix: str) -> str:
+        assert self.worker_id is not None
+        return f"{API_PREFIX}/workers/{urllib.parse.quote(self.worker_id, safe='')}{suffix}"
+
+    def _apply_policy(self, reply: object) -> None:
+        doc = reply.get("policy") if isinstance(reply, dict) else None
+        if doc is None:
+            return
+        try:
+            self._pacer.update(Policy.from_json(doc))
+        except ProtocolError as e:
+            self.log.warn("ignoring a malformed policy: {error}", error=e)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.RETRY_BASE, self.RETRY_CAP, self._jitter)
+
+    def _retry_delay(self, error: Exception, backoff: Backoff) -> float:
+        delay = backoff.next_delay()
+        if isinstance(error, ApiError) and error.retry_after is not None:
+            delay = max(delay, error.retry_after)
+        return delay
+
+    @staticmethod
+    def _take(items: list[Deferred[Any]]) -> list[Deferred[Any]]:
+        taken = list(items)
+        items.clear()
+        return taken
+
+
+def _is_unknown_worker(error: Exception) -> bool:
+    return isinstance(error, ApiError) and error.status == 404 and error.code == "unknown_worker"
+
+
+def _is_transient(error: ApiError) -> bool:
+    """Busy, or a proxy in front of a coordinator that is restarting: worth trying again."""
+    return error.status in (502, 503, 504)
+
+
+def _registration(reply: Mapping[str, Any]) -> tuple[str, float]:
+    """The worker id and the Work Alive period of a Register Request's answer."""
+    worker_id = reply.get("worker_id")
+    interval = reply.get("alive_interval")
+    if not isinstance(worker_id, str) or not worker_id:
+        raise ProtocolError("register.worker_id: expected a string")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
+        raise ProtocolError("register.alive_interval: expected a positive number")
+    return worker_id, float(interval)
+
+
+def _upload_plan(doc: object) -> tuple[str, list[tuple[str, str]]]:
+    """The warehouse URL and the (digest, put capability) of the objects to upload there."""
+    plan = require_object(doc, "uploads")
+    warehouse = require_object(plan.get("warehouse"), "uploads.warehouse")
+    url = warehouse.get("url")
+    objects = plan.get("objects")
+    if not isinstance(url, str) or not isinstance(objects, list):
+        raise ProtocolError("uploads: expected a warehouse url and a list of objects")
+    missing: list[tuple[str, str]] = []
+    for n, item in enumerate(objects):
+        entry = require_object(item, f"uploads.objects[{n}]")
+        digest = require_digest(entry.get("digest"), f"uploads.objects[{n}].digest")
+        if entry.get("present") is True:
+            continue
+        capability = entry.get("capability")
+        if not isinstance(capability, str):
+            raise ProtocolError(f"uploads.objects[{n}].capability: expected a string")
+        missing.append((digest, capability))
+    return url, missing
+
+
+def _timer(reactor: IReactorTime, delay: float, call: Callable[[], None]) -> Deferred[None]:
+    """``call`` after ``delay`` seconds, unless the returned Deferred is cancelled first."""
+    d = deferLater(reactor, delay, call)
+    d.addErrback(lambda f: f.trap(CancelledError))
+    return d
+
+
+def make_worker_service(
+    reactor: IReactorTime,
+    coordinator: JsonApi,
+    warehouses: HTTPClient,
+    data_dir: Path,
+    facts: HostFacts,
+    rate_cap: float | None = None,
+) -> WorkerService:
+    """A worker with its object cache and work folders in ``data_dir``, on the real transfers."""
+    pacer = PacketPacer(policy=Policy(), rate_cap=rate_cap, reactor=reactor)
+
+    async def fetch(sources: Sequence[Source], digest: str, size: int, dest: Path) -> None:
+        await download_object(warehouses, sources, digest, size, dest, pacer, reactor)
+
+    async def store(url: str, digest: str, size: int, path: Path, capability: str) -> None:
+        await upload_file(warehouses, url, digest, size, path, capability, pacer, reactor)
+
+    cache = ObjectCache(data_dir / "cache", fetch)
+    work_root = data_dir / "work"
+    # Attempts are never resumed after a restart (the coordinator relaunched them elsewhere):
+    # whatever a previous run left in the work folder is garbage.
+    remove_tree(work_root)
+    work_root.mkdir(parents=True)
+    processes = IReactorProcess(reactor)
+
+    def new_attempt(assignment: Assignment) -> Attempt:
+        return AttemptExecutor(processes, cache, work_root, assignment)
+
+    return WorkerService(reactor, coordinator, facts, new_attempt, store, pacer)
