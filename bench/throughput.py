@@ -1,0 +1,97 @@
+"""Tasks per second for N trivial native tasks on xwch-local (default: 1,000 on 2 workers of 2 slots).
+
+    .venv/bin/python bench/throughput.py [--tasks 1000] [--workers 2] [--slots 2]
+
+Starts a fresh platform in a temporary XWCH_HOME, submits one job of N ``noop`` tasks (each
+writes a small output, stored at a warehouse like any real output), and times it from the
+submission to the job's end. Prints the figures; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from xwch.localprocess import LocalPlatformProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=2)
+    args = parser.parse_args()
+    subprocess.run(["make", "--no-print-directory", "-C", str(ROOT / "native")], check=True)
+    with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
+        folder = Path(tmp)
+        job = {
+            "name": "throughput",
+            "binaries": {"noop": str(ROOT / "native/build/noop")},
+            "tasks": [
+                {
+                    "id": "t-{i}",
+                    "foreach": {"i": {"range": [0, args.tasks]}},
+                    "binary": "noop",
+                    "args": ["out.txt", "{i}\n"],
+                    "outputs": ["out.txt"],
+                    "retries": 0,
+                }
+            ],
+            "results": [],
+        }
+        (folder / "dag.json").write_text(json.dumps(job))
+        platform = LocalPlatformProcess(
+            folder / "home", workers=args.workers, slots=args.slots, warehouses=1
+        )
+        platform.start()
+        try:
+            started = time.monotonic()
+            submitted = subprocess.run(
+                [sys.executable, "-m", "xwch.client", "submit", str(folder / "dag.json")],
+                env=platform.env(),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            job_id = submitted.stdout.strip()
+            accepted = time.monotonic()
+            waited = subprocess.run(
+                [sys.executable, "-m", "xwch.client", "wait", job_id],
+                env=platform.env(),
+                capture_output=True,
+                text=True,
+            )
+            ended = time.monotonic()
+            status = json.loads(
+                subprocess.run(
+                    [sys.executable, "-m", "xwch.client", "status", job_id, "--json"],
+                    env=platform.env(),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+        finally:
+            platform.stop()
+    total = ended - started
+    print(f"tasks:            {args.tasks} on {args.workers} workers x {args.slots} slots")
+    print(
+        f"job state:        {status['state']} ({status['counts']['done']} done)  wait exit {waited.returncode}"
+    )
+    print(f"submit:           {accepted - started:.2f} s (validate, upload, create)")
+    print(f"run:              {ended - accepted:.2f} s")
+    print(
+        f"throughput:       {args.tasks / total:.1f} tasks/s end to end, {args.tasks / (ended - accepted):.1f} tasks/s while running"
+    )
+    return 0 if status["state"] == "done" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""What each ``xwch-client`` command does, given its parsed arguments.
+
+A command writes its answer on standard output and everything else (progress, hints) on
+standard error, and returns its exit status; errors are raised as domain exceptions and turned
+into statuses by ``__main__``, the one place that knows spec/cli.md's table of exit statuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any, TextIO
+
+from twisted.internet.interfaces import IReactorTime
+
+from xwch.config import resolve_endpoint
+from xwch.dag import Job, load_job_file
+from xwch.http import JsonApi
+from xwch.protocol import JOB_DONE, TASK_FAILED
+
+from .api import CoordinatorClient
+from .clock import now
+from .follow import JobFollower
+from .records import AttemptLog, JobSummary
+from .results import default_results_dir, download_results
+from .submit import submit
+from .tables import jobs_table, status_text, tasks_table, workers_table
+from .transfers import Transfers
+
+PROGRAM = "xwch-client"
+# Failed tasks named after a failed job; more would bury the hint under the list.
+FAILED_SHOWN = 5
+
+
+@dataclass
+class Context:
+    """What a command works with; the tests give fakes for any of it."""
+
+    reactor: IReactorTime
+    http: Any  # a treq HTTPClient, or treq.testing.StubTreq
+    stdout: TextIO
+    stderr: TextIO
+    environ: Mapping[str, str] | None = None
+    transfers: Transfers | None = None
+    load_job: Callable[[Path], Job] = load_job_file
+    isatty: bool | None = None  # None: ask standard error
+    tz: tzinfo | None = None  # None: the machine's local time
+    cwd: Path | None = None  # None: the process's working directory
+    coordinator_url: str | None = field(default=None, init=False)
+
+    def client(self, args: argparse.Namespace) -> CoordinatorClient:
+        """The coordinator named by the flags, the environment or client.toml."""
+        endpoint = resolve_endpoint(
+            getattr(args, "coordinator", None),
+            getattr(args, "token", None),
+            files=("client.toml",),
+            environ=self.environ,
+        )
+        self.coordinator_url = endpoint.url
+        return CoordinatorClient(JsonApi(self.http, endpoint.url, endpoint.token, self.reactor))
+
+    def out(self, text: str) -> None:
+        self.stdout.write(text if text.endswith("\n") else text + "\n")
+        self.stdout.flush()
+
+    def note(self, text: str) -> None:
+        """A line for the user, on standard error: never mixed with the command's answer."""
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def out_json(self, doc: object) -> None:
+        self.out(json.dumps(doc, indent=2))
+
+    def now(self) -> float:
+        return now(self.reactor)
+
+
+Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
+
+
+async def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
+    # The file is checked before anything else, even before finding the coordinator:
+    # an invalid file sends nothing (spec/dag-format.md).
+    job = ctx.load_job(Path(args.file))
+    api = ctx.client(args)
+    job_id = await submit(api, ctx.http, job, ctx.reactor, ctx.note, ctx.transfers)
+    # Alone on the first line, at once: scripts read it while --wait goes on.
+    ctx.out(job_id)
+    if not args.wait:
+        return 0
+    status = await _ended(ctx, api, await _follow(ctx, api, job_id))
+    # Also after a failure: the results that exist help to see what went wrong.
+    directory = Path(args.output) if args.output else default_results_dir(job.name, ctx.cwd)
+    downloaded = await download_results(
+        api, ctx.http, job_id, directory, ctx.reactor, ctx.note, ctx.transfers
+    )
+    ctx.out(downloaded.summary())
+    return status
+
+
+async def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
+    api = ctx.client(args)
+    final = await _follow(ctx, api, args.job)
+    return await _ended(ctx, api, final)
+
+
+async def _follow(ctx: Context, api: CoordinatorClient, job_id: str) -> JobSummary:
+    return await JobFollower(api, ctx.reactor, ctx.stderr, ctx.isatty).follow(job_id)
+
+
+async def _ended(ctx: Context, api: CoordinatorClient, job: JobSummary) -> int:
+    """Tell how the job ended; 0 if it is done, 1 if it failed or was cancelled."""
+    ctx.out(f"job {job.id} {job.state}: {job.count('done')}/{job.total} tasks done")
+    if job.state == JOB_DONE:
+        return 0
+    if job.message:
+        ctx.note(job.message)
+    failed = [t.id for t in await api.tasks(job.id) if t.state == TASK_FAILED]
+    if failed:
+        shown = ", ".join(failed[:FAILED_SHOWN])
+        more = f" and {len(failed) - FAILED_SHOWN} more" if len(failed) > FAILED_SHOWN else ""
+        ctx.note(f"failed tasks: {shown}{more}")
+        ctx.note(f"see why with: {PROGRAM} logs {job.id} {failed[0]}")
+    return 1
+
+
+async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
+    job = await ctx.client(args).job(args.job)
+    if args.json:
+        ctx.out_json(job.to_json())
+    else:
+        ctx.out(status_text(job, ctx.now(), ctx.tz))
+    return 0
+
+
+async def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
+    tasks = await ctx.client(args).tasks(args.job)
+    if args.json:
+        ctx.out_json({"tasks": [t.to_json() for t in tasks]})
+    else:
+        ctx.out(tasks_table(tasks, ctx.now(), ctx.tz))
+    return 0
+
+
+async def cmd_workers(ctx: Context, args: argparse.Namespace) -> int:
+    workers = await ctx.client(args).workers()
+    if args.json:
+        ctx.out_json({"workers": [w.to_json() for w in workers]})
+    else:
+        ctx.out(workers_table(workers, ctx.now()))
+    return 0
+
+
+async def cmd_results(ctx: Context, args: argparse.Namespace) -> int:
+    api = ctx.client(args)
+    if args.output:
+        directory = Path(args.output)
+    else:
+        directory = default_results_dir((await api.job(args.job)).name, ctx.cwd)
+    downloaded = await download_results(
+        api, ctx.http, args.job, directory, ctx.reactor, ctx.note, ctx.transfers
+    )
+    ctx.out(downloaded.summary())
+    return 0
+
+
+def format_logs(log: AttemptLog) -> str:
+    """An attempt's outcome, then its standard output and error under ``tail``-like headers."""
+    head = f"task {log.task}, attempt {log.attempt}"
+    if log.worker:
+        head += f" on {log.worker}"
+    head += f": {log.state}"
+    if log.exit_code is not None:
+        head += f", exit code {log.exit_code}"
+    lines = [head]
+    if log.error:
+        lines.append(f"error: {log.error}")
+    for name, text in (("stdout", log.stdout), ("stderr", log.stderr)):
+        lines.append(f"==> {name} <==")
+        if text:
+            lines.append(text[:-1] if text.endswith("\n") else text)
+        else:
+            lines.append("(empty)")
+    return "\n".join(lines) + "\n"
+
+
+async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
+    log = await ctx.client(args).logs(args.job, args.task, args.attempt)
+    ctx.out(format_logs(log))
+    return 0
+
+
+async def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    job = await ctx.client(args).cancel(args.job)
+    ctx.out(f"job {job.id} {job.state}: {job.count('done')}/{job.total} tasks done")
+    return 0
+
+
+async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
+    jobs = await ctx.client(args).jobs()
+    if args.json:
+        ctx.out_json({"jobs": [j.to_json() for j in jobs]})
+    else:
+        ctx.out(jobs_table(jobs, ctx.now(), ctx.tz))
+    return 0
+
+
+COMMANDS: dict[str, Command] = {
+    "submit": cmd_submit,
+    "wait": cmd_wait,
+    "status": cmd_status,
+    "tasks": cmd_tasks,
+    "workers": cmd_workers,
+    "results": cmd_results,
+    "logs": cmd_logs,
+    "cancel": cmd_cancel,
+    "list": cmd_list,
+}

@@ -1,0 +1,191 @@
+"""Following a job until it ends, with a progress display.
+
+On a terminal the display is one line redrawn in place with ``\\r``: a bar of done/total, the
+rate in tasks per second, the time left and the counts by state. Anywhere else (a log file, CI)
+redrawing would only make noise, so a plain line is written when the counts change.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TextIO
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
+
+from xwch.errors import ApiError, Unreachable
+from xwch.protocol import (
+    TASK_BLOCKED,
+    TASK_CANCELLED,
+    TASK_DONE,
+    TASK_FAILED,
+    TASK_READY,
+    TASK_RUNNING,
+)
+
+from .api import CoordinatorClient
+from .clock import now
+from .humane import format_duration, format_rate
+from .records import JobSummary
+
+# States shown beside the bar, in the order a task lives them; "done" is the bar itself.
+SHOWN_STATES = (TASK_RUNNING, TASK_READY, TASK_BLOCKED, TASK_FAILED, TASK_CANCELLED)
+# A bar narrower than MIN_BAR says nothing; one wider than MAX_BAR only pushes the numbers away.
+MIN_BAR = 10
+MAX_BAR = 30
+DEFAULT_WIDTH = 80
+
+
+def render_progress(
+    counts: Mapping[str, int],
+    total: int,
+    elapsed: float,
+    width: int,
+    done_before: int = 0,
+) -> str:
+    """The one-line progress display, at most ``width - 1`` characters.
+
+    The rate counts only tasks done since following began (``done_before`` were done already),
+    so joining a job half-way does not promise a rate it never had. One column is left free
+    because some terminals wrap a line that fills the whole width.
+    """
+    done = counts.get(TASK_DONE, 0)
+    fresh = max(0, done - done_before)
+    rate = fresh / elapsed if elapsed > 0 else 0.0
+    remaining = max(0, total - done)
+    if remaining == 0:
+        eta = "0s"
+    elif rate > 0:
+        eta = format_duration(remaining / rate)
+    else:
+        eta = "?"
+    states = "  ".join(f"{s} {counts[s]}" for s in SHOWN_STATES if counts.get(s))
+    tail = f" {done}/{total}  {format_rate(rate)} tasks/s  ETA {eta}"
+    if states:
+        tail += f"  {states}"
+    room = width - 1
+    bar_width = min(MAX_BAR, room - len(tail) - 2)
+    if bar_width >= MIN_BAR:
+        filled = bar_width * done // total if total else bar_width
+        line = "[" + "#" * filled + "." * (bar_width - filled) + "]" + tail
+    else:
+        line = tail.lstrip()
+    return line[:room]
+
+
+def render_change(job: JobSummary, elapsed: float) -> str:
+    """The plain line written when a job's counts change, for logs rather than terminals."""
+    states = ", ".join(f"{s} {job.counts[s]}" for s in SHOWN_STATES if job.counts.get(s))
+    line = f"[{format_duration(elapsed)}] {job.state}: {job.count(TASK_DONE)}/{job.total} done"
+    return line + (f", {states}" if states else "")
+
+
+def terminal_width(stream: TextIO) -> int:
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_WIDTH
+
+
+class JobFollower:
+    """Polls one job until it ends and draws its progress on ``stream``."""
+
+    # How often the job is polled; also how often the bar is redrawn.
+    POLL_INTERVAL = 1.0
+    # How long the coordinator may stay unreachable while we follow before we give up: long
+    # enough to ride out a coordinator restart, short enough not to hang a script for ever.
+    UNREACHABLE_GRACE = 60.0
+
+    def __init__(
+        self,
+        api: CoordinatorClient,
+        reactor: IReactorTime,
+        stream: TextIO,
+        isatty: bool | None = None,
+        width: int | None = None,
+    ) -> None:
+        self.api = api
+        self.reactor = reactor
+        self.stream = stream
+        self.isatty = stream.isatty() if isatty is None else isatty
+        self.width = width
+        self._drawn = False
+        self._reached = False
+
+    async def follow(self, job_id: str) -> JobSummary:
+        """The job's summary once it has ended."""
+        start = now(self.reactor)
+        try:
+            job = await self._poll(job_id)
+            done_before = job.count(TASK_DONE)
+            last_seen: tuple[str, list[tuple[str, int]]] | None = None
+            while True:
+                elapsed = now(self.reactor) - start
+                if self.isatty:
+                    width = self.width or terminal_width(self.stream)
+                    line = render_progress(job.counts, job.total, elapsed, width, done_before)
+                    self._draw(line.ljust(width - 1))
+                else:
+                    seen = (job.state, sorted(job.counts.items()))
+                    if seen != last_seen:
+                        self.stream.write(render_change(job, elapsed) + "\n")
+                        self.stream.flush()
+                        last_seen = seen
+                if job.has_ended:
+                    return job
+                await self._sleep(self.POLL_INTERVAL)
+                job = await self._poll(job_id)
+        finally:
+            # Whatever follows (the final state, an error) starts on a fresh line.
+            self.end_line()
+
+    def end_line(self) -> None:
+        """Finish the redrawn line, so what follows starts on a line of its own."""
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+    def _draw(self, line: str) -> None:
+        self.stream.write("\r" + line)
+        self.stream.flush()
+        self._drawn = True
+
+    async def _sleep(self, seconds: float) -> None:
+        await deferLater(self.reactor, seconds, lambda: None)
+
+    async def _poll(self, job_id: str) -> JobSummary:
+        """The job now, waiting out a busy or briefly unreachable coordinator.
+
+        Only a coordinator that answered once is waited for: a wrong URL fails at once.
+        """
+        first_failure: float | None = None
+        while True:
+            try:
+                job = await self.api.job(job_id)
+                self._reached = True
+                return job
+            except ApiError as e:
+                if e.status != 503:
+                    raise
+                await self._sleep(e.retry_after or self.POLL_INTERVAL)
+            except Unreachable:
+                failed_at = now(self.reactor)
+                if first_failure is None:
+                    first_failure = failed_at
+                if not self._reached or failed_at - first_failure >= self.UNREACHABLE_GRACE:
+                    raise
+                await self._sleep(self.POLL_INTERVAL)
+
+
+async def follow(
+    api: CoordinatorClient,
+    job_id: str,
+    reactor: IReactorTime,
+    stream: TextIO,
+    isatty: bool | None = None,
+    width: int | None = None,
+) -> JobSummary:
+    """Follow ``job_id`` until it ends, drawing progress on ``stream``; its final summary."""
+    return await JobFollower(api, reactor, stream, isatty, width).follow(job_id)

@@ -1,0 +1,166 @@
+"""Aligned text tables, like a dashboard's job, task and computer monitors.
+
+Each ``*_table`` function turns records into lines of text; nothing here does I/O. Numbers are
+right-aligned, text left-aligned, columns two spaces apart, no trailing blanks (so the output
+diffs and greps cleanly).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+
+from xwch.protocol import TASK_STATES
+
+from .humane import NOTHING, format_ago, format_clock, format_day_clock, format_duration, format_gib
+from .records import JobSummary, TaskInfo, WorkerInfo
+
+GAP = "  "
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    right: bool = False  # numbers read best right-aligned
+
+
+def render_table(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
+    """The table as text, one line a row under a header line, ending with a newline."""
+    widths = [len(c.header) for c in columns]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(w) if col.right else cell.ljust(w)
+            for col, cell, w in zip(columns, cells, widths, strict=True)
+        ]
+        return GAP.join(parts).rstrip()
+
+    lines = [line([c.header for c in columns])]
+    lines.extend(line(row) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def _cost(cost: float) -> str:
+    return str(int(cost)) if cost == int(cost) else f"{cost:g}"
+
+
+def _took(task: TaskInfo, now: float) -> str:
+    if task.started is None:
+        return NOTHING
+    end = task.ended if task.ended is not None else now
+    return format_duration(end - task.started)
+
+
+TASK_COLUMNS = (
+    Column("ID"),
+    Column("STATE"),
+    Column("COST", right=True),
+    Column("WORKER"),
+    Column("ATTEMPTS", right=True),
+    Column("STARTED"),
+    Column("ENDED"),
+    Column("DURATION", right=True),
+)
+
+
+def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None) -> str:
+    """One row a task; DURATION runs on to ``now`` for a task still running."""
+    rows = [
+        (
+            t.id,
+            t.state,
+            _cost(t.cost),
+            t.worker or NOTHING,
+            str(t.attempts),
+            format_clock(t.started, tz),
+            format_clock(t.ended, tz),
+            _took(t, now),
+        )
+        for t in tasks
+    ]
+    return render_table(TASK_COLUMNS, rows)
+
+
+WORKER_COLUMNS = (
+    Column("NAME"),
+    Column("STATE"),
+    Column("ADDRESS"),
+    Column("PLATFORM"),
+    Column("CORES", right=True),
+    Column("MEMORY", right=True),
+    Column("SLOTS", right=True),
+    Column("DONE", right=True),
+    Column("LAST HEARD", right=True),
+)
+
+
+def workers_table(workers: Sequence[WorkerInfo], now: float) -> str:
+    """One row a worker; MEMORY in GiB."""
+    rows = [
+        (
+            w.name,
+            w.state,
+            w.address,
+            w.platform,
+            str(w.cores),
+            format_gib(w.memory),
+            str(w.slots),
+            str(w.tasks_done),
+            format_ago(now, w.last_heard),
+        )
+        for w in workers
+    ]
+    return render_table(WORKER_COLUMNS, rows)
+
+
+JOB_COLUMNS = (
+    Column("ID"),
+    Column("NAME"),
+    Column("STATE"),
+    Column("DONE/TOTAL", right=True),
+    Column("CREATED"),
+)
+
+
+def jobs_table(jobs: Sequence[JobSummary], now: float, tz: tzinfo | None = None) -> str:
+    """One row a job, in the order given (the coordinator's: newest first)."""
+    rows = [
+        (
+            j.id,
+            j.name,
+            j.state,
+            f"{j.count('done')}/{j.total}",
+            format_day_clock(j.created, now, tz),
+        )
+        for j in jobs
+    ]
+    return render_table(JOB_COLUMNS, rows)
+
+
+def status_text(job: JobSummary, now: float, tz: tzinfo | None = None) -> str:
+    """The job's state, then its tasks counted by state (every state, zeros included)."""
+    ended = job.ended if job.ended is not None else now
+    head = [
+        ("JOB", job.id),
+        ("NAME", job.name),
+        ("STATE", job.state),
+        ("CREATED", format_day_clock(job.created, now, tz)),
+        ("ENDED", format_day_clock(job.ended, now, tz)),
+        ("DURATION", format_duration(ended - job.created)),
+        ("TASKS", f"{job.count('done')}/{job.total} done"),
+    ]
+    if job.message:
+        head.append(("MESSAGE", job.message))
+    label = max(len(k) for k, _ in head)
+    lines = [f"{k.ljust(label)}  {v}" for k, v in head]
+    # The known states in their life order, then any the coordinator added.
+    states = list(TASK_STATES) + sorted(s for s in job.counts if s not in TASK_STATES)
+    counts = render_table(
+        (Column("TASK STATE"), Column("COUNT", right=True)),
+        [(s, str(job.count(s))) for s in states],
+    )
+    return "\n".join(lines) + "\n\n" + counts

@@ -1,0 +1,1 @@
+"""Tests of the xwch-client command and its Python API."""

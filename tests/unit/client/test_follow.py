@@ -1,0 +1,146 @@
+"""Following a job: the progress line and how polling rides out a flaky coordinator."""
+
+from __future__ import annotations
+
+import io
+from typing import cast
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from xwch.client.api import CoordinatorClient
+from xwch.client.follow import JobFollower, render_change, render_progress
+from xwch.client.records import JobSummary
+from xwch.errors import ApiError, Unreachable
+
+
+def summary(state: str = "running", **counts: int) -> JobSummary:
+    return JobSummary(
+        id="j",
+        name="demo",
+        state=state,
+        priority=0,
+        created=0.0,
+        ended=None,
+        total=100,
+        counts=counts,
+    )
+
+
+class RenderProgressTests(SynchronousTestCase):
+    def test_shows_bar_done_total_rate_eta_and_counts(self) -> None:
+        """The line shows a bar, done/total, tasks per second, time left and counts by state."""
+        line = render_progress(
+            {"done": 50, "running": 8, "ready": 12, "blocked": 30}, 100, 10.0, 100
+        )
+        self.assertEqual(
+            line,
+            "[" + "#" * 15 + "." * 15 + "] 50/100  5.0 tasks/s  ETA 10s"
+            "  running 8  ready 12  blocked 30",
+        )
+
+    def test_never_wider_than_the_terminal(self) -> None:
+        """The line leaves the last column free so the terminal never wraps it."""
+        counts = {"done": 3, "running": 1, "failed": 2}
+        for width in (20, 40, 60, 80, 200):
+            line = render_progress(counts, 10, 3.0, width)
+            self.assertLessEqual(len(line), width - 1)
+        self.assertTrue(render_progress(counts, 10, 3.0, 200).startswith("["))
+
+    def test_narrow_terminal_drops_the_bar(self) -> None:
+        """On a narrow terminal the bar goes first, the numbers stay."""
+        line = render_progress({"done": 1}, 4, 1.0, 30)
+        self.assertTrue(line.startswith("1/4"))
+
+    def test_rate_counts_only_tasks_done_while_following(self) -> None:
+        """Joining a job half done does not claim the tasks already done as speed."""
+        line = render_progress({"done": 60}, 100, 10.0, 120, done_before=50)
+        self.assertIn("1.0 tasks/s", line)
+        self.assertIn("ETA 40s", line)
+
+    def test_unknown_eta_before_anything_finished(self) -> None:
+        """Before any task finishes the time left is unknown, not zero or infinite."""
+        line = render_progress({"running": 4}, 4, 0.0, 120)
+        self.assertIn("0.00 tasks/s  ETA ?", line)
+
+    def test_plain_change_line(self) -> None:
+        """The line written to logs tells elapsed time, state, done/total and counts."""
+        self.assertEqual(
+            render_change(summary(done=3, running=2), 65.0),
+            "[1m05s] running: 3/100 done, running 2",
+        )
+
+
+class ScriptedApi:
+    """Answers `job` from a script: a summary, or an exception to raise."""
+
+    def __init__(self, answers: list[JobSummary | Exception]) -> None:
+        self.answers = answers
+        self.calls = 0
+
+    async def job(self, job_id: str) -> JobSummary:
+        self.calls += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class FollowerTests(SynchronousTestCase):
+    def follow(self, api: ScriptedApi, clock: Clock) -> Deferred[JobSummary]:
+        # ScriptedApi stands in for the one method of CoordinatorClient a follower calls.
+        follower = JobFollower(cast(CoordinatorClient, api), clock, io.StringIO(), isatty=False)
+        return ensureDeferred(follower.follow("j"))
+
+    def test_polls_at_the_named_interval_until_the_job_ends(self) -> None:
+        """The job is polled every POLL_INTERVAL and following stops when it ends."""
+        api = ScriptedApi([summary(), summary(), summary("done", done=100)])
+        clock = Clock()
+        done = self.follow(api, clock)
+        self.assertEqual(api.calls, 1)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(api.calls, 2)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(self.successResultOf(done).state, "done")
+
+    def test_rides_out_a_short_outage(self) -> None:
+        """A coordinator unreachable for a few polls does not end the wait."""
+        lost = Unreachable("down")
+        api = ScriptedApi([summary(), lost, lost, summary("done", done=100)])
+        clock = Clock()
+        done = self.follow(api, clock)
+        clock.pump([JobFollower.POLL_INTERVAL] * 3)
+        self.assertEqual(self.successResultOf(done).state, "done")
+
+    def test_gives_up_after_the_grace_period(self) -> None:
+        """A coordinator unreachable for longer than UNREACHABLE_GRACE ends the wait with an error."""
+        polls = int(JobFollower.UNREACHABLE_GRACE / JobFollower.POLL_INTERVAL) + 2
+        api = ScriptedApi([summary()] + [Unreachable("down")] * polls)
+        clock = Clock()
+        done = self.follow(api, clock)
+        clock.pump([JobFollower.POLL_INTERVAL] * polls)
+        self.failureResultOf(done, Unreachable)
+
+    def test_a_coordinator_never_reached_fails_at_once(self) -> None:
+        """A coordinator unreachable from the first poll (a wrong URL) ends the wait at once."""
+        api = ScriptedApi([Unreachable("down")])
+        self.failureResultOf(self.follow(api, Clock()), Unreachable)
+
+    def test_waits_as_told_when_busy(self) -> None:
+        """A busy coordinator is asked again after its Retry-After."""
+        busy = ApiError(503, "busy", "busy", retry_after=5.0)
+        api = ScriptedApi([summary(), busy, summary("done", done=100)])
+        clock = Clock()
+        done = self.follow(api, clock)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(api.calls, 2)
+        clock.advance(4.9)
+        self.assertNoResult(done)
+        clock.advance(0.1)
+        self.successResultOf(done)
+
+    def test_other_errors_end_the_wait(self) -> None:
+        """An error other than busy or unreachable (an unknown job) ends the wait at once."""
+        api = ScriptedApi([ApiError(404, "not_found", "no job j")])
+        self.failureResultOf(self.follow(api, Clock()), ApiError)
