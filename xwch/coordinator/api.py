@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from xwch.coordinator.catalog import Catalog, NoWarehouse
@@ -323,7 +324,11 @@ class CoordinatorApi:
 
     async def list_workers(self, req: ApiRequest) -> tuple[int, Any]:
         known = {w.id: w for w in await self._db.read(nodes.list_workers_thd)}
-        known.update({w.id: w for w in self._workers.list()})
+        # The store counts tasks done; memory knows who is alive and when each was last heard.
+        for live in self._workers.list():
+            stored = known.get(live.id)
+            tasks_done = stored.tasks_done if stored is not None else live.tasks_done
+            known[live.id] = replace(live, tasks_done=tasks_done)
         rows = sorted(known.values(), key=lambda w: (w.state != "alive", w.name, w.id))
         return 200, {"workers": [w.to_json() for w in rows]}
 

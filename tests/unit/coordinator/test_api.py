@@ -166,3 +166,47 @@ class ApiTests(CoordinatorTestCase):
         self.assertFalse(by_digest[new]["present"])
         self.assertTrue(by_digest[new]["capability"])
         self.assertEqual(body["warehouse"]["url"], "http://127.0.0.1:9")
+
+    def test_workers_listing_counts_tasks_done(self) -> None:
+        """`workers` shows how many tasks each worker has completed."""
+        from tests.unit.coordinator.harness import digest_of
+
+        code, reg, _ = self.call(
+            "POST",
+            "/workers",
+            role="worker",
+            body={
+                "name": "h",
+                "address": "127.0.0.1",
+                "platform": "linux-x86_64",
+                "cores": 2,
+                "memory": 1,
+                "slots": 2,
+                "performance": 1.0,
+            },
+        )
+        worker = reg["worker_id"]
+        self.call("POST", "/jobs", role="client", body=wire_job([{"id": "x", "outputs": ["o"]}]))
+        code, work, _ = self.call(
+            "POST",
+            f"/workers/{worker}/work",
+            role="worker",
+            body={"performance": 1.0, "free_slots": 2},
+        )
+        [assignment] = work["tasks"]
+        self.store_objects(digest_of("o"))
+        result = {
+            "attempt": assignment["attempt"],
+            "outcome": "succeeded",
+            "exit_code": 0,
+            "error": None,
+            "outputs": [{"name": "o", "digest": digest_of("o"), "size": 4}],
+            "stdout": "",
+            "stderr": "",
+            "duration": 0.1,
+        }
+        code, body, _ = self.call("POST", f"/workers/{worker}/results", role="worker", body=result)
+        self.assertEqual((code, body), (200, {"accepted": True}))
+        code, listed, _ = self.call("GET", "/workers", role="client")
+        [row] = listed["workers"]
+        self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
