@@ -91,7 +91,7 @@ WORKER_COLUMNS = (
     Column("ADDRESS"),
     Column("PLATFORM"),
     Column("CORES", right=True),
-    Column("MEMORY", right=True),
+    Column("MEMORY GiB", right=True),
     Column("SLOTS", right=True),
     Column("DONE", right=True),
     Column("LAST HEARD", right=True),
