@@ -163,6 +163,11 @@ class WorkersManager(Service):
 
     def _check_and_flush(self) -> Deferred[None]:
         self._checking = ensureDeferred(self._check())
+        # A failed round is logged, not raised: a LoopingCall stops for good on an error, and
+        # lost workers must still be noticed once the store answers again.
+        self._checking.addErrback(
+            lambda f: self.log.failure("checking workers failed; retrying next round", f)
+        )
         return self._checking
 
     async def _check(self) -> None:

@@ -248,3 +248,19 @@ class TaskStatesTests(CoordinatorTestCase):
             )
         )
         self.assertEqual(state.tasks["d"].state, "ready")
+
+    def test_lost_workers_are_still_noticed_after_the_store_failed_once(self) -> None:
+        """A store outage during one check does not stop the watch for lost workers."""
+        self.submit(wire_job([{"id": "x"}]))
+        silent = self.register("silent")
+        self.work(silent)
+        workers = self.coordinator.workers
+        self.coordinator.startService()
+        self.addCleanup(self.coordinator.stopService)
+        self.db.fail_writes = True
+        self.clock.advance(workers.alive_interval)
+        self.db.fail_writes = False
+        for _ in range(4):
+            self.clock.advance(workers.alive_interval)
+        self.assertNotIn(silent, workers.workers)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
