@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     coordinator = JsonApi(make_http_client(reactor), endpoint.url, endpoint.token, reactor)
-    service = WarehouseService(reactor, store, coordinator, args.public_url, args.site, args.listen)
+    service = WarehouseService(
+        reactor, store, coordinator, args.public_url, args.site, args.listen, http=coordinator.http
+    )
 
     def run(reactor: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, service))

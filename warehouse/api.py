@@ -35,6 +35,8 @@ from xwch.protocol import (
     OBJECT_SIZE_HEADER,
     PACKET_DIGEST_HEADER,
     ObjectRef,
+    ProtocolError,
+    Source,
 )
 
 from .answers import (
@@ -50,6 +52,7 @@ from .answers import (
 from .blocking import BlockingRunner
 from .objects import ObjectStore
 from .ranges import parse_range
+from .replication import Replicator
 from .streaming import FileSpanProducer
 
 log = Logger()
@@ -96,6 +99,8 @@ class WarehouseResource(Resource):
         self.blocking = blocking
         # Set by the service once the coordinator has answered the registration.
         self.registration: Registration | None = None
+        # Copies from other warehouses (replication); set by the service when it can make them.
+        self.replicator: Replicator | None = None
         # One writer at a time per object: offsets, the running hash and the commit must not
         # interleave even when two uploaders send the same object.
         self._locks: dict[str, DeferredLock] = {}
@@ -217,6 +222,8 @@ class _ObjectResource(JsonResource):
     def getChild(self, path: bytes, request: Request) -> Resource:
         if path == b"upload":
             return _UploadStateResource(self._root, self._digest)
+        if path == b"fetch":
+            return _FetchResource(self._root, self._digest)
         return NotFound()
 
     def _stored_size(self, request: Request) -> int:
@@ -372,3 +379,49 @@ class _HealthResource(JsonResource):
 
     def render_GET(self, request: Request) -> bytes:
         return json_body(request, 200, {"ok": True, "free": self._root.store.free_bytes()})
+
+
+class _FetchResource(JsonResource):
+    """``/objects/{digest}/fetch``: copy the object here from other warehouses."""
+
+    isLeaf = True
+
+    def __init__(self, root: WarehouseResource, digest: str) -> None:
+        super().__init__()
+        self._root = root
+        self._digest = digest
+
+    @refusing
+    def render_POST(self, request: Request) -> bytes | int:
+        root, digest = self._root, self._digest
+        root.authorize(request, capability.OP_PUT, digest)
+        if root.replicator is None:
+            raise Refusal(503, "busy", "this warehouse cannot copy objects yet", retry_after=5.0)
+        size, sources = _fetch_request(request)
+        if root.replicator.fetch(digest, size, sources):
+            return json_body(request, 202, {"fetching": True})
+
+        async def stored() -> tuple[int, object]:
+            await root.report(digest, root.store.size(digest))
+            return 200, {"stored": True}
+
+        return root.answer_later(request, stored)
+
+
+def _fetch_request(request: Request) -> tuple[int, list[Source]]:
+    import json
+
+    try:
+        doc = json.loads(request.content.read() if request.content else b"")
+        if not isinstance(doc, dict):
+            raise ValueError("expected a JSON object")
+        size = doc.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ValueError("size: expected a non-negative integer")
+        raw = doc.get("sources")
+        if not isinstance(raw, list) or not raw:
+            raise ValueError("sources: expected a non-empty list")
+        sources = [Source.from_json(s, f"sources[{n}]") for n, s in enumerate(raw)]
+    except (ValueError, ProtocolError) as e:
+        raise Refusal(400, "bad_request", f"fetch: {e}") from None
+    return size, sources

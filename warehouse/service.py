@@ -14,6 +14,7 @@ import random as _random
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast
 
+from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
@@ -33,6 +34,7 @@ from xwch.transfer.backoff import Backoff
 from .api import Registration, WarehouseResource
 from .blocking import BlockingRunner, ThreadPoolRunner
 from .objects import ObjectStore
+from .replication import Replicator
 
 log = Logger()
 
@@ -143,6 +145,7 @@ class WarehouseService(MultiService):
         *,
         blocking: BlockingRunner | None = None,
         random: Callable[[], float] = _random.random,
+        http: HTTPClient | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
@@ -158,6 +161,8 @@ class WarehouseService(MultiService):
             # A real reactor provides IReactorFromThreads too; tests inject ``blocking``.
             blocking = ThreadPoolRunner(cast(IReactorFromThreads, reactor), self._pool)
         self.resource = WarehouseResource(store, self, reactor, blocking)
+        if http is not None:
+            self.resource.replicator = Replicator(reactor, store, http, self._report_copy)
         self.web_site = _QuietSite(self.resource)
         self.port: IListeningPort | None = None
         self.url: str | None = None
@@ -166,6 +171,9 @@ class WarehouseService(MultiService):
         self._failed: _Latch[None] = _Latch()
         self._run: Deferred[None] | None = None
         self._heartbeat: LoopingCall | None = None
+
+    async def _report_copy(self, digest: str, size: int) -> None:
+        await self.objects_stored([ObjectRef(digest=digest, size=size)])
 
     # -- what callers follow ---------------------------------------------------------------
 

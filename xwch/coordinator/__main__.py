@@ -45,6 +45,31 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="silence after which a worker is lost (default 3 intervals)",
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        metavar="N",
+        help="warehouses that should hold each object (default 2, capped by how many there are)",
+    )
+    parser.add_argument(
+        "--scan-interval",
+        type=float,
+        metavar="S",
+        help="seconds between scanner rounds (default 10)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        metavar="S",
+        help="seconds between warehouses' heartbeats (default 10)",
+    )
+    parser.add_argument(
+        "--warehouse-timeout",
+        type=float,
+        metavar="S",
+        help="silence after which a warehouse is taken for gone (default 60)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     sub = parser.add_subparsers(dest="command")
     token = sub.add_parser("token", help="manage credentials")
@@ -81,7 +106,20 @@ def create_token(db_url: str, role: str, name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    for name in (
+        "alive_interval",
+        "alive_timeout",
+        "scan_interval",
+        "heartbeat_interval",
+        "warehouse_timeout",
+    ):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    if args.replicas < 1:
+        parser.error("--replicas must be at least 1")
     if args.command == "token":
         url = _db_url(args.token_db or args.db, args.token_data or args.data)
         try:
@@ -109,6 +147,10 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
         listen=args.listen,
         alive_interval=args.alive_interval,
         alive_timeout=args.alive_timeout,
+        replicas=args.replicas,
+        scan_interval=args.scan_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        warehouse_timeout=args.warehouse_timeout,
     )
     coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
     coordinator.startService()

@@ -9,7 +9,14 @@ from typing import Any
 from xwch.coordinator.catalog import Catalog, NoWarehouse
 from xwch.coordinator.communication import Busy, CommunicationManager
 from xwch.coordinator.openapi import openapi_document
-from xwch.coordinator.tasks import BadResult, MissingObjects, NotYourAttempt, TasksManager
+from xwch.coordinator.scanner import Scanner
+from xwch.coordinator.tasks import (
+    BadResult,
+    JobStillRunning,
+    MissingObjects,
+    NotYourAttempt,
+    TasksManager,
+)
 from xwch.coordinator.web import ApiRequest, HttpError, Route
 from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
 from xwch.errors import JobFileError
@@ -49,6 +56,8 @@ def map_error(e: Exception) -> HttpError | None:
         return HttpError(403, "forbidden", str(e))
     if isinstance(e, Busy):
         return HttpError(503, "busy", str(e), retry_after=e.retry_after)
+    if isinstance(e, JobStillRunning):
+        return HttpError(409, "job_running", str(e))
     if isinstance(e, NoWarehouse):
         return HttpError(503, "no_warehouse", str(e), retry_after=5.0)
     return None
@@ -98,6 +107,7 @@ class CoordinatorApi:
         self._workers = workers
         self._catalog = catalog
         self._communication = communication
+        self.scanner: Scanner | None = None
 
     def routes(self) -> list[Route]:
         r = Route
@@ -145,6 +155,13 @@ class CoordinatorApi:
                 "Standard output and error of an attempt",
             ),
             r("POST", "/jobs/{job}/cancel", CLIENT, self.cancel, "Stop a job"),
+            r(
+                "POST",
+                "/jobs/{job}/retry",
+                CLIENT,
+                self.retry,
+                "Run again a failed or cancelled job's unfinished tasks",
+            ),
             r("GET", "/jobs/{job}/results", CLIENT, self.results, "The job's result objects"),
             r("GET", "/workers", CLIENT, self.list_workers, "One row a worker"),
             r("GET", "/status", CLIENT, self.status, "Policy, limits and queue lengths"),
@@ -308,6 +325,12 @@ class CoordinatorApi:
         await self._tasks.cancel(job_id)
         return 200, (await self._summary(job_id)).to_json()
 
+    async def retry(self, req: ApiRequest) -> tuple[int, Any]:
+        job_id = req.params["job"]
+        await self._summary(job_id)
+        await self._tasks.retry(job_id)
+        return 200, (await self._summary(job_id)).to_json()
+
     async def results(self, req: ApiRequest) -> tuple[int, Any]:
         job_id = req.params["job"]
         await self._summary(job_id)
@@ -336,6 +359,8 @@ class CoordinatorApi:
         return 200, {
             "communication": self._communication.status(),
             "tasks": dict(self._tasks.counts()),
+            "scanner": None if self.scanner is None else self.scanner.status(),
+            "quarantines": self._tasks.health.quarantines,
             "workers": len(self._workers.workers),
             "warehouses": [
                 {
@@ -380,7 +405,7 @@ class CoordinatorApi:
             RunningAttempt.from_json(r, f"alive.running[{n}]")
             for n, r in enumerate(_list_of(req.body, "running", "alive"))
         ]
-        cancels, policy = self._workers.alive(req.token, req.params["worker"], running)
+        cancels, policy = await self._workers.alive(req.token, req.params["worker"], running)
         return 200, {"cancel": cancels, "policy": policy.to_json()}
 
     async def work_result(self, req: ApiRequest) -> tuple[int, Any]:
@@ -411,7 +436,7 @@ class CoordinatorApi:
         )
         return 201, {
             "warehouse_id": record.id,
-            "heartbeat_interval": self._catalog.HEARTBEAT_INTERVAL,
+            "heartbeat_interval": self._catalog.heartbeat_interval,
             "capability_key": self._catalog.encoded_key(),
         }
 

@@ -33,7 +33,16 @@ class Catalog:
     WAREHOUSE_TIMEOUT = 60.0
     HEARTBEAT_INTERVAL = 10.0
 
-    def __init__(self, reactor: IReactorTime, db: Database, capability_key: bytes) -> None:
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        db: Database,
+        capability_key: bytes,
+        heartbeat_interval: float | None = None,
+        warehouse_timeout: float | None = None,
+    ) -> None:
+        self.heartbeat_interval = heartbeat_interval or self.HEARTBEAT_INTERVAL
+        self.warehouse_timeout = warehouse_timeout or self.WAREHOUSE_TIMEOUT
         self._reactor = reactor
         self._db = db
         self.capability_key = capability_key
@@ -91,7 +100,10 @@ class Catalog:
 
     def is_alive(self, warehouse_id: str) -> bool:
         w = self.warehouses.get(warehouse_id)
-        return w is not None and self._reactor.seconds() - w.last_heard <= self.WAREHOUSE_TIMEOUT
+        return w is not None and self._reactor.seconds() - w.last_heard <= self.warehouse_timeout
+
+    def alive_count(self) -> int:
+        return sum(1 for w in self.warehouses if self.is_alive(w))
 
     def choose_for_upload(self, site: str | None = None) -> WarehouseRecord:
         """The warehouse new data should go to: the caller's site first, then the most free space."""
@@ -107,6 +119,31 @@ class Catalog:
         for digest, size in objects:
             self._locations[digest].add(warehouse_id)
             self._sizes[digest] = size
+
+    def _alive_holders(self, digest: str) -> list[str]:
+        return [w for w in self._locations.get(digest, ()) if self.is_alive(w)]
+
+    def is_under_replicated(self, digest: str, wanted: int) -> bool:
+        return 0 < len(self._alive_holders(digest)) < wanted
+
+    def under_replicated(self, wanted: int) -> list[tuple[str, int, list[str]]]:
+        """Objects with at least one but fewer than ``wanted`` live copies: (digest, size, holders)."""
+        found = []
+        for digest in self._locations:
+            holders = self._alive_holders(digest)
+            if 0 < len(holders) < wanted:
+                found.append((digest, self._sizes[digest], holders))
+        return found
+
+    def choose_copy_target(self, holders: Sequence[str]) -> WarehouseRecord | None:
+        """A live warehouse without the object: another site first, then the most free space."""
+        sites = {self.warehouses[h].site for h in holders}
+        candidates = [
+            w for w in self.warehouses.values() if w.id not in holders and self.is_alive(w.id)
+        ]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda w: (w.site not in sites, w.free))
 
     def has(self, digest: str) -> bool:
         return any(self.is_alive(w) for w in self._locations.get(digest, ()))

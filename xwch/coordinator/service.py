@@ -22,10 +22,13 @@ from xwch.coordinator.api import CoordinatorApi, map_error
 from xwch.coordinator.auth import Authenticator
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.communication import CommunicationManager
+from xwch.coordinator.copies import copy_requester
+from xwch.coordinator.scanner import CopyRequest, Scanner
 from xwch.coordinator.scheduler import Scheduler
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.web import JsonRouter
 from xwch.coordinator.workers import WorkersManager
+from xwch.http import make_http_client
 from xwch.protocol import API_PREFIX
 from xwch.store import tokens
 from xwch.store.database import Database
@@ -37,6 +40,11 @@ class CoordinatorConfig:
     listen: str = "tcp:8750"
     alive_interval: float | None = None
     alive_timeout: float | None = None
+    # How many warehouses should hold each object (capped by how many there are).
+    replicas: int = 2
+    scan_interval: float | None = None
+    heartbeat_interval: float | None = None
+    warehouse_timeout: float | None = None
 
 
 class StoreService(Service):
@@ -115,6 +123,7 @@ class Coordinator(MultiService):
         scheduler: Scheduler,
         communication: CommunicationManager,
         catalog: Catalog,
+        scanner: Scanner,
         web: WebService,
     ) -> None:
         super().__init__()
@@ -124,11 +133,13 @@ class Coordinator(MultiService):
         self.scheduler = scheduler
         self.communication = communication
         self.catalog = catalog
+        self.scanner = scanner
         self.web = web
         self.root = web.root
         # Dependency order: the store first in, last out.
         StoreService(db).setServiceParent(self)
         workers.setServiceParent(self)
+        scanner.setServiceParent(self)
         web.setServiceParent(self)
 
     def url(self) -> str:
@@ -136,7 +147,10 @@ class Coordinator(MultiService):
 
 
 async def make_coordinator(
-    config: CoordinatorConfig, reactor: IReactorTime, db: Database | None = None
+    config: CoordinatorConfig,
+    reactor: IReactorTime,
+    db: Database | None = None,
+    request_copy: CopyRequest | None = None,
 ) -> Coordinator:
     """Prepare the store and memory, and build the (not yet started) service tree."""
     db = db or Database(cast(Any, reactor), config.db_url)
@@ -144,7 +158,7 @@ async def make_coordinator(
     try:
         await db.migrate()
         key = await db.read(tokens.capability_key_thd)
-        catalog = Catalog(reactor, db, key)
+        catalog = Catalog(reactor, db, key, config.heartbeat_interval, config.warehouse_timeout)
         await catalog.load()
         scheduler = Scheduler()
         communication = CommunicationManager()
@@ -157,9 +171,15 @@ async def make_coordinator(
     except BaseException:
         db.stop()
         raise
+    if request_copy is None:
+        request_copy = copy_requester(make_http_client(cast(Any, reactor)))
+    scanner = Scanner(
+        reactor, tasks, workers, catalog, request_copy, config.replicas, config.scan_interval
+    )
     api = CoordinatorApi(db, tasks, workers, catalog, communication)
+    api.scanner = scanner
     root = Resource()
     router = JsonRouter(API_PREFIX, api.routes(), Authenticator(db), map_error)
     root.putChild(b"api", router)
     web = WebService(cast(IReactorCore, reactor), config.listen, root)
-    return Coordinator(db, tasks, workers, scheduler, communication, catalog, web)
+    return Coordinator(db, tasks, workers, scheduler, communication, catalog, scanner, web)

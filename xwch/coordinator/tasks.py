@@ -9,6 +9,13 @@ Task states follow spec/cli.md: ``blocked`` until every task it depends on is do
 ``ready``; ``running`` while an attempt holds it; ``done``; ``failed`` once a failure finds no
 retry left; ``cancelled``. A job is done when every task is; it fails as soon as one task fails
 for good, and its other tasks are then cancelled.
+
+Failure handling: a failed or lost attempt is relaunched after a back-off while retries last; a
+task failing on ``POISON_WORKERS`` distinct workers fails for good; the first successful attempt
+of a task wins and the others are cancelled; a late success of an attempt presumed lost still
+counts if its task is unfinished; a ready task whose input has no copy left at any warehouse
+sends the task that produced it back to run (lineage), and a lost upload of the client fails the
+job with a message saying so.
 """
 
 from __future__ import annotations
@@ -16,19 +23,21 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from xwch import dag
 from xwch.coordinator.catalog import Catalog
-from xwch.coordinator.scheduler import Scheduler, WorkerView
+from xwch.coordinator.health import WorkerHealth
+from xwch.coordinator.scheduler import Scheduler, TaskKey, WorkerView
 from xwch.errors import XwchError
 from xwch.protocol import (
     JOB_CANCELLED,
     JOB_DONE,
+    JOB_ENDED_STATES,
     JOB_FAILED,
     JOB_RUNNING,
     OUTCOME_SUCCEEDED,
@@ -65,6 +74,14 @@ ATTEMPT_LOST = "lost"
 ATTEMPT_CANCELLED = "cancelled"
 ATTEMPT_GIVEN_BACK = "given-back"
 
+# Whether a worker id belongs to the caller's token (a lost worker that registered again
+# speaks for its old attempts).
+SameOwner = Callable[[str], bool]
+
+
+def _nobody(_worker_id: str) -> bool:
+    return False
+
 
 class MissingObjects(XwchError):
     """Objects a request refers to are not stored at any warehouse."""
@@ -85,7 +102,11 @@ class BadResult(XwchError):
 
 
 class UnknownJob(XwchError):
-    pass
+    """No job has this id."""
+
+
+class JobStillRunning(XwchError):
+    """Only an ended job can be retried."""
 
 
 @dataclass
@@ -110,6 +131,10 @@ class TaskState:
     dependents: list[str] = field(default_factory=list)
     outputs: dict[str, tuple[str, int]] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
+    # Workers on which an attempt of this task failed (not merely lost).
+    failed_on: set[str] = field(default_factory=set)
+    # A relaunch waits until then (back-off); None: no wait.
+    relaunch: IDelayedCall | None = None
 
 
 @dataclass
@@ -145,15 +170,29 @@ class TasksManager:
 
     log = Logger()
 
+    # A task failing on this many distinct workers is not the workers' fault.
+    POISON_WORKERS = 3
+    # Relaunch back-off: 1 s after the first failure, doubling, at most a minute.
+    RELAUNCH_BACKOFF = 1.0
+    RELAUNCH_BACKOFF_MAX = 60.0
+
     def __init__(
-        self, reactor: IReactorTime, db: Database, catalog: Catalog, scheduler: Scheduler
+        self,
+        reactor: IReactorTime,
+        db: Database,
+        catalog: Catalog,
+        scheduler: Scheduler,
+        health: WorkerHealth | None = None,
     ) -> None:
         self._reactor = reactor
         self._db = db
         self._catalog = catalog
         self._scheduler = scheduler
+        self.health = health or WorkerHealth(reactor)
         self.jobs: dict[str, JobState] = {}
         self.attempts: dict[str, Attempt] = {}
+        # Attempts of workers declared lost: their late success may still count.
+        self.presumed_lost: dict[str, Attempt] = {}
         # Attempts a worker must kill, told in its next Work Alive reply.
         self._cancels: dict[str, set[str]] = {}
         self._job_order = itertools.count()
@@ -235,24 +274,43 @@ class TasksManager:
             job.platforms[task.spec.binary],
         )
 
+    def _make_ready_later(self, job: JobState, t: TaskState) -> None:
+        """Ready again after the relaunch back-off; stays ``ready`` for users meanwhile."""
+        t.state = TASK_READY
+        delay = min(self.RELAUNCH_BACKOFF * 2 ** max(t.failures - 1, 0), self.RELAUNCH_BACKOFF_MAX)
+
+        def relaunch() -> None:
+            t.relaunch = None
+            if self.jobs.get(job.id) is job and t.state == TASK_READY and not t.running:
+                self._make_ready(job, t)
+
+        if t.relaunch is not None and t.relaunch.active():
+            t.relaunch.cancel()
+        t.relaunch = self._reactor.callLater(delay, relaunch)
+
+    def _restore(self, r: RecoveredJob) -> JobState:
+        """A job's memory from what the store has."""
+        job = dag.parse_wire_job(json.loads(r.row.spec))
+        state = self._build(r.row.id, job, r.row.owner, order=next(self._job_order))
+        state.priority = r.row.priority
+        for saved in r.tasks:
+            t = state.tasks[saved.task_id]
+            t.state = saved.state
+            t.failures = saved.failures
+            t.attempts = saved.attempts
+            t.outputs = dict(saved.outputs)
+        for t in state.tasks.values():
+            t.waiting = sum(
+                1 for dep in t.spec.dependencies() if state.tasks[dep].state != TASK_DONE
+            )
+        state.remaining = sum(1 for t in state.tasks.values() if t.state != TASK_DONE)
+        return state
+
     async def recover(self) -> None:
         """Rebuild memory from the store after a (re)start: every running job resumes."""
         recovered: list[RecoveredJob] = await self._db.read(job_queries.recover_running_jobs_thd)
         for r in recovered:
-            job = dag.parse_wire_job(json.loads(r.row.spec))
-            state = self._build(r.row.id, job, r.row.owner, order=next(self._job_order))
-            state.priority = r.row.priority
-            for saved in r.tasks:
-                t = state.tasks[saved.task_id]
-                t.state = saved.state
-                t.failures = saved.failures
-                t.attempts = saved.attempts
-                t.outputs = dict(saved.outputs)
-            for t in state.tasks.values():
-                t.waiting = sum(
-                    1 for dep in t.spec.dependencies() if state.tasks[dep].state != TASK_DONE
-                )
-            state.remaining = sum(1 for t in state.tasks.values() if t.state != TASK_DONE)
+            state = self._restore(r)
             for a in r.running:
                 attempt = Attempt(a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started)
                 self.attempts[a.id] = attempt
@@ -262,6 +320,37 @@ class TasksManager:
                 if t.state == TASK_READY or (t.state == TASK_RUNNING and not t.running):
                     self._make_ready(state, t)
             self.log.info("job {job} resumed: {n} tasks left", job=state.id, n=state.remaining)
+
+    async def retry(self, job_id: str) -> None:
+        """Run again the failed and cancelled tasks of an ended job, keeping what is done."""
+        if job_id in self.jobs:
+            raise JobStillRunning(f"job {job_id} is still running")
+        r = await self._db.read(job_queries.recover_job_thd, job_id)
+        if r is None:
+            raise UnknownJob(f"no job {job_id}")
+        if r.row.state not in JOB_ENDED_STATES or r.row.state == JOB_DONE:
+            raise JobStillRunning(
+                f"job {job_id} is {r.row.state}: only a failed or cancelled job can be retried"
+            )
+        state = self._restore(r)
+        change = Change()
+        again = []
+        for t in state.tasks.values():
+            if t.state in (TASK_FAILED, TASK_CANCELLED, TASK_READY, TASK_RUNNING):
+                t.failures = 0
+                t.failed_on.clear()
+                t.state = TASK_READY if t.waiting == 0 else TASK_BLOCKED
+                again.append(t)
+        for state_name in (TASK_READY, TASK_BLOCKED):
+            ids = tuple(t.spec.id for t in again if t.state == state_name)
+            if ids:
+                change.task_updates.append(
+                    TaskUpdate(job_id, ids, {"state": state_name, "failures": 0, "ended": None})
+                )
+        change.job_updates.append(JobUpdate(job_id, JOB_RUNNING, None, None))
+        await self._db.write(job_queries.apply_change_thd, change)
+        self._adopt(state)
+        self.log.info("job {job} retried: {n} tasks run again", job=job_id, n=len(again))
 
     async def cancel(self, job_id: str) -> bool:
         """Stop a job: no new attempts, running ones are killed. False if it had ended."""
@@ -279,18 +368,12 @@ class TasksManager:
         job.state = state
         to_cancel = []
         for t in job.tasks.values():
+            if t.relaunch is not None and t.relaunch.active():
+                t.relaunch.cancel()
             if t.state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
                 continue
             self._scheduler.remove((job.id, t.spec.id))
-            for attempt_id in t.running:
-                attempt = self.attempts.pop(attempt_id)
-                self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
-                change.attempt_updates.append(
-                    AttemptUpdate(
-                        id=attempt_id, state=ATTEMPT_CANCELLED, ended=now, error="job ended"
-                    )
-                )
-            t.running.clear()
+            self._cancel_running(t, now, "job ended", change)
             t.state = TASK_CANCELLED
             to_cancel.append(t.spec.id)
         if to_cancel:
@@ -299,9 +382,24 @@ class TasksManager:
             )
         change.job_updates.append(JobUpdate(job.id, state, now, message))
         del self.jobs[job.id]
+        for attempt_id in [a for a, att in self.presumed_lost.items() if att.job_id == job.id]:
+            del self.presumed_lost[attempt_id]
         self.log.info(
-            "job {job} {state}: {message}", job=job.id, state=state, message=message or ""
+            "job {job} {state}{message}",
+            job=job.id,
+            state=state,
+            message=f": {message}" if message else "",
         )
+
+    def _cancel_running(self, t: TaskState, now: float, why: str, change: Change) -> None:
+        """Tell the workers running attempts of ``t`` to kill them."""
+        for attempt_id in sorted(t.running):
+            attempt = self.attempts.pop(attempt_id)
+            self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
+            change.attempt_updates.append(
+                AttemptUpdate(id=attempt_id, state=ATTEMPT_CANCELLED, ended=now, error=why)
+            )
+        t.running.clear()
 
     # Attempts
 
@@ -309,9 +407,14 @@ class TasksManager:
         self, worker: WorkerView, worker_name: str, site: str | None, slots: int
     ) -> list[Assignment]:
         """Start attempts of the most appropriate ready tasks for a worker's Work Request."""
-        if slots <= 0:
+        if slots <= 0 or self.health.is_quarantined(worker.id):
             return []
-        picked = self._scheduler.pick(worker, slots)
+        lineage = Change()
+        picked = self._scheduler.pick(
+            worker, slots, accept=lambda key: self._inputs_present(key, lineage)
+        )
+        if lineage:
+            await self._db.write(job_queries.apply_change_thd, lineage)
         if not picked:
             return []
         now = self._reactor.seconds()
@@ -359,6 +462,79 @@ class TasksManager:
             raise
         return [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
 
+    def _input_digest(self, job: JobState, ref: dag.InputRef) -> tuple[str, int] | None:
+        if ref.file is not None:
+            entry = job.spec.files[ref.file]
+            assert entry.digest is not None and entry.size is not None
+            return entry.digest, entry.size
+        assert ref.task is not None and ref.output is not None
+        return job.tasks[ref.task].outputs.get(ref.output)
+
+    def _inputs_present(self, key: TaskKey, change: Change) -> bool:
+        """True when every input of a ready task is stored somewhere; else start lineage."""
+        job = self.jobs[key[0]]
+        t = job.tasks[key[1]]
+        binary = job.spec.binaries[t.spec.binary]
+        lost_uploads = []
+        # A binary built for one platform only is lost for everyone once its copies are gone.
+        if len(binary.variants) == 1:
+            [only] = binary.variants.values()
+            if only.digest and not self._catalog.has(only.digest):
+                lost_uploads.append(f"binary {t.spec.binary!r}")
+        lost_producers: list[TaskState] = []
+        for ref in t.spec.inputs:
+            found = self._input_digest(job, ref)
+            if found is not None and self._catalog.has(found[0]):
+                continue
+            if ref.file is not None:
+                lost_uploads.append(f"file {ref.file!r}")
+            else:
+                assert ref.task is not None
+                lost_producers.append(job.tasks[ref.task])
+        if not lost_uploads and not lost_producers:
+            return True
+        now = self._reactor.seconds()
+        if lost_uploads:
+            self._end_job(
+                job,
+                JOB_FAILED,
+                f"input {lost_uploads[0]} uploaded by the client is lost: no warehouse holding "
+                "it answers any more; submit the job again",
+                change,
+            )
+            return False
+        for producer in lost_producers:
+            self._run_again(job, producer, now, change)
+        return False
+
+    def _run_again(self, job: JobState, producer: TaskState, now: float, change: Change) -> None:
+        """Every copy of ``producer``'s outputs is gone: it runs again, and its readers wait."""
+        if producer.state != TASK_DONE:
+            return  # already on its way again
+        self.log.warn(
+            "outputs of task {task} of job {job} are lost; running it again",
+            task=producer.spec.id,
+            job=job.id,
+        )
+        producer.outputs.clear()
+        job.remaining += 1
+        change.removed_outputs.append((job.id, producer.spec.id))
+        self._make_ready(job, producer)
+        change.task_updates.append(
+            TaskUpdate(job.id, (producer.spec.id,), {"state": TASK_READY, "ended": None})
+        )
+        blocked = []
+        for dependent_id in producer.dependents:
+            dependent = job.tasks[dependent_id]
+            if dependent.state in (TASK_READY, TASK_BLOCKED):
+                dependent.waiting += 1
+                if dependent.state == TASK_READY:
+                    self._scheduler.remove((job.id, dependent_id))
+                    dependent.state = TASK_BLOCKED
+                    blocked.append(dependent_id)
+        if blocked:
+            change.task_updates.append(TaskUpdate(job.id, tuple(blocked), {"state": TASK_BLOCKED}))
+
     def _assignment(self, attempt: Attempt, worker: WorkerView, site: str | None) -> Assignment:
         job = self.jobs[attempt.job_id]
         spec = job.tasks[attempt.task_id].spec
@@ -366,14 +542,9 @@ class TasksManager:
         assert variant is not None and variant.digest is not None and variant.size is not None
         inputs = []
         for ref in spec.inputs:
-            if ref.file is not None:
-                entry = job.spec.files[ref.file]
-                assert entry.digest is not None and entry.size is not None
-                digest, size = entry.digest, entry.size
-            else:
-                assert ref.task is not None and ref.output is not None
-                digest, size = job.tasks[ref.task].outputs[ref.output]
-            inputs.append(InputFile(path=ref.local, digest=digest, size=size))
+            found = self._input_digest(job, ref)
+            assert found is not None
+            inputs.append(InputFile(path=ref.local, digest=found[0], size=found[1]))
         digests = {variant.digest} | {i.digest for i in inputs}
         return Assignment(
             attempt=attempt.id,
@@ -402,25 +573,55 @@ class TasksManager:
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         return attempt
 
-    async def record_result(self, worker_id: str, result: AttemptResult) -> bool:
-        """Take a Work Result. False when the attempt is no longer current (result discarded)."""
+    def _late_attempt(
+        self, attempt_id: str, worker_id: str, same_owner: SameOwner
+    ) -> Attempt | None:
+        """An attempt presumed lost, now heard of again from its worker (under a new id)."""
+        lost = self.presumed_lost.get(attempt_id)
+        if lost is None:
+            return None
+        if lost.worker_id != worker_id and not same_owner(lost.worker_id):
+            raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
+        job = self.jobs.get(lost.job_id)
+        if job is None or job.tasks[lost.task_id].state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
+            del self.presumed_lost[attempt_id]
+            return None
+        return lost
+
+    async def record_result(
+        self, worker_id: str, result: AttemptResult, same_owner: SameOwner = _nobody
+    ) -> bool:
+        """Take a Work Result. False when it no longer counts (the result is discarded)."""
         attempt = self.attempt_of(result.attempt, worker_id)
+        succeeded = result.outcome == OUTCOME_SUCCEEDED
+        late = False
         if attempt is None:
-            return False
+            attempt = self._late_attempt(result.attempt, worker_id, same_owner)
+            # A late failure changes nothing: the loss was already counted.
+            if attempt is None or not succeeded:
+                return False
+            late = True
         job = self.jobs[attempt.job_id]
         t = job.tasks[attempt.task_id]
-        succeeded = result.outcome == OUTCOME_SUCCEEDED
         if succeeded:
             names = [o.name for o in result.outputs]
             if sorted(names) != sorted(t.spec.outputs):
                 raise BadResult(
-                    f"outputs {sorted(names)} do not match the task's declared outputs {sorted(t.spec.outputs)}"
+                    f"outputs {sorted(names)} do not match the task's declared outputs "
+                    f"{sorted(t.spec.outputs)}"
                 )
             missing = self._catalog.missing(o.digest for o in result.outputs)
             if missing:
                 raise MissingObjects(missing)
         now = self._reactor.seconds()
         change = Change()
+        if late:
+            del self.presumed_lost[attempt.id]
+            self.log.info(
+                "late result of attempt {attempt} (task {task}) accepted",
+                attempt=attempt.id,
+                task=t.spec.id,
+            )
         self._forget_attempt(attempt)
         change.attempt_updates.append(
             AttemptUpdate(
@@ -431,23 +632,31 @@ class TasksManager:
                 error=result.error,
                 stdout=result.stdout,
                 stderr=result.stderr,
+                worker_id=worker_id if worker_id != attempt.worker_id else None,
             )
         )
-        if t.state == TASK_RUNNING:
-            if succeeded:
-                change.tasks_done_by_worker[worker_id] = 1
-                t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
-                change.outputs.extend(
-                    OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
-                )
-                self._task_done(job, t, now, change)
-            else:
-                reason = result.error or f"exit status {result.exit_code}"
-                self._task_failed(job, t, now, reason, change)
+        if succeeded:
+            self.health.succeeded(worker_id)
+            change.tasks_done_by_worker[worker_id] = 1
+            t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
+            change.outputs.extend(
+                OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
+            )
+            self._task_done(job, t, now, change)
+        else:
+            self.health.failed(worker_id)
+            t.failed_on.add(worker_id)
+            reason = result.error or f"exit status {result.exit_code}"
+            self._task_failed(job, t, now, reason, change)
         await self._db.write(job_queries.apply_change_thd, change)
         return True
 
     def _task_done(self, job: JobState, t: TaskState, now: float, change: Change) -> None:
+        if t.relaunch is not None and t.relaunch.active():
+            t.relaunch.cancel()
+        self._scheduler.remove((job.id, t.spec.id))
+        # The first result wins: any other attempt of the task is now useless.
+        self._cancel_running(t, now, "another attempt finished first", change)
         t.state = TASK_DONE
         job.remaining -= 1
         change.task_updates.append(
@@ -472,14 +681,19 @@ class TasksManager:
     ) -> None:
         """An attempt failed or was lost: relaunch while retries last, else fail the job."""
         t.failures += 1
-        if t.failures <= t.spec.retries:
-            if not t.running:
-                self._make_ready(job, t)
-                change.task_updates.append(
-                    TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY, "failures": t.failures})
-                )
+        if t.running:
+            # Another attempt of the task is still running: it may yet succeed.
+            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"failures": t.failures}))
+            return
+        poisoned = len(t.failed_on) >= self.POISON_WORKERS
+        if t.failures <= t.spec.retries and not poisoned:
+            self._make_ready_later(job, t)
+            change.task_updates.append(
+                TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY, "failures": t.failures})
+            )
             self.log.info(
-                "task {task} of job {job} failed ({reason}); relaunching ({n} of {retries} retries used)",
+                "task {task} of job {job} failed ({reason}); relaunching "
+                "({n} of {retries} retries used)",
                 task=t.spec.id,
                 job=job.id,
                 reason=reason,
@@ -493,10 +707,11 @@ class TasksManager:
                 job.id, (t.spec.id,), {"state": TASK_FAILED, "failures": t.failures, "ended": now}
             )
         )
-        attempts = "attempt" if t.failures == 1 else f"{t.failures} attempts"
-        self._end_job(
-            job, JOB_FAILED, f"task {t.spec.id} failed after {attempts}: {reason}", change
-        )
+        if poisoned:
+            why = f"failed on {len(t.failed_on)} different workers"
+        else:
+            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
+        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}: {reason}", change)
 
     async def workers_lost(self, worker_ids: Iterable[str]) -> None:
         """Workers stopped signalling: their attempts count as failed and run again elsewhere."""
@@ -507,6 +722,7 @@ class TasksManager:
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
             self._forget_attempt(attempt)
+            self.presumed_lost[attempt.id] = attempt
             change.attempt_updates.append(
                 AttemptUpdate(id=attempt.id, state=ATTEMPT_LOST, ended=now, error="worker lost")
             )
@@ -514,6 +730,7 @@ class TasksManager:
                 self._task_failed(job, t, now, "worker lost", change)
         for worker_id in lost:
             self._cancels.pop(worker_id, None)
+            self.health.forget(worker_id)
         if change:
             await self._db.write(job_queries.apply_change_thd, change)
 
@@ -539,14 +756,56 @@ class TasksManager:
         if change:
             await self._db.write(job_queries.apply_change_thd, change)
 
-    def cancels_for(self, worker_id: str, reported: Iterable[str]) -> list[str]:
-        """Attempts the worker must kill: cancelled ones, and any it runs that we do not know."""
+    async def alive(
+        self, worker_id: str, reported: Iterable[str], same_owner: SameOwner = _nobody
+    ) -> list[str]:
+        """A Work Alive: the attempts the worker must kill.
+
+        Those are the cancelled ones, and any it runs that the coordinator does not know —
+        except an attempt presumed lost whose task is unfinished: a worker back from an outage
+        keeps it (the scanner keeps one attempt if the task was relaunched meanwhile).
+        """
         cancel = self._cancels.pop(worker_id, set())
+        change = Change()
         for attempt_id in reported:
             attempt = self.attempts.get(attempt_id)
-            if attempt is None or attempt.worker_id != worker_id:
+            if attempt is not None and attempt.worker_id == worker_id:
+                continue
+            late = (
+                None
+                if attempt is not None
+                else self._late_attempt(attempt_id, worker_id, same_owner)
+            )
+            if late is None:
                 cancel.add(attempt_id)
+                continue
+            self._readopt(late, worker_id, change)
+        if change:
+            await self._db.write(job_queries.apply_change_thd, change)
         return sorted(cancel)
+
+    def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
+        del self.presumed_lost[attempt.id]
+        job = self.jobs[attempt.job_id]
+        t = job.tasks[attempt.task_id]
+        attempt.worker_id = worker_id
+        self.attempts[attempt.id] = attempt
+        t.running.add(attempt.id)
+        if t.state == TASK_READY:
+            if t.relaunch is not None and t.relaunch.active():
+                t.relaunch.cancel()
+            self._scheduler.remove((job.id, t.spec.id))
+            t.state = TASK_RUNNING
+            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_RUNNING}))
+        change.attempt_updates.append(
+            AttemptUpdate(id=attempt.id, state=ATTEMPT_RUNNING, ended=None, worker_id=worker_id)
+        )
+        self.log.info(
+            "attempt {attempt} of task {task} is running again on worker {worker}",
+            attempt=attempt.id,
+            task=t.spec.id,
+            worker=worker_id,
+        )
 
     def running_on(self, worker_id: str) -> list[str]:
         return [a.id for a in self.attempts.values() if a.worker_id == worker_id]
@@ -558,3 +817,52 @@ class TasksManager:
             for t in job.tasks.values():
                 counts[t.state] = counts.get(t.state, 0) + 1
         return counts
+
+    # Repairs, run by the scanner
+
+    def repair_orphans(self) -> int:
+        """Ready tasks nobody holds: put them back in the scheduler's ready set."""
+        repaired = 0
+        for job in self.jobs.values():
+            for t in job.tasks.values():
+                waiting = t.relaunch is not None and t.relaunch.active()
+                if t.state == TASK_RUNNING and not t.running:
+                    self._make_ready(job, t)
+                    repaired += 1
+                elif (
+                    t.state == TASK_READY
+                    and not waiting
+                    and not self._scheduler.is_ready((job.id, t.spec.id))
+                ):
+                    self._make_ready(job, t)
+                    repaired += 1
+        return repaired
+
+    async def repair_duplicates(self) -> int:
+        """Tasks held by several attempts: keep the one that started first."""
+        now = self._reactor.seconds()
+        change = Change()
+        for job in self.jobs.values():
+            for t in job.tasks.values():
+                if len(t.running) < 2:
+                    continue
+                keep = min(t.running, key=lambda a: (self.attempts[a].started, a))
+                for attempt_id in sorted(t.running - {keep}):
+                    attempt = self.attempts.pop(attempt_id)
+                    t.running.discard(attempt_id)
+                    self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
+                    change.attempt_updates.append(
+                        AttemptUpdate(attempt_id, ATTEMPT_CANCELLED, now, error="duplicate attempt")
+                    )
+        if change:
+            await self._db.write(job_queries.apply_change_thd, change)
+        return len(change.attempt_updates)
+
+    async def repair_abandoned(self, known_workers: Iterable[str]) -> int:
+        """Running attempts whose worker is gone (not registered): they are lost."""
+        known = set(known_workers)
+        gone = {a.worker_id for a in self.attempts.values() if a.worker_id not in known}
+        count = sum(1 for a in self.attempts.values() if a.worker_id in gone)
+        if gone:
+            await self.workers_lost(gone)
+        return count

@@ -8,7 +8,7 @@ Work Alive signals stop for ``alive_timeout`` is declared lost, and its attempts
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from twisted.application.service import Service
@@ -28,6 +28,7 @@ from xwch.store.records import TokenRecord, WorkerRecord
 
 WORKER_ALIVE = "alive"
 WORKER_LOST = "lost"
+WORKER_QUARANTINED = "quarantined"
 
 
 class UnknownWorker(XwchError):
@@ -66,6 +67,8 @@ class WorkersManager(Service):
         self.alive_interval = alive_interval or self.ALIVE_INTERVAL
         self.alive_timeout = alive_timeout or 3 * self.alive_interval
         self.workers: dict[str, WorkerRecord] = {}
+        # Token of each worker declared lost: back under a new id, it speaks for its attempts.
+        self._lost_owners: dict[str, int] = {}
         self._heard: dict[str, float] = {}
         self._checker = LoopingCall(self._check_and_flush)
         self._checker.clock = reactor
@@ -138,16 +141,24 @@ class WorkersManager(Service):
         slots = min(free_slots, worker.slots)
         return await self._tasks.assign(view, worker.name, worker.site, slots)
 
-    def alive(
+    def _same_owner(self, token: TokenRecord) -> Callable[[str], bool]:
+        def same_owner(other_worker_id: str) -> bool:
+            return self._lost_owners.get(other_worker_id) == token.id
+
+        return same_owner
+
+    async def alive(
         self, token: TokenRecord, worker_id: str, running: Sequence[RunningAttempt]
     ) -> tuple[list[str], Policy]:
         self.get(worker_id, token)
-        cancels = self._tasks.cancels_for(worker_id, [r.attempt for r in running])
+        cancels = await self._tasks.alive(
+            worker_id, [r.attempt for r in running], self._same_owner(token)
+        )
         return cancels, self._communication.policy()
 
     async def result(self, token: TokenRecord, worker_id: str, result: AttemptResult) -> bool:
         self.get(worker_id, token)
-        return await self._tasks.record_result(worker_id, result)
+        return await self._tasks.record_result(worker_id, result, self._same_owner(token))
 
     async def give_back(self, token: TokenRecord, worker_id: str, attempts: Sequence[str]) -> None:
         self.get(worker_id, token)
@@ -155,7 +166,11 @@ class WorkersManager(Service):
 
     def list(self) -> list[WorkerRecord]:
         return [
-            replace(w, last_heard=self._heard.get(w.id, w.last_heard))
+            replace(
+                w,
+                last_heard=self._heard.get(w.id, w.last_heard),
+                state=WORKER_QUARANTINED if self._tasks.health.is_quarantined(w.id) else w.state,
+            )
             for w in self.workers.values()
         ]
 
@@ -179,6 +194,7 @@ class WorkersManager(Service):
                 lost.append(worker_id)
         for worker_id in lost:
             worker = self.workers.pop(worker_id)
+            self._lost_owners[worker_id] = worker.token_id
             self._heard.pop(worker_id, None)
             self.log.warn(
                 "worker {id} ({name}) lost: silent for more than {timeout:.0f} s",

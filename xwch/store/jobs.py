@@ -80,18 +80,17 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
             ],
         )
     for update in change.attempt_updates:
-        conn.execute(
-            attempts.update()
-            .where(attempts.c.id == update.id)
-            .values(
-                state=update.state,
-                ended=update.ended,
-                exit_code=update.exit_code,
-                error=update.error,
-                stdout=update.stdout,
-                stderr=update.stderr,
-            )
-        )
+        values: dict[str, Any] = {
+            "state": update.state,
+            "ended": update.ended,
+            "exit_code": update.exit_code,
+            "error": update.error,
+            "stdout": update.stdout,
+            "stderr": update.stderr,
+        }
+        if update.worker_id is not None:
+            values["worker_id"] = update.worker_id
+        conn.execute(attempts.update().where(attempts.c.id == update.id).values(**values))
     for task_update in change.task_updates:
         ids = list(task_update.task_ids)
         for start in range(0, len(ids), INSERT_BATCH):
@@ -101,6 +100,10 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
                 .where(tasks.c.task_id.in_(ids[start : start + INSERT_BATCH]))
                 .values(**task_update.values)
             )
+    for job_id, task_id in change.removed_outputs:
+        conn.execute(
+            outputs.delete().where(outputs.c.job_id == job_id, outputs.c.task_id == task_id)
+        )
     if change.outputs:
         conn.execute(outputs.insert(), [_output_values(o) for o in change.outputs])
     for job_update in change.job_updates:
@@ -263,48 +266,54 @@ def job_spec_thd(conn: sa.Connection, job_id: str) -> str | None:
 
 def recover_running_jobs_thd(conn: sa.Connection) -> list[RecoveredJob]:
     """Every running job with its tasks, outputs and running attempts, to rebuild memory."""
-    recovered = []
-    for r in conn.execute(
-        sa.select(jobs).where(jobs.c.state == JOB_RUNNING).order_by(jobs.c.created)
-    ):
-        row = JobRow(
-            id=r.id,
-            name=r.name,
-            owner=r.owner,
-            state=r.state,
-            priority=r.priority,
-            created=r.created,
-            total=r.total,
-            spec=r.spec,
-            ended=r.ended,
-            message=r.message,
+    query = sa.select(jobs).where(jobs.c.state == JOB_RUNNING).order_by(jobs.c.created)
+    return [_recovered(conn, r) for r in conn.execute(query).all()]
+
+
+def recover_job_thd(conn: sa.Connection, job_id: str) -> RecoveredJob | None:
+    """One job as the store has it, whatever its state (to rescue an ended job)."""
+    row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).first()
+    return None if row is None else _recovered(conn, row)
+
+
+def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
+    row = JobRow(
+        id=r.id,
+        name=r.name,
+        owner=r.owner,
+        state=r.state,
+        priority=r.priority,
+        created=r.created,
+        total=r.total,
+        spec=r.spec,
+        ended=r.ended,
+        message=r.message,
+    )
+    task_outputs: dict[str, dict[str, tuple[str, int]]] = defaultdict(dict)
+    for o in conn.execute(sa.select(outputs).where(outputs.c.job_id == r.id)):
+        task_outputs[o.task_id][o.name] = (o.digest, o.size)
+    task_rows = tuple(
+        RecoveredTask(
+            task_id=t.task_id,
+            state=t.state,
+            failures=t.failures,
+            attempts=t.attempts,
+            outputs=task_outputs.get(t.task_id, {}),
         )
-        task_outputs: dict[str, dict[str, tuple[str, int]]] = defaultdict(dict)
-        for o in conn.execute(sa.select(outputs).where(outputs.c.job_id == r.id)):
-            task_outputs[o.task_id][o.name] = (o.digest, o.size)
-        task_rows = tuple(
-            RecoveredTask(
-                task_id=t.task_id,
-                state=t.state,
-                failures=t.failures,
-                attempts=t.attempts,
-                outputs=task_outputs.get(t.task_id, {}),
-            )
-            for t in conn.execute(
-                sa.select(tasks).where(tasks.c.job_id == r.id).order_by(tasks.c.position)
-            )
+        for t in conn.execute(
+            sa.select(tasks).where(tasks.c.job_id == r.id).order_by(tasks.c.position)
         )
-        running = tuple(
-            RecoveredAttempt(
-                id=a.id,
-                task_id=a.task_id,
-                number=a.number,
-                worker_id=a.worker_id,
-                started=a.started,
-            )
-            for a in conn.execute(
-                sa.select(attempts).where(attempts.c.job_id == r.id, attempts.c.state == "running")
-            )
+    )
+    running = tuple(
+        RecoveredAttempt(
+            id=a.id,
+            task_id=a.task_id,
+            number=a.number,
+            worker_id=a.worker_id,
+            started=a.started,
         )
-        recovered.append(RecoveredJob(row=row, tasks=task_rows, running=running))
-    return recovered
+        for a in conn.execute(
+            sa.select(attempts).where(attempts.c.job_id == r.id, attempts.c.state == "running")
+        )
+    )
+    return RecoveredJob(row=row, tasks=task_rows, running=running)

@@ -169,11 +169,13 @@ class NewAttempt:
 class AttemptUpdate:
     id: str
     state: str
-    ended: float
+    ended: float | None
     exit_code: int | None = None
     error: str | None = None
     stdout: str = ""
     stderr: str = ""
+    # Set when an attempt passes to another worker id (a lost worker that registered again).
+    worker_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,8 @@ class Change:
     attempt_updates: list[AttemptUpdate] = field(default_factory=list)
     task_updates: list[TaskUpdate] = field(default_factory=list)
     outputs: list[OutputRow] = field(default_factory=list)
+    # (job, task) whose recorded outputs are void: the task runs again (lineage).
+    removed_outputs: list[tuple[str, str]] = field(default_factory=list)
     job_updates: list[JobUpdate] = field(default_factory=list)
     tasks_done_by_worker: dict[str, int] = field(default_factory=dict)
 
@@ -219,6 +223,7 @@ class Change:
             or self.attempt_updates
             or self.task_updates
             or self.outputs
+            or self.removed_outputs
             or self.job_updates
             or self.tasks_done_by_worker
         )

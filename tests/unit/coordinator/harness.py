@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.database import InlineDatabase
 from xwch.coordinator.service import Coordinator, CoordinatorConfig, make_coordinator
-from xwch.protocol import HostFacts
+from xwch.protocol import HostFacts, Source
 from xwch.store import tokens
 from xwch.store.records import TokenRecord
 
@@ -83,6 +84,19 @@ def diamond() -> dict[str, Any]:
     )
 
 
+class RecordedCopies:
+    """Stands in for warehouses asked to copy objects: records each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str]] = []
+
+    async def request(
+        self, url: str, digest: str, size: int, sources: Sequence[Source], capability: str
+    ) -> None:
+        assert sources and capability
+        self.requests.append((url, digest))
+
+
 class CoordinatorTestCase(SynchronousTestCase):
     """Builds a coordinator on a Clock with one warehouse holding the job's binary and data."""
 
@@ -93,6 +107,7 @@ class CoordinatorTestCase(SynchronousTestCase):
         path.mkdir(parents=True)
         self.url = f"sqlite:///{path / 'store.sqlite'}"
         self.db = InlineDatabase(self.url)
+        self.copies = RecordedCopies()
         self.coordinator = self.build()
         self.warehouse = self.successResultOf(
             _d(self.coordinator.catalog.register("http://127.0.0.1:9", "lab", 10**9, 10**9))
@@ -103,7 +118,19 @@ class CoordinatorTestCase(SynchronousTestCase):
 
     def build(self) -> Coordinator:
         config = CoordinatorConfig(db_url=self.url, alive_interval=5.0)
-        return self.successResultOf(_d(make_coordinator(config, self.clock, db=self.db)))
+        return self.successResultOf(
+            _d(make_coordinator(config, self.clock, db=self.db, request_copy=self.copies.request))
+        )
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass while the harness's warehouse keeps heartbeating."""
+        step = self.coordinator.catalog.heartbeat_interval
+        while seconds > 0:
+            self.clock.advance(min(step, seconds))
+            seconds -= step
+            self.successResultOf(
+                _d(self.coordinator.catalog.heartbeat(self.warehouse.id, 10**9, 10**9))
+            )
 
     def token(self, role: str) -> TokenRecord:
         with self.db.engine.begin() as conn:

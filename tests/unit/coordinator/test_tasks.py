@@ -76,6 +76,9 @@ class TaskStatesTests(CoordinatorTestCase):
         [first] = self.work(worker)
         self.report_failure(worker, first)
         self.assertEqual(self.states(job)["x"], "ready")
+        # The relaunch waits out its back-off.
+        self.assertEqual(self.work(worker), [])
+        self.clock.advance(TasksManager.RELAUNCH_BACKOFF)
         [second] = self.work(worker)
         self.assertEqual(second.number, 2)
         self.report_failure(worker, second, code=7)
@@ -97,9 +100,10 @@ class TaskStatesTests(CoordinatorTestCase):
         self.addCleanup(self.coordinator.stopService)
         for _ in range(4):
             self.clock.advance(workers.alive_interval)
-            workers.alive(self.worker_token, other, [])
+            self.successResultOf(ensureDeferred(workers.alive(self.worker_token, other, [])))
         self.assertNotIn(silent, workers.workers)
         self.assertEqual(self.states(job)["x"], "ready")
+        self.clock.advance(TasksManager.RELAUNCH_BACKOFF)
         [again] = self.work(other)
         self.assertEqual((again.task, again.number), ("x", 2))
         # The lost worker's late result is not recorded over the new attempt.
@@ -113,7 +117,9 @@ class TaskStatesTests(CoordinatorTestCase):
         self.assertTrue(self.successResultOf(ensureDeferred(self.coordinator.tasks.cancel(job))))
         self.assertEqual(set(self.states(job).values()), {"cancelled"})
         self.assertEqual(self.job_state(job).state, "cancelled")
-        cancels, _ = self.coordinator.workers.alive(self.worker_token, worker, [])
+        cancels, _ = self.successResultOf(
+            ensureDeferred(self.coordinator.workers.alive(self.worker_token, worker, []))
+        )
         self.assertEqual(cancels, [a.attempt])
         self.assertFalse(self.report_success(worker, a))
         self.assertEqual(self.work(worker), [])
@@ -123,8 +129,10 @@ class TaskStatesTests(CoordinatorTestCase):
         worker = self.register()
         from xwch.protocol import RunningAttempt
 
-        cancels, _ = self.coordinator.workers.alive(
-            self.worker_token, worker, [RunningAttempt("stale")]
+        cancels, _ = self.successResultOf(
+            ensureDeferred(
+                self.coordinator.workers.alive(self.worker_token, worker, [RunningAttempt("stale")])
+            )
         )
         self.assertEqual(cancels, ["stale"])
 

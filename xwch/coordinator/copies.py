@@ -1,0 +1,39 @@
+"""Asking a warehouse to copy an object from others (the warehouse's ``fetch`` route)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from treq.client import HTTPClient
+
+from xwch.coordinator.scanner import CopyRequest
+from xwch.http import decode_error
+from xwch.protocol import CAPABILITY_HEADER, Source
+
+# The warehouse answers at once (the copy runs in its background): a short timeout suffices.
+REQUEST_TIMEOUT = 30.0
+
+
+def copy_requester(http: HTTPClient) -> CopyRequest:
+    """A :data:`~xwch.coordinator.scanner.CopyRequest` over ``http``."""
+
+    async def request_copy(
+        url: str, digest: str, size: int, sources: Sequence[Source], capability: str
+    ) -> None:
+        headers: dict[bytes | str, list[bytes | str]] = {
+            b"content-type": [b"application/json"],
+            CAPABILITY_HEADER.encode("ascii"): [capability.encode("ascii")],
+        }
+        body = json.dumps({"size": size, "sources": [s.to_json() for s in sources]}).encode()
+        response = await http.post(
+            f"{url}/objects/{digest}/fetch",
+            data=body,
+            headers=headers,
+            timeout=REQUEST_TIMEOUT,
+        )
+        if response.code >= 400:
+            raise await decode_error(response)
+        await response.content()
+
+    return request_copy

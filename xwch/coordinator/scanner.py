@@ -1,0 +1,153 @@
+"""The scanner: a periodic sweep that finds what fell through the cracks and repairs it.
+
+Each round it looks for ready tasks that nobody holds, tasks held by duplicate attempts (it keeps
+the one that started first), running attempts whose worker is gone, and objects with fewer
+copies than wanted (it asks another warehouse to copy them). Every repair is logged and counted;
+the counts are shown by ``GET /api/v1/status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.tasks import TasksManager
+from xwch.coordinator.workers import WorkersManager
+from xwch.protocol import Source
+
+# (warehouse URL, digest, size, sources, put capability) -> asks that warehouse to copy it.
+CopyRequest = Callable[[str, str, int, Sequence[Source], str], Awaitable[None]]
+
+REPAIR_ORPHANS = "ready tasks nobody held"
+REPAIR_DUPLICATES = "duplicate attempts cancelled"
+REPAIR_ABANDONED = "attempts of vanished workers relaunched"
+REPAIR_REPLICAS = "object copies requested"
+
+
+class Scanner(Service):
+    """Runs the repairs every ``interval`` seconds."""
+
+    log = Logger()
+
+    SCAN_INTERVAL = 10.0
+    # Copies asked for in one round: a lost warehouse's objects are re-replicated in waves
+    # rather than all at once, which would swamp the network the platform shares.
+    MAX_COPIES_PER_ROUND = 20
+    # A copy not seen done after this long is asked for again (elsewhere if possible).
+    COPY_TIMEOUT = 600.0
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        tasks: TasksManager,
+        workers: WorkersManager,
+        catalog: Catalog,
+        request_copy: CopyRequest | None,
+        replicas: int = 2,
+        interval: float | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._tasks = tasks
+        self._workers = workers
+        self._catalog = catalog
+        self._request_copy = request_copy
+        self.replicas = replicas
+        self.interval = interval or self.SCAN_INTERVAL
+        self.repairs: dict[str, int] = {
+            REPAIR_ORPHANS: 0,
+            REPAIR_DUPLICATES: 0,
+            REPAIR_ABANDONED: 0,
+            REPAIR_REPLICAS: 0,
+        }
+        self.rounds = 0
+        # digest -> when a copy was asked for.
+        self._copying: dict[str, float] = {}
+        self._loop = LoopingCall(self._round)
+        self._loop.clock = reactor
+        self._running: Deferred[None] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        return self._running
+
+    async def _scan_round(self) -> None:
+        await self.scan()
+
+    def _round(self) -> Deferred[None]:
+        self._running = Deferred.fromCoroutine(self._scan_round())
+        # A failed round is logged; the next one runs anyway (a LoopingCall stops on errors).
+        self._running.addErrback(lambda f: self.log.failure("scanner round failed", f))
+        return self._running
+
+    async def scan(self) -> dict[str, int]:
+        """One round of every repair; what it repaired, by kind."""
+        found = {
+            REPAIR_ORPHANS: self._tasks.repair_orphans(),
+            REPAIR_DUPLICATES: await self._tasks.repair_duplicates(),
+            REPAIR_ABANDONED: await self._tasks.repair_abandoned(self._workers.workers.keys()),
+            REPAIR_REPLICAS: await self._replicate(),
+        }
+        self.rounds += 1
+        for kind, count in found.items():
+            if count:
+                self.repairs[kind] += count
+                self.log.info("scanner repaired {count} {kind}", count=count, kind=kind)
+        return found
+
+    async def _replicate(self) -> int:
+        if self._request_copy is None:
+            return 0
+        now = self._reactor.seconds()
+        wanted = min(self.replicas, self._catalog.alive_count())
+        requested = 0
+        for digest, size, holders in self._catalog.under_replicated(wanted):
+            if requested >= self.MAX_COPIES_PER_ROUND:
+                break
+            asked = self._copying.get(digest)
+            if asked is not None and now - asked < self.COPY_TIMEOUT:
+                continue
+            target = self._catalog.choose_copy_target(holders)
+            if target is None:
+                continue
+            self._copying[digest] = now
+            capability = self._catalog.put_capability(target, digest)
+            try:
+                await self._request_copy(
+                    target.url, digest, size, self._catalog.sources(digest), capability
+                )
+            except Exception as e:
+                self.log.warn(
+                    "warehouse {url} could not start copying {digest}: {error}",
+                    url=target.url,
+                    digest=digest,
+                    error=e,
+                )
+                continue
+            requested += 1
+        # Forget copies that have landed.
+        for digest in [
+            d for d in self._copying if not self._catalog.is_under_replicated(d, wanted)
+        ]:
+            del self._copying[digest]
+        return requested
+
+    def status(self) -> dict[str, object]:
+        return {
+            "interval": self.interval,
+            "rounds": self.rounds,
+            "replicas": self.replicas,
+            "repairs": dict(self.repairs),
+            "copies_in_progress": len(self._copying),
+        }
