@@ -45,7 +45,7 @@ EPILOG = """\
 The coordinator and the token come from --coordinator/--token, else the variables
 XWCH_COORDINATOR/XWCH_TOKEN, else $XWCH_HOME/client.toml (XWCH_HOME defaults to ~/.xwch).
 
-exit status: 0 success; 1 the job failed or was cancelled (submit --wait, wait);
+exit status: 0 success; 1 the job failed or was cancelled (submit --wait, wait, retry --wait);
 2 invalid input or usage; 3 the coordinator could not be reached or refused the credentials.
 """
 
@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Stop a job: no new attempts start, running ones are killed.",
     )
     cancel.add_argument("job", metavar="JOB", help="the job's id")
+
+    retry = command(
+        "retry",
+        "run again what failed in an ended job",
+        "Run again the failed and cancelled tasks of a failed or cancelled job, keeping the "
+        "tasks that are done (a rescue, like DAGMan's rescue DAG).",
+    )
+    retry.add_argument("job", metavar="JOB", help="the job's id")
+    retry.add_argument("--wait", action="store_true", help="follow the job until it ends")
 
     listing = command("list", "the jobs, newest first", "The jobs, newest first.")
     listing.add_argument("--json", action="store_true", help="print JSON")

@@ -85,6 +85,12 @@ class CoordinatorClient:
             await self.api.post(f"{API_PREFIX}/jobs/{_segment(job_id)}/cancel")
         )
 
+    async def retry(self, job_id: str) -> JobSummary:
+        """Run again the failed and cancelled tasks of an ended job, keeping what is done."""
+        return JobSummary.from_json(
+            await self.api.post(f"{API_PREFIX}/jobs/{_segment(job_id)}/retry")
+        )
+
     async def results(self, job_id: str) -> list[ResultFile]:
         """The job's results that exist (some may be missing when the job failed)."""
         doc = await self.api.get(f"{API_PREFIX}/jobs/{_segment(job_id)}/results")

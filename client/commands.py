@@ -200,6 +200,16 @@ async def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
+    api = ctx.client(args)
+    job = await api.retry(args.job)
+    left = job.total - job.count("done")
+    ctx.out(f"job {job.id} {job.state}: {left} task(s) to run again, {job.count('done')} kept")
+    if not args.wait:
+        return 0
+    return await _ended(ctx, api, await _follow(ctx, api, job.id))
+
+
 async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     jobs = await ctx.client(args).jobs()
     if args.json:
@@ -218,5 +228,6 @@ COMMANDS: dict[str, Command] = {
     "results": cmd_results,
     "logs": cmd_logs,
     "cancel": cmd_cancel,
+    "retry": cmd_retry,
     "list": cmd_list,
 }

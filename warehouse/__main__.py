@@ -69,6 +69,9 @@ async def _run(reactor: Any, service: WarehouseService) -> None:
     service.startService()
     try:
         url = await service.when_listening()
+        # Said once it can serve (registered, inventory reported): supervisors start what
+        # depends on it when they read this line.
+        await service.when_registered()
         print(f"{PROGRAM} listening on {url}", flush=True)
         await service.when_failed()
     except Exception:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from xwch.errors import DigestMismatch, OffsetMismatch
-from xwch.protocol import require_digest
+from xwch.protocol import DIGEST_PATTERN, require_digest
 from xwch.transfer.digest import BLOCK_SIZE
 from xwch.transfer.durable import fsync_directory
 
@@ -163,6 +163,14 @@ class ObjectStore:
 
     def capacity_bytes(self) -> int:
         return shutil.disk_usage(self.root).total
+
+    def inventory(self) -> list[tuple[str, int]]:
+        """Every stored object: (digest, size)."""
+        found = []
+        for path in self._objects.glob("??/*"):
+            if DIGEST_PATTERN.match(path.name):
+                found.append((path.name, path.stat().st_size))
+        return found
 
     def count(self) -> int:
         """How many objects are stored."""

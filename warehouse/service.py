@@ -273,9 +273,22 @@ class WarehouseService(MultiService):
             },
         )
         registration = parse_registration(answer)
+        # The coordinator's catalog learns exactly what is here: a warehouse restarted on a
+        # new disk must not be believed to hold what it held before.
+        inventory = self._inventory()
+        await self._coordinator.post(
+            f"{API_PREFIX}/warehouses/{registration.warehouse_id}/objects",
+            {"objects": [ref.to_json() for ref in inventory], "complete": True},
+        )
         self.resource.registration = registration
-        log.info("registered as {id}", id=registration.warehouse_id)
+        log.info(
+            "registered as {id} with {n} objects", id=registration.warehouse_id, n=len(inventory)
+        )
         return registration
+
+    def _inventory(self) -> list[ObjectRef]:
+        # Listing a folder, once per registration: cheap enough for the reactor thread.
+        return [ObjectRef(digest=d, size=n) for d, n in self.store.inventory()]
 
     def _beat(self) -> Deferred[None]:
         d = Deferred.fromCoroutine(self._send_heartbeat())

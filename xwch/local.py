@@ -33,6 +33,8 @@ EXIT_FAILED = 1
 # How long a child may take to say it is ready, and to stop when asked.
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+# A crashed child is started again after this pause (long enough for its port to be free).
+RESTART_DELAY = 1.0
 
 
 class ChildProcess(protocol.ProcessProtocol):
@@ -88,27 +90,72 @@ class ChildProcess(protocol.ProcessProtocol):
 
 
 @dataclass
+class Supervised:
+    """A process xwch-local keeps running: how to start it, and its current incarnation."""
+
+    name: str
+    marker: str
+    args: list[str]
+    current: ChildProcess | None = None
+    restarts: int = 0
+
+
+@dataclass
 class LocalPlatform:
     reactor: Any
     home: Path
     python: str = sys.executable
-    children: list[ChildProcess] = field(default_factory=list)
+    restart: bool = True
+    processes: dict[str, Supervised] = field(default_factory=dict)
     stopping: bool = False
+    url: str | None = None
 
-    def spawn(
-        self, name: str, marker: str, args: Sequence[str], env_extra: dict[str, str] | None = None
-    ) -> ChildProcess:
+    @property
+    def children(self) -> list[ChildProcess]:
+        return [p.current for p in self.processes.values() if p.current is not None]
+
+    def spawn(self, name: str, marker: str, args: Sequence[str]) -> ChildProcess:
+        supervised = self.processes.setdefault(name, Supervised(name, marker, list(args)))
         logs = self.home / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         child = ChildProcess(name, marker, logs / f"{name}.log")
         env = dict(os.environ)
         env["XWCH_HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
-        env.update(env_extra or {})
-        argv = [self.python, *args]
-        self.reactor.spawnProcess(child, self.python, argv, env=env)
-        self.children.append(child)
+        self.reactor.spawnProcess(child, self.python, [self.python, *supervised.args], env=env)
+        supervised.current = child
+        child.ended.addCallback(self._ended, supervised, child)
         return child
+
+    def _ended(self, code: int | None, supervised: Supervised, child: ChildProcess) -> None:
+        if self.stopping or supervised.current is not child:
+            return
+        again = f"; restarting it in {RESTART_DELAY:.0f} s" if self.restart else ""
+        print(
+            f"xwch-local: {child.name} stopped unexpectedly (status {code}){again}; "
+            f"see {self.home / 'logs'}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if self.restart:
+            self.reactor.callLater(RESTART_DELAY, self._respawn, supervised)
+
+    def _respawn(self, supervised: Supervised) -> None:
+        if self.stopping:
+            return
+        supervised.restarts += 1
+        child = self.spawn(supervised.name, supervised.marker, supervised.args)
+        child.ready.addCallbacks(lambda _: self.write_state(), lambda _: None)
+
+    def pin_address(self, name: str, url: str) -> None:
+        """Restart ``name`` on the address it got, so that others find it again."""
+        supervised = self.processes[name]
+        port = url.rsplit(":", 1)[1]
+        args = supervised.args
+        listen = args.index("--listen") + 1
+        args[listen] = f"tcp:{port}:interface=127.0.0.1"
+        if supervised.marker.startswith("xwch-warehouse") and "--public-url" not in args:
+            args += ["--public-url", url]
 
     async def wait_ready(self, child: ChildProcess) -> str:
         def give_up() -> None:
@@ -119,8 +166,9 @@ class LocalPlatform:
         try:
             return await child.ready
         except defer.CancelledError:
+            log = self.home / "logs" / f"{child.name}.log"
             raise RuntimeError(
-                f"{child.name} did not start within {START_TIMEOUT:.0f} s; see {self.home / 'logs' / (child.name + '.log')}"
+                f"{child.name} did not start within {START_TIMEOUT:.0f} s; see {log}"
             ) from None
         finally:
             if timeout.active():
@@ -143,6 +191,33 @@ class LocalPlatform:
         for child in self.children:
             child.signal("KILL")
 
+    def write_state(self) -> None:
+        """``$XWCH_HOME/local.json``: which process is which, for people and tests."""
+
+        def entries(prefix: str, key: str) -> list[dict[str, Any]]:
+            return [
+                {"name": p.name, "pid": p.current.pid, key: p.current.value, "restarts": p.restarts}
+                for p in self.processes.values()
+                if p.name.startswith(prefix) and p.current is not None
+            ]
+
+        coordinator = self.processes["coordinator"]
+        assert coordinator.current is not None
+        state = {
+            "coordinator": {
+                "pid": coordinator.current.pid,
+                "url": self.url,
+                "restarts": coordinator.restarts,
+            },
+            "warehouses": entries("warehouse-", "url"),
+            "workers": entries("worker-", "id"),
+            "pid": os.getpid(),
+        }
+        path = self.home / "local.json"
+        tmp = path.with_name("local.json.tmp")
+        tmp.write_text(json.dumps(state, indent=2) + "\n")
+        os.replace(tmp, path)
+
 
 def _create_tokens(home: Path) -> dict[str, str]:
     from xwch.coordinator.__main__ import create_token
@@ -160,7 +235,7 @@ def _create_tokens(home: Path) -> dict[str, str]:
 async def run(reactor: Any, args: argparse.Namespace) -> None:
     home = xwch_home()
     home.mkdir(parents=True, exist_ok=True)
-    platform = LocalPlatform(reactor, home)
+    platform = LocalPlatform(reactor, home, restart=not args.no_restart)
     # SIGINT/SIGTERM stop the reactor; shutdown waits for every child to stop first.
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: defer.ensureDeferred(platform.stop())
@@ -179,24 +254,12 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         file=sys.stderr,
         flush=True,
     )
-    for child in platform.children:
-        child.ended.addCallback(_report_unexpected_end, child, platform, home)
     await Deferred()  # until the reactor stops
-
-
-def _report_unexpected_end(
-    code: int | None, child: ChildProcess, platform: LocalPlatform, home: Path
-) -> None:
-    if not platform.stopping:
-        print(
-            f"xwch-local: {child.name} stopped unexpectedly (status {code}); see {home / 'logs'}",
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) -> str:
     tokens = _create_tokens(home)
+    heartbeat = args.heartbeat_interval
     coordinator = platform.spawn(
         "coordinator",
         "xwch-coordinator listening on",
@@ -207,9 +270,18 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
             f"tcp:{args.port}:interface=127.0.0.1",
             "--alive-interval",
             str(args.alive_interval),
+            "--heartbeat-interval",
+            str(heartbeat),
+            # Five missed heartbeats: a warehouse restarting is not taken for gone.
+            "--warehouse-timeout",
+            str(5 * heartbeat),
+            "--scan-interval",
+            str(args.scan_interval),
         ],
     )
     url = await platform.wait_ready(coordinator)
+    platform.url = url
+    platform.pin_address("coordinator", url)
     warehouses = [
         platform.spawn(
             f"warehouse-{i}",
@@ -232,7 +304,7 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
         for i in range(1, args.warehouses + 1)
     ]
     for w in warehouses:
-        await platform.wait_ready(w)
+        platform.pin_address(w.name, await platform.wait_ready(w))
     host = socket.gethostname()
     workers = [
         platform.spawn(
@@ -260,31 +332,16 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
     for w in workers:
         await platform.wait_ready(w)
     write_toml(home / "client.toml", {"coordinator": url, "token": tokens["client"]})
-    _write_state(home, url, coordinator, warehouses, workers)
+    platform.write_state()
     return url
-
-
-def _write_state(
-    home: Path,
-    url: str,
-    coordinator: ChildProcess,
-    warehouses: list[ChildProcess],
-    workers: list[ChildProcess],
-) -> None:
-    state = {
-        "coordinator": {"pid": coordinator.pid, "url": url},
-        "warehouses": [{"name": w.name, "pid": w.pid, "url": w.value} for w in warehouses],
-        "workers": [{"name": w.name, "pid": w.pid, "id": w.value} for w in workers],
-        "pid": os.getpid(),
-    }
-    (home / "local.json").write_text(json.dumps(state, indent=2) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="xwch-local",
         description="Run the whole XWCH platform on this machine: a coordinator, warehouses and "
-        "workers as separate processes on loopback, until Ctrl-C.",
+        "workers as separate processes on loopback, until Ctrl-C. A process that crashes is "
+        "started again on the same address.",
     )
     parser.add_argument(
         "--workers", type=int, default=2, metavar="N", help="workers to start (default 2)"
@@ -301,6 +358,25 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_PORT,
         metavar="P",
         help=f"coordinator port (default {DEFAULT_PORT}; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between warehouses' heartbeats (default 2)",
+    )
+    parser.add_argument(
+        "--scan-interval",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="seconds between the coordinator's scanner rounds (default 2)",
+    )
+    parser.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="do not start again a process that stopped unexpectedly",
     )
     parser.add_argument(
         "--alive-interval",
@@ -320,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"--{name} must be at least {0 if name == 'workers' else 1}")
     if not 0 <= args.port <= 65535:
         parser.error("--port must be between 0 and 65535")
+    for name in ("alive_interval", "heartbeat_interval", "scan_interval"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
     from twisted.internet import task
 
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))

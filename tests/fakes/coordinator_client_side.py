@@ -157,6 +157,12 @@ class FakeCoordinator:
                 if job.state == "running":
                     job.state, job.ended = "cancelled", self.now
                 return job.summary()
+            case ("POST", ["jobs", job_id, "retry"]):
+                job = self._job(job_id)
+                if job.state in ("running", "done"):
+                    raise HttpError(409, "job_running", f"job {job_id} is {job.state}")
+                job.state, job.ended = "running", None
+                return job.summary()
             case ("GET", ["jobs", job_id, "results"]):
                 return {"results": self._job(job_id).results}
             case ("GET", ["workers"]):

@@ -6,47 +6,24 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.integration.support import (
+    NATIVE,
+    ROOT,
+    client,
+    job_file,
+    running_platform,
+    wait_for,
+)
 from xwch.localprocess import LocalPlatformProcess
 
-ROOT = Path(__file__).resolve().parents[2]
-NATIVE = ROOT / "native" / "build"
 MANDELBROT_DIGEST = "787c9362648503517c768c15dda95141595ea7c82c34a88a65ec0eaf15103da8"
-# Long enough for a client command against a loaded two-core machine.
-CLIENT_TIMEOUT = 300
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="session")
-def native_build() -> Path:
-    subprocess.run(
-        ["make", "--no-print-directory", "-C", str(ROOT / "native")],
-        check=True,
-        capture_output=True,
-    )
-    return NATIVE
-
-
-@contextmanager
-def running_platform(home: Path, **kwargs: Any) -> Iterator[LocalPlatformProcess]:
-    """xwch-local started, and stopped afterwards with no process left behind."""
-    platform = LocalPlatformProcess(home, **kwargs)
-    platform.start()
-    try:
-        yield platform
-    finally:
-        leaked = platform.stop()
-        assert leaked == [], f"processes left behind: {leaked}"
 
 
 @pytest.fixture(scope="module")
@@ -57,25 +34,6 @@ def platform(
         tmp_path_factory.mktemp("xwch-home"), workers=2, slots=2, warehouses=2
     ) as p:
         yield p
-
-
-def client(
-    platform: LocalPlatformProcess, *args: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xwch.client", *args],
-        env=platform.env(),
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT,
-        cwd=cwd,
-    )
-
-
-def job_file(tmp_path: Path, doc: dict[str, Any]) -> Path:
-    path = tmp_path / "dag.json"
-    path.write_text(json.dumps(doc))
-    return path
 
 
 def test_mandelbrot_example_yields_the_expected_image(
@@ -161,17 +119,6 @@ def test_workers_are_listed(platform: LocalPlatformProcess) -> None:
     assert len(alive) == 2 and all(w["slots"] == 2 for w in alive)
 
 
-def _wait_for(predicate: Any, timeout: float, what: str) -> Any:
-    """Poll an observable condition of the platform until it holds or the deadline passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_worker_killed_mid_attempt_has_it_relaunched_elsewhere(
     tmp_path: Path, native_build: Path
 ) -> None:
@@ -201,7 +148,7 @@ def test_worker_killed_mid_attempt_has_it_relaunched_elsewhere(
             tasks = json.loads(client(platform, "tasks", job_id, "--json").stdout)["tasks"]
             return tasks[0]["worker"] if tasks[0]["state"] == "running" else None
 
-        victim_name = _wait_for(running_worker, 60, "the task to start")
+        victim_name = wait_for(running_worker, 60, "the task to start")
         victim = next(
             w
             for w in platform.state()["workers"]

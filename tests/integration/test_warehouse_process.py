@@ -141,9 +141,10 @@ def test_warehouse_process_registers_stores_and_serves(
         env,
     )
     try:
+        # Registered first, then it says it is listening (ready to serve).
+        registered = fake.expect("registered")
         url = warehouse.expect("xwch-warehouse listening on")
-        assert url.startswith("http://127.0.0.1:")
-        assert fake.expect("registered") == url
+        assert url.startswith("http://127.0.0.1:") and registered == url
 
         data = os.urandom(5000)
         digest = hashlib.sha256(data).hexdigest()

@@ -131,6 +131,13 @@ class CoordinatorApi:
                 "DownloadsRequest",
             ),
             r(
+                "GET",
+                "/objects/{digest}",
+                CLIENT_OR_WORKER,
+                self.object_locations,
+                "Which live warehouses hold an object",
+            ),
+            r(
                 "POST",
                 "/jobs",
                 CLIENT,
@@ -274,6 +281,18 @@ class CoordinatorApi:
                 }
                 for d in digests
             ]
+        }
+
+    async def object_locations(self, req: ApiRequest) -> tuple[int, Any]:
+        digest = require_digest(req.params["digest"], "digest")
+        if self._catalog.size(digest) is None:
+            raise HttpError(404, "not_found", f"no warehouse has ever held {digest}")
+        return 200, {
+            "digest": digest,
+            "size": self._catalog.size(digest),
+            "warehouses": [
+                {"id": w.id, "url": w.url, "site": w.site} for w in self._catalog.holders(digest)
+            ],
         }
 
     # Jobs
@@ -461,7 +480,14 @@ class CoordinatorApi:
             ObjectRef.from_json(o, f"objects[{n}]")
             for n, o in enumerate(_list_of(req.body, "objects", "stored"))
         ]
-        await self._catalog.add_objects(warehouse_id, [(r.digest, r.size) for r in refs])
+        complete = require_object(req.body, "stored").get("complete", False)
+        if not isinstance(complete, bool):
+            raise ProtocolError("stored.complete: expected true or false")
+        objects = [(r.digest, r.size) for r in refs]
+        if complete:
+            await self._catalog.replace_objects(warehouse_id, objects)
+        else:
+            await self._catalog.add_objects(warehouse_id, objects)
         return 200, {}
 
 

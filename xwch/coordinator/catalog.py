@@ -120,6 +120,21 @@ class Catalog:
             self._locations[digest].add(warehouse_id)
             self._sizes[digest] = size
 
+    async def replace_objects(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
+        """A warehouse's complete inventory: it holds these objects and no others."""
+        await self._db.write(nodes.replace_locations_thd, warehouse_id, list(objects))
+        held = {digest for digest, _ in objects}
+        for digest, holders in self._locations.items():
+            if warehouse_id in holders and digest not in held:
+                holders.discard(warehouse_id)
+        for digest, size in objects:
+            self._locations[digest].add(warehouse_id)
+            self._sizes[digest] = size
+
+    def holders(self, digest: str) -> list[WarehouseRecord]:
+        """The live warehouses holding ``digest``."""
+        return [self.warehouses[w] for w in sorted(self._alive_holders(digest))]
+
     def _alive_holders(self, digest: str) -> list[str]:
         return [w for w in self._locations.get(digest, ()) if self.is_alive(w)]
 

@@ -404,15 +404,26 @@ class TasksManager:
     # Attempts
 
     async def assign(
-        self, worker: WorkerView, worker_name: str, site: str | None, slots: int
+        self,
+        worker: WorkerView,
+        worker_name: str,
+        site: str | None,
+        slots: int,
+        workers_alive: int = 1,
     ) -> list[Assignment]:
         """Start attempts of the most appropriate ready tasks for a worker's Work Request."""
         if slots <= 0 or self.health.is_quarantined(worker.id):
             return []
         lineage = Change()
-        picked = self._scheduler.pick(
-            worker, slots, accept=lambda key: self._inputs_present(key, lineage)
-        )
+
+        def accept(key: TaskKey) -> bool:
+            t = self.jobs[key[0]].tasks[key[1]]
+            # A task that failed here goes to another worker while one has not failed it.
+            if worker.id in t.failed_on and len(t.failed_on) < workers_alive:
+                return False
+            return self._inputs_present(key, lineage)
+
+        picked = self._scheduler.pick(worker, slots, accept=accept)
         if lineage:
             await self._db.write(job_queries.apply_change_thd, lineage)
         if not picked:

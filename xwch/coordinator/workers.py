@@ -139,7 +139,9 @@ class WorkersManager(Service):
             self.workers[worker_id] = worker
         view = WorkerView(worker.id, worker.platform, worker.performance)
         slots = min(free_slots, worker.slots)
-        return await self._tasks.assign(view, worker.name, worker.site, slots)
+        return await self._tasks.assign(
+            view, worker.name, worker.site, slots, workers_alive=len(self.workers)
+        )
 
     def _same_owner(self, token: TokenRecord) -> Callable[[str], bool]:
         def same_owner(other_worker_id: str) -> bool:

@@ -148,6 +148,18 @@ def add_locations_thd(
         )
 
 
+def replace_locations_thd(
+    conn: sa.Connection, warehouse_id: str, objects: Sequence[tuple[str, int]]
+) -> None:
+    """What a warehouse holds is exactly ``objects`` (its inventory when it registers)."""
+    conn.execute(object_locations.delete().where(object_locations.c.warehouse_id == warehouse_id))
+    rows = [
+        {"digest": d, "warehouse_id": warehouse_id, "size": s} for d, s in dict(objects).items()
+    ]
+    for start in range(0, len(rows), 5000):
+        conn.execute(object_locations.insert(), rows[start : start + 5000])
+
+
 def all_locations_thd(conn: sa.Connection) -> list[tuple[str, str, int]]:
     query = sa.select(
         object_locations.c.digest, object_locations.c.warehouse_id, object_locations.c.size

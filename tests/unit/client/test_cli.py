@@ -394,6 +394,20 @@ def test_cancel_stops_the_job(fake: FakeCoordinator, tmp_path: Path) -> None:
     assert "job job-1 cancelled" in out.stdout
 
 
+def test_retry_reruns_an_ended_job_and_refuses_a_running_one(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """`retry` restarts a cancelled job; a running job cannot be retried (exit 2, reason)."""
+    fake.add_job()
+    running = run_cli(["retry", "job-1"], fake, tmp_path)
+    assert running.status == 2 and "job-1 is running" in running.stderr
+    run_cli(["cancel", "job-1"], fake, tmp_path)
+    out = run_cli(["retry", "job-1"], fake, tmp_path)
+    assert out.status == EXIT_OK
+    assert fake.jobs["job-1"].state == "running"
+    assert "job job-1 running" in out.stdout
+
+
 def test_results_of_a_job_with_missing_objects_exit_2(
     fake: FakeCoordinator, tmp_path: Path
 ) -> None:

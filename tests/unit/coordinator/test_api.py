@@ -210,3 +210,13 @@ class ApiTests(CoordinatorTestCase):
         code, listed, _ = self.call("GET", "/workers", role="client")
         [row] = listed["workers"]
         self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
+
+    def test_object_locations_name_the_warehouses_holding_it(self) -> None:
+        """An operator can see which warehouses hold an object, and an unknown one is a 404."""
+        from tests.unit.coordinator.harness import BINARY, digest_of
+
+        code, body, _ = self.call("GET", f"/objects/{BINARY}", role="client")
+        self.assertEqual(code, 200)
+        self.assertEqual([w["url"] for w in body["warehouses"]], ["http://127.0.0.1:9"])
+        code, body, _ = self.call("GET", f"/objects/{digest_of('nothing')}", role="client")
+        self.assertEqual(code, 404)

@@ -321,3 +321,15 @@ class FaultToleranceTests(CoordinatorTestCase):
             health.failed("a")
             health.failed("b")
         self.assertFalse(health.is_quarantined("a") or health.is_quarantined("b"))
+
+    def test_a_failed_task_goes_to_another_worker_when_there_is_one(self) -> None:
+        """A task that failed on a worker is relaunched on another one if possible."""
+        self.submit(wire_job([{"id": "x", "retries": 3}]))
+        first = self.register("first", slots=1)
+        other = self.register("other", slots=1)
+        [a] = self.work(first, slots=1)
+        self.report(first, a, ok=False)
+        self.advance(TasksManager.RELAUNCH_BACKOFF)
+        self.assertEqual(self.work(first, slots=1), [])
+        [b] = self.work(other, slots=1)
+        self.assertEqual((b.task, b.number), ("x", 2))
