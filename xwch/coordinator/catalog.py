@@ -47,6 +47,9 @@ class Catalog:
         self._db = db
         self.capability_key = capability_key
         self.warehouses: dict[str, WarehouseRecord] = {}
+        # How many times each warehouse registered: a new registration is a restarted process,
+        # whose copies in progress died with the old one.
+        self.registrations: dict[str, int] = {}
         self._locations: dict[str, set[str]] = defaultdict(set)
         self._sizes: dict[str, int] = {}
 
@@ -73,6 +76,7 @@ class Catalog:
         )
         stored = await self._db.write(nodes.upsert_warehouse_thd, record)
         self.warehouses[stored.id] = stored
+        self.registrations[stored.id] = self.registrations.get(stored.id, 0) + 1
         self.log.info(
             "warehouse {id} registered at {url} (site {site})",
             id=stored.id,

@@ -66,8 +66,8 @@ class Scanner(Service):
             REPAIR_REPLICAS: 0,
         }
         self.rounds = 0
-        # digest -> when a copy was asked for.
-        self._copying: dict[str, float] = {}
+        # digest -> (target warehouse, its registration count then, when the copy was asked).
+        self._copying: dict[str, tuple[str, int, float]] = {}
         self._loop = LoopingCall(self._round)
         self._loop.clock = reactor
         self._running: Deferred[None] | None = None
@@ -106,28 +106,40 @@ class Scanner(Service):
                 self.log.info("scanner repaired {count} {kind}", count=count, kind=kind)
         return found
 
+    def _forget_finished_copies(self, now: float) -> None:
+        """A copy is over once it landed, its target died or restarted, or it took too long."""
+        for digest, (target, registration, asked) in list(self._copying.items()):
+            if (
+                any(w.id == target for w in self._catalog.holders(digest))
+                or not self._catalog.is_alive(target)
+                or self._catalog.registrations.get(target) != registration
+                or now - asked >= self.COPY_TIMEOUT
+            ):
+                del self._copying[digest]
+
     async def _replicate(self) -> int:
         if self._request_copy is None:
             return 0
         now = self._reactor.seconds()
+        self._forget_finished_copies(now)
         wanted = min(self.replicas, self._catalog.alive_count())
         requested = 0
         for digest, size, holders in self._catalog.under_replicated(wanted):
             if requested >= self.MAX_COPIES_PER_ROUND:
                 break
-            asked = self._copying.get(digest)
-            if asked is not None and now - asked < self.COPY_TIMEOUT:
+            if digest in self._copying:
                 continue
             target = self._catalog.choose_copy_target(holders)
             if target is None:
                 continue
-            self._copying[digest] = now
+            self._copying[digest] = (target.id, self._catalog.registrations.get(target.id, 0), now)
             capability = self._catalog.put_capability(target, digest)
             try:
                 await self._request_copy(
                     target.url, digest, size, self._catalog.sources(digest), capability
                 )
             except Exception as e:
+                del self._copying[digest]
                 self.log.warn(
                     "warehouse {url} could not start copying {digest}: {error}",
                     url=target.url,
@@ -136,11 +148,6 @@ class Scanner(Service):
                 )
                 continue
             requested += 1
-        # Forget copies that have landed.
-        for digest in [
-            d for d in self._copying if not self._catalog.is_under_replicated(d, wanted)
-        ]:
-            del self._copying[digest]
         return requested
 
     def status(self) -> dict[str, object]:

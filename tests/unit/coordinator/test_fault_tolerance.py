@@ -333,3 +333,22 @@ class FaultToleranceTests(CoordinatorTestCase):
         self.assertEqual(self.work(first, slots=1), [])
         [b] = self.work(other, slots=1)
         self.assertEqual((b.task, b.number), ("x", 2))
+
+    def test_copies_lost_with_a_restarted_warehouse_are_asked_for_again(self) -> None:
+        """A warehouse that restarts empty gets its copies again, even those under way."""
+        catalog = self.coordinator.catalog
+        second = self.successResultOf(
+            ensureDeferred(catalog.register("http://127.0.0.1:8", "lab", 10**9, 10**9))
+        )
+        self.successResultOf(ensureDeferred(self.coordinator.scanner.scan()))
+        self.assertEqual(len(self.copies.requests), 2)
+        # One copy lands, then the warehouse restarts on a new disk, the other copy lost.
+        self.successResultOf(
+            ensureDeferred(catalog.add_objects(second.id, [(digest_of("binary"), 6)]))
+        )
+        self.successResultOf(
+            ensureDeferred(catalog.register("http://127.0.0.1:8", "lab", 10**9, 10**9))
+        )
+        self.successResultOf(ensureDeferred(catalog.replace_objects(second.id, [])))
+        self.successResultOf(ensureDeferred(self.coordinator.scanner.scan()))
+        self.assertEqual(len(self.copies.requests), 4)
