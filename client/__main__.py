@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     listing = command("list", "the jobs, newest first", "The jobs, newest first.")
     listing.add_argument("--json", action="store_true", help="print JSON")
+
+    network = command(
+        "network",
+        "the transfer policy, limits and link estimates",
+        "The communication manager's view: the transfer policy in force, how many Work "
+        "Requests and transfer sessions are served at once and how many wait, and each link's "
+        "estimated capacity, traffic (XWCH's and others'), delay and load.",
+    )
+    network.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 

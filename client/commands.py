@@ -20,12 +20,13 @@ from twisted.internet.interfaces import IReactorTime
 from xwch.config import resolve_endpoint
 from xwch.dag import Job, load_job_file
 from xwch.http import JsonApi
-from xwch.protocol import JOB_DONE, TASK_FAILED
+from xwch.protocol import API_PREFIX, JOB_DONE, TASK_FAILED
+from xwch.views import AttemptLog, JobSummary
 
 from .api import CoordinatorClient
 from .clock import now
 from .follow import JobFollower
-from .records import AttemptLog, JobSummary
+from .network import network_text
 from .results import default_results_dir, download_results
 from .submit import submit
 from .tables import jobs_table, status_text, tasks_table, workers_table
@@ -219,6 +220,15 @@ async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_network(ctx: Context, args: argparse.Namespace) -> int:
+    status = await ctx.client(args).api.get(f"{API_PREFIX}/status")
+    if args.json:
+        ctx.out_json(status.get("communication") if isinstance(status, dict) else status)
+    else:
+        ctx.out(network_text(status, ctx.now()))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "submit": cmd_submit,
     "wait": cmd_wait,
@@ -230,4 +240,5 @@ COMMANDS: dict[str, Command] = {
     "cancel": cmd_cancel,
     "retry": cmd_retry,
     "list": cmd_list,
+    "network": cmd_network,
 }

@@ -1,7 +1,7 @@
 """``xwch-warehouse``: run a warehouse node.
 
 xwch-warehouse --coordinator URL --token T [--data DIR] [--listen ENDPOINT]
-               [--site NAME] [--public-url URL]
+               [--site NAME] [--public-url URL] [--upload-cap RATE] [--download-cap RATE]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 from xwch.config import resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
+from xwch.transfer.rates import parse_rate
 
 from .objects import ObjectStore
 from .service import WarehouseService
@@ -56,7 +57,26 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="the URL workers and clients reach it at (default: http://INTERFACE:PORT)",
     )
+    parser.add_argument(
+        "--upload-cap",
+        metavar="RATE",
+        type=_rate,
+        help="most bytes per second it sends, e.g. 2M or 40mbit (default: no cap)",
+    )
+    parser.add_argument(
+        "--download-cap",
+        metavar="RATE",
+        type=_rate,
+        help="most bytes per second it receives, e.g. 2M or 40mbit (default: no cap)",
+    )
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        return parse_rate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -106,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     service = WarehouseService(
         reactor, store, coordinator, args.public_url, args.site, args.listen, http=coordinator.http
     )
+    service.resource.network.upload.set_rate(args.upload_cap)
+    service.resource.network.download.set_rate(args.download_cap)
 
     def run(reactor: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, service))

@@ -34,10 +34,13 @@ from xwch.protocol import (
     DIGEST_PATTERN,
     OBJECT_SIZE_HEADER,
     PACKET_DIGEST_HEADER,
+    PACKET_ENCODING_HEADER,
+    SESSION_HEADER,
     ObjectRef,
     ProtocolError,
     Source,
 )
+from xwch.transfer.packet import CorruptPacket, decode_packet
 
 from .answers import (
     JsonResource,
@@ -50,10 +53,11 @@ from .answers import (
     refusing,
 )
 from .blocking import BlockingRunner
+from .network import CLIENTS, WarehouseNetwork
 from .objects import ObjectStore
 from .ranges import parse_range
 from .replication import Replicator
-from .streaming import FileSpanProducer
+from .serving import serve_packet, stream
 
 log = Logger()
 
@@ -101,6 +105,8 @@ class WarehouseResource(Resource):
         self.registration: Registration | None = None
         # Copies from other warehouses (replication); set by the service when it can make them.
         self.replicator: Replicator | None = None
+        # Caps, transfer sessions, meter, compression (the service sets caps and policy).
+        self.network = WarehouseNetwork(clock)
         # One writer at a time per object: offsets, the running hash and the commit must not
         # interleave even when two uploaders send the same object.
         self._locks: dict[str, DeferredLock] = {}
@@ -244,9 +250,12 @@ class _ObjectResource(JsonResource):
 
     @refusing
     def render_GET(self, request: Request) -> bytes | int:
+        root, digest = self._root, self._digest
         size = self._stored_size(request)
         range_header = header_text(request, "range")
         span = None if range_header is None else parse_range(range_header, size)
+        network = root.network
+        session = network.admit(request, "get", digest, header_text(request, SESSION_HEADER))
         request.setHeader(b"content-type", b"application/octet-stream")
         if span is None:
             first, last = 0, size - 1
@@ -255,10 +264,22 @@ class _ObjectResource(JsonResource):
             request.setResponseCode(206)
             request.setHeader(b"content-range", f"bytes {first}-{last}/{size}".encode("ascii"))
         length = last - first + 1
+
+        def done() -> None:
+            # The object's last packet is served: the session's slot is free.
+            if last == size - 1:
+                network.sessions.finish(session)
+
+        if span is not None and length <= MAX_PACKET_SIZE:
+            # One packet: read in a thread, with its CRC-32, maybe compressed.
+            return serve_packet(
+                request, root.store, root.blocking, network, digest, first, length, size, done
+            )
         request.setHeader(b"content-length", str(length).encode("ascii"))
+        request.notifyFinish().addCallbacks(lambda _: done(), lambda _: None)
         # Streamed as the client takes it: a whole-object GET of gigabytes neither blocks the
         # reactor nor fills the memory.
-        FileSpanProducer(request, self._root.store.open_read(self._digest), first, length).start()
+        stream(request, network, root.store.open_read(digest), first, length)
         return NOT_DONE_YET
 
     @refusing
@@ -272,13 +293,23 @@ class _ObjectResource(JsonResource):
             raise Refusal(
                 400, "bad_request", f"{PACKET_DIGEST_HEADER}: the packet's SHA-256 is needed"
             )
+        session = root.network.admit(request, "put", digest, header_text(request, SESSION_HEADER))
         assert request.content is not None
         request.content.seek(0)
-        data = request.content.read(MAX_PACKET_SIZE + 1)
-        if len(data) > MAX_PACKET_SIZE:
+        body = request.content.read(MAX_PACKET_SIZE + 1)
+        if len(body) > MAX_PACKET_SIZE:
             raise Refusal(
                 400, "bad_request", f"packet larger than the limit of {MAX_PACKET_SIZE} bytes"
             )
+        try:
+            data = decode_packet(
+                body, header_text(request, PACKET_ENCODING_HEADER), None, MAX_PACKET_SIZE
+            )
+        except CorruptPacket as e:
+            raise Refusal(422, "corrupt_packet", f"packet at {offset}: {e}") from None
+        started = getattr(request, "content_started", None)
+        now = root.clock.seconds()
+        root.network.meter.record(CLIENTS, 0, len(body), now - (started or now), None)
         if offset + len(data) > size:
             raise Refusal(
                 400,
@@ -287,7 +318,7 @@ class _ObjectResource(JsonResource):
             )
         if hashlib.sha256(data).hexdigest() != packet_digest:
             raise Refusal(422, "corrupt_packet", f"packet at {offset} does not match its digest")
-        return root.answer_later(request, lambda: self._receive(offset, size, data))
+        return root.answer_later(request, lambda: self._receive(offset, size, data, session))
 
     @staticmethod
     def _int_arg(request: Request, name: str) -> int:
@@ -300,7 +331,9 @@ class _ObjectResource(JsonResource):
             raise Refusal(400, "bad_request", f"{name}: expected a non-negative integer")
         return int(text)
 
-    async def _receive(self, offset: int, size: int, data: bytes) -> tuple[int, object]:
+    async def _receive(
+        self, offset: int, size: int, data: bytes, session: str
+    ) -> tuple[int, object]:
         root, store, digest = self._root, self._root.store, self._digest
         stored: int | None
         async with root.writing(digest):
@@ -310,6 +343,7 @@ class _ObjectResource(JsonResource):
                 stored, status = await self._write(offset, size, data), 201
         if stored is None:
             return 200, {"offset": offset + len(data)}
+        root.network.sessions.finish(session)
         # Reported before the answer: the uploader's next step may be a job that needs it.
         await root.report(digest, stored)
         return status, {"stored": True}
@@ -359,6 +393,8 @@ class _UploadStateResource(JsonResource):
         root, digest = self._root, self._digest
         root.authorize(request, capability.OP_PUT, digest)
         if not root.store.has(digest):
+            # An upload starts (or resumes) here: admitted as a session, or told to wait.
+            root.network.admit(request, "put", digest, header_text(request, SESSION_HEADER))
             return json_body(request, 200, {"offset": root.store.partial_size(digest)})
 
         async def stored() -> tuple[int, object]:

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xwch.protocol import Policy, Source
+from xwch.transfer import PacketPacer, download_object
 
 from .objects import ObjectStore
 
@@ -37,15 +38,15 @@ class Replicator:
         http: HTTPClient,
         report: Report,
         download: Download | None = None,
+        pacer: PacketPacer | None = None,
     ) -> None:
-        from xwch.transfer import PacketPacer, download_object
-
         self._reactor = reactor
         self._store = store
         self._http = http
         self._report = report
         self._download = download or download_object
-        self._pacer = PacketPacer(Policy(), None, reactor)
+        # The warehouse's own pacer: copies keep its caps and the coordinator's policy.
+        self._pacer = pacer or PacketPacer(Policy(), None, reactor)
         self.copying: dict[str, Deferred[None]] = {}
 
     def fetch(self, digest: str, size: int, sources: Sequence[Source]) -> bool:

@@ -34,6 +34,7 @@ from xwch.transfer.backoff import Backoff
 from .api import Registration, WarehouseResource
 from .blocking import BlockingRunner, ThreadPoolRunner
 from .objects import ObjectStore
+from .paced import PacedRequest
 from .replication import Replicator
 
 log = Logger()
@@ -80,6 +81,8 @@ class _QuietSite(Site):
     """A Site that does not log a line per request: one per packet would drown the log."""
 
     noisy = False
+    # Reads request bodies no faster than the warehouse's download cap.
+    requestFactory = PacedRequest
 
     def log(self, request: Request) -> None:
         pass
@@ -162,7 +165,9 @@ class WarehouseService(MultiService):
             blocking = ThreadPoolRunner(cast(IReactorFromThreads, reactor), self._pool)
         self.resource = WarehouseResource(store, self, reactor, blocking)
         if http is not None:
-            self.resource.replicator = Replicator(reactor, store, http, self._report_copy)
+            self.resource.replicator = Replicator(
+                reactor, store, http, self._report_copy, pacer=self.resource.network.pacer
+            )
         self.web_site = _QuietSite(self.resource)
         self.port: IListeningPort | None = None
         self.url: str | None = None
@@ -300,14 +305,18 @@ class WarehouseService(MultiService):
         registration = self.resource.registration
         assert registration is not None
         try:
-            await self._coordinator.post(
+            answer = await self._coordinator.post(
                 f"{API_PREFIX}/warehouses/{registration.warehouse_id}/heartbeat",
                 {
                     "capacity": self.store.capacity_bytes(),
                     "free": self.store.free_bytes(),
                     "objects": self.store.count(),
+                    # Traffic and sessions since the last beat, for the communication manager.
+                    **self.resource.network.heartbeat_fields(),
                 },
             )
+            # Its answer's policy sets how many transfer sessions this warehouse serves.
+            self.resource.network.apply_answer(answer)
         except ApiError as e:
             if e.status != 404:
                 log.warn("heartbeat refused: {error}", error=e)

@@ -20,6 +20,15 @@ API_PREFIX = "/api/v1"
 CAPABILITY_HEADER = "X-Xwch-Capability"
 PACKET_DIGEST_HEADER = "X-Xwch-Packet-Sha256"
 OBJECT_SIZE_HEADER = "X-Xwch-Object-Size"
+# A ranged GET's answer: the CRC-32 of the packet's bytes (uncompressed), 8 lowercase hex digits.
+PACKET_CRC_HEADER = "X-Xwch-Packet-Crc32"
+# How a packet's body is encoded on the wire ("zstd"); absent: raw bytes.
+PACKET_ENCODING_HEADER = "X-Xwch-Packet-Encoding"
+# Sent by a downloader that can decode zstd packets.
+ACCEPT_PACKET_ENCODING_HEADER = "X-Xwch-Accept-Packet-Encoding"
+PACKET_ENCODING_ZSTD = "zstd"
+# One transfer (all the packets of one object between two parties): what a warehouse admits.
+SESSION_HEADER = "X-Xwch-Session"
 
 DIGEST_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -60,7 +69,7 @@ class ProtocolError(XwchError):
 T = TypeVar("T")
 
 
-def _get(doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str) -> T:
+def get_field(doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str) -> T:
     if key not in doc:
         raise ProtocolError(f"{where}: missing field {key!r}")
     value = doc[key]
@@ -74,12 +83,12 @@ def _get(doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], whe
     return value  # type: ignore[return-value]
 
 
-def _opt(
+def get_optional(
     doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str
 ) -> T | None:
     if doc.get(key) is None:
         return None
-    return _get(doc, key, kind, where)
+    return get_field(doc, key, kind, where)
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
@@ -129,9 +138,9 @@ class Policy:
     def from_json(cls, doc: object, where: str = "policy") -> Policy:
         d = require_object(doc, where)
         return cls(
-            packet_size=_get(d, "packet_size", int, where),
-            packet_sleep=float(_get(d, "packet_sleep", NUMBER, where)),
-            max_transfers=_get(d, "max_transfers", int, where),
+            packet_size=get_field(d, "packet_size", int, where),
+            packet_sleep=float(get_field(d, "packet_sleep", NUMBER, where)),
+            max_transfers=get_field(d, "max_transfers", int, where),
         )
 
 
@@ -164,14 +173,14 @@ class HostFacts:
     def from_json(cls, doc: object, where: str = "register") -> HostFacts:
         d = require_object(doc, where)
         facts = cls(
-            name=_get(d, "name", str, where),
-            address=_get(d, "address", str, where),
-            platform=_get(d, "platform", str, where),
-            cores=_get(d, "cores", int, where),
-            memory=_get(d, "memory", int, where),
-            slots=_get(d, "slots", int, where),
-            performance=float(_get(d, "performance", NUMBER, where)),
-            site=_opt(d, "site", str, where),
+            name=get_field(d, "name", str, where),
+            address=get_field(d, "address", str, where),
+            platform=get_field(d, "platform", str, where),
+            cores=get_field(d, "cores", int, where),
+            memory=get_field(d, "memory", int, where),
+            slots=get_field(d, "slots", int, where),
+            performance=float(get_field(d, "performance", NUMBER, where)),
+            site=get_optional(d, "site", str, where),
         )
         if facts.slots < 1 or facts.cores < 1:
             raise ProtocolError(f"{where}: slots and cores must be at least 1")
@@ -193,7 +202,9 @@ class Source:
     @classmethod
     def from_json(cls, doc: object, where: str) -> Source:
         d = require_object(doc, where)
-        return cls(url=_get(d, "url", str, where), capability=_get(d, "capability", str, where))
+        return cls(
+            url=get_field(d, "url", str, where), capability=get_field(d, "capability", str, where)
+        )
 
 
 @dataclass(frozen=True)
@@ -210,7 +221,7 @@ class ObjectRef:
     def from_json(cls, doc: object, where: str) -> ObjectRef:
         d = require_object(doc, where)
         digest = require_digest(d.get("digest"), f"{where}.digest")
-        size = _get(d, "size", int, where)
+        size = get_field(d, "size", int, where)
         if size < 0:
             raise ProtocolError(f"{where}.size: must not be negative")
         return cls(digest=digest, size=size)
@@ -231,7 +242,7 @@ class InputFile:
     def from_json(cls, doc: object, where: str) -> InputFile:
         d = require_object(doc, where)
         ref = ObjectRef.from_json(d, where)
-        return cls(path=_get(d, "path", str, where), digest=ref.digest, size=ref.size)
+        return cls(path=get_field(d, "path", str, where), digest=ref.digest, size=ref.size)
 
 
 @dataclass(frozen=True)
@@ -255,8 +266,8 @@ class BinaryRef:
     def from_json(cls, doc: object, where: str) -> BinaryRef:
         d = require_object(doc, where)
         ref = ObjectRef.from_json(d, where)
-        bundle = _get(d, "bundle", bool, where)
-        entry = _opt(d, "entry", str, where)
+        bundle = get_field(d, "bundle", bool, where)
+        entry = get_optional(d, "entry", str, where)
         if bundle and not entry:
             raise ProtocolError(f"{where}.entry: a bundle needs an entry")
         return cls(digest=ref.digest, size=ref.size, bundle=bundle, entry=entry)
@@ -297,28 +308,28 @@ class Assignment:
     @classmethod
     def from_json(cls, doc: object, where: str = "assignment") -> Assignment:
         d = require_object(doc, where)
-        args = _get(d, "args", list, where)
-        env = _get(d, "env", dict, where)
+        args = get_field(d, "args", list, where)
+        env = get_field(d, "env", dict, where)
         if not all(isinstance(a, str) for a in args):
             raise ProtocolError(f"{where}.args: expected strings")
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise ProtocolError(f"{where}.env: expected strings")
-        outputs = _get(d, "outputs", list, where)
+        outputs = get_field(d, "outputs", list, where)
         if not all(isinstance(o, str) for o in outputs):
             raise ProtocolError(f"{where}.outputs: expected strings")
-        timeout = _opt(d, "timeout", NUMBER, where)
-        sources_doc = _get(d, "sources", dict, where)
+        timeout = get_optional(d, "timeout", NUMBER, where)
+        sources_doc = get_field(d, "sources", dict, where)
         return cls(
-            attempt=_get(d, "attempt", str, where),
-            job=_get(d, "job", str, where),
-            task=_get(d, "task", str, where),
-            number=_get(d, "number", int, where),
+            attempt=get_field(d, "attempt", str, where),
+            job=get_field(d, "job", str, where),
+            task=get_field(d, "task", str, where),
+            number=get_field(d, "number", int, where),
             binary=BinaryRef.from_json(d.get("binary"), f"{where}.binary"),
             args=tuple(args),
             env=dict(env),
             inputs=tuple(
                 InputFile.from_json(i, f"{where}.inputs[{n}]")
-                for n, i in enumerate(_get(d, "inputs", list, where))
+                for n, i in enumerate(get_field(d, "inputs", list, where))
             ),
             outputs=tuple(outputs),
             timeout=None if timeout is None else float(timeout),
@@ -346,7 +357,7 @@ class OutputFile:
     def from_json(cls, doc: object, where: str) -> OutputFile:
         d = require_object(doc, where)
         ref = ObjectRef.from_json(d, where)
-        return cls(name=_get(d, "name", str, where), digest=ref.digest, size=ref.size)
+        return cls(name=get_field(d, "name", str, where), digest=ref.digest, size=ref.size)
 
 
 @dataclass(frozen=True)
@@ -377,23 +388,23 @@ class AttemptResult:
     @classmethod
     def from_json(cls, doc: object, where: str = "result") -> AttemptResult:
         d = require_object(doc, where)
-        outcome = _get(d, "outcome", str, where)
+        outcome = get_field(d, "outcome", str, where)
         if outcome not in (OUTCOME_SUCCEEDED, OUTCOME_FAILED):
             raise ProtocolError(
                 f"{where}.outcome: must be {OUTCOME_SUCCEEDED!r} or {OUTCOME_FAILED!r}"
             )
         return cls(
-            attempt=_get(d, "attempt", str, where),
+            attempt=get_field(d, "attempt", str, where),
             outcome=outcome,
-            exit_code=_opt(d, "exit_code", int, where),
-            error=_opt(d, "error", str, where),
+            exit_code=get_optional(d, "exit_code", int, where),
+            error=get_optional(d, "error", str, where),
             outputs=tuple(
                 OutputFile.from_json(o, f"{where}.outputs[{n}]")
-                for n, o in enumerate(_get(d, "outputs", list, where))
+                for n, o in enumerate(get_field(d, "outputs", list, where))
             ),
-            stdout=_get(d, "stdout", str, where)[-LOG_TAIL_BYTES:],
-            stderr=_get(d, "stderr", str, where)[-LOG_TAIL_BYTES:],
-            duration=float(_get(d, "duration", NUMBER, where)),
+            stdout=get_field(d, "stdout", str, where)[-LOG_TAIL_BYTES:],
+            stderr=get_field(d, "stderr", str, where)[-LOG_TAIL_BYTES:],
+            duration=float(get_field(d, "duration", NUMBER, where)),
         )
 
 
@@ -410,7 +421,106 @@ class RunningAttempt:
     @classmethod
     def from_json(cls, doc: object, where: str) -> RunningAttempt:
         d = require_object(doc, where)
-        state = _get(d, "state", str, where)
+        state = get_field(d, "state", str, where)
         if state not in ("running", "suspended"):
             raise ProtocolError(f"{where}.state: must be 'running' or 'suspended'")
-        return cls(attempt=_get(d, "attempt", str, where), state=state)
+        return cls(attempt=get_field(d, "attempt", str, where), state=state)
+
+
+# A transfers report names at most this many peers: a worker talks to a few warehouses, a
+# warehouse reports its clients as one; the bound keeps a report's memory small.
+MAX_REPORTED_PEERS = 64
+
+
+def _non_negative(d: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = get_optional(d, key, kind, where)
+    if value is not None and value < 0:
+        raise ProtocolError(f"{where}.{key}: must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class PeerTraffic:
+    """What a party's transfers with one peer did since its last report.
+
+    ``busy``: seconds spent with a packet in flight; ``min_rtt``/``avg_rtt``: the packets' delay
+    (a download's time to the answer's first byte, an upload's time beyond the best rate seen).
+    """
+
+    peer: str
+    sent: int = 0
+    received: int = 0
+    busy: float = 0.0
+    packets: int = 0
+    min_rtt: float | None = None
+    avg_rtt: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "busy": self.busy,
+            "packets": self.packets,
+            "min_rtt": self.min_rtt,
+            "avg_rtt": self.avg_rtt,
+        }
+
+    @classmethod
+    def from_json(cls, peer: str, doc: object, where: str) -> PeerTraffic:
+        d = require_object(doc, where)
+        min_rtt = _non_negative(d, "min_rtt", NUMBER, where)
+        avg_rtt = _non_negative(d, "avg_rtt", NUMBER, where)
+        return cls(
+            peer=peer,
+            sent=_non_negative(d, "sent", int, where) or 0,
+            received=_non_negative(d, "received", int, where) or 0,
+            busy=float(_non_negative(d, "busy", NUMBER, where) or 0.0),
+            packets=_non_negative(d, "packets", int, where) or 0,
+            min_rtt=None if min_rtt is None else float(min_rtt),
+            avg_rtt=None if avg_rtt is None else float(avg_rtt),
+        )
+
+
+@dataclass(frozen=True)
+class TransfersReport:
+    """A party's traffic since its last report (the optional ``transfers`` of WA and heartbeat).
+
+    ``interface_sent``/``interface_received``: what the host's network interfaces carried over
+    the same period (loopback excluded), XWCH's traffic and everyone else's: the difference is
+    the other traffic sharing the link.
+    """
+
+    seconds: float
+    peers: tuple[PeerTraffic, ...] = ()
+    interface_sent: int | None = None
+    interface_received: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        interface = None
+        if self.interface_sent is not None and self.interface_received is not None:
+            interface = {"sent": self.interface_sent, "received": self.interface_received}
+        return {
+            "seconds": self.seconds,
+            "peers": {p.peer: p.to_json() for p in self.peers},
+            "interface": interface,
+        }
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "transfers") -> TransfersReport:
+        d = require_object(doc, where)
+        seconds = float(get_field(d, "seconds", NUMBER, where))
+        if seconds < 0:
+            raise ProtocolError(f"{where}.seconds: must not be negative")
+        peers_doc = get_optional(d, "peers", dict, where) or {}
+        if len(peers_doc) > MAX_REPORTED_PEERS:
+            raise ProtocolError(f"{where}.peers: at most {MAX_REPORTED_PEERS} peers")
+        peers = tuple(
+            PeerTraffic.from_json(str(peer), p, f"{where}.peers[{peer!r}]")
+            for peer, p in peers_doc.items()
+        )
+        interface = get_optional(d, "interface", dict, where)
+        sent = received = None
+        if interface is not None:
+            sent = _non_negative(interface, "sent", int, f"{where}.interface")
+            received = _non_negative(interface, "received", int, f"{where}.interface")
+        return cls(seconds=seconds, peers=peers, interface_sent=sent, interface_received=received)

@@ -29,6 +29,7 @@ from xwch.protocol import (
     ObjectRef,
     ProtocolError,
     RunningAttempt,
+    TransfersReport,
     require_digest,
     require_object,
 )
@@ -372,7 +373,7 @@ class CoordinatorApi:
             tasks_done = stored.tasks_done if stored is not None else live.tasks_done
             known[live.id] = replace(live, tasks_done=tasks_done)
         rows = sorted(known.values(), key=lambda w: (w.state != "alive", w.name, w.id))
-        return 200, {"workers": [w.to_json() for w in rows]}
+        return 200, {"workers": [w.info().to_json() for w in rows]}
 
     async def status(self, req: ApiRequest) -> tuple[int, Any]:
         return 200, {
@@ -415,7 +416,7 @@ class CoordinatorApi:
             )
         return 200, {
             "tasks": [a.to_json() for a in assignments],
-            "policy": self._communication.policy().to_json(),
+            "policy": self._communication.policy_for(req.params["worker"]).to_json(),
         }
 
     async def work_alive(self, req: ApiRequest) -> tuple[int, Any]:
@@ -424,7 +425,13 @@ class CoordinatorApi:
             RunningAttempt.from_json(r, f"alive.running[{n}]")
             for n, r in enumerate(_list_of(req.body, "running", "alive"))
         ]
-        cancels, policy = await self._workers.alive(req.token, req.params["worker"], running)
+        transfers = _transfers(req.body, "alive")
+        worker_id = req.params["worker"]
+        cancels, _ = await self._workers.alive(req.token, worker_id, running)
+        # The worker's transfers since its last WA feed the load estimate of its link.
+        if transfers is not None:
+            self._communication.report_worker(worker_id, transfers)
+        policy = self._communication.policy_for(worker_id)
         return 200, {"cancel": cancels, "policy": policy.to_json()}
 
     async def work_result(self, req: ApiRequest) -> tuple[int, Any]:
@@ -467,12 +474,16 @@ class CoordinatorApi:
 
     async def warehouse_heartbeat(self, req: ApiRequest) -> tuple[int, Any]:
         warehouse_id = self._warehouse(req)
+        transfers = _transfers(req.body, "heartbeat")
+        sessions = _sessions(req.body)
         await self._catalog.heartbeat(
             warehouse_id,
             _int(req.body, "capacity", "heartbeat"),
             _int(req.body, "free", "heartbeat"),
         )
-        return 200, {}
+        url = self._catalog.warehouses[warehouse_id].url
+        self._communication.report_warehouse(url, transfers, sessions)
+        return 200, {"policy": self._communication.warehouse_policy(url).to_json()}
 
     async def warehouse_objects(self, req: ApiRequest) -> tuple[int, Any]:
         warehouse_id = self._warehouse(req)
@@ -489,6 +500,27 @@ class CoordinatorApi:
         else:
             await self._catalog.add_objects(warehouse_id, objects)
         return 200, {}
+
+
+def _transfers(body: Any, where: str) -> TransfersReport | None:
+    """The optional ``transfers`` report of a Work Alive or a heartbeat."""
+    doc = require_object(body, where).get("transfers")
+    return None if doc is None else TransfersReport.from_json(doc, f"{where}.transfers")
+
+
+def _sessions(body: Any) -> dict[str, int] | None:
+    """The optional ``sessions`` of a heartbeat: ``{"active", "limit", "refused"}``."""
+    doc = require_object(body, "heartbeat").get("sessions")
+    if doc is None:
+        return None
+    sessions = require_object(doc, "heartbeat.sessions")
+    counts = {}
+    for key in ("active", "limit", "refused"):
+        value = sessions.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ProtocolError(f"heartbeat.sessions.{key}: expected a non-negative integer")
+        counts[key] = value
+    return counts
 
 
 def _results_of(spec: str | None) -> list[dict[str, str]]:

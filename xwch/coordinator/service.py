@@ -161,7 +161,7 @@ async def make_coordinator(
         catalog = Catalog(reactor, db, key, config.heartbeat_interval, config.warehouse_timeout)
         await catalog.load()
         scheduler = Scheduler()
-        communication = CommunicationManager()
+        communication = CommunicationManager(reactor=reactor)
         tasks = TasksManager(reactor, db, catalog, scheduler)
         await tasks.recover()
         workers = WorkersManager(

@@ -1,7 +1,11 @@
 """Download an object from warehouses in paced ranged GETs, resuming from a ``.part`` file.
 
+Each packet is one ranged GET. Its answer carries the packet's CRC-32 (and may come compressed
+with zstandard, which the downloader offers); a packet that does not match is asked for again.
 The bytes land in ``<dest>.part`` and are hashed as they arrive; only a file whose SHA-256 is
 the object's name is renamed to ``dest`` (after an fsync), so ``dest`` is never partial or wrong.
+A warehouse too busy to take a new transfer answers 503: the downloader waits as told (with
+jitter) without counting it as a failure, up to :attr:`Downloader.BUSY_PATIENCE`.
 """
 
 from __future__ import annotations
@@ -10,9 +14,9 @@ import hashlib
 import os
 import random as _random
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO
 
 from treq.client import HTTPClient
 from twisted.internet.interfaces import IReactorTime
@@ -20,12 +24,25 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable, XwchError
-from xwch.protocol import CAPABILITY_HEADER, OBJECT_SIZE_HEADER, Source, require_digest
+from xwch.protocol import (
+    ACCEPT_PACKET_ENCODING_HEADER,
+    CAPABILITY_HEADER,
+    OBJECT_SIZE_HEADER,
+    PACKET_CRC_HEADER,
+    PACKET_DIGEST_HEADER,
+    PACKET_ENCODING_HEADER,
+    PACKET_ENCODING_ZSTD,
+    SESSION_HEADER,
+    Source,
+    require_digest,
+)
 from xwch.transfer.backoff import Backoff
 from xwch.transfer.digest import BLOCK_SIZE
 from xwch.transfer.durable import fsync_directory
-from xwch.transfer.exchange import exchange
-from xwch.transfer.pacing import PacketPacer
+from xwch.transfer.exchange import Reply, exchange
+from xwch.transfer.pacing import DOWNLOAD, PacketPacer
+from xwch.transfer.packet import CorruptPacket, decode_packet, packet_crc
+from xwch.transfer.sink import PartSink
 
 log = Logger()
 
@@ -37,8 +54,14 @@ class Downloader:
 
     # Rounds over all the sources without a single new byte before the download gives up.
     MAX_ROUNDS = 5
+    # A packet that arrives corrupt is asked for again, this many times in a row at most, before
+    # the source is counted as failing.
+    MAX_PACKET_RETRIES = 5
     BACKOFF_BASE = 1.0
     BACKOFF_CAP = 30.0
+    # How long in all to wait for warehouses that answer busy: ten minutes, the order of a
+    # task's run; a worker that waits longer had better give the attempt back.
+    BUSY_PATIENCE = 600.0
 
     def __init__(
         self,
@@ -60,17 +83,31 @@ class Downloader:
         self._pacer = pacer
         self._reactor = reactor
         self._backoff = Backoff(self.BACKOFF_BASE, self.BACKOFF_CAP, random)
+        self._controller = pacer.new_controller()
+        self._session = secrets.token_hex(8)
         self._hasher = hashlib.sha256()
         self._offset = 0
+        self._busy_waited = 0.0
 
     async def run(self) -> None:
         self._dest.parent.mkdir(parents=True, exist_ok=True)
+        await self._pacer.slots.acquire()
+        try:
+            await self._run()
+        finally:
+            self._pacer.slots.release()
+
+    async def _run(self) -> None:
         await self._resume()
         with self._part.open("ab") as out:
-            if self._offset < self._size:
-                await self._fetch_all(out)
-            out.flush()
-            os.fsync(out.fileno())
+            sink = PartSink(out, self._hasher, self._reactor)
+            try:
+                if self._offset < self._size:
+                    await self._fetch_all(sink)
+            finally:
+                # Never close the file under a write still running in a thread.
+                await sink.drain()
+            await sink.close()
         if self._hasher.hexdigest() != self._digest:
             self._part.unlink(missing_ok=True)
             raise DigestMismatch(
@@ -103,20 +140,28 @@ class Downloader:
             size=self._size,
         )
 
-    async def _fetch_all(self, out: BinaryIO) -> None:
+    async def _fetch_all(self, sink: PartSink) -> None:
         if not self._sources:
             raise Unreachable(f"object {self._digest}: no warehouse holds it")
         rounds = 0
         index = 0
         last_error: XwchError | None = None
+        # Within a round over the sources: did any fail other than by being busy, and how long
+        # did the busy ones ask to wait.
+        failed = False
+        retry_after = 0.0
         while self._offset < self._size:
             source = self._sources[index % len(self._sources)]
             before = self._offset
             try:
-                await self._fetch_from(source, out)
+                await self._fetch_from(source, sink)
                 continue
             except (Unreachable, ApiError) as e:
                 last_error = e
+                if isinstance(e, ApiError) and e.status == 503:
+                    retry_after = max(retry_after, e.retry_after or 0.0)
+                else:
+                    failed = True
                 log.warn(
                     "download of {digest} from {url} failed at {offset}: {error}",
                     digest=self._digest,
@@ -128,56 +173,98 @@ class Downloader:
                 rounds = 0
                 self._backoff.reset()
             index += 1
-            if index % len(self._sources) == 0:
+            if index % len(self._sources) != 0:
+                continue
+            delay = self._backoff.next_delay()
+            if failed:
                 rounds += 1
                 if rounds >= self.MAX_ROUNDS:
                     assert last_error is not None
                     raise last_error
-                await deferLater(self._reactor, self._backoff.next_delay())
+            else:
+                # Every source was busy: wait as told, within the patience.
+                delay = max(delay, retry_after)
+                self._busy_waited += delay
+                if self._busy_waited > self.BUSY_PATIENCE:
+                    assert last_error is not None
+                    raise last_error
+            failed, retry_after = False, 0.0
+            await deferLater(self._reactor, delay)
 
-    async def _fetch_from(self, source: Source, out: BinaryIO) -> None:
+    async def _fetch_from(self, source: Source, sink: PartSink) -> None:
         """Fetch packets from one warehouse until done; raise at its first failure."""
         url = f"{source.url.rstrip('/')}/objects/{self._digest}"
-        capability = {CAPABILITY_HEADER.encode("ascii"): source.capability.encode("ascii")}
+        headers = {
+            CAPABILITY_HEADER.encode("ascii"): source.capability.encode("ascii"),
+            SESSION_HEADER.encode("ascii"): self._session.encode("ascii"),
+            ACCEPT_PACKET_ENCODING_HEADER.encode("ascii"): PACKET_ENCODING_ZSTD.encode("ascii"),
+        }
+        corrupt = 0
         while self._offset < self._size:
-            length = min(self._pacer.policy.packet_size, self._size - self._offset)
-            delay = self._pacer.delay_before(length)
+            largest = self._pacer.packet_size(DOWNLOAD, self._controller)
+            length = min(largest, self._size - self._offset)
+            delay = self._pacer.delay_before(length, DOWNLOAD, self._controller)
             if delay > 0:
                 await deferLater(self._reactor, delay)
             first, last = self._offset, self._offset + length - 1
-            headers = dict(capability)
-            headers[b"range"] = f"bytes={first}-{last}".encode("ascii")
-            reply = await exchange(self._http, "GET", url, self._reactor, headers)
+            packet_headers = dict(headers)
+            packet_headers[b"range"] = f"bytes={first}-{last}".encode("ascii")
+            reply = await exchange(self._http, "GET", url, self._reactor, packet_headers)
             if reply.code not in (200, 206):
                 raise await reply.error()
-            self._check_reply(reply.code, reply.header("content-range"), first, last)
-            held = reply.header(OBJECT_SIZE_HEADER)
-            if held is not None and held != str(self._size):
-                raise ApiError(
-                    reply.code,
-                    "bad_response",
-                    f"{source.url} holds {held} bytes of {self._digest}, not {self._size}",
+            self._check_reply(source, reply, first, last)
+            rtt = self._controller.record(len(reply.body), reply.duration, reply.first_byte)
+            self._pacer.meter.record(source.url, 0, len(reply.body), reply.duration, rtt)
+            try:
+                data = self._packet_of(reply, length)
+            except CorruptPacket as e:
+                corrupt += 1
+                if corrupt > self.MAX_PACKET_RETRIES:
+                    raise ApiError(reply.code, "corrupt_packet", str(e)) from None
+                log.warn(
+                    "packet at {offset} of {digest} from {url} arrived corrupt ({error}); "
+                    "asking for it again",
+                    offset=first,
+                    digest=self._digest,
+                    url=source.url,
+                    error=e,
                 )
-            if len(reply.body) != length:
-                raise ApiError(
-                    reply.code,
-                    "bad_response",
-                    f"{source.url} sent {len(reply.body)} bytes for a range of {length}",
-                )
-            out.write(reply.body)
-            self._hasher.update(reply.body)
+                continue
+            corrupt = 0
+            self._busy_waited = 0.0
+            await sink.write(data)
             self._offset += length
 
-    def _check_reply(self, code: int, content_range: str | None, first: int, last: int) -> None:
-        if code == 200:
+    @staticmethod
+    def _packet_of(reply: Reply, length: int) -> bytes:
+        """The packet's raw bytes, checked against the checksums the answer carries."""
+        data = decode_packet(reply.body, reply.header(PACKET_ENCODING_HEADER), length)
+        crc = reply.header(PACKET_CRC_HEADER)
+        if crc is not None and crc.strip().lower() != packet_crc(data):
+            raise CorruptPacket(f"CRC-32 {packet_crc(data)}, the warehouse sent {crc}")
+        sha = reply.header(PACKET_DIGEST_HEADER)
+        if sha is not None and sha.strip().lower() != hashlib.sha256(data).hexdigest():
+            raise CorruptPacket("the packet does not match its SHA-256")
+        return data
+
+    def _check_reply(self, source: Source, reply: Reply, first: int, last: int) -> None:
+        held = reply.header(OBJECT_SIZE_HEADER)
+        if held is not None and held != str(self._size):
+            raise ApiError(
+                reply.code,
+                "bad_response",
+                f"{source.url} holds {held} bytes of {self._digest}, not {self._size}",
+            )
+        if reply.code == 200:
             # A server that ignores Range sends the whole object: fine only if that was asked.
             if first == 0 and last == self._size - 1:
                 return
-            raise ApiError(code, "bad_response", "the warehouse ignored the Range header")
+            raise ApiError(reply.code, "bad_response", "the warehouse ignored the Range header")
+        content_range = reply.header("content-range")
         match = _CONTENT_RANGE.match(content_range or "")
         if not match or (int(match[1]), int(match[2])) != (first, last):
             raise ApiError(
-                code,
+                reply.code,
                 "bad_response",
                 f"asked bytes {first}-{last}, got Content-Range {content_range!r}",
             )

@@ -47,6 +47,9 @@ class Reply:
     headers: Headers
     body: bytes
     response: Any
+    # Seconds from sending the request to the answer's first byte, and to its last.
+    first_byte: float = 0.0
+    duration: float = 0.0
 
     def header(self, name: str) -> str | None:
         values = self.headers.getRawHeaders(name.encode("ascii"))
@@ -70,11 +73,21 @@ async def _exchange(
     url: str,
     headers: Mapping[bytes, bytes],
     data: bytes | None,
+    reactor: IReactorTime,
 ) -> Reply:
     request_headers: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
+    started = reactor.seconds()
     response = await http.request(method, url, headers=request_headers, data=data)
+    first_byte = reactor.seconds() - started
     body = await response.content()
-    return Reply(code=response.code, headers=response.headers, body=body, response=response)
+    return Reply(
+        code=response.code,
+        headers=response.headers,
+        body=body,
+        response=response,
+        first_byte=first_byte,
+        duration=reactor.seconds() - started,
+    )
 
 
 async def exchange(
@@ -89,7 +102,7 @@ async def exchange(
     """Send one request and read its whole answer; raise Unreachable if none came."""
     # The timeout covers the body too (treq's own covers only the headers), and is scheduled
     # on our reactor, so tests drive it with a Clock.
-    d = Deferred.fromCoroutine(_exchange(http, method, url, headers, data))
+    d = Deferred.fromCoroutine(_exchange(http, method, url, headers, data, reactor))
     d.addTimeout(timeout, reactor)
     try:
         return await d

@@ -1,67 +1,151 @@
-"""How long a sender waits before its next packet: the policy's sleep and the volunteer's cap.
+"""How long a sender waits before its next packet, and how big that packet is.
 
-The communication manager sets a sleep between two packets; a volunteer may also cap the rate
-of their machine. The cap is a token bucket that starts empty and holds at most one packet's
-worth of bytes: a packet leaves once the cap has earned its bytes, so the rate is smooth
-(no burst after a pause longer than one packet) and the time a packet spends on the wire counts
-towards the next one (so a transfer gets the whole cap, not the cap minus the network time).
+Three things pace a transfer, and the strictest wins:
 
-The bucket is kept as the virtual time at which it is empty (``_empty_at``), reserved packet by
-packet, so several transfers sharing one pacer still hold the cap together.
+- the communication manager's policy: a packet size and a sleep between two packets, which
+  grows with the load it senses on the network;
+- the transfer's own :class:`~xwch.transfer.delay.DelayController`, which reacts within a round
+  trip to the queueing delay its packets meet;
+- the volunteer's or operator's caps on upload and download rates: token buckets that hold at
+  most one packet (:class:`~xwch.transfer.bucket.TokenBucket`). Under a cap a packet is at most
+  :attr:`PacketPacer.CAP_PACKET_TIME` of it, so the rate over any one-second window stays within
+  a few percent of the cap: a 1 MiB packet under a 1 MiB/s cap would be a one-second burst.
+
+One pacer serves all the transfers of one party (a worker, a client command, a warehouse's
+copies): they share its caps, its limit on concurrent transfers and its meter.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 from twisted.internet.interfaces import IReactorTime
 
-from xwch.protocol import Policy
+from xwch.protocol import Policy, TransfersReport
+from xwch.transfer.bucket import TokenBucket, check_rate
+from xwch.transfer.delay import DelayController
+from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
+from xwch.transfer.slots import TransferSlots
+
+Direction = Literal["upload", "download"]
+UPLOAD: Direction = "upload"
+DOWNLOAD: Direction = "download"
 
 
 class PacketPacer:
-    """Tells each sender how long to wait before its next packet."""
+    """Tells each sender how big its next packet is and how long to wait before it."""
 
-    def __init__(self, policy: Policy, rate_cap: float | None, reactor: IReactorTime) -> None:
-        if rate_cap is not None and not rate_cap > 0:
-            raise ValueError("rate cap must be a positive number of bytes per second")
+    # Under a cap, a packet is at most 1/40 s of it: one packet more or less in a one-second
+    # window is 2.5%, inside the 5% the cap is held to.
+    CAP_PACKET_TIME = 1 / 40
+    # ... but never smaller than this (below it HTTP headers weigh more than 2% of the bytes).
+    MIN_PACKET = 16 * 1024
+
+    def __init__(
+        self,
+        policy: Policy,
+        rate_cap: float | None,
+        reactor: IReactorTime,
+        *,
+        upload_cap: float | None = None,
+        download_cap: float | None = None,
+        upload_bucket: TokenBucket | None = None,
+        download_bucket: TokenBucket | None = None,
+        interface: InterfaceCounters | None = host_interface_counters,
+    ) -> None:
+        """``rate_cap`` caps both directions; ``upload_cap``/``download_cap`` one each.
+
+        ``upload_bucket``/``download_bucket`` share caps with other senders (a warehouse's
+        copies and its answers).
+        """
+        check_rate(rate_cap)
         self._policy = policy
-        self._rate_cap = rate_cap
         self._reactor = reactor
-        self._empty_at = reactor.seconds()
+        if upload_cap is None:
+            upload_cap = rate_cap
+        if download_cap is None:
+            download_cap = rate_cap
+        self._upload = upload_bucket or TokenBucket(upload_cap, reactor)
+        self._download = download_bucket or TokenBucket(download_cap, reactor)
         self._paced_one = False
+        self.slots = TransferSlots(policy.max_transfers)
+        self.meter = TransferMeter(reactor, interface)
 
     @property
     def policy(self) -> Policy:
-        """The policy in force; senders read ``packet_size`` from it before each packet."""
+        """The policy in force."""
         return self._policy
-
-    @property
-    def rate_cap(self) -> float | None:
-        return self._rate_cap
 
     def update(self, policy: Policy) -> None:
         """Apply a new policy from the coordinator, from the next packet on."""
         self._policy = policy
+        self.slots.set_limit(policy.max_transfers)
+
+    # Caps
+
+    @property
+    def rate_cap(self) -> float | None:
+        """The stricter of the two caps (None when neither is set)."""
+        caps = [c for c in (self.upload_cap, self.download_cap) if c is not None]
+        return min(caps) if caps else None
+
+    @property
+    def upload_cap(self) -> float | None:
+        return self._upload.rate
+
+    @property
+    def download_cap(self) -> float | None:
+        return self._download.rate
 
     def set_rate_cap(self, rate_cap: float | None) -> None:
-        """Change the volunteer's cap (bytes per second, None for none), from the next packet on."""
-        if rate_cap is not None and not rate_cap > 0:
-            raise ValueError("rate cap must be a positive number of bytes per second")
-        self._rate_cap = rate_cap
-        self._empty_at = self._reactor.seconds()
+        """Cap both directions (bytes per second, None for none), from the next packet on."""
+        check_rate(rate_cap)
+        self.set_upload_cap(rate_cap)
+        self.set_download_cap(rate_cap)
 
-    def delay_before(self, size: int) -> float:
+    def set_upload_cap(self, rate_cap: float | None) -> None:
+        """Cap what this party sends (bytes per second, None for none)."""
+        self._upload.set_rate(rate_cap)
+
+    def set_download_cap(self, rate_cap: float | None) -> None:
+        """Cap what this party receives (bytes per second, None for none)."""
+        self._download.set_rate(rate_cap)
+
+    # Packets
+
+    def new_controller(self) -> DelayController:
+        """A delay controller for one new transfer."""
+        return DelayController(self._reactor)
+
+    def packet_size(
+        self, direction: Direction = DOWNLOAD, controller: DelayController | None = None
+    ) -> int:
+        """The size of the next packet: the policy's, smaller under a cap or a busy path."""
+        size = self._policy.packet_size
+        if controller is not None:
+            size = controller.packet_size(size)
+        cap = self._bucket(direction).rate
+        if cap is not None:
+            size = min(size, max(self.MIN_PACKET, int(cap * self.CAP_PACKET_TIME)))
+        return max(1, size)
+
+    def delay_before(
+        self,
+        size: int,
+        direction: Direction = DOWNLOAD,
+        controller: DelayController | None = None,
+    ) -> float:
         """Seconds to wait before sending a packet of ``size`` bytes, which it reserves."""
-        now = self._reactor.seconds()
         # The sleep is between two packets: the first one does not wait for it.
         sleep = self._policy.packet_sleep if self._paced_one else 0.0
         self._paced_one = True
-        return max(sleep, self._cap_delay(size, now), 0.0)
+        own = controller.delay() if controller is not None else 0.0
+        cap = self._bucket(direction).reserve(size, self.packet_size(direction))
+        return max(sleep, own, cap, 0.0)
 
-    def _cap_delay(self, size: int, now: float) -> float:
-        if self._rate_cap is None:
-            return 0.0
-        burst = max(self._policy.packet_size, size)
-        # A bucket idle long enough is full: at most one packet of credit.
-        start = max(self._empty_at, now - burst / self._rate_cap)
-        self._empty_at = start + size / self._rate_cap
-        return self._empty_at - now
+    def transfer_report(self) -> TransfersReport:
+        """The transfers since the last report, for the coordinator (Work Alive)."""
+        return self.meter.take_report()
+
+    def _bucket(self, direction: Direction) -> TokenBucket:
+        return self._upload if direction == UPLOAD else self._download

@@ -2,13 +2,18 @@
 
 The warehouse is the authority on how much it holds: the upload asks it first, follows its
 ``409 offset`` answers, and after a broken connection asks again rather than trusting what it
-last sent.
+last sent. Each packet carries its SHA-256 (of the raw bytes); a packet the warehouse finds
+corrupt is sent again. Packets go compressed with zstandard while that pays
+(:class:`~xwch.transfer.packet.PacketCompressor`). A warehouse too busy for a new transfer
+answers 503: the upload waits as told, without counting it as a failure, up to
+:attr:`Uploader.BUSY_PATIENCE`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random as _random
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,10 +23,17 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable
-from xwch.protocol import CAPABILITY_HEADER, PACKET_DIGEST_HEADER, require_digest
+from xwch.protocol import (
+    CAPABILITY_HEADER,
+    PACKET_DIGEST_HEADER,
+    PACKET_ENCODING_HEADER,
+    SESSION_HEADER,
+    require_digest,
+)
 from xwch.transfer.backoff import Backoff
 from xwch.transfer.exchange import Reply, exchange
-from xwch.transfer.pacing import PacketPacer
+from xwch.transfer.pacing import UPLOAD, PacketPacer
+from xwch.transfer.packet import PacketCompressor
 
 log = Logger()
 
@@ -34,13 +46,15 @@ class Uploader:
 
     # A packet the warehouse found corrupt is sent again, this many times in a row at most.
     MAX_PACKET_RETRIES = 5
-    # Failures in a row (no answer, or busy) before the upload gives up.
+    # Failures in a row (no answer) before the upload gives up.
     MAX_ATTEMPTS = 5
     # 409 answers in a row: each is progress by another uploader of the same object, but a
     # warehouse that keeps moving the offset is broken.
     MAX_CONFLICTS = 20
     BACKOFF_BASE = 1.0
     BACKOFF_CAP = 30.0
+    # How long in all to wait for a warehouse that answers busy (see Downloader.BUSY_PATIENCE).
+    BUSY_PATIENCE = 600.0
 
     def __init__(
         self,
@@ -55,7 +69,8 @@ class Uploader:
         random: Callable[[], float] = _random.random,
     ) -> None:
         self._http = http
-        self._object_url = f"{url.rstrip('/')}/objects/{require_digest(digest, 'digest')}"
+        self._url = url.rstrip("/")
+        self._object_url = f"{self._url}/objects/{require_digest(digest, 'digest')}"
         self._digest = digest
         self._size = size
         self._read = read
@@ -63,21 +78,33 @@ class Uploader:
         self._pacer = pacer
         self._reactor = reactor
         self._backoff = Backoff(self.BACKOFF_BASE, self.BACKOFF_CAP, random)
+        self._controller = pacer.new_controller()
+        self._compressor = PacketCompressor()
+        self._session = secrets.token_hex(8).encode("ascii")
         self._failures = 0
+        self._busy_waited = 0.0
 
     async def run(self) -> None:
         """Upload until the warehouse says the object is stored."""
+        await self._pacer.slots.acquire()
+        try:
+            await self._run()
+        finally:
+            self._pacer.slots.release()
+
+    async def _run(self) -> None:
         offset = await self._held()
         corrupt = conflicts = 0
         while offset is not None:
-            length = min(self._pacer.policy.packet_size, self._size - offset)
+            largest = self._pacer.packet_size(UPLOAD, self._controller)
+            length = min(largest, self._size - offset)
             packet = self._read(offset, length)
             if len(packet) != length:
                 raise DigestMismatch(
                     f"object {self._digest} changed while it was uploaded: "
                     f"{len(packet)} bytes at offset {offset}, expected {length}"
                 )
-            delay = self._pacer.delay_before(length)
+            delay = self._pacer.delay_before(length, UPLOAD, self._controller)
             if delay > 0:
                 await deferLater(self._reactor, delay)
             try:
@@ -135,11 +162,21 @@ class Uploader:
         headers = self._headers()
         headers[PACKET_DIGEST_HEADER.encode("ascii")] = hashlib.sha256(packet).hexdigest().encode()
         headers[b"content-type"] = b"application/octet-stream"
+        body, encoding = self._compressor.encode(packet, self._controller.peak_throughput)
+        if encoding is not None:
+            headers[PACKET_ENCODING_HEADER.encode("ascii")] = encoding.encode("ascii")
         url = f"{self._object_url}?offset={offset}&size={self._size}"
-        return await exchange(self._http, "PUT", url, self._reactor, headers, packet)
+        reply = await exchange(self._http, "PUT", url, self._reactor, headers, body)
+        if reply.code in (200, 201):
+            rtt = self._controller.record(len(body), reply.duration, None)
+            self._pacer.meter.record(self._url, len(body), 0, reply.duration, rtt)
+        return reply
 
     def _headers(self) -> dict[bytes, bytes]:
-        return {CAPABILITY_HEADER.encode("ascii"): self._capability}
+        return {
+            CAPABILITY_HEADER.encode("ascii"): self._capability,
+            SESSION_HEADER.encode("ascii"): self._session,
+        }
 
     def _offset_of(self, reply: Reply) -> int | None:
         doc = reply.json()
@@ -158,21 +195,28 @@ class Uploader:
 
     def _succeeded(self) -> None:
         self._failures = 0
+        self._busy_waited = 0.0
         self._backoff.reset()
 
     async def _wait_after_failure(
         self, error: Unreachable | ApiError, retry_after: float | None
     ) -> None:
-        self._failures += 1
-        if self._failures >= self.MAX_ATTEMPTS:
-            if isinstance(error, ApiError):
-                raise error
-            raise Unreachable(
-                f"upload of {self._digest} gave up after {self._failures} tries: {error}"
-            )
         delay = self._backoff.next_delay()
-        if retry_after is not None:
-            delay = max(delay, retry_after)
+        busy = isinstance(error, ApiError) and error.status == 503
+        if busy:
+            # Busy is an answer, not a failure: wait as told, within the patience.
+            delay = max(delay, retry_after or 0.0)
+            self._busy_waited += delay
+            if self._busy_waited > self.BUSY_PATIENCE:
+                raise error
+        else:
+            self._failures += 1
+            if self._failures >= self.MAX_ATTEMPTS:
+                if isinstance(error, ApiError):
+                    raise error
+                raise Unreachable(
+                    f"upload of {self._digest} gave up after {self._failures} tries: {error}"
+                )
         log.info(
             "upload of {digest}: {error}; trying again in {delay:.1f} s",
             digest=self._digest,

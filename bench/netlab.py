@@ -1,0 +1,482 @@
+"""The network lab of the benchmarks and of the namespace test.
+
+A :class:`Lab` is two private network namespaces (a client host and a server host) joined
+through a third (a router) whose interfaces are shaped with ``tc`` (a token bucket of ``rate``
+with a queue of ``latency``, MTU 1500 like an Ethernet link), and the processes started in them,
+each reporting on standard output. It is removed, processes and all, when the ``with`` block
+ends.
+
+Run as a program, this module is one of those processes::
+
+    python -m bench.netlab serve ROOT [--upload-cap R]         a warehouse without coordinator
+    python -m bench.netlab fetch URL DIGEST SIZE DEST [...]     an XWCH download, paced
+    python -m bench.netlab get URL DIGEST                       a plain whole-object GET
+    python -m bench.netlab sink                                 counts the bytes of TCP flows
+    python -m bench.netlab blast HOST PORT                      a bulk TCP flow, as fast as TCP goes
+
+Each prints ``{"port": N}`` when it listens and then ``{"t": monotonic, "bytes": total}`` lines
+(every ``--every`` seconds, or per packet with ``--packets``), so the harness measures rates
+over any window from one clock (CLOCK_MONOTONIC is the same in every namespace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = b"bench-capability-key-32-bytes!!!"
+WAREHOUSE_ID = "wh-bench"
+# What a shaped link is made of: 40 Mbit/s, Ethernet's MTU, and a queue of 400 ms (a home
+# router's buffer, big enough for a bulk TCP flow to fill and for delay to be felt).
+RATE = "40mbit"
+RATE_BYTES = 5_000_000.0
+LATENCY = "400ms"
+BURST = "32kbit"
+MTU = 1500
+
+
+# -- whether the lab can run here ----------------------------------------------------------
+
+
+def lab_unavailable() -> str | None:
+    """Why network namespaces cannot be used here (None: they can)."""
+    if sys.platform != "linux":
+        return "network namespaces need Linux"
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    for tool in ("ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"{tool} (iproute2) is not installed"
+    name = f"xwch-probe-{secrets.token_hex(3)}"
+    made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"cannot create a network namespace: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    return None
+
+
+# -- the lab -------------------------------------------------------------------------------
+
+
+class Child:
+    """A process in the lab; its report lines are gathered by a thread."""
+
+    def __init__(self, name: str, popen: subprocess.Popen[str]) -> None:
+        self.name = name
+        self.popen = popen
+        self.samples: list[tuple[float, int]] = []
+        self.events: list[dict[str, Any]] = []
+        self.port: int | None = None
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if "port" in doc:
+                self.port = int(doc["port"])
+                self._ready.set()
+            elif "bytes" in doc:
+                self.samples.append((float(doc["t"]), int(doc["bytes"])))
+            else:
+                self.events.append(doc)
+        self._ready.set()
+
+    def wait_port(self, timeout: float = 20.0) -> int:
+        self._ready.wait(timeout)
+        if self.port is None:
+            raise RuntimeError(f"{self.name} did not start: {self.stderr()}")
+        return self.port
+
+    def stderr(self) -> str:
+        if self.popen.poll() is None or self.popen.stderr is None:
+            return "(still running)"
+        return self.popen.stderr.read()[-2000:]
+
+    def bytes_at(self, t: float) -> float:
+        """Bytes counted by time ``t``, interpolated between two reports."""
+        samples = list(self.samples)
+        if not samples:
+            return 0.0
+        i = bisect.bisect_left(samples, (t, -1))
+        if i == 0:
+            return float(samples[0][1])
+        if i >= len(samples):
+            return float(samples[-1][1])
+        (t0, b0), (t1, b1) = samples[i - 1], samples[i]
+        return b0 + (b1 - b0) * (t - t0) / (t1 - t0) if t1 > t0 else float(b1)
+
+    def rate(self, start: float, end: float) -> float:
+        """Bytes per second over [start, end]."""
+        return (self.bytes_at(end) - self.bytes_at(start)) / (end - start)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(5)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+class Lab:
+    """Two hosts joined by a shaped link: ``client`` and ``server`` namespaces on either side of
+    a ``router`` namespace whose two interfaces each send at ``rate`` through a queue of
+    ``latency`` (a token bucket filter).
+
+    Why a router: a queue a delay-based sender can sense is a bottleneck's buffer. Shaping the
+    sending host's own interface (or loopback) does not make one: Linux's TCP Small Queues keep
+    a sender's own qdisc nearly empty, a millisecond of data per flow. Forwarded packets are
+    nobody's: in the router's qdisc a bulk TCP flow builds the standing queue it builds at a
+    home router or a congested uplink.
+    """
+
+    CLIENT_ADDRESS = "10.77.1.1"
+    SERVER_ADDRESS = "10.77.2.1"
+
+    def __init__(
+        self,
+        rate: str | None = RATE,
+        latency: str = LATENCY,
+        burst: str = BURST,
+        mtu: int = MTU,
+    ) -> None:
+        tag = secrets.token_hex(3)
+        self.names = {side: f"xwch-lab-{tag}-{side}" for side in ("client", "router", "server")}
+        self.children: list[Child] = []
+        made: list[str] = []
+        try:
+            for name in self.names.values():
+                self._run("ip", "netns", "add", name)
+                made.append(name)
+            self._wire(rate, latency, burst, mtu)
+        except BaseException:
+            self.children = []
+            self.close()
+            raise
+
+    def _wire(self, rate: str | None, latency: str, burst: str, mtu: int) -> None:
+        client, router, server = (self.names[s] for s in ("client", "router", "server"))
+        # Interface names are per namespace: the same short names in every lab.
+        self._run("ip", "link", "add", "c0", "netns", client, "type", "veth",
+                  "peer", "name", "r0", "netns", router)  # fmt: skip
+        self._run("ip", "link", "add", "s0", "netns", server, "type", "veth",
+                  "peer", "name", "r1", "netns", router)  # fmt: skip
+        plan = [
+            ("client", "c0", f"{self.CLIENT_ADDRESS}/24", "10.77.1.254"),
+            ("server", "s0", f"{self.SERVER_ADDRESS}/24", "10.77.2.254"),
+        ]
+        for side, dev, address, gateway in plan:
+            self.exec(side, "ip", "link", "set", "lo", "up")
+            self.exec(side, "ip", "link", "set", dev, "mtu", str(mtu), "up")
+            self.exec(side, "ip", "addr", "add", address, "dev", dev)
+            self.exec(side, "ip", "route", "add", "default", "via", gateway)
+        self.exec("router", "ip", "link", "set", "lo", "up")
+        for dev, address in (("r0", "10.77.1.254/24"), ("r1", "10.77.2.254/24")):
+            self.exec("router", "ip", "link", "set", dev, "mtu", str(mtu), "up")
+            self.exec("router", "ip", "addr", "add", address, "dev", dev)
+            if rate is not None:
+                self.exec("router", "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                          "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
+        self.exec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _run(*argv: str) -> None:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+
+    def exec(self, side: str, *argv: str) -> None:
+        self._run("ip", "netns", "exec", self.names[side], *argv)
+
+    def spawn(self, side: str, name: str, *args: str) -> Child:
+        """``python -m bench.netlab ARGS`` in the namespace of ``side`` (client or server)."""
+        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        argv = [
+            "ip", "netns", "exec", self.names[side], sys.executable, "-m", "bench.netlab", *args
+        ]  # fmt: skip
+        popen = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(ROOT),
+        )
+        child = Child(name, popen)
+        self.children.append(child)
+        return child
+
+    def close(self) -> None:
+        for child in self.children:
+            child.stop()
+        self.children = []
+        # Deleting a namespace deletes its interfaces, and a veth's peer with it.
+        for name in self.names.values():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def make_object(root: Path, size: int, seed: int = 1) -> tuple[str, int]:
+    """A stored object of ``size`` pseudo-random (incompressible, reproducible) bytes in the
+    warehouse folder ``root``."""
+    import random
+
+    rng = random.Random(seed)
+    hasher = hashlib.sha256()
+    incoming = root / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    tmp = incoming / "bench.tmp"
+    with tmp.open("wb") as f:
+        left = size
+        while left > 0:
+            block = rng.randbytes(min(left, 16 << 20))
+            hasher.update(block)
+            f.write(block)
+            left -= len(block)
+    digest = hasher.hexdigest()
+    path = root / "objects" / digest[:2] / digest
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp.replace(path)
+    return digest, size
+
+
+def sliding_rates(
+    events: Sequence[tuple[float, int]], start: float, end: float, step: float = 0.01
+) -> list[float]:
+    """Bytes in every one-second window [t, t+1) from ``start`` to ``end``."""
+    import itertools
+
+    times = [t for t, _ in events]
+    totals = list(itertools.accumulate((n for _, n in events), initial=0))
+    rates = []
+    t = start
+    while t + 1.0 <= end + 1e-9:
+        rates.append(
+            float(totals[bisect.bisect_left(times, t + 1.0)] - totals[bisect.bisect_left(times, t)])
+        )
+        t += step
+    return rates
+
+
+# -- the processes -------------------------------------------------------------------------
+
+
+def _say(doc: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(doc) + "\n")
+    sys.stdout.flush()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.defer import succeed
+    from twisted.python.threadpool import ThreadPool
+
+    from xwch.warehouse.api import Registration, WarehouseResource
+    from xwch.warehouse.blocking import ThreadPoolRunner
+    from xwch.warehouse.objects import ObjectStore
+    from xwch.warehouse.service import _QuietSite
+
+    class Catalog:
+        def objects_stored(self, refs: Any) -> Any:
+            return succeed(None)
+
+    pool = ThreadPool(0, 4, name="bench-warehouse")
+    pool.start()
+    store = ObjectStore(Path(args.root))
+    resource = WarehouseResource(store, Catalog(), reactor, ThreadPoolRunner(reactor, pool))
+    resource.registration = Registration(WAREHOUSE_ID, KEY, 30.0)
+    resource.network.upload.set_rate(args.upload_cap)
+    resource.network.download.set_rate(args.download_cap)
+    port = reactor.listenTCP(args.port, _QuietSite(resource), interface=args.host)
+    _say({"port": port.getHost().port})
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+    reactor.run()
+    pool.stop()
+
+
+def _fetch(args: argparse.Namespace) -> None:
+    from twisted.internet import reactor, task
+    from twisted.internet.defer import ensureDeferred
+
+    from xwch import capability
+    from xwch.http import make_http_client
+    from xwch.logs import start_logging
+    from xwch.protocol import Policy, Source
+    from xwch.transfer import PacketPacer, download_object
+
+    start_logging("info")
+
+    pacer = PacketPacer(
+        Policy(packet_size=args.packet_size, max_transfers=4),
+        None,
+        reactor,
+        download_cap=args.download_cap,
+        interface=None,
+    )
+    meter = pacer.meter
+    if args.packets:
+        record = meter.record
+
+        def record_and_say(peer: str, sent: int, received: int, duration: float, rtt: Any) -> None:
+            record(peer, sent, received, duration, rtt)
+            _say({"t": time.monotonic(), "bytes": meter.total_received})
+
+        meter.record = record_and_say  # type: ignore[method-assign]
+    else:
+        ticker = task.LoopingCall(
+            lambda: _say({"t": time.monotonic(), "bytes": meter.total_received})
+        )
+        ticker.start(args.every)
+    http = make_http_client(reactor)
+    cap = capability.issue(KEY, capability.OP_GET, args.digest, WAREHOUSE_ID, time.time() + 3600)
+
+    async def run() -> None:
+        started = time.monotonic()
+        await download_object(
+            http, [Source(args.url, cap)], args.digest, args.size, Path(args.dest), pacer, reactor
+        )
+        _say({"t": time.monotonic(), "bytes": meter.total_received})
+        _say({"done": True, "seconds": time.monotonic() - started})
+
+    def main(reactor: Any) -> Any:
+        signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(reactor.stop))
+        return ensureDeferred(run())
+
+    task.react(main)
+
+
+def _sink(args: argparse.Namespace) -> None:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((args.host, args.port))
+    server.listen(8)
+    _say({"port": server.getsockname()[1]})
+    total = 0
+    lock = threading.Lock()
+
+    def drain(conn: socket.socket) -> None:
+        nonlocal total
+        with conn:
+            while data := conn.recv(1 << 16):
+                with lock:
+                    total += len(data)
+
+    def accept() -> None:
+        while True:
+            conn, _ = server.accept()
+            threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        with lock:
+            _say({"t": time.monotonic(), "bytes": total})
+        time.sleep(args.every)
+
+
+def _get(args: argparse.Namespace) -> None:
+    """A plain HTTP client: one whole-object GET, its body counted as it comes off the socket."""
+    import urllib.parse
+
+    from xwch import capability
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    url = urllib.parse.urlsplit(args.url)
+    cap = capability.issue(KEY, capability.OP_GET, args.digest, WAREHOUSE_ID, time.time() + 3600)
+    with socket.create_connection((url.hostname, url.port)) as conn:
+        conn.sendall(
+            f"GET /objects/{args.digest} HTTP/1.1\r\nHost: {url.hostname}\r\n"
+            f"X-Xwch-Capability: {cap}\r\nConnection: close\r\n\r\n".encode()
+        )
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += conn.recv(4096)
+        total = len(head.split(b"\r\n\r\n", 1)[1])
+        last = 0.0
+        while data := conn.recv(1 << 16):
+            total += len(data)
+            now = time.monotonic()
+            if now - last >= args.every:
+                _say({"t": now, "bytes": total})
+                last = now
+        _say({"t": time.monotonic(), "bytes": total})
+
+
+def _blast(args: argparse.Namespace) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    block = b"\0" * (1 << 16)
+    conn = socket.socket()
+    # CUBIC by default, Linux's default: a bulk flow that fills the queue, as most do (a host may
+    # default to BBR, which keeps queues short and is not what a shared link mostly meets).
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, args.congestion.encode())
+    conn.connect((args.host, args.port))
+    with conn:
+        _say({"port": 0})
+        while True:
+            conn.sendall(block)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.netlab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve")
+    serve.add_argument("root")
+    serve.add_argument("--host", default="0.0.0.0")
+    serve.add_argument("--port", type=int, default=0)
+    serve.add_argument("--upload-cap", type=float)
+    serve.add_argument("--download-cap", type=float)
+    fetch = sub.add_parser("fetch")
+    fetch.add_argument("url")
+    fetch.add_argument("digest")
+    fetch.add_argument("size", type=int)
+    fetch.add_argument("dest")
+    fetch.add_argument("--packet-size", type=int, default=1024 * 1024)
+    fetch.add_argument("--download-cap", type=float)
+    fetch.add_argument("--every", type=float, default=0.1)
+    fetch.add_argument("--packets", action="store_true")
+    sink = sub.add_parser("sink")
+    sink.add_argument("--host", default="0.0.0.0")
+    sink.add_argument("--port", type=int, default=0)
+    sink.add_argument("--every", type=float, default=0.1)
+    get = sub.add_parser("get")
+    get.add_argument("url")
+    get.add_argument("digest")
+    get.add_argument("--every", type=float, default=0.005)
+    blast = sub.add_parser("blast")
+    blast.add_argument("host")
+    blast.add_argument("port", type=int)
+    blast.add_argument("--congestion", default="cubic")
+    args = parser.parse_args(argv)
+    commands = {"serve": _serve, "fetch": _fetch, "sink": _sink, "get": _get, "blast": _blast}
+    commands[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

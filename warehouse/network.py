@@ -1,0 +1,217 @@
+"""The warehouse's side of the communication manager's work: caps, sessions, meter, compression.
+
+- **Caps**: ``--upload-cap`` bounds what the warehouse sends (answers to GETs), ``--download-cap``
+  what it receives (PUT bodies, copies from other warehouses). Both are token buckets that hold
+  one chunk: answers are written chunk by chunk as the cap earns them, bodies are read off the
+  socket as fast as the cap allows (TCP then slows the sender down), so the rate is smooth.
+- **Sessions**: how many transfers it serves at once (:class:`~.sessions.SessionTable`), the
+  limit set by the coordinator's policy in each heartbeat's answer.
+- **Meter**: what it served since the last heartbeat, reported in it.
+- **Compression**: a downloader that accepts zstd gets compressed packets of the objects that
+  compress; the verdict is kept per object (the first packets decide, see
+  :class:`~xwch.transfer.packet.PacketCompressor`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random as _random
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.server import Request
+
+from xwch.protocol import Policy, ProtocolError, require_object
+from xwch.transfer.bucket import TokenBucket
+from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
+from xwch.transfer.pacing import PacketPacer
+from xwch.transfer.packet import PacketCompressor, packet_crc
+
+from .answers import Refusal
+from .objects import ObjectStore
+from .sessions import SessionTable, TooManySessions
+
+log = Logger()
+
+# What a warehouse's answers and bodies count against in its meter.
+CLIENTS = "clients"
+
+
+@dataclass(frozen=True)
+class PacketAnswer:
+    """One packet read from disk, ready to send: its bytes (maybe compressed) and checksum."""
+
+    body: bytes
+    crc: str
+    encoding: str | None
+    raw_size: int
+
+
+class CompressionVerdicts:
+    """Per object, whether its packets are worth compressing, for the last objects served."""
+
+    # Objects remembered: a verdict costs a few dozen bytes; a warehouse serves far fewer
+    # objects at once.
+    KEEP = 4096
+
+    def __init__(self) -> None:
+        self._verdicts: OrderedDict[str, PacketCompressor] = OrderedDict()
+
+    def for_object(self, digest: str) -> PacketCompressor:
+        compressor = self._verdicts.get(digest)
+        if compressor is None:
+            compressor = self._verdicts[digest] = PacketCompressor()
+            while len(self._verdicts) > self.KEEP:
+                self._verdicts.popitem(last=False)
+        else:
+            self._verdicts.move_to_end(digest)
+        return compressor
+
+
+def read_packet_thd(
+    store: ObjectStore,
+    digest: str,
+    first: int,
+    length: int,
+    compressor: PacketCompressor | None,
+) -> PacketAnswer:
+    """Read ``length`` bytes of ``digest`` at ``first``, checksum them and maybe compress them.
+
+    Runs in the warehouse's thread pool: file reads, CRC and zstd all release the GIL.
+    """
+    with store.open_read(digest) as f:
+        f.seek(first)
+        data = f.read(length)
+    crc = packet_crc(data)
+    if compressor is None:
+        return PacketAnswer(data, crc, None, len(data))
+    body, encoding = compressor.encode(data)
+    return PacketAnswer(body, crc, encoding, len(data))
+
+
+class ReadAhead:
+    """The next packet of each download, read and checksummed before it is asked for.
+
+    A downloader asks for packets in order, one after the other: while one packet is on the
+    wire the warehouse's threads read the next, so its answer starts at once instead of after
+    a read and a checksum (milliseconds a fast link would otherwise idle).
+    """
+
+    # Bytes kept ready at most (the oldest dropped first), and the largest packet worth reading
+    # ahead: 64 MiB is eight 8 MiB packets, or one 1 MiB packet for each of 64 sessions.
+    BUDGET = 64 * 1024 * 1024
+    LARGEST = 8 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._ready: OrderedDict[tuple[str, int, int, bool], Deferred[PacketAnswer]] = OrderedDict()
+        self._bytes = 0
+
+    def take(self, key: tuple[str, int, int, bool]) -> Deferred[PacketAnswer] | None:
+        answer = self._ready.pop(key, None)
+        if answer is not None:
+            self._bytes -= key[2]
+        return answer
+
+    def put(self, key: tuple[str, int, int, bool], answer: Deferred[PacketAnswer]) -> None:
+        if key in self._ready:
+            answer.addErrback(lambda _: None)
+            return
+        self._ready[key] = answer
+        self._bytes += key[2]
+        while self._bytes > self.BUDGET:
+            dropped_key, dropped = self._ready.popitem(last=False)
+            self._bytes -= dropped_key[2]
+            # Never asked for: its failure (the object gone meanwhile) interests nobody.
+            dropped.addErrback(lambda _: None)
+
+
+class WarehouseNetwork:
+    """Caps, sessions, meter and compression verdicts of one warehouse."""
+
+    # Chunks written or read between two looks at a cap: at most 1/40 s of the cap (one chunk
+    # more or less in a second is 2.5%), between 4 KiB and 64 KiB.
+    CAP_CHUNK_TIME = 1 / 40
+    MIN_CHUNK = 4 * 1024
+    MAX_CHUNK = 64 * 1024
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        upload_cap: float | None = None,
+        download_cap: float | None = None,
+        *,
+        random: Callable[[], float] = _random.random,
+        interface: InterfaceCounters | None = host_interface_counters,
+    ) -> None:
+        self.clock = clock
+        self.upload = TokenBucket(upload_cap, clock)
+        self.download = TokenBucket(download_cap, clock)
+        self.sessions = SessionTable(clock, random=random)
+        self.meter = TransferMeter(clock, interface)
+        self.compression = CompressionVerdicts()
+        self.read_ahead = ReadAhead()
+        self.policy = Policy(max_transfers=self.sessions.limit)
+        # The pacer of the warehouse's own transfers (copies): the same caps, the same policy.
+        self.pacer = PacketPacer(
+            self.policy, None, clock, upload_bucket=self.upload, download_bucket=self.download
+        )
+
+    # Caps
+
+    def chunk_size(self, bucket: TokenBucket) -> int:
+        """How many bytes to write or read between two looks at ``bucket``."""
+        if bucket.rate is None:
+            return self.MAX_CHUNK
+        return max(self.MIN_CHUNK, min(self.MAX_CHUNK, int(bucket.rate * self.CAP_CHUNK_TIME)))
+
+    # Sessions
+
+    def admit(self, request: Request, op: str, digest: str, header: str | None) -> str:
+        """The session of this request, admitted; a 503 busy Refusal when none is free."""
+        key = header if header else self._anonymous_session(request, op, digest)
+        try:
+            self.sessions.admit(key)
+        except TooManySessions as e:
+            raise Refusal(503, "busy", str(e), retry_after=e.retry_after) from None
+        return key
+
+    @staticmethod
+    def _anonymous_session(request: Request, op: str, digest: str) -> str:
+        peer = request.getClientAddress()
+        host = str(getattr(peer, "host", "unknown"))
+        # Hashed: the table holds short keys whatever the address looks like.
+        return hashlib.sha256(f"{host} {op} {digest}".encode()).hexdigest()[:32]
+
+    # Life with the coordinator
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        """What the heartbeat tells of the network: traffic since the last one, sessions."""
+        return {
+            "transfers": self.meter.take_report().to_json(),
+            "sessions": self.sessions.status(),
+        }
+
+    def apply_answer(self, answer: object) -> None:
+        """Apply the policy of a heartbeat's answer (an older coordinator sends none)."""
+        if not isinstance(answer, Mapping) or answer.get("policy") is None:
+            return
+        try:
+            policy = Policy.from_json(require_object(answer, "heartbeat").get("policy"))
+        except ProtocolError as e:
+            log.warn("ignoring a malformed policy: {error}", error=e)
+            return
+        if policy != self.policy:
+            log.info(
+                "policy: packets of {size} bytes, {sleep:.3f} s apart, {sessions} sessions",
+                size=policy.packet_size,
+                sleep=policy.packet_sleep,
+                sessions=policy.max_transfers,
+            )
+        self.policy = policy
+        self.sessions.set_limit(policy.max_transfers)
+        self.pacer.update(policy)

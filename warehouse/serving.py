@@ -1,0 +1,124 @@
+"""Answering a packet: one ranged GET, read off the disk in a thread, checksummed, maybe
+compressed, and written out at the warehouse's upload cap.
+
+A whole-object GET (no Range, or one larger than a packet) is streamed instead, paced the same
+way, without a checksum: it is for plain HTTP clients, who check the object's SHA-256.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import NOT_DONE_YET, Request
+
+from xwch.protocol import (
+    ACCEPT_PACKET_ENCODING_HEADER,
+    PACKET_CRC_HEADER,
+    PACKET_ENCODING_HEADER,
+    PACKET_ENCODING_ZSTD,
+)
+
+from .answers import Refusal, Responder, header_text, refusal_body
+from .blocking import BlockingRunner
+from .network import CLIENTS, PacketAnswer, WarehouseNetwork, read_packet_thd
+from .objects import ObjectStore
+from .streaming import FileSpanProducer
+
+log = Logger()
+
+
+def accepts_zstd(request: Request) -> bool:
+    offered = header_text(request, ACCEPT_PACKET_ENCODING_HEADER) or ""
+    return PACKET_ENCODING_ZSTD in (e.strip().lower() for e in offered.split(","))
+
+
+def serve_packet(
+    request: Request,
+    store: ObjectStore,
+    blocking: BlockingRunner,
+    network: WarehouseNetwork,
+    digest: str,
+    first: int,
+    length: int,
+    size: int,
+    done: Callable[[], None],
+) -> int:
+    """Answer bytes ``first``.. of ``digest`` (headers for a 206 already set); ``done`` at the end."""
+    started = network.clock.seconds()
+    zstd = accepts_zstd(request)
+    compressor = network.compression.for_object(digest) if zstd else None
+
+    def read(at: int, n: int) -> Deferred[PacketAnswer]:
+        ready = network.read_ahead.take((digest, at, n, zstd))
+        if ready is not None:
+            return ready
+        return blocking(read_packet_thd, store, digest, at, n, compressor)
+
+    d = read(first, length)
+    following = first + length
+    if following < size and length <= network.read_ahead.LARGEST:
+        # The downloader's next question is, most likely, the next packet of the same size.
+        key = (digest, following, min(length, size - following), zstd)
+        network.read_ahead.put(key, read(following, key[2]))
+    gone = False
+
+    def lost(_: object) -> None:
+        nonlocal gone
+        gone = True
+
+    request.notifyFinish().addErrback(lost)
+
+    def send(answer: PacketAnswer) -> None:
+        if gone:
+            return  # the client went away meanwhile
+        request.setHeader(PACKET_CRC_HEADER.encode("ascii"), answer.crc.encode("ascii"))
+        if answer.encoding is not None:
+            request.setHeader(
+                PACKET_ENCODING_HEADER.encode("ascii"), answer.encoding.encode("ascii")
+            )
+        request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
+
+        def served(_: object) -> None:
+            duration = network.clock.seconds() - started
+            network.meter.record(CLIENTS, len(answer.body), 0, duration, None)
+            done()
+
+        # Errback: the client went away in the middle; the session just idles out.
+        request.notifyFinish().addCallbacks(served, lambda _: None)
+        if network.upload.rate is None:
+            # In memory already, and no cap to keep to: one write, the transport sends it as
+            # fast as the client takes it (and stops reading requests meanwhile).
+            request.write(answer.body)
+            request.finish()
+            return
+        stream(request, network, io.BytesIO(answer.body), 0, len(answer.body))
+
+    def failed(failure: Failure) -> None:
+        if failure.check(FileNotFoundError):
+            body = refusal_body(request, Refusal(404, "not_found", f"object {digest} is gone"))
+        else:
+            log.failure("reading a packet of {digest} failed", failure, digest=digest)
+            body = refusal_body(request, Refusal(500, "internal", "the warehouse failed"))
+        Responder(request).send(body)
+
+    d.addCallbacks(send, failed)
+    return NOT_DONE_YET
+
+
+def stream(request: Request, network: WarehouseNetwork, f: Any, offset: int, length: int) -> None:
+    """Write ``length`` bytes of ``f`` from ``offset``, as fast as the upload cap allows."""
+    bucket = network.upload
+    FileSpanProducer(
+        request,
+        f,
+        offset,
+        length,
+        bucket=bucket if bucket.rate is not None else None,
+        clock=network.clock,
+        chunk_size=network.chunk_size(bucket),
+    ).start()

@@ -1,0 +1,132 @@
+"""What a party's transfers did since its last report, for the communication manager.
+
+Every packet is recorded against its peer (a warehouse URL, or "clients" for a warehouse's
+side): bytes each way, seconds in flight, its delay. :meth:`TransferMeter.take_report` hands
+the counters over (a Work Alive, a heartbeat) and starts afresh, with the host's interface
+counters over the same period so the coordinator can tell XWCH's traffic from everyone else's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import psutil
+from twisted.internet.interfaces import IReactorTime
+
+from xwch.protocol import MAX_REPORTED_PEERS, PeerTraffic, TransfersReport
+
+# (bytes sent, bytes received) by the host's interfaces since boot, or None if unknown.
+InterfaceCounters = Callable[[], "tuple[int, int] | None"]
+
+# Where peers beyond MAX_REPORTED_PEERS are counted.
+OTHER_PEERS = "other"
+
+
+def host_interface_counters() -> tuple[int, int] | None:
+    """Bytes sent and received by the host's network interfaces, loopback excluded.
+
+    Loopback carries traffic between processes of one machine, which shares no link with anyone.
+    """
+    try:
+        nics = psutil.net_io_counters(pernic=True)
+    except (OSError, RuntimeError):
+        return None
+    sent = received = 0
+    for name, counters in nics.items():
+        if name.startswith("lo"):
+            continue
+        sent += counters.bytes_sent
+        received += counters.bytes_recv
+    return sent, received
+
+
+@dataclass
+class _Counters:
+    sent: int = 0
+    received: int = 0
+    busy: float = 0.0
+    packets: int = 0
+    min_rtt: float = math.inf
+    rtt_sum: float = 0.0
+    rtts: int = 0
+
+    def traffic(self, peer: str) -> PeerTraffic:
+        return PeerTraffic(
+            peer=peer,
+            sent=self.sent,
+            received=self.received,
+            busy=round(self.busy, 6),
+            packets=self.packets,
+            min_rtt=None if self.rtts == 0 else round(self.min_rtt, 6),
+            avg_rtt=None if self.rtts == 0 else round(self.rtt_sum / self.rtts, 6),
+        )
+
+
+class TransferMeter:
+    """Counts packets per peer between two reports."""
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        interface: InterfaceCounters | None = host_interface_counters,
+    ) -> None:
+        self._reactor = reactor
+        self._interface = interface
+        self._peers: dict[str, _Counters] = {}
+        self._since = reactor.seconds()
+        self._interface_then = interface() if interface is not None else None
+        # Totals since the meter was made, for whoever watches a transfer (benchmarks, status).
+        self.total_sent = 0
+        self.total_received = 0
+
+    def record(
+        self, peer: str, sent: int, received: int, duration: float, rtt: float | None
+    ) -> None:
+        """One packet (or request) with ``peer``."""
+        counters = self._peers.get(peer)
+        if counters is None:
+            if len(self._peers) >= MAX_REPORTED_PEERS - 1 and peer != OTHER_PEERS:
+                peer = OTHER_PEERS
+            counters = self._peers.setdefault(peer, _Counters())
+        counters.sent += sent
+        counters.received += received
+        counters.busy += max(0.0, duration)
+        counters.packets += 1
+        if rtt is not None:
+            counters.min_rtt = min(counters.min_rtt, rtt)
+            counters.rtt_sum += rtt
+            counters.rtts += 1
+        self.total_sent += sent
+        self.total_received += received
+
+    def take_report(self) -> TransfersReport:
+        """The counters since the last report; counting starts afresh."""
+        now = self._reactor.seconds()
+        peers = tuple(c.traffic(peer) for peer, c in sorted(self._peers.items()))
+        sent = received = None
+        if self._interface is not None:
+            current = self._interface()
+            if current is not None and self._interface_then is not None:
+                # Counters wrap or reset (an interface going away): never report a negative.
+                sent = max(0, current[0] - self._interface_then[0])
+                received = max(0, current[1] - self._interface_then[1])
+            self._interface_then = current
+        report = TransfersReport(
+            seconds=round(max(0.0, now - self._since), 6),
+            peers=peers,
+            interface_sent=sent,
+            interface_received=received,
+        )
+        self._peers = {}
+        self._since = now
+        return report
+
+
+@runtime_checkable
+class TransferReporter(Protocol):
+    """What hands over a transfers report (a :class:`~xwch.transfer.pacing.PacketPacer`)."""
+
+    def transfer_report(self) -> TransfersReport: ...
