@@ -13,16 +13,9 @@ from urllib.parse import quote
 
 from xwch.http import JsonApi
 from xwch.protocol import API_PREFIX, ObjectRef, ProtocolError, require_object
+from xwch.views import AttemptLog, JobSummary, TaskInfo, WorkerInfo
 
-from .records import (
-    AttemptLog,
-    JobSummary,
-    ObjectSources,
-    ResultFile,
-    TaskInfo,
-    UploadPlan,
-    WorkerInfo,
-)
+from .records import ObjectSources, ResultFile, UploadPlan
 
 
 def _segment(value: str) -> str:

@@ -23,11 +23,11 @@ from xwch.protocol import (
     TASK_READY,
     TASK_RUNNING,
 )
+from xwch.views import JobSummary
 
 from .api import CoordinatorClient
 from .clock import now
 from .humane import format_duration, format_rate
-from .records import JobSummary
 
 # States shown beside the bar, in the order a task lives them; "done" is the bar itself.
 SHOWN_STATES = (TASK_RUNNING, TASK_READY, TASK_BLOCKED, TASK_FAILED, TASK_CANCELLED)

@@ -1,4 +1,6 @@
-"""What the coordinator's client routes answer, as frozen dataclasses.
+"""What the coordinator's client routes answer about objects, as frozen dataclasses.
+
+Jobs, tasks, workers and logs are in :mod:`xwch.views`, shared with the coordinator.
 
 Each record checks its fields when it is read (``from_json`` raises
 :class:`~xwch.protocol.ProtocolError` naming the field), so the rest of the client works with
@@ -12,228 +14,28 @@ fields the coordinator may add later.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from xwch.protocol import (
-    JOB_ENDED_STATES,
+    NUMBER,
     ObjectRef,
     ProtocolError,
     Source,
+    get_field,
+    get_optional,
     require_digest,
     require_object,
 )
 
-T = TypeVar("T")
-
-_NUMBER = (int, float)
-
-
-def _field(doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str) -> T:
-    if key not in doc:
-        raise ProtocolError(f"{where}: missing field {key!r}")
-    value = doc[key]
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # bool is an int in Python, never on our wire.
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ProtocolError(f"{where}.{key}: unexpected {type(value).__name__}")
-    return value  # type: ignore[return-value]
-
-
-def _optional(
-    doc: Mapping[str, Any], key: str, kind: type[T] | tuple[type, ...], where: str
-) -> T | None:
-    if doc.get(key) is None:
-        return None
-    return _field(doc, key, kind, where)
-
 
 def _time(doc: Mapping[str, Any], key: str, where: str) -> float | None:
-    value = _optional(doc, key, _NUMBER, where)
+    value = get_optional(doc, key, NUMBER, where)
     return None if value is None else float(value)
 
 
 def _list(doc: object, key: str, where: str) -> list[Any]:
-    return _field(require_object(doc, where), key, list, where)
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    """A job as ``GET /jobs/{job}`` tells it."""
-
-    id: str
-    name: str
-    state: str
-    priority: int
-    created: float
-    ended: float | None
-    total: int
-    counts: Mapping[str, int] = field(default_factory=dict)
-    message: str | None = None
-
-    @property
-    def has_ended(self) -> bool:
-        return self.state in JOB_ENDED_STATES
-
-    def count(self, state: str) -> int:
-        return self.counts.get(state, 0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "priority": self.priority,
-            "created": self.created,
-            "ended": self.ended,
-            "total": self.total,
-            "counts": dict(self.counts),
-            "message": self.message,
-        }
-
-    @classmethod
-    def from_json(cls, doc: object, where: str = "job") -> JobSummary:
-        d = require_object(doc, where)
-        counts = _field(d, "counts", dict, where)
-        if not all(isinstance(k, str) and type(v) is int for k, v in counts.items()):
-            raise ProtocolError(f"{where}.counts: expected task state -> integer")
-        return cls(
-            id=_field(d, "id", str, where),
-            name=_field(d, "name", str, where),
-            state=_field(d, "state", str, where),
-            priority=_optional(d, "priority", int, where) or 0,
-            created=float(_field(d, "created", _NUMBER, where)),
-            ended=_time(d, "ended", where),
-            total=_field(d, "total", int, where),
-            counts=dict(counts),
-            message=_optional(d, "message", str, where),
-        )
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """One row of ``GET /jobs/{job}/tasks``."""
-
-    id: str
-    state: str
-    cost: float
-    worker: str | None
-    attempts: int
-    started: float | None
-    ended: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": self.state,
-            "cost": self.cost,
-            "worker": self.worker,
-            "attempts": self.attempts,
-            "started": self.started,
-            "ended": self.ended,
-        }
-
-    @classmethod
-    def from_json(cls, doc: object, where: str) -> TaskInfo:
-        d = require_object(doc, where)
-        return cls(
-            id=_field(d, "id", str, where),
-            state=_field(d, "state", str, where),
-            cost=float(_field(d, "cost", _NUMBER, where)),
-            worker=_optional(d, "worker", str, where),
-            attempts=_field(d, "attempts", int, where),
-            started=_time(d, "started", where),
-            ended=_time(d, "ended", where),
-        )
-
-
-@dataclass(frozen=True)
-class WorkerInfo:
-    """One row of ``GET /workers``; ``memory`` is in bytes, ``last_heard`` a Unix time."""
-
-    id: str
-    name: str
-    state: str
-    address: str
-    platform: str
-    cores: int
-    memory: int
-    slots: int
-    performance: float
-    tasks_done: int
-    last_heard: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "address": self.address,
-            "platform": self.platform,
-            "cores": self.cores,
-            "memory": self.memory,
-            "slots": self.slots,
-            "performance": self.performance,
-            "tasks_done": self.tasks_done,
-            "last_heard": self.last_heard,
-        }
-
-    @classmethod
-    def from_json(cls, doc: object, where: str) -> WorkerInfo:
-        d = require_object(doc, where)
-        return cls(
-            id=str(_field(d, "id", (str, int), where)),
-            name=_field(d, "name", str, where),
-            state=_field(d, "state", str, where),
-            address=_field(d, "address", str, where),
-            platform=_field(d, "platform", str, where),
-            cores=_field(d, "cores", int, where),
-            memory=_field(d, "memory", int, where),
-            slots=_field(d, "slots", int, where),
-            performance=float(_field(d, "performance", _NUMBER, where)),
-            tasks_done=_field(d, "tasks_done", int, where),
-            last_heard=_time(d, "last_heard", where),
-        )
-
-
-@dataclass(frozen=True)
-class AttemptLog:
-    """The kept standard streams of one attempt (``GET .../tasks/{task}/logs``)."""
-
-    task: str
-    attempt: int
-    state: str
-    exit_code: int | None
-    error: str | None
-    stdout: str
-    stderr: str
-    worker: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "attempt": self.attempt,
-            "state": self.state,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-            "worker": self.worker,
-        }
-
-    @classmethod
-    def from_json(cls, doc: object, where: str = "logs") -> AttemptLog:
-        d = require_object(doc, where)
-        return cls(
-            task=_field(d, "task", str, where),
-            attempt=_field(d, "attempt", int, where),
-            state=_field(d, "state", str, where),
-            exit_code=_optional(d, "exit_code", int, where),
-            error=_optional(d, "error", str, where),
-            stdout=_optional(d, "stdout", str, where) or "",
-            stderr=_optional(d, "stderr", str, where) or "",
-            worker=_optional(d, "worker", str, where),
-        )
+    return get_field(require_object(doc, where), key, list, where)
 
 
 @dataclass(frozen=True)
@@ -253,8 +55,8 @@ class ResultFile:
         d = require_object(doc, where)
         ref = ObjectRef.from_json(d, where)
         return cls(
-            task=_field(d, "task", str, where),
-            output=_field(d, "output", str, where),
+            task=get_field(d, "task", str, where),
+            output=get_field(d, "output", str, where),
             digest=ref.digest,
             size=ref.size,
         )
@@ -285,8 +87,8 @@ class UploadPlan:
         for n, item in enumerate(_list(d, "objects", where)):
             at = f"{where}.objects[{n}]"
             o = require_object(item, at)
-            present = _field(o, "present", bool, at)
-            capability = _optional(o, "capability", str, at)
+            present = get_field(o, "present", bool, at)
+            capability = get_optional(o, "capability", str, at)
             if not present and capability is None:
                 raise ProtocolError(f"{at}.capability: missing for an object to upload")
             slots.append(
@@ -297,8 +99,8 @@ class UploadPlan:
                 )
             )
         return cls(
-            warehouse_id=str(_field(warehouse, "id", (str, int), f"{where}.warehouse")),
-            warehouse_url=_field(warehouse, "url", str, f"{where}.warehouse"),
+            warehouse_id=str(get_field(warehouse, "id", (str, int), f"{where}.warehouse")),
+            warehouse_url=get_field(warehouse, "url", str, f"{where}.warehouse"),
             objects=tuple(slots),
         )
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import tzinfo
 
 from xwch.protocol import TASK_STATES
+from xwch.views import JobSummary, TaskInfo, WorkerInfo
 
 from .humane import NOTHING, format_ago, format_clock, format_day_clock, format_duration, format_gib
-from .records import JobSummary, TaskInfo, WorkerInfo
 
 GAP = "  "
 

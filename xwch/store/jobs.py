@@ -10,18 +10,16 @@ import sqlalchemy as sa
 
 from xwch.protocol import JOB_RUNNING, TASK_STATES
 from xwch.store.records import (
-    AttemptLog,
     Change,
     JobRow,
-    JobSummary,
     NewTask,
     OutputRow,
     RecoveredAttempt,
     RecoveredJob,
     RecoveredTask,
-    TaskRow,
 )
 from xwch.store.schema import attempts, jobs, outputs, tasks, workers
+from xwch.views import AttemptLog, JobSummary, TaskInfo
 
 # Rows per INSERT statement: large jobs go in batches that every backend accepts.
 INSERT_BATCH = 5000
@@ -188,7 +186,7 @@ def list_jobs_thd(conn: sa.Connection, limit: int = 200) -> list[JobSummary]:
     return _summaries(conn, rows)
 
 
-def list_tasks_thd(conn: sa.Connection, job_id: str) -> list[TaskRow]:
+def list_tasks_thd(conn: sa.Connection, job_id: str) -> list[TaskInfo]:
     query = (
         sa.select(
             tasks.c.task_id,
@@ -203,7 +201,7 @@ def list_tasks_thd(conn: sa.Connection, job_id: str) -> list[TaskRow]:
         .order_by(tasks.c.position)
     )
     return [
-        TaskRow(
+        TaskInfo(
             id=r.task_id,
             state=r.state,
             cost=r.cost,

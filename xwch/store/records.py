@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from xwch.views import WorkerInfo
+
 
 @dataclass(frozen=True)
 class TokenRecord:
@@ -38,78 +40,6 @@ class NewTask:
 
 
 @dataclass(frozen=True)
-class JobSummary:
-    id: str
-    name: str
-    state: str
-    priority: int
-    created: float
-    ended: float | None
-    message: str | None
-    total: int
-    counts: Mapping[str, int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "priority": self.priority,
-            "created": self.created,
-            "ended": self.ended,
-            "message": self.message,
-            "total": self.total,
-            "counts": dict(self.counts),
-        }
-
-
-@dataclass(frozen=True)
-class TaskRow:
-    id: str
-    state: str
-    cost: float
-    worker: str | None
-    attempts: int
-    started: float | None
-    ended: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "state": self.state,
-            "cost": self.cost,
-            "worker": self.worker,
-            "attempts": self.attempts,
-            "started": self.started,
-            "ended": self.ended,
-        }
-
-
-@dataclass(frozen=True)
-class AttemptLog:
-    task: str
-    attempt: int
-    state: str
-    worker: str | None
-    exit_code: int | None
-    error: str | None
-    stdout: str
-    stderr: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "attempt": self.attempt,
-            "state": self.state,
-            "worker": self.worker,
-            "exit_code": self.exit_code,
-            "error": self.error,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
-        }
-
-
-@dataclass(frozen=True)
 class WorkerRecord:
     id: str
     token_id: int
@@ -126,21 +56,22 @@ class WorkerRecord:
     last_heard: float
     tasks_done: int = 0
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "address": self.address,
-            "platform": self.platform,
-            "cores": self.cores,
-            "memory": self.memory,
-            "slots": self.slots,
-            "performance": self.performance,
-            "site": self.site,
-            "tasks_done": self.tasks_done,
-            "last_heard": self.last_heard,
-        }
+    def info(self) -> WorkerInfo:
+        """What clients are told of this worker."""
+        return WorkerInfo(
+            id=self.id,
+            name=self.name,
+            state=self.state,
+            address=self.address,
+            platform=self.platform,
+            cores=self.cores,
+            memory=self.memory,
+            slots=self.slots,
+            performance=self.performance,
+            tasks_done=self.tasks_done,
+            last_heard=self.last_heard,
+            site=self.site,
+        )
 
 
 @dataclass(frozen=True)

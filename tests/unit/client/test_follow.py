@@ -11,8 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from xwch.client.api import CoordinatorClient
 from xwch.client.follow import JobFollower, render_change, render_progress
-from xwch.client.records import JobSummary
 from xwch.errors import ApiError, Unreachable
+from xwch.views import JobSummary
 
 
 def summary(state: str = "running", **counts: int) -> JobSummary:
