@@ -1,1 +1,1 @@
-"""The volunteer worker: pull loop, executor, cache, host probe."""
+"""The volunteer worker: pull loop, executor and sandbox, cache, preferences, installer."""

@@ -1,16 +1,23 @@
-"""``xwch-worker``: a volunteer worker in the foreground.
+"""``xwch-worker``: a volunteer worker.
 
 xwch-worker [run] [--coordinator URL] [--token T] [--slots K] [--data DIR] [--site NAME]
             [--name NAME]
+xwch-worker install --coordinator URL --token T [--data DIR] [--site NAME] [--name NAME]
+            [--slots K] [PREFERENCES]
+xwch-worker uninstall
+xwch-worker status [--data DIR] [--json]
 
-``run`` is the default command, so the plain flags of spec/cli.md keep working when more
-commands (``install``, ``uninstall``) join it.
+``run`` is the default command, so the plain flags of spec/cli.md keep working. ``run`` takes
+what no flag gives from ``$XWCH_HOME/worker.toml`` (which ``install`` writes), and the
+preferences from there too, re-read whenever the file changes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,18 +27,25 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 from twisted.internet.task import react
 
-from xwch.config import Endpoint, resolve_endpoint, xwch_home
+from xwch.config import Endpoint, read_toml, resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
-from xwch.http import JsonApi, make_http_client
+from xwch.http import make_http_client
 from xwch.logs import start_logging
 
 from .benchmark import measure_performance
 from .host import probe_host
-from .service import RegistrationRefused, make_worker_service
+from .install import Setup, install, uninstall
+from .preferences import KEYS, Preferences, load_preferences
+from .service import RegistrationRefused
+from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
+from .volunteer import Volunteer
 
 PROGRAM = "xwch-worker"
 DEFAULT_COMMAND = "run"
+COMMANDS = (DEFAULT_COMMAND, "install", "uninstall", "status")
+CONFIG_NAME = "worker.toml"
 # Exit statuses of spec/cli.md: 2 for usage, 3 when the coordinator refuses the credentials.
+EXIT_NOT_RUNNING = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3
 
@@ -43,6 +57,26 @@ class RunSettings:
     data: Path
     site: str | None
     name: str | None
+    preferences: Preferences
+    config: Path
+
+
+def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--slots", metavar="K", type=int, help="attempts run at once (default: the cores)"
+    )
+    parser.add_argument(
+        "--data", metavar="DIR", type=Path, help="cache and work folders ($XWCH_HOME/worker)"
+    )
+    parser.add_argument(
+        "--site", metavar="NAME", help="the site of the warehouses near this worker"
+    )
+    parser.add_argument(
+        "--name",
+        metavar="NAME",
+        help="the name shown for this worker (default: the host name); tells apart several "
+        "workers on one machine",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,31 +87,52 @@ def _parser() -> argparse.ArgumentParser:
         prog=PROGRAM,
         help="run the worker in the foreground (the default command)",
         description="Run an XWCH volunteer worker in the foreground until SIGINT or SIGTERM, "
-        "when it gives its running attempts back.",
+        "when it gives its running attempts back. Settings no flag gives come from "
+        "$XWCH_HOME/worker.toml, and so do the preferences.",
     )
     run.add_argument("--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)")
     run.add_argument("--token", metavar="T", help="a token of role worker (or XWCH_TOKEN)")
-    run.add_argument(
-        "--slots", metavar="K", type=int, help="attempts run at once (default: the cores)"
+    _add_worker_flags(run)
+
+    setup = commands.add_parser(
+        "install",
+        prog=f"{PROGRAM} install",
+        help="set the worker up to start with your session",
+        description="Write $XWCH_HOME/worker.toml and a service of the current user (a systemd "
+        "user unit on Linux, a launchd agent on macOS), enabled to start with the session. "
+        "Preferences can be changed later by editing worker.toml; the running worker applies "
+        "them within seconds.",
     )
-    run.add_argument(
-        "--data", metavar="DIR", type=Path, help="cache and work folders ($XWCH_HOME/worker)"
+    setup.add_argument("--coordinator", metavar="URL", help="the coordinator")
+    setup.add_argument("--token", metavar="T", help="a token of role worker")
+    _add_worker_flags(setup)
+    prefs = setup.add_argument_group("preferences")
+    for key in KEYS:
+        prefs.add_argument(key.flag, dest=key.name, metavar=key.metavar, help=key.help)
+
+    commands.add_parser(
+        "uninstall",
+        prog=f"{PROGRAM} uninstall",
+        help="stop the worker and remove its service, configuration and data",
+        description="Stop the worker's service and remove it, $XWCH_HOME/worker.toml and the "
+        "worker's cache and work folders.",
     )
-    run.add_argument("--site", metavar="NAME", help="the site of the warehouses near this worker")
-    run.add_argument(
-        "--name",
-        metavar="NAME",
-        help="the name shown for this worker (default: the host name); tells apart several "
-        "workers on one machine",
+    status = commands.add_parser(
+        "status",
+        prog=f"{PROGRAM} status",
+        help="what the worker is doing",
+        description="What the worker running here is doing: its attempts, cache, limits in "
+        "force and last contact with the coordinator. Exits 1 when no worker is running.",
     )
+    status.add_argument("--data", metavar="DIR", type=Path, help="the worker's data folder")
+    status.add_argument("--json", action="store_true", help="the status document as JSON")
     return parser
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line, with ``run`` assumed when no command is named."""
     parser = _parser()
-    commands = {DEFAULT_COMMAND}
-    if not argv or argv[0] not in commands:
+    if not argv or argv[0] not in COMMANDS:
         argv = [DEFAULT_COMMAND, *argv]
     return parser.parse_args(argv)
 
@@ -87,25 +142,54 @@ def _usage_error(message: str) -> NoReturn:
     raise SystemExit(EXIT_USAGE)
 
 
+def _config() -> Path:
+    return xwch_home() / CONFIG_NAME
+
+
+def _config_values() -> dict[str, object]:
+    try:
+        return read_toml(_config())
+    except ConfigurationError as e:
+        _usage_error(str(e))
+
+
+def _data_dir(flag: Path | None, values: dict[str, object]) -> Path:
+    if flag is not None:
+        return flag
+    data = values.get("data")
+    return Path(data) if isinstance(data, str) else xwch_home() / "worker"
+
+
 def run_settings(args: argparse.Namespace) -> RunSettings:
     """Checked settings of ``run``; a usage error exits 2 with the reason."""
     try:
         endpoint = resolve_endpoint(
-            args.coordinator, args.token, files=("worker.toml", "client.toml")
+            args.coordinator, args.token, files=(CONFIG_NAME, "client.toml")
         )
+        preferences = load_preferences(_config())
     except ConfigurationError as e:
         _usage_error(str(e))
-    if args.slots is not None and args.slots < 1:
-        _usage_error(f"--slots must be at least 1, not {args.slots}")
-    data: Path = args.data if args.data is not None else xwch_home() / "worker"
+    values = _config_values()
+    slots = args.slots if args.slots is not None else values.get("slots")
+    if slots is not None and (not isinstance(slots, int) or slots < 1):
+        _usage_error(f"--slots must be at least 1, not {slots}")
+    data = _data_dir(args.data, values)
     try:
         data.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         _usage_error(f"--data {data}: {e}")
-    if args.name is not None and not args.name.strip():
+    name = args.name if args.name is not None else values.get("name")
+    site = args.site if args.site is not None else values.get("site")
+    if name is not None and (not isinstance(name, str) or not name.strip()):
         _usage_error("--name must not be empty")
     return RunSettings(
-        endpoint=endpoint, slots=args.slots, data=data, site=args.site, name=args.name
+        endpoint=endpoint,
+        slots=slots,
+        data=data,
+        site=site if isinstance(site, str) else None,
+        name=name,
+        preferences=preferences,
+        config=_config(),
     )
 
 
@@ -116,13 +200,23 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         host = replace(host, name=settings.name)
     facts = host.facts(settings.slots or host.cores, measure_performance(), settings.site)
     http = make_http_client(IReactorTCP(reactor))
-    coordinator = JsonApi(http, settings.endpoint.url, settings.endpoint.token, clock)
-    service = make_worker_service(clock, coordinator, http, settings.data, facts)
+    coordinator = ContactRecorder(
+        http, settings.endpoint.url, settings.endpoint.token, clock, clock=clock.seconds
+    )
+    volunteer = Volunteer(
+        clock,
+        coordinator,
+        http,
+        settings.data,
+        facts,
+        settings.preferences,
+        preferences_path=settings.config,
+    )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
-    reactor.addSystemEventTrigger("before", "shutdown", service.stopService)  # type: ignore[misc]
-    service.startService()
+    reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]
+    volunteer.startService()
     try:
-        worker_id = await service.when_registered()
+        worker_id = await volunteer.service.when_registered()
     except RegistrationRefused as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_REFUSED) from None
@@ -131,8 +225,57 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
     await Deferred()
 
 
+def install_values(args: argparse.Namespace) -> dict[str, object]:
+    """What ``install`` writes to worker.toml; a usage error exits 2 with the reason."""
+    try:
+        endpoint = resolve_endpoint(args.coordinator, args.token, files=(CONFIG_NAME,))
+    except ConfigurationError as e:
+        _usage_error(str(e))
+    values: dict[str, object] = {"coordinator": endpoint.url, "token": endpoint.token}
+    if args.slots is not None:
+        if args.slots < 1:
+            _usage_error(f"--slots must be at least 1, not {args.slots}")
+        values["slots"] = args.slots
+    if args.data is not None:
+        values["data"] = str(args.data.absolute())
+    for name in ("site", "name"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    for key in KEYS:
+        raw = getattr(args, key.name)
+        if raw is None:
+            continue
+        try:
+            values[key.name] = key.toml_value(raw)
+        except ConfigurationError as e:
+            _usage_error(str(e))
+    return values
+
+
+def _status(args: argparse.Namespace) -> int:
+    path = _data_dir(args.data, _config_values()) / STATUS_FILE
+    doc = read_status(path)
+    running, why = is_running(doc, time.time())
+    if args.json:
+        print(json.dumps({"running": running, "why": why, "status": doc}, indent=1))
+    else:
+        sys.stdout.write(format_status(doc, time.time(), running, why))
+    return 0 if running else EXIT_NOT_RUNNING
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "install":
+        values = install_values(args)
+        for line in install(Setup.current(xwch_home()), values):
+            print(line)
+        return
+    if args.command == "uninstall":
+        for line in uninstall(Setup.current(xwch_home())):
+            print(line)
+        return
+    if args.command == "status":
+        raise SystemExit(_status(args))
     settings = run_settings(args)
     start_logging()
 

@@ -1,17 +1,23 @@
 """Runs one attempt: a fresh working directory, the inputs, the program, the outputs.
 
-The program runs through :mod:`xwch.worker.launcher`, which gives it a process group of its own,
-so that a timeout, a cancel or a giveback kills everything the attempt started with one
-``killpg`` (a program that makes a session of its own escapes it; confining that is the
-sandbox's job). Its standard output and error are kept as tails of ``LOG_TAIL_BYTES`` each.
+The program runs through :mod:`xwch.worker.launcher`, which sets up the attempt's sandbox
+(:mod:`xwch.worker.sandbox`): a process group of its own, so that a timeout, a cancel or a
+giveback kills everything the attempt started with one ``killpg`` and a suspension stops it all
+with one SIGSTOP; resource limits; writes confined to the working directory; the program's bytes
+checked against its digest. Its standard output and error are kept as tails of
+``LOG_TAIL_BYTES`` each.
 
-Inputs are hard links to the cache's read-only objects (copies across file systems), so a task
-reads them in place and cannot change what the next task gets; a task that wants to modify an
-input copies it first.
+Inputs must never let a task change what the next task gets. When the task runs as another
+user than the worker (a root worker's ``nobody``), they are hard links to the cache's read-only
+objects, read in place: the task may not change the mode of a file it does not own. When it runs
+as the worker's own user it could (Landlock governs paths, not ``chmod``), so it gets copies
+(reflinks, on file systems that have them). What the attempt uses in the cache is pinned there
+until it is discarded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -41,9 +47,13 @@ from xwch.protocol import (
 from xwch.transfer.digest import sha256_file
 
 from .cache import ObjectCache
-from .launcher import LIMIT_PREFIX
+from .files import remove_tree
+from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
+from .sandbox import Sandbox
 
 LAUNCHER_MODULE = "xwch.worker.launcher"
+# The pipe on which the launcher tells why it could not start the program.
+STATUS_FD = 3
 
 # What every program sees, whatever the worker's own environment holds: the volunteer's variables
 # (tokens, paths, names) are none of the task's business, and a task should run the same on every
@@ -53,8 +63,11 @@ BASE_LANG = "C.UTF-8"
 TMP_DIR = ".tmp"
 
 INPUT_MODE = 0o444
+WORKDIR_MODE = 0o700
 
 ERROR_KILLED = "killed"
+
+__all__ = ["AttemptError", "AttemptExecutor", "CompletedAttempt", "local_path", "remove_tree"]
 
 
 @dataclass(frozen=True)
@@ -81,29 +94,6 @@ def local_path(root: Path, name: str) -> Path:
     return root.joinpath(*parts)
 
 
-def remove_tree(path: Path) -> None:
-    """Remove ``path`` and everything under it, even directories a task made read-only."""
-
-    def make_writable_and_retry(function: Callable[[str], object], failed: str, _: object) -> None:
-        parent = os.path.dirname(failed)
-        try:
-            os.chmod(parent, stat.S_IRWXU)
-            if os.path.isdir(failed) and not os.path.islink(failed):
-                os.chmod(failed, stat.S_IRWXU)
-            function(failed)
-        except FileNotFoundError:
-            pass
-
-    if path.is_symlink():
-        path.unlink()
-    elif not path.exists():
-        return
-    elif sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=make_writable_and_retry)
-    else:
-        shutil.rmtree(path, onerror=make_writable_and_retry)
-
-
 class _Tail:
     """The last ``limit`` bytes of a stream."""
 
@@ -127,6 +117,8 @@ class _TaskProcess(ProcessProtocol):
     def __init__(self, on_exited: Callable[[], None]) -> None:
         self.stdout = _Tail()
         self.stderr = _Tail()
+        # What the launcher said on its status pipe: nothing unless it could not start.
+        self.status = _Tail(4096)
         # Fires with the reason once the program has exited and its pipes are closed.
         self.ended: Deferred[None] = Deferred()
         self.reason: Failure | None = None
@@ -142,6 +134,8 @@ class _TaskProcess(ProcessProtocol):
             self.stdout.feed(data)
         elif child_fd == 2:
             self.stderr.feed(data)
+        elif child_fd == STATUS_FD:
+            self.status.feed(data)
 
     def processExited(self, reason: Failure) -> None:
         self._on_exited()
@@ -151,13 +145,25 @@ class _TaskProcess(ProcessProtocol):
         self.reason = reason
         self.ended.callback(None)
 
+    def refusal(self) -> tuple[str, str] | None:
+        """(kind, message) of the launcher's refusal to start the program, if it refused."""
+        text = self.status.text().strip()
+        if not text:
+            return None
+        try:
+            doc = json.loads(text.splitlines()[-1])
+            return str(doc["kind"]), str(doc["message"])
+        except (ValueError, KeyError, TypeError):
+            return "sandbox", text
+
 
 class AttemptExecutor:
     """Runs one :class:`Assignment` to its end and tells how it went.
 
     ``run`` never raises for a task's failure: every way an attempt can go wrong (an input that
     cannot be fetched, a crash, a timeout, a missing output) is a failed :class:`AttemptResult`.
-    ``kill`` may be called at any time and makes ``run`` return soon.
+    ``kill`` may be called at any time and makes ``run`` return soon; ``suspend`` and ``resume``
+    stop and continue its processes (a suspended attempt's timeout does not run).
     """
 
     log = Logger()
@@ -170,6 +176,7 @@ class AttemptExecutor:
         assignment: Assignment,
         limits: Mapping[str, int] | None = None,
         python: str = sys.executable,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.assignment = assignment
         self._reactor = reactor
@@ -180,20 +187,37 @@ class AttemptExecutor:
         if "/" in assignment.attempt:
             raise AttemptError(f"not an attempt id: {assignment.attempt!r}")
         self.workdir = local_path(work_root, assignment.attempt)
-        self._limits = dict(limits or {})
+        self._sandbox = sandbox if sandbox is not None else Sandbox()
+        self._limits = {**self._sandbox.limits, **(limits or {})}
         self._python = python
         self._killed = False
         self._timed_out = False
-        self._preparing: Deferred[Path] | None = None
+        self._preparing: Deferred[tuple[Path, str | None]] | None = None
         self._group: int | None = None
         self._exited = False
         self._timer: Deferred[None] | None = None
+        # When the timeout fires while it runs; the seconds it has left while suspended.
+        self._deadline: float | None = None
+        self._remaining: float | None = None
+        self._suspended_at: float | None = None
+        self._suspended_total = 0.0
+        self._gate: Deferred[None] | None = None
+        self._pinned: list[str] = []
+
+    @property
+    def process_group(self) -> int | None:
+        """The attempt's process group while its program runs."""
+        return None if self._exited else self._group
+
+    @property
+    def suspended(self) -> bool:
+        return self._suspended_at is not None
 
     async def run(self) -> CompletedAttempt:
         """Prepare, run and collect the attempt; on any failure a failed result, never an error."""
         try:
             self._preparing = Deferred.fromCoroutine(self._prepare())
-            program = await self._preparing
+            program, sha256 = await self._preparing
         except CancelledError:
             return self._failed(ERROR_KILLED)
         except Exception as e:
@@ -205,29 +229,67 @@ class AttemptExecutor:
             return self._failed(f"cannot prepare the attempt: {e}")
         finally:
             self._preparing = None
+        if self.suspended and not self._killed:
+            # Prepared while suspended: the program starts only once resumed.
+            self._gate = Deferred()
+            await self._gate
         if self._killed:
             return self._failed(ERROR_KILLED)
-        return await self._execute(program)
+        return await self._execute(program, sha256)
 
     def kill(self) -> None:
         """Stop the attempt now: its downloads, or every process it started."""
         self._killed = True
         if self._preparing is not None:
             self._preparing.cancel()
+        elif self._gate is not None:
+            self._open_gate()
         else:
             self._kill_group()
 
+    def suspend(self) -> None:
+        """Stop every process of the attempt where it is (SIGSTOP), its timeout with it."""
+        if self.suspended or self._killed:
+            return
+        now = _now(self._clock)
+        self._suspended_at = now
+        if self._timer is not None and self._deadline is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._remaining = max(0.0, self._deadline - now)
+        self._signal_group(signal.SIGSTOP)
+        self.log.info("attempt {attempt} suspended", attempt=self.assignment.attempt)
+
+    def resume(self) -> None:
+        """Continue a suspended attempt (SIGCONT) and its timeout."""
+        if self._suspended_at is None:
+            return
+        now = _now(self._clock)
+        self._suspended_total += now - self._suspended_at
+        self._suspended_at = None
+        self._signal_group(signal.SIGCONT)
+        if self._remaining is not None:
+            self._arm_timer(self._remaining)
+            self._remaining = None
+        self._open_gate()
+        self.log.info("attempt {attempt} resumed", attempt=self.assignment.attempt)
+
     def discard(self) -> None:
         """Remove the working directory (the outputs are already in the cache)."""
+        for digest in self._pinned:
+            self._cache.unpin(digest)
+        self._pinned.clear()
         remove_tree(self.workdir)
 
     # Preparation
 
-    async def _prepare(self) -> Path:
+    async def _prepare(self) -> tuple[Path, str | None]:
         a = self.assignment
         remove_tree(self.workdir)
         (self.workdir / TMP_DIR).mkdir(parents=True)
-        program = await self._program()
+        for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:
+            self._pin(digest)
+        program, sha256 = await self._program()
         # One input after the other: an attempt holds one transfer at a time, so the number
         # of the worker's transfers stays bounded by its slots.
         for item in a.inputs:
@@ -235,14 +297,18 @@ class AttemptExecutor:
             source = await self._cache.ensure(
                 item.digest, item.size, a.sources.get(item.digest, ())
             )
-            _place(source, destination)
-        return program
+            _place(source, destination, link=self._sandbox.user is not None)
+        if self._sandbox.user is not None:
+            self._hand_over(self._sandbox.user.uid, self._sandbox.user.gid)
+        return program, sha256
 
-    async def _program(self) -> Path:
+    async def _program(self) -> tuple[Path, str | None]:
+        """The program to run, and the digest its bytes must have."""
         binary = self.assignment.binary
         sources = self.assignment.sources.get(binary.digest, ())
         if not binary.bundle:
-            return await self._cache.ensure_program(binary.digest, binary.size, sources)
+            program = await self._cache.ensure_program(binary.digest, binary.size, sources)
+            return program, binary.digest
         directory = await self._cache.ensure_bundle(binary.digest, binary.size, sources)
         entry = local_path(directory, binary.entry or "")
         try:
@@ -254,7 +320,17 @@ class AttemptExecutor:
         if mode & 0o111 != 0o111:
             # Archives made on some systems lose the executable bit; the entry is meant to run.
             os.chmod(entry, stat.S_IMODE(mode) | 0o555)
-        return entry
+        return entry, self._cache.bundle_file_digest(binary.digest, binary.entry or "")
+
+    def _hand_over(self, uid: int, gid: int) -> None:
+        """Give the working directory's folders to the sandbox user; inputs stay read-only."""
+        for folder, _dirs, _files in os.walk(self.workdir):
+            os.chown(folder, uid, gid)
+        os.chmod(self.workdir, WORKDIR_MODE)
+
+    def _pin(self, digest: str) -> None:
+        self._cache.pin(digest)
+        self._pinned.append(digest)
 
     # Execution
 
@@ -279,12 +355,26 @@ class AttemptExecutor:
         env.update({f"{LIMIT_PREFIX}{name}": str(v) for name, v in self._limits.items()})
         return env
 
-    async def _execute(self, program: Path) -> CompletedAttempt:
+    async def _execute(self, program: Path, sha256: str | None) -> CompletedAttempt:
         a = self.assignment
         process = _TaskProcess(self._on_exited)
+        options = self._sandbox.launcher_options(self.workdir, sha256)
         # -I: the launcher must not be steered by the task's PYTHON* variables.
-        argv = [self._python, "-I", "-m", LAUNCHER_MODULE, "--", str(program), *a.args]
+        argv = [
+            self._python,
+            "-I",
+            "-m",
+            LAUNCHER_MODULE,
+            *options,
+            "--status-fd",
+            str(STATUS_FD),
+            "--",
+            str(program),
+            *a.args,
+        ]
         started = _now(self._clock)
+        # Only the time suspended while the program runs is taken off its duration.
+        self._suspended_total = 0.0
         try:
             transport: IProcessTransport = self._reactor.spawnProcess(  # type: ignore[misc]
                 process,  # type: ignore[arg-type]
@@ -292,6 +382,7 @@ class AttemptExecutor:
                 argv,  # type: ignore[arg-type]
                 env=self._environment(),
                 path=str(self.workdir),
+                childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
             )
         except OSError as e:
             return self._failed(f"cannot start the program: {e}")
@@ -305,12 +396,15 @@ class AttemptExecutor:
             pid=self._group,
         )
         if a.timeout is not None:
-            self._timer = deferLater(self._clock, a.timeout, self._time_out)
-            self._timer.addErrback(lambda f: f.trap(CancelledError))
+            self._arm_timer(a.timeout)
         await process.ended
         reason = process.reason
         assert reason is not None
-        duration = _now(self._clock) - started
+        ended = _now(self._clock)
+        suspended = self._suspended_total
+        if self._suspended_at is not None:
+            suspended += ended - self._suspended_at
+        duration = ended - started - suspended
         if self._timer is not None:
             self._timer.cancel()
         stdout, stderr = process.stdout.text(), process.stderr.text()
@@ -320,10 +414,16 @@ class AttemptExecutor:
             )
         if self._killed:
             return self._failed(ERROR_KILLED, stdout=stdout, stderr=stderr, duration=duration)
+        refusal = process.refusal()
         if not reason.check(ProcessDone):
             value: Any = reason.value
             assert isinstance(value, ProcessTerminated)
-            if value.signal is not None:
+            if refusal is not None:
+                kind, error = refusal
+                if kind == REFUSED_DIGEST:
+                    # Whatever changed the bytes, the next attempt must fetch them afresh.
+                    self._cache.forget(a.binary.digest, error)
+            elif value.signal is not None:
                 error = f"killed by signal {_signal_name(value.signal)}"
             else:
                 error = f"exited with status {value.exitCode}"
@@ -347,6 +447,11 @@ class AttemptExecutor:
         )
         return CompletedAttempt(result, files)
 
+    def _arm_timer(self, seconds: float) -> None:
+        self._deadline = _now(self._clock) + seconds
+        self._timer = deferLater(self._clock, seconds, self._time_out)
+        self._timer.addErrback(lambda f: f.trap(CancelledError))
+
     def _on_exited(self) -> None:
         self._exited = True
         # The program is gone; whatever it left running in the background would otherwise
@@ -358,22 +463,30 @@ class AttemptExecutor:
         self._timed_out = True
         self._kill_group()
 
+    def _open_gate(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None and not gate.called:
+            gate.callback(None)
+
     def _kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
         group = self._group
-        if group is None:
+        if group is None or (self._exited and signum != signal.SIGKILL):
             return
         try:
-            os.killpg(group, signal.SIGKILL)
+            os.killpg(group, signum)
         except ProcessLookupError:
             # No such group: the launcher has not called setsid yet, so it is alone. (Once the
             # program has exited its pid may be reused: never signal it by pid then.)
             if not self._exited:
                 try:
-                    os.kill(group, signal.SIGKILL)
+                    os.kill(group, signum)
                 except ProcessLookupError:
                     pass
         except PermissionError as e:
-            self.log.warn("cannot kill process group {group}: {error}", group=group, error=e)
+            self.log.warn("cannot signal process group {group}: {error}", group=group, error=e)
 
     # Outputs
 
@@ -385,11 +498,20 @@ class AttemptExecutor:
             # Moved out of the working directory before hashing, so the bytes hashed are the
             # bytes kept (the working directory is removed anyway).
             staged = self._cache.staging_path()
-            try:
-                os.replace(path, staged)
-            except OSError:
-                shutil.copyfile(path, staged)
+            if os.lstat(path).st_nlink > 1:
+                # Another name for the same file (an input, say): moving it and making it the
+                # worker's would change that file too.
+                _copy_no_follow(path, staged)
+            else:
+                try:
+                    os.replace(path, staged)
+                except OSError:
+                    _copy_no_follow(path, staged)
+            if os.stat(staged).st_uid != os.geteuid():
+                # Written by the sandbox user: the cache's files are the worker's alone.
+                os.chown(staged, os.geteuid(), os.getegid())
             digest, size = sha256_file(staged)
+            self._pin(digest)
             files[digest] = self._cache.adopt(staged, digest)
             outputs.append(OutputFile(name=name, digest=digest, size=size))
         return tuple(outputs), files
@@ -430,15 +552,23 @@ class AttemptExecutor:
         return CompletedAttempt(result, {})
 
 
-def _place(source: Path, destination: Path) -> None:
-    """Put a cached object at ``destination``: a hard link when possible, else a copy."""
+def _place(source: Path, destination: Path, link: bool) -> None:
+    """Put a cached object at ``destination``: a hard link if ``link`` and possible, else a copy."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(source, destination)
-    except OSError:
-        # Another file system, or one without hard links.
-        shutil.copyfile(source, destination)
-        os.chmod(destination, INPUT_MODE)
+    if link:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:
+            pass  # another file system, or one without hard links
+    shutil.copyfile(source, destination)
+    os.chmod(destination, INPUT_MODE)
+
+
+def _copy_no_follow(source: Path, destination: Path) -> None:
+    fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as src, destination.open("xb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _now(clock: IReactorTime) -> float:

@@ -1,20 +1,36 @@
-"""The shim that starts a task's program: ``python -m xwch.worker.launcher -- PROGRAM ARGS...``.
+"""The shim that starts a task's program: ``python -m xwch.worker.launcher [OPTIONS] -- PROGRAM ARGS``.
 
 Twisted's ``spawnProcess`` has no hook to run code in the child before ``exec``, and the executor
-needs two things there: a process group of the task's own (so that killing the attempt kills
-every process it started) and, optionally, resource limits. This module does both, then replaces
-itself with the program (same pid), so the executor sees the program's exit status directly.
+needs the attempt's sandbox set up there. In this order, the launcher:
 
-It imports nothing but the standard library, and does as little as possible: it runs for every
+1. makes a session of its own, hence a process group whose id is its pid, so that killing,
+   stopping or continuing the attempt reaches every process it started with one ``killpg``;
+2. checks that the program's bytes hash to the digest they were sent under (``--sha256``), so a
+   program changed on disk since it was verified never runs;
+3. sets resource limits: those of the ``XWCH_LIMIT_<RLIMIT>`` variables, and with
+   ``--processes N`` a process limit N above what the attempt's user already runs (the kernel
+   counts every process of a user against ``RLIMIT_NPROC``, and ignores it for root);
+4. with ``--writable DIR``, gives up writing anywhere but beneath DIR (Landlock), and any
+   privilege gain on ``exec`` (no_new_privs);
+5. with ``--user UID:GID``, becomes that user (a worker running as root runs tasks as nobody);
+
+then replaces itself with the program (same pid), so the executor sees the program's exit status.
+When a step fails, the launcher writes why, as one JSON line, on ``--status-fd`` (a pipe the
+executor reads; closed on exec, so silence means the program started) and exits 126.
+
+It imports nothing but the standard library and does as little as possible: it runs for every
 attempt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 # Resource limits come in variables named after the ``resource.RLIMIT_*`` they set, e.g.
 # ``XWCH_LIMIT_CPU=60`` or ``XWCH_LIMIT_AS=2147483648``; the value sets both soft and hard limit.
@@ -24,9 +40,64 @@ LIMIT_PREFIX = "XWCH_LIMIT_"
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
 
+# What the status line says went wrong ("kind" field).
+REFUSED_DIGEST = "digest"
+REFUSED_SANDBOX = "sandbox"
+REFUSED_EXEC = "exec"
+
+_BLOCK = 1 << 20
+
 
 class LaunchError(Exception):
-    """The launcher was called wrongly or cannot apply a limit."""
+    """The launcher was called wrongly or cannot set the sandbox up."""
+
+    def __init__(self, message: str, kind: str = REFUSED_SANDBOX) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Options:
+    program: str
+    args: list[str]
+    sha256: str | None = None
+    user: tuple[int, int] | None = None
+    writable: str | None = None
+    processes: int | None = None
+    status_fd: int | None = None
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    """``[--sha256 HEX] [--user UID:GID] [--writable DIR] [--processes N] [--status-fd FD]
+    -- PROGRAM [ARGS...]``."""
+    argv = list(argv)
+    if "--" not in argv:
+        raise LaunchError("usage: python -m xwch.worker.launcher [OPTIONS] -- PROGRAM [ARGS...]")
+    split = argv.index("--")
+    options, command = argv[:split], argv[split + 1 :]
+    if not command:
+        raise LaunchError("no program to run")
+    parsed = Options(program=command[0], args=command)
+    if len(options) % 2:
+        raise LaunchError(f"option without a value: {options[-1]}")
+    for name, value in zip(options[::2], options[1::2], strict=True):
+        try:
+            if name == "--sha256":
+                parsed.sha256 = value
+            elif name == "--user":
+                uid, gid = value.split(":")
+                parsed.user = (int(uid), int(gid))
+            elif name == "--writable":
+                parsed.writable = value
+            elif name == "--processes":
+                parsed.processes = int(value)
+            elif name == "--status-fd":
+                parsed.status_fd = int(value)
+            else:
+                raise LaunchError(f"unknown option {name}")
+        except ValueError:
+            raise LaunchError(f"bad value for {name}: {value!r}") from None
+    return parsed
 
 
 def parse_limits(environ: Mapping[str, str]) -> dict[str, int]:
@@ -59,20 +130,110 @@ def apply_limits(limits: Mapping[str, int]) -> None:
         resource.setrlimit(which, (value, value))
 
 
-def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """Set the child up and exec ``argv`` after ``--``; returns only when that fails."""
-    if not argv or argv[0] != "--" or len(argv) < 2:
-        print("usage: python -m xwch.worker.launcher -- PROGRAM [ARGS...]", file=sys.stderr)
-        return EXIT_CANNOT_EXECUTE
-    program, args = argv[1], list(argv[1:])
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_program(path: str, expected: str) -> None:
+    """Refuse a program whose bytes do not hash to ``expected``."""
     try:
-        limits = parse_limits(environ)
-        # A session of our own, hence a process group whose id is our pid: the executor kills
-        # the whole group with one killpg, children and grandchildren included.
-        os.setsid()
-        apply_limits(limits)
-    except (LaunchError, OSError) as e:
-        print(f"xwch-launcher: {e}", file=sys.stderr)
+        actual = file_sha256(path)
+    except OSError as e:
+        raise LaunchError(f"cannot read the program {path}: {e.strerror or e}", REFUSED_EXEC) from e
+    if actual != expected:
+        raise LaunchError(
+            f"the program's bytes do not match its digest {expected} (they hash to {actual}); "
+            "refusing to run it",
+            REFUSED_DIGEST,
+        )
+
+
+def tasks_of_user(uid: int, proc: str = "/proc") -> int | None:
+    """How many tasks (processes and threads, as RLIMIT_NPROC counts them) ``uid`` runs.
+
+    None where there is no ``/proc`` to count them.
+    """
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return None
+    count = 0
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        real_uid = threads = None
+        try:
+            with open(f"{proc}/{entry}/status", encoding="ascii", errors="replace") as f:
+                for line in f:
+                    if line.startswith("Uid:"):
+                        real_uid = int(line.split()[1])
+                    elif line.startswith("Threads:"):
+                        threads = int(line.split()[1])
+                        break
+        except (OSError, ValueError, IndexError):
+            continue
+        if real_uid == uid:
+            count += threads or 1
+    return count
+
+
+def set_up(options: Options, environ: Mapping[str, str]) -> None:
+    """Everything between the launcher's start and the exec (see the module's docstring)."""
+    limits = parse_limits(environ)
+    # A session of our own: the executor kills, stops and continues the whole group at once.
+    os.setsid()
+    if options.sha256 is not None:
+        verify_program(options.program, options.sha256)
+    if options.processes is not None:
+        uid = options.user[0] if options.user is not None else os.getuid()
+        running = tasks_of_user(uid)
+        if running is not None:
+            limits["NPROC"] = running + options.processes
+    apply_limits(limits)
+    if options.writable is not None:
+        from .landlock import LandlockError, restrict_writes
+
+        try:
+            restrict_writes([options.writable])
+        except LandlockError as e:
+            raise LaunchError(f"cannot confine writes to the working directory: {e}") from None
+    if options.user is not None:
+        uid, gid = options.user
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+
+def _report(status_fd: int | None, error: LaunchError) -> None:
+    print(f"xwch-launcher: {error}", file=sys.stderr, flush=True)
+    if status_fd is None:
+        return
+    line = json.dumps({"kind": error.kind, "message": str(error)}) + "\n"
+    try:
+        os.write(status_fd, line.encode())
+    except OSError:
+        pass
+
+
+def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """Set the child up and exec the program after ``--``; returns only when that fails."""
+    status_fd: int | None = None
+    try:
+        options = parse_options(argv)
+        status_fd = options.status_fd
+        if status_fd is not None:
+            # Closed by a successful exec: the executor hears nothing unless something failed.
+            os.set_inheritable(status_fd, False)
+        set_up(options, environ)
+    except LaunchError as e:
+        _report(status_fd, e)
+        return EXIT_CANNOT_EXECUTE
+    except OSError as e:
+        _report(status_fd, LaunchError(f"cannot set the attempt up: {e}"))
         return EXIT_CANNOT_EXECUTE
     # The limits are for the launcher to apply, not for the program to see.
     env = {k: v for k, v in environ.items() if not k.startswith(LIMIT_PREFIX)}
@@ -81,12 +242,15 @@ def launch(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     for signum in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(signum, signal.SIG_DFL)
     try:
-        os.execve(program, args, env)
+        os.execve(options.program, options.args, env)
     except FileNotFoundError:
-        print(f"xwch-launcher: {program}: not found", file=sys.stderr)
+        _report(status_fd, LaunchError(f"{options.program}: not found", REFUSED_EXEC))
         return EXIT_NOT_FOUND
     except OSError as e:
-        print(f"xwch-launcher: cannot run {program}: {e.strerror or e}", file=sys.stderr)
+        _report(
+            status_fd,
+            LaunchError(f"cannot run {options.program}: {e.strerror or e}", REFUSED_EXEC),
+        )
         return EXIT_CANNOT_EXECUTE
     raise AssertionError("unreachable: execve returns only by raising")
 

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -27,7 +26,7 @@ from twisted.internet.defer import (
     TimeoutError,
     gatherResults,
 )
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,17 +44,13 @@ from xwch.protocol import (
     Policy,
     ProtocolError,
     RunningAttempt,
-    Source,
     require_digest,
     require_object,
 )
 from xwch.transfer.backoff import Backoff
-from xwch.transfer.download import download_object
-from xwch.transfer.pacing import PacketPacer
-from xwch.transfer.upload import upload_file
+from xwch.transfer.meter import TransferReporter
 
-from .cache import ObjectCache
-from .executor import AttemptExecutor, CompletedAttempt, remove_tree
+from .executor import CompletedAttempt
 
 
 class Attempt(Protocol):
@@ -68,6 +63,19 @@ class Attempt(Protocol):
     def kill(self) -> None: ...
 
     def discard(self) -> None: ...
+
+    def suspend(self) -> None:
+        """Stop the attempt's processes where they are (and start none) until resumed."""
+
+    def resume(self) -> None: ...
+
+
+class EvictionLog(Protocol):
+    """Objects dropped from the cache, to tell the coordinator in the next Work Alive."""
+
+    def take_evicted(self) -> list[str]: ...
+
+    def restore_evicted(self, digests: Sequence[str]) -> None: ...
 
 
 class PolicyListener(Protocol):
@@ -84,6 +92,17 @@ StoreObject = Callable[[str, str, int, Path, str], Awaitable[None]]
 
 class RegistrationRefused(XwchError):
     """The coordinator refused to register this worker (a wrong token, most likely)."""
+
+
+@dataclass(frozen=True)
+class HeldAttempt:
+    """An attempt this worker holds, as ``xwch-worker status`` shows it."""
+
+    attempt: str
+    job: str
+    task: str
+    # "running", "suspended" or "reporting".
+    state: str
 
 
 @dataclass
@@ -126,6 +145,7 @@ class WorkerService(Service):
         store_object: StoreObject,
         pacer: PolicyListener,
         jitter: Callable[[], float] = random.random,
+        evictions: EvictionLog | None = None,
     ) -> None:
         self._reactor = reactor
         self._coordinator = coordinator
@@ -134,6 +154,11 @@ class WorkerService(Service):
         self._store_object = store_object
         self._pacer = pacer
         self._jitter = jitter
+        self._evictions = evictions
+        # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
+        self._slots = facts.slots
+        # Why the worker is suspended (see suspend()); None while it may compute.
+        self.suspended: str | None = None
         self.worker_id: str | None = None
         self.alive_interval: float | None = None
         # True once the coordinator answered 404 unknown_worker: register again.
@@ -179,7 +204,65 @@ class WorkerService(Service):
         # A slot is taken from the assignment until the result is reported: the next Work
         # Request then follows the result, so the coordinator may hand this worker the tasks
         # that result unblocked, whose inputs it holds.
-        return self.facts.slots - len(self._attempts)
+        return self._slots - len(self._attempts)
+
+    def held_attempts(self) -> list[HeldAttempt]:
+        """The attempts this worker holds and what each is doing."""
+        held = []
+        for attempt_id, record in self._attempts.items():
+            if record.dropped:
+                continue
+            if record.reporting:
+                state = "reporting"
+            else:
+                state = "running" if self.suspended is None else "suspended"
+            a = record.attempt.assignment
+            held.append(HeldAttempt(attempt_id, a.job, a.task, state))
+        return held
+
+    # The volunteer's preferences (see governor.py)
+
+    def set_slots(self, slots: int) -> None:
+        """Run at most ``slots`` attempts at once (never more than registered); running ones
+        above that finish first."""
+        slots = max(1, min(slots, self.facts.slots))
+        if slots != self._slots:
+            self.log.info("running at most {slots} attempts at once", slots=slots)
+            self._slots = slots
+            self._wake()
+
+    def suspend(self, reason: str) -> None:
+        """Stop the attempts' processes and ask for no work until :meth:`resume`.
+
+        Work Alive goes on, listing the attempts as suspended, so the coordinator does not
+        declare this worker lost.
+        """
+        was = self.suspended
+        self.suspended = reason
+        if was is not None:
+            return
+        for record in self._attempts.values():
+            if not record.dropped and not record.reporting:
+                record.attempt.suspend()
+
+    def resume(self) -> None:
+        """Continue the suspended attempts and ask for work again."""
+        if self.suspended is None:
+            return
+        self.suspended = None
+        for record in self._attempts.values():
+            if not record.dropped:
+                record.attempt.resume()
+        self._wake()
+
+    def give_back_held(self, why: str) -> None:
+        """Kill the attempts whose program has not ended, and give them back to run elsewhere."""
+        given = [h.attempt for h in self.held_attempts() if h.state != "reporting"]
+        if not given:
+            return
+        for attempt_id in given:
+            self._drop(attempt_id, f"given back: {why}")
+        self._in_background(self._give_back(given), "giveback")
 
     # Registration
 
@@ -260,8 +343,8 @@ class WorkerService(Service):
                 continue
             free = self.free_slots()
             worker_id = self.worker_id
-            if free <= 0:
-                # Woken when an attempt is reported (or we are found lost).
+            if free <= 0 or self.suspended is not None:
+                # Woken when an attempt is reported, on resume (or when we are found lost).
                 await self._nap(None)
                 continue
             try:
@@ -328,6 +411,9 @@ class WorkerService(Service):
                 self._refuse_assignment(doc, e)
                 continue
             record = self._attempts[assignment.attempt] = _Running(attempt)
+            if self.suspended is not None:
+                # Assigned by a Work Request sent before the suspension.
+                attempt.suspend()
             self.log.info(
                 "running attempt {attempt} of {job}/{task}",
                 attempt=assignment.attempt,
@@ -502,14 +588,27 @@ class WorkerService(Service):
     async def _send_alive(self) -> None:
         if self._lost or self._stopping:
             return
-        running = [RunningAttempt(a).to_json() for a in self.running_attempts()]
+        running = [
+            RunningAttempt(h.attempt, "suspended" if h.state == "suspended" else "running")
+            for h in self.held_attempts()
+        ]
+        body: dict[str, Any] = {"running": [r.to_json() for r in running]}
+        # Optional: lets the coordinator's catalog forget what this worker no longer caches.
+        evicted = self._evictions.take_evicted() if self._evictions is not None else []
+        if evicted:
+            body["evicted"] = evicted
+        # Optional: this worker's transfers since the last WA, for the coordinator's load estimate.
+        if isinstance(self._pacer, TransferReporter):
+            body["transfers"] = self._pacer.transfer_report().to_json()
         worker_id = self.worker_id
         try:
             reply = require_object(
-                await self._coordinator.post(self._worker_path("/alive"), {"running": running}),
+                await self._coordinator.post(self._worker_path("/alive"), body),
                 "alive",
             )
         except (Unreachable, ApiError, ProtocolError) as e:
+            if self._evictions is not None:
+                self._evictions.restore_evicted(evicted)
             if _is_unknown_worker(e):
                 self._declared_lost(worker_id)
             else:
@@ -669,34 +768,3 @@ def _timer(reactor: IReactorTime, delay: float, call: Callable[[], None]) -> Def
     d = deferLater(reactor, delay, call)
     d.addErrback(lambda f: f.trap(CancelledError))
     return d
-
-
-def make_worker_service(
-    reactor: IReactorTime,
-    coordinator: JsonApi,
-    warehouses: HTTPClient,
-    data_dir: Path,
-    facts: HostFacts,
-    rate_cap: float | None = None,
-) -> WorkerService:
-    """A worker with its object cache and work folders in ``data_dir``, on the real transfers."""
-    pacer = PacketPacer(policy=Policy(), rate_cap=rate_cap, reactor=reactor)
-
-    async def fetch(sources: Sequence[Source], digest: str, size: int, dest: Path) -> None:
-        await download_object(warehouses, sources, digest, size, dest, pacer, reactor)
-
-    async def store(url: str, digest: str, size: int, path: Path, capability: str) -> None:
-        await upload_file(warehouses, url, digest, size, path, capability, pacer, reactor)
-
-    cache = ObjectCache(data_dir / "cache", fetch)
-    work_root = data_dir / "work"
-    # Attempts are never resumed after a restart (the coordinator relaunched them elsewhere):
-    # whatever a previous run left in the work folder is garbage.
-    remove_tree(work_root)
-    work_root.mkdir(parents=True)
-    processes = IReactorProcess(reactor)
-
-    def new_attempt(assignment: Assignment) -> Attempt:
-        return AttemptExecutor(processes, cache, work_root, assignment)
-
-    return WorkerService(reactor, coordinator, facts, new_attempt, store, pacer)

@@ -89,6 +89,8 @@ class FakeCoordinator(Resource):
         self.registrations: list[HostFacts] = []
         self.work_requests: list[WorkRequest] = []
         self.alives: list[tuple[str, list[str]]] = []
+        # Each Work Alive's whole body (states of the attempts, evicted objects...).
+        self.alive_bodies: list[tuple[str, dict[str, Any]]] = []
         self.results: list[tuple[str, AttemptResult]] = []
         self.givebacks: list[tuple[str, list[str]]] = []
         self.upload_plans: list[list[ObjectRef]] = []
@@ -217,6 +219,7 @@ class FakeCoordinator(Resource):
             ids = [r.attempt for r in running]
             assert worker is not None
             self.alives.append((worker, ids))
+            self.alive_bodies.append((worker, dict(doc)))
             cancel = [a for a in ids if a in self.to_cancel or self.assigned.get(a) != worker]
             self.to_cancel -= set(cancel)
             return {"cancel": cancel, "policy": self.policy.to_json()}, {}

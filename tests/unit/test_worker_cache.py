@@ -148,3 +148,95 @@ def test_malformed_digest_never_names_a_path(tmp_path: Path) -> None:
     cache = ObjectCache(tmp_path, ScriptedFetch())
     with pytest.raises(CacheError):
         cache.path_for("../../etc/passwd")
+
+
+class EvictionTests(SynchronousTestCase):
+    """A cache over its limit drops what was used least recently, never what attempts hold."""
+
+    def setUp(self) -> None:
+        self.root = Path(self.mktemp())
+        self.fetch = ScriptedFetch()
+        self.cache = ObjectCache(self.root, self.fetch, limit=25)
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        self.fetch.objects[digest] = data
+        d = Deferred.fromCoroutine(self.cache.ensure(digest, len(data), SOURCES))
+        self.fetch.finish()
+        self.successResultOf(d)
+        return digest
+
+    def test_least_recently_used_objects_are_evicted_and_reported(self) -> None:
+        """Past the limit the oldest unused object goes; the Work Alive list names it once."""
+        first = self.put(b"0123456789")
+        second = self.put(b"abcdefghij")
+        # Used again: now the most recent.
+        self.successResultOf(Deferred.fromCoroutine(self.cache.ensure(first, 10, SOURCES)))
+        third = self.put(b"ABCDEFGHIJ")
+        self.assertTrue(self.cache.has(first) and self.cache.has(third))
+        self.assertFalse(self.cache.has(second))
+        self.assertEqual(self.cache.take_evicted(), [second])
+        self.assertEqual(self.cache.take_evicted(), [])
+        usage = self.cache.usage()
+        self.assertEqual((usage.used, usage.limit, usage.objects, usage.evicted), (20, 25, 2, 1))
+
+    def test_objects_in_use_are_not_evicted(self) -> None:
+        """An object a running attempt holds stays, even past the limit, until released."""
+        first = self.put(b"0123456789")
+        self.cache.pin(first)
+        second = self.put(b"abcdefghij")
+        self.put(b"ABCDEFGHIJ")
+        self.assertTrue(self.cache.has(first))
+        self.assertEqual(self.cache.take_evicted(), [second])
+        self.cache.unpin(first)
+        self.cache.set_limit(10)
+        self.assertFalse(self.cache.has(first))
+
+    def test_a_lower_limit_applies_at_once(self) -> None:
+        """Lowering the cache limit evicts down to it without waiting for a download."""
+        self.put(b"0123456789")
+        self.put(b"abcdefghij")
+        self.cache.set_limit(10)
+        self.assertEqual(self.cache.usage().used, 10)
+
+    def test_order_of_use_survives_a_restart(self) -> None:
+        """A restarted worker knows its cache's size and which objects were used last."""
+        first = self.put(b"0123456789")
+        second = self.put(b"abcdefghij")
+        os.utime(self.cache.path_for(first), (1000, 1000))
+        os.utime(self.cache.path_for(second), (2000, 2000))
+        again = ObjectCache(self.root, self.fetch, limit=15)
+        self.assertEqual(again.usage().used, 20)
+        again.set_limit(10)
+        self.assertFalse(again.has(first))
+        self.assertTrue(again.has(second))
+
+
+def test_tampered_bundle_is_unpacked_again(tmp_path: Path) -> None:
+    """A bundle changed on disk since it was unpacked is found out and unpacked afresh."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "run.sh").write_text("#!/bin/sh\necho good\n")
+    archive = tmp_path / "bundle.tar"
+    pack_bundle(source, archive)
+    data = archive.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    fetch = ScriptedFetch()
+    fetch.objects[digest] = data
+    cache = ObjectCache(tmp_path / "cache", fetch)
+    d = Deferred.fromCoroutine(cache.ensure_bundle(digest, len(data), SOURCES))
+    fetch.finish()
+    folder = d.result
+    entry = folder / "run.sh"
+    assert (
+        cache.bundle_file_digest(digest, "run.sh")
+        == hashlib.sha256(b"#!/bin/sh\necho good\n").hexdigest()
+    )
+    # Read-only, but its owner can change that: the next worker process checks.
+    assert folder.stat().st_mode & 0o222 == 0 and entry.stat().st_mode & 0o222 == 0
+    os.chmod(folder, 0o755)
+    os.chmod(entry, 0o755)
+    entry.write_text("#!/bin/sh\necho evil\n")
+    restarted = ObjectCache(tmp_path / "cache", fetch)
+    again = Deferred.fromCoroutine(restarted.ensure_bundle(digest, len(data), SOURCES))
+    assert (again.result / "run.sh").read_text() == "#!/bin/sh\necho good\n"

@@ -143,6 +143,15 @@ class ExecutorTests(TestCase):
         [output] = done.result.outputs
         self.assertEqual(self.cache.path_for(output.digest).read_bytes(), b"red\nP5\n")
 
+    async def test_a_task_cannot_change_its_inputs_for_the_next_task(self) -> None:
+        """A task that makes its input writable and overwrites it leaves the cache intact."""
+        done = await self.run_script(
+            "chmod u+w data.txt; echo evil > data.txt", inputs={"data.txt": b"good\n"}
+        )
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        digest = hashlib.sha256(b"good\n").hexdigest()
+        self.assertEqual(self.cache.path_for(digest).read_bytes(), b"good\n")
+
     async def test_bundle_runs_its_entry(self) -> None:
         """A bundle binary is unpacked once and its entry runs, finding its sibling files."""
         folder = self.root / "bundle-src"

@@ -58,6 +58,7 @@ class FakeAttempt:
         self.assignment = assignment
         self.killed = False
         self.discarded = False
+        self.suspended = False
         self._end: Deferred[CompletedAttempt] = Deferred()
 
     async def run(self) -> CompletedAttempt:
@@ -91,6 +92,26 @@ class FakeAttempt:
     def discard(self) -> None:
         self.discarded = True
 
+    def suspend(self) -> None:
+        self.suspended = True
+
+    def resume(self) -> None:
+        self.suspended = False
+
+
+class FakeEvictions:
+    """Digests the cache evicted, waiting for the next Work Alive."""
+
+    def __init__(self) -> None:
+        self.pending: list[str] = []
+
+    def take_evicted(self) -> list[str]:
+        taken, self.pending = self.pending, []
+        return taken
+
+    def restore_evicted(self, digests: list[str]) -> None:
+        self.pending[:0] = digests
+
 
 class FakePacer:
     def __init__(self) -> None:
@@ -107,6 +128,7 @@ class WorkerServiceTests(SynchronousTestCase):
         self.attempts: dict[str, FakeAttempt] = {}
         self.uploads: list[tuple[str, str, int, Path, str]] = []
         self.pacer = FakePacer()
+        self.evictions = FakeEvictions()
         self.service = self.make_service()
 
     def make_service(self, token: str | None = None) -> WorkerService:
@@ -119,6 +141,7 @@ class WorkerServiceTests(SynchronousTestCase):
             self.pacer,
             # The upper end of every backoff step: delays the tests can name.
             jitter=lambda: 1.0,
+            evictions=self.evictions,
         )
 
     def new_attempt(self, assignment: Assignment) -> FakeAttempt:
@@ -369,3 +392,70 @@ class WorkerServiceTests(SynchronousTestCase):
         self.successResultOf(d)
         self.assertEqual(self.coordinator.givebacks, [])
         self.assertTrue(self.attempts["a1"].killed)
+
+    def test_suspended_worker_stops_its_attempts_and_asks_for_no_work(self) -> None:
+        """A suspended worker stops its attempts and sends no Work Request until resumed."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        requests = len(self.coordinator.work_requests)
+        self.service.suspend("the computer is in use")
+        self.assertTrue(self.attempts["a1"].suspended)
+        self.clock.advance(WorkerService.IDLE_POLL_MAX * 10)
+        self.assertEqual(len(self.coordinator.work_requests), requests)
+        self.service.resume()
+        self.assertFalse(self.attempts["a1"].suspended)
+        self.assertEqual(len(self.coordinator.work_requests), requests + 1)
+
+    def test_work_alive_reports_suspended_attempts(self) -> None:
+        """While suspended, Work Alive goes on and names each attempt "suspended"."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.service.suspend("outside the allowed hours")
+        self.clock.advance(10.0)
+        self.service.resume()
+        self.clock.advance(10.0)
+        states = [body["running"] for _, body in self.coordinator.alive_bodies]
+        self.assertEqual(
+            states,
+            [[{"attempt": "a1", "state": "suspended"}], [{"attempt": "a1", "state": "running"}]],
+        )
+
+    def test_attempts_assigned_while_suspending_start_suspended(self) -> None:
+        """Work that arrives after the worker suspended (a request already sent) waits too."""
+        self.start()
+        self.service.suspend("busy")
+        self.coordinator.assign(assignment("a1"))
+        # The nap of an idle worker ends; it is suspended, so it does not ask again.
+        self.clock.advance(WorkerService.IDLE_POLL_MAX)
+        self.assertEqual(self.attempts, {})
+        self.service.resume()
+        self.assertFalse(self.attempts["a1"].suspended)
+
+    def test_give_back_held_kills_and_gives_back(self) -> None:
+        """Attempts given back are killed, not reported, and named in one giveback."""
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        self.service.give_back_held("suspended for more than 30 min")
+        self.assertEqual(self.coordinator.givebacks, [("w1", ["a1", "a2"])])
+        self.assertTrue(all(a.killed and a.discarded for a in self.attempts.values()))
+        self.assertEqual(self.coordinator.results, [])
+
+    def test_fewer_slots_ask_for_less_work(self) -> None:
+        """Lowering the slots in force asks for fewer tasks; never more than registered."""
+        self.service.set_slots(1)
+        self.start()
+        self.assertEqual(self.coordinator.work_requests[-1].free_slots, 1)
+        self.service.set_slots(8)
+        self.clock.advance(WorkerService.IDLE_POLL_MAX)
+        self.assertEqual(self.coordinator.work_requests[-1].free_slots, 2)
+
+    def test_evicted_objects_are_reported_once_in_work_alive(self) -> None:
+        """Objects evicted from the cache are named in the next Work Alive, then not again."""
+        self.start()
+        self.evictions.pending = ["e" * 64]
+        self.coordinator.fail_next("alive", 503, "busy")
+        self.clock.advance(10.0)
+        self.clock.advance(10.0)
+        self.clock.advance(10.0)
+        bodies = [body for _, body in self.coordinator.alive_bodies]
+        self.assertEqual([b.get("evicted") for b in bodies], [["e" * 64], None])

@@ -1,0 +1,218 @@
+"""``xwch-worker install`` and ``uninstall`` under a temporary HOME, systemd never called."""
+
+from __future__ import annotations
+
+import os
+import plistlib
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from xwch.config import read_toml
+from xwch.worker.__main__ import main
+from xwch.worker.install import UNIT_NAME, Setup, install, uninstall
+from xwch.worker.preferences import load_preferences
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class FakeRunner:
+    """Records the commands given to the service manager; answers each with ``status``."""
+
+    def __init__(self, status: int = 0) -> None:
+        self.commands: list[list[str]] = []
+        self.status = status
+
+    def __call__(self, command: Sequence[str]) -> int:
+        self.commands.append(list(command))
+        return self.status
+
+
+def setup_for(tmp_path: Path, platform: str = "linux", **environ: str) -> Setup:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return Setup(
+        home=home,
+        xwch_home=home / ".xwch",
+        platform=platform,
+        python="/opt/xwch venv/bin/python",
+        environ=environ,
+    )
+
+
+def test_install_writes_the_configuration_and_a_user_unit(tmp_path: Path) -> None:
+    """Install writes worker.toml (owner-only) and a systemd user unit that runs the worker."""
+    setup = setup_for(tmp_path, XWCH_NO_SYSTEMCTL="1", USER="ada")
+    runner = FakeRunner()
+    said = install(
+        setup,
+        {"coordinator": "http://coord:8750", "token": "T0K3N", "idle_minutes": 5},
+        runner,
+    )
+    assert read_toml(setup.config) == {
+        "coordinator": "http://coord:8750",
+        "token": "T0K3N",
+        "idle_minutes": 5,
+    }
+    assert setup.config.stat().st_mode & 0o777 == 0o600
+    unit = (setup.home / ".config" / "systemd" / "user" / UNIT_NAME).read_text()
+    assert 'ExecStart="/opt/xwch venv/bin/python" -m xwch.worker run' in unit
+    assert f"Environment=XWCH_HOME={setup.xwch_home}" in unit
+    assert "WantedBy=default.target" in unit
+    assert "Restart=on-failure" in unit
+    # Not enabled here: the volunteer is told what to run.
+    assert runner.commands == []
+    assert (
+        "to start it now and with each session, run: systemctl --user daemon-reload && "
+        "systemctl --user enable --now xwch-worker.service"
+    ) in said
+    assert "loginctl enable-linger ada" in said[-1]
+
+
+def test_install_enables_the_unit_where_a_user_bus_answers(tmp_path: Path) -> None:
+    """With systemctl and a user bus, install reloads systemd and enables the unit now."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    (runtime / "bus").touch()
+    setup = setup_for(tmp_path, XDG_RUNTIME_DIR=str(runtime))
+    runner = FakeRunner()
+    if not setup.service_manager_usable():
+        pytest.skip("no systemctl on this machine")
+    said = install(setup, {"coordinator": "http://c", "token": "t"}, runner)
+    assert runner.commands == [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", "--now", UNIT_NAME],
+    ]
+    assert "the worker is running, and will start with each session" in said
+
+
+def test_a_failing_systemctl_is_reported_with_the_commands(tmp_path: Path) -> None:
+    """When systemctl fails the volunteer is told which command failed and what to run."""
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    (runtime / "bus").touch()
+    setup = setup_for(tmp_path, XDG_RUNTIME_DIR=str(runtime))
+    if not setup.service_manager_usable():
+        pytest.skip("no systemctl on this machine")
+    said = install(setup, {"coordinator": "http://c", "token": "t"}, FakeRunner(status=1))
+    assert any(line.startswith("`systemctl --user daemon-reload` failed") for line in said)
+
+
+def test_reinstalling_keeps_earlier_preferences(tmp_path: Path) -> None:
+    """Installing again with new flags changes those, and keeps the other preferences."""
+    setup = setup_for(tmp_path, XWCH_NO_SYSTEMCTL="1")
+    install(setup, {"coordinator": "http://c", "token": "t", "idle_minutes": 5}, FakeRunner())
+    install(setup, {"coordinator": "http://c", "token": "t2", "hours": "22-7"}, FakeRunner())
+    assert read_toml(setup.config) == {
+        "coordinator": "http://c",
+        "token": "t2",
+        "idle_minutes": 5,
+        "hours": "22-7",
+    }
+
+
+def test_uninstall_removes_everything(tmp_path: Path) -> None:
+    """Uninstall removes the unit, the configuration and the worker's data."""
+    setup = setup_for(tmp_path, XWCH_NO_SYSTEMCTL="1")
+    install(setup, {"coordinator": "http://c", "token": "t"}, FakeRunner())
+    data = setup.xwch_home / "worker" / "cache" / "bundles" / "x"
+    data.mkdir(parents=True)
+    data.chmod(0o555)
+    (setup.xwch_home / "client.toml").write_text('token = "client"\n')
+    runner = FakeRunner()
+    said = uninstall(setup, runner)
+    assert not setup.unit_path.exists()
+    assert not setup.config.exists()
+    assert not (setup.xwch_home / "worker").exists()
+    # The client's configuration is not the worker's to remove.
+    assert (setup.xwch_home / "client.toml").exists()
+    assert f"removed {setup.unit_path}" in said
+    assert runner.commands == []
+    assert uninstall(setup, runner) == ["nothing to remove: the worker is not installed here"]
+
+
+def test_install_on_macos_writes_a_launchd_agent(tmp_path: Path) -> None:
+    """On macOS install writes a launch agent that starts at login and restarts on failure."""
+    setup = setup_for(tmp_path, platform="darwin", XWCH_NO_SYSTEMCTL="1")
+    said = install(setup, {"coordinator": "http://c", "token": "t"}, FakeRunner())
+    plist = plistlib.loads(setup.plist_path.read_bytes())
+    assert plist["ProgramArguments"] == ["/opt/xwch venv/bin/python", "-m", "xwch.worker", "run"]
+    assert plist["RunAtLoad"] is True
+    assert plist["EnvironmentVariables"] == {"XWCH_HOME": str(setup.xwch_home)}
+    assert f"run: launchctl load -w {setup.plist_path}" in said[-1]
+    uninstall(setup, FakeRunner())
+    assert not setup.plist_path.exists()
+
+
+def test_install_elsewhere_says_how_to_run_it(tmp_path: Path) -> None:
+    """Without a supported service manager, install says how to start the worker by hand."""
+    setup = setup_for(tmp_path, platform="freebsd14")
+    said = install(setup, {"coordinator": "http://c", "token": "t"}, FakeRunner())
+    assert said[-1].startswith("no service manager support on freebsd14: start the worker with")
+    assert setup.config.exists()
+
+
+def test_install_command_takes_preferences_as_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``xwch-worker install --coordinator URL --token T --max-cpus 50% ...`` for this user."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
+    monkeypatch.setenv("XWCH_NO_SYSTEMCTL", "1")
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    main(
+        [
+            "install",
+            "--coordinator",
+            "http://coord:8750",
+            "--token",
+            "T",
+            "--max-cpus",
+            "50%",
+            "--idle-minutes",
+            "5",
+            "--download-rate",
+            "2M",
+            "--hours",
+            "22:00-07:00",
+        ]
+    )
+    config = tmp_path / "xwch" / "worker.toml"
+    assert read_toml(config) == {
+        "coordinator": "http://coord:8750",
+        "token": "T",
+        "max_cpus": "50%",
+        "idle_minutes": 5,
+        "download_rate": "2M",
+        "hours": "22:00-07:00",
+    }
+    assert load_preferences(config).download_rate == 2 << 20
+    unit = tmp_path / ".config" / "systemd" / "user" / UNIT_NAME
+    assert unit.exists()
+    assert f"wrote {unit}" in capsys.readouterr().out
+    main(["uninstall"])
+    assert not unit.exists() and not config.exists()
+
+
+def test_install_command_refuses_a_bad_preference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong preference flag exits 2 naming it, and installs nothing."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
+    with pytest.raises(SystemExit) as exit:
+        main(["install", "--coordinator", "http://c", "--token", "T", "--max-cpus", "200%"])
+    assert exit.value.code == 2
+    assert "--max-cpus: must be between 0 and 100" in capsys.readouterr().err
+    assert not (tmp_path / "xwch").exists()
+
+
+def test_installer_script_is_valid_shell() -> None:
+    """The one-line installer parses as POSIX shell and runs ``xwch-worker install``."""
+    script = REPO / "install-worker.sh"
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    text = script.read_text()
+    assert 'xwch-worker" install' in text or "xwch-worker install" in text
+    assert os.access(script, os.X_OK)
