@@ -8,9 +8,9 @@ or not:
   the time since the keyboard or mouse last raised an interrupt (``/proc/interrupts`` lines of
   ``i8042``, the PS/2 controller of laptops' built-in keyboards and touchpads). None when
   neither can be read: the governor treats an unknown idle time as idle, so a machine without
-  these never waits for an absent user. (A USB keyboard in a graphical session shares its
-  interrupt with other USB devices and touches no terminal: such input goes unseen until a
-  reading of the session's own idle time joins these.)
+  these never waits for an absent user. A graphical session's own idle time joins them: what
+  systemd-logind says of its graphical sessions (``IdleHint``/``IdleSinceHint``, kept current
+  by GNOME, KDE and most desktops), which sees USB keyboards and mice the other two miss.
 - **other programs' CPU load**: the share of the whole machine busy since the last reading, minus
   what the worker and its attempts' process groups used.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
@@ -80,6 +81,69 @@ def input_interrupts(text: str) -> int | None:
     return total
 
 
+# A reading runs every few seconds; a stuck loginctl must not hold the worker.
+LOGINCTL_TIMEOUT = 2.0
+_GRAPHICAL = ("x11", "wayland", "mir")
+
+
+def logind_sessions() -> str | None:
+    """``loginctl show-session`` of every session (Type, IdleHint, IdleSinceHint), or None."""
+    try:
+        listed = subprocess.run(
+            ["loginctl", "list-sessions", "--no-legend"],
+            capture_output=True,
+            text=True,
+            timeout=LOGINCTL_TIMEOUT,
+            check=True,
+        )
+        ids = [line.split()[0] for line in listed.stdout.splitlines() if line.strip()]
+        if not ids:
+            return None
+        shown = subprocess.run(
+            [
+                "loginctl",
+                "show-session",
+                *ids,
+                "-p",
+                "Type",
+                "-p",
+                "IdleHint",
+                "-p",
+                "IdleSinceHint",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=LOGINCTL_TIMEOUT,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # no systemd, no bus (a container), or no logind: not a source here
+    return shown.stdout
+
+
+def graphical_idle_seconds(text: str, now: float) -> float | None:
+    """How long the least idle graphical session has been idle, from ``show-session`` output.
+
+    Blocks of ``Key=value`` lines, one block a session, blank lines between. ``IdleSinceHint``
+    is in microseconds since the epoch. None when there is no graphical session.
+    """
+    found: list[float] = []
+    for block in text.split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        if fields.get("Type") not in _GRAPHICAL:
+            continue
+        if fields.get("IdleHint") != "yes":
+            found.append(0.0)
+            continue
+        try:
+            since = int(fields.get("IdleSinceHint", "0")) / 1e6
+        except ValueError:
+            continue
+        if since > 0:
+            found.append(max(0.0, now - since))
+    return min(found) if found else None
+
+
 class SystemReadings:
     """:class:`HostReadings` of the machine the worker runs on."""
 
@@ -89,7 +153,9 @@ class SystemReadings:
         interrupts: Path = Path("/proc/interrupts"),
         wall: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        logind: Callable[[], str | None] | None = None,
     ) -> None:
+        self._logind = logind or logind_sessions
         self._dev = dev
         self._interrupts = interrupts
         self._wall = wall
@@ -102,9 +168,17 @@ class SystemReadings:
     # Idle time
 
     def idle_seconds(self) -> float | None:
-        sources = (tty_idle_seconds(self._dev, self._wall()), self._interrupt_idle())
+        sources = (
+            tty_idle_seconds(self._dev, self._wall()),
+            self._interrupt_idle(),
+            self._session_idle(),
+        )
         found = [seconds for seconds in sources if seconds is not None]
         return min(found) if found else None
+
+    def _session_idle(self) -> float | None:
+        text = self._logind()
+        return None if text is None else graphical_idle_seconds(text, self._wall())
 
     def _interrupt_idle(self) -> float | None:
         try:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from xwch.worker.readings import (
     SystemReadings,
+    graphical_idle_seconds,
     input_interrupts,
     our_cpu_seconds,
     tty_idle_seconds,
@@ -53,7 +54,10 @@ def test_input_interrupts_reset_the_idle_time(tmp_path: Path) -> None:
     interrupts.write_text(INTERRUPTS)
     now = [0.0]
     readings = SystemReadings(
-        dev=tmp_path / "no-dev", interrupts=interrupts, monotonic=lambda: now[0]
+        dev=tmp_path / "no-dev",
+        interrupts=interrupts,
+        monotonic=lambda: now[0],
+        logind=lambda: None,
     )
     now[0] = 300.0
     assert readings.idle_seconds() == 300.0
@@ -66,8 +70,33 @@ def test_input_interrupts_reset_the_idle_time(tmp_path: Path) -> None:
 
 def test_idle_is_unknown_without_any_source(tmp_path: Path) -> None:
     """Neither terminals nor input interrupts: the idle time is unknown (treated as idle)."""
-    readings = SystemReadings(dev=tmp_path, interrupts=tmp_path / "none")
+    readings = SystemReadings(dev=tmp_path, interrupts=tmp_path / "none", logind=lambda: None)
     assert readings.idle_seconds() is None
+
+
+SESSIONS = """Type=tty
+IdleHint=yes
+IdleSinceHint=1000000000
+
+Type=wayland
+IdleHint=yes
+IdleSinceHint=1700000000000000
+"""
+
+
+def test_graphical_session_idle_time_comes_from_logind() -> None:
+    """A desktop session idle since a given time counts from then; terminals' blocks are ignored."""
+    assert graphical_idle_seconds(SESSIONS, now=1_700_000_600.0) == 600.0
+    active = SESSIONS.replace("Type=wayland\nIdleHint=yes", "Type=wayland\nIdleHint=no")
+    assert graphical_idle_seconds(active, now=1_700_000_600.0) == 0.0
+    assert graphical_idle_seconds("Type=tty\nIdleHint=no\n", now=1.0) is None
+
+
+def test_a_user_active_on_the_desktop_is_not_idle(tmp_path: Path) -> None:
+    """Input on a USB keyboard in a graphical session (seen by logind) means the user is there."""
+    active = SESSIONS.replace("Type=wayland\nIdleHint=yes", "Type=wayland\nIdleHint=no")
+    readings = SystemReadings(dev=tmp_path, interrupts=tmp_path / "none", logind=lambda: active)
+    assert readings.idle_seconds() == 0.0
 
 
 def test_other_programs_load_is_a_percentage_after_a_first_reading() -> None:
