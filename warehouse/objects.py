@@ -101,19 +101,7 @@ class ObjectStore:
         if hasher.hexdigest() != digest:
             part.unlink(missing_ok=True)
             raise DigestMismatch(f"the bytes received for {digest} hash to {hasher.hexdigest()}")
-        target = self._object_path(digest)
-        target.parent.mkdir(exist_ok=True)
-        with part.open("rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            # The bytes must be on disk before the name that promises them.
-            os.fsync(f.fileno())
-        existed = target.exists()
-        os.replace(part, target)
-        fsync_directory(target.parent)
-        if not existed:
-            with self._lock:
-                self._count += 1
-        return size
+        return self.adopt(part, digest)
 
     def fetch_path(self, digest: str) -> Path:
         """Where a copy from another warehouse is downloaded before it is adopted."""
@@ -121,11 +109,12 @@ class ObjectStore:
         return self._incoming / f"{digest}.fetch"
 
     def adopt(self, path: Path, digest: str) -> int:
-        """Make a downloaded, already verified file the object ``digest``; its size."""
+        """Make a file whose bytes were verified to hash to ``digest`` that object; its size."""
         target = self._object_path(digest)
         target.parent.mkdir(exist_ok=True)
         with path.open("rb") as f:
             size = os.fstat(f.fileno()).st_size
+            # The bytes must be on disk before the name that promises them.
             os.fsync(f.fileno())
         existed = target.exists()
         os.replace(path, target)
