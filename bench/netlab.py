@@ -360,7 +360,14 @@ def _fetch(args: argparse.Namespace) -> None:
     async def run() -> None:
         started = time.monotonic()
         await download_object(
-            http, [Source(args.url, cap)], args.digest, args.size, Path(args.dest), pacer, reactor
+            http,
+            [Source(args.url, cap)],
+            args.digest,
+            args.size,
+            Path(args.dest),
+            pacer,
+            reactor,
+            durable=args.durable,
         )
         _say({"t": time.monotonic(), "bytes": meter.total_received})
         _say({"done": True, "seconds": time.monotonic() - started})
@@ -461,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     fetch.add_argument("--download-cap", type=float)
     fetch.add_argument("--every", type=float, default=0.1)
     fetch.add_argument("--packets", action="store_true")
+    # The worker's cache downloads without fsync (worker/crashsafe.py); --durable as warehouses.
+    fetch.add_argument("--durable", action="store_true")
     sink = sub.add_parser("sink")
     sink.add_argument("--host", default="0.0.0.0")
     sink.add_argument("--port", type=int, default=0)

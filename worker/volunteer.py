@@ -19,6 +19,7 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from xwch.http import JsonApi
@@ -28,6 +29,7 @@ from xwch.transfer.pacing import PacketPacer
 from xwch.transfer.upload import upload_file
 
 from .cache import ObjectCache
+from .crashsafe import begin_run, current_boot_id, end_run
 from .executor import AttemptExecutor
 from .files import remove_tree
 from .governor import Governor
@@ -73,11 +75,15 @@ class Volunteer(MultiService):
         pacer = self.pacer
 
         async def fetch(sources: Sequence[Source], digest: str, size: int, dest: Path) -> None:
-            await download_object(warehouses, sources, digest, size, dest, pacer, reactor)
+            # Without fsync: the cache is dropped if a crash may have torn it (crashsafe).
+            await download_object(
+                warehouses, sources, digest, size, dest, pacer, reactor, durable=False
+            )
 
         async def store(url: str, digest: str, size: int, path: Path, capability: str) -> None:
             await upload_file(warehouses, url, digest, size, path, capability, pacer, reactor)
 
+        begin_run(data_dir / "cache", current_boot_id())
         self.cache = ObjectCache(data_dir / "cache", fetch, preferences.cache_limit)
         work_root = data_dir / "work"
         # Attempts are never resumed after a restart (the coordinator relaunched them
@@ -122,6 +128,14 @@ class Volunteer(MultiService):
             self.watcher.setServiceParent(self)
         self.governor.setServiceParent(self)
         self.service.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        async def stop() -> None:
+            await maybeDeferred(super(Volunteer, self).stopService)
+            # Every attempt is over and every download has ended: the cache can be trusted.
+            end_run(self.cache.root)
+
+        return Deferred.fromCoroutine(stop())
 
     def apply(self, preferences: Preferences) -> None:
         """New preferences, in force at once (per-task limits: for attempts starting from now)."""

@@ -73,7 +73,9 @@ class Downloader:
         pacer: PacketPacer,
         reactor: IReactorTime,
         random: Callable[[], float] = _random.random,
+        durable: bool = True,
     ) -> None:
+        self._durable = durable
         self._http = http
         self._sources = list(sources)
         self._digest = require_digest(digest, "digest")
@@ -100,7 +102,7 @@ class Downloader:
     async def _run(self) -> None:
         await self._resume()
         with self._part.open("ab") as out:
-            sink = PartSink(out, self._hasher, self._reactor)
+            sink = PartSink(out, self._hasher, self._reactor, durable=self._durable)
             try:
                 if self._offset < self._size:
                     await self._fetch_all(sink)
@@ -115,7 +117,8 @@ class Downloader:
                 f"{self._hasher.hexdigest()}"
             )
         os.replace(self._part, self._dest)
-        fsync_directory(self._dest.parent)
+        if self._durable:
+            fsync_directory(self._dest.parent)
 
     async def _resume(self) -> None:
         """Hash what a broken download left, so it continues from there."""
@@ -278,11 +281,16 @@ async def download_object(
     dest: Path,
     pacer: PacketPacer,
     reactor: IReactorTime,
+    durable: bool = True,
 ) -> None:
     """Download object ``digest`` of ``size`` bytes to ``dest``, from the first source that works.
+
+    ``durable``: the bytes reach the disk (fsync) before ``dest`` names them, so even a power
+    loss leaves no wrong object. A cache that can tell when a crash may have cost it unflushed
+    bytes, and then drops what it held (the worker's), passes False and saves the fsync.
 
     Resumes from ``<dest>.part`` if a previous try left one. Raises :class:`DigestMismatch`
     (and deletes the part file) if the bytes do not hash to ``digest``; the last source's
     :class:`Unreachable` or :class:`ApiError` when every source kept failing.
     """
-    await Downloader(http, sources, digest, size, dest, pacer, reactor).run()
+    await Downloader(http, sources, digest, size, dest, pacer, reactor, durable=durable).run()

@@ -30,7 +30,11 @@ class PartSink:
     # end in a second-long fsync.
     FLUSH_EVERY = 64 * 1024 * 1024
 
-    def __init__(self, out: BinaryIO, hasher: _Hash, reactor: IReactorTime) -> None:
+    def __init__(
+        self, out: BinaryIO, hasher: _Hash, reactor: IReactorTime, durable: bool = True
+    ) -> None:
+        # Not durable: no fsync at all; the file is complete once written (a cache's choice).
+        self._durable = durable
         self._out = out
         self._hasher = hasher
         self._reactor = reactor
@@ -44,7 +48,12 @@ class PartSink:
         await self._settle_write()
         self._pending = self._run(self._write_thd, data)
         self._unflushed += len(data)
-        if self._unflushed >= self.FLUSH_EVERY and self._flushing is None and self._threaded:
+        if (
+            self._durable
+            and self._unflushed >= self.FLUSH_EVERY
+            and self._flushing is None
+            and self._threaded
+        ):
             self._unflushed = 0
             flushing = self._flushing = self._run(self._flush_thd)
 
@@ -57,9 +66,12 @@ class PartSink:
             flushing.addBoth(flushed)
 
     async def close(self) -> None:
-        """Wait for every write and flush; then the file is on disk (fsync)."""
+        """Wait for every write and flush; then the file is on disk (fsync) if durable."""
         await self.drain()
-        await self._run(self._flush_thd)
+        if self._durable:
+            await self._run(self._flush_thd)
+        else:
+            await self._run(self._out.flush)
 
     async def drain(self) -> None:
         """Wait for what is in flight, without a final flush (a download that stops)."""
