@@ -15,11 +15,12 @@ from typing import Any, NoReturn
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import react
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger
 
 from xwch.config import resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
+from xwch.logs import start_logging
 from xwch.transfer.rates import parse_rate
 
 from .objects import ObjectStore
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as e:
         _usage_error(f"--listen {args.listen}: {e}")
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    start_logging()
     coordinator = JsonApi(make_http_client(reactor), endpoint.url, endpoint.token, reactor)
     service = WarehouseService(
         reactor, store, coordinator, args.public_url, args.site, args.listen, http=coordinator.http

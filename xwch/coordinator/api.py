@@ -16,6 +16,7 @@ from xwch.coordinator.tasks import (
     MissingObjects,
     NotYourAttempt,
     TasksManager,
+    UnknownJob,
 )
 from xwch.coordinator.web import ApiRequest, HttpError, Route
 from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
@@ -57,6 +58,8 @@ def map_error(e: Exception) -> HttpError | None:
         return HttpError(403, "forbidden", str(e))
     if isinstance(e, Busy):
         return HttpError(503, "busy", str(e), retry_after=e.retry_after)
+    if isinstance(e, UnknownJob):
+        return HttpError(404, "not_found", str(e))
     if isinstance(e, JobStillRunning):
         return HttpError(409, "job_running", str(e))
     if isinstance(e, NoWarehouse):

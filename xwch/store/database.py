@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from twisted.internet.defer import Deferred
@@ -20,7 +20,6 @@ from twisted.python.threadpool import ThreadPool
 
 from xwch.store.schema import migrate_thd
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -101,7 +100,3 @@ class Database:
     def _in_transaction(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         with self.engine.begin() as conn:
             return fn(conn, *args, **kwargs)
-
-    def run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(conn, ...)`` right here; only for command-line tools with no reactor."""
-        return self._in_transaction(fn, *args, **kwargs)

@@ -8,6 +8,7 @@ from typing import Any
 from treq.testing import StubTreq
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
+from xwch.protocol import HostFacts
 from xwch.store import tokens
 
 
@@ -40,6 +41,13 @@ class ApiTests(CoordinatorTestCase):
         content = self.successResultOf(response.content())
         self.http.flush()
         return response.code, json.loads(content), response.headers
+
+    def register_worker(self) -> str:
+        """A worker registered through the API; its id."""
+        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0)
+        code, reg, _ = self.call("POST", "/workers", role="worker", body=facts.to_json())
+        self.assertEqual(code, 201)
+        return str(reg["worker_id"])
 
     def test_missing_or_unknown_token_is_refused(self) -> None:
         """Nothing is open: a request without a valid token gets 401 and a reason."""
@@ -115,25 +123,11 @@ class ApiTests(CoordinatorTestCase):
 
     def test_work_requests_beyond_the_limit_are_told_to_retry_after(self) -> None:
         """Past the admission limit a worker is told to retry later, not queued."""
-        code, reg, _ = self.call(
-            "POST",
-            "/workers",
-            role="worker",
-            body={
-                "name": "h",
-                "address": "127.0.0.1",
-                "platform": "linux-x86_64",
-                "cores": 2,
-                "memory": 1,
-                "slots": 2,
-                "performance": 1.0,
-            },
-        )
-        self.assertEqual(code, 201)
+        worker = self.register_worker()
         self.coordinator.communication.max_work_requests = 0
         code, body, headers = self.call(
             "POST",
-            f"/workers/{reg['worker_id']}/work",
+            f"/workers/{worker}/work",
             role="worker",
             body={"performance": 1.0, "free_slots": 2},
         )
@@ -171,21 +165,7 @@ class ApiTests(CoordinatorTestCase):
         """`workers` shows how many tasks each worker has completed."""
         from tests.unit.coordinator.harness import digest_of
 
-        code, reg, _ = self.call(
-            "POST",
-            "/workers",
-            role="worker",
-            body={
-                "name": "h",
-                "address": "127.0.0.1",
-                "platform": "linux-x86_64",
-                "cores": 2,
-                "memory": 1,
-                "slots": 2,
-                "performance": 1.0,
-            },
-        )
-        worker = reg["worker_id"]
+        worker = self.register_worker()
         self.call("POST", "/jobs", role="client", body=wire_job([{"id": "x", "outputs": ["o"]}]))
         code, work, _ = self.call(
             "POST",
