@@ -144,6 +144,28 @@ class Policy:
         )
 
 
+# Hex digits of a digest a worker's cache report carries (64 bits; see coordinator/caches.py).
+CACHE_PREFIX = 16
+# At most this many prefixes in a registration (the most recently used first): 1.7 MB of JSON.
+CACHE_REPORT_MAX = 100_000
+_HEX = frozenset("0123456789abcdef")
+
+
+def _cache_prefixes(value: object, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ProtocolError(f"{where}: expected a list of digest prefixes")
+    if len(value) > CACHE_REPORT_MAX:
+        raise ProtocolError(f"{where}: at most {CACHE_REPORT_MAX} prefixes, got {len(value)}")
+    for n, item in enumerate(value):
+        if not (isinstance(item, str) and len(item) == CACHE_PREFIX and set(item) <= _HEX):
+            raise ProtocolError(
+                f"{where}[{n}]: expected {CACHE_PREFIX} lowercase hex digits of a digest"
+            )
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class HostFacts:
     """What a worker tells of its machine in its Register Request."""
@@ -156,9 +178,12 @@ class HostFacts:
     slots: int
     performance: float
     site: str | None = None
+    # What its cache holds, as digest prefixes of CACHE_PREFIX hex digits (compact: a hint for
+    # the scheduler's locality, not a promise). Optional on the wire.
+    cached: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "name": self.name,
             "address": self.address,
             "platform": self.platform,
@@ -168,6 +193,9 @@ class HostFacts:
             "performance": self.performance,
             "site": self.site,
         }
+        if self.cached:
+            doc["cached"] = list(self.cached)
+        return doc
 
     @classmethod
     def from_json(cls, doc: object, where: str = "register") -> HostFacts:
@@ -181,6 +209,7 @@ class HostFacts:
             slots=get_field(d, "slots", int, where),
             performance=float(get_field(d, "performance", NUMBER, where)),
             site=get_optional(d, "site", str, where),
+            cached=_cache_prefixes(d.get("cached"), f"{where}.cached"),
         )
         if facts.slots < 1 or facts.cores < 1:
             raise ProtocolError(f"{where}: slots and cores must be at least 1")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xwch.config import DEFAULT_PORT, xwch_home
+from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.protocol import ROLES
 from xwch.store.database import default_url
 
@@ -70,6 +71,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="silence after which a warehouse is taken for gone (default 60)",
     )
+    parser.add_argument(
+        "--scheduler",
+        choices=POLICIES,
+        default=POLICY_LOCALITY,
+        help="scheduling policy: locality (data locality, worker speed, fair share; the "
+        "default) or fifo (priority, then submission order; blind to data and speed)",
+    )
+    parser.add_argument(
+        "--site-rate",
+        type=float,
+        metavar="BYTES/S",
+        help="transfer rate assumed within a site until measured (default 100e6)",
+    )
+    parser.add_argument(
+        "--wan-rate",
+        type=float,
+        metavar="BYTES/S",
+        help="transfer rate assumed between sites until measured (default 10e6)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     sub = parser.add_subparsers(dest="command")
     token = sub.add_parser("token", help="manage credentials")
@@ -118,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    for name in ("site_rate", "wan_rate"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            parser.error(f"--{name.replace('_', '-')} must be a positive number of bytes/s")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     if args.command == "token":
@@ -151,6 +175,9 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
         scan_interval=args.scan_interval,
         heartbeat_interval=args.heartbeat_interval,
         warehouse_timeout=args.warehouse_timeout,
+        scheduler=args.scheduler,
+        site_rate=args.site_rate,
+        wan_rate=args.wan_rate,
     )
     coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
     coordinator.startService()

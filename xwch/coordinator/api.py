@@ -212,6 +212,13 @@ class CoordinatorApi:
             ),
             # Warehouses
             r(
+                "GET",
+                "/warehouses",
+                CLIENT_OR_WORKER,
+                self.list_warehouses,
+                "The live warehouses and their sites (a worker finds its nearest)",
+            ),
+            r(
                 "POST",
                 "/warehouses",
                 WAREHOUSE,
@@ -429,8 +436,11 @@ class CoordinatorApi:
             for n, r in enumerate(_list_of(req.body, "running", "alive"))
         ]
         transfers = _transfers(req.body, "alive")
+        evicted = _list_of(req.body, "evicted", "alive") if "evicted" in req.body else []
+        for n, digest in enumerate(evicted):
+            require_digest(digest, f"alive.evicted[{n}]")
         worker_id = req.params["worker"]
-        cancels, _ = await self._workers.alive(req.token, worker_id, running)
+        cancels, _ = await self._workers.alive(req.token, worker_id, running, evicted)
         # The worker's transfers since its last WA feed the load estimate of its link.
         if transfers is not None:
             self._communication.report_worker(worker_id, transfers)
@@ -452,6 +462,15 @@ class CoordinatorApi:
         return 200, {}
 
     # Warehouses
+
+    async def list_warehouses(self, req: ApiRequest) -> tuple[int, Any]:
+        alive = [w for w in self._catalog.warehouses.values() if self._catalog.is_alive(w.id)]
+        return 200, {
+            "warehouses": [
+                {"id": w.id, "url": w.url, "site": w.site}
+                for w in sorted(alive, key=lambda w: w.id)
+            ]
+        }
 
     async def register_warehouse(self, req: ApiRequest) -> tuple[int, Any]:
         url = _str(req.body, "url", "warehouse")

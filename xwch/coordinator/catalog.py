@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -52,6 +52,8 @@ class Catalog:
         self.registrations: dict[str, int] = {}
         self._locations: dict[str, set[str]] = defaultdict(set)
         self._sizes: dict[str, int] = {}
+        # Told of each new copy of an object (the scheduler: where its readers best run moves).
+        self.on_stored: list[Callable[[str], None]] = []
 
     async def load(self) -> None:
         for w in await self._db.read(nodes.list_warehouses_thd):
@@ -120,9 +122,19 @@ class Catalog:
 
     async def add_objects(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
         await self._db.write(nodes.add_locations_thd, warehouse_id, list(objects))
+        self._locate(warehouse_id, objects)
+
+    def _locate(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
+        new = []
         for digest, size in objects:
-            self._locations[digest].add(warehouse_id)
+            holders = self._locations[digest]
+            if warehouse_id not in holders:
+                holders.add(warehouse_id)
+                new.append(digest)
             self._sizes[digest] = size
+        for digest in new:
+            for listener in self.on_stored:
+                listener(digest)
 
     async def replace_objects(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
         """A warehouse's complete inventory: it holds these objects and no others."""
@@ -131,13 +143,20 @@ class Catalog:
         for digest, holders in self._locations.items():
             if warehouse_id in holders and digest not in held:
                 holders.discard(warehouse_id)
-        for digest, size in objects:
-            self._locations[digest].add(warehouse_id)
-            self._sizes[digest] = size
+        self._locate(warehouse_id, objects)
 
     def holders(self, digest: str) -> list[WarehouseRecord]:
         """The live warehouses holding ``digest``."""
         return [self.warehouses[w] for w in sorted(self._alive_holders(digest))]
+
+    def holder_sites(self, digest: str) -> set[str]:
+        """The sites of the live warehouses holding ``digest``."""
+        return {self.warehouses[w].site for w in self._alive_holders(digest)}
+
+    def warehouse_at(self, site: str) -> WarehouseRecord | None:
+        """The live warehouse of ``site`` with the most free space, if it has one."""
+        here = [w for w in self.warehouses.values() if w.site == site and self.is_alive(w.id)]
+        return max(here, key=lambda w: (w.free, w.id), default=None)
 
     def _alive_holders(self, digest: str) -> list[str]:
         return [w for w in self._locations.get(digest, ()) if self.is_alive(w)]

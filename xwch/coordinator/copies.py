@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from treq.client import HTTPClient
 
-from xwch.coordinator.scanner import CopyRequest
 from xwch.http import decode_error
 from xwch.protocol import CAPABILITY_HEADER, Source
+
+# (warehouse URL, digest, size, sources, put capability) -> asks that warehouse to copy it.
+CopyRequest = Callable[[str, str, int, Sequence[Source], str], Awaitable[None]]
 
 # The warehouse answers at once (the copy runs in its background): a short timeout suffices.
 REQUEST_TIMEOUT = 30.0
 
 
 def copy_requester(http: HTTPClient) -> CopyRequest:
-    """A :data:`~xwch.coordinator.scanner.CopyRequest` over ``http``."""
+    """A :data:`CopyRequest` over ``http``."""
 
     async def request_copy(
         url: str, digest: str, size: int, sources: Sequence[Source], capability: str

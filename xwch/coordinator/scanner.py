@@ -8,8 +8,6 @@ the counts are shown by ``GET /api/v1/status``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -17,12 +15,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.copies import CopyRequest
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.workers import WorkersManager
-from xwch.protocol import Source
-
-# (warehouse URL, digest, size, sources, put capability) -> asks that warehouse to copy it.
-CopyRequest = Callable[[str, str, int, Sequence[Source], str], Awaitable[None]]
 
 REPAIR_ORPHANS = "ready tasks nobody held"
 REPAIR_DUPLICATES = "duplicate attempts cancelled"

@@ -22,9 +22,12 @@ from xwch.coordinator.api import CoordinatorApi, map_error
 from xwch.coordinator.auth import Authenticator
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.communication import CommunicationManager
-from xwch.coordinator.copies import copy_requester
-from xwch.coordinator.scanner import CopyRequest, Scanner
-from xwch.coordinator.scheduler import Scheduler
+from xwch.coordinator.copies import CopyRequest, copy_requester
+from xwch.coordinator.estimates import TransferEstimates
+from xwch.coordinator.locality import LocalityScheduler
+from xwch.coordinator.prefetch import Prefetcher
+from xwch.coordinator.scanner import Scanner
+from xwch.coordinator.scheduler import POLICY_FIFO, POLICY_LOCALITY, FifoScheduler, Scheduler
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.web import JsonRouter
 from xwch.coordinator.workers import WorkersManager
@@ -45,6 +48,11 @@ class CoordinatorConfig:
     scan_interval: float | None = None
     heartbeat_interval: float | None = None
     warehouse_timeout: float | None = None
+    # The scheduling policy: "locality" (data locality, speed, fair share) or "fifo".
+    scheduler: str = POLICY_LOCALITY
+    # Default transfer rates (bytes/s) within a site and between sites, until measured.
+    site_rate: float | None = None
+    wan_rate: float | None = None
 
 
 class StoreService(Service):
@@ -146,6 +154,21 @@ class Coordinator(MultiService):
         return self.web.url()
 
 
+def make_scheduler(
+    config: CoordinatorConfig, catalog: Catalog, communication: CommunicationManager
+) -> Scheduler:
+    if config.scheduler == POLICY_FIFO:
+        return FifoScheduler()
+    if config.scheduler != POLICY_LOCALITY:
+        raise ValueError(f"unknown scheduling policy {config.scheduler!r}")
+    estimates = TransferEstimates(
+        catalog, communication.estimator.estimate, config.site_rate, config.wan_rate
+    )
+    scheduler = LocalityScheduler(estimates)
+    catalog.on_stored.append(scheduler.object_stored)
+    return scheduler
+
+
 async def make_coordinator(
     config: CoordinatorConfig,
     reactor: IReactorTime,
@@ -160,8 +183,8 @@ async def make_coordinator(
         key = await db.read(tokens.capability_key_thd)
         catalog = Catalog(reactor, db, key, config.heartbeat_interval, config.warehouse_timeout)
         await catalog.load()
-        scheduler = Scheduler()
         communication = CommunicationManager(reactor=reactor)
+        scheduler = make_scheduler(config, catalog, communication)
         tasks = TasksManager(reactor, db, catalog, scheduler)
         await tasks.recover()
         workers = WorkersManager(
@@ -173,6 +196,8 @@ async def make_coordinator(
         raise
     if request_copy is None:
         request_copy = copy_requester(make_http_client(cast(Any, reactor)))
+    if isinstance(scheduler, LocalityScheduler):
+        tasks.prefetcher = Prefetcher(reactor, catalog, request_copy, scheduler.site_slots)
     scanner = Scanner(
         reactor, tasks, workers, catalog, request_copy, config.replicas, config.scan_interval
     )

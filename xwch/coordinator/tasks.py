@@ -32,7 +32,9 @@ from twisted.logger import Logger
 from xwch import dag
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.health import WorkerHealth
-from xwch.coordinator.scheduler import Scheduler, TaskKey, WorkerView
+from xwch.coordinator.prefetch import Prefetcher
+from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
+from xwch.coordinator.speculation import Stragglers
 from xwch.errors import XwchError
 from xwch.protocol import (
     JOB_CANCELLED,
@@ -117,6 +119,9 @@ class Attempt:
     number: int
     worker_id: str
     started: float
+    # A duplicate of a slow attempt near the end of its job (see speculation.py): the first
+    # of the two to succeed wins; neither is a "duplicate" for the scanner to repair.
+    speculative: bool = False
 
 
 @dataclass
@@ -150,6 +155,9 @@ class JobState:
     # binary name -> the platforms it exists for (None: any platform).
     platforms: dict[str, frozenset[str] | None]
     state: str = JOB_RUNNING
+    # Ids of its running attempts (for stragglers: a job near its end has few).
+    running_attempts: set[str] = field(default_factory=set)
+    stragglers: Stragglers = field(default_factory=Stragglers)
 
 
 def _platforms(binary: dag.Binary) -> frozenset[str] | None:
@@ -188,6 +196,7 @@ class TasksManager:
         self._db = db
         self._catalog = catalog
         self._scheduler = scheduler
+        self.scheduler = scheduler
         self.health = health or WorkerHealth(reactor)
         self.jobs: dict[str, JobState] = {}
         self.attempts: dict[str, Attempt] = {}
@@ -196,6 +205,10 @@ class TasksManager:
         # Attempts a worker must kill, told in its next Work Alive reply.
         self._cancels: dict[str, set[str]] = {}
         self._job_order = itertools.count()
+        # Whether idle workers race stragglers near a job's end (see speculation.py).
+        self.speculate = True
+        # Moves waiting tasks' inputs to where they will run (locality policy only).
+        self.prefetcher: Prefetcher | None = None
 
     # Jobs
 
@@ -266,13 +279,30 @@ class TasksManager:
 
     def _make_ready(self, job: JobState, task: TaskState) -> None:
         task.state = TASK_READY
+        inputs = self._known_inputs(job, task)
+        if self.prefetcher is not None:
+            self.prefetcher.waiting((job.id, task.spec.id), inputs)
         self._scheduler.add_ready(
-            (job.id, task.spec.id),
-            job.priority,
-            job.order,
-            task.position,
-            job.platforms[task.spec.binary],
+            ReadyTask(
+                key=(job.id, task.spec.id),
+                owner=job.owner,
+                priority=job.priority,
+                job_order=job.order,
+                position=task.position,
+                platforms=job.platforms[task.spec.binary],
+                cost=task.spec.cost,
+                inputs=tuple(inputs),
+            )
         )
+
+    def _known_inputs(self, job: JobState, task: TaskState) -> list[tuple[str, int]]:
+        """(digest, size) of the task's inputs that exist: all of them once it is ready."""
+        inputs = []
+        for ref in task.spec.inputs:
+            found = self._input_digest(job, ref)
+            if found is not None:
+                inputs.append(found)
+        return inputs
 
     def _make_ready_later(self, job: JobState, t: TaskState) -> None:
         """Ready again after the relaunch back-off; stays ``ready`` for users meanwhile."""
@@ -313,8 +343,11 @@ class TasksManager:
             state = self._restore(r)
             for a in r.running:
                 attempt = Attempt(a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started)
+                attempt.speculative = a.speculative
                 self.attempts[a.id] = attempt
                 state.tasks[a.task_id].running.add(a.id)
+                state.running_attempts.add(a.id)
+                self._scheduler.attempt_started((r.row.id, a.task_id), r.row.owner, a.worker_id)
             self.jobs[state.id] = state
             for t in state.tasks.values():
                 if t.state == TASK_READY or (t.state == TASK_RUNNING and not t.running):
@@ -382,6 +415,9 @@ class TasksManager:
             )
         change.job_updates.append(JobUpdate(job.id, state, now, message))
         del self.jobs[job.id]
+        self._scheduler.job_ended(job.id)
+        if self.prefetcher is not None:
+            self.prefetcher.forget_job(job.id)
         for attempt_id in [a for a, att in self.presumed_lost.items() if att.job_id == job.id]:
             del self.presumed_lost[attempt_id]
         self.log.info(
@@ -395,6 +431,7 @@ class TasksManager:
         """Tell the workers running attempts of ``t`` to kill them."""
         for attempt_id in sorted(t.running):
             attempt = self.attempts.pop(attempt_id)
+            self._attempt_ended(attempt)
             self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
             change.attempt_updates.append(
                 AttemptUpdate(id=attempt_id, state=ATTEMPT_CANCELLED, ended=now, error=why)
@@ -426,24 +463,55 @@ class TasksManager:
         picked = self._scheduler.pick(worker, slots, accept=accept)
         if lineage:
             await self._db.write(job_queries.apply_change_thd, lineage)
-        if not picked:
+        # Nothing (or not enough) is ready: an idle slot may race a straggler.
+        duplicates = self._stragglers_for(worker, slots - len(picked)) if self.speculate else []
+        if not picked and not duplicates:
             return []
         now = self._reactor.seconds()
         change = Change()
         started: list[Attempt] = []
-        for job_id, task_id in picked:
+        for (job_id, task_id), speculative in itertools.chain(
+            ((key, False) for key in picked), ((key, True) for key in duplicates)
+        ):
             job = self.jobs[job_id]
             t = job.tasks[task_id]
             t.attempts += 1
             t.state = TASK_RUNNING
             attempt = Attempt(
-                "a" + secrets.token_hex(8), job_id, task_id, t.attempts, worker.id, now
+                "a" + secrets.token_hex(8),
+                job_id,
+                task_id,
+                t.attempts,
+                worker.id,
+                now,
+                speculative=speculative,
             )
             t.running.add(attempt.id)
+            job.running_attempts.add(attempt.id)
             self.attempts[attempt.id] = attempt
             started.append(attempt)
+            if self.prefetcher is not None:
+                self.prefetcher.started((job_id, task_id))
+            if speculative:
+                self._scheduler.attempt_started((job_id, task_id), job.owner, worker.id)
+                self.log.info(
+                    "task {task} of job {job} is slow: attempt {attempt} races it on {worker}",
+                    task=task_id,
+                    job=job_id,
+                    attempt=attempt.id,
+                    worker=worker_name,
+                )
             change.new_attempts.append(
-                NewAttempt(attempt.id, job_id, task_id, attempt.number, worker.id, worker_name, now)
+                NewAttempt(
+                    attempt.id,
+                    job_id,
+                    task_id,
+                    attempt.number,
+                    worker.id,
+                    worker_name,
+                    now,
+                    speculative=speculative,
+                )
             )
             change.task_updates.append(
                 TaskUpdate(
@@ -468,10 +536,43 @@ class TasksManager:
                 if owner is not None:
                     t = owner.tasks[attempt.task_id]
                     t.attempts -= 1
-                    if not t.running:
+                    if not t.running and not attempt.speculative:
                         self._make_ready(owner, t)
             raise
-        return [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
+        given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
+        for assignment in given:
+            # The worker fetches them into its cache: tasks reading them are best run there.
+            self._scheduler.objects_cached(
+                worker.id, [assignment.binary.digest, *(i.digest for i in assignment.inputs)]
+            )
+        return given
+
+    def _stragglers_for(self, worker: WorkerView, free: int) -> list[TaskKey]:
+        """Slow attempts ``worker`` could race, slowest first, in jobs whose every unfinished
+        task is running (near their end); at most one duplicate per task."""
+        if free <= 0:
+            return []
+        now = self._reactor.seconds()
+        found: list[tuple[float, TaskKey]] = []
+        for job in self.jobs.values():
+            if job.state != JOB_RUNNING or job.remaining > len(job.running_attempts):
+                continue
+            for attempt_id in job.running_attempts:
+                attempt = self.attempts[attempt_id]
+                t = job.tasks[attempt.task_id]
+                platforms = job.platforms[t.spec.binary]
+                if (
+                    len(t.running) != 1
+                    or attempt.worker_id == worker.id
+                    or worker.id in t.failed_on
+                    or (platforms is not None and worker.platform not in platforms)
+                ):
+                    continue
+                slowness = job.stragglers.slowness(now - attempt.started, t.spec.cost)
+                if slowness is not None:
+                    found.append((slowness, (job.id, t.spec.id)))
+        found.sort(reverse=True)
+        return [key for _, key in found[:free]]
 
     def _input_digest(self, job: JobState, ref: dag.InputRef) -> tuple[str, int] | None:
         if ref.file is not None:
@@ -571,11 +672,23 @@ class TasksManager:
             sources={d: self._catalog.sources(d, site) for d in sorted(digests)},
         )
 
-    def _forget_attempt(self, attempt: Attempt) -> None:
-        self.attempts.pop(attempt.id, None)
+    def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
+        if self.attempts.pop(attempt.id, None) is not None:
+            self._attempt_ended(attempt, seconds)
         job = self.jobs.get(attempt.job_id)
         if job is not None:
             job.tasks[attempt.task_id].running.discard(attempt.id)
+
+    def _attempt_ended(self, attempt: Attempt, seconds: float | None = None) -> None:
+        """Tell the scheduler (fair share counts running attempts; durations teach it costs)."""
+        job = self.jobs.get(attempt.job_id)
+        if job is not None:
+            job.running_attempts.discard(attempt.id)
+        owner = job.owner if job is not None else -1
+        cost = job.tasks[attempt.task_id].spec.cost if job is not None else 1.0
+        self._scheduler.attempt_ended(
+            (attempt.job_id, attempt.task_id), owner, attempt.worker_id, seconds, cost
+        )
 
     def attempt_of(self, attempt_id: str, worker_id: str) -> Attempt | None:
         """The running attempt, if it is still current; raises if another worker holds it."""
@@ -633,7 +746,7 @@ class TasksManager:
                 attempt=attempt.id,
                 task=t.spec.id,
             )
-        self._forget_attempt(attempt)
+        self._forget_attempt(attempt, result.duration if succeeded else None)
         change.attempt_updates.append(
             AttemptUpdate(
                 id=attempt.id,
@@ -647,9 +760,12 @@ class TasksManager:
             )
         )
         if succeeded:
+            job.stragglers.finished(result.duration, t.spec.cost)
             self.health.succeeded(worker_id)
             change.tasks_done_by_worker[worker_id] = 1
             t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
+            # The worker keeps its outputs in its cache: their readers are best run there.
+            self._scheduler.objects_cached(worker_id, [o.digest for o in result.outputs])
             change.outputs.extend(
                 OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
             )
@@ -680,6 +796,9 @@ class TasksManager:
             if dependent.waiting == 0 and dependent.state == TASK_BLOCKED:
                 self._make_ready(job, dependent)
                 newly_ready.append(dependent_id)
+            elif self.prefetcher is not None and dependent.state == TASK_BLOCKED:
+                # Still waiting for others: its inputs may start towards it now.
+                self.prefetcher.waiting((job.id, dependent_id), self._known_inputs(job, dependent))
         if newly_ready:
             change.task_updates.append(
                 TaskUpdate(job.id, tuple(newly_ready), {"state": TASK_READY})
@@ -742,6 +861,7 @@ class TasksManager:
         for worker_id in lost:
             self._cancels.pop(worker_id, None)
             self.health.forget(worker_id)
+            self._scheduler.worker_gone(worker_id)
         if change:
             await self._db.write(job_queries.apply_change_thd, change)
 
@@ -802,6 +922,8 @@ class TasksManager:
         attempt.worker_id = worker_id
         self.attempts[attempt.id] = attempt
         t.running.add(attempt.id)
+        job.running_attempts.add(attempt.id)
+        self._scheduler.attempt_started((job.id, t.spec.id), job.owner, worker_id)
         if t.state == TASK_READY:
             if t.relaunch is not None and t.relaunch.active():
                 t.relaunch.cancel()
@@ -855,11 +977,14 @@ class TasksManager:
         change = Change()
         for job in self.jobs.values():
             for t in job.tasks.values():
-                if len(t.running) < 2:
+                # A speculative attempt races a slow one on purpose: it is no duplicate.
+                plain = {a for a in t.running if not self.attempts[a].speculative}
+                if len(plain) < 2:
                     continue
-                keep = min(t.running, key=lambda a: (self.attempts[a].started, a))
-                for attempt_id in sorted(t.running - {keep}):
+                keep = min(plain, key=lambda a: (self.attempts[a].started, a))
+                for attempt_id in sorted(plain - {keep}):
                     attempt = self.attempts.pop(attempt_id)
+                    self._attempt_ended(attempt)
                     t.running.discard(attempt_id)
                     self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
                     change.attempt_updates.append(

@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from xwch.coordinator.communication import CommunicationManager
-from xwch.coordinator.scheduler import WorkerView
+from xwch.coordinator.scheduler import DEFAULT_SITE, WorkerView
 from xwch.coordinator.tasks import TasksManager
 from xwch.errors import XwchError
 from xwch.protocol import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
@@ -111,6 +111,8 @@ class WorkersManager(Service):
         )
         await self._db.write(nodes.add_worker_thd, record)
         self.workers[record.id] = record
+        if facts.cached:
+            self._tasks.scheduler.worker_cache(record.id, facts.cached)
         self.log.info(
             "worker {id} registered: {name} ({platform}, {slots} slots)",
             id=record.id,
@@ -137,7 +139,13 @@ class WorkersManager(Service):
         if performance > 0 and performance != worker.performance:
             worker = replace(worker, performance=performance)
             self.workers[worker_id] = worker
-        view = WorkerView(worker.id, worker.platform, worker.performance)
+        view = WorkerView(
+            worker.id,
+            worker.platform,
+            worker.performance,
+            worker.site or DEFAULT_SITE,
+            worker.slots,
+        )
         slots = min(free_slots, worker.slots)
         return await self._tasks.assign(
             view, worker.name, worker.site, slots, workers_alive=len(self.workers)
@@ -150,9 +158,15 @@ class WorkersManager(Service):
         return same_owner
 
     async def alive(
-        self, token: TokenRecord, worker_id: str, running: Sequence[RunningAttempt]
+        self,
+        token: TokenRecord,
+        worker_id: str,
+        running: Sequence[RunningAttempt],
+        evicted: Sequence[str] = (),
     ) -> tuple[list[str], Policy]:
         self.get(worker_id, token)
+        if evicted:
+            self._tasks.scheduler.objects_evicted(worker_id, evicted)
         cancels = await self._tasks.alive(
             worker_id, [r.attempt for r in running], self._same_owner(token)
         )

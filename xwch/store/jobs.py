@@ -73,6 +73,7 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
                     "started": a.started,
                     "stdout": "",
                     "stderr": "",
+                    "speculative": a.speculative,
                 }
                 for a in change.new_attempts
             ],
@@ -309,6 +310,7 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
             number=a.number,
             worker_id=a.worker_id,
             started=a.started,
+            speculative=bool(a.speculative),
         )
         for a in conn.execute(
             sa.select(attempts).where(attempts.c.job_id == r.id, attempts.c.state == "running")

@@ -94,6 +94,8 @@ class NewAttempt:
     worker_id: str
     worker_name: str
     started: float
+    # A duplicate of a slow attempt (stragglers), which the scanner must not repair away.
+    speculative: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ class RecoveredAttempt:
     number: int
     worker_id: str
     started: float
+    speculative: bool = False
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,8 @@ attempts = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("stdout", sa.Text, nullable=False, default=""),
     sa.Column("stderr", sa.Text, nullable=False, default=""),
+    # A duplicate of a slow attempt near the end of its job (version 2).
+    sa.Column("speculative", sa.Boolean, nullable=False, server_default=sa.false()),
     # One attempt number per task: a second insert of the same attempt is a bug, not a retry.
     sa.UniqueConstraint("job_id", "task_id", "number", name="attempts_unique_number"),
 )
@@ -150,7 +152,16 @@ def _create_v1(conn: sa.Connection) -> None:
     conn.execute(settings.insert().values(key="capability_key", value=secrets.token_hex(32)))
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1]
+def _speculative_attempts_v2(conn: sa.Connection) -> None:
+    # A database made by version 1's create_all lacks the column; one made since has it.
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("attempts")}
+    if "speculative" not in columns:
+        conn.execute(
+            sa.text("ALTER TABLE attempts ADD COLUMN speculative BOOLEAN NOT NULL DEFAULT FALSE")
+        )
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1, _speculative_attempts_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

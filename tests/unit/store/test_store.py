@@ -68,6 +68,26 @@ def test_migration_is_recorded_and_idempotent(engine: sa.Engine) -> None:
         assert jobs.job_summary_thd(conn, "j1") is not None
 
 
+def test_a_version_1_store_gains_speculative_attempts(engine: sa.Engine) -> None:
+    """Attempts written before speculation existed are plain attempts after the migration."""
+    _job(engine, n=1)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE attempts DROP COLUMN speculative"))
+        conn.execute(schema_version.update().values(version=1))
+        conn.execute(
+            sa.text(
+                "INSERT INTO attempts (id, job_id, task_id, number, worker_id, state, started, "
+                "stdout, stderr) VALUES ('a1', 'j1', 't0', 1, 'k1', 'running', 1.0, '', '')"
+            )
+        )
+    assert migrate_thd(engine) == 1
+    with engine.begin() as conn:
+        recovered = jobs.recover_job_thd(conn, "j1")
+    assert recovered is not None
+    [attempt] = recovered.running
+    assert attempt.id == "a1" and attempt.speculative is False
+
+
 def test_newer_schema_is_refused(engine: sa.Engine) -> None:
     """An older coordinator refuses a store written by a newer one instead of damaging it."""
     with engine.begin() as conn:
