@@ -37,6 +37,7 @@ from .host import probe_host
 from .install import Setup, install, uninstall
 from .preferences import KEYS, Preferences, load_preferences
 from .service import RegistrationRefused
+from .sites import nearest_site, tcp_round_trip
 from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
 from .volunteer import Volunteer
 
@@ -211,6 +212,7 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         facts,
         settings.preferences,
         preferences_path=settings.config,
+        locate_site=lambda: nearest_site(coordinator, tcp_round_trip(IReactorTCP(reactor), clock)),
     )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
     reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]

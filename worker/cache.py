@@ -345,6 +345,11 @@ class ObjectCache:
             evicted=self._evicted_total,
         )
 
+    def digests(self, limit: int | None = None) -> list[str]:
+        """What the cache holds, the most recently used first (at most ``limit``)."""
+        held = reversed(self._sizes)
+        return [d for _, d in zip(range(limit), held, strict=False)] if limit else list(held)
+
     def take_evicted(self) -> list[str]:
         """The digests evicted since the last call (for the next Work Alive)."""
         taken, self._evicted = self._evicted, []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,6 +35,8 @@ from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.http import JsonApi
 from xwch.protocol import (
     API_PREFIX,
+    CACHE_PREFIX,
+    CACHE_REPORT_MAX,
     OUTCOME_FAILED,
     OUTCOME_SUCCEEDED,
     Assignment,
@@ -51,6 +53,7 @@ from xwch.transfer.backoff import Backoff
 from xwch.transfer.meter import TransferReporter
 
 from .executor import CompletedAttempt
+from .sites import Nearest
 
 
 class Attempt(Protocol):
@@ -83,6 +86,11 @@ class PolicyListener(Protocol):
 
     def update(self, policy: Policy) -> None: ...
 
+
+# The site of the warehouse nearest to this worker (see sites.py); None if none answers.
+LocateSite = Callable[[], Awaitable["Nearest | None"]]
+# What the cache holds, the most recently used first (digests).
+CacheContents = Callable[[], Sequence[str]]
 
 # Makes the attempt for an assignment.
 AttemptFactory = Callable[[Assignment], Attempt]
@@ -146,8 +154,12 @@ class WorkerService(Service):
         pacer: PolicyListener,
         jitter: Callable[[], float] = random.random,
         evictions: EvictionLog | None = None,
+        locate_site: LocateSite | None = None,
+        cache_contents: CacheContents | None = None,
     ) -> None:
         self._reactor = reactor
+        self._locate_site = locate_site
+        self._cache_contents = cache_contents
         self._coordinator = coordinator
         self.facts = facts
         self._new_attempt = new_attempt
@@ -266,13 +278,42 @@ class WorkerService(Service):
 
     # Registration
 
+    async def _find_site(self) -> None:
+        """No site configured: take that of the nearest warehouse, if one answers."""
+        if self.facts.site is not None or self._locate_site is None:
+            return
+        try:
+            nearest = await self._locate_site()
+        except (Unreachable, ApiError, ProtocolError) as e:
+            self.log.warn("cannot find the nearest warehouse: {error}", error=e)
+            return
+        if nearest is None:
+            return
+        self.facts = replace(self.facts, site=nearest.site)
+        self.log.info(
+            "site {site}: nearest warehouse {url} ({ms:.1f} ms round trip)",
+            site=nearest.site,
+            url=nearest.url,
+            ms=nearest.round_trip * 1000,
+        )
+
+    def _registration_facts(self) -> HostFacts:
+        """The host facts, with what the cache holds: the scheduler sends work to its data."""
+        if self._cache_contents is None:
+            return self.facts
+        cached = self._cache_contents()[:CACHE_REPORT_MAX]
+        return replace(self.facts, cached=tuple(sorted({d[:CACHE_PREFIX] for d in cached})))
+
     async def _register(self) -> None:
         """Register Request, retried while the coordinator is unreachable or busy."""
         backoff = self._backoff()
+        await self._find_site()
         while True:
             try:
                 reply = require_object(
-                    await self._coordinator.post(f"{API_PREFIX}/workers", self.facts.to_json()),
+                    await self._coordinator.post(
+                        f"{API_PREFIX}/workers", self._registration_facts().to_json()
+                    ),
                     "register",
                 )
                 worker_id, interval = _registration(reply)
@@ -482,10 +523,10 @@ class WorkerService(Service):
         tries = 0
         while True:
             try:
-                plan = await self._call(
-                    lambda: f"{API_PREFIX}/objects/uploads",
-                    {"objects": [r.to_json() for r in refs.values()]},
-                )
+                body: dict[str, Any] = {"objects": [r.to_json() for r in refs.values()]}
+                if self.facts.site is not None:
+                    body["site"] = self.facts.site  # outputs go to the nearest warehouse
+                plan = await self._call(lambda: f"{API_PREFIX}/objects/uploads", body)
                 url, missing = _upload_plan(plan)
                 for digest, capability in missing:
                     if digest not in refs:

@@ -23,7 +23,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 
 from xwch.http import JsonApi
-from xwch.protocol import Assignment, HostFacts, Policy, Source
+from xwch.protocol import CACHE_REPORT_MAX, Assignment, HostFacts, Policy, Source
 from xwch.transfer.download import download_object
 from xwch.transfer.pacing import PacketPacer
 from xwch.transfer.upload import upload_file
@@ -36,7 +36,7 @@ from .governor import Governor
 from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
 from .sandbox import Sandbox, plan_sandbox
-from .service import Attempt, WorkerService
+from .service import Attempt, LocateSite, WorkerService
 from .status import STATUS_FILE, StatusWriter
 
 # Traversable by the sandbox user (not listable): a worker running as root runs tasks as nobody,
@@ -59,6 +59,7 @@ class Volunteer(MultiService):
         readings: HostReadings | None = None,
         sandbox: Sandbox | None = None,
         localtime: Callable[[float], time.struct_time] = time.localtime,
+        locate_site: LocateSite | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
@@ -109,7 +110,15 @@ class Volunteer(MultiService):
             return executor
 
         self.service = WorkerService(
-            reactor, coordinator, facts, new_attempt, store, pacer, evictions=self.cache
+            reactor,
+            coordinator,
+            facts,
+            new_attempt,
+            store,
+            pacer,
+            evictions=self.cache,
+            locate_site=locate_site,
+            cache_contents=lambda: self.cache.digests(CACHE_REPORT_MAX),
         )
         self.governor = Governor(
             reactor,

@@ -94,6 +94,10 @@ class FakeCoordinator(Resource):
         self.results: list[tuple[str, AttemptResult]] = []
         self.givebacks: list[tuple[str, list[str]]] = []
         self.upload_plans: list[list[ObjectRef]] = []
+        # The site each upload plan was asked for (None: not said).
+        self.upload_sites: list[str | None] = []
+        # What GET /warehouses lists.
+        self.warehouse_list: list[dict[str, str]] = []
         # Every request as (route, status answered).
         self.requests: list[tuple[str, int]] = []
 
@@ -152,6 +156,15 @@ class FakeCoordinator(Resource):
         for name, value in headers.items():
             request.setHeader(name.encode(), value.encode())
         return json.dumps(body).encode()
+
+    def render_GET(self, request: Request) -> bytes:
+        route, _ = _route(request.path.decode())
+        self.requests.append((route, 200))
+        request.setHeader(b"content-type", b"application/json")
+        if route != "warehouses":
+            request.setResponseCode(404)
+            return json.dumps({"error": "not_found", "message": route}).encode()
+        return json.dumps({"warehouses": self.warehouse_list}).encode()
 
     def _answer(
         self, request: Request, route: str, worker: str | None
@@ -251,6 +264,7 @@ class FakeCoordinator(Resource):
                 for n, o in enumerate(doc.get("objects", []))
             ]
             self.upload_plans.append(refs)
+            self.upload_sites.append(doc.get("site"))
             return {
                 "warehouse": {"id": "h1", "url": WAREHOUSE_URL},
                 "objects": [
@@ -280,6 +294,8 @@ def _route(path: str) -> tuple[str, str | None]:
         return "register", None
     if parts == ["objects", "uploads"]:
         return "uploads", None
+    if parts == ["warehouses"]:
+        return "warehouses", None
     if len(parts) == 3 and parts[0] == "workers":
         if parts[2] in ("work", "alive", "results", "giveback"):
             return parts[2], parts[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from dataclasses import replace
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -23,6 +24,7 @@ from xwch.protocol import (
 )
 from xwch.worker.executor import CompletedAttempt
 from xwch.worker.service import RegistrationRefused, WorkerService
+from xwch.worker.sites import nearest_site
 
 FACTS = HostFacts(
     name="volunteer",
@@ -121,7 +123,9 @@ class FakePacer:
         self.policies.append(policy)
 
 
-class WorkerServiceTests(SynchronousTestCase):
+class ServiceHarness(SynchronousTestCase):
+    """A worker service against a fake coordinator, on a Clock."""
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.coordinator = FakeCoordinator(alive_interval=10.0)
@@ -164,6 +168,8 @@ class WorkerServiceTests(SynchronousTestCase):
             self.clock.advance(WorkerService.GIVEBACK_TIMEOUT)
             self.successResultOf(d)
 
+
+class WorkerServiceTests(ServiceHarness):
     def test_registers_then_asks_for_work_with_its_free_slots(self) -> None:
         """A started worker registers its host facts, then asks for as many tasks as slots."""
         self.start()
@@ -459,3 +465,74 @@ class WorkerServiceTests(SynchronousTestCase):
         self.clock.advance(10.0)
         bodies = [body for _, body in self.coordinator.alive_bodies]
         self.assertEqual([b.get("evicted") for b in bodies], [["e" * 64], None])
+
+
+class SiteAndCacheTests(ServiceHarness):
+    """Where a worker says it is, and what it says its cache holds."""
+
+    def make_service(self, token: str | None = None) -> WorkerService:
+        self.round_trips = {"http://near:1": 0.001, "http://far:1": 0.050}
+        self.coordinator.warehouse_list = [
+            {"id": "h-far", "url": "http://far:1", "site": "far"},
+            {"id": "h-down", "url": "http://down:1", "site": "down"},
+            {"id": "h-near", "url": "http://near:1", "site": "near"},
+        ]
+
+        async def round_trip(url: str) -> float:
+            if url not in self.round_trips:
+                raise ConnectionRefusedError(url)
+            return self.round_trips[url]
+
+        api = self.coordinator.api(token)
+        return WorkerService(
+            self.clock,
+            api,
+            self.facts(),
+            self.new_attempt,
+            self.store_object,
+            self.pacer,
+            jitter=lambda: 1.0,
+            evictions=self.evictions,
+            locate_site=lambda: nearest_site(api, round_trip),
+            cache_contents=lambda: ["c" * 64, "d" * 64],
+        )
+
+    def facts(self) -> HostFacts:
+        return FACTS
+
+    def test_a_worker_without_a_site_takes_its_nearest_warehouses(self) -> None:
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        [facts] = self.coordinator.registrations
+        self.assertEqual(facts.site, "near")
+        # Its outputs go to its site's warehouse.
+        self.attempts["a1"].succeed()
+        self.assertEqual(self.coordinator.upload_sites, ["near"])
+
+    def test_the_registration_carries_the_cache_compactly(self) -> None:
+        self.start()
+        [facts] = self.coordinator.registrations
+        self.assertEqual(facts.cached, ("c" * 16, "d" * 16))
+
+    def test_no_warehouse_answering_leaves_the_site_unsaid(self) -> None:
+        self.round_trips.clear()
+        self.start()
+        [facts] = self.coordinator.registrations
+        self.assertIsNone(facts.site)
+
+
+class ConfiguredSiteTests(SiteAndCacheTests):
+    def facts(self) -> HostFacts:
+        return replace(FACTS, site="lab")
+
+    def test_a_worker_without_a_site_takes_its_nearest_warehouses(self) -> None:
+        self.start()
+        [facts] = self.coordinator.registrations
+        self.assertEqual(facts.site, "lab")
+        self.assertNotIn("warehouses", self.coordinator.routes())
+
+    def test_no_warehouse_answering_leaves_the_site_unsaid(self) -> None:
+        """A configured site needs no warehouse to answer."""
+        self.round_trips.clear()
+        self.start()
+        self.assertEqual(self.coordinator.registrations[0].site, "lab")

@@ -93,7 +93,8 @@ class _Placed:
 
     task: ReadyTask
     homes: set[str]
-    # Transfer time of its inputs at its best home site: what no worker can do better than.
+    # The least transfer time of its inputs anywhere (at its best home site, or none at a
+    # worker caching them): what its regret on a worker is measured from.
     home_seconds: float
     # Digests of its inputs big enough to make a cache worth seeking.
     big: tuple[str, ...]
@@ -144,12 +145,8 @@ class LocalityScheduler(Scheduler):
             job = _Job(task.job_id, task.owner, task.priority, task.job_order)
             self._jobs[job.id] = job
         homes = self._homes(task)
-        placed = _Placed(
-            task=task,
-            homes=homes,
-            home_seconds=self._home_seconds(task, homes),
-            big=tuple(d for d, size in task.inputs if size >= self.CACHE_BYTES),
-        )
+        big = tuple(d for d, size in task.inputs if size >= self.CACHE_BYTES)
+        placed = _Placed(task, homes, self._best_seconds(task, homes, big), big)
         self._placed[task.key] = placed
         job.ready += 1
         for site in homes:
@@ -194,8 +191,9 @@ class LocalityScheduler(Scheduler):
         most = max(by_site.values())
         return {s for s, held in by_site.items() if held == most or 2 * held >= total}
 
-    def _home_seconds(self, task: ReadyTask, homes: set[str]) -> float:
-        if ANYWHERE in homes:
+    def _best_seconds(self, task: ReadyTask, homes: set[str], big: tuple[str, ...]) -> float:
+        """The least transfer time any worker could have: none for one caching the inputs."""
+        if ANYWHERE in homes or (big and all(self.caches.holders(d) for d in big)):
             return 0.0
         return min(self.estimates.seconds_at(task.inputs, site) for site in homes)
 
@@ -327,6 +325,9 @@ class LocalityScheduler(Scheduler):
 
     # Workers
 
+    def worker_seen(self, worker: WorkerView) -> None:
+        self._note_worker(worker)
+
     def _note_worker(self, worker: WorkerView) -> None:
         known = self._workers.get(worker.id)
         if known == worker:
@@ -411,7 +412,9 @@ class LocalityScheduler(Scheduler):
                 continue
             for key in self._readers.get(digest, ()):
                 job = self._jobs[key[0]]
-                self._push(job.workers.setdefault(worker_id, _Bucket()), self._placed[key].task)
+                placed = self._placed[key]
+                self._push(job.workers.setdefault(worker_id, _Bucket()), placed.task)
+                placed.home_seconds = self._best_seconds(placed.task, placed.homes, placed.big)
 
     def objects_evicted(self, worker_id: str, digests: Iterable[str]) -> None:
         self.caches.remove(worker_id, digests)
@@ -426,4 +429,4 @@ class LocalityScheduler(Scheduler):
                 bucket.count += 1
                 self._push(bucket, placed.task)
             placed.homes |= homes
-            placed.home_seconds = self._home_seconds(placed.task, placed.homes)
+            placed.home_seconds = self._best_seconds(placed.task, placed.homes, placed.big)

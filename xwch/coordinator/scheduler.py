@@ -124,6 +124,9 @@ class Scheduler:
     def object_stored(self, digest: str) -> None:
         """A warehouse stored a new copy of ``digest``: where tasks reading it best run may move."""
 
+    def worker_seen(self, worker: WorkerView) -> None:
+        """A worker registered (or was recovered after a restart)."""
+
     def worker_gone(self, worker_id: str) -> None:
         """A worker was declared lost: forget what is known of it."""
 

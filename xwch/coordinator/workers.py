@@ -79,6 +79,7 @@ class WorkersManager(Service):
         now = self._reactor.seconds()
         for w in await self._db.read(nodes.active_workers_thd):
             self.workers[w.id] = replace(w, last_heard=now)
+            self._tasks.scheduler.worker_seen(_view(w))
 
     def startService(self) -> None:
         super().startService()
@@ -113,6 +114,7 @@ class WorkersManager(Service):
         self.workers[record.id] = record
         if facts.cached:
             self._tasks.scheduler.worker_cache(record.id, facts.cached)
+        self._tasks.scheduler.worker_seen(_view(record))
         self.log.info(
             "worker {id} registered: {name} ({platform}, {slots} slots)",
             id=record.id,
@@ -139,13 +141,7 @@ class WorkersManager(Service):
         if performance > 0 and performance != worker.performance:
             worker = replace(worker, performance=performance)
             self.workers[worker_id] = worker
-        view = WorkerView(
-            worker.id,
-            worker.platform,
-            worker.performance,
-            worker.site or DEFAULT_SITE,
-            worker.slots,
-        )
+        view = _view(worker)
         slots = min(free_slots, worker.slots)
         return await self._tasks.assign(
             view, worker.name, worker.site, slots, workers_alive=len(self.workers)
@@ -227,3 +223,9 @@ class WorkersManager(Service):
                 if worker_id in self.workers:
                     self.workers[worker_id] = replace(self.workers[worker_id], last_heard=when)
             await self._db.write(nodes.touch_workers_thd, flushed)
+
+
+def _view(worker: WorkerRecord) -> WorkerView:
+    return WorkerView(
+        worker.id, worker.platform, worker.performance, worker.site or DEFAULT_SITE, worker.slots
+    )
