@@ -17,8 +17,9 @@ its finished attempts). The regret is then
   input bytes), zero when the worker is there or caches the inputs; plus
 - the extra compute time over running on the fastest worker, zero for the fastest.
 
-So a worker takes local work first, and a slow worker takes small tasks while fast ones take big
-ones: each job's ready tasks are kept in buckets, and each bucket in two heaps by cost, the
+A worker looks at work near it first (its own cache's, its site's, the site-less); only when
+there is none does it look at work homed at other sites. Among the candidates, a slow worker
+takes small tasks while fast ones take big ones: each job's ready tasks are kept in buckets, and each bucket in two heaps by cost, the
 smallest first (for workers slower than the median) and the biggest first (for the others).
 
 Buckets: one per *home site* (tasks whose inputs are under :attr:`LocalityScheduler.LOCAL_BYTES`
@@ -261,10 +262,25 @@ class LocalityScheduler(Scheduler):
         refused: set[TaskKey],
     ) -> ReadyTask | None:
         near = [job.workers.get(worker.id), job.sites.get(worker.site), job.sites.get(ANYWHERE)]
+        best = self._least_regret(job, near, worker, fast, skipped, refused)
+        if best is not None:
+            return best
+        # Nothing here for this worker: work homed elsewhere, if it should move at all.
         far = [b for site, b in job.sites.items() if site not in (worker.site, ANYWHERE)]
+        return self._least_regret(job, far, worker, fast, skipped, refused)
+
+    def _least_regret(
+        self,
+        job: _Job,
+        buckets: Iterable[_Bucket | None],
+        worker: WorkerView,
+        fast: bool,
+        skipped: list[tuple[list[_Item], _Item]],
+        refused: set[TaskKey],
+    ) -> ReadyTask | None:
         best: ReadyTask | None = None
         best_regret = float("inf")
-        for bucket in itertools.chain(near, far):
+        for bucket in buckets:
             if bucket is None:
                 continue
             task = self._head(bucket, fast, worker, skipped, refused)

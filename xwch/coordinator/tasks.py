@@ -239,7 +239,8 @@ class TasksManager:
             priority=job.priority,
             created=now,
             total=len(new_tasks),
-            spec=json.dumps(job.to_wire(), separators=(",", ":")),
+            # The wire form just checked, as sent: parsed again the same way on a restart.
+            spec=json.dumps(wire, separators=(",", ":")),
         )
         await self._db.write(job_queries.create_job_thd, row, new_tasks)
         self._adopt(state)
