@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = b"bench-capability-key-32-bytes!!!"
@@ -131,16 +131,88 @@ class Child:
         return (self.bytes_at(end) - self.bytes_at(start)) / (end - start)
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(5)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen)
 
 
-class Lab:
+def stop_process(popen: subprocess.Popen[Any], timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait()
+
+
+class Stoppable(Protocol):
+    """What a lab stops when it closes: :class:`Child`, or a bench's own process wrapper."""
+
+    def stop(self) -> None: ...
+
+
+class Namespaces:
+    """Private network namespaces ``xwch-lab-TAG-ROLE``, one per role, and the processes
+    started in them (``children``, stopped in reverse order, then the namespaces deleted) when
+    the ``with`` block ends. Subclasses wire them (veths, addresses, ``tc``)."""
+
+    def __init__(self, roles: Sequence[str]) -> None:
+        tag = secrets.token_hex(3)
+        self.names = {role: f"xwch-lab-{tag}-{role}" for role in roles}
+        self.children: list[Stoppable] = []
+        try:
+            for name in self.names.values():
+                self._run("ip", "netns", "add", name)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def _run(*argv: str) -> str:
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def exec(self, side: str, *argv: str) -> str:
+        """Run ``argv`` to its end in the namespace of ``side``; its standard output."""
+        return self._run("ip", "netns", "exec", self.names[side], *argv)
+
+    def popen(self, side: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """Start ``argv`` in the namespace of ``side``, with this checkout on PYTHONPATH."""
+        env = dict(kwargs.pop("env", os.environ), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+        kwargs.setdefault("cwd", str(ROOT))
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.names[side], *argv], text=True, env=env, **kwargs
+        )
+
+    def link_bytes(self, side: str) -> dict[str, tuple[int, int]]:
+        """Bytes (received, sent) by each interface of ``side``'s namespace, from its counters."""
+        links = json.loads(self._run("ip", "-n", self.names[side], "-j", "-s", "link", "show"))
+        return {
+            link["ifname"]: (
+                int(link["stats64"]["rx"]["bytes"]),
+                int(link["stats64"]["tx"]["bytes"]),
+            )
+            for link in links
+        }
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+        self.children = []
+        # Deleting a namespace deletes its interfaces, and a veth's peer with it.
+        for name in self.names.values():
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+class Lab(Namespaces):
     """Two hosts joined by a shaped link: ``client`` and ``server`` namespaces on either side of
     a ``router`` namespace whose two interfaces each send at ``rate`` through a queue of
     ``latency`` (a token bucket filter).
@@ -162,17 +234,10 @@ class Lab:
         burst: str = BURST,
         mtu: int = MTU,
     ) -> None:
-        tag = secrets.token_hex(3)
-        self.names = {side: f"xwch-lab-{tag}-{side}" for side in ("client", "router", "server")}
-        self.children: list[Child] = []
-        made: list[str] = []
+        super().__init__(("client", "router", "server"))
         try:
-            for name in self.names.values():
-                self._run("ip", "netns", "add", name)
-                made.append(name)
             self._wire(rate, latency, burst, mtu)
         except BaseException:
-            self.children = []
             self.close()
             raise
 
@@ -201,46 +266,17 @@ class Lab:
                           "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
         self.exec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
-    def __enter__(self) -> Lab:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @staticmethod
-    def _run(*argv: str) -> None:
-        done = subprocess.run(argv, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
-
-    def exec(self, side: str, *argv: str) -> None:
-        self._run("ip", "netns", "exec", self.names[side], *argv)
-
     def spawn(self, side: str, name: str, *args: str) -> Child:
         """``python -m bench.netlab ARGS`` in the namespace of ``side`` (client or server)."""
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        argv = [
-            "ip", "netns", "exec", self.names[side], sys.executable, "-m", "bench.netlab", *args
-        ]  # fmt: skip
-        popen = subprocess.Popen(
-            argv,
+        popen = self.popen(
+            side,
+            [sys.executable, "-m", "bench.netlab", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=str(ROOT),
         )
         child = Child(name, popen)
         self.children.append(child)
         return child
-
-    def close(self) -> None:
-        for child in self.children:
-            child.stop()
-        self.children = []
-        # Deleting a namespace deletes its interfaces, and a veth's peer with it.
-        for name in self.names.values():
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
 
 
 def make_object(root: Path, size: int, seed: int = 1) -> tuple[str, int]:

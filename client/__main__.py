@@ -101,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("file", metavar="DAG.json", help="the job file")
     submit.add_argument(
+        "--site",
+        metavar="NAME",
+        help="upload to a warehouse of this site (default: the one with the most free space)",
+    )
+    submit.add_argument(
         "--wait",
         action="store_true",
         help="follow the job (progress on standard error) and download its results at the end",

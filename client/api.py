@@ -99,9 +99,11 @@ class CoordinatorClient:
             for n, w in enumerate(_items(doc, "workers", "workers"))
         ]
 
-    async def uploads(self, objects: Iterable[ObjectRef]) -> UploadPlan:
-        """Which of ``objects`` some warehouse lacks, and where to upload them."""
-        body = {"objects": [o.to_json() for o in objects]}
+    async def uploads(self, objects: Iterable[ObjectRef], site: str | None = None) -> UploadPlan:
+        """Which of ``objects`` some warehouse lacks, and where (at ``site``) to upload them."""
+        body: dict[str, object] = {"objects": [o.to_json() for o in objects]}
+        if site is not None:
+            body["site"] = site
         return UploadPlan.from_json(await self.api.post(f"{API_PREFIX}/objects/uploads", body))
 
     async def downloads(self, digests: Iterable[str]) -> dict[str, ObjectSources]:

@@ -88,7 +88,7 @@ async def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     # an invalid file sends nothing (spec/dag-format.md).
     job = ctx.load_job(Path(args.file))
     api = ctx.client(args)
-    job_id = await submit(api, ctx.http, job, ctx.reactor, ctx.note, ctx.transfers)
+    job_id = await submit(api, ctx.http, job, ctx.reactor, ctx.note, ctx.transfers, site=args.site)
     # Alone on the first line, at once: scripts read it while --wait goes on.
     ctx.out(job_id)
     if not args.wait:

@@ -70,12 +70,13 @@ async def upload_missing(
     reactor: IReactorTime,
     progress: Progress,
     transfers: Transfers,
+    site: str | None = None,
 ) -> None:
-    """Upload, one after the other, the objects no warehouse holds yet."""
+    """Upload, one after the other, the objects no warehouse holds yet (to one of ``site``)."""
     unique = {o.digest: o for o in objects}
     if not unique:
         return
-    plan = await api.uploads(ObjectRef(d, o.size) for d, o in unique.items())
+    plan = await api.uploads((ObjectRef(d, o.size) for d, o in unique.items()), site)
     # The uploads route sets no policy; the defaults pace like a worker's first transfer.
     pacer = transfers.make_pacer(reactor, Policy())
     sent = skipped = sent_bytes = 0
@@ -121,12 +122,13 @@ async def submit(
     reactor: IReactorTime,
     progress: Progress,
     transfers: Transfers | None = None,
+    site: str | None = None,
 ) -> str:
-    """Upload what ``job`` needs and create it; the new job's id."""
+    """Upload what ``job`` needs (to a warehouse of ``site``) and create it; the new job's id."""
     transfers = transfers or real_transfers()
     with tempfile.TemporaryDirectory(prefix="xwch-submit-") as scratch:
         local = collect_objects(job, transfers, Path(scratch))
-        await upload_missing(api, http, local.values(), reactor, progress, transfers)
+        await upload_missing(api, http, local.values(), reactor, progress, transfers, site)
         wire = job.with_digests({p: (o.digest, o.size) for p, o in local.items()}).to_wire()
         try:
             return await api.submit_job(wire)
@@ -138,7 +140,7 @@ async def submit(
             missing = set(_digests(e.details.get("digests")))
             progress(f"{len(missing)} object(s) went missing; uploading them again")
             again = [o for o in local.values() if o.digest in missing]
-            await upload_missing(api, http, again, reactor, progress, transfers)
+            await upload_missing(api, http, again, reactor, progress, transfers, site)
             return await api.submit_job(wire)
 
 

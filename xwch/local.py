@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
 from xwch.config import DEFAULT_PORT, write_toml, xwch_home
+from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -277,6 +278,10 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
             str(5 * heartbeat),
             "--scan-interval",
             str(args.scan_interval),
+            "--scheduler",
+            args.scheduler,
+            "--replicas",
+            str(args.replicas),
         ],
     )
     url = await platform.wait_ready(coordinator)
@@ -298,7 +303,7 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
                 "--listen",
                 "tcp:0:interface=127.0.0.1",
                 "--site",
-                "local",
+                _site(i, args.sites),
             ],
         )
         for i in range(1, args.warehouses + 1)
@@ -324,7 +329,7 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
                 "--name",
                 f"{host}-w{i}",
                 "--site",
-                "local",
+                _site(i, args.sites),
             ],
         )
         for i in range(1, args.workers + 1)
@@ -334,6 +339,11 @@ async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) 
     write_toml(home / "client.toml", {"coordinator": url, "token": tokens["client"]})
     platform.write_state()
     return url
+
+
+def _site(number: int, sites: int) -> str:
+    """The site of the ``number``-th warehouse or worker (from 1), in turn over ``sites``."""
+    return "local" if sites == 1 else f"site-{(number - 1) % sites + 1}"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -351,6 +361,27 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--warehouses", type=int, default=2, metavar="M", help="warehouses to start (default 2)"
+    )
+    parser.add_argument(
+        "--sites",
+        type=int,
+        default=1,
+        metavar="S",
+        help="sites to spread warehouses and workers over, in turn (default 1: all at site "
+        "'local'; more: site-1, site-2...)",
+    )
+    parser.add_argument(
+        "--scheduler",
+        choices=POLICIES,
+        default=POLICY_LOCALITY,
+        help="the coordinator's scheduling policy (default locality)",
+    )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=2,
+        metavar="N",
+        help="warehouses that should hold each object (default 2)",
     )
     parser.add_argument(
         "--port",
@@ -391,7 +422,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("workers", "slots", "warehouses"):
+    for name in ("workers", "slots", "warehouses", "sites", "replicas"):
         if getattr(args, name) < (0 if name == "workers" else 1):
             parser.error(f"--{name} must be at least {0 if name == 'workers' else 1}")
     if not 0 <= args.port <= 65535:
