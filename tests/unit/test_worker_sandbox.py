@@ -57,11 +57,13 @@ def _group_states(group: int) -> list[str]:
 
 def _all_stopped(group: int) -> bool:
     """Every process of ``group`` stopped (a child that ended meanwhile waits as a zombie for
-    its stopped parent)."""
+    its stopped parent; a shell caught in vfork waits, uninterruptibly, for its child stopped
+    before its exec: dash runs commands by vfork)."""
     states = set(_group_states(group))
     return psutil.STATUS_STOPPED in states and states <= {
         psutil.STATUS_STOPPED,
         psutil.STATUS_ZOMBIE,
+        psutil.STATUS_DISK_SLEEP,
     }
 
 
