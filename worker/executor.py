@@ -1,6 +1,7 @@
 """Runs one attempt: a fresh working directory, the inputs, the program, the outputs.
 
-The program runs through :mod:`xwch.worker.launcher`, which sets up the attempt's sandbox
+The program runs through :mod:`xwch.worker.launcher` (started afresh, or forked by the worker's
+fork server: :mod:`xwch.worker.spawner`), which sets up the attempt's sandbox
 (:mod:`xwch.worker.sandbox`): a process group of its own, so that a timeout, a cancel or a
 giveback kills everything the attempt started with one ``killpg`` and a suspension stops it all
 with one SIGSTOP; resource limits; writes confined to the working directory; the program's bytes
@@ -30,7 +31,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IProcessTransport, IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -50,10 +51,7 @@ from .cache import ObjectCache
 from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
 from .sandbox import Sandbox
-
-LAUNCHER_MODULE = "xwch.worker.launcher"
-# The pipe on which the launcher tells why it could not start the program.
-STATUS_FD = 3
+from .spawner import STATUS_FD, AttemptSpawner, DirectSpawner
 
 # What every program sees, whatever the worker's own environment holds: the volunteer's variables
 # (tokens, paths, names) are none of the task's business, and a task should run the same on every
@@ -177,6 +175,7 @@ class AttemptExecutor:
         limits: Mapping[str, int] | None = None,
         python: str = sys.executable,
         sandbox: Sandbox | None = None,
+        spawner: AttemptSpawner | None = None,
     ) -> None:
         self.assignment = assignment
         self._reactor = reactor
@@ -189,7 +188,7 @@ class AttemptExecutor:
         self.workdir = local_path(work_root, assignment.attempt)
         self._sandbox = sandbox if sandbox is not None else Sandbox()
         self._limits = {**self._sandbox.limits, **(limits or {})}
-        self._python = python
+        self._spawner = spawner if spawner is not None else DirectSpawner(reactor, python)
         self._killed = False
         self._timed_out = False
         self._preparing: Deferred[tuple[Path, str | None]] | None = None
@@ -358,14 +357,8 @@ class AttemptExecutor:
     async def _execute(self, program: Path, sha256: str | None) -> CompletedAttempt:
         a = self.assignment
         process = _TaskProcess(self._on_exited)
-        options = self._sandbox.launcher_options(self.workdir, sha256)
-        # -I: the launcher must not be steered by the task's PYTHON* variables.
-        argv = [
-            self._python,
-            "-I",
-            "-m",
-            LAUNCHER_MODULE,
-            *options,
+        launcher_argv = [
+            *self._sandbox.launcher_options(self.workdir, sha256),
             "--status-fd",
             str(STATUS_FD),
             "--",
@@ -376,18 +369,19 @@ class AttemptExecutor:
         # Only the time suspended while the program runs is taken off its duration.
         self._suspended_total = 0.0
         try:
-            transport: IProcessTransport = self._reactor.spawnProcess(  # type: ignore[misc]
-                process,  # type: ignore[arg-type]
-                self._python,
-                argv,  # type: ignore[arg-type]
-                env=self._environment(),
-                path=str(self.workdir),
-                childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
+            pid = await self._spawner.spawn(
+                process, launcher_argv, self._environment(), str(self.workdir)
             )
         except OSError as e:
             return self._failed(f"cannot start the program: {e}")
         # The launcher's setsid makes its pid the id of the attempt's process group.
-        self._group = transport.pid
+        self._group = pid
+        # Killed or suspended while the launcher was being started (a fork server answers
+        # asynchronously): what could not reach it then reaches it now.
+        if self._killed:
+            self._kill_group()
+        elif self.suspended:
+            self._signal_group(signal.SIGSTOP)
         self.log.info(
             "attempt {attempt} of {job}/{task} started as pid {pid}",
             attempt=a.attempt,

@@ -1,16 +1,18 @@
 """A volunteer's worker, whole: the pull loop and everything that keeps it polite and safe.
 
-:class:`Volunteer` is the service tree ``xwch-worker run`` starts: the status writer, the
-preferences watcher, the governor and the :class:`WorkerService`, in that order (stopped in the
-reverse). It builds what they share: the transfer pacer (with the volunteer's rate caps), the
-object cache (with its size limit), and the executor of each attempt (with the sandbox this
-machine can give and the per-task limits in force when the attempt starts).
+:class:`Volunteer` is the service tree ``xwch-worker run`` starts: the fork server that starts
+attempts, the status writer, the preferences watcher, the governor and the
+:class:`WorkerService`, in that order (stopped in the reverse). It builds what they share: the
+transfer pacer (with the volunteer's rate caps), the object cache (with its size limit), and the
+executor of each attempt (with the sandbox this machine can give and the per-task limits in
+force when the attempt starts).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import weakref
 from collections.abc import Callable, Collection, Sequence
@@ -37,6 +39,7 @@ from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
 from .sandbox import Sandbox, plan_sandbox
 from .service import Attempt, LocateSite, WorkerService
+from .spawner import ForkServerSpawner
 from .status import STATUS_FILE, StatusWriter
 
 # Traversable by the sandbox user (not listable): a worker running as root runs tasks as nobody,
@@ -100,11 +103,19 @@ class Volunteer(MultiService):
             sandbox if sandbox is not None else plan_sandbox([work_root, self.cache.root])
         )
         processes = IReactorProcess(reactor)
+        # Started at the first attempt; stopped last, once every attempt has ended.
+        self.spawner = ForkServerSpawner(reactor, sys.executable)
+        self.spawner.setServiceParent(self)
         self._executors: weakref.WeakSet[AttemptExecutor] = weakref.WeakSet()
 
         def new_attempt(assignment: Assignment) -> Attempt:
             executor = AttemptExecutor(
-                processes, self.cache, work_root, assignment, sandbox=self.attempt_sandbox()
+                processes,
+                self.cache,
+                work_root,
+                assignment,
+                sandbox=self.attempt_sandbox(),
+                spawner=self.spawner,
             )
             self._executors.add(executor)
             return executor

@@ -1,0 +1,383 @@
+"""How an attempt's launcher is started: a fresh interpreter, or a fork of the fork server.
+
+Either way the process runs :func:`xwch.worker.launcher.launch` with the same options (every
+sandbox step happens in it), and the attempt's :class:`ProcessProtocol` hears the same events as
+from ``reactor.spawnProcess``: ``childDataReceived`` for descriptors 1, 2 and :data:`STATUS_FD`,
+``processExited`` when the program has exited, ``processEnded`` once its pipes are closed too.
+
+:class:`DirectSpawner` runs ``python -I -m xwch.worker.launcher`` for each attempt (about 50 ms
+of CPU before the program starts). :class:`ForkServerSpawner` keeps one
+:mod:`xwch.worker.forkserver` per worker and asks it to fork (about a millisecond); it is what a
+worker uses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet import abstract, fdesc
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IProcessTransport, IReactorFDSet, IReactorProcess
+from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+LAUNCHER_MODULE = "xwch.worker.launcher"
+FORK_SERVER_MODULE = "xwch.worker.forkserver"
+# The pipe on which the launcher tells why it could not start the program.
+STATUS_FD = 3
+# The environment of the fork server itself (each attempt gets its own in its request).
+SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+# The descriptor on which the fork server finds its socket.
+SERVER_SOCKET_FD = 3
+
+
+class AttemptSpawner(Protocol):
+    """Starts the launcher of one attempt."""
+
+    def spawn(
+        self,
+        process: ProcessProtocol,
+        launcher_argv: Sequence[str],
+        env: Mapping[str, str],
+        path: str,
+    ) -> Deferred[int]:
+        """Run the launcher with ``launcher_argv`` in ``path``; fires with its pid (which is
+        also its process group's id once it has called setsid), fails with ``OSError``."""
+
+
+class DirectSpawner:
+    """A fresh ``python -I -m xwch.worker.launcher`` for each attempt."""
+
+    def __init__(self, reactor: IReactorProcess, python: str) -> None:
+        self._reactor = reactor
+        self._python = python
+
+    def spawn(
+        self,
+        process: ProcessProtocol,
+        launcher_argv: Sequence[str],
+        env: Mapping[str, str],
+        path: str,
+    ) -> Deferred[int]:
+        # -I: the launcher must not be steered by the task's PYTHON* variables.
+        argv = [self._python, "-I", "-m", LAUNCHER_MODULE, *launcher_argv]
+        transport: IProcessTransport = self._reactor.spawnProcess(  # type: ignore[misc]
+            process,  # type: ignore[arg-type]
+            self._python,
+            argv,  # type: ignore[arg-type]
+            env=dict(env),
+            path=path,
+            childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
+        )
+        return succeed(int(transport.pid))
+
+
+class ForkServerError(OSError):
+    """The fork server could not start an attempt, or is gone."""
+
+
+class _Reader(abstract.FileDescriptor):
+    """Reads a descriptor it owns until end of file (a pipe, or the fork server's socket)."""
+
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        fd: int,
+        on_data: Callable[[bytes], None],
+        on_closed: Callable[[], None],
+    ) -> None:
+        super().__init__(reactor)
+        fdesc.setNonBlocking(fd)
+        self._fd = fd
+        self._on_data = on_data
+        self._on_closed = on_closed
+        self.connected = 1
+        self.startReading()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> Any:
+        return fdesc.readFromFD(self._fd, self._on_data)
+
+    def close(self) -> None:
+        """Stop reading and close now (``on_closed`` is called), whatever is left unread."""
+        self.stopReading()
+        self.connectionLost(Failure(ConnectionDone()))
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._on_closed()
+
+
+@dataclass
+class _Child:
+    """One attempt asked of the fork server, from the request until its pipes are closed."""
+
+    id: int
+    process: ProcessProtocol
+    started: Deferred[int] = field(default_factory=Deferred)
+    pid: int | None = None
+    reason: Failure | None = None
+    open_pipes: int = 3
+
+
+class _ChildTransport:
+    """What the attempt's protocol sees as its transport."""
+
+    def __init__(self, child: _Child) -> None:
+        self._child = child
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid
+
+    def closeStdin(self) -> None:
+        # The program's standard input is /dev/null already: it reads end-of-file at once.
+        pass
+
+
+class _ServerProcess(ProcessProtocol):
+    """The fork server process: its complaints go to the worker's log."""
+
+    log = Logger()
+
+    def __init__(self) -> None:
+        self.ended: Deferred[None] = Deferred()
+
+    def childDataReceived(self, child_fd: int, data: bytes) -> None:
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip():
+                self.log.warn("fork server: {line}", line=line)
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(None)
+
+
+class _Connection:
+    """One fork server process and the worker's end of its socket."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, python: str, on_lost: Callable[[_Connection], None]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._on_lost = on_lost
+        self._children: dict[int, _Child] = {}
+        self._next_id = 0
+        self._buffer = b""
+        self._reactor = reactor
+        self.server = _ServerProcess()
+        try:
+            reactor.spawnProcess(
+                self.server,
+                python,
+                [python, "-I", "-m", FORK_SERVER_MODULE, str(SERVER_SOCKET_FD)],
+                env=dict(SERVER_ENV),
+                childFDs={0: "w", 1: "r", 2: "r", SERVER_SOCKET_FD: theirs.fileno()},
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._socket = ours
+        self.lost = False
+        # Reads a duplicate: the socket object keeps its own descriptor for sending.
+        self._reader = _Reader(reactor, os.dup(ours.fileno()), self._received, self._closed)
+
+    def spawn(
+        self,
+        process: ProcessProtocol,
+        launcher_argv: Sequence[str],
+        env: Mapping[str, str],
+        path: str,
+    ) -> Deferred[int]:
+        request_id = self._next_id
+        self._next_id += 1
+        line = json.dumps(
+            {"id": request_id, "argv": list(launcher_argv), "env": dict(env), "cwd": path}
+        ).encode()
+        ours: list[int] = []
+        theirs: list[int] = []
+        try:
+            theirs.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+            for _ in range(3):
+                read_end, write_end = os.pipe()
+                ours.append(read_end)
+                theirs.append(write_end)
+            self._send(line + b"\n", theirs)
+        except BaseException:
+            for fd in ours:
+                os.close(fd)
+            raise
+        finally:
+            # The server holds its own copies once sent: ours would keep the pipes open.
+            for fd in theirs:
+                os.close(fd)
+        child = _Child(request_id, process)
+        self._children[request_id] = child
+        process.makeConnection(_ChildTransport(child))  # type: ignore[arg-type]
+        for fd, child_fd in zip(ours, (1, 2, STATUS_FD), strict=True):
+            self._read_pipe(child, fd, child_fd)
+        return child.started
+
+    def close(self) -> Deferred[None]:
+        """Close our end: the server sees end of file and exits; fires once it has."""
+        if not self.lost:
+            self._reader.close()
+        return self.server.ended
+
+    def _send(self, data: bytes, fds: list[int]) -> None:
+        if self.lost:
+            raise ForkServerError("the fork server is gone")
+        try:
+            sent = socket.send_fds(self._socket, [data], fds)
+        except BlockingIOError:
+            sent = 0
+        if sent != len(data):
+            # A request of a few kilobytes does not fit in the socket's buffer only when the
+            # server has stopped reading; a partial line would garble the conversation.
+            self._reader.close()
+            raise ForkServerError("the fork server does not answer")
+
+    def _read_pipe(self, child: _Child, fd: int, child_fd: int) -> None:
+        def data(chunk: bytes) -> None:
+            child.process.childDataReceived(child_fd, chunk)
+
+        def closed() -> None:
+            child.open_pipes -= 1
+            self._maybe_ended(child)
+
+        _Reader(self._reactor, fd, data, closed)
+
+    def _received(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            try:
+                message = json.loads(line)
+                child = self._children[message["id"]]
+            except (ValueError, KeyError, TypeError):
+                self.log.error("fork server: unexpected answer {line!r}", line=line[:200])
+                continue
+            if "pid" in message:
+                child.pid = int(message["pid"])
+                child.started.callback(child.pid)
+            elif "error" in message:
+                del self._children[message["id"]]
+                child.started.errback(ForkServerError(str(message["error"])))
+            elif "status" in message:
+                self._exited(child, _exit_reason(int(message["status"])))
+
+    def _exited(self, child: _Child, reason: Failure) -> None:
+        child.reason = reason
+        child.process.processExited(reason)
+        self._maybe_ended(child)
+
+    def _maybe_ended(self, child: _Child) -> None:
+        if child.open_pipes > 0 or child.reason is None:
+            return
+        self._children.pop(child.id, None)
+        child.process.processEnded(child.reason)
+
+    def _closed(self) -> None:
+        """The server is gone (stopped, or died): what it ran is no longer watched."""
+        self.lost = True
+        self._socket.close()
+        for child in list(self._children.values()):
+            if child.pid is None:
+                del self._children[child.id]
+                child.started.errback(ForkServerError("the fork server ended"))
+            elif child.reason is None:
+                # Nobody would see its exit any more: kill the attempt, so it ends and is
+                # reported (failed) rather than run on unsupervised.
+                _kill_group(child.pid)
+                self._exited(child, Failure(ProcessTerminated(signal=signal.SIGKILL)))
+        self._on_lost(self)
+
+
+class ForkServerSpawner(Service):
+    """Starts attempts through one fork server, started when first needed and again if it
+    dies; stopping the service stops it (attempts have been ended by then)."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, python: str) -> None:
+        # ``reactor`` provides IReactorProcess and IReactorFDSet.
+        self._reactor = reactor
+        self._python = python
+        self._connection: _Connection | None = None
+        self._stopping = False
+
+    @property
+    def server_pid(self) -> int | None:
+        """The running fork server's pid (for tests and status)."""
+        connection = self._connection
+        if connection is None or connection.server.transport is None:
+            return None
+        pid = connection.server.transport.pid  # type: ignore[attr-defined]
+        return int(pid) if pid is not None else None
+
+    def spawn(
+        self,
+        process: ProcessProtocol,
+        launcher_argv: Sequence[str],
+        env: Mapping[str, str],
+        path: str,
+    ) -> Deferred[int]:
+        if self._connection is None:
+            self._connection = _Connection(self._reactor, self._python, self._lost)
+        return self._connection.spawn(process, launcher_argv, env, path)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stopping = True
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return succeed(None)
+        return connection.close()
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+
+    def _lost(self, connection: _Connection) -> None:
+        if self._connection is connection:
+            self._connection = None
+            if not self._stopping:
+                self.log.error("the fork server ended; starting another for the next attempt")
+
+
+def _exit_reason(status: int) -> Failure:
+    """What Twisted would report for a child's wait status."""
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        return Failure(ProcessDone(status))
+    if os.WIFSIGNALED(status):
+        return Failure(ProcessTerminated(signal=os.WTERMSIG(status), status=status))
+    return Failure(ProcessTerminated(exitCode=os.WEXITSTATUS(status), status=status))
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        # Not yet in a session of its own: it is still alone.
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    except PermissionError:
+        pass
