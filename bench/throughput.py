@@ -15,41 +15,56 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from xwch.localprocess import LocalPlatformProcess
 
 ROOT = Path(__file__).resolve().parent.parent
+NOOP = ROOT / "native/build/noop"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--slots", type=int, default=2)
-    args = parser.parse_args()
+@dataclass(frozen=True)
+class JobTiming:
+    """One job of N ``noop`` tasks on a fresh xwch-local, timed."""
+
+    state: str
+    done: int
+    wait_exit: int
+    # From the submission to the job's acceptance, and to its end.
+    submit: float
+    total: float
+
+
+def noop_job(tasks: int) -> dict[str, object]:
+    """A job of ``tasks`` ``noop`` tasks, each writing its index to its one output."""
+    return {
+        "name": "throughput",
+        "binaries": {"noop": str(NOOP)},
+        "tasks": [
+            {
+                "id": "t-{i}",
+                "foreach": {"i": {"range": [0, tasks]}},
+                "binary": "noop",
+                "args": ["out.txt", "{i}\n"],
+                "outputs": ["out.txt"],
+                "retries": 0,
+            }
+        ],
+        "results": [],
+    }
+
+
+def build_native() -> None:
     subprocess.run(["make", "--no-print-directory", "-C", str(ROOT / "native")], check=True)
+
+
+def time_xwch(tasks: int, workers: int, slots: int) -> JobTiming:
+    """Start xwch-local in a temporary XWCH_HOME, run one ``noop`` job, stop it."""
     with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
         folder = Path(tmp)
-        job = {
-            "name": "throughput",
-            "binaries": {"noop": str(ROOT / "native/build/noop")},
-            "tasks": [
-                {
-                    "id": "t-{i}",
-                    "foreach": {"i": {"range": [0, args.tasks]}},
-                    "binary": "noop",
-                    "args": ["out.txt", "{i}\n"],
-                    "outputs": ["out.txt"],
-                    "retries": 0,
-                }
-            ],
-            "results": [],
-        }
-        (folder / "dag.json").write_text(json.dumps(job))
-        platform = LocalPlatformProcess(
-            folder / "home", workers=args.workers, slots=args.slots, warehouses=1
-        )
+        (folder / "dag.json").write_text(json.dumps(noop_job(tasks)))
+        platform = LocalPlatformProcess(folder / "home", workers=workers, slots=slots, warehouses=1)
         platform.start()
         try:
             started = time.monotonic()
@@ -80,17 +95,32 @@ def main() -> int:
             )
         finally:
             platform.stop()
-    total = ended - started
+    return JobTiming(
+        state=status["state"],
+        done=status["counts"]["done"],
+        wait_exit=waited.returncode,
+        submit=accepted - started,
+        total=ended - started,
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--slots", type=int, default=2)
+    args = parser.parse_args()
+    build_native()
+    timing = time_xwch(args.tasks, args.workers, args.slots)
+    run = timing.total - timing.submit
     print(f"tasks:            {args.tasks} on {args.workers} workers x {args.slots} slots")
+    print(f"job state:        {timing.state} ({timing.done} done)  wait exit {timing.wait_exit}")
+    print(f"submit:           {timing.submit:.2f} s (validate, upload, create)")
+    print(f"run:              {run:.2f} s")
     print(
-        f"job state:        {status['state']} ({status['counts']['done']} done)  wait exit {waited.returncode}"
+        f"throughput:       {args.tasks / timing.total:.1f} tasks/s end to end, {args.tasks / run:.1f} tasks/s while running"
     )
-    print(f"submit:           {accepted - started:.2f} s (validate, upload, create)")
-    print(f"run:              {ended - accepted:.2f} s")
-    print(
-        f"throughput:       {args.tasks / total:.1f} tasks/s end to end, {args.tasks / (ended - accepted):.1f} tasks/s while running"
-    )
-    return 0 if status["state"] == "done" else 1
+    return 0 if timing.state == "done" else 1
 
 
 if __name__ == "__main__":
