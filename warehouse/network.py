@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import random as _random
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -30,7 +32,7 @@ from xwch.protocol import Policy, ProtocolError, require_object
 from xwch.transfer.bucket import TokenBucket
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
 from xwch.transfer.pacing import PacketPacer
-from xwch.transfer.packet import PacketCompressor, packet_crc
+from xwch.transfer.packet import PacketCompressor, chunks_check
 
 from .answers import Refusal
 from .objects import ObjectStore
@@ -46,8 +48,11 @@ CLIENTS = "clients"
 class PacketAnswer:
     """One packet read from disk, ready to send: its bytes (maybe compressed) and checksum."""
 
-    body: bytes
-    crc: str
+    # The answer's body in the pieces it is to be written in (see :func:`read_packet_thd`).
+    body: Sequence[bytes]
+    # The checksum of the raw bytes and the header that carries it (CRC-32 or XXH3-64).
+    check: str
+    check_header: str
     encoding: str | None
     raw_size: int
 
@@ -79,19 +84,55 @@ def read_packet_thd(
     first: int,
     length: int,
     compressor: PacketCompressor | None,
+    check_header: str,
 ) -> PacketAnswer:
     """Read ``length`` bytes of ``digest`` at ``first``, checksum them and maybe compress them.
 
-    Runs in the warehouse's thread pool: file reads, CRC and zstd all release the GIL.
+    ``check_header``: the checksum to send, CRC-32 or XXH3-64 (if the downloader offered it).
+    Runs in the warehouse's thread pool: file reads, checksums and zstd all release the GIL.
+
+    The bytes are read as two pieces, the first of :data:`FIRST_PIECE` bytes: written after the
+    headers it fills the transport's buffer, and the rest then goes to an empty buffer alone,
+    which Twisted sends as it is, without joining it to anything (a copy of every byte saved;
+    see :class:`~.pieces.PiecesProducer`).
     """
     with store.open_read(digest) as f:
-        f.seek(first)
-        data = f.read(length)
-    crc = packet_crc(data)
-    if compressor is None:
-        return PacketAnswer(data, crc, None, len(data))
-    body, encoding = compressor.encode(data)
-    return PacketAnswer(body, crc, encoding, len(data))
+        fd = f.fileno()
+        head = _pread(fd, min(length, FIRST_PIECE), first)
+        pieces = [head]
+        if length > len(head) == FIRST_PIECE:
+            pieces.append(_pread(fd, length - len(head), first + len(head)))
+    raw_size = sum(len(piece) for piece in pieces)
+    check = chunks_check(check_header, pieces)
+    if compressor is None or compressor.rests():
+        # Not joined for nothing: the object's packets were found not to compress.
+        return PacketAnswer(pieces, check, check_header, None, raw_size)
+    body, encoding = compressor.encode(b"".join(pieces))
+    answer = pieces if encoding is None else [body]
+    return PacketAnswer(answer, check, check_header, encoding, raw_size)
+
+
+def _pread(fd: int, n: int, at: int) -> bytes:
+    """``n`` bytes at ``at``, fewer only at the end of the file (a read may stop short)."""
+    data = os.pread(fd, n, at)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n and (more := os.pread(fd, n - got, at + got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+# The first piece of a packet's answer: the transport's buffer limit, so that the headers and
+# it pause the writer until the transport has sent them.
+FIRST_PIECE: int = FileDescriptor.bufferSize
+
+
+# What the read-ahead is keyed by: the object, the packet's first byte and length, whether
+# compressed answers are accepted, and the checksum header asked for.
+PacketKey = tuple[str, int, int, bool, str]
 
 
 class ReadAhead:
@@ -108,16 +149,16 @@ class ReadAhead:
     LARGEST = 8 * 1024 * 1024
 
     def __init__(self) -> None:
-        self._ready: OrderedDict[tuple[str, int, int, bool], Deferred[PacketAnswer]] = OrderedDict()
+        self._ready: OrderedDict[PacketKey, Deferred[PacketAnswer]] = OrderedDict()
         self._bytes = 0
 
-    def take(self, key: tuple[str, int, int, bool]) -> Deferred[PacketAnswer] | None:
+    def take(self, key: PacketKey) -> Deferred[PacketAnswer] | None:
         answer = self._ready.pop(key, None)
         if answer is not None:
             self._bytes -= key[2]
         return answer
 
-    def put(self, key: tuple[str, int, int, bool], answer: Deferred[PacketAnswer]) -> None:
+    def put(self, key: PacketKey, answer: Deferred[PacketAnswer]) -> None:
         if key in self._ready:
             answer.addErrback(lambda _: None)
             return

@@ -17,24 +17,39 @@ from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
 from xwch.protocol import (
+    ACCEPT_PACKET_CHECK_HEADER,
     ACCEPT_PACKET_ENCODING_HEADER,
+    PACKET_CHECK_XXH3,
     PACKET_CRC_HEADER,
     PACKET_ENCODING_HEADER,
     PACKET_ENCODING_ZSTD,
+    PACKET_XXH3_HEADER,
 )
 
 from .answers import Refusal, Responder, header_text, refusal_body
 from .blocking import BlockingRunner
 from .network import CLIENTS, PacketAnswer, WarehouseNetwork, read_packet_thd
 from .objects import ObjectStore
+from .pieces import PiecesProducer
 from .streaming import FileSpanProducer
 
 log = Logger()
 
 
+def _offers(request: Request, header: str, value: str) -> bool:
+    offered = header_text(request, header) or ""
+    return value in (e.strip().lower() for e in offered.split(","))
+
+
 def accepts_zstd(request: Request) -> bool:
-    offered = header_text(request, ACCEPT_PACKET_ENCODING_HEADER) or ""
-    return PACKET_ENCODING_ZSTD in (e.strip().lower() for e in offered.split(","))
+    return _offers(request, ACCEPT_PACKET_ENCODING_HEADER, PACKET_ENCODING_ZSTD)
+
+
+def check_header(request: Request) -> str:
+    """The header of the packet checksum to answer with: XXH3-64 if offered, else CRC-32."""
+    if _offers(request, ACCEPT_PACKET_CHECK_HEADER, PACKET_CHECK_XXH3):
+        return PACKET_XXH3_HEADER
+    return PACKET_CRC_HEADER
 
 
 def serve_packet(
@@ -51,19 +66,20 @@ def serve_packet(
     """Answer bytes ``first``.. of ``digest`` (headers for a 206 already set); ``done`` at the end."""
     started = network.clock.seconds()
     zstd = accepts_zstd(request)
+    check = check_header(request)
     compressor = network.compression.for_object(digest) if zstd else None
 
     def read(at: int, n: int) -> Deferred[PacketAnswer]:
-        ready = network.read_ahead.take((digest, at, n, zstd))
+        ready = network.read_ahead.take((digest, at, n, zstd, check))
         if ready is not None:
             return ready
-        return blocking(read_packet_thd, store, digest, at, n, compressor)
+        return blocking(read_packet_thd, store, digest, at, n, compressor, check)
 
     d = read(first, length)
     following = first + length
     if following < size and length <= network.read_ahead.LARGEST:
         # The downloader's next question is, most likely, the next packet of the same size.
-        key = (digest, following, min(length, size - following), zstd)
+        key = (digest, following, min(length, size - following), zstd, check)
         network.read_ahead.put(key, read(following, key[2]))
     gone = False
 
@@ -76,27 +92,27 @@ def serve_packet(
     def send(answer: PacketAnswer) -> None:
         if gone:
             return  # the client went away meanwhile
-        request.setHeader(PACKET_CRC_HEADER.encode("ascii"), answer.crc.encode("ascii"))
+        request.setHeader(answer.check_header.encode("ascii"), answer.check.encode("ascii"))
         if answer.encoding is not None:
             request.setHeader(
                 PACKET_ENCODING_HEADER.encode("ascii"), answer.encoding.encode("ascii")
             )
-        request.setHeader(b"content-length", str(len(answer.body)).encode("ascii"))
+        sent = sum(len(piece) for piece in answer.body)
+        request.setHeader(b"content-length", str(sent).encode("ascii"))
 
         def served(_: object) -> None:
             duration = network.clock.seconds() - started
-            network.meter.record(CLIENTS, len(answer.body), 0, duration, None)
+            network.meter.record(CLIENTS, sent, 0, duration, None)
             done()
 
         # Errback: the client went away in the middle; the session just idles out.
         request.notifyFinish().addCallbacks(served, lambda _: None)
         if network.upload.rate is None:
-            # In memory already, and no cap to keep to: one write, the transport sends it as
-            # fast as the client takes it (and stops reading requests meanwhile).
-            request.write(answer.body)
-            request.finish()
+            # In memory already, and no cap to keep to: the transport sends it as fast as the
+            # client takes it (and stops reading requests meanwhile), each piece uncopied.
+            PiecesProducer(request, answer.body).start()
             return
-        stream(request, network, io.BytesIO(answer.body), 0, len(answer.body))
+        stream(request, network, io.BytesIO(b"".join(answer.body)), 0, sent)
 
     def failed(failure: Failure) -> None:
         if failure.check(FileNotFoundError):

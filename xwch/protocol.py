@@ -22,6 +22,12 @@ PACKET_DIGEST_HEADER = "X-Xwch-Packet-Sha256"
 OBJECT_SIZE_HEADER = "X-Xwch-Object-Size"
 # A ranged GET's answer: the CRC-32 of the packet's bytes (uncompressed), 8 lowercase hex digits.
 PACKET_CRC_HEADER = "X-Xwch-Packet-Crc32"
+# Sent by a downloader that can check a packet by its XXH3-64 instead: the answer then carries
+# PACKET_XXH3_HEADER (16 lowercase hex digits) in place of the CRC-32, which costs six times the
+# CPU of XXH3 at the rates of a fast link.
+ACCEPT_PACKET_CHECK_HEADER = "X-Xwch-Accept-Packet-Check"
+PACKET_CHECK_XXH3 = "xxh3-64"
+PACKET_XXH3_HEADER = "X-Xwch-Packet-Xxh3"
 # How a packet's body is encoded on the wire ("zstd"); absent: raw bytes.
 PACKET_ENCODING_HEADER = "X-Xwch-Packet-Encoding"
 # Sent by a downloader that can decode zstd packets.

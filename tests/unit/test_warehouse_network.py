@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 import zstandard
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
@@ -26,14 +28,16 @@ from tests.unit.test_warehouse import (
 )
 from xwch import capability
 from xwch.protocol import (
+    ACCEPT_PACKET_CHECK_HEADER,
     ACCEPT_PACKET_ENCODING_HEADER,
     CAPABILITY_HEADER,
     PACKET_CRC_HEADER,
     PACKET_DIGEST_HEADER,
     PACKET_ENCODING_HEADER,
+    PACKET_XXH3_HEADER,
     SESSION_HEADER,
 )
-from xwch.warehouse.network import WarehouseNetwork
+from xwch.warehouse.network import FIRST_PIECE, WarehouseNetwork, read_packet_thd
 from xwch.warehouse.service import _QuietSite
 from xwch.warehouse.sessions import SessionTable, TooManySessions
 
@@ -81,6 +85,53 @@ def test_a_packet_comes_with_its_crc(wh: InMemoryWarehouse) -> None:
     assert body == NOISE[1000:2000]
     assert header(headers, PACKET_CRC_HEADER) == f"{zlib.crc32(NOISE[1000:2000]):08x}"
     assert header(headers, PACKET_ENCODING_HEADER) is None
+
+
+def test_a_packet_read_short_by_the_disk_is_read_to_its_end(
+    wh: InMemoryWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that stops short (a signal, a network file system) is followed by the rest: the
+    packet goes out whole, with the checksum of all its bytes."""
+    real_pread = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, at: real_pread(fd, min(n, 700), at))
+    code, headers, body = get(wh, NOISE, "bytes=100-3999")
+    assert (code, body) == (206, NOISE[100:4000])
+    assert header(headers, PACKET_CRC_HEADER) == f"{zlib.crc32(NOISE[100:4000]):08x}"
+
+
+def test_a_large_packet_is_answered_in_two_pieces_that_make_it_whole(
+    wh: InMemoryWarehouse,
+) -> None:
+    """A packet past the transport's buffer limit is read as a first piece of that size and the
+    rest (sent without a copy); the answer is every byte of the range, with its checksum."""
+    big = random.Random(4).randbytes(3 * FIRST_PIECE + 5)
+    digest = hashlib.sha256(big).hexdigest()
+    wh.store.write_packet(digest, 0, big)
+    wh.store.commit(digest)
+    answer = read_packet_thd(wh.store, digest, 3, len(big) - 3, None, PACKET_XXH3_HEADER)
+    assert [len(piece) for piece in answer.body] == [FIRST_PIECE, len(big) - 3 - FIRST_PIECE]
+    assert answer.check == f"{xxhash.xxh3_64_intdigest(big[3:]):016x}"
+    code, headers, body = get(wh, big, f"bytes=3-{len(big) - 1}")
+    assert (code, body) == (206, big[3:])
+    assert header(headers, PACKET_CRC_HEADER) == f"{zlib.crc32(big[3:]):08x}"
+
+
+def test_a_packet_comes_with_its_xxh3_to_who_offers_it(wh: InMemoryWarehouse) -> None:
+    """A downloader that offers XXH3-64 gets it in place of the CRC-32, of the raw bytes even
+    when the body is compressed; one that does not still gets the CRC-32."""
+    offer = {ACCEPT_PACKET_CHECK_HEADER: "crc32c, xxh3-64", ACCEPT_PACKET_ENCODING_HEADER: "zstd"}
+    _, headers, body = get(wh, NOISE, "bytes=1000-1999", **offer)
+    assert body == NOISE[1000:2000]
+    assert header(headers, PACKET_XXH3_HEADER) == f"{xxhash.xxh3_64_intdigest(body):016x}"
+    assert header(headers, PACKET_CRC_HEADER) is None
+    _, headers, body = get(wh, TEXT, "bytes=0-2999", **offer)
+    assert header(headers, PACKET_ENCODING_HEADER) == "zstd"
+    assert header(headers, PACKET_XXH3_HEADER) == f"{xxhash.xxh3_64_intdigest(TEXT[:3000]):016x}"
+    # The next packet was read ahead with the check of this downloader: another one, asking
+    # for the same packet without the offer, still gets a CRC-32.
+    _, headers, _ = get(wh, NOISE, "bytes=2000-2999", **{ACCEPT_PACKET_ENCODING_HEADER: "zstd"})
+    assert header(headers, PACKET_CRC_HEADER) == f"{zlib.crc32(NOISE[2000:3000]):08x}"
+    assert header(headers, PACKET_XXH3_HEADER) is None
 
 
 def test_a_packet_is_compressed_only_for_who_accepts_it_and_only_if_it_pays(
@@ -291,15 +342,17 @@ def test_the_next_packet_is_read_ahead(wh: InMemoryWarehouse) -> None:
     read_ahead = wh.resource.network.read_ahead
     digest = hashlib.sha256(NOISE).hexdigest()
     get(wh, NOISE, "bytes=0-999")
-    ready = read_ahead.take((digest, 1000, 1000, False))
-    assert ready is not None and result_of(ready).body == NOISE[1000:2000]
+    ready = read_ahead.take((digest, 1000, 1000, False, PACKET_CRC_HEADER))
+    assert ready is not None and b"".join(result_of(ready).body) == NOISE[1000:2000]
     get(wh, NOISE, "bytes=3000-4199")  # the last packet: nothing follows it
-    assert read_ahead.take((digest, 4200, 1200, False)) is None
+    assert read_ahead.take((digest, 4200, 1200, False, PACKET_CRC_HEADER)) is None
     from xwch.warehouse.network import ReadAhead
 
     small = ReadAhead()
     small.BUDGET = 2500
     for n in range(3):
-        small.put((digest, n * 1000, 1000, False), wh.resource.blocking(lambda: None))
-    assert small.take((digest, 0, 1000, False)) is None
-    assert small.take((digest, 2000, 1000, False)) is not None
+        small.put(
+            (digest, n * 1000, 1000, False, PACKET_CRC_HEADER), wh.resource.blocking(lambda: None)
+        )
+    assert small.take((digest, 0, 1000, False, PACKET_CRC_HEADER)) is None
+    assert small.take((digest, 2000, 1000, False, PACKET_CRC_HEADER)) is not None

@@ -1,7 +1,9 @@
 """Download an object from warehouses in paced ranged GETs, resuming from a ``.part`` file.
 
-Each packet is one ranged GET. Its answer carries the packet's CRC-32 (and may come compressed
-with zstandard, which the downloader offers); a packet that does not match is asked for again.
+Each packet is one ranged GET. Its answer carries the packet's XXH3-64, which the downloader
+offers, or else its CRC-32 (and may come compressed with zstandard, which the downloader
+offers too); a packet that does not match is asked for again. The packet stays in the pieces it
+came off the socket in: checked, hashed and written without being joined.
 The bytes land in ``<dest>.part`` and are hashed as they arrive; only a file whose SHA-256 is
 the object's name is renamed to ``dest`` (after an fsync), so ``dest`` is never partial or wrong.
 A warehouse too busy to take a new transfer answers 503: the downloader waits as told (with
@@ -25,10 +27,11 @@ from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable, XwchError
 from xwch.protocol import (
+    ACCEPT_PACKET_CHECK_HEADER,
     ACCEPT_PACKET_ENCODING_HEADER,
     CAPABILITY_HEADER,
     OBJECT_SIZE_HEADER,
-    PACKET_CRC_HEADER,
+    PACKET_CHECK_XXH3,
     PACKET_DIGEST_HEADER,
     PACKET_ENCODING_HEADER,
     PACKET_ENCODING_ZSTD,
@@ -41,7 +44,7 @@ from xwch.transfer.digest import BLOCK_SIZE
 from xwch.transfer.durable import fsync_directory
 from xwch.transfer.exchange import Reply, exchange
 from xwch.transfer.pacing import DOWNLOAD, PacketPacer
-from xwch.transfer.packet import CorruptPacket, decode_packet, packet_crc
+from xwch.transfer.packet import PACKET_CHECK_HEADERS, CorruptPacket, chunks_check, decode_chunks
 from xwch.transfer.sink import PartSink
 
 log = Logger()
@@ -201,6 +204,7 @@ class Downloader:
             CAPABILITY_HEADER.encode("ascii"): source.capability.encode("ascii"),
             SESSION_HEADER.encode("ascii"): self._session.encode("ascii"),
             ACCEPT_PACKET_ENCODING_HEADER.encode("ascii"): PACKET_ENCODING_ZSTD.encode("ascii"),
+            ACCEPT_PACKET_CHECK_HEADER.encode("ascii"): PACKET_CHECK_XXH3.encode("ascii"),
         }
         corrupt = 0
         while self._offset < self._size:
@@ -212,12 +216,15 @@ class Downloader:
             first, last = self._offset, self._offset + length - 1
             packet_headers = dict(headers)
             packet_headers[b"range"] = f"bytes={first}-{last}".encode("ascii")
-            reply = await exchange(self._http, "GET", url, self._reactor, packet_headers)
+            reply = await exchange(
+                self._http, "GET", url, self._reactor, packet_headers, chunked=True
+            )
             if reply.code not in (200, 206):
                 raise await reply.error()
             self._check_reply(source, reply, first, last)
-            rtt = self._controller.record(len(reply.body), reply.duration, reply.first_byte)
-            self._pacer.meter.record(source.url, 0, len(reply.body), reply.duration, rtt)
+            received = reply.size
+            rtt = self._controller.record(received, reply.duration, reply.first_byte)
+            self._pacer.meter.record(source.url, 0, received, reply.duration, rtt)
             try:
                 data = self._packet_of(reply, length)
             except CorruptPacket as e:
@@ -239,16 +246,29 @@ class Downloader:
             self._offset += length
 
     @staticmethod
-    def _packet_of(reply: Reply, length: int) -> bytes:
-        """The packet's raw bytes, checked against the checksums the answer carries."""
-        data = decode_packet(reply.body, reply.header(PACKET_ENCODING_HEADER), length)
-        crc = reply.header(PACKET_CRC_HEADER)
-        if crc is not None and crc.strip().lower() != packet_crc(data):
-            raise CorruptPacket(f"CRC-32 {packet_crc(data)}, the warehouse sent {crc}")
+    def _packet_of(reply: Reply, length: int) -> Sequence[bytes]:
+        """The packet's raw bytes (in pieces), checked against the checksums the answer carries.
+
+        One check is enough: XXH3-64 when the warehouse knows it, else its CRC-32 (a warehouse
+        older than the XXH3 header sends only that).
+        """
+        chunks = decode_chunks(reply.chunks, reply.header(PACKET_ENCODING_HEADER), length)
+        for header in PACKET_CHECK_HEADERS:
+            sent = reply.header(header)
+            if sent is None:
+                continue
+            check = chunks_check(header, chunks)
+            if sent.strip().lower() != check:
+                raise CorruptPacket(f"{header} {check}, the warehouse sent {sent}")
+            break
         sha = reply.header(PACKET_DIGEST_HEADER)
-        if sha is not None and sha.strip().lower() != hashlib.sha256(data).hexdigest():
-            raise CorruptPacket("the packet does not match its SHA-256")
-        return data
+        if sha is not None:
+            hasher = hashlib.sha256()
+            for chunk in chunks:
+                hasher.update(chunk)
+            if sha.strip().lower() != hasher.hexdigest():
+                raise CorruptPacket("the packet does not match its SHA-256")
+        return chunks
 
     def _check_reply(self, source: Source, reply: Reply, first: int, last: int) -> None:
         held = reply.header(OBJECT_SIZE_HEADER)

@@ -8,10 +8,11 @@ answer, good or bad, to :class:`Reply`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import treq
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectError, ConnectionClosed, DNSLookupError, TimeoutError
@@ -45,11 +46,21 @@ class Reply:
 
     code: int
     headers: Headers
-    body: bytes
+    # The body in the pieces it came off the socket in (one piece unless asked otherwise).
+    chunks: Sequence[bytes]
     response: Any
     # Seconds from sending the request to the answer's first byte, and to its last.
     first_byte: float = 0.0
     duration: float = 0.0
+
+    @property
+    def body(self) -> bytes:
+        # Joining a single piece returns it as it is: no copy.
+        return b"".join(self.chunks)
+
+    @property
+    def size(self) -> int:
+        return sum(len(chunk) for chunk in self.chunks)
 
     def header(self, name: str) -> str | None:
         values = self.headers.getRawHeaders(name.encode("ascii"))
@@ -74,16 +85,24 @@ async def _exchange(
     headers: Mapping[bytes, bytes],
     data: bytes | None,
     reactor: IReactorTime,
+    chunked: bool,
 ) -> Reply:
     request_headers: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
     started = reactor.seconds()
     response = await http.request(method, url, headers=request_headers, data=data)
     first_byte = reactor.seconds() - started
-    body = await response.content()
+    chunks: list[bytes] = []
+    if chunked and 200 <= response.code < 300:
+        # A packet of megabytes is kept in the pieces the socket gave, never joined: checked,
+        # hashed and written piece by piece, it is copied once less. An error answer is read
+        # whole, as Reply.error reads it again.
+        await treq.collect(response, chunks.append)
+    else:
+        chunks.append(await response.content())
     return Reply(
         code=response.code,
         headers=response.headers,
-        body=body,
+        chunks=chunks,
         response=response,
         first_byte=first_byte,
         duration=reactor.seconds() - started,
@@ -98,11 +117,15 @@ async def exchange(
     headers: Mapping[bytes, bytes],
     data: bytes | None = None,
     timeout: float = REQUEST_TIMEOUT,
+    chunked: bool = False,
 ) -> Reply:
-    """Send one request and read its whole answer; raise Unreachable if none came."""
+    """Send one request and read its whole answer; raise Unreachable if none came.
+
+    ``chunked``: a successful answer's body is kept in the pieces it arrived in (``chunks``).
+    """
     # The timeout covers the body too (treq's own covers only the headers), and is scheduled
     # on our reactor, so tests drive it with a Clock.
-    d = Deferred.fromCoroutine(_exchange(http, method, url, headers, data, reactor))
+    d = Deferred.fromCoroutine(_exchange(http, method, url, headers, data, reactor, chunked))
     d.addTimeout(timeout, reactor)
     try:
         return await d

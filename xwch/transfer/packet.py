@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
+import xxhash
 import zstandard
 
 from xwch.errors import XwchError
-from xwch.protocol import PACKET_ENCODING_ZSTD
+from xwch.protocol import PACKET_CRC_HEADER, PACKET_ENCODING_ZSTD, PACKET_XXH3_HEADER
 
 
 class CorruptPacket(XwchError):
@@ -32,6 +33,35 @@ def packet_crc(data: bytes) -> str:
     at the end, stays the authority on the content.
     """
     return f"{zlib.crc32(data):08x}"
+
+
+def packet_xxh3(data: bytes) -> str:
+    """The XXH3-64 of ``data``, 16 lowercase hex digits (the ``X-Xwch-Packet-Xxh3`` header).
+
+    What a downloader that offers it gets instead of the CRC-32: as good against a damaged
+    packet (64 bits, every bit mixed), and at 20 GB/s it no longer counts in the CPU a fast
+    transfer costs each side (the CRC-32 was a fifth of the warehouse's).
+    """
+    return f"{xxhash.xxh3_64_intdigest(data):016x}"
+
+
+# The per-packet checks, by the answer header that carries each, the preferred first.
+PACKET_CHECK_HEADERS = (PACKET_XXH3_HEADER, PACKET_CRC_HEADER)
+
+
+def chunks_check(header: str, chunks: Iterable[bytes]) -> str:
+    """The check named by ``header`` of the bytes ``chunks`` make end to end, never joined."""
+    if header == PACKET_XXH3_HEADER:
+        hasher = xxhash.xxh3_64()
+        for chunk in chunks:
+            hasher.update(chunk)
+        return f"{hasher.intdigest():016x}"
+    if header == PACKET_CRC_HEADER:
+        crc = 0
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+        return f"{crc:08x}"
+    raise ValueError(f"no packet check is carried by {header}")
 
 
 def decode_packet(
@@ -60,6 +90,16 @@ def decode_packet(
     return data
 
 
+def decode_chunks(chunks: Sequence[bytes], encoding: str | None, length: int) -> Sequence[bytes]:
+    """As :func:`decode_packet`, for a body kept in pieces: raw pieces stay as they are."""
+    if encoding in (None, "", "identity"):
+        size = sum(len(chunk) for chunk in chunks)
+        if size != length:
+            raise CorruptPacket(f"a packet of {size} bytes where {length} were expected")
+        return chunks
+    return (decode_packet(b"".join(chunks), encoding, length),)
+
+
 class PacketCompressor:
     """One sender's choice, packet by packet, to send zstandard or raw bytes."""
 
@@ -79,6 +119,17 @@ class PacketCompressor:
         self._skip = 0
         self.compressed_packets = 0
         self.raw_packets = 0
+
+    def rests(self) -> bool:
+        """Whether the next packet goes raw without a try (then counted as sent raw).
+
+        For a sender that would have to assemble the packet only to try it.
+        """
+        if self._skip == 0:
+            return False
+        self._skip -= 1
+        self.raw_packets += 1
+        return True
 
     def encode(self, packet: bytes, link_rate: float | None = None) -> tuple[bytes, str | None]:
         """The bytes to send for ``packet`` and their encoding (None: raw).

@@ -7,8 +7,16 @@ import random
 import pytest
 import zstandard
 
-from xwch.protocol import PACKET_ENCODING_ZSTD
-from xwch.transfer.packet import CorruptPacket, PacketCompressor, decode_packet, packet_crc
+from xwch.protocol import PACKET_CRC_HEADER, PACKET_ENCODING_ZSTD, PACKET_XXH3_HEADER
+from xwch.transfer.packet import (
+    CorruptPacket,
+    PacketCompressor,
+    chunks_check,
+    decode_chunks,
+    decode_packet,
+    packet_crc,
+    packet_xxh3,
+)
 
 TEXT = b"".join(b"line %d of a log file that compresses well\n" % i for i in range(3000))
 NOISE = random.Random(5).randbytes(len(TEXT))
@@ -35,6 +43,19 @@ def test_data_that_does_not_compress_is_sent_raw_and_not_tried_again_for_a_while
     body, encoding = c.encode(TEXT)
     tried.append(encoding)
     assert tried == [PACKET_ENCODING_ZSTD]
+
+
+def test_a_sender_can_ask_whether_to_skip_the_try_before_assembling_a_packet() -> None:
+    """While the compressor rests, rests() says so and counts the packet as sent raw; then it
+    tries again, as encode() would."""
+    c = PacketCompressor()
+    assert not c.rests()
+    for _ in range(PacketCompressor.PROBES):
+        c.encode(NOISE)
+    assert all(c.rests() for _ in range(PacketCompressor.REPROBE_AFTER))
+    assert c.raw_packets == PacketCompressor.PROBES + PacketCompressor.REPROBE_AFTER
+    assert not c.rests()
+    assert c.encode(TEXT)[1] == PACKET_ENCODING_ZSTD
 
 
 def test_compression_is_skipped_on_a_link_faster_than_it_saves() -> None:
@@ -77,3 +98,31 @@ def test_the_checksum_is_crc32_in_hex() -> None:
     """The packet checksum is the CRC-32 of the raw bytes, 8 hex digits."""
     assert packet_crc(b"123456789") == "cbf43926"
     assert packet_crc(b"") == "00000000"
+
+
+def test_the_faster_checksum_is_xxh3_64_in_hex() -> None:
+    """XXH3-64 (seed 0) of the raw bytes, 16 hex digits: the reference values of xxHash."""
+    assert packet_xxh3(b"") == "2d06800538d394c2"
+    assert len(packet_xxh3(TEXT)) == 16
+
+
+@pytest.mark.parametrize("header", [PACKET_XXH3_HEADER, PACKET_CRC_HEADER])
+def test_a_packet_in_pieces_checks_as_the_bytes_it_makes(header: str) -> None:
+    """A packet kept in the pieces it arrived in is checked as if joined; one flipped bit in
+    any piece shows."""
+    whole = {PACKET_XXH3_HEADER: packet_xxh3, PACKET_CRC_HEADER: packet_crc}[header](NOISE)
+    pieces = [NOISE[:1], NOISE[1:5000], b"", NOISE[5000:]]
+    assert chunks_check(header, pieces) == whole
+    damaged = [*pieces[:3], bytes([pieces[3][0] ^ 1]) + pieces[3][1:]]
+    assert chunks_check(header, damaged) != whole
+
+
+def test_raw_pieces_stay_pieces_and_zstd_ones_are_decoded() -> None:
+    """Raw pieces come back as they are (never joined) when they make the expected length;
+    zstd pieces decode to the packet; a short packet is corrupt."""
+    pieces = [NOISE[:100], NOISE[100:]]
+    assert decode_chunks(pieces, None, len(NOISE)) is pieces
+    body = zstandard.ZstdCompressor().compress(TEXT)
+    assert decode_chunks([body[:7], body[7:]], PACKET_ENCODING_ZSTD, len(TEXT)) == (TEXT,)
+    with pytest.raises(CorruptPacket, match="where"):
+        decode_chunks(pieces, None, len(NOISE) + 1)

@@ -20,7 +20,14 @@ from tests.fakes.warehouse import InMemoryWarehouse, drive, result_of
 from tests.unit.test_transfer import Recorder
 from xwch import capability
 from xwch.errors import ApiError
-from xwch.protocol import PACKET_ENCODING_HEADER, Policy, Source
+from xwch.protocol import (
+    ACCEPT_PACKET_CHECK_HEADER,
+    PACKET_CRC_HEADER,
+    PACKET_ENCODING_HEADER,
+    PACKET_XXH3_HEADER,
+    Policy,
+    Source,
+)
 from xwch.transfer import PacketPacer, copy_object, download_object, upload_bytes
 from xwch.transfer.download import Downloader
 
@@ -87,12 +94,15 @@ def download(
 
 
 class AnswerSpy(Recorder):
-    """Notes every answer's packet encoding; can damage the first answer body."""
+    """Notes every answer's packet encoding and checksum header; can damage the first answer
+    body; ``old``: the warehouse ignores an offer of XXH3, as one from before it did."""
 
-    def __init__(self, inner: Any, damage: int = 0) -> None:
+    def __init__(self, inner: Any, damage: int = 0, old: bool = False) -> None:
         super().__init__(inner)
         self.encodings: list[str | None] = []
+        self.checks: list[str | None] = []
         self.damage = damage
+        self.old = old
 
     def render(self, request: Request) -> Any:
         write = request.write
@@ -104,9 +114,17 @@ class AnswerSpy(Recorder):
             write(data)
 
         request.write = spying_write  # type: ignore[method-assign]
+        if self.old:
+            request.requestHeaders.removeHeader(ACCEPT_PACKET_CHECK_HEADER.encode())
         result = super().render(request)
         value = request.responseHeaders.getRawHeaders(PACKET_ENCODING_HEADER.encode())
         self.encodings.append(value[0].decode() if value else None)
+        sent = [
+            h
+            for h in (PACKET_XXH3_HEADER, PACKET_CRC_HEADER)
+            if request.responseHeaders.hasHeader(h)
+        ]
+        self.checks.append(sent[0] if sent else None)
         return result
 
 
@@ -148,6 +166,23 @@ def test_a_download_packet_corrupted_on_the_way_is_asked_for_again(
     ranges = [r for m, _, r in spy.seen if m == "GET"]
     assert ranges[0] == ranges[1] == f"bytes=0-{PACKET - 1}"
     assert len(ranges) == 11
+    assert set(spy.checks) == {PACKET_XXH3_HEADER}
+
+
+def test_a_corrupted_packet_from_a_warehouse_without_xxh3_is_caught_by_its_crc(
+    warehouse: InMemoryWarehouse, clock: Clock, tmp_path: Path
+) -> None:
+    """A warehouse from before the XXH3 check answers with the CRC-32 only: the downloader
+    checks that, and a damaged packet is still asked for again."""
+    upload(warehouse, clock, NOISE)
+    spy = AnswerSpy(warehouse.resource, damage=1, old=True)
+    warehouse.serve(spy)
+    dest = tmp_path / "copy.bin"
+    result_of(download(warehouse, clock, NOISE, dest))
+    assert dest.read_bytes() == NOISE
+    ranges = [r for m, _, r in spy.seen if m == "GET"]
+    assert ranges[0] == ranges[1] == f"bytes=0-{PACKET - 1}"
+    assert set(spy.checks) == {PACKET_CRC_HEADER}
 
 
 def test_a_compressed_upload_packet_corrupted_on_the_way_is_sent_again(
