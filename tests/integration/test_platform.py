@@ -124,7 +124,10 @@ def test_worker_killed_mid_attempt_has_it_relaunched_elsewhere(
 ) -> None:
     """A worker killed with SIGKILL mid-attempt: the attempt runs again elsewhere, the job succeeds."""
     home = tmp_path / "home"
-    with running_platform(home, workers=2, slots=1, warehouses=1) as platform:
+    # Not restarted by xwch-local: a victim back under its old name could take the relaunch.
+    with running_platform(
+        home, workers=2, slots=1, warehouses=1, extra=["--no-restart"]
+    ) as platform:
         path = job_file(
             tmp_path,
             {
