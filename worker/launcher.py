@@ -29,7 +29,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 # Resource limits come in variables named after the ``resource.RLIMIT_*`` they set, e.g.
@@ -181,6 +181,23 @@ def tasks_of_user(uid: int, proc: str = "/proc") -> int | None:
     return count
 
 
+def process_limit(
+    options: Options, count: Callable[[int], int | None] = tasks_of_user
+) -> int | None:
+    """The ``RLIMIT_NPROC`` that lets the attempt start ``--processes`` more tasks; None: none.
+
+    Never for root: the kernel does not hold root to ``RLIMIT_NPROC``, and counting its tasks
+    reads every ``/proc/*/status`` (milliseconds on each attempt, for a limit nobody enforces).
+    """
+    if options.processes is None:
+        return None
+    uid = options.user[0] if options.user is not None else os.getuid()
+    if uid == 0:
+        return None
+    running = count(uid)
+    return None if running is None else running + options.processes
+
+
 def set_up(options: Options, environ: Mapping[str, str]) -> None:
     """Everything between the launcher's start and the exec (see the module's docstring)."""
     limits = parse_limits(environ)
@@ -188,11 +205,9 @@ def set_up(options: Options, environ: Mapping[str, str]) -> None:
     os.setsid()
     if options.sha256 is not None:
         verify_program(options.program, options.sha256)
-    if options.processes is not None:
-        uid = options.user[0] if options.user is not None else os.getuid()
-        running = tasks_of_user(uid)
-        if running is not None:
-            limits["NPROC"] = running + options.processes
+    nproc = process_limit(options)
+    if nproc is not None:
+        limits["NPROC"] = nproc
     apply_limits(limits)
     if options.writable is not None:
         from .landlock import LandlockError, restrict_writes

@@ -3,7 +3,9 @@
 The worker only ever opens connections (it may sit behind NAT): a Register Request (RR) first,
 then Work Requests (WR) whenever it has free slots, a Work Alive (WA) every ``alive_interval``
 seconds, a Work Result (WRS) when an attempt ends, and a giveback when it stops. The routes are
-those of docs/protocol.md.
+those of docs/protocol.md. A WRS carries the next WR (``"work"``): a coordinator that answers it
+with ``"tasks"`` saves a round trip per task; one that does not (an older one, or a busy one)
+gets a WR of its own.
 
 Everything the service does in the background runs through :meth:`WorkerService._in_background`,
 which logs failures and is awaited by ``stopService``: no Deferred is dropped.
@@ -13,7 +15,8 @@ from __future__ import annotations
 
 import random
 import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,6 +126,8 @@ class _Running:
     reporting: bool = False
     # Killed on the coordinator's word or at shutdown: its result is not reported.
     dropped: bool = False
+    # Its Work Result is on its way: only stopping cuts it short (see _drop).
+    sending: bool = False
 
 
 class WorkerService(Service):
@@ -178,6 +183,14 @@ class WorkerService(Service):
         self._registrations = 0
         self._stopping = False
         self._attempts: dict[str, _Running] = {}
+        # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
+        # main loop must not ask for them again meanwhile, or the worker would get too much work.
+        self._asking = 0
+        # The coordinator answered a Work Result's request for work with none: the main loop
+        # waits before asking again rather than asking at once.
+        self._offered_nothing = False
+        # The idle poll's current period (see IDLE_POLL_START).
+        self._idle = self.IDLE_POLL_START
         self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
         self._alive: LoopingCall | None = None
@@ -376,26 +389,31 @@ class WorkerService(Service):
 
     async def _work(self) -> None:
         await self._register()
-        idle = self.IDLE_POLL_START
         errors = self._backoff()
         while not self._stopping:
             if self._lost:
                 await self._register()
                 continue
-            free = self.free_slots()
+            free = self.free_slots() - self._asking
             worker_id = self.worker_id
             if free <= 0 or self.suspended is not None:
                 # Woken when an attempt is reported, on resume (or when we are found lost).
                 await self._nap(None)
                 continue
+            if self._offered_nothing:
+                # A Work Result just asked for work and got none: this is the next poll.
+                self._offered_nothing = False
+                await self._idle_nap()
+                continue
             try:
-                reply = require_object(
-                    await self._coordinator.post(
-                        self._worker_path("/work"),
-                        {"performance": self.facts.performance, "free_slots": free},
-                    ),
-                    "work",
-                )
+                with self._asking_for(free):
+                    reply = require_object(
+                        await self._coordinator.post(
+                            self._worker_path("/work"),
+                            {"performance": self.facts.performance, "free_slots": free},
+                        ),
+                        "work",
+                    )
                 tasks = reply.get("tasks", [])
                 if not isinstance(tasks, list):
                     raise ProtocolError("work.tasks: expected a list")
@@ -414,10 +432,24 @@ class WorkerService(Service):
             errors.reset()
             self._apply_policy(reply)
             if self._start_attempts(tasks):
-                idle = self.IDLE_POLL_START
+                self._idle = self.IDLE_POLL_START
                 continue
-            await self._nap(idle)
-            idle = min(idle * 2, self.IDLE_POLL_MAX)
+            await self._idle_nap()
+
+    @contextmanager
+    def _asking_for(self, slots: int) -> Iterator[None]:
+        """Count ``slots`` as asked for while a request for them is unanswered."""
+        self._asking += slots
+        try:
+            yield
+        finally:
+            self._asking -= slots
+
+    async def _idle_nap(self) -> None:
+        """No work was offered: wait, longer each time, before asking again."""
+        idle = self._idle
+        self._idle = min(idle * 2, self.IDLE_POLL_MAX)
+        await self._nap(idle)
 
     async def _nap(self, delay: float | None) -> None:
         """Wait ``delay`` seconds (None: no limit), or less if :meth:`_wake` is called."""
@@ -455,7 +487,9 @@ class WorkerService(Service):
             if self.suspended is not None:
                 # Assigned by a Work Request sent before the suspension.
                 attempt.suspend()
-            self.log.info(
+            # Debug: the executor logs the attempt's start with its pid, and each line costs
+            # the worker about half a millisecond (a tenth of its CPU on trivial tasks).
+            self.log.debug(
                 "running attempt {attempt} of {job}/{task}",
                 attempt=assignment.attempt,
                 job=assignment.job,
@@ -497,7 +531,12 @@ class WorkerService(Service):
                 return
             record.reporting = True
             result = await self._store_outputs(completed)
-            await self._report(result)
+            if record.dropped:
+                # Cancelled while storing: a cancelled exchange may fail as a connection error
+                # rather than CancelledError, so the storing may have ended normally.
+                return
+            record.sending = True
+            await self._report(result, frees_slot=True)
         except CancelledError:
             if not record.dropped:
                 raise
@@ -563,10 +602,25 @@ class WorkerService(Service):
                 )
                 await deferLater(self._reactor, delay)
 
-    async def _report(self, result: AttemptResult) -> None:
-        """Work Result, retried until the coordinator answers: a result is never dropped."""
+    def _work_to_ask(self) -> int:
+        """Slots a Work Result freeing one may ask work for (its own included); 0: ask none."""
+        if self._stopping or self.suspended is not None or self._lost:
+            return 0
+        return max(0, self.free_slots() + 1 - self._asking)
+
+    async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
+        """Work Result, retried until the coordinator answers: a result is never dropped.
+
+        ``frees_slot``: the attempt held a slot, which is free once this is answered; the
+        result then carries a Work Request for it (and any other slot free).
+        """
+        body = result.to_json()
+        asked = self._work_to_ask() if frees_slot else 0
+        if asked:
+            body["work"] = {"performance": self.facts.performance, "free_slots": asked}
         try:
-            reply = await self._call(lambda: self._worker_path("/results"), result.to_json())
+            with self._asking_for(asked):
+                reply = await self._call(lambda: self._worker_path("/results"), body)
         except ApiError as e:
             # An answer, not a silence: the coordinator will not take this result (an attempt
             # it gave to someone else meanwhile...). Retrying would get the same answer.
@@ -576,6 +630,8 @@ class WorkerService(Service):
                 error=e,
             )
             return
+        if asked:
+            self._take_work(reply)
         accepted = isinstance(reply, dict) and reply.get("accepted") is True
         self.log.info(
             "attempt {attempt} {outcome}{error}, result {taken}",
@@ -584,6 +640,21 @@ class WorkerService(Service):
             error=f" ({result.error})" if result.error else "",
             taken="accepted" if accepted else "ignored by the coordinator",
         )
+
+    def _take_work(self, reply: object) -> None:
+        """Start the tasks a Work Result's answer carries, as a Work Request's answer's.
+
+        No ``"tasks"`` (a coordinator that predates them, or too busy to assign): the main
+        loop sends a Work Request once the slot is free.
+        """
+        tasks = reply.get("tasks") if isinstance(reply, dict) else None
+        if not isinstance(tasks, list):
+            return
+        self._apply_policy(reply)
+        if self._start_attempts(tasks):
+            self._idle = self.IDLE_POLL_START
+        else:
+            self._offered_nothing = True
 
     async def _call(self, path: Callable[[], str], body: object) -> Any:
         """POST to the coordinator until it answers; re-register if it lost us.
@@ -671,7 +742,11 @@ class WorkerService(Service):
         self.log.info("attempt {attempt} {why}", attempt=attempt_id, why=why)
         record.dropped = True
         record.attempt.kill()
-        if record.reporting and record.life is not None:
+        # A Work Result on its way is not cut short but to stop: a Work Alive sent just after the
+        # coordinator took the result lists the attempt and hears "cancel", and cancelling the
+        # Work Result's exchange loses its answer, with the next tasks it may carry (the
+        # coordinator would wait for them in vain). Its answer decides what the result is worth.
+        if record.reporting and record.life is not None and (not record.sending or self._stopping):
             record.life.cancel()
 
     # Stopping

@@ -3,19 +3,46 @@
 Every request carries the bearer token; every error answer becomes an :class:`ApiError` (with the
 server's ``retry_after`` when it is busy) and every failure to connect an :class:`Unreachable`,
 so callers handle two domain errors and never a raw HTTP status or a Twisted connection error.
+
+Calls through a client of :func:`make_http_client` go straight to its pooled ``Agent``: treq's
+URL handling (IDNA on every request, even for ``127.0.0.1``), cookie, redirect and decoding
+agents cost the worker about as much CPU as the rest of a call, for nothing a JSON API needs.
+Any other treq-like client (``StubTreq`` in tests) is called through ``request``.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import treq
 from treq.client import HTTPClient
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError, ConnectionLost, DNSLookupError, TimeoutError
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed, _HTTP11ClientFactory
-from twisted.web.iweb import IAgent
+from twisted.internet.interfaces import (
+    IConsumer,
+    IReactorTCP,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import (
+    URI,
+    Agent,
+    BrowserLikePolicyForHTTPS,
+    HTTPConnectionPool,
+    ResponseDone,
+    ResponseFailed,
+    _HTTP11ClientFactory,
+)
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
+from zope.interface import implementer
 
 from xwch.errors import ApiError, Unreachable
 
@@ -30,15 +57,119 @@ class _QuietClientFactory(_HTTP11ClientFactory):
     noisy = False
 
 
-def make_http_client(reactor: IReactorTCP, persistent: bool = True) -> HTTPClient:
+@implementer(IAgentEndpointFactory)
+class _Endpoints:
+    """TCP for http, TLS over TCP for https (as ``Agent``'s own), each made once per server:
+    making one runs IDNA on the host name, a good part of a small request's cost."""
+
+    # A client talks to a coordinator and a few warehouses; past this, start afresh.
+    MAX = 256
+
+    def __init__(self, reactor: IReactorTCP) -> None:
+        self._reactor = reactor
+        self._tls = BrowserLikePolicyForHTTPS()
+        self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
+        key = (uri.scheme, uri.host, uri.port)
+        endpoint = self._made.get(key)
+        if endpoint is None:
+            endpoint = HostnameEndpoint(self._reactor, uri.host, uri.port)
+            if uri.scheme == b"https":
+                host = uri.host.decode("ascii")
+                endpoint = wrapClientTLS(self._tls.creatorForNetloc(host, uri.port), endpoint)
+            elif uri.scheme != b"http":
+                raise ValueError(f"unsupported scheme {uri.scheme!r}")
+            if len(self._made) >= self.MAX:
+                self._made.clear()
+            self._made[key] = endpoint
+        return endpoint
+
+
+class PooledHttpClient(HTTPClient):
+    """treq's client (transfers use it as such), keeping its bare pooled ``Agent`` for
+    :class:`JsonApi`'s calls."""
+
+    def __init__(
+        self, agent: IAgent, reactor: IReactorTime, pool: HTTPConnectionPool | None = None
+    ) -> None:
+        super().__init__(agent)
+        self.agent = agent
+        self.reactor = reactor
+        self.pool = pool
+
+
+def make_http_client(reactor: IReactorTCP, persistent: bool = True) -> PooledHttpClient:
     """A treq client with a connection pool, so packets reuse one connection."""
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool._factory = _QuietClientFactory
     pool.maxPersistentPerHost = 8
     # Idle connections are dropped before a server would drop them under us.
     pool.cachedConnectionTimeout = 30
-    agent = cast(IAgent, Agent(reactor, pool=pool))
-    return HTTPClient(agent)
+    agent = cast(IAgent, Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=pool))
+    return PooledHttpClient(agent, cast(IReactorTime, reactor), pool)
+
+
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written in one go (``FileBodyProducer`` goes
+    through a cooperator, a reactor turn per request for a few hundred bytes)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """An answer read whole, with what :func:`decode_error` uses of a treq response."""
+
+    code: int
+    headers: Headers
+    body: bytes
+
+    def content(self) -> Deferred[bytes]:
+        return succeed(self.body)
+
+
+async def _exchange(
+    agent: IAgent, method: bytes, url: bytes, headers: Headers, data: bytes | None
+) -> _Answer:
+    producer = None if data is None else _BytesProducer(data)
+    response: IResponse = await agent.request(method, url, headers, producer)
+    body: Deferred[bytes] = Deferred()
+    response.deliverBody(_BodyReader(body))
+    return _Answer(response.code, response.headers, await body)
+
+
+class _BodyReader(Protocol):
+    """Collects an answer's body (``readBody`` warns about the pool's transports)."""
+
+    def __init__(self, done: Deferred[bytes]) -> None:
+        self._done = done
+        self._chunks: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self._done.callback(b"".join(self._chunks))
+        else:
+            self._done.errback(reason)
 
 
 async def decode_error(response: Any) -> ApiError:
@@ -85,25 +216,44 @@ class JsonApi:
         self.token = token
         self._reactor = reactor
         self._timeout = timeout
+        self._built_headers: dict[tuple[str | None, bool], Headers] = {}
 
-    def headers(self) -> dict[bytes | str, list[bytes | str]]:
-        headers: dict[bytes | str, list[bytes | str]] = {b"accept": [b"application/json"]}
+    def _raw_headers(self) -> dict[bytes, list[bytes]]:
+        headers = {b"accept": [b"application/json"]}
         if self.token:
             headers[b"authorization"] = [b"Bearer " + self.token.encode("ascii")]
         return headers
 
+    def headers(self) -> dict[bytes | str, list[bytes | str]]:
+        return {name: list(values) for name, values in self._raw_headers().items()}
+
+    def _agent_headers(self, with_body: bool) -> Headers:
+        """The same headers as :meth:`headers`, built once (``Agent`` copies them per request)."""
+        key = (self.token, with_body)
+        cached = self._built_headers.get(key)
+        if cached is None:
+            raw = self._raw_headers()
+            if with_body:
+                raw[b"content-type"] = [b"application/json"]
+            cached = self._built_headers[key] = Headers(raw)
+        return cached
+
     async def call(self, method: str, path: str, body: object | None = None) -> Any:
         """The decoded JSON answer of ``method path``; raises ApiError or Unreachable."""
         url = self.base_url + path
-        headers = self.headers()
         data: bytes | None = None
         if body is not None:
-            data = json.dumps(body).encode("utf-8")
-            headers[b"content-type"] = [b"application/json"]
+            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
         try:
-            response = await self.http.request(
-                method, url, headers=headers, data=data, timeout=self._timeout
-            )
+            if isinstance(self.http, PooledHttpClient) and url.isascii():
+                response: Any = await self._direct(self.http, method, url, data)
+            else:
+                headers = self.headers()
+                if data is not None:
+                    headers[b"content-type"] = [b"application/json"]
+                response = await self.http.request(
+                    method, url, headers=headers, data=data, timeout=self._timeout
+                )
             if response.code >= 400:
                 raise await decode_error(response)
             raw = await response.content()
@@ -116,6 +266,22 @@ class JsonApi:
         except ValueError:
             raise ApiError(response.code, "bad_response", f"{url} did not answer JSON") from None
 
+    def _direct(
+        self, http: PooledHttpClient, method: str, url: str, data: bytes | None
+    ) -> Deferred[_Answer]:
+        """One exchange on the client's bare ``Agent``; a timeout is a silence (Unreachable)."""
+        d = Deferred.fromCoroutine(
+            _exchange(
+                http.agent,
+                method.encode("ascii"),
+                url.encode("ascii"),
+                self._agent_headers(data is not None),
+                data,
+            )
+        )
+        d.addTimeout(self._timeout, self._reactor or http.reactor, _timed_out(url))
+        return d
+
     async def get(self, path: str) -> Any:
         return await self.call("GET", path)
 
@@ -123,4 +289,15 @@ class JsonApi:
         return await self.call("POST", path, {} if body is None else body)
 
 
-__all__ = ["JsonApi", "decode_error", "make_http_client", "treq"]
+def _timed_out(url: str) -> Callable[[object, float], object]:
+    def on_timeout(result: object, timeout: float) -> object:
+        # Cancelled on time out; depending on how far it got, a call fails with CancelledError
+        # or a connection error: either way, nobody answered in time.
+        if isinstance(result, Failure):
+            raise TimeoutError(string=f"no answer from {url} in {timeout:.0f} s")
+        return result
+
+    return on_timeout
+
+
+__all__ = ["JsonApi", "PooledHttpClient", "decode_error", "make_http_client", "treq"]

@@ -77,6 +77,9 @@ class FakeCoordinator(Resource):
         self.token = token
         # False: every request fails to connect (the client sees Unreachable).
         self.reachable = True
+        # False: a coordinator older than Work Results carrying a Work Request (it ignores
+        # their "work" and answers no "tasks").
+        self.work_in_results = True
 
         # Scripted state.
         self.ready: list[Assignment] = []
@@ -88,6 +91,8 @@ class FakeCoordinator(Resource):
         # What was received, in order.
         self.registrations: list[HostFacts] = []
         self.work_requests: list[WorkRequest] = []
+        # The Work Requests carried by Work Results ("work"), answered in the same reply.
+        self.result_work_requests: list[WorkRequest] = []
         self.alives: list[tuple[str, list[str]]] = []
         # Each Work Alive's whole body (states of the attempts, evicted objects...).
         self.alive_bodies: list[tuple[str, dict[str, Any]]] = []
@@ -214,16 +219,10 @@ class FakeCoordinator(Resource):
             }, {}
         assert worker is not None or route == "uploads"
         if route == "work":
-            free = doc.get("free_slots")
-            performance = doc.get("performance")
-            if not isinstance(free, int) or not isinstance(performance, (int, float)):
-                raise ProtocolError("work: expected performance and free_slots")
             assert worker is not None
-            self.work_requests.append(WorkRequest(worker, float(performance), free))
-            given, self.ready = self.ready[:free], self.ready[free:]
-            for a in given:
-                self.assigned[a.attempt] = worker
-            return {"tasks": [a.to_json() for a in given], "policy": self.policy.to_json()}, {}
+            request = _work_request(worker, doc, "work")
+            self.work_requests.append(request)
+            return self._hand_out(request), {}
         if route == "alive":
             running = [
                 RunningAttempt.from_json(r, f"alive.running[{n}]")
@@ -246,9 +245,16 @@ class FakeCoordinator(Resource):
                     409, {"error": "missing_objects", "message": "store first", "digests": missing}
                 )
             assert worker is not None
+            work = doc.get("work")
+            request = None
+            if work is not None and self.work_in_results:
+                request = _work_request(worker, work, "result.work")
             self.results.append((worker, result))
             del self.assigned[result.attempt]
-            return {"accepted": True}, {}
+            if request is None:
+                return {"accepted": True}, {}
+            self.result_work_requests.append(request)
+            return {"accepted": True, **self._hand_out(request)}, {}
         if route == "giveback":
             attempts = doc.get("attempts")
             if not isinstance(attempts, list):
@@ -277,6 +283,23 @@ class FakeCoordinator(Resource):
                 ],
             }, {}
         raise AssertionError(route)
+
+    def _hand_out(self, request: WorkRequest) -> dict[str, Any]:
+        """A Work Request's answer: as many queued assignments as free slots, and the policy."""
+        free = request.free_slots
+        given, self.ready = self.ready[:free], self.ready[free:]
+        for a in given:
+            self.assigned[a.attempt] = request.worker
+        return {"tasks": [a.to_json() for a in given], "policy": self.policy.to_json()}
+
+
+def _work_request(worker: str, doc: Any, where: str) -> WorkRequest:
+    work = require_object(doc, where)
+    free = work.get("free_slots")
+    performance = work.get("performance")
+    if not isinstance(free, int) or not isinstance(performance, (int, float)):
+        raise ProtocolError(f"{where}: expected performance and free_slots")
+    return WorkRequest(worker, float(performance), free)
 
 
 class _Refused(Exception):

@@ -31,6 +31,7 @@ from xwch.worker import landlock
 from xwch.worker.cache import ObjectCache
 from xwch.worker.executor import AttemptExecutor, CompletedAttempt
 from xwch.worker.files import remove_tree
+from xwch.worker.launcher import Options, process_limit
 from xwch.worker.sandbox import (
     SANDBOX_USER,
     Sandbox,
@@ -376,3 +377,21 @@ def test_sandbox_becomes_launcher_options(tmp_path: Path) -> None:
         "--user",
         "65534:65533",
     ]
+
+
+def test_process_limit_counts_the_users_tasks_above_what_it_runs() -> None:
+    """An attempt of an ordinary user may start --processes more tasks than the user runs."""
+    options = Options(program="p", args=["p"], user=(65534, 65533), processes=8)
+    assert process_limit(options, count=lambda uid: {65534: 5}[uid]) == 13
+    assert process_limit(options, count=lambda uid: None) is None
+    assert process_limit(dataclasses.replace(options, processes=None), count=lambda uid: 5) is None
+
+
+def test_process_limit_is_not_counted_for_root() -> None:
+    """Root is not held to RLIMIT_NPROC: its tasks are not counted (every /proc read) for it."""
+
+    def count(uid: int) -> int:
+        raise AssertionError("root's tasks counted")
+
+    options = Options(program="p", args=["p"], user=(0, 0), processes=8)
+    assert process_limit(options, count=count) is None

@@ -205,10 +205,10 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual((worker, result.attempt, result.outcome), ("w1", "a1", OUTCOME_SUCCEEDED))
         self.assertEqual(result.outputs, (output,))
         routes = self.coordinator.routes()
-        self.assertEqual(routes[routes.index("uploads") :][:3], ["uploads", "results", "work"])
-        # Asked for more work at once, with the slot free again.
-        self.assertEqual(len(self.coordinator.work_requests), requests + 1)
-        self.assertEqual(self.coordinator.work_requests[-1].free_slots, 2)
+        self.assertEqual(routes[routes.index("uploads") :], ["uploads", "results"])
+        # The result asked for more work at once, with the slot free again.
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 2)])
+        self.assertEqual(len(self.coordinator.work_requests), requests)
         self.assertTrue(self.attempts["a1"].discarded)
         self.assertEqual(self.service.running_attempts(), [])
 
@@ -249,7 +249,92 @@ class WorkerServiceTests(ServiceHarness):
         self.clock.advance(WorkerService.IDLE_POLL_MAX * 10)
         self.assertEqual(len(self.coordinator.work_requests), 1)
         self.attempts["a2"].fail()
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
+
+    def test_work_result_brings_the_next_tasks_without_a_work_request(self) -> None:
+        """A result asks for work for the slot it frees; the tasks of its answer run at once."""
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        requests = len(self.coordinator.work_requests)
+        self.coordinator.assign(assignment("a3"))
+        self.attempts["a1"].succeed()
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
+        self.assertEqual(sorted(self.service.running_attempts()), ["a2", "a3"])
+        self.clock.advance(WorkerService.IDLE_POLL_MAX * 10)
+        # Full again: no Work Request was needed.
+        self.assertEqual(len(self.coordinator.work_requests), requests)
+        self.assertNotIn(
+            "work", self.coordinator.routes()[self.coordinator.routes().index("results") :]
+        )
+
+    def test_older_coordinator_gets_a_work_request_after_the_result(self) -> None:
+        """A coordinator that answers a result without tasks gets a Work Request for the slot."""
+        self.coordinator.work_in_results = False
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        self.coordinator.assign(assignment("a3"))
+        self.attempts["a1"].succeed()
+        routes = self.coordinator.routes()
+        self.assertEqual(routes[routes.index("results") :], ["results", "work"])
         self.assertEqual(self.coordinator.work_requests[-1], WorkRequest("w1", 1.5, 1))
+        self.assertEqual(sorted(self.service.running_attempts()), ["a2", "a3"])
+
+    def test_result_answered_without_work_waits_for_the_next_poll(self) -> None:
+        """No task in a result's answer: the worker polls again after the idle period, not at
+        once."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        requests = len(self.coordinator.work_requests)
+        self.attempts["a1"].fail()
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 2)])
+        self.assertEqual(len(self.coordinator.work_requests), requests)
+        self.coordinator.assign(assignment("a2"))
+        self.clock.advance(WorkerService.IDLE_POLL_MAX)
+        self.assertGreater(len(self.coordinator.work_requests), requests)
+        self.assertEqual(self.service.running_attempts(), ["a2"])
+
+    def test_work_asked_by_a_result_is_not_asked_again_meanwhile(self) -> None:
+        """While a result's request for work is unanswered, its slots are not asked for twice."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        # The result's answer is held up: the coordinator is down, then busy.
+        self.coordinator.reachable = False
+        self.attempts["a1"].fail()
+        self.clock.advance(WorkerService.IDLE_POLL_MAX * 4)
+        requests = list(self.coordinator.work_requests)
+        self.coordinator.reachable = True
+        self.coordinator.assign(*(assignment(f"b{n}") for n in range(4)))
+        self.clock.advance(WorkerService.RETRY_CAP)
+        # Every slot asked for once: two attempts for two slots, never more.
+        self.assertEqual(len(self.service.running_attempts()), 2)
+        self.assertEqual(self.coordinator.work_requests, requests)
+
+    def test_cancel_racing_a_result_on_its_way_does_not_lose_its_answer(self) -> None:
+        """A Work Alive's cancel for an attempt whose result is being sent (the coordinator took
+        the result just before) lets the result's answer, and the tasks it carries, arrive."""
+        self.service.set_slots(1)
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.coordinator.fail_next("results", 503, "busy", retry_after=15.0)
+        self.attempts["a1"].fail()
+        self.coordinator.cancel("a1")
+        self.coordinator.assign(assignment("a2"))
+        self.clock.advance(10.0)
+        self.assertEqual(self.coordinator.alives, [("w1", ["a1"])])
+        self.assertEqual(self.coordinator.results, [])
+        self.clock.advance(5.0)
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1"])
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
+        self.assertEqual(self.service.running_attempts(), ["a2"])
+
+    def test_suspended_worker_reports_without_asking_for_work(self) -> None:
+        """A result reported while suspended asks for no work."""
+        self.coordinator.assign(assignment("a1"))
+        self.start()
+        self.service.suspend("the computer is in use")
+        self.attempts["a1"].fail()
+        self.assertEqual(len(self.coordinator.results), 1)
+        self.assertEqual(self.coordinator.result_work_requests, [])
 
     def test_backs_off_when_there_is_no_work(self) -> None:
         """An idle worker polls at 0.2 s, then less and less often, at most every 2 s."""

@@ -6,6 +6,8 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from twisted.logger import Logger
+
 from xwch.coordinator.catalog import Catalog, NoWarehouse
 from xwch.coordinator.communication import Busy, CommunicationManager
 from xwch.coordinator.openapi import openapi_document
@@ -37,6 +39,7 @@ from xwch.protocol import (
 from xwch.store import jobs as job_queries
 from xwch.store import nodes
 from xwch.store.database import Database
+from xwch.store.records import TokenRecord
 
 CLIENT = (ROLE_CLIENT,)
 WORKER = (ROLE_WORKER,)
@@ -97,6 +100,8 @@ def _str(body: Any, key: str, where: str) -> str:
 
 class CoordinatorApi:
     """The handlers; each takes an :class:`ApiRequest` and answers ``(status, JSON)``."""
+
+    log = Logger()
 
     def __init__(
         self,
@@ -421,12 +426,16 @@ class CoordinatorApi:
         performance = _number(req.body, "performance", "work")
         free_slots = _int(req.body, "free_slots", "work")
         with self._communication.admit_work_request():
-            assignments = await self._workers.work_request(
-                req.token, req.params["worker"], performance, free_slots
-            )
-        return 200, {
+            return 200, await self._assign(req.token, req.params["worker"], performance, free_slots)
+
+    async def _assign(
+        self, token: TokenRecord, worker_id: str, performance: float, free_slots: int
+    ) -> dict[str, Any]:
+        """A Work Request's answer: the tasks given and the policy of the worker's link."""
+        assignments = await self._workers.work_request(token, worker_id, performance, free_slots)
+        return {
             "tasks": [a.to_json() for a in assignments],
-            "policy": self._communication.policy_for(req.params["worker"]).to_json(),
+            "policy": self._communication.policy_for(worker_id).to_json(),
         }
 
     async def work_alive(self, req: ApiRequest) -> tuple[int, Any]:
@@ -450,8 +459,28 @@ class CoordinatorApi:
     async def work_result(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
         result = AttemptResult.from_json(req.body)
-        accepted = await self._workers.result(req.token, req.params["worker"], result)
-        return 200, {"accepted": accepted}
+        work = require_object(req.body, "result").get("work")
+        if work is not None:
+            # Checked before the result is taken: a malformed request changes nothing.
+            performance = _number(work, "performance", "result.work")
+            free_slots = _int(work, "free_slots", "result.work")
+        worker_id = req.params["worker"]
+        accepted = await self._workers.result(req.token, worker_id, result)
+        answer: dict[str, Any] = {"accepted": accepted}
+        if work is None:
+            return 200, answer
+        # The result carries the worker's next Work Request (one round trip per task, not two),
+        # under the same admission control. The result is recorded whatever happens next: too
+        # busy, or failing to assign, the answer is the result's alone, and the worker, finding
+        # no "tasks", sends a Work Request of its own.
+        try:
+            with self._communication.admit_work_request():
+                answer.update(await self._assign(req.token, worker_id, performance, free_slots))
+        except Busy:
+            pass
+        except Exception:
+            self.log.failure("assigning work with the result of {worker} failed", worker=worker_id)
+        return 200, answer
 
     async def give_back(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None

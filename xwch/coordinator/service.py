@@ -29,7 +29,7 @@ from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.scheduler import POLICY_FIFO, POLICY_LOCALITY, FifoScheduler, Scheduler
 from xwch.coordinator.tasks import TasksManager
-from xwch.coordinator.web import JsonRouter
+from xwch.coordinator.web import JsonRequest, JsonRouter
 from xwch.coordinator.workers import WorkersManager
 from xwch.http import make_http_client
 from xwch.protocol import API_PREFIX
@@ -72,6 +72,8 @@ class StoreService(Service):
 
 class QuietSite(Site):
     """A site that does not log every request: workers' signals would drown the log."""
+
+    requestFactory = JsonRequest
 
     def log(self, request: object) -> None:
         pass

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -69,6 +70,16 @@ class Route:
     def __post_init__(self) -> None:
         regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(self.pattern))
         object.__setattr__(self, "regex", re.compile(f"^{regex}$"))
+
+
+class JsonRequest(server.Request):
+    """A request whose POST body is never parsed as a form: our bodies are JSON, and the form
+    check parses every POST's Content-Type with the ``email`` package, a tenth of a millisecond
+    or more per request on the coordinator's busiest routes. ``request.args`` still holds the
+    query string."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
 
 
 Authenticator = Callable[[str], Awaitable[TokenRecord | None]]

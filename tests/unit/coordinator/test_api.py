@@ -191,6 +191,90 @@ class ApiTests(CoordinatorTestCase):
         [row] = listed["workers"]
         self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
 
+    def _first_attempt(self, worker: str, tasks: int) -> dict[str, Any]:
+        """A job of ``tasks`` tasks submitted; the Work Request's one assignment."""
+        wire = wire_job([{"id": f"t{n}"} for n in range(tasks)])
+        self.call("POST", "/jobs", role="client", body=wire)
+        _, work, _ = self.call(
+            "POST",
+            f"/workers/{worker}/work",
+            role="worker",
+            body={"performance": 1.0, "free_slots": 1},
+        )
+        [assignment] = work["tasks"]
+        return dict(assignment)
+
+    @staticmethod
+    def _result(attempt: str, **extra: Any) -> dict[str, Any]:
+        return {
+            "attempt": attempt,
+            "outcome": "succeeded",
+            "exit_code": 0,
+            "error": None,
+            "outputs": [],
+            "stdout": "",
+            "stderr": "",
+            "duration": 0.1,
+            **extra,
+        }
+
+    def test_work_result_carrying_a_work_request_is_answered_with_tasks(self) -> None:
+        """A result that asks for work is recorded and answered with the next tasks and policy."""
+        worker = self.register_worker()
+        first = self._first_attempt(worker, tasks=4)
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body=self._result(first["attempt"], work={"performance": 1.0, "free_slots": 2}),
+        )
+        self.assertEqual(code, 200)
+        self.assertTrue(body["accepted"])
+        self.assertEqual(len(body["tasks"]), 2)
+        self.assertNotIn(first["task"], [t["task"] for t in body["tasks"]])
+        self.assertIn("packet_size", body["policy"])
+        self.assertEqual(self.coordinator.tasks.counts()["done"], 1)
+        self.assertEqual(self.coordinator.tasks.counts()["running"], 2)
+
+    def test_work_result_without_a_work_request_assigns_nothing(self) -> None:
+        """An older worker's result (no "work") is answered as before: no tasks handed out."""
+        worker = self.register_worker()
+        first = self._first_attempt(worker, tasks=3)
+        code, body, _ = self.call(
+            "POST", f"/workers/{worker}/results", role="worker", body=self._result(first["attempt"])
+        )
+        self.assertEqual((code, body), (200, {"accepted": True}))
+        self.assertEqual(self.coordinator.tasks.counts().get("running", 0), 0)
+
+    def test_busy_coordinator_takes_the_result_but_assigns_nothing(self) -> None:
+        """Past the admission limit, the result is still recorded; its answer has no tasks."""
+        worker = self.register_worker()
+        first = self._first_attempt(worker, tasks=3)
+        self.coordinator.communication.max_work_requests = 0
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body=self._result(first["attempt"], work={"performance": 1.0, "free_slots": 2}),
+        )
+        self.assertEqual((code, body), (200, {"accepted": True}))
+        self.assertEqual(self.coordinator.tasks.counts()["done"], 1)
+        self.assertEqual(self.coordinator.communication.work_requests_refused, 1)
+
+    def test_malformed_work_in_a_result_is_refused_before_the_result_counts(self) -> None:
+        """A result with a malformed "work" is a 400 and changes nothing."""
+        worker = self.register_worker()
+        first = self._first_attempt(worker, tasks=2)
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body=self._result(first["attempt"], work={"performance": 1.0}),
+        )
+        self.assertEqual((code, body["error"]), (400, "bad_request"))
+        self.assertIn("result.work.free_slots", body["message"])
+        self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
+
     def test_object_locations_name_the_warehouses_holding_it(self) -> None:
         """An operator can see which warehouses hold an object, and an unknown one is a 404."""
         from tests.unit.coordinator.harness import BINARY, digest_of

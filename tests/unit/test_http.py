@@ -1,0 +1,124 @@
+"""JsonApi over a real connection: the direct path on the pooled Agent behaves as treq's."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IReactorTCP
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from xwch.errors import ApiError, Unreachable
+from xwch.http import JsonApi, PooledHttpClient, make_http_client
+
+
+class Echo(Resource):
+    """Answers what it was sent, the headers that matter, or a scripted error."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Request] = []
+
+    def render(self, request: Request) -> bytes | int:
+        path = request.path.decode()
+        if path == "/busy":
+            request.setResponseCode(503)
+            request.setHeader(b"retry-after", b"3")
+            return json.dumps({"error": "busy", "message": "later"}).encode()
+        if path == "/silent":
+            self.held.append(request)
+            return NOT_DONE_YET
+        if path == "/empty":
+            return b""
+        request.setHeader(b"content-type", b"application/json")
+        content = request.content.read() if request.content is not None else b""
+        return json.dumps(
+            {
+                "method": request.method.decode(),
+                "path": path,
+                "authorization": _header(request, b"authorization"),
+                "content_type": _header(request, b"content-type"),
+                "body": json.loads(content) if content else None,
+            }
+        ).encode()
+
+
+def _header(request: Request, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class DirectCallTests(TestCase):
+    async def _serve(self) -> tuple[JsonApi, PooledHttpClient]:
+        """An echoing server on loopback, and a JsonApi calling it through a pooled client."""
+        self.echo = Echo()
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port: IListeningPort = await endpoint.listen(Site(self.echo))
+        self.addCleanup(port.stopListening)
+        http = make_http_client(IReactorTCP(reactor))
+        assert http.pool is not None
+        self.addCleanup(http.pool.closeCachedConnections)
+        self.url = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+        return JsonApi(http, self.url, "s3cret"), http
+
+    async def test_post_sends_token_and_json_and_decodes_the_answer(self) -> None:
+        """A call carries the bearer token and its JSON body, and returns the decoded answer."""
+        api, _ = await self._serve()
+        for _ in range(2):  # the second call reuses the pooled connection and cached headers
+            answer: Any = await api.post("/things", {"n": 1, "s": "é"})
+            self.assertEqual(
+                answer,
+                {
+                    "method": "POST",
+                    "path": "/things",
+                    "authorization": "Bearer s3cret",
+                    "content_type": "application/json",
+                    "body": {"n": 1, "s": "é"},
+                },
+            )
+        answer = await api.get("/x")
+        self.assertEqual(
+            (answer["method"], answer["body"], answer["content_type"]), ("GET", None, None)
+        )
+
+    async def test_empty_answer_is_an_empty_object(self) -> None:
+        api, _ = await self._serve()
+        self.assertEqual(await api.get("/empty"), {})
+
+    async def test_error_answer_is_an_api_error_with_retry_after(self) -> None:
+        """A busy answer becomes an ApiError carrying the server's Retry-After."""
+        api, _ = await self._serve()
+        with self.assertRaises(ApiError) as raised:
+            await api.post("/busy", {})
+        self.assertEqual((raised.exception.status, raised.exception.code), (503, "busy"))
+        self.assertEqual(raised.exception.retry_after, 3.0)
+
+    async def test_closed_port_is_unreachable(self) -> None:
+        _, http = await self._serve()
+        closed = JsonApi(http, "http://127.0.0.1:1", "s3cret")
+        with self.assertRaises(Unreachable):
+            await closed.get("/x")
+
+    async def test_silent_server_is_unreachable_after_the_timeout(self) -> None:
+        """A server that never answers is a silence: Unreachable once the timeout passes."""
+        _, http = await self._serve()
+        clock = Clock()
+        api = JsonApi(http, self.url, "s3cret", reactor=clock, timeout=5.0)
+        # The timer runs on the Clock, the exchange on the reactor: wait until the server holds
+        # the request, then let the time out pass.
+        call = Deferred.fromCoroutine(api.call("GET", "/silent"))
+        while not self.echo.held:
+            await deferLater(reactor, 0.01)
+        clock.advance(4.9)
+        self.assertNoResult(call)
+        clock.advance(0.1)
+        failure = self.failureResultOf(call, Unreachable)
+        self.assertIn("no answer", str(failure.value))
