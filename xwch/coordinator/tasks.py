@@ -207,6 +207,8 @@ class TasksManager:
         self._job_order = itertools.count()
         # Whether idle workers race stragglers near a job's end (see speculation.py).
         self.speculate = True
+        # Ids of the running attempts of each worker (what its Work Alive should list).
+        self._by_worker: dict[str, set[str]] = {}
         # Moves waiting tasks' inputs to where they will run (locality policy only).
         self.prefetcher: Prefetcher | None = None
 
@@ -348,6 +350,7 @@ class TasksManager:
                 self.attempts[a.id] = attempt
                 state.tasks[a.task_id].running.add(a.id)
                 state.running_attempts.add(a.id)
+                self._by_worker.setdefault(a.worker_id, set()).add(a.id)
                 self._scheduler.attempt_started((r.row.id, a.task_id), r.row.owner, a.worker_id)
             self.jobs[state.id] = state
             for t in state.tasks.values():
@@ -489,6 +492,7 @@ class TasksManager:
             )
             t.running.add(attempt.id)
             job.running_attempts.add(attempt.id)
+            self._by_worker.setdefault(worker.id, set()).add(attempt.id)
             self.attempts[attempt.id] = attempt
             started.append(attempt)
             if self.prefetcher is not None:
@@ -685,6 +689,11 @@ class TasksManager:
         job = self.jobs.get(attempt.job_id)
         if job is not None:
             job.running_attempts.discard(attempt.id)
+        held = self._by_worker.get(attempt.worker_id)
+        if held is not None:
+            held.discard(attempt.id)
+            if not held:
+                del self._by_worker[attempt.worker_id]
         owner = job.owner if job is not None else -1
         cost = job.tasks[attempt.task_id].spec.cost if job is not None else 1.0
         self._scheduler.attempt_ended(
@@ -889,16 +898,26 @@ class TasksManager:
             await self._db.write(job_queries.apply_change_thd, change)
 
     async def alive(
-        self, worker_id: str, reported: Iterable[str], same_owner: SameOwner = _nobody
+        self,
+        worker_id: str,
+        reported: Iterable[str],
+        same_owner: SameOwner = _nobody,
+        grace: float = 30.0,
     ) -> list[str]:
         """A Work Alive: the attempts the worker must kill.
 
         Those are the cancelled ones, and any it runs that the coordinator does not know —
         except an attempt presumed lost whose task is unfinished: a worker back from an outage
         keeps it (the scanner keeps one attempt if the task was relaunched meanwhile).
+
+        An attempt given to this worker more than ``grace`` seconds ago that it does not list
+        never reached it (the answer carrying it was lost): its task runs again, with no
+        failure counted, and a late result of it still counts.
         """
         cancel = self._cancels.pop(worker_id, set())
         change = Change()
+        reported = list(reported)
+        self._reclaim_unclaimed(worker_id, set(reported), grace, change)
         for attempt_id in reported:
             attempt = self.attempts.get(attempt_id)
             if attempt is not None and attempt.worker_id == worker_id:
@@ -916,6 +935,37 @@ class TasksManager:
             await self._db.write(job_queries.apply_change_thd, change)
         return sorted(cancel)
 
+    def _reclaim_unclaimed(
+        self, worker_id: str, listed: set[str], grace: float, change: Change
+    ) -> None:
+        now = self._reactor.seconds()
+        for attempt_id in sorted(self._by_worker.get(worker_id, set()) - listed):
+            attempt = self.attempts[attempt_id]
+            if now - attempt.started <= grace:
+                continue  # its assignment may still be on its way
+            job = self.jobs[attempt.job_id]
+            t = job.tasks[attempt.task_id]
+            self._forget_attempt(attempt)
+            self.presumed_lost[attempt.id] = attempt
+            change.attempt_updates.append(
+                AttemptUpdate(
+                    id=attempt.id,
+                    state=ATTEMPT_LOST,
+                    ended=now,
+                    error="its worker never received it",
+                )
+            )
+            self.log.warn(
+                "attempt {attempt} of task {task} never reached worker {worker}; "
+                "running the task again",
+                attempt=attempt.id,
+                task=t.spec.id,
+                worker=worker_id,
+            )
+            if t.state == TASK_RUNNING and not t.running:
+                self._make_ready(job, t)
+                change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
         del self.presumed_lost[attempt.id]
         job = self.jobs[attempt.job_id]
@@ -924,6 +974,7 @@ class TasksManager:
         self.attempts[attempt.id] = attempt
         t.running.add(attempt.id)
         job.running_attempts.add(attempt.id)
+        self._by_worker.setdefault(worker_id, set()).add(attempt.id)
         self._scheduler.attempt_started((job.id, t.spec.id), job.owner, worker_id)
         if t.state == TASK_READY:
             if t.relaunch is not None and t.relaunch.active():

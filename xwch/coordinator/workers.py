@@ -163,8 +163,12 @@ class WorkersManager(Service):
         self.get(worker_id, token)
         if evicted:
             self._tasks.scheduler.objects_evicted(worker_id, evicted)
+        # Three beats: an attempt given since the worker's last Work Alive is not missing yet.
         cancels = await self._tasks.alive(
-            worker_id, [r.attempt for r in running], self._same_owner(token)
+            worker_id,
+            [r.attempt for r in running],
+            self._same_owner(token),
+            grace=3 * self.alive_interval,
         )
         return cancels, self._communication.policy()
 

@@ -254,6 +254,27 @@ class SchedulingTests(CoordinatorTestCase):
         summary = self.successResultOf(self.db.read(job_queries.job_summary_thd, job))
         self.assertEqual((summary.state, summary.counts.get("done")), ("done", 2))
 
+    def test_an_assignment_that_never_arrived_runs_again(self) -> None:
+        """A worker whose Work Alive does not list an attempt given long ago never got it."""
+        job = self.submit(wire_job([{"id": "lost-on-the-way"}, {"id": "kept"}]))
+        k1 = self.join("lab-1", "lab", slots=2)
+        lost, kept = self.work(k1, slots=2)
+        # Just given: a Work Alive sent before the answer arrived does not list it yet.
+        self.alive(k1, kept.attempt)
+        self.assertIn(lost.attempt, self.coordinator.tasks.attempts)
+        self.advance(20)
+        self.alive(k1, kept.attempt)
+        self.assertNotIn(lost.attempt, self.coordinator.tasks.attempts)
+        states = {(a.task_id, a.number): (a.state, a.error) for a in self.attempts(job)}
+        self.assertEqual(states[("lost-on-the-way", 1)], ("lost", "its worker never received it"))
+        # Ready again, no failure counted; the listed attempt is untouched.
+        self.advance(1)
+        [again] = self.work(k1, slots=1)
+        self.assertEqual((again.task, again.number), ("lost-on-the-way", 2))
+        self.assertIn(kept.attempt, self.coordinator.tasks.attempts)
+        failures = self.coordinator.tasks.jobs[job].tasks["lost-on-the-way"].failures
+        self.assertEqual(failures, 0)
+
     def test_no_race_while_tasks_still_wait(self) -> None:
         self.submit(wire_job([{"id": f"t{n}"} for n in range(3)]))
         k1 = self.join("lab-1", "lab", slots=2)
