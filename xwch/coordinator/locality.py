@@ -51,7 +51,7 @@ from xwch.coordinator.scheduler import (
     Scheduler,
     TaskKey,
     WorkerView,
-    _accept_all,
+    accept_all,
 )
 
 # The bucket of tasks whose inputs are too small to tie them to a site.
@@ -205,7 +205,7 @@ class LocalityScheduler(Scheduler):
 
     # Choices
 
-    def pick(self, worker: WorkerView, slots: int, accept: Accept = _accept_all) -> list[TaskKey]:
+    def pick(self, worker: WorkerView, slots: int, accept: Accept = accept_all) -> list[TaskKey]:
         self._note_worker(worker)
         fast = worker.performance >= self._speeds()[1]
         chosen: list[TaskKey] = []

@@ -18,6 +18,7 @@ costs O(log n) per task taken, never a scan of the ready set.
 from __future__ import annotations
 
 import heapq
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,7 +34,7 @@ POLICIES = (POLICY_LOCALITY, POLICY_FIFO)
 DEFAULT_SITE = "default"
 
 
-def _accept_all(_key: TaskKey) -> bool:
+def accept_all(_key: TaskKey) -> bool:
     return True
 
 
@@ -72,32 +73,33 @@ class ReadyTask:
         return self.platforms is None or platform in self.platforms
 
 
-class Scheduler:
+class Scheduler(ABC):
     """The interface every policy implements; the notifications default to doing nothing."""
 
-    policy = "abstract"
+    policy: str
 
-    def __len__(self) -> int:
-        raise NotImplementedError
+    @abstractmethod
+    def __len__(self) -> int: ...
 
-    def add_ready(self, task: ReadyTask) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def add_ready(self, task: ReadyTask) -> None: ...
 
+    @abstractmethod
     def remove(self, key: TaskKey) -> None:
         """Forget a task that is no longer ready (cancelled, or blocked again)."""
-        raise NotImplementedError
 
-    def is_ready(self, key: TaskKey) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def is_ready(self, key: TaskKey) -> bool: ...
 
-    def pick(self, worker: WorkerView, slots: int, accept: Accept = _accept_all) -> list[TaskKey]:
+    @abstractmethod
+    def pick(self, worker: WorkerView, slots: int, accept: Accept = accept_all) -> list[TaskKey]:
         """Take up to ``slots`` ready tasks for ``worker``; they stop being ready."""
-        raise NotImplementedError
 
-    # What the tasks' manager tells, for policies that care.
+    # What the tasks' manager tells. Hooks, not duties: a policy overrides those it uses.
 
     def attempt_started(self, key: TaskKey, owner: int, worker_id: str) -> None:
         """An attempt of ``key`` runs on ``worker_id`` (picked, recovered or readopted)."""
+        return None
 
     def attempt_ended(
         self,
@@ -108,27 +110,36 @@ class Scheduler:
         cost: float = 1.0,
     ) -> None:
         """An attempt ended; ``seconds`` is its run time when it succeeded, ``cost`` its task's."""
+        return None
 
     def job_ended(self, job_id: str) -> None:
         """A job ended: none of its tasks is ready any more."""
+        return None
 
     def worker_cache(self, worker_id: str, prefixes: Iterable[str]) -> None:
         """The whole content of a worker's cache, as it registers (digest prefixes)."""
+        return None
 
     def objects_cached(self, worker_id: str, digests: Iterable[str]) -> None:
         """``worker_id`` now holds these objects in its cache."""
+        return None
 
     def objects_evicted(self, worker_id: str, digests: Iterable[str]) -> None:
         """``worker_id`` dropped these objects from its cache."""
+        return None
 
     def object_stored(self, digest: str) -> None:
         """A warehouse stored a new copy of ``digest``: where tasks reading it best run may move."""
+        return None
 
     def worker_seen(self, worker: WorkerView) -> None:
         """A worker registered (or was recovered after a restart)."""
+        return None
 
     def worker_gone(self, worker_id: str) -> None:
         """A worker was declared lost: forget what is known of it."""
+        return None
+        return None
 
 
 @dataclass(order=True)
@@ -167,7 +178,7 @@ class FifoScheduler(Scheduler):
     def is_ready(self, key: TaskKey) -> bool:
         return key in self._ready
 
-    def pick(self, worker: WorkerView, slots: int, accept: Accept = _accept_all) -> list[TaskKey]:
+    def pick(self, worker: WorkerView, slots: int, accept: Accept = accept_all) -> list[TaskKey]:
         chosen: list[TaskKey] = []
         skipped: list[_Entry] = []
         while self._heap and len(chosen) < slots:

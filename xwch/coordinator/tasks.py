@@ -195,7 +195,6 @@ class TasksManager:
         self._reactor = reactor
         self._db = db
         self._catalog = catalog
-        self._scheduler = scheduler
         self.scheduler = scheduler
         self.health = health or WorkerHealth(reactor)
         self.jobs: dict[str, JobState] = {}
@@ -285,7 +284,7 @@ class TasksManager:
         inputs = self._known_inputs(job, task)
         if self.prefetcher is not None:
             self.prefetcher.waiting((job.id, task.spec.id), inputs)
-        self._scheduler.add_ready(
+        self.scheduler.add_ready(
             ReadyTask(
                 key=(job.id, task.spec.id),
                 owner=job.owner,
@@ -345,13 +344,10 @@ class TasksManager:
         for r in recovered:
             state = self._restore(r)
             for a in r.running:
-                attempt = Attempt(a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started)
-                attempt.speculative = a.speculative
-                self.attempts[a.id] = attempt
-                state.tasks[a.task_id].running.add(a.id)
-                state.running_attempts.add(a.id)
-                self._by_worker.setdefault(a.worker_id, set()).add(a.id)
-                self._scheduler.attempt_started((r.row.id, a.task_id), r.row.owner, a.worker_id)
+                attempt = Attempt(
+                    a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
+                )
+                self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
                 if t.state == TASK_READY or (t.state == TASK_RUNNING and not t.running):
@@ -409,7 +405,7 @@ class TasksManager:
                 t.relaunch.cancel()
             if t.state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
                 continue
-            self._scheduler.remove((job.id, t.spec.id))
+            self.scheduler.remove((job.id, t.spec.id))
             self._cancel_running(t, now, "job ended", change)
             t.state = TASK_CANCELLED
             to_cancel.append(t.spec.id)
@@ -419,7 +415,7 @@ class TasksManager:
             )
         change.job_updates.append(JobUpdate(job.id, state, now, message))
         del self.jobs[job.id]
-        self._scheduler.job_ended(job.id)
+        self.scheduler.job_ended(job.id)
         if self.prefetcher is not None:
             self.prefetcher.forget_job(job.id)
         for attempt_id in [a for a, att in self.presumed_lost.items() if att.job_id == job.id]:
@@ -464,7 +460,7 @@ class TasksManager:
                 return False
             return self._inputs_present(key, lineage)
 
-        picked = self._scheduler.pick(worker, slots, accept=accept)
+        picked = self.scheduler.pick(worker, slots, accept=accept)
         if lineage:
             await self._db.write(job_queries.apply_change_thd, lineage)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
@@ -490,15 +486,12 @@ class TasksManager:
                 now,
                 speculative=speculative,
             )
-            t.running.add(attempt.id)
-            job.running_attempts.add(attempt.id)
-            self._by_worker.setdefault(worker.id, set()).add(attempt.id)
-            self.attempts[attempt.id] = attempt
+            # A picked task already counts as running for the scheduler; a duplicate does not.
+            self._attempt_started(job, attempt, tell_scheduler=speculative)
             started.append(attempt)
             if self.prefetcher is not None:
                 self.prefetcher.started((job_id, task_id))
             if speculative:
-                self._scheduler.attempt_started((job_id, task_id), job.owner, worker.id)
                 self.log.info(
                     "task {task} of job {job} is slow: attempt {attempt} races it on {worker}",
                     task=task_id,
@@ -547,7 +540,7 @@ class TasksManager:
         given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
         for assignment in given:
             # The worker fetches them into its cache: tasks reading them are best run there.
-            self._scheduler.objects_cached(
+            self.scheduler.objects_cached(
                 worker.id, [assignment.binary.digest, *(i.digest for i in assignment.inputs)]
             )
         return given
@@ -646,7 +639,7 @@ class TasksManager:
             if dependent.state in (TASK_READY, TASK_BLOCKED):
                 dependent.waiting += 1
                 if dependent.state == TASK_READY:
-                    self._scheduler.remove((job.id, dependent_id))
+                    self.scheduler.remove((job.id, dependent_id))
                     dependent.state = TASK_BLOCKED
                     blocked.append(dependent_id)
         if blocked:
@@ -684,6 +677,17 @@ class TasksManager:
         if job is not None:
             job.tasks[attempt.task_id].running.discard(attempt.id)
 
+    def _attempt_started(
+        self, job: JobState, attempt: Attempt, tell_scheduler: bool = True
+    ) -> None:
+        """Hold ``attempt`` as running: in the task, the job, its worker's list, the scheduler."""
+        self.attempts[attempt.id] = attempt
+        job.tasks[attempt.task_id].running.add(attempt.id)
+        job.running_attempts.add(attempt.id)
+        self._by_worker.setdefault(attempt.worker_id, set()).add(attempt.id)
+        if tell_scheduler:
+            self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, attempt.worker_id)
+
     def _attempt_ended(self, attempt: Attempt, seconds: float | None = None) -> None:
         """Tell the scheduler (fair share counts running attempts; durations teach it costs)."""
         job = self.jobs.get(attempt.job_id)
@@ -696,7 +700,7 @@ class TasksManager:
                 del self._by_worker[attempt.worker_id]
         owner = job.owner if job is not None else -1
         cost = job.tasks[attempt.task_id].spec.cost if job is not None else 1.0
-        self._scheduler.attempt_ended(
+        self.scheduler.attempt_ended(
             (attempt.job_id, attempt.task_id), owner, attempt.worker_id, seconds, cost
         )
 
@@ -775,7 +779,7 @@ class TasksManager:
             change.tasks_done_by_worker[worker_id] = 1
             t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
             # The worker keeps its outputs in its cache: their readers are best run there.
-            self._scheduler.objects_cached(worker_id, [o.digest for o in result.outputs])
+            self.scheduler.objects_cached(worker_id, [o.digest for o in result.outputs])
             change.outputs.extend(
                 OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
             )
@@ -791,7 +795,7 @@ class TasksManager:
     def _task_done(self, job: JobState, t: TaskState, now: float, change: Change) -> None:
         if t.relaunch is not None and t.relaunch.active():
             t.relaunch.cancel()
-        self._scheduler.remove((job.id, t.spec.id))
+        self.scheduler.remove((job.id, t.spec.id))
         # The first result wins: any other attempt of the task is now useless.
         self._cancel_running(t, now, "another attempt finished first", change)
         t.state = TASK_DONE
@@ -871,7 +875,7 @@ class TasksManager:
         for worker_id in lost:
             self._cancels.pop(worker_id, None)
             self.health.forget(worker_id)
-            self._scheduler.worker_gone(worker_id)
+            self.scheduler.worker_gone(worker_id)
         if change:
             await self._db.write(job_queries.apply_change_thd, change)
 
@@ -971,15 +975,11 @@ class TasksManager:
         job = self.jobs[attempt.job_id]
         t = job.tasks[attempt.task_id]
         attempt.worker_id = worker_id
-        self.attempts[attempt.id] = attempt
-        t.running.add(attempt.id)
-        job.running_attempts.add(attempt.id)
-        self._by_worker.setdefault(worker_id, set()).add(attempt.id)
-        self._scheduler.attempt_started((job.id, t.spec.id), job.owner, worker_id)
+        self._attempt_started(job, attempt)
         if t.state == TASK_READY:
             if t.relaunch is not None and t.relaunch.active():
                 t.relaunch.cancel()
-            self._scheduler.remove((job.id, t.spec.id))
+            self.scheduler.remove((job.id, t.spec.id))
             t.state = TASK_RUNNING
             change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_RUNNING}))
         change.attempt_updates.append(
@@ -993,7 +993,7 @@ class TasksManager:
         )
 
     def running_on(self, worker_id: str) -> list[str]:
-        return [a.id for a in self.attempts.values() if a.worker_id == worker_id]
+        return sorted(self._by_worker.get(worker_id, ()))
 
     def counts(self) -> Mapping[str, int]:
         """Tasks in memory by state, for the operator's view."""
@@ -1017,7 +1017,7 @@ class TasksManager:
                 elif (
                     t.state == TASK_READY
                     and not waiting
-                    and not self._scheduler.is_ready((job.id, t.spec.id))
+                    and not self.scheduler.is_ready((job.id, t.spec.id))
                 ):
                     self._make_ready(job, t)
                     repaired += 1
