@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from treq.testing import StubTreq
+from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
 from xwch.protocol import HostFacts
@@ -160,6 +161,53 @@ class ApiTests(CoordinatorTestCase):
         self.assertFalse(by_digest[new]["present"])
         self.assertTrue(by_digest[new]["capability"])
         self.assertEqual(body["warehouse"]["url"], "http://127.0.0.1:9")
+
+    def test_uploads_go_to_a_warehouse_of_the_site_asked_for(self) -> None:
+        """A worker's outputs go to its own site's warehouse; other callers get the roomiest."""
+        from tests.unit.coordinator.harness import digest_of
+
+        small = self.successResultOf(
+            ensureDeferred(
+                self.coordinator.catalog.register("http://127.0.0.1:10", "far-lab", 10, 10)
+            )
+        )
+        objects = [{"digest": digest_of("out"), "size": 3}]
+
+        def warehouse_for(**site: str) -> str:
+            code, answer, _ = self.call(
+                "POST", "/objects/uploads", role="worker", body={"objects": objects, **site}
+            )
+            self.assertEqual(code, 200)
+            return str(answer["warehouse"]["url"])
+
+        self.assertEqual(warehouse_for(site="far-lab"), small.url)
+        self.assertEqual(warehouse_for(site="lab"), "http://127.0.0.1:9")
+        self.assertEqual(warehouse_for(), "http://127.0.0.1:9")
+
+    def test_live_warehouses_are_listed_with_their_sites(self) -> None:
+        code, answer, _ = self.call("GET", "/warehouses", role="worker")
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            [(w["url"], w["site"]) for w in answer["warehouses"]], [("http://127.0.0.1:9", "lab")]
+        )
+        self.assertEqual(self.call("GET", "/warehouses", role="warehouse")[0], 403)
+
+    def test_bad_cache_reports_are_refused_with_the_field_named(self) -> None:
+        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0).to_json()
+        code, body, _ = self.call(
+            "POST", "/workers", role="worker", body={**facts, "cached": ["XYZ"]}
+        )
+        self.assertEqual(code, 400)
+        self.assertIn("register.cached[0]", body["message"])
+        worker = self.register_worker()
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/alive",
+            role="worker",
+            body={"running": [], "evicted": ["not-a-digest"]},
+        )
+        self.assertEqual(code, 400)
+        self.assertIn("alive.evicted[0]", body["message"])
 
     def test_workers_listing_counts_tasks_done(self) -> None:
         """`workers` shows how many tasks each worker has completed."""

@@ -242,11 +242,16 @@ def test_a_removed_task_is_never_picked(make: object) -> None:
     assert len(s) == 0
 
 
-def test_learnt_durations_weigh_compute_against_transfer() -> None:
-    s = locality(FakeLocations())
-    s.pick(worker("k"), 0)
-    s.add_ready(task("t0", 0, cost=2))
-    [key] = s.pick(worker("k"), 1)
-    s.attempt_ended(key, 1, "k", seconds=20.0, cost=2)
-    # One sample moves the estimate a fifth of the way from 1 s to 10 s per unit of cost.
-    assert s._jobs["j1"].seconds_per_cost == pytest.approx(2.8)
+def test_learnt_durations_decide_whether_work_moves() -> None:
+    """Once the job's tasks are known to be long, waiting at home costs more than moving."""
+    where = FakeLocations({digest(f"x{n}"): {"a"} for n in range(4)})
+    s = locality(where)
+    s.pick(worker("k-a", "a"), 0)
+    for n in range(4):
+        s.add_ready(task(f"t{n}", n, ((digest(f"x{n}"), 64 * MIB),)))
+    # 64 MiB over the WAN (6.7 s) against 4 tasks of 1 s (the guess) waiting at home: stay.
+    assert s.pick(worker("k-b", "b"), 1) == []
+    [key] = s.pick(worker("k-a", "a"), 1)
+    # That task took 100 s: the 3 others would wait minutes at home.
+    s.attempt_ended(key, 1, "k-a", seconds=100.0, cost=1.0)
+    assert len(s.pick(worker("k-b", "b"), 1)) == 1

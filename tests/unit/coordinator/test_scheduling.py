@@ -144,10 +144,6 @@ class SchedulingTests(CoordinatorTestCase):
         )
         self.assertIn("unknown scheduling policy 'lifo'", str(failure.value))
 
-    def test_uploads_go_to_the_warehouse_of_the_callers_site(self) -> None:
-        self.assertEqual(self.coordinator.catalog.choose_for_upload("b").id, self.site_b.id)
-        self.assertEqual(self.coordinator.catalog.choose_for_upload("lab").id, self.warehouse.id)
-
     # Caches
 
     def test_a_worker_gets_the_task_whose_input_its_cache_holds(self) -> None:
