@@ -121,7 +121,9 @@ class Catalog:
     # Objects
 
     async def add_objects(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
-        await self._db.write(nodes.add_locations_thd, warehouse_id, list(objects))
+        new = [(d, s) for d, s in objects if warehouse_id not in self._locations.get(d, ())]
+        if new:
+            await self._db.write(nodes.add_locations_thd, warehouse_id, new)
         self._locate(warehouse_id, objects)
 
     def _locate(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:

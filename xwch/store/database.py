@@ -4,11 +4,18 @@ All writes go through a single dedicated thread, in the order they were asked fo
 coordinator applies a change to its memory, queues its write, and acknowledges the request only
 when the write has committed, so the store never runs behind what was acknowledged and never
 sees two writes of the coordinator race each other. Reads use a small second pool.
+
+Writes are committed in groups: those asked for while a commit is under way wait for it, then
+go together in the next transaction. Under load that is one transaction, one hop to the writer
+thread and one wake-up of the reactor for many writes (on trivial tasks each hop cost about as
+much as the write itself); alone, a write goes at once, as before. A write that fails in a group
+is run again alone with each of the others, so it fails alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +23,7 @@ import sqlalchemy as sa
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from xwch.store.schema import migrate_thd
@@ -53,6 +61,20 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+@dataclass
+class _Write:
+    """One write waiting for its group's commit."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    done: Deferred[Any] = field(default_factory=Deferred)
+
+
+# What a write came to: its function's result, or the Failure it raised.
+_Outcome = tuple[bool, Any]
+
+
 class Database:
     """Owns the engine and the threads; runs ``*_thd`` functions and hands back Deferreds."""
 
@@ -65,6 +87,9 @@ class Database:
         self._writer = ThreadPool(minthreads=1, maxthreads=1, name="xwch-db-write")
         self._readers = ThreadPool(minthreads=1, maxthreads=self.READ_THREADS, name="xwch-db-read")
         self._started = False
+        # Writes asked for while a group is being committed; they make the next group.
+        self._queued: list[_Write] = []
+        self._committing = False
 
     def start(self) -> None:
         if not self._started:
@@ -86,10 +111,51 @@ class Database:
         return deferToThreadPool(self._reactor, self._writer, fn, self.engine)
 
     def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Run ``fn(conn, *args)`` in one transaction on the writer thread."""
-        return deferToThreadPool(
-            self._reactor, self._writer, self._in_transaction, fn, *args, **kwargs
-        )
+        """Run ``fn(conn, *args)`` on the writer thread; fires once it has committed.
+
+        It commits all or nothing, possibly in one transaction with other writes queued at the
+        same time (never with a failing one), after every write asked for before it.
+        """
+        write = _Write(fn, args, kwargs)
+        self._queued.append(write)
+        if not self._committing:
+            self._commit_next_group()
+        return write.done
+
+    def _commit_next_group(self) -> None:
+        group, self._queued = self._queued, []
+        self._committing = True
+        d = deferToThreadPool(self._reactor, self._writer, self._commit_group_thd, group)
+        d.addBoth(self._group_ended, group)
+
+    def _group_ended(self, outcomes: list[_Outcome] | Failure, group: list[_Write]) -> None:
+        self._committing = False
+        if self._queued:
+            self._commit_next_group()
+        if isinstance(outcomes, Failure):
+            # Not a write's failure (those are caught in the thread): the pool's, all fail.
+            outcomes = [(False, outcomes)] * len(group)
+        for write, (ok, value) in zip(group, outcomes, strict=True):
+            if ok:
+                write.done.callback(value)
+            else:
+                write.done.errback(value)
+
+    def _commit_group_thd(self, group: list[_Write]) -> list[_Outcome]:
+        if len(group) > 1:
+            try:
+                with self.engine.begin() as conn:
+                    results = [w.fn(conn, *w.args, **w.kwargs) for w in group]
+                return [(True, r) for r in results]
+            except Exception:
+                pass  # rolled back: each again on its own, below, so only the bad one fails
+        outcomes: list[_Outcome] = []
+        for w in group:
+            try:
+                outcomes.append((True, self._in_transaction(w.fn, *w.args, **w.kwargs)))
+            except Exception:
+                outcomes.append((False, Failure()))
+        return outcomes
 
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run ``fn(conn, *args)`` in one transaction on a reader thread."""

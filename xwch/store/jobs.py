@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from xwch.protocol import JOB_RUNNING, TASK_STATES
 from xwch.store.records import (
+    AttemptUpdate,
     Change,
     JobRow,
     NewTask,
@@ -78,20 +80,16 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
                 for a in change.new_attempts
             ],
         )
-    for update in change.attempt_updates:
-        values: dict[str, Any] = {
-            "state": update.state,
-            "ended": update.ended,
-            "exit_code": update.exit_code,
-            "error": update.error,
-            "stdout": update.stdout,
-            "stderr": update.stderr,
-        }
-        if update.worker_id is not None:
-            values["worker_id"] = update.worker_id
-        conn.execute(attempts.update().where(attempts.c.id == update.id).values(**values))
+    _run_grouped(conn, [_attempt_row(u) for u in change.attempt_updates], _attempt_update)
+    single: list[tuple[tuple[str, ...], dict[str, Any]]] = []
     for task_update in change.task_updates:
         ids = list(task_update.task_ids)
+        if len(ids) == 1:
+            single.append(_task_row(task_update.job_id, ids[0], task_update.values))
+            continue
+        # Many tasks, one set of values (a job's start, cancel or retry): IN lists, in order.
+        _run_grouped(conn, single, _task_update)
+        single = []
         for start in range(0, len(ids), INSERT_BATCH):
             conn.execute(
                 tasks.update()
@@ -99,6 +97,7 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
                 .where(tasks.c.task_id.in_(ids[start : start + INSERT_BATCH]))
                 .values(**task_update.values)
             )
+    _run_grouped(conn, single, _task_update)
     for job_id, task_id in change.removed_outputs:
         conn.execute(
             outputs.delete().where(outputs.c.job_id == job_id, outputs.c.task_id == task_id)
@@ -111,12 +110,83 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
             .where(jobs.c.id == job_update.job_id)
             .values(state=job_update.state, ended=job_update.ended, message=job_update.message)
         )
-    for worker_id, count in change.tasks_done_by_worker.items():
+    if change.tasks_done_by_worker:
         conn.execute(
-            workers.update()
-            .where(workers.c.id == worker_id)
-            .values(tasks_done=workers.c.tasks_done + count)
+            _WORKER_TASKS_DONE,
+            [{"b_id": w, "b_count": n} for w, n in change.tasks_done_by_worker.items()],
         )
+
+
+# The statements of the per-task writes (an attempt's start and end, a task's state), made once
+# with bound parameters and run as executemany: building and compiling a statement for each row
+# took most of the coordinator's writing time on short tasks. Parameter names must differ from
+# column names in an UPDATE, hence the prefixes.
+_WORKER_TASKS_DONE = (
+    workers.update()
+    .where(workers.c.id == sa.bindparam("b_id"))
+    .values(tasks_done=workers.c.tasks_done + sa.bindparam("b_count"))
+)
+
+
+@functools.cache
+def _attempt_update(columns: tuple[str, ...]) -> sa.Update:
+    return (
+        attempts.update()
+        .where(attempts.c.id == sa.bindparam("b_id"))
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
+
+
+@functools.cache
+def _task_update(columns: tuple[str, ...]) -> sa.Update:
+    return (
+        tasks.update()
+        .where(tasks.c.job_id == sa.bindparam("b_job"), tasks.c.task_id == sa.bindparam("b_task"))
+        .values({c: sa.bindparam(f"v_{c}") for c in columns})
+    )
+
+
+_Row = tuple[tuple[str, ...], dict[str, Any]]
+
+
+def _attempt_row(update: AttemptUpdate) -> _Row:
+    values: dict[str, Any] = {
+        "state": update.state,
+        "ended": update.ended,
+        "exit_code": update.exit_code,
+        "error": update.error,
+        "stdout": update.stdout,
+        "stderr": update.stderr,
+    }
+    if update.worker_id is not None:
+        values["worker_id"] = update.worker_id
+    return _row(values, b_id=update.id)
+
+
+def _task_row(job_id: str, task_id: str, values: Mapping[str, Any]) -> _Row:
+    return _row(values, b_job=job_id, b_task=task_id)
+
+
+def _row(values: Mapping[str, Any], **keys: str) -> _Row:
+    columns = tuple(sorted(values))
+    params: dict[str, Any] = {f"v_{c}": values[c] for c in columns}
+    params.update(keys)
+    return columns, params
+
+
+def _run_grouped(
+    conn: sa.Connection, rows: Sequence[_Row], statement: Callable[[tuple[str, ...]], sa.Update]
+) -> None:
+    """Run each row's statement, consecutive rows of the same columns as one executemany (in
+    order: a row may update what an earlier one did)."""
+    start = 0
+    while start < len(rows):
+        columns = rows[start][0]
+        end = start + 1
+        while end < len(rows) and rows[end][0] == columns:
+            end += 1
+        conn.execute(statement(columns), [params for _columns, params in rows[start:end]])
+        start = end
 
 
 def _output_values(o: OutputRow) -> dict[str, Any]:

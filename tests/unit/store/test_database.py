@@ -1,0 +1,101 @@
+"""The writer thread's group commit, on SQLite and (where one answers) PostgreSQL.
+
+Runs the real :class:`Database`, threads and all, under trial's reactor.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import sqlalchemy as sa
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.backends import fresh_database, postgres_available
+from xwch.store.database import Database
+
+_metadata = sa.MetaData()
+_rows = sa.Table(
+    "scratch_rows",
+    _metadata,
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seen_before", sa.Integer, nullable=False),
+)
+
+
+def _insert_thd(conn: sa.Connection, n: int) -> int:
+    """Insert row ``n``, noting how many rows it found: proof of the order of the writes."""
+    seen = conn.execute(sa.select(sa.func.count()).select_from(_rows)).scalar_one()
+    conn.execute(_rows.insert().values(n=n, seen_before=seen))
+    return n
+
+
+def _rows_thd(conn: sa.Connection) -> list[tuple[int, int]]:
+    return [(r.n, r.seen_before) for r in conn.execute(sa.select(_rows).order_by(_rows.c.n))]
+
+
+class _GroupCommitTests:
+    backend = "sqlite"
+
+    def setUp(self) -> None:
+        test: TestCase = self  # type: ignore[assignment]
+        stack = ExitStack()
+        test.addCleanup(stack.close)
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        url = stack.enter_context(fresh_database(self.backend, folder))
+        self.db = Database(reactor, url)  # type: ignore[arg-type]
+        _metadata.create_all(self.db.engine)
+        self.db.start()
+        stack.callback(self.db.stop)
+        self.commits = 0
+
+        def counted(_conn: object) -> None:
+            self.commits += 1
+
+        sa.event.listen(self.db.engine, "commit", counted)
+
+    async def test_writes_asked_during_a_commit_share_the_next_one(self) -> None:
+        writes = [self.db.write(_insert_thd, n) for n in range(50)]
+        results = await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+        test: TestCase = self  # type: ignore[assignment]
+        test.assertEqual([value for _ok, value in results], list(range(50)))
+        # The first went alone; the 49 asked while it committed went together.
+        test.assertEqual(self.commits, 2)
+        # In the order asked: each write saw every earlier one.
+        test.assertEqual(await self.db.read(_rows_thd), [(n, n) for n in range(50)])
+
+    async def test_a_failing_write_fails_alone(self) -> None:
+        await self.db.write(_insert_thd, 7)
+        # 7 again breaks the primary key: the group it is in is rolled back and run write by
+        # write, so only that one fails.
+        writes = [self.db.write(_insert_thd, n) for n in (1, 2, 7, 3)]
+        results = await DeferredList(writes, consumeErrors=True)
+        test: TestCase = self  # type: ignore[assignment]
+        test.assertEqual([ok for ok, _value in results], [True, True, False, True])
+        failure = results[2][1]
+        test.assertTrue(failure.check(sa.exc.IntegrityError))
+        stored = await self.db.read(_rows_thd)
+        test.assertEqual([n for n, _seen in stored], [1, 2, 3, 7])
+
+    async def test_a_write_after_a_group_goes_at_once(self) -> None:
+        await self.db.write(_insert_thd, 1)
+        await self.db.write(_insert_thd, 2)
+        test: TestCase = self  # type: ignore[assignment]
+        test.assertEqual(self.commits, 2)
+
+
+class SQLiteGroupCommitTests(_GroupCommitTests, TestCase):
+    backend = "sqlite"
+
+
+class PostgresGroupCommitTests(_GroupCommitTests, TestCase):
+    backend = "postgresql"
+
+    def setUp(self) -> None:
+        why = postgres_available()
+        if why is not None:
+            raise SkipTest(why)
+        super().setUp()
