@@ -83,6 +83,9 @@ class ObjectCache:
         self.limit = limit
         # Bytes on disk by digest, least recently used first.
         self._sizes: OrderedDict[str, int] = OrderedDict()
+        # Their sum, kept as they change: summing at every store cost a worker holding thousands
+        # of small outputs a few percent of its CPU.
+        self._used = 0
         self._pins: dict[str, int] = {}
         self._evicted: list[str] = []
         self._evicted_total = 0
@@ -339,7 +342,7 @@ class ObjectCache:
 
     def usage(self) -> CacheUsage:
         return CacheUsage(
-            used=sum(self._sizes.values()),
+            used=self._used,
             limit=self.limit,
             objects=len(self._sizes),
             evicted=self._evicted_total,
@@ -368,13 +371,16 @@ class ObjectCache:
         self.path_for(digest).unlink(missing_ok=True)
         self.program_path(digest).unlink(missing_ok=True)
         self._remove_bundle(digest)
-        if self._sizes.pop(digest, None) is not None:
+        size = self._sizes.pop(digest, None)
+        if size is not None:
+            self._used -= size
             self._evicted.append(digest)
             self._evicted_total += 1
 
     def _grew(self, digest: str, size: int) -> None:
         self._sizes[digest] = self._sizes.get(digest, 0) + size
         self._sizes.move_to_end(digest)
+        self._used += size
 
     def _touch(self, digest: str) -> None:
         if digest in self._sizes:
@@ -388,21 +394,21 @@ class ObjectCache:
     def _evict_to_limit(self) -> None:
         if self.limit is None:
             return
-        used = sum(self._sizes.values())
-        for digest in list(self._sizes):
-            if used <= self.limit:
+        # Only over the limit is the whole cache walked.
+        for digest in list(self._sizes) if self._used > self.limit else ():
+            if self._used <= self.limit:
                 break
             if digest in self._pins or digest in self._downloads:
                 continue
             size = self._sizes[digest]
             self._remove(digest)
-            used -= size
             self.log.info(
                 "evicted {digest} ({size} bytes) to keep the cache under {limit} bytes",
                 digest=digest,
                 size=size,
                 limit=self.limit,
             )
+        used = self._used
         if used > self.limit and not self._over_limit_warned:
             self._over_limit_warned = True
             self.log.warn(
@@ -438,6 +444,7 @@ class ObjectCache:
                 add(path.name, path)
         for digest, (_when, size) in sorted(found.items(), key=lambda item: item[1][0]):
             self._sizes[digest] = size
+        self._used = sum(self._sizes.values())
 
 
 def _make_visible(source: Path, target: Path) -> None:
