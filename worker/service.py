@@ -49,6 +49,7 @@ from xwch.protocol import (
     Policy,
     ProtocolError,
     RunningAttempt,
+    Source,
     require_digest,
     require_object,
 )
@@ -148,6 +149,9 @@ class WorkerService(Service):
     # Tries at storing an attempt's outputs (each a new upload plan, so maybe another
     # warehouse) before the attempt is reported failed.
     STORE_TRIES = 5
+    # Outputs up to this size go straight to the assignment's upload target: for them a plan's
+    # round trip to the coordinator costs more than sending one that a warehouse already holds.
+    DIRECT_UPLOAD_MOST = 1024 * 1024
 
     def __init__(
         self,
@@ -530,7 +534,7 @@ class WorkerService(Service):
             if record.dropped:
                 return
             record.reporting = True
-            result = await self._store_outputs(completed)
+            result = await self._store_outputs(completed, attempt.assignment.upload)
             if record.dropped:
                 # Cancelled while storing: a cancelled exchange may fail as a connection error
                 # rather than CancelledError, so the storing may have ended normally.
@@ -552,14 +556,37 @@ class WorkerService(Service):
                 )
             self._wake()
 
-    async def _store_outputs(self, completed: CompletedAttempt) -> AttemptResult:
-        """Store a successful attempt's outputs at a warehouse; the result to report."""
+    async def _store_outputs(
+        self, completed: CompletedAttempt, direct: Source | None = None
+    ) -> AttemptResult:
+        """Store a successful attempt's outputs at a warehouse; the result to report.
+
+        ``direct``: the assignment's upload target. Small outputs go straight there; bigger
+        ones, or all of them once that failed, go by an uploads plan, which skips those some
+        warehouse already holds.
+        """
         result = completed.result
         if result.outcome != OUTCOME_SUCCEEDED or not result.outputs:
             return result
         refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs}
         backoff = self._backoff()
         tries = 0
+        if direct is not None and all(r.size <= self.DIRECT_UPLOAD_MOST for r in refs.values()):
+            try:
+                for digest, ref in refs.items():
+                    await self._store_object(
+                        direct.url, digest, ref.size, completed.files[digest], direct.capability
+                    )
+                return result
+            except (XwchError, OSError) as e:
+                tries += 1
+                self.log.warn(
+                    "storing the outputs of attempt {attempt} at {url} failed: {error}; "
+                    "asking the coordinator where to store them",
+                    attempt=result.attempt,
+                    url=direct.url,
+                    error=e,
+                )
         while True:
             try:
                 body: dict[str, Any] = {"objects": [r.to_json() for r in refs.values()]}

@@ -324,9 +324,12 @@ class Assignment:
     timeout: float | None
     # digest -> where to read it; covers the binary and every input.
     sources: Mapping[str, tuple[Source, ...]] = field(default_factory=dict)
+    # Where small outputs may go without asking for an uploads plan, with a capability to store
+    # any object there (absent: every output goes through the plan).
+    upload: Source | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "attempt": self.attempt,
             "job": self.job,
             "task": self.task,
@@ -339,6 +342,9 @@ class Assignment:
             "timeout": self.timeout,
             "sources": {d: [s.to_json() for s in ss] for d, ss in self.sources.items()},
         }
+        if self.upload is not None:
+            doc["upload"] = self.upload.to_json()
+        return doc
 
     @classmethod
     def from_json(cls, doc: object, where: str = "assignment") -> Assignment:
@@ -374,6 +380,9 @@ class Assignment:
                 )
                 for dg, ss in sources_doc.items()
             },
+            upload=None
+            if d.get("upload") is None
+            else Source.from_json(d["upload"], f"{where}.upload"),
         )
 
 

@@ -269,6 +269,34 @@ def test_uploading_a_stored_object_sends_no_packet(
     assert [m for m, _, _ in recorder.seen] == ["GET"]
 
 
+def test_an_object_of_one_packet_is_sent_without_asking_first(
+    warehouse: InMemoryWarehouse, clock: Clock
+) -> None:
+    """A small object is one PUT: no question about what is held, new or already stored."""
+    data = payload(PACKET // 2)
+    recorder = Recorder(warehouse.resource)
+    warehouse.serve(recorder)
+    result_of(upload(warehouse, clock, data, pacer(clock)))
+    assert warehouse.store.has(digest_of(data))
+    result_of(upload(warehouse, clock, data, pacer(clock)))
+    assert [m for m, _, _ in recorder.seen] == ["PUT", "PUT"]
+
+
+def test_a_one_packet_object_partly_held_resumes_where_the_warehouse_says(
+    warehouse: InMemoryWarehouse, clock: Clock
+) -> None:
+    """Sent blind, a packet at the wrong offset gets 409: the upload follows the warehouse."""
+    data = payload(PACKET // 2)
+    digest = digest_of(data)
+    warehouse.store.write_packet(digest, 0, data[:100])
+    recorder = Recorder(warehouse.resource)
+    warehouse.serve(recorder)
+    result_of(upload(warehouse, clock, data, pacer(clock)))
+    offsets = [uri.split("offset=")[1].split("&")[0] for m, uri, _ in recorder.seen]
+    assert offsets == ["0", "100"]
+    assert warehouse.store.has(digest)
+
+
 # -- resume -------------------------------------------------------------------------------
 
 

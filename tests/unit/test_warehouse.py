@@ -146,6 +146,27 @@ def test_read_without_a_valid_capability_is_forbidden(wh: InMemoryWarehouse) -> 
         assert set(body) == {"error", "message"}
 
 
+def test_a_put_any_capability_stores_any_object_and_reads_none(wh: InMemoryWarehouse) -> None:
+    """An assignment's upload capability (digest "*") stores whatever object it is shown with,
+    here only; it never reads."""
+    any_object = wh.capability(capability.OP_PUT, capability.ANY_OBJECT)
+    other = b"another output"
+    other_digest = hashlib.sha256(other).hexdigest()
+    for digest, data in ((DIGEST, DATA), (other_digest, other)):
+        code, _, body = answer(put(wh, any_object, 0, data, len(data), digest))
+        assert (code, body) == (201, {"stored": True})
+    assert wh.store.has(DIGEST) and wh.store.has(other_digest)
+    read_any = wh.capability(capability.OP_GET, capability.ANY_OBJECT)
+    for cap in (any_object, read_any):
+        code, _, body = answer(call(wh, "GET", f"/objects/{DIGEST}", {CAPABILITY_HEADER: cap}))
+        assert (code, body["error"]) == (403, "forbidden")
+    elsewhere = capability.issue(
+        KEY, capability.OP_PUT, capability.ANY_OBJECT, "wh-other", wh.clock.seconds() + 60
+    )
+    code, _, body = answer(put(wh, elsewhere, 0, b"x", 1, hashlib.sha256(b"x").hexdigest()))
+    assert (code, body["error"]) == (403, "forbidden")
+
+
 def test_unregistered_warehouse_answers_busy(tmp_path: Path, clock: Clock) -> None:
     """Before the coordinator has answered its registration, the warehouse says busy, retry in 1 s."""
     wh = InMemoryWarehouse(tmp_path, clock, registered=False)

@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.coordinator import WAREHOUSE_URL, FakeCoordinator, WorkRequest
+from xwch.errors import Unreachable
 from xwch.protocol import (
     OUTCOME_FAILED,
     OUTCOME_SUCCEEDED,
@@ -21,6 +22,7 @@ from xwch.protocol import (
     HostFacts,
     OutputFile,
     Policy,
+    Source,
 )
 from xwch.worker.executor import CompletedAttempt
 from xwch.worker.service import RegistrationRefused, WorkerService
@@ -220,6 +222,69 @@ class WorkerServiceTests(ServiceHarness):
         self.attempts["a1"].succeed(b"tile")
         self.assertEqual(self.uploads, [])
         self.assertEqual(len(self.coordinator.results), 1)
+
+    def test_small_outputs_go_straight_to_the_assignments_upload_target(self) -> None:
+        """With an upload target in its assignment, a small output is stored there, with the
+        target's capability, and no uploads plan is asked for."""
+        target = Source(url="http://wh-near:1", capability="put:any")
+        self.coordinator.assign(replace(assignment("a1"), upload=target))
+        self.start()
+        output = self.attempts["a1"].succeed()
+        self.assertEqual(
+            self.uploads,
+            [
+                (
+                    "http://wh-near:1",
+                    output.digest,
+                    output.size,
+                    Path("/cache") / output.digest,
+                    "put:any",
+                )
+            ],
+        )
+        self.assertNotIn("uploads", self.coordinator.routes())
+        [(_worker, result)] = self.coordinator.results
+        self.assertEqual(result.outputs, (output,))
+
+    def test_a_big_output_goes_by_an_uploads_plan_even_with_a_target(self) -> None:
+        """Beyond DIRECT_UPLOAD_MOST the plan is asked for: it skips what a warehouse holds."""
+        target = Source(url="http://wh-near:1", capability="put:any")
+        self.coordinator.assign(replace(assignment("a1"), upload=target))
+        self.start()
+        big = b"x" * (WorkerService.DIRECT_UPLOAD_MOST + 1)
+        output = self.attempts["a1"].succeed(big)
+        self.assertIn("uploads", self.coordinator.routes())
+        self.assertEqual([u[0] for u in self.uploads], [WAREHOUSE_URL])
+        self.assertEqual(self.uploads[0][4], f"put:{output.digest}")
+
+    def test_a_failed_direct_upload_falls_back_to_an_uploads_plan(self) -> None:
+        """The target refusing (gone, or its capability expired): the plan's warehouse is used."""
+        target = Source(url="http://wh-gone:1", capability="put:any")
+        refused: list[str] = []
+
+        async def store_object(url: str, digest: str, size: int, path: Path, cap: str) -> None:
+            if url == "http://wh-gone:1":
+                refused.append(digest)
+                raise Unreachable("connection refused")
+            await self.store_object(url, digest, size, path, cap)
+
+        self.service = WorkerService(
+            self.clock,
+            self.coordinator.api(None),
+            FACTS,
+            self.new_attempt,
+            store_object,
+            self.pacer,
+            jitter=lambda: 1.0,
+            evictions=self.evictions,
+        )
+        self.coordinator.assign(replace(assignment("a1"), upload=target))
+        self.start()
+        output = self.attempts["a1"].succeed()
+        self.assertEqual(refused, [output.digest])
+        self.assertEqual([u[0] for u in self.uploads], [WAREHOUSE_URL])
+        [(_worker, result)] = self.coordinator.results
+        self.assertEqual(result.outcome, OUTCOME_SUCCEEDED)
 
     def test_failed_attempt_is_reported_with_its_logs(self) -> None:
         """A task that fails is reported with exit code and stderr, with nothing uploaded."""

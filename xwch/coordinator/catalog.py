@@ -51,6 +51,8 @@ class Catalog:
         # whose copies in progress died with the old one.
         self.registrations: dict[str, int] = {}
         self._locations: dict[str, set[str]] = defaultdict(set)
+        # warehouse id -> (expiry, upload target), see upload_target.
+        self._upload_targets: dict[str, tuple[float, Source]] = {}
         self._sizes: dict[str, int] = {}
         # Told of each new copy of an object (the scheduler: where its readers best run moves).
         self.on_stored: list[Callable[[str], None]] = []
@@ -208,6 +210,28 @@ class Catalog:
             )
             for w in holders
         )
+
+    def upload_target(self, site: str | None) -> Source | None:
+        """Where a worker of ``site`` stores small outputs, with a capability to store any object
+        there (None: no warehouse is alive). The capability is reused while it has more than half
+        its life left: signing one for every assignment would cost as much as the rest of it."""
+        try:
+            warehouse = self.choose_for_upload(site)
+        except NoWarehouse:
+            return None
+        now = self._reactor.seconds()
+        cached = self._upload_targets.get(warehouse.id)
+        if cached is not None and cached[0] - now > capability.DEFAULT_LIFETIME / 2:
+            return cached[1]
+        expires = now + capability.DEFAULT_LIFETIME
+        target = Source(
+            url=warehouse.url,
+            capability=capability.issue(
+                self.capability_key, capability.OP_PUT, capability.ANY_OBJECT, warehouse.id, expires
+            ),
+        )
+        self._upload_targets[warehouse.id] = (expires, target)
+        return target
 
     def put_capability(self, warehouse: WarehouseRecord, digest: str) -> str:
         expires = self._reactor.seconds() + capability.DEFAULT_LIFETIME

@@ -668,6 +668,7 @@ class TasksManager:
             outputs=tuple(spec.outputs),
             timeout=spec.timeout,
             sources={d: self._catalog.sources(d, site) for d in sorted(digests)},
+            upload=self._catalog.upload_target(site),
         )
 
     def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:

@@ -1,7 +1,7 @@
 """Upload an object to a warehouse in paced packets, resuming where the warehouse stopped.
 
-The warehouse is the authority on how much it holds: the upload asks it first, follows its
-``409 offset`` answers, and after a broken connection asks again rather than trusting what it
+The warehouse is the authority on how much it holds: the upload asks it first (unless the object
+fits in one packet), follows its ``409 offset`` answers, and after a broken connection asks again rather than trusting what it
 last sent. Each packet carries its SHA-256 (of the raw bytes); a packet the warehouse finds
 corrupt is sent again. Packets go compressed with zstandard while that pays
 (:class:`~xwch.transfer.packet.PacketCompressor`). A warehouse too busy for a new transfer
@@ -93,7 +93,11 @@ class Uploader:
             self._pacer.slots.release()
 
     async def _run(self) -> None:
-        offset = await self._held()
+        # An object of one packet is simply sent: the warehouse answers a held object with
+        # "stored" and a partial one with where to resume (409), so asking first would only
+        # add a round trip to every small output.
+        fits = self._size <= self._pacer.packet_size(UPLOAD, self._controller)
+        offset: int | None = 0 if fits else await self._held()
         corrupt = conflicts = 0
         while offset is not None:
             largest = self._pacer.packet_size(UPLOAD, self._controller)

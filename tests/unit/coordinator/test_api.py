@@ -9,6 +9,8 @@ from treq.testing import StubTreq
 from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
+from xwch import capability
+from xwch.errors import CapabilityError
 from xwch.protocol import HostFacts
 from xwch.store import tokens
 
@@ -183,6 +185,28 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual(warehouse_for(site="far-lab"), small.url)
         self.assertEqual(warehouse_for(site="lab"), "http://127.0.0.1:9")
         self.assertEqual(warehouse_for(), "http://127.0.0.1:9")
+
+    def test_assignments_say_where_a_worker_stores_small_outputs(self) -> None:
+        """An assignment carries its worker's site's warehouse, with a capability to store any
+        object there and nowhere else: small outputs need no uploads plan."""
+        far = self.successResultOf(
+            ensureDeferred(
+                self.coordinator.catalog.register("http://127.0.0.1:10", "far-lab", 10, 10)
+            )
+        )
+        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0, site="far-lab")
+        code, reg, _ = self.call("POST", "/workers", role="worker", body=facts.to_json())
+        self.assertEqual(code, 201)
+        assignment = self._first_attempt(str(reg["worker_id"]), 1)
+        upload = assignment["upload"]
+        self.assertEqual(upload["url"], far.url)
+        key, now = self.coordinator.catalog.capability_key, self.clock.seconds()
+        from tests.unit.coordinator.harness import digest_of
+
+        for digest in (digest_of("one output"), digest_of("another")):
+            capability.verify(key, upload["capability"], "put", digest, far.id, now)
+        with self.assertRaises(CapabilityError):
+            capability.verify(key, upload["capability"], "get", digest_of("x"), far.id, now)
 
     def test_live_warehouses_are_listed_with_their_sites(self) -> None:
         code, answer, _ = self.call("GET", "/warehouses", role="worker")
