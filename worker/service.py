@@ -34,6 +34,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from xwch.batching import Coalescer
 from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.http import JsonApi
 from xwch.protocol import (
@@ -131,6 +132,15 @@ class _Running:
     sending: bool = False
 
 
+@dataclass(frozen=True)
+class _Report:
+    """A Work Result waiting to be sent."""
+
+    result: AttemptResult
+    # The attempt held a slot, free once the result is answered (see _report).
+    frees_slot: bool
+
+
 class WorkerService(Service):
     """A worker of ``facts.slots`` slots, talking to one coordinator."""
 
@@ -190,6 +200,7 @@ class WorkerService(Service):
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
+        self._results: Coalescer[_Report] = Coalescer(self._send_reports)
         # The coordinator answered a Work Result's request for work with none: the main loop
         # waits before asking again rather than asking at once.
         self._offered_nothing = False
@@ -629,20 +640,53 @@ class WorkerService(Service):
                 )
                 await deferLater(self._reactor, delay)
 
-    def _work_to_ask(self) -> int:
-        """Slots a Work Result freeing one may ask work for (its own included); 0: ask none."""
+    def _work_to_ask(self, freed: int = 1) -> int:
+        """Slots a Work Result freeing ``freed`` may ask work for (theirs included); 0: none."""
         if self._stopping or self.suspended is not None or self._lost:
             return 0
-        return max(0, self.free_slots() + 1 - self._asking)
+        return max(0, self.free_slots() + freed - self._asking)
 
     async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
         """Work Result, retried until the coordinator answers: a result is never dropped.
 
         ``frees_slot``: the attempt held a slot, which is free once this is answered; the
-        result then carries a Work Request for it (and any other slot free).
+        result then carries a Work Request for it (and any other slot free). Results that end
+        while another is on its way go together in the next request.
         """
+        await self._results.submit([_Report(result, frees_slot)])
+
+    async def _send_reports(self, reports: list[_Report]) -> None:
+        if len(reports) == 1:
+            await self._send_report(reports[0])
+            return
+        freed = sum(1 for r in reports if r.frees_slot)
+        body: dict[str, Any] = {"results": [r.result.to_json() for r in reports]}
+        asked = self._work_to_ask(freed) if freed else 0
+        if asked:
+            body["work"] = {"performance": self.facts.performance, "free_slots": asked}
+        try:
+            with self._asking_for(asked):
+                reply = await self._call(lambda: self._worker_path("/results"), body)
+            answers = reply.get("results") if isinstance(reply, dict) else None
+            if not isinstance(answers, list) or len(answers) != len(reports):
+                raise ProtocolError("results: expected one answer for each result")
+        except (ApiError, ProtocolError) as e:
+            # A coordinator that takes one result per request: send them one by one.
+            self.log.warn("sending results together failed ({error}); one by one", error=e)
+            for report in reports:
+                await self._send_report(report)
+            return
+        if asked:
+            self._take_work(reply)
+        for report, answer in zip(reports, answers, strict=True):
+            accepted = isinstance(answer, dict) and answer.get("accepted") is True
+            refused = answer.get("message") if isinstance(answer, dict) else None
+            self._log_result(report.result, accepted, refused)
+
+    async def _send_report(self, report: _Report) -> None:
+        result = report.result
         body = result.to_json()
-        asked = self._work_to_ask() if frees_slot else 0
+        asked = self._work_to_ask() if report.frees_slot else 0
         if asked:
             body["work"] = {"performance": self.facts.performance, "free_slots": asked}
         try:
@@ -651,15 +695,21 @@ class WorkerService(Service):
         except ApiError as e:
             # An answer, not a silence: the coordinator will not take this result (an attempt
             # it gave to someone else meanwhile...). Retrying would get the same answer.
-            self.log.warn(
-                "the coordinator refused the result of attempt {attempt}: {error}",
-                attempt=result.attempt,
-                error=e,
-            )
+            self._log_result(result, False, str(e))
             return
         if asked:
             self._take_work(reply)
         accepted = isinstance(reply, dict) and reply.get("accepted") is True
+        self._log_result(result, accepted, None)
+
+    def _log_result(self, result: AttemptResult, accepted: bool, refused: object) -> None:
+        if refused is not None:
+            self.log.warn(
+                "the coordinator refused the result of attempt {attempt}: {error}",
+                attempt=result.attempt,
+                error=refused,
+            )
+            return
         self.log.info(
             "attempt {attempt} {outcome}{error}, result {taken}",
             attempt=result.attempt,

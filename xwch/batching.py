@@ -58,10 +58,12 @@ class Coalescer(Generic[T]):
 
     def _sent(self, outcome: Failure | None, waiters: list[Deferred[None]]) -> None:
         self._sending = False
-        if self._waiting:
-            self._send_next()
+        # The callers first: what they do on hearing (free a slot, submit again) is then seen
+        # by the next call.
         for done in waiters:
             if isinstance(outcome, Failure):
                 done.errback(outcome)
             else:
                 done.callback(None)
+        if self._waiting and not self._sending:
+            self._send_next()

@@ -80,6 +80,8 @@ class FakeCoordinator(Resource):
         # False: a coordinator older than Work Results carrying a Work Request (it ignores
         # their "work" and answers no "tasks").
         self.work_in_results = True
+        # False: a coordinator older than several results in one request (it refuses them).
+        self.batched_results = True
 
         # Scripted state.
         self.ready: list[Assignment] = []
@@ -97,6 +99,8 @@ class FakeCoordinator(Resource):
         # Each Work Alive's whole body (states of the attempts, evicted objects...).
         self.alive_bodies: list[tuple[str, dict[str, Any]]] = []
         self.results: list[tuple[str, AttemptResult]] = []
+        # How many results each batched Work Result carried.
+        self.result_batches: list[int] = []
         self.givebacks: list[tuple[str, list[str]]] = []
         self.upload_plans: list[list[ObjectRef]] = []
         # The site each upload plan was asked for (None: not said).
@@ -236,25 +240,27 @@ class FakeCoordinator(Resource):
             self.to_cancel -= set(cancel)
             return {"cancel": cancel, "policy": self.policy.to_json()}, {}
         if route == "results":
-            result = AttemptResult.from_json(doc)
-            if self.assigned.get(result.attempt) != worker:
-                raise _Refused(403, {"error": "forbidden", "message": "not your attempt"})
-            missing = [o.digest for o in result.outputs if o.digest not in self.stored]
-            if result.outcome == OUTCOME_SUCCEEDED and missing:
-                raise _Refused(
-                    409, {"error": "missing_objects", "message": "store first", "digests": missing}
-                )
             assert worker is not None
+            if "results" in doc and self.batched_results:
+                answers = []
+                for n, item in enumerate(doc["results"]):
+                    result = AttemptResult.from_json(item, f"results[{n}]")
+                    try:
+                        self._take_result(worker, result)
+                        answers.append({"accepted": True})
+                    except _Refused as e:
+                        answers.append(e.body)
+                self.result_batches.append(len(answers))
+                answer: dict[str, Any] = {"results": answers}
+            else:
+                self._take_result(worker, AttemptResult.from_json(doc))
+                answer = {"accepted": True}
             work = doc.get("work")
-            request = None
-            if work is not None and self.work_in_results:
-                request = _work_request(worker, work, "result.work")
-            self.results.append((worker, result))
-            del self.assigned[result.attempt]
-            if request is None:
-                return {"accepted": True}, {}
+            if work is None or not self.work_in_results:
+                return answer, {}
+            request = _work_request(worker, work, "result.work")
             self.result_work_requests.append(request)
-            return {"accepted": True, **self._hand_out(request)}, {}
+            return {**answer, **self._hand_out(request)}, {}
         if route == "giveback":
             attempts = doc.get("attempts")
             if not isinstance(attempts, list):
@@ -283,6 +289,17 @@ class FakeCoordinator(Resource):
                 ],
             }, {}
         raise AssertionError(route)
+
+    def _take_result(self, worker: str, result: AttemptResult) -> None:
+        if self.assigned.get(result.attempt) != worker:
+            raise _Refused(403, {"error": "forbidden", "message": "not your attempt"})
+        missing = [o.digest for o in result.outputs if o.digest not in self.stored]
+        if result.outcome == OUTCOME_SUCCEEDED and missing:
+            raise _Refused(
+                409, {"error": "missing_objects", "message": "store first", "digests": missing}
+            )
+        self.results.append((worker, result))
+        del self.assigned[result.attempt]
 
     def _hand_out(self, request: WorkRequest) -> dict[str, Any]:
         """A Work Request's answer: as many queued assignments as free slots, and the policy."""

@@ -392,6 +392,63 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
         self.assertEqual(self.service.running_attempts(), ["a2"])
 
+    def _three_slots_with_results_held(self) -> None:
+        """Three attempts (outputs stored straight at a warehouse) whose results all end while
+        the coordinator cannot be reached: a1's is on its way, a2's and a3's wait for it."""
+        self.service = WorkerService(
+            self.clock,
+            self.coordinator.api(None),
+            replace(FACTS, slots=3),
+            self.new_attempt,
+            self.store_object,
+            self.pacer,
+            jitter=lambda: 1.0,
+            evictions=self.evictions,
+        )
+        target = Source(url="http://wh-near:1", capability="put:any")
+        self.coordinator.assign(
+            *(replace(assignment(f"a{n}", f"t{n}"), upload=target) for n in (1, 2, 3))
+        )
+        self.start()
+        self.coordinator.reachable = False
+        for n in (1, 2, 3):
+            self.attempts[f"a{n}"].succeed(f"tile {n}".encode())
+        self.assertEqual(self.coordinator.results, [])
+
+    def _until_reported(self) -> None:
+        self.coordinator.reachable = True
+        for _ in range(20):
+            self.clock.advance(5.0)
+
+    def test_results_ended_while_one_is_on_its_way_go_together(self) -> None:
+        """Results that end while another is being sent go in one request, which asks work for
+        the slots they free."""
+        self._three_slots_with_results_held()
+        self._until_reported()
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
+        self.assertEqual(self.coordinator.result_batches, [2])
+        self.assertEqual(self.coordinator.result_work_requests[1], WorkRequest("w1", 1.5, 3))
+        self.assertEqual(self.service.running_attempts(), [])
+
+    def test_a_result_refused_in_a_batch_does_not_sink_the_others(self) -> None:
+        """The coordinator refuses one result of a batch (its attempt went elsewhere): the
+        others are taken, and the refused one is not sent again."""
+        self._three_slots_with_results_held()
+        del self.coordinator.assigned["a2"]
+        self._until_reported()
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a3"])
+        self.assertEqual(self.coordinator.result_batches, [2])
+        self.assertEqual(self.service.running_attempts(), [])
+
+    def test_a_coordinator_taking_one_result_at_a_time_gets_them_one_by_one(self) -> None:
+        """A batch refused as malformed (an older coordinator) is sent again result by result."""
+        self.coordinator.batched_results = False
+        self._three_slots_with_results_held()
+        self._until_reported()
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
+        self.assertEqual(self.coordinator.result_batches, [])
+        self.assertEqual(self.service.running_attempts(), [])
+
     def test_suspended_worker_reports_without_asking_for_work(self) -> None:
         """A result reported while suspended asks for no work."""
         self.coordinator.assign(assignment("a1"))

@@ -6,7 +6,9 @@ import json
 from dataclasses import replace
 from typing import Any
 
+from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xwch.coordinator.catalog import Catalog, NoWarehouse
 from xwch.coordinator.communication import Busy, CommunicationManager
@@ -458,15 +460,40 @@ class CoordinatorApi:
 
     async def work_result(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
-        result = AttemptResult.from_json(req.body)
-        work = require_object(req.body, "result").get("work")
+        body = require_object(req.body, "result")
+        batch = "results" in body
+        if batch:
+            # Several results in one request: those a worker finished while its previous one
+            # was on its way. Each is taken or refused on its own.
+            results = [
+                AttemptResult.from_json(r, f"results[{n}]")
+                for n, r in enumerate(_list_of(body, "results", "result"))
+            ]
+        else:
+            results = [AttemptResult.from_json(body)]
+        work = body.get("work")
         if work is not None:
-            # Checked before the result is taken: a malformed request changes nothing.
+            # Checked before the results are taken: a malformed request changes nothing.
             performance = _number(work, "performance", "result.work")
             free_slots = _int(work, "free_slots", "result.work")
         worker_id = req.params["worker"]
-        accepted = await self._workers.result(req.token, worker_id, result)
-        answer: dict[str, Any] = {"accepted": accepted}
+        self._workers.get(worker_id, req.token)
+        # Started together: their writes share one commit.
+        outcomes = await DeferredList(
+            [
+                ensureDeferred(self._workers.result(req.token, worker_id, result))
+                for result in results
+            ],
+            consumeErrors=True,
+        )
+        answer: dict[str, Any]
+        if batch:
+            answer = {"results": [self._result_answer(ok, value) for ok, value in outcomes]}
+        else:
+            [(_ok, value)] = outcomes
+            if isinstance(value, Failure):
+                value.raiseException()
+            answer = {"accepted": value}
         if work is None:
             return 200, answer
         # The result carries the worker's next Work Request (one round trip per task, not two),
@@ -481,6 +508,17 @@ class CoordinatorApi:
         except Exception:
             self.log.failure("assigning work with the result of {worker} failed", worker=worker_id)
         return 200, answer
+
+    def _result_answer(self, ok: bool, value: Any) -> dict[str, Any]:
+        """One result's part of a batch's answer: taken, or why not (as its own request's)."""
+        if ok:
+            return {"accepted": value}
+        assert isinstance(value, Failure)
+        error = map_error(value.value) if isinstance(value.value, Exception) else None
+        if error is None:
+            self.log.failure("a result in a batch failed", value)
+            error = HttpError(500, "internal", "the coordinator failed to record the result")
+        return {"error": error.code, "message": error.message, **error.extra}
 
     async def give_back(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None

@@ -308,6 +308,60 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual(self.coordinator.tasks.counts()["done"], 1)
         self.assertEqual(self.coordinator.tasks.counts()["running"], 2)
 
+    def test_several_results_in_one_request_are_each_taken_or_refused(self) -> None:
+        """A batch of results: each is answered on its own (one refused does not refuse the
+        others), and the work asked for comes with them."""
+        worker = self.register_worker()
+        wire = wire_job([{"id": f"t{n}"} for n in range(5)])
+        self.call("POST", "/jobs", role="client", body=wire)
+        _, work, _ = self.call(
+            "POST",
+            f"/workers/{worker}/work",
+            role="worker",
+            body={"performance": 1.0, "free_slots": 2},
+        )
+        first, second = (a["attempt"] for a in work["tasks"])
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body={
+                "results": [
+                    self._result(first),
+                    # Outputs the task never declared: refused, as it would be alone.
+                    self._result(
+                        second, outputs=[{"name": "stray", "digest": "0" * 64, "size": 1}]
+                    ),
+                    # An attempt the coordinator does not know: ignored.
+                    self._result("a-unknown"),
+                ],
+                "work": {"performance": 1.0, "free_slots": 2},
+            },
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(body["results"][0], {"accepted": True})
+        self.assertEqual(body["results"][1]["error"], "bad_request")
+        self.assertIn("stray", body["results"][1]["message"])
+        self.assertEqual(body["results"][2], {"accepted": False})
+        self.assertEqual(len(body["tasks"]), 2)
+        counts = self.coordinator.tasks.counts()
+        # The refused attempt still runs, beside the two new ones.
+        self.assertEqual((counts["done"], counts["running"]), (1, 3))
+
+    def test_a_malformed_result_in_a_batch_refuses_the_whole_request(self) -> None:
+        """One bad entry is a 400 naming it, and none of the batch is taken."""
+        worker = self.register_worker()
+        first = self._first_attempt(worker, tasks=2)
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body={"results": [self._result(first["attempt"]), {"attempt": "a1"}]},
+        )
+        self.assertEqual(code, 400)
+        self.assertIn("results[1]", body["message"])
+        self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
+
     def test_work_result_without_a_work_request_assigns_nothing(self) -> None:
         """An older worker's result (no "work") is answered as before: no tasks handed out."""
         worker = self.register_worker()
