@@ -134,7 +134,7 @@ class _BytesProducer:
 
 
 @dataclass(frozen=True)
-class _Answer:
+class Answer:
     """An answer read whole, with what :func:`decode_error` uses of a treq response."""
 
     code: int
@@ -145,14 +145,23 @@ class _Answer:
         return succeed(self.body)
 
 
-async def _exchange(
-    agent: IAgent, method: bytes, url: bytes, headers: Headers, data: bytes | None
-) -> _Answer:
+async def agent_exchange(
+    agent: IAgent,
+    method: bytes,
+    url: bytes,
+    headers: Headers,
+    data: bytes | None,
+    on_headers: Callable[[], None] | None = None,
+) -> Answer:
+    """One request on a bare ``Agent``, its answer read whole: treq's wrappers cost more than
+    the rest of a small request. ``on_headers`` is called when the answer's headers arrive."""
     producer = None if data is None else _BytesProducer(data)
     response: IResponse = await agent.request(method, url, headers, producer)
+    if on_headers is not None:
+        on_headers()
     body: Deferred[bytes] = Deferred()
     response.deliverBody(_BodyReader(body))
-    return _Answer(response.code, response.headers, await body)
+    return Answer(response.code, response.headers, await body)
 
 
 class _BodyReader(Protocol):
@@ -268,10 +277,10 @@ class JsonApi:
 
     def _direct(
         self, http: PooledHttpClient, method: str, url: str, data: bytes | None
-    ) -> Deferred[_Answer]:
+    ) -> Deferred[Answer]:
         """One exchange on the client's bare ``Agent``; a timeout is a silence (Unreachable)."""
         d = Deferred.fromCoroutine(
-            _exchange(
+            agent_exchange(
                 http.agent,
                 method.encode("ascii"),
                 url.encode("ascii"),

@@ -22,7 +22,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 
 from xwch.errors import ApiError, Unreachable
-from xwch.http import decode_error
+from xwch.http import PooledHttpClient, agent_exchange, decode_error
 
 # ResponseFailed covers ResponseNeverReceived and a body cut short; ConnectionClosed covers
 # ConnectionLost and ConnectionDone. CancelledError is not here on purpose: it means our own
@@ -87,8 +87,27 @@ async def _exchange(
     reactor: IReactorTime,
     chunked: bool,
 ) -> Reply:
-    request_headers: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
     started = reactor.seconds()
+    if not chunked and isinstance(http, PooledHttpClient) and url.isascii():
+        # A small answer (a PUT's, an upload's state): straight on the pooled Agent.
+        heard: list[float] = []
+        answer = await agent_exchange(
+            http.agent,
+            method.encode("ascii"),
+            url.encode("ascii"),
+            Headers({k: [v] for k, v in headers.items()}),
+            data,
+            lambda: heard.append(reactor.seconds()),
+        )
+        return Reply(
+            code=answer.code,
+            headers=answer.headers,
+            chunks=[answer.body],
+            response=answer,
+            first_byte=(heard[0] if heard else reactor.seconds()) - started,
+            duration=reactor.seconds() - started,
+        )
+    request_headers: dict[bytes | str, list[bytes | str]] = {k: [v] for k, v in headers.items()}
     response = await http.request(method, url, headers=request_headers, data=data)
     first_byte = reactor.seconds() - started
     chunks: list[bytes] = []
