@@ -88,6 +88,30 @@ class ObjectStore:
         hasher.update(data)
         return held + len(data)
 
+    def store_whole(self, digest: str, data: bytes) -> int:
+        """Store an object sent in one packet, in one step; its size.
+
+        OffsetMismatch if part of it is held (the upload resumes there); DigestMismatch, with
+        nothing written, if ``data`` does not hash to ``digest``.
+        """
+        held = self.partial_size(digest)
+        if held > len(data):
+            # Left by an upload that claimed another size: it cannot be a prefix of this one.
+            self.discard_partial(digest)
+        elif held:
+            raise OffsetMismatch(expected=held, offset=0)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            raise DigestMismatch(f"the bytes received for {digest} hash to {actual}")
+        part = self._part_path(digest)
+        try:
+            with part.open("wb") as f:
+                f.write(data)
+        except OSError:
+            part.unlink(missing_ok=True)
+            raise
+        return self.adopt(part, digest)
+
     def commit(self, digest: str) -> int:
         """Make the upload an object if it hashes to ``digest``; its size.
 

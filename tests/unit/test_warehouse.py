@@ -258,6 +258,17 @@ def test_whole_object_mismatch_is_discarded(wh: InMemoryWarehouse) -> None:
     assert wh.catalog.reported == []
 
 
+def test_a_whole_object_replaces_a_longer_stale_part(wh: InMemoryWarehouse) -> None:
+    """A part left by an upload that claimed a bigger size is no prefix: a whole-object PUT
+    discards it and stores the object."""
+    wh.store.write_packet(DIGEST, 0, DATA + b"tail of another claim")
+    code, _, body = answer(put(wh, wh.capability("put", DIGEST), 0, DATA))
+    assert (code, body) == (201, {"stored": True})
+    assert wh.store.has(DIGEST)
+    assert wh.store.partial_size(DIGEST) == 0
+    assert wh.catalog.reported == [ObjectRef(DIGEST, len(DATA))]
+
+
 @pytest.mark.parametrize(
     ("path", "headers", "data", "field"),
     [
