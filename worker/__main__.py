@@ -35,6 +35,7 @@ from xwch.logs import start_logging
 from .benchmark import measure_performance
 from .host import probe_host
 from .install import Setup, install, uninstall
+from .native_launcher import native_launcher_for_worker
 from .preferences import KEYS, Preferences, load_preferences
 from .service import RegistrationRefused
 from .sites import nearest_site, tcp_round_trip
@@ -201,6 +202,14 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         host = replace(host, name=settings.name)
     facts = host.facts(settings.slots or host.cores, measure_performance(), settings.site)
     http = make_http_client(IReactorTCP(reactor))
+    launcher = native_launcher_for_worker(settings.data / "bin")
+    if launcher.path is None:
+        print(
+            f"{PROGRAM}: attempts start through the fork server (slower): no native launcher: "
+            f"{launcher.reason}",
+            file=sys.stderr,
+            flush=True,
+        )
     coordinator = ContactRecorder(
         http, settings.endpoint.url, settings.endpoint.token, clock, clock=clock.seconds
     )
@@ -213,6 +222,7 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         settings.preferences,
         preferences_path=settings.config,
         locate_site=lambda: nearest_site(coordinator, tcp_round_trip(IReactorTCP(reactor), clock)),
+        native_launcher=launcher.path,
     )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
     reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]

@@ -32,7 +32,6 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -51,7 +50,7 @@ from .cache import ObjectCache
 from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
 from .sandbox import Sandbox
-from .spawner import STATUS_FD, AttemptSpawner, DirectSpawner
+from .spawner import STATUS_FD, AttemptProcess, AttemptSpawner, DirectSpawner
 
 # What every program sees, whatever the worker's own environment holds: the volunteer's variables
 # (tokens, paths, names) are none of the task's business, and a task should run the same on every
@@ -109,7 +108,7 @@ class _Tail:
         return bytes(self._buffer[-self._limit :]).decode("utf-8", "replace")
 
 
-class _TaskProcess(ProcessProtocol):
+class _TaskProcess(AttemptProcess):
     """Collects a task's output tails; tells the executor when the program exits and ends."""
 
     def __init__(self, on_exited: Callable[[], None]) -> None:

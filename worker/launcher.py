@@ -15,6 +15,8 @@ needs the attempt's sandbox set up there. In this order, the launcher:
 5. with ``--user UID:GID``, becomes that user (a worker running as root runs tasks as nobody);
 
 then replaces itself with the program (same pid), so the executor sees the program's exit status.
+With ``--cwd DIR`` it first enters DIR (the native launcher, :file:`launch.c`, which keeps this
+contract in C, is started by ``posix_spawn``, which cannot change directory portably).
 When a step fails, the launcher writes why, as one JSON line, on ``--status-fd`` (a pipe the
 executor reads; closed on exec, so silence means the program started) and exits 126.
 
@@ -65,11 +67,12 @@ class Options:
     writable: str | None = None
     processes: int | None = None
     status_fd: int | None = None
+    cwd: str | None = None
 
 
 def parse_options(argv: Sequence[str]) -> Options:
     """``[--sha256 HEX] [--user UID:GID] [--writable DIR] [--processes N] [--status-fd FD]
-    -- PROGRAM [ARGS...]``."""
+    [--cwd DIR] -- PROGRAM [ARGS...]``."""
     argv = list(argv)
     if "--" not in argv:
         raise LaunchError("usage: python -m xwch.worker.launcher [OPTIONS] -- PROGRAM [ARGS...]")
@@ -93,6 +96,8 @@ def parse_options(argv: Sequence[str]) -> Options:
                 parsed.processes = int(value)
             elif name == "--status-fd":
                 parsed.status_fd = int(value)
+            elif name == "--cwd":
+                parsed.cwd = value
             else:
                 raise LaunchError(f"unknown option {name}")
         except ValueError:
@@ -200,6 +205,13 @@ def process_limit(
 
 def set_up(options: Options, environ: Mapping[str, str]) -> None:
     """Everything between the launcher's start and the exec (see the module's docstring)."""
+    if options.cwd is not None:
+        try:
+            os.chdir(options.cwd)
+        except OSError as e:
+            raise LaunchError(
+                f"cannot enter the working directory {options.cwd}: {e.strerror or e}"
+            ) from None
     limits = parse_limits(environ)
     # A session of our own: the executor kills, stops and continues the whole group at once.
     os.setsid()

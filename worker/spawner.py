@@ -1,14 +1,18 @@
-"""How an attempt's launcher is started: a fresh interpreter, or a fork of the fork server.
+"""How an attempt's launcher is started: the native launcher, a fresh interpreter, or a fork of
+the fork server.
 
-Either way the process runs :func:`xwch.worker.launcher.launch` with the same options (every
-sandbox step happens in it), and the attempt's :class:`ProcessProtocol` hears the same events as
+Every way the process runs the launcher's steps with the same options (every sandbox step
+happens in it: :mod:`xwch.worker.launcher`, or its C twin :file:`launch.c`), and the attempt's
+:class:`ProcessProtocol` hears the same events as
 from ``reactor.spawnProcess``: ``childDataReceived`` for descriptors 1, 2 and :data:`STATUS_FD`,
 ``processExited`` when the program has exited, ``processEnded`` once its pipes are closed too.
 
 :class:`DirectSpawner` runs ``python -I -m xwch.worker.launcher`` for each attempt (about 50 ms
 of CPU before the program starts). :class:`ForkServerSpawner` keeps one
-:mod:`xwch.worker.forkserver` per worker and asks it to fork (about a millisecond); it is what a
-worker uses.
+:mod:`xwch.worker.forkserver` per worker and asks it to fork (a few milliseconds: the fork copies
+a Python process's page tables, and the child's first writes copy its pages).
+:class:`NativeSpawner` starts the compiled C launcher with ``posix_spawn`` (under a millisecond);
+it is what a worker uses wherever the launcher could be built (:mod:`xwch.worker.native_launcher`).
 """
 
 from __future__ import annotations
@@ -40,12 +44,33 @@ SERVER_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 SERVER_SOCKET_FD = 3
 
 
+class AttemptProcess(ProcessProtocol):
+    """An attempt's protocol: keeps the pid it was started under.
+
+    A program that ends at once may be reaped before ``spawnProcess`` returns, and the transport
+    then forgets its pid; the attempt still needs it, as the id of the process group that its
+    children (if any) may still be running in.
+    """
+
+    pid: int | None = None
+
+    def makeConnection(self, transport: Any) -> None:
+        self.pid = transport.pid
+        super().makeConnection(transport)
+
+
+def _started(process: AttemptProcess, transport: IProcessTransport) -> Deferred[int]:
+    pid = transport.pid if transport.pid is not None else process.pid
+    assert pid is not None, "spawnProcess connects the protocol once forked"
+    return succeed(int(pid))
+
+
 class AttemptSpawner(Protocol):
     """Starts the launcher of one attempt."""
 
     def spawn(
         self,
-        process: ProcessProtocol,
+        process: AttemptProcess,
         launcher_argv: Sequence[str],
         env: Mapping[str, str],
         path: str,
@@ -63,7 +88,7 @@ class DirectSpawner:
 
     def spawn(
         self,
-        process: ProcessProtocol,
+        process: AttemptProcess,
         launcher_argv: Sequence[str],
         env: Mapping[str, str],
         path: str,
@@ -78,7 +103,35 @@ class DirectSpawner:
             path=path,
             childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
         )
-        return succeed(int(transport.pid))
+        return _started(process, transport)
+
+
+class NativeSpawner:
+    """The compiled launcher for each attempt, started by ``posix_spawn``."""
+
+    def __init__(self, reactor: IReactorProcess, launcher: str) -> None:
+        self._reactor = reactor
+        self._launcher = launcher
+
+    def spawn(
+        self,
+        process: AttemptProcess,
+        launcher_argv: Sequence[str],
+        env: Mapping[str, str],
+        path: str,
+    ) -> Deferred[int]:
+        # Twisted uses posix_spawn only for a child that stays in the worker's directory (and
+        # user): the launcher changes directory itself.
+        argv = [self._launcher, "--cwd", path, *launcher_argv]
+        transport: IProcessTransport = self._reactor.spawnProcess(  # type: ignore[misc]
+            process,  # type: ignore[arg-type]
+            self._launcher,
+            argv,  # type: ignore[arg-type]
+            env=dict(env),
+            path=None,
+            childFDs={0: "w", 1: "r", 2: "r", STATUS_FD: "r"},
+        )
+        return _started(process, transport)
 
 
 class ForkServerError(OSError):
@@ -200,7 +253,7 @@ class _Connection:
 
     def spawn(
         self,
-        process: ProcessProtocol,
+        process: AttemptProcess,
         launcher_argv: Sequence[str],
         env: Mapping[str, str],
         path: str,
@@ -333,7 +386,7 @@ class ForkServerSpawner(Service):
 
     def spawn(
         self,
-        process: ProcessProtocol,
+        process: AttemptProcess,
         launcher_argv: Sequence[str],
         env: Mapping[str, str],
         path: str,

@@ -1,7 +1,8 @@
 """A volunteer's worker, whole: the pull loop and everything that keeps it polite and safe.
 
 :class:`Volunteer` is the service tree ``xwch-worker run`` starts: the fork server that starts
-attempts, the status writer, the preferences watcher, the governor and the
+attempts (where the compiled launcher, which needs no server, could not be built), the status
+writer, the preferences watcher, the governor and the
 :class:`WorkerService`, in that order (stopped in the reverse). It builds what they share: the
 transfer pacer (with the volunteer's rate caps), the object cache (with its size limit), and the
 executor of each attempt (with the sandbox this machine can give and the per-task limits in
@@ -39,7 +40,7 @@ from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
 from .sandbox import Sandbox, plan_sandbox
 from .service import Attempt, LocateSite, WorkerService
-from .spawner import ForkServerSpawner
+from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
 from .status import STATUS_FILE, StatusWriter
 
 # Traversable by the sandbox user (not listable): a worker running as root runs tasks as nobody,
@@ -63,6 +64,7 @@ class Volunteer(MultiService):
         sandbox: Sandbox | None = None,
         localtime: Callable[[float], time.struct_time] = time.localtime,
         locate_site: LocateSite | None = None,
+        native_launcher: Path | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
@@ -103,9 +105,14 @@ class Volunteer(MultiService):
             sandbox if sandbox is not None else plan_sandbox([work_root, self.cache.root])
         )
         processes = IReactorProcess(reactor)
-        # Started at the first attempt; stopped last, once every attempt has ended.
-        self.spawner = ForkServerSpawner(reactor, sys.executable)
-        self.spawner.setServiceParent(self)
+        self.spawner: AttemptSpawner
+        if native_launcher is not None:
+            self.spawner = NativeSpawner(processes, str(native_launcher))
+        else:
+            # Started at the first attempt; stopped last, once every attempt has ended.
+            fork_server = ForkServerSpawner(reactor, sys.executable)
+            fork_server.setServiceParent(self)
+            self.spawner = fork_server
         self._executors: weakref.WeakSet[AttemptExecutor] = weakref.WeakSet()
 
         def new_attempt(assignment: Assignment) -> Attempt:

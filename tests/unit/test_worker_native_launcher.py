@@ -1,0 +1,246 @@
+"""The native launcher: built on first use, the Python launcher's contract kept, attempts run.
+
+The executor's and the sandbox's tests run again here with every attempt started by a
+:class:`NativeSpawner`; the contract tests run the C launcher and the Python one side by side on
+the same requests and expect the same statuses and messages.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from twisted.internet import reactor
+from twisted.trial.unittest import SkipTest
+
+from tests.unit import test_worker_executor as executor_tests
+from tests.unit import test_worker_sandbox as sandbox_tests
+from xwch.protocol import OUTCOME_FAILED, OUTCOME_SUCCEEDED, Assignment
+from xwch.worker.executor import AttemptExecutor
+from xwch.worker.native_launcher import (
+    SOURCE,
+    SWITCH,
+    build_native_launcher,
+    native_launcher_for_worker,
+)
+from xwch.worker.spawner import NativeSpawner
+
+
+@functools.cache
+def _built() -> Path | None:
+    """One build for the whole run, in a folder removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="xwch-launch-test-"))
+    atexit.register(shutil.rmtree, folder, True)
+    return build_native_launcher(folder).path
+
+
+def _launcher() -> Path:
+    path = _built()
+    if path is None:
+        raise SkipTest("no C compiler here to build the native launcher")
+    return path
+
+
+# Building
+
+
+def test_built_once_and_found_again(tmp_path: Path) -> None:
+    first = build_native_launcher(tmp_path)
+    if first.path is None:
+        pytest.skip(first.reason)
+    built_at = first.path.stat().st_mtime_ns
+    again = build_native_launcher(tmp_path)
+    assert again.path == first.path
+    assert first.path.stat().st_mtime_ns == built_at
+    # Nothing half-written is left beside it.
+    assert [p.name for p in tmp_path.iterdir()] == [first.path.name]
+
+
+def test_a_changed_source_gets_a_launcher_of_its_own(tmp_path: Path) -> None:
+    changed = tmp_path / "launch.c"
+    changed.write_text(SOURCE.read_text() + "\n/* another version */\n")
+    old = build_native_launcher(tmp_path / "bin")
+    new = build_native_launcher(tmp_path / "bin", source=changed)
+    if old.path is None or new.path is None:
+        pytest.skip(old.reason or new.reason)
+    assert old.path != new.path
+
+
+def test_no_compiler_says_so(tmp_path: Path) -> None:
+    built = build_native_launcher(tmp_path, environ={"PATH": str(tmp_path)})
+    assert built.path is None
+    assert "no C compiler" in built.reason
+
+
+def test_a_failing_compiler_says_why_and_leaves_nothing(tmp_path: Path) -> None:
+    broken = tmp_path / "source.c"
+    broken.write_text("this is not C\n")
+    built = build_native_launcher(tmp_path / "bin", source=broken)
+    if "no C compiler" in built.reason:
+        pytest.skip(built.reason)
+    assert built.path is None
+    assert "failed" in built.reason
+    assert list((tmp_path / "bin").iterdir()) == []
+
+
+def test_the_switch_turns_it_off(tmp_path: Path) -> None:
+    built = native_launcher_for_worker(tmp_path, environ={SWITCH: "0", "PATH": os.defpath})
+    assert built.path is None
+    assert SWITCH in built.reason
+
+
+def test_an_unwritable_cache_falls_back_to_the_workers_folder(tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder would be")
+    environ = {"XDG_CACHE_HOME": str(blocked), "PATH": os.environ.get("PATH", os.defpath)}
+    built = native_launcher_for_worker(tmp_path / "data" / "bin", environ=environ)
+    if built.path is None:
+        pytest.skip(built.reason)
+    assert built.path.parent == tmp_path / "data" / "bin"
+
+
+# The same contract as the Python launcher
+
+
+def _run(
+    launcher: list[str], argv: list[str], env: dict[str, str], cwd: Path
+) -> tuple[int, dict[str, str] | None, str]:
+    """Exit status, status line and standard output of one launch."""
+    read_end, write_end = os.pipe()
+    try:
+        done = subprocess.run(
+            [*launcher, "--status-fd", str(write_end), *argv],
+            env=env,
+            cwd=cwd,
+            pass_fds=(write_end,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        os.close(write_end)
+        write_end = -1
+        with os.fdopen(read_end) as status:
+            read_end = -1
+            line = status.read().strip()
+    finally:
+        for fd in (read_end, write_end):
+            if fd >= 0:
+                os.close(fd)
+    return done.returncode, json.loads(line) if line else None, done.stdout
+
+
+def _both(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[object, object]:
+    native = _built()
+    if native is None:
+        pytest.skip("no C compiler here to build the native launcher")
+    python = [sys.executable, "-I", "-m", "xwch.worker.launcher"]
+    return _run(python, argv, env, cwd), _run([str(native)], argv, env, cwd)
+
+
+_SHELL = shutil.which("sh") or "/bin/sh"
+_BASE_ENV = {"PATH": os.defpath, "LANG": "C"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        pytest.param(["--sha256", "0" * 64, "--", _SHELL, "-c", "true"], {}, id="digest"),
+        pytest.param(["--", "/no/such/program"], {}, id="not-found"),
+        pytest.param(["--", _SHELL, "-c", "exit 3"], {}, id="exit-status"),
+        pytest.param(["--", _SHELL, "-c", "true"], {"XWCH_LIMIT_CPU": "soon"}, id="bad-limit"),
+        pytest.param(["--", _SHELL, "-c", "true"], {"XWCH_LIMIT_CPU": "-1"}, id="negative"),
+        pytest.param(["--", _SHELL, "-c", "true"], {"XWCH_LIMIT_SPEED": "1"}, id="unknown"),
+        pytest.param(["--colour", "red", "--", _SHELL], {}, id="unknown-option"),
+        pytest.param(["--processes", "many", "--", _SHELL], {}, id="bad-number"),
+        pytest.param(["--writable", "--", _SHELL], {}, id="option-without-value"),
+        pytest.param(["--"], {}, id="no-program"),
+        pytest.param(["--cwd", "/no/such/folder", "--", _SHELL], {}, id="no-such-cwd"),
+        pytest.param(
+            ["--writable", "/no/such/folder", "--", _SHELL, "-c", "true"], {}, id="no-such-dir"
+        ),
+        pytest.param(
+            ["--", _SHELL, "-c", "ulimit -n; ulimit -t; env | grep -c XWCH_ || true"],
+            {"XWCH_LIMIT_NOFILE": "64", "XWCH_LIMIT_CPU": "30"},
+            id="limits-applied-and-hidden",
+        ),
+    ],
+)
+def test_same_answers_as_the_python_launcher(
+    tmp_path: Path, argv: list[str], env: dict[str, str]
+) -> None:
+    python, native = _both(argv, {**_BASE_ENV, **env}, tmp_path)
+    assert native == python
+
+
+def test_usage_without_a_separator_is_refused_the_same_way(tmp_path: Path) -> None:
+    (python_code, python_status, _), (native_code, native_status, _) = _both(
+        ["--sha256", "x"], dict(_BASE_ENV), tmp_path
+    )
+    # Before the options are known good, the status pipe is not theirs to write on.
+    assert (native_code, native_status) == (python_code, python_status) == (126, None)
+
+
+def test_a_good_digest_runs_the_program_in_its_folder(tmp_path: Path) -> None:
+    program = tmp_path / "prog.sh"
+    program.write_text("#!/bin/sh\npwd\n")
+    program.chmod(0o755)
+    digest = hashlib.sha256(program.read_bytes()).hexdigest()
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = ["--sha256", digest, "--cwd", str(work), "--", str(program)]
+    python, native = _both(argv, dict(_BASE_ENV), tmp_path)
+    assert native == python == (0, None, f"{work}\n")
+
+
+def test_digest_of_every_length_around_a_block(tmp_path: Path) -> None:
+    """SHA-256's padding differs with the length modulo 64: check the lengths around it."""
+    native = _launcher()
+    for size in (0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000, 70_000):
+        data = bytes(range(256)) * (size // 256 + 1)
+        program = tmp_path / f"p{size}"
+        program.write_bytes(data[:size])
+        wrong = "f" * 64
+        code, status, _ = _run([str(native)], ["--sha256", wrong, "--", str(program)], {}, tmp_path)
+        assert code == 126 and status is not None
+        expected = hashlib.sha256(data[:size]).hexdigest()
+        assert f"they hash to {expected})" in status["message"], size
+
+
+# Attempts started through it
+
+
+class NativeExecutorTests(executor_tests.ExecutorTests):
+    def executor(self, assignment: Assignment) -> AttemptExecutor:
+        spawner = NativeSpawner(reactor, str(_launcher()))  # type: ignore[arg-type]
+        executor = AttemptExecutor(reactor, self.cache, self.work, assignment, spawner=spawner)
+        self.addCleanup(executor.kill)
+        self.addCleanup(executor.discard)
+        return executor
+
+    async def test_exit_status_and_logs_come_back(self) -> None:
+        """An attempt's exit status, output and error reach the result."""
+        done = await self.run_script('echo "out $1"; echo err >&2; exit 7')
+        self.assertEqual((done.result.outcome, done.result.exit_code), (OUTCOME_FAILED, 7))
+        self.assertEqual((done.result.stdout, done.result.stderr), ("out first arg\n", "err\n"))
+        done = await self.run_script("pwd > here", outputs=["here"], attempt="a2")
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED)
+
+
+class NativeSandboxTests(sandbox_tests.SandboxTests):
+    def executor(self, assignment: Assignment) -> AttemptExecutor:
+        spawner = NativeSpawner(reactor, str(_launcher()))  # type: ignore[arg-type]
+        executor = AttemptExecutor(
+            reactor, self.cache, self.work, assignment, sandbox=self.sandbox, spawner=spawner
+        )
+        self.addCleanup(executor.discard)
+        self.addCleanup(executor.kill)
+        return executor
