@@ -22,6 +22,7 @@ from xwch.protocol import (
     ObjectRef,
     ProtocolError,
     Source,
+    decode_content,
     get_field,
     get_optional,
     require_digest,
@@ -112,11 +113,16 @@ class ObjectSources:
     digest: str
     size: int
     sources: tuple[Source, ...]
+    # A small object the coordinator keeps comes with its bytes (and no sources).
+    content: bytes | None = None
 
     @classmethod
     def from_json(cls, doc: object, where: str) -> ObjectSources:
         d = require_object(doc, where)
         ref = ObjectRef.from_json(d, where)
+        content = None
+        if d.get("content") is not None:
+            content = decode_content(d["content"], ref, f"{where}.content")
         return cls(
             digest=ref.digest,
             size=ref.size,
@@ -124,4 +130,5 @@ class ObjectSources:
                 Source.from_json(s, f"{where}.sources[{n}]")
                 for n, s in enumerate(_list(d, "sources", where))
             ),
+            content=content,
         )

@@ -308,6 +308,17 @@ class ObjectCache:
         """A fresh name for a file on its way into the cache (see :meth:`adopt`)."""
         return self.root / "staging" / uuid.uuid4().hex
 
+    def keep_bytes(self, digest: str, content: bytes) -> Path:
+        """The local path of object ``digest``, whose bytes (checked against it by the caller)
+        came inside a message: written into the cache unless already there."""
+        if self.has(digest, len(content)):
+            self._touch(digest)
+            return self.path_for(digest)
+        staged = self.staging_path()
+        # Without fsync, as every download into the cache (crashsafe drops a torn cache).
+        staged.write_bytes(content)
+        return self.adopt(staged, digest)
+
     def adopt(self, path: Path, digest: str) -> Path:
         """Move the file ``path``, whose content hashes to ``digest``, into the cache."""
         target = self.path_for(digest)

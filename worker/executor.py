@@ -18,6 +18,7 @@ until it is discarded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xwch.protocol import (
+    INLINE_MOST,
     LOG_TAIL_BYTES,
     OUTCOME_FAILED,
     OUTCOME_SUCCEEDED,
@@ -292,9 +294,14 @@ class AttemptExecutor:
         # of the worker's transfers stays bounded by its slots.
         for item in a.inputs:
             destination = local_path(self.workdir, item.path)
-            source = await self._cache.ensure(
-                item.digest, item.size, a.sources.get(item.digest, ())
-            )
+            content = a.inline.get(item.digest)
+            if content is not None:
+                # A small object the coordinator keeps: its bytes came with the assignment.
+                source = self._cache.keep_bytes(item.digest, content)
+            else:
+                source = await self._cache.ensure(
+                    item.digest, item.size, a.sources.get(item.digest, ())
+                )
             _place(source, destination, link=self._sandbox.user is not None)
         if self._sandbox.user is not None:
             self._hand_over(self._sandbox.user.uid, self._sandbox.user.gid)
@@ -503,10 +510,15 @@ class AttemptExecutor:
             if os.stat(staged).st_uid != os.geteuid():
                 # Written by the sandbox user: the cache's files are the worker's alone.
                 os.chown(staged, os.geteuid(), os.getegid())
-            digest, size = sha256_file(staged)
+            content = _small_content(staged)
+            if content is not None:
+                # Small enough to travel in the result: the coordinator keeps it.
+                digest, size = hashlib.sha256(content).hexdigest(), len(content)
+            else:
+                digest, size = sha256_file(staged)
             self._pin(digest)
             files[digest] = self._cache.adopt(staged, digest)
-            outputs.append(OutputFile(name=name, digest=digest, size=size))
+            outputs.append(OutputFile(name=name, digest=digest, size=size, content=content))
         return tuple(outputs), files
 
     def _checked_output(self, name: str) -> Path:
@@ -556,6 +568,13 @@ def _place(source: Path, destination: Path, link: bool) -> None:
             pass  # another file system, or one without hard links
     shutil.copyfile(source, destination)
     os.chmod(destination, INPUT_MODE)
+
+
+def _small_content(path: Path) -> bytes | None:
+    """The bytes of ``path`` when it is small enough to travel inline, else None."""
+    with path.open("rb") as f:
+        content = f.read(INLINE_MOST + 1)
+    return content if len(content) <= INLINE_MOST else None
 
 
 def _copy_no_follow(source: Path, destination: Path) -> None:

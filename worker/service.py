@@ -572,6 +572,7 @@ class WorkerService(Service):
     ) -> AttemptResult:
         """Store a successful attempt's outputs at a warehouse; the result to report.
 
+        Outputs with their ``content`` (small ones) are not stored: the result carries them.
         ``direct``: the assignment's upload target. Small outputs go straight there; bigger
         ones, or all of them once that failed, go by an uploads plan, which skips those some
         warehouse already holds.
@@ -579,7 +580,10 @@ class WorkerService(Service):
         result = completed.result
         if result.outcome != OUTCOME_SUCCEEDED or not result.outputs:
             return result
-        refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs}
+        # Small outputs travel in the result itself (the coordinator keeps them).
+        refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs if o.content is None}
+        if not refs:
+            return result
         backoff = self._backoff()
         tries = 0
         if direct is not None and all(r.size <= self.DIRECT_UPLOAD_MOST for r in refs.values()):

@@ -9,6 +9,9 @@ The HTTP routes that carry them are listed in ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +69,13 @@ OUTCOME_FAILED = "failed"
 
 # How many bytes of each of a task's standard streams are kept (spec: the last 64 KiB).
 LOG_TAIL_BYTES = 64 * 1024
+
+# Objects of at most this many bytes travel inside the messages (a Work Result's outputs, an
+# Assignment's inputs, a downloads answer) and are kept by the coordinator in its store, not at
+# a warehouse: for a task's small result, a PUT to a warehouse, its fsyncs and its report to the
+# coordinator cost more than the task. Small enough that the coordinator keeps every one of them
+# in memory (a kibibyte for each task of a 100,000-task job is 100 MB at worst).
+INLINE_MOST = 1024
 
 
 class ProtocolError(XwchError):
@@ -327,6 +337,8 @@ class Assignment:
     # Where small outputs may go without asking for an uploads plan, with a capability to store
     # any object there (absent: every output goes through the plan).
     upload: Source | None = None
+    # digest -> bytes, for the inputs the coordinator keeps itself (INLINE_MOST at most).
+    inline: Mapping[str, bytes] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -344,6 +356,8 @@ class Assignment:
         }
         if self.upload is not None:
             doc["upload"] = self.upload.to_json()
+        if self.inline:
+            doc["inline"] = {d: encode_content(c) for d, c in self.inline.items()}
         return doc
 
     @classmethod
@@ -358,8 +372,19 @@ class Assignment:
         outputs = get_field(d, "outputs", list, where)
         if not all(isinstance(o, str) for o in outputs):
             raise ProtocolError(f"{where}.outputs: expected strings")
+        inputs = tuple(
+            InputFile.from_json(i, f"{where}.inputs[{n}]")
+            for n, i in enumerate(get_field(d, "inputs", list, where))
+        )
         timeout = get_optional(d, "timeout", NUMBER, where)
         sources_doc = get_field(d, "sources", dict, where)
+        sizes = {i.digest: i.size for i in inputs}
+        inline: dict[str, bytes] = {}
+        for digest, content in (get_optional(d, "inline", dict, where) or {}).items():
+            if digest not in sizes:
+                raise ProtocolError(f"{where}.inline: {digest!r} is none of the inputs")
+            ref = ObjectRef(digest, sizes[digest])
+            inline[digest] = decode_content(content, ref, f"{where}.inline[{digest!r}]")
         return cls(
             attempt=get_field(d, "attempt", str, where),
             job=get_field(d, "job", str, where),
@@ -368,10 +393,7 @@ class Assignment:
             binary=BinaryRef.from_json(d.get("binary"), f"{where}.binary"),
             args=tuple(args),
             env=dict(env),
-            inputs=tuple(
-                InputFile.from_json(i, f"{where}.inputs[{n}]")
-                for n, i in enumerate(get_field(d, "inputs", list, where))
-            ),
+            inputs=inputs,
             outputs=tuple(outputs),
             timeout=None if timeout is None else float(timeout),
             sources={
@@ -383,25 +405,59 @@ class Assignment:
             upload=None
             if d.get("upload") is None
             else Source.from_json(d["upload"], f"{where}.upload"),
+            inline=inline,
         )
 
 
 @dataclass(frozen=True)
 class OutputFile:
-    """One output an attempt left, already stored at a warehouse."""
+    """One output an attempt left: already stored at a warehouse, or (``content``, at most
+    :data:`INLINE_MOST` bytes) carried in the result for the coordinator to keep."""
 
     name: str
     digest: str
     size: int
+    content: bytes | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "digest": self.digest, "size": self.size}
+        doc: dict[str, Any] = {"name": self.name, "digest": self.digest, "size": self.size}
+        if self.content is not None:
+            doc["content"] = encode_content(self.content)
+        return doc
 
     @classmethod
     def from_json(cls, doc: object, where: str) -> OutputFile:
         d = require_object(doc, where)
         ref = ObjectRef.from_json(d, where)
-        return cls(name=get_field(d, "name", str, where), digest=ref.digest, size=ref.size)
+        content = None
+        if d.get("content") is not None:
+            content = decode_content(d["content"], ref, f"{where}.content")
+        return cls(
+            name=get_field(d, "name", str, where), digest=ref.digest, size=ref.size, content=content
+        )
+
+
+def encode_content(content: bytes) -> str:
+    return base64.b64encode(content).decode("ascii")
+
+
+def decode_content(doc: object, ref: ObjectRef, where: str) -> bytes:
+    """The bytes of an inline object, checked against its size, digest and the inline limit."""
+    if not isinstance(doc, str):
+        raise ProtocolError(f"{where}: expected base64 text")
+    if ref.size > INLINE_MOST:
+        raise ProtocolError(
+            f"{where}: only objects of at most {INLINE_MOST} bytes travel inline, not {ref.size}"
+        )
+    try:
+        content = base64.b64decode(doc, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"{where}: not valid base64") from None
+    if len(content) != ref.size:
+        raise ProtocolError(f"{where}: {len(content)} bytes, not the {ref.size} announced")
+    if hashlib.sha256(content).hexdigest() != ref.digest:
+        raise ProtocolError(f"{where}: the bytes do not hash to {ref.digest}")
+    return content
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ progress is scripted: each ``GET /jobs/{job}`` moves it to its next :class:`Step
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -98,6 +99,7 @@ class FakeCoordinator:
         self.next_script: list[Step] = []
         self.next_task_states: dict[str, str] = {}
         self.next_results: list[tuple[str, str, bytes]] = []
+        self.inline: set[str] = set()  # digests kept by the coordinator (see keep_inline)
         self.forget_once: set[str] = set()  # digests to "lose" before the next job creation
         self.refuse_next_job: HttpError | None = None  # the answer to the next POST /jobs
         self.broken: HttpError | None = None  # when set, every request answers this error
@@ -121,6 +123,12 @@ class FakeCoordinator:
     def store(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         self.objects[digest] = data
+        return digest
+
+    def keep_inline(self, data: bytes) -> str:
+        """An object the coordinator keeps itself: downloads answer with its bytes."""
+        digest = self.store(data)
+        self.inline.add(digest)
         return digest
 
     def resource(self) -> Resource:
@@ -191,15 +199,17 @@ class FakeCoordinator:
         missing = [d for d in body["digests"] if d not in self.objects]
         if missing:
             raise HttpError(404, "not_found", "not stored", digests=missing)
+        return {"objects": [self._download(d) for d in body["digests"]]}
+
+    def _download(self, digest: str) -> dict[str, Any]:
+        data = self.objects[digest]
+        if digest in self.inline:
+            content = base64.b64encode(data).decode()
+            return {"digest": digest, "size": len(data), "sources": [], "content": content}
         return {
-            "objects": [
-                {
-                    "digest": d,
-                    "size": len(self.objects[d]),
-                    "sources": [{"url": WAREHOUSE_URL, "capability": "get:" + d}],
-                }
-                for d in body["digests"]
-            ]
+            "digest": digest,
+            "size": len(data),
+            "sources": [{"url": WAREHOUSE_URL, "capability": "get:" + digest}],
         }
 
     def _create(self, wire: Any) -> Any:

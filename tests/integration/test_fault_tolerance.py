@@ -98,15 +98,16 @@ def test_warehouse_killed_with_an_intermediate_output_loses_nothing(
 ) -> None:
     """SIGKILL a warehouse holding an intermediate output and wipe its disk: the job still
     finishes right, and the lost copies are made again elsewhere."""
+    # Bigger than INLINE_MOST: the intermediate output is stored at warehouses, not inline.
+    left_file, right_file = tmp_path / "left.txt", tmp_path / "right.txt"
+    left_file.write_bytes(b"left\n" * 500)
+    right_file.write_bytes(b"right\n" * 500)
     with running_platform(tmp_path / "home", workers=1, slots=1, warehouses=2) as platform:
         slow_cat = script(tmp_path, "slow-cat.sh", 'sleep "$1"\ncat "$2" > "$3"\n')
         doc = {
             "name": "intermediate",
             "binaries": {"cat2": str(NATIVE / "cat2"), "slow": str(slow_cat)},
-            "files": {
-                "left": str(ROOT / "examples/diamond/left.txt"),
-                "right": str(ROOT / "examples/diamond/right.txt"),
-            },
+            "files": {"left": str(left_file), "right": str(right_file)},
             "tasks": [
                 {
                     "id": "a",
@@ -148,9 +149,9 @@ def test_warehouse_killed_with_an_intermediate_output_loses_nothing(
         assert waited.returncode == 0, waited.stderr
         out = tmp_path / "out"
         assert client(platform, "results", job_id, "-o", str(out)).returncode == 0
-        left = (ROOT / "examples/diamond/left.txt").read_bytes()
-        right = (ROOT / "examples/diamond/right.txt").read_bytes()
-        assert (out / "c" / "c.txt").read_bytes() == left + right
+        assert (
+            out / "c" / "c.txt"
+        ).read_bytes() == left_file.read_bytes() + right_file.read_bytes()
         # The restarted, empty warehouse told the catalog so, and got its copy back.
         wait_for(lambda: victim["url"] in holders() and len(holders()) == 2, 60, "re-replication")
 

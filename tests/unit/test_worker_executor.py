@@ -6,6 +6,7 @@ import hashlib
 import os
 import signal
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -16,6 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from xwch.bundle import pack_bundle
 from xwch.protocol import (
+    INLINE_MOST,
     LOG_TAIL_BYTES,
     OUTCOME_FAILED,
     OUTCOME_SUCCEEDED,
@@ -131,6 +133,34 @@ class ExecutorTests(TestCase):
         self.assertEqual((output.digest, output.size), (hashlib.sha256(expected).hexdigest(), 10))
         self.assertEqual(done.files[output.digest], self.cache.path_for(output.digest))
         self.assertEqual(self.cache.path_for(output.digest).read_bytes(), expected)
+
+    async def test_small_outputs_come_with_their_bytes_big_ones_without(self) -> None:
+        """An output of at most INLINE_MOST bytes travels in the result; a bigger one does not
+        (it is uploaded); both are kept in the cache."""
+        done = await self.run_script(
+            f"echo small > small.txt; head -c {INLINE_MOST + 1} /dev/zero > big.bin",
+            outputs=["small.txt", "big.bin"],
+        )
+        small, big = done.result.outputs
+        self.assertEqual((small.content, small.size), (b"small\n", 6))
+        self.assertEqual((big.content, big.size), (None, INLINE_MOST + 1))
+        for output in (small, big):
+            self.assertTrue(self.cache.has(output.digest, output.size))
+
+    async def test_an_input_sent_inline_needs_no_download(self) -> None:
+        """Inputs the coordinator keeps come in the assignment: no source, no fetch."""
+        data = b"kept by the coordinator\n"
+        digest = hashlib.sha256(data).hexdigest()
+        assignment = replace(
+            self.assignment("cat in.txt > out.txt", outputs=["out.txt"]),
+            inputs=(InputFile(path="in.txt", digest=digest, size=len(data)),),
+            inline={digest: data},
+        )
+        done = await self.executor(assignment).run()
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        [output] = done.result.outputs
+        self.assertEqual(output.content, data)
+        self.assertNotIn(digest, self.warehouse.objects)
 
     async def test_inputs_are_placed_at_their_paths(self) -> None:
         """Inputs, including those in folders, are in the working directory before the start."""

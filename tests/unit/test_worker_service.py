@@ -68,9 +68,10 @@ class FakeAttempt:
     async def run(self) -> CompletedAttempt:
         return await self._end
 
-    def succeed(self, output: bytes = b"tile") -> OutputFile:
+    def succeed(self, output: bytes = b"tile", inline: bool = False) -> OutputFile:
         digest = hashlib.sha256(output).hexdigest()
-        out = OutputFile(name="out.txt", digest=digest, size=len(output))
+        content = output if inline else None
+        out = OutputFile(name="out.txt", digest=digest, size=len(output), content=content)
         result = AttemptResult(
             self.assignment.attempt, OUTCOME_SUCCEEDED, exit_code=0, outputs=(out,), stdout="ok\n"
         )
@@ -245,6 +246,18 @@ class WorkerServiceTests(ServiceHarness):
         self.assertNotIn("uploads", self.coordinator.routes())
         [(_worker, result)] = self.coordinator.results
         self.assertEqual(result.outputs, (output,))
+
+    def test_an_output_carried_inline_is_stored_nowhere(self) -> None:
+        """An output the executor read whole (small) goes in the result, not to a warehouse."""
+        target = Source(url="http://wh-near:1", capability="put:any")
+        self.coordinator.assign(replace(assignment("a1"), upload=target))
+        self.start()
+        output = self.attempts["a1"].succeed(b"42\n", inline=True)
+        self.assertEqual(self.uploads, [])
+        self.assertNotIn("uploads", self.coordinator.routes())
+        [(_worker, result)] = self.coordinator.results
+        self.assertEqual(result.outputs, (output,))
+        self.assertEqual(result.outputs[0].content, b"42\n")
 
     def test_a_big_output_goes_by_an_uploads_plan_even_with_a_target(self) -> None:
         """Beyond DIRECT_UPLOAD_MOST the plan is asked for: it skips what a warehouse holds."""

@@ -35,6 +35,7 @@ from xwch.protocol import (
     ProtocolError,
     RunningAttempt,
     TransfersReport,
+    encode_content,
     require_digest,
     require_object,
 )
@@ -290,15 +291,22 @@ class CoordinatorApi:
                 f"{len(missing)} object(s) are not stored at any warehouse",
                 {"digests": missing},
             )
-        return 200, {
-            "objects": [
-                {
-                    "digest": d,
-                    "size": self._catalog.size(d),
-                    "sources": [s.to_json() for s in self._catalog.sources(d)],
-                }
-                for d in digests
-            ]
+        return 200, {"objects": [self._download(d) for d in digests]}
+
+    def _download(self, digest: str) -> dict[str, Any]:
+        """Where to read ``digest``; a small object kept here comes with its bytes instead."""
+        content = self._catalog.inline(digest)
+        if content is not None:
+            return {
+                "digest": digest,
+                "size": len(content),
+                "sources": [],
+                "content": encode_content(content),
+            }
+        return {
+            "digest": digest,
+            "size": self._catalog.size(digest),
+            "sources": [s.to_json() for s in self._catalog.sources(digest)],
         }
 
     async def object_locations(self, req: ApiRequest) -> tuple[int, Any]:
@@ -311,6 +319,7 @@ class CoordinatorApi:
             "warehouses": [
                 {"id": w.id, "url": w.url, "site": w.site} for w in self._catalog.holders(digest)
             ],
+            "inline": self._catalog.inline(digest) is not None,
         }
 
     # Jobs

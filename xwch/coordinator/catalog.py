@@ -1,6 +1,9 @@
 """The catalog: which warehouses exist and which objects each holds; capabilities to reach them.
 
 Kept in memory for the scheduler's speed and written to the store before any answer relies on it.
+Small objects (:data:`xwch.protocol.INLINE_MOST` bytes at most) that workers send inside their
+results are held here, bytes and all ("inline"): they are in the store, at no warehouse, and
+travel inside the messages that need them.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Catalog:
         # warehouse id -> (expiry, upload target), see upload_target.
         self._upload_targets: dict[str, tuple[float, Source]] = {}
         self._sizes: dict[str, int] = {}
+        # digest -> bytes of the objects kept here rather than at a warehouse.
+        self._inline: dict[str, bytes] = {}
         # Told of each new copy of an object (the scheduler: where its readers best run moves).
         self.on_stored: list[Callable[[str], None]] = []
 
@@ -64,6 +69,7 @@ class Catalog:
         for digest, warehouse_id, size in await self._db.read(nodes.all_locations_thd):
             self._locations[digest].add(warehouse_id)
             self._sizes[digest] = size
+        self.hold_inline(await self._db.read(nodes.all_inline_objects_thd))
 
     # Warehouses
 
@@ -149,6 +155,17 @@ class Catalog:
                 holders.discard(warehouse_id)
         self._locate(warehouse_id, objects)
 
+    def hold_inline(self, objects: dict[str, bytes]) -> None:
+        """Keep these small objects (their bytes checked, and written to the store by the
+        caller in the same transaction as what refers to them)."""
+        for digest, content in objects.items():
+            self._inline[digest] = content
+            self._sizes[digest] = len(content)
+
+    def inline(self, digest: str) -> bytes | None:
+        """The bytes of ``digest`` when it is kept here, else None."""
+        return self._inline.get(digest)
+
     def holders(self, digest: str) -> list[WarehouseRecord]:
         """The live warehouses holding ``digest``."""
         return [self.warehouses[w] for w in sorted(self._alive_holders(digest))]
@@ -188,7 +205,10 @@ class Catalog:
         return max(candidates, key=lambda w: (w.site not in sites, w.free))
 
     def has(self, digest: str) -> bool:
-        return any(self.is_alive(w) for w in self._locations.get(digest, ()))
+        """Whether ``digest`` can be read now: kept here, or at a live warehouse."""
+        return digest in self._inline or any(
+            self.is_alive(w) for w in self._locations.get(digest, ())
+        )
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         return sorted({d for d in digests if not self.has(d)})

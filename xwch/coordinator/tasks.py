@@ -656,6 +656,8 @@ class TasksManager:
             assert found is not None
             inputs.append(InputFile(path=ref.local, digest=found[0], size=found[1]))
         digests = {variant.digest} | {i.digest for i in inputs}
+        # Small inputs kept here travel in the assignment itself; the rest is read at warehouses.
+        inline = {i.digest: c for i in inputs if (c := self._catalog.inline(i.digest)) is not None}
         return Assignment(
             attempt=attempt.id,
             job=job.id,
@@ -667,8 +669,9 @@ class TasksManager:
             inputs=tuple(inputs),
             outputs=tuple(spec.outputs),
             timeout=spec.timeout,
-            sources={d: self._catalog.sources(d, site) for d in sorted(digests)},
+            sources={d: self._catalog.sources(d, site) for d in sorted(digests - inline.keys())},
             upload=self._catalog.upload_target(site),
+            inline=inline,
         )
 
     def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
@@ -749,7 +752,7 @@ class TasksManager:
                     f"outputs {sorted(names)} do not match the task's declared outputs "
                     f"{sorted(t.spec.outputs)}"
                 )
-            missing = self._catalog.missing(o.digest for o in result.outputs)
+            missing = self._catalog.missing(o.digest for o in result.outputs if o.content is None)
             if missing:
                 raise MissingObjects(missing)
         now = self._reactor.seconds()
@@ -779,6 +782,11 @@ class TasksManager:
             self.health.succeeded(worker_id)
             change.tasks_done_by_worker[worker_id] = 1
             t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
+            # Small outputs came in the result: kept here, written with the result.
+            inline = {o.digest: o.content for o in result.outputs if o.content is not None}
+            if inline:
+                self._catalog.hold_inline(inline)
+                change.inline_objects.update(inline)
             # The worker keeps its outputs in its cache: their readers are best run there.
             self.scheduler.objects_cached(worker_id, [o.digest for o in result.outputs])
             change.outputs.extend(

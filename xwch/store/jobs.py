@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from xwch.protocol import JOB_RUNNING, TASK_STATES
+from xwch.store.nodes import add_inline_objects_thd
 from xwch.store.records import (
     AttemptUpdate,
     Change,
@@ -104,6 +105,8 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
         )
     if change.outputs:
         conn.execute(outputs.insert(), [_output_values(o) for o in change.outputs])
+    if change.inline_objects:
+        add_inline_objects_thd(conn, change.inline_objects)
     for job_update in change.job_updates:
         conn.execute(
             jobs.update()

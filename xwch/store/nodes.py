@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from xwch.store.records import WarehouseRecord, WorkerRecord
-from xwch.store.schema import object_locations, warehouses, workers
+from xwch.store.schema import inline_objects, object_locations, warehouses, workers
 
 
 def _worker(r: sa.Row[object]) -> WorkerRecord:
@@ -157,6 +157,20 @@ def replace_locations_thd(
     ]
     for start in range(0, len(rows), 5000):
         conn.execute(object_locations.insert(), rows[start : start + 5000])
+
+
+def add_inline_objects_thd(conn: sa.Connection, objects: Mapping[str, bytes]) -> None:
+    """Keep these small objects; one already kept is left as it is (same digest, same bytes)."""
+    rows = [{"digest": d, "content": c} for d, c in objects.items()]
+    if conn.dialect.name == "sqlite":
+        conn.execute(sqlite.insert(inline_objects).on_conflict_do_nothing(), rows)
+    else:
+        conn.execute(postgresql.insert(inline_objects).on_conflict_do_nothing(), rows)
+
+
+def all_inline_objects_thd(conn: sa.Connection) -> dict[str, bytes]:
+    query = sa.select(inline_objects.c.digest, inline_objects.c.content)
+    return {r.digest: bytes(r.content) for r in conn.execute(query)}
 
 
 def all_locations_thd(conn: sa.Connection) -> list[tuple[str, str, int]]:

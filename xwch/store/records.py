@@ -145,6 +145,8 @@ class Change:
     attempt_updates: list[AttemptUpdate] = field(default_factory=list)
     task_updates: list[TaskUpdate] = field(default_factory=list)
     outputs: list[OutputRow] = field(default_factory=list)
+    # digest -> bytes of the small outputs the coordinator keeps itself (protocol.INLINE_MOST).
+    inline_objects: dict[str, bytes] = field(default_factory=dict)
     # (job, task) whose recorded outputs are void: the task runs again (lineage).
     removed_outputs: list[tuple[str, str]] = field(default_factory=list)
     job_updates: list[JobUpdate] = field(default_factory=list)
@@ -156,6 +158,7 @@ class Change:
             or self.attempt_updates
             or self.task_updates
             or self.outputs
+            or self.inline_objects
             or self.removed_outputs
             or self.job_updates
             or self.tasks_done_by_worker

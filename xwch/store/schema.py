@@ -145,6 +145,14 @@ object_locations = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
 )
 
+# Small objects (protocol.INLINE_MOST) the coordinator keeps itself instead of a warehouse.
+inline_objects = sa.Table(
+    "inline_objects",
+    metadata,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+)
+
 
 def _create_v1(conn: sa.Connection) -> None:
     metadata.create_all(conn)
@@ -161,7 +169,16 @@ def _speculative_attempts_v2(conn: sa.Connection) -> None:
         )
 
 
-MIGRATIONS: list[Callable[[sa.Connection], None]] = [_create_v1, _speculative_attempts_v2]
+def _inline_objects_v3(conn: sa.Connection) -> None:
+    # Made by create_all in a database created since; added to an older one.
+    inline_objects.create(conn, checkfirst=True)
+
+
+MIGRATIONS: list[Callable[[sa.Connection], None]] = [
+    _create_v1,
+    _speculative_attempts_v2,
+    _inline_objects_v3,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -70,6 +70,18 @@ class ResultsTests(SynchronousTestCase):
         self.assertEqual(got.fetched, 1)
         self.assertEqual((self.dir / "b" / "o.txt").read_bytes(), b"two")
 
+    def test_small_results_kept_by_the_coordinator_come_with_the_answer(self) -> None:
+        """A result the coordinator keeps inline is written from the answer: no transfer."""
+        digest = self.fake.keep_inline(b"42\n")
+        self.job.results.append({"task": "t", "output": "n.txt", "digest": digest, "size": 3})
+        self.add_result(self.job, "u", "big.bin", b"from a warehouse")
+        got = self.download()
+        self.assertEqual((self.dir / "t" / "n.txt").read_bytes(), b"42\n")
+        self.assertEqual((self.dir / "u" / "big.bin").read_bytes(), b"from a warehouse")
+        self.assertEqual(got.fetched, 2)
+        self.assertEqual(len(self.fake.downloaded), 1)
+        self.assertEqual([p.name for p in (self.dir / "t").iterdir()], ["n.txt"])
+
     def test_identical_results_are_fetched_once(self) -> None:
         """Two results with the same content cost one download."""
         self.add_result(self.job, "a", "o.txt", b"same")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from typing import Any
 
@@ -11,7 +13,7 @@ from twisted.internet.defer import ensureDeferred
 from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
 from xwch import capability
 from xwch.errors import CapabilityError
-from xwch.protocol import HostFacts
+from xwch.protocol import INLINE_MOST, HostFacts
 from xwch.store import tokens
 
 
@@ -347,6 +349,68 @@ class ApiTests(CoordinatorTestCase):
         counts = self.coordinator.tasks.counts()
         # The refused attempt still runs, beside the two new ones.
         self.assertEqual((counts["done"], counts["running"]), (1, 3))
+
+    def test_small_output_in_the_result_is_downloadable_from_the_coordinator(self) -> None:
+        """An output sent with its bytes needs no warehouse; downloads answer with the bytes."""
+        worker = self.register_worker()
+        self.call("POST", "/jobs", role="client", body=wire_job([{"id": "x", "outputs": ["o"]}]))
+        _, work, _ = self.call(
+            "POST",
+            f"/workers/{worker}/work",
+            role="worker",
+            body={"performance": 1.0, "free_slots": 1},
+        )
+        [assignment] = work["tasks"]
+        small = b"42\n"
+        digest = hashlib.sha256(small).hexdigest()
+        output = {"name": "o", "digest": digest, "size": 3, "content": "NDIK"}
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body=self._result(assignment["attempt"], outputs=[output]),
+        )
+        self.assertEqual((code, body), (200, {"accepted": True}))
+        code, body, _ = self.call(
+            "POST", "/objects/downloads", role="client", body={"digests": [digest]}
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(
+            body["objects"], [{"digest": digest, "size": 3, "sources": [], "content": "NDIK"}]
+        )
+        code, body, _ = self.call("GET", f"/objects/{digest}", role="client")
+        self.assertEqual((code, body["warehouses"], body["inline"]), (200, [], True))
+
+    def test_an_inline_output_that_does_not_match_is_refused_and_changes_nothing(self) -> None:
+        """Bytes that do not hash to the digest, or too many to travel inline: 400 naming it."""
+        worker = self.register_worker()
+        first = self._first_attempt(worker, tasks=1)
+        big = b"x" * (INLINE_MOST + 1)
+        cases = [
+            ({"digest": "0" * 64, "size": 3, "content": "NDIK"}, "do not hash"),
+            ({"digest": "0" * 64, "size": 2, "content": "NDIK"}, "not the 2 announced"),
+            ({"digest": "0" * 64, "size": 3, "content": "not base64!"}, "not valid base64"),
+            (
+                {
+                    "digest": hashlib.sha256(big).hexdigest(),
+                    "size": len(big),
+                    "content": base64.b64encode(big).decode(),
+                },
+                f"at most {INLINE_MOST} bytes",
+            ),
+        ]
+        for fields, why in cases:
+            output = {"name": "o", **fields}
+            code, body, _ = self.call(
+                "POST",
+                f"/workers/{worker}/results",
+                role="worker",
+                body=self._result(first["attempt"], outputs=[output]),
+            )
+            self.assertEqual(code, 400, why)
+            self.assertIn("result.outputs[0].content", body["message"])
+            self.assertIn(why, body["message"])
+        self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
 
     def test_a_malformed_result_in_a_batch_refuses_the_whole_request(self) -> None:
         """One bad entry is a 400 naming it, and none of the batch is taken."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred
@@ -169,6 +170,29 @@ class TaskStatesTests(CoordinatorTestCase):
         )
         self.assertEqual(self.states(job)["x"], "running")
         self.assertTrue(self.report_success(worker, a))
+
+    def test_small_outputs_travel_inline_to_readers_and_outlive_a_restart(self) -> None:
+        """An output sent in its result is kept by the coordinator, at no warehouse: readers'
+        assignments carry its bytes, and a restarted coordinator still has them."""
+        job = self.submit(diamond())
+        worker = self.register()
+        [a] = self.work(worker)
+        small = b"a's result\n"
+        output = OutputFile("a.txt", hashlib.sha256(small).hexdigest(), len(small), small)
+        result = AttemptResult(a.attempt, "succeeded", exit_code=0, outputs=(output,))
+        self.assertTrue(
+            self.successResultOf(
+                ensureDeferred(self.coordinator.workers.result(self.worker_token, worker, result))
+            )
+        )
+        self.assertEqual(self.coordinator.catalog.holders(output.digest), [])
+        self.assertEqual(self.states(job)["b"], "ready")
+        for reader in self.work(worker):
+            self.assertEqual(dict(reader.inline), {output.digest: small})
+            self.assertNotIn(output.digest, reader.sources)
+        self.coordinator = self.build()
+        self.assertEqual(self.coordinator.catalog.inline(output.digest), small)
+        self.assertTrue(self.coordinator.catalog.has(output.digest))
 
     def test_invalid_job_or_missing_objects_create_nothing(self) -> None:
         """A job that is invalid or refers to unstored objects is refused and not created."""

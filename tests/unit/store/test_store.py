@@ -88,6 +88,21 @@ def test_a_version_1_store_gains_speculative_attempts(engine: sa.Engine) -> None
     assert attempt.id == "a1" and attempt.speculative is False
 
 
+def test_a_version_2_store_gains_inline_objects(engine: sa.Engine) -> None:
+    """A store from before inline objects gets their table, and keeps each object once."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE inline_objects"))
+        conn.execute(schema_version.update().values(version=2))
+    assert migrate_thd(engine) == 2
+    with engine.begin() as conn:
+        nodes.add_inline_objects_thd(conn, {"d" * 64: b"42\n"})
+    # The same object again (a speculative duplicate's result, say) changes nothing.
+    with engine.begin() as conn:
+        nodes.add_inline_objects_thd(conn, {"d" * 64: b"42\n", "e" * 64: b""})
+    with engine.begin() as conn:
+        assert nodes.all_inline_objects_thd(conn) == {"d" * 64: b"42\n", "e" * 64: b""}
+
+
 def test_newer_schema_is_refused(engine: sa.Engine) -> None:
     """An older coordinator refuses a store written by a newer one instead of damaging it."""
     with engine.begin() as conn:
