@@ -15,12 +15,13 @@
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import random as _random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
@@ -36,6 +37,7 @@ from xwch.transfer.packet import PacketCompressor, chunks_check
 
 from .answers import Refusal
 from .objects import ObjectStore
+from .sendfile import FileSpan
 from .sessions import SessionTable, TooManySessions
 
 log = Logger()
@@ -55,6 +57,14 @@ class PacketAnswer:
     check_header: str
     encoding: str | None
     raw_size: int
+    # The rest of the raw packet, after ``body``, to be sent from the object's file itself
+    # (``sendfile``, see :mod:`.sendfile`); None when ``body`` is all of it.
+    rest: FileSpan | None = None
+
+    def release(self) -> None:
+        """Close what the answer holds open (an answer never sent)."""
+        if self.rest is not None:
+            self.rest.close()
 
 
 class CompressionVerdicts:
@@ -85,6 +95,7 @@ def read_packet_thd(
     length: int,
     compressor: PacketCompressor | None,
     check_header: str,
+    from_file: bool = False,
 ) -> PacketAnswer:
     """Read ``length`` bytes of ``digest`` at ``first``, checksum them and maybe compress them.
 
@@ -94,22 +105,69 @@ def read_packet_thd(
     The bytes are read as two pieces, the first of :data:`FIRST_PIECE` bytes: written after the
     headers it fills the transport's buffer, and the rest then goes to an empty buffer alone,
     which Twisted sends as it is, without joining it to anything (a copy of every byte saved;
-    see :class:`~.pieces.PiecesProducer`).
+    see :class:`~.pieces.PiecesProducer`). ``from_file`` (the connection takes ``sendfile``):
+    the rest is not read at all but left in the file, open, for ``sendfile``, and checksummed
+    where it lies (mapped, not copied).
     """
-    with store.open_read(digest) as f:
+    f = store.open_read(digest)
+    # Left open when the answer is to be sent from it: the answer's to close, once sent.
+    left_open = False
+    try:
         fd = f.fileno()
         head = _pread(fd, min(length, FIRST_PIECE), first)
+        if from_file and length > len(head) == FIRST_PIECE:
+            answer = _answer_from_file(f, first, length, head, compressor, check_header)
+            left_open = answer.rest is not None
+            return answer
         pieces = [head]
         if length > len(head) == FIRST_PIECE:
             pieces.append(_pread(fd, length - len(head), first + len(head)))
+    finally:
+        if not left_open:
+            f.close()
     raw_size = sum(len(piece) for piece in pieces)
     check = chunks_check(check_header, pieces)
     if compressor is None or compressor.rests():
         # Not joined for nothing: the object's packets were found not to compress.
         return PacketAnswer(pieces, check, check_header, None, raw_size)
     body, encoding = compressor.encode(b"".join(pieces))
-    answer = pieces if encoding is None else [body]
-    return PacketAnswer(answer, check, check_header, encoding, raw_size)
+    sent = pieces if encoding is None else [body]
+    return PacketAnswer(sent, check, check_header, encoding, raw_size)
+
+
+def _answer_from_file(
+    f: BinaryIO,
+    first: int,
+    length: int,
+    head: bytes,
+    compressor: PacketCompressor | None,
+    check_header: str,
+) -> PacketAnswer:
+    """A packet whose first piece is ``head`` and whose rest stays in ``f`` (see above)."""
+    fd = f.fileno()
+    # A file shorter than the packet (a failing disk) gives a short packet, as a read would.
+    length = min(length, max(len(head), os.fstat(fd).st_size - first))
+    check = _mapped_check(fd, first, length, check_header)
+    rest = FileSpan(f, first + len(head), length - len(head))
+    if compressor is None or compressor.rests():
+        return PacketAnswer([head], check, check_header, None, length, rest)
+    # A probe: compression is tried on the bytes themselves, the one case they are copied.
+    body, encoding = compressor.encode(head + _pread(fd, rest.length, rest.offset))
+    if encoding is None:
+        return PacketAnswer([head], check, check_header, None, length, rest)
+    return PacketAnswer([body], check, check_header, encoding, length)
+
+
+def _mapped_check(fd: int, first: int, length: int, check_header: str) -> str:
+    """The packet check of ``length`` bytes of ``fd`` at ``first``, read where they lie in the
+    page cache (mapped) rather than copied out."""
+    start = first - first % mmap.ALLOCATIONGRANULARITY
+    with (
+        mmap.mmap(fd, first + length - start, access=mmap.ACCESS_READ, offset=start) as mapped,
+        memoryview(mapped) as view,
+        view[first - start :] as span,
+    ):
+        return chunks_check(check_header, (span,))
 
 
 def _pread(fd: int, n: int, at: int) -> bytes:
@@ -131,8 +189,9 @@ FIRST_PIECE: int = FileDescriptor.bufferSize
 
 
 # What the read-ahead is keyed by: the object, the packet's first byte and length, whether
-# compressed answers are accepted, and the checksum header asked for.
-PacketKey = tuple[str, int, int, bool, str]
+# compressed answers are accepted, the checksum header asked for, and whether the answer may be
+# sent from the file.
+PacketKey = tuple[str, int, int, bool, str, bool]
 
 
 class ReadAhead:
@@ -160,7 +219,7 @@ class ReadAhead:
 
     def put(self, key: PacketKey, answer: Deferred[PacketAnswer]) -> None:
         if key in self._ready:
-            answer.addErrback(lambda _: None)
+            answer.addCallbacks(_release, lambda _: None)
             return
         self._ready[key] = answer
         self._bytes += key[2]
@@ -168,7 +227,11 @@ class ReadAhead:
             dropped_key, dropped = self._ready.popitem(last=False)
             self._bytes -= dropped_key[2]
             # Never asked for: its failure (the object gone meanwhile) interests nobody.
-            dropped.addErrback(lambda _: None)
+            dropped.addCallbacks(_release, lambda _: None)
+
+
+def _release(answer: PacketAnswer) -> None:
+    answer.release()
 
 
 class WarehouseNetwork:

@@ -31,6 +31,7 @@ from .blocking import BlockingRunner
 from .network import CLIENTS, PacketAnswer, WarehouseNetwork, read_packet_thd
 from .objects import ObjectStore
 from .pieces import PiecesProducer
+from .sendfile import SendfileProducer, can_sendfile
 from .streaming import FileSpanProducer
 
 log = Logger()
@@ -68,18 +69,20 @@ def serve_packet(
     zstd = accepts_zstd(request)
     check = check_header(request)
     compressor = network.compression.for_object(digest) if zstd else None
+    # Uncapped on a plain TCP connection, a packet goes from the file to the socket (sendfile).
+    from_file = network.upload.rate is None and can_sendfile(request)
 
     def read(at: int, n: int) -> Deferred[PacketAnswer]:
-        ready = network.read_ahead.take((digest, at, n, zstd, check))
+        ready = network.read_ahead.take((digest, at, n, zstd, check, from_file))
         if ready is not None:
             return ready
-        return blocking(read_packet_thd, store, digest, at, n, compressor, check)
+        return blocking(read_packet_thd, store, digest, at, n, compressor, check, from_file)
 
     d = read(first, length)
     following = first + length
     if following < size and length <= network.read_ahead.LARGEST:
         # The downloader's next question is, most likely, the next packet of the same size.
-        key = (digest, following, min(length, size - following), zstd, check)
+        key = (digest, following, min(length, size - following), zstd, check, from_file)
         network.read_ahead.put(key, read(following, key[2]))
     gone = False
 
@@ -91,6 +94,7 @@ def serve_packet(
 
     def send(answer: PacketAnswer) -> None:
         if gone:
+            answer.release()
             return  # the client went away meanwhile
         request.setHeader(answer.check_header.encode("ascii"), answer.check.encode("ascii"))
         if answer.encoding is not None:
@@ -98,6 +102,8 @@ def serve_packet(
                 PACKET_ENCODING_HEADER.encode("ascii"), answer.encoding.encode("ascii")
             )
         sent = sum(len(piece) for piece in answer.body)
+        if answer.rest is not None:
+            sent += answer.rest.length
         request.setHeader(b"content-length", str(sent).encode("ascii"))
 
         def served(_: object) -> None:
@@ -107,10 +113,19 @@ def serve_packet(
 
         # Errback: the client went away in the middle; the session just idles out.
         request.notifyFinish().addCallbacks(served, lambda _: None)
+        rest = answer.rest
         if network.upload.rate is None:
+            if rest is not None:
+                SendfileProducer(request, answer.body, rest).start()
+                return
             # In memory already, and no cap to keep to: the transport sends it as fast as the
             # client takes it (and stops reading requests meanwhile), each piece uncopied.
             PiecesProducer(request, answer.body).start()
+            return
+        if rest is not None:
+            # A cap set since the packet was read: the raw packet, streamed from its file.
+            head = sum(len(piece) for piece in answer.body)
+            stream(request, network, rest.file, rest.offset - head, sent)
             return
         stream(request, network, io.BytesIO(b"".join(answer.body)), 0, sent)
 

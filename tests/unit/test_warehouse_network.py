@@ -342,17 +342,18 @@ def test_the_next_packet_is_read_ahead(wh: InMemoryWarehouse) -> None:
     read_ahead = wh.resource.network.read_ahead
     digest = hashlib.sha256(NOISE).hexdigest()
     get(wh, NOISE, "bytes=0-999")
-    ready = read_ahead.take((digest, 1000, 1000, False, PACKET_CRC_HEADER))
+    ready = read_ahead.take((digest, 1000, 1000, False, PACKET_CRC_HEADER, False))
     assert ready is not None and b"".join(result_of(ready).body) == NOISE[1000:2000]
     get(wh, NOISE, "bytes=3000-4199")  # the last packet: nothing follows it
-    assert read_ahead.take((digest, 4200, 1200, False, PACKET_CRC_HEADER)) is None
-    from xwch.warehouse.network import ReadAhead
+    assert read_ahead.take((digest, 4200, 1200, False, PACKET_CRC_HEADER, False)) is None
+    from xwch.warehouse.network import PacketAnswer, ReadAhead
 
     small = ReadAhead()
     small.BUDGET = 2500
     for n in range(3):
         small.put(
-            (digest, n * 1000, 1000, False, PACKET_CRC_HEADER), wh.resource.blocking(lambda: None)
+            (digest, n * 1000, 1000, False, PACKET_CRC_HEADER, False),
+            wh.resource.blocking(lambda: PacketAnswer([], "", PACKET_CRC_HEADER, None, 0)),
         )
-    assert small.take((digest, 0, 1000, False, PACKET_CRC_HEADER)) is None
-    assert small.take((digest, 2000, 1000, False, PACKET_CRC_HEADER)) is not None
+    assert small.take((digest, 0, 1000, False, PACKET_CRC_HEADER, False)) is None
+    assert small.take((digest, 2000, 1000, False, PACKET_CRC_HEADER, False)) is not None

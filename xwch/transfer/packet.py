@@ -49,7 +49,7 @@ def packet_xxh3(data: bytes) -> str:
 PACKET_CHECK_HEADERS = (PACKET_XXH3_HEADER, PACKET_CRC_HEADER)
 
 
-def chunks_check(header: str, chunks: Iterable[bytes]) -> str:
+def chunks_check(header: str, chunks: Iterable[bytes | memoryview]) -> str:
     """The check named by ``header`` of the bytes ``chunks`` make end to end, never joined."""
     if header == PACKET_XXH3_HEADER:
         hasher = xxhash.xxh3_64()
