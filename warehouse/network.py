@@ -19,7 +19,8 @@ import mmap
 import os
 import random as _random
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -29,7 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from xwch.protocol import Policy, ProtocolError, require_object
+from xwch.protocol import PACKET_ENCODING_ZSTD, Policy, ProtocolError, require_object
 from xwch.transfer.bucket import TokenBucket
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
 from xwch.transfer.pacing import PacketPacer
@@ -147,27 +148,28 @@ def _answer_from_file(
     fd = f.fileno()
     # A file shorter than the packet (a failing disk) gives a short packet, as a read would.
     length = min(length, max(len(head), os.fstat(fd).st_size - first))
-    check = _mapped_check(fd, first, length, check_header)
+    with _mapped(fd, first, length) as packet:
+        check = chunks_check(check_header, (packet,))
+        if compressor is not None and not compressor.rests():
+            # A probe: compression is tried on the mapped bytes, never copied out.
+            compressed = compressor.compress(packet)
+            if compressed is not None:
+                return PacketAnswer([compressed], check, check_header, PACKET_ENCODING_ZSTD, length)
     rest = FileSpan(f, first + len(head), length - len(head))
-    if compressor is None or compressor.rests():
-        return PacketAnswer([head], check, check_header, None, length, rest)
-    # A probe: compression is tried on the bytes themselves, the one case they are copied.
-    body, encoding = compressor.encode(head + _pread(fd, rest.length, rest.offset))
-    if encoding is None:
-        return PacketAnswer([head], check, check_header, None, length, rest)
-    return PacketAnswer([body], check, check_header, encoding, length)
+    return PacketAnswer([head], check, check_header, None, length, rest)
 
 
-def _mapped_check(fd: int, first: int, length: int, check_header: str) -> str:
-    """The packet check of ``length`` bytes of ``fd`` at ``first``, read where they lie in the
-    page cache (mapped) rather than copied out."""
+@contextmanager
+def _mapped(fd: int, first: int, length: int) -> Iterator[memoryview]:
+    """``length`` bytes of ``fd`` at ``first`` where they lie in the page cache (mapped), to be
+    read without being copied out; valid only within the ``with``."""
     start = first - first % mmap.ALLOCATIONGRANULARITY
     with (
         mmap.mmap(fd, first + length - start, access=mmap.ACCESS_READ, offset=start) as mapped,
         memoryview(mapped) as view,
-        view[first - start :] as span,
+        view[first - start :] as packet,
     ):
-        return chunks_check(check_header, (span,))
+        yield packet
 
 
 def _pread(fd: int, n: int, at: int) -> bytes:

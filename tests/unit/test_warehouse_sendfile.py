@@ -24,12 +24,14 @@ from xwch.protocol import (
     ACCEPT_PACKET_CHECK_HEADER,
     CAPABILITY_HEADER,
     PACKET_CHECK_XXH3,
+    PACKET_ENCODING_ZSTD,
     PACKET_XXH3_HEADER,
     Policy,
     Source,
 )
 from xwch.transfer import PacketPacer, download_object
 from xwch.transfer.exchange import exchange
+from xwch.transfer.packet import PacketCompressor, decode_packet
 from xwch.warehouse.api import Registration, WarehouseResource
 from xwch.warehouse.blocking import run_inline
 from xwch.warehouse.network import FIRST_PIECE, read_packet_thd
@@ -169,3 +171,19 @@ def test_a_packet_read_for_sendfile_keeps_its_rest_in_the_file(tmp_path: Path) -
     # A packet that fits in the first piece is read whole, as ever.
     small = read_packet_thd(store, DIGEST, 0, 1000, None, PACKET_XXH3_HEADER, from_file=True)
     assert small.rest is None and list(small.body) == [DATA[:1000]]
+
+
+def test_a_packet_that_compresses_is_sent_compressed_not_from_the_file(tmp_path: Path) -> None:
+    """A probe of a compressible object compresses the mapped bytes: the answer is the zstd
+    body, checked over the raw bytes, and nothing is left open."""
+    text = b"the same line again and again\n" * (PACKET // 30 + 1)
+    digest = hashlib.sha256(text).hexdigest()
+    store = ObjectStore(tmp_path)
+    store.write_packet(digest, 0, text)
+    store.commit(digest)
+    answer = read_packet_thd(
+        store, digest, 0, PACKET, PacketCompressor(), PACKET_XXH3_HEADER, from_file=True
+    )
+    assert answer.encoding == PACKET_ENCODING_ZSTD and answer.rest is None
+    assert decode_packet(b"".join(answer.body), answer.encoding, PACKET) == text[:PACKET]
+    assert answer.check == f"{xxhash.xxh3_64_intdigest(text[:PACKET]):016x}"

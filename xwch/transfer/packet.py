@@ -137,10 +137,18 @@ class PacketCompressor:
         ``link_rate`` (bytes/s) is what the transfer gets from the path when known: on a link
         faster than compression saves time, packets go raw.
         """
+        compressed = self.compress(packet, link_rate)
+        if compressed is None:
+            return packet, None
+        return compressed, PACKET_ENCODING_ZSTD
+
+    def compress(self, packet: bytes | memoryview, link_rate: float | None = None) -> bytes | None:
+        """``packet`` compressed with zstd if that pays, else None (it goes raw), as
+        :meth:`encode`; for a sender whose packet is not a bytes object (mapped from a file)."""
         if self._skip > 0 or not packet:
             self._skip = max(0, self._skip - 1)
             self.raw_packets += 1
-            return packet, None
+            return None
         started = self._timer()
         compressed = zstandard.ZstdCompressor(level=self.LEVEL).compress(packet)
         spent = max(0.0, self._timer() - started)
@@ -151,10 +159,10 @@ class PacketCompressor:
         if pays:
             self._misses = 0
             self.compressed_packets += 1
-            return compressed, PACKET_ENCODING_ZSTD
+            return bytes(compressed)
         self._misses += 1
         if self._misses >= self.PROBES:
             self._misses = 0
             self._skip = self.REPROBE_AFTER
         self.raw_packets += 1
-        return packet, None
+        return None
