@@ -3,9 +3,10 @@ as a ratio to curl downloading the same file from nginx in the same run (goal >=
 
     .venv/bin/python bench/loopback_vs_nginx.py [--size BYTES] [--runs N]
 
-The XWCH side is the real thing: the warehouse's routes (packets read in its thread pool, with
-their CRC-32) in one process, a worker's ``download_object`` into its cache (paced packets,
-delay control, part file hashed and written off the reactor, verified, renamed; no fsync, as
+The XWCH side is the real thing: the warehouse's routes (each packet's XXH3-64 computed in its
+thread pool over the mapped file, the packet sent from the file with sendfile) in one process, a
+worker's ``download_object`` into its cache (paced packets, delay control, part file hashed and
+written in two threads off the reactor, verified, renamed; no fsync, as
 the worker's cache does: it is dropped if a machine crash may have torn it) in another, with
 the packet size the communication manager publishes for a link this fast (8 MiB). curl writes
 its file without an fsync too; the ratio is also given against curl followed by an fsync. Installs nginx with apt-get if it can (root); says so
