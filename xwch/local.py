@@ -68,6 +68,11 @@ class ChildProcess(protocol.ProcessProtocol):
                 self.value = text[len(self.ready_marker) :].strip()
                 self.ready.callback(self.value)
 
+    @property
+    def log_fd(self) -> int:
+        """The log file's descriptor, the child's standard error (opened to append)."""
+        return self._log.fileno()
+
     def errReceived(self, data: bytes) -> None:
         self._log.write(data)
         self._log.flush()
@@ -123,7 +128,16 @@ class LocalPlatform:
         env = dict(os.environ)
         env["XWCH_HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
-        self.reactor.spawnProcess(child, self.python, [self.python, *supervised.args], env=env)
+        # Standard error (where the logs go) is the log file itself: relaying every log line
+        # through this process cost it as much CPU as a warehouse's. Standard output still
+        # comes here, for the line saying the child is ready.
+        self.reactor.spawnProcess(
+            child,
+            self.python,
+            [self.python, *supervised.args],
+            env=env,
+            childFDs={0: "w", 1: "r", 2: child.log_fd},
+        )
         supervised.current = child
         child.ended.addCallback(self._ended, supervised, child)
         return child
