@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IReactorProcess, IReactorThreads, IReactorTime
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -274,12 +275,25 @@ class AttemptExecutor:
         self._open_gate()
         self.log.info("attempt {attempt} resumed", attempt=self.assignment.attempt)
 
-    def discard(self) -> None:
-        """Remove the working directory (the outputs are already in the cache)."""
+    def discard(self) -> Deferred[None]:
+        """Remove the working directory (the outputs are already in the cache); fires once
+        it is gone."""
         for digest in self._pinned:
             self._cache.unpin(digest)
         self._pinned.clear()
+        if IReactorThreads.providedBy(self._reactor):
+            # Removing folders is blocking system calls, milliseconds each where the disk is
+            # told of every freed block (ext4 mounted with discard): off the reactor, which
+            # meanwhile reports the result and starts the next attempt.
+            threads = IReactorThreads(self._reactor)
+            return deferToThreadPool(
+                self._reactor,  # type: ignore[arg-type]
+                threads.getThreadPool(),
+                remove_tree,
+                self.workdir,
+            )
         remove_tree(self.workdir)
+        return succeed(None)
 
     # Preparation
 

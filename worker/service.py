@@ -70,7 +70,8 @@ class Attempt(Protocol):
 
     def kill(self) -> None: ...
 
-    def discard(self) -> None: ...
+    def discard(self) -> Deferred[None]:
+        """Remove what the attempt left on disk; fires once done (fails with OSError)."""
 
     def suspend(self) -> None:
         """Stop the attempt's processes where they are (and start none) until resumed."""
@@ -557,15 +558,16 @@ class WorkerService(Service):
                 raise
         finally:
             del self._attempts[attempt_id]
-            try:
-                attempt.discard()
-            except OSError as e:
-                self.log.warn(
-                    "cannot remove the folder of attempt {attempt}: {error}",
-                    attempt=attempt_id,
-                    error=e,
-                )
+            # Not waited for: the slot is free once the result is answered.
+            attempt.discard().addErrback(self._discard_failed, attempt_id)
             self._wake()
+
+    def _discard_failed(self, failure: Failure, attempt_id: str) -> None:
+        self.log.warn(
+            "cannot remove the folder of attempt {attempt}: {error}",
+            attempt=attempt_id,
+            error=failure.value,
+        )
 
     async def _store_outputs(
         self, completed: CompletedAttempt, direct: Source | None = None

@@ -347,7 +347,7 @@ class ExecutorTests(TestCase):
         executor = self.executor(self.assignment("mkdir -p ro/sub; chmod 500 ro; echo x > f"))
         done = await executor.run()
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
-        executor.discard()
+        await executor.discard()
         self.assertEqual(list(self.work.iterdir()), [])
 
 

@@ -7,7 +7,7 @@ import itertools
 from dataclasses import replace
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -94,8 +94,9 @@ class FakeAttempt:
             result = AttemptResult(self.assignment.attempt, OUTCOME_FAILED, error="killed")
             self._end.callback(CompletedAttempt(result, {}))
 
-    def discard(self) -> None:
+    def discard(self) -> Deferred[None]:
         self.discarded = True
+        return succeed(None)
 
     def suspend(self) -> None:
         self.suspended = True
