@@ -266,7 +266,9 @@ class CoordinatorApi:
         warehouse = self._catalog.choose_for_upload(site if isinstance(site, str) else None)
         answer = []
         for ref in refs:
-            present = self._catalog.has(ref.digest)
+            # A copy kept inline does not count: what is uploaded may be a program, which is
+            # read from a warehouse only (and a small duplicate there costs nothing).
+            present = self._catalog.at_warehouse(ref.digest)
             answer.append(
                 {
                     "digest": ref.digest,

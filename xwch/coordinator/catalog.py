@@ -206,9 +206,11 @@ class Catalog:
 
     def has(self, digest: str) -> bool:
         """Whether ``digest`` can be read now: kept here, or at a live warehouse."""
-        return digest in self._inline or any(
-            self.is_alive(w) for w in self._locations.get(digest, ())
-        )
+        return digest in self._inline or self.at_warehouse(digest)
+
+    def at_warehouse(self, digest: str) -> bool:
+        """Whether a live warehouse holds ``digest`` (a copy kept inline does not count)."""
+        return any(self.is_alive(w) for w in self._locations.get(digest, ()))
 
     def missing(self, digests: Iterable[str]) -> list[str]:
         return sorted({d for d in digests if not self.has(d)})

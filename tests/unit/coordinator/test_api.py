@@ -380,6 +380,16 @@ class ApiTests(CoordinatorTestCase):
         )
         code, body, _ = self.call("GET", f"/objects/{digest}", role="client")
         self.assertEqual((code, body["warehouses"], body["inline"]), (200, [], True))
+        # Uploaded again (as a program, say: those are read at warehouses only), it is stored.
+        code, body, _ = self.call(
+            "POST",
+            "/objects/uploads",
+            role="client",
+            body={"objects": [{"digest": digest, "size": 3}]},
+        )
+        [planned] = body["objects"]
+        self.assertEqual((code, planned["present"]), (200, False))
+        self.assertIsNotNone(planned["capability"])
 
     def test_an_inline_output_that_does_not_match_is_refused_and_changes_nothing(self) -> None:
         """Bytes that do not hash to the digest, or too many to travel inline: 400 naming it."""
