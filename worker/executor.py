@@ -281,26 +281,31 @@ class AttemptExecutor:
         for digest in self._pinned:
             self._cache.unpin(digest)
         self._pinned.clear()
+        return self._off_reactor(remove_tree, self.workdir)
+
+    def _off_reactor(self, call: Callable[[Path], None], path: Path) -> Deferred[None]:
+        """``call(path)`` in the reactor's thread pool (inline on a reactor without threads).
+
+        Making and removing folders are blocking system calls, milliseconds each where the disk
+        is told of every freed block (ext4 mounted with discard), and one on the work folder
+        waits for any other there: off the reactor, which meanwhile reports results and starts
+        attempts."""
         if IReactorThreads.providedBy(self._reactor):
-            # Removing folders is blocking system calls, milliseconds each where the disk is
-            # told of every freed block (ext4 mounted with discard): off the reactor, which
-            # meanwhile reports the result and starts the next attempt.
             threads = IReactorThreads(self._reactor)
             return deferToThreadPool(
                 self._reactor,  # type: ignore[arg-type]
                 threads.getThreadPool(),
-                remove_tree,
-                self.workdir,
+                call,
+                path,
             )
-        remove_tree(self.workdir)
+        call(path)
         return succeed(None)
 
     # Preparation
 
     async def _prepare(self) -> tuple[Path, str | None]:
         a = self.assignment
-        remove_tree(self.workdir)
-        (self.workdir / TMP_DIR).mkdir(parents=True)
+        await self._off_reactor(_fresh_folder, self.workdir)
         for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:
             self._pin(digest)
         program, sha256 = await self._program()
@@ -582,6 +587,12 @@ def _place(source: Path, destination: Path, link: bool) -> None:
             pass  # another file system, or one without hard links
     shutil.copyfile(source, destination)
     os.chmod(destination, INPUT_MODE)
+
+
+def _fresh_folder(workdir: Path) -> None:
+    """An empty working directory with its temporary folder (whatever was there is gone)."""
+    remove_tree(workdir)
+    (workdir / TMP_DIR).mkdir(parents=True)
 
 
 def _small_content(path: Path) -> bytes | None:
