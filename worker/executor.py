@@ -194,6 +194,8 @@ class AttemptExecutor:
         self._killed = False
         self._timed_out = False
         self._preparing: Deferred[tuple[Path, str | None]] | None = None
+        # The making of the working directory, in a thread: a kill does not stop it.
+        self._making: Deferred[None] | None = None
         self._group: int | None = None
         self._exited = False
         self._timer: Deferred[None] | None = None
@@ -281,6 +283,14 @@ class AttemptExecutor:
         for digest in self._pinned:
             self._cache.unpin(digest)
         self._pinned.clear()
+        making, self._making = self._making, None
+        if making is not None and not making.called:
+            # Killed while its folder was being made: removed once made, not before.
+            removed: Deferred[None] = Deferred()
+            making.addBoth(
+                lambda _: self._off_reactor(remove_tree, self.workdir).chainDeferred(removed)
+            )
+            return removed
         return self._off_reactor(remove_tree, self.workdir)
 
     def _off_reactor(self, call: Callable[[Path], None], path: Path) -> Deferred[None]:
@@ -305,7 +315,9 @@ class AttemptExecutor:
 
     async def _prepare(self) -> tuple[Path, str | None]:
         a = self.assignment
-        await self._off_reactor(_fresh_folder, self.workdir)
+        self._making = self._off_reactor(_fresh_folder, self.workdir)
+        # A kill cancels the wait, not the making (see discard).
+        await _shielded(self._making)
         for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:
             self._pin(digest)
         program, sha256 = await self._program()
@@ -587,6 +599,22 @@ def _place(source: Path, destination: Path, link: bool) -> None:
             pass  # another file system, or one without hard links
     shutil.copyfile(source, destination)
     os.chmod(destination, INPUT_MODE)
+
+
+def _shielded(operation: Deferred[None]) -> Deferred[None]:
+    """Fires as ``operation`` does; cancelling it leaves ``operation`` to go on."""
+    shield: Deferred[None] = Deferred()
+
+    def forward(result: object) -> None:
+        if shield.called:
+            return  # cancelled meanwhile: nobody waits
+        if isinstance(result, Failure):
+            shield.errback(result)
+        else:
+            shield.callback(None)
+
+    operation.addBoth(forward)
+    return shield
 
 
 def _fresh_folder(workdir: Path) -> None:

@@ -8,12 +8,17 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import psutil
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer
 
 from xwch.bundle import pack_bundle
 from xwch.protocol import (
@@ -27,7 +32,7 @@ from xwch.protocol import (
     Source,
 )
 from xwch.worker.cache import ObjectCache
-from xwch.worker.executor import AttemptError, AttemptExecutor, CompletedAttempt
+from xwch.worker.executor import ERROR_KILLED, AttemptError, AttemptExecutor, CompletedAttempt
 
 SOURCE = Source(url="http://warehouse.test", capability="cap")
 # Only a bound for a broken test: every wait below ends on an event long before.
@@ -356,3 +361,75 @@ def _kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+class _HeldThreadPool:
+    """A thread pool whose work runs only when the test says so."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Any, Any, tuple[Any, ...]]] = []
+
+    def callInThreadWithCallback(self, on_result: Any, call: Any, *args: Any) -> None:
+        self.queued.append((on_result, call, args))
+
+    def run_queued(self) -> None:
+        queued, self.queued = self.queued, []
+        for on_result, call, args in queued:
+            try:
+                on_result(True, call(*args))
+            except Exception:
+                on_result(False, Failure())
+
+
+@implementer(IReactorThreads)
+class _ReactorWithHeldThreads(MemoryReactorClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = _HeldThreadPool()
+
+    def getThreadPool(self) -> Any:
+        return self.pool
+
+    def callFromThread(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        call(*args, **kwargs)
+
+    def callInThread(self, call: Any, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+    def suggestThreadPoolSize(self, size: int) -> None:
+        pass
+
+
+class FolderOffReactorTests(SynchronousTestCase):
+    def test_a_folder_still_being_made_when_killed_is_removed_once_made(self) -> None:
+        """Killed while its folder is made in a thread: discarding waits for the making,
+        then removes it, so nothing is left behind."""
+        root = Path(self.mktemp()).absolute()
+        warehouse = FakeWarehouse()
+        cache = ObjectCache(root / "cache", warehouse.fetch)
+        digest, size = warehouse.put(b"#!/bin/sh\ntrue\n")
+        assignment = Assignment(
+            attempt="a1",
+            job="j1",
+            task="t1",
+            number=1,
+            binary=BinaryRef(digest=digest, size=size),
+            args=(),
+            env={},
+            inputs=(),
+            outputs=(),
+            timeout=None,
+            sources={digest: (SOURCE,)},
+        )
+        reactor = _ReactorWithHeldThreads()
+        executor = AttemptExecutor(reactor, cache, root / "work", assignment)  # type: ignore[arg-type]
+        ran = Deferred.fromCoroutine(executor.run())
+        executor.kill()
+        self.assertEqual(self.successResultOf(ran).result.error, ERROR_KILLED)
+        discarded = executor.discard()
+        self.assertNoResult(discarded)
+        reactor.pool.run_queued()  # the folder is made...
+        self.assertTrue(executor.workdir.is_dir())
+        reactor.pool.run_queued()  # ...then removed
+        self.successResultOf(discarded)
+        self.assertFalse(executor.workdir.exists())
