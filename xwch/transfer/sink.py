@@ -1,11 +1,11 @@
 """Where a download's packets land: appended to its ``.part`` file and hashed, in order.
 
-A packet comes as the pieces it arrived in: written with ``writev`` calls of at most 1 MiB and
-hashed piece by piece, never joined (a copy of every byte saved). On a real reactor the writing and the hashing
-of a packet run in two threads at once, while the next packet is on the wire (file writes and
-hashlib release the GIL): on a fast link each costs about as much CPU as receiving, and done
-one after the other they were the download's slowest step. One packet at a time, so the order
-holds for both;
+A packet comes as the pieces it arrived in: written with ``writev`` calls of at most 1 MiB
+and hashed piece by piece, never joined (a copy of every byte saved). On a real reactor the
+writing and the hashing of a packet run in two threads at once, while the next packet is on the
+wire (file writes and hashlib release the GIL): on a fast link each costs about as much CPU as
+receiving, and done one after the other they were the download's slowest step. One packet at a
+time, so the order holds for both;
 and every :attr:`PartSink.FLUSH_EVERY` bytes a flush to disk starts in the background, so the
 fsync that must precede the final rename finds little left to do. On a test clock everything
 runs inline.
