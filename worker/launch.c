@@ -497,10 +497,48 @@ static char **program_environment(void) {
     return env;
 }
 
+/* Closes every descriptor but 0, 1, 2 and ``keep``: the worker starts us with posix_spawn,
+ * which passes on whatever it has open without close-on-exec. */
+static void close_inherited(int keep) {
+#ifdef SYS_close_range
+    int done;
+    if (keep <= 2)
+        done = syscall(SYS_close_range, 3U, ~0U, 0U) == 0;
+    else
+        done = (keep == 3 || syscall(SYS_close_range, 3U, (unsigned)keep - 1, 0U) == 0) &&
+               syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0U) == 0;
+    if (done) return;
+#endif
+    DIR *listing = opendir("/proc/self/fd");
+    if (!listing) return;
+    int fds[4096], count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(listing)) && count < 4096) {
+        if (!isdigit((unsigned char)entry->d_name[0])) continue;
+        int fd = atoi(entry->d_name);
+        if (fd > 2 && fd != keep && fd != dirfd(listing)) fds[count++] = fd;
+    }
+    closedir(listing);
+    for (int i = 0; i < count; i++) close(fds[i]);
+}
+
+/* Ignored signals survive exec: a task starts with every signal at its default. */
+static void default_signals(void) {
+    for (int signum = 1; signum < NSIG; signum++) {
+        struct sigaction action;
+        if (sigaction(signum, NULL, &action) == 0 && action.sa_handler == SIG_IGN)
+            signal(signum, SIG_DFL);
+    }
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 int main(int argc, char **argv) {
     options_t o;
     limit_t limits[MAX_LIMITS + 1];
     parse_options(argc, argv, &o);
+    close_inherited(status_fd);
     if (o.cwd && chdir(o.cwd) != 0)
         refuse(EXIT_CANNOT_EXECUTE, SANDBOX, "cannot enter the working directory %s: %s", o.cwd,
                strerror(errno));
@@ -531,6 +569,7 @@ int main(int argc, char **argv) {
     /* A task writing to a closed pipe dies of it, as when started from a shell. */
     signal(SIGPIPE, SIG_DFL);
     signal(SIGXFSZ, SIG_DFL);
+    default_signals();
     execve(o.command[0], o.command, program_environment());
     if (errno == ENOENT) refuse(EXIT_NOT_FOUND, EXEC, "%s: not found", o.command[0]);
     refuse(EXIT_CANNOT_EXECUTE, EXEC, "cannot run %s: %s", o.command[0], strerror(errno));

@@ -23,7 +23,7 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorProcess, IReactorTime
+from twisted.internet.interfaces import IReactorFDSet, IReactorProcess, IReactorTime
 
 from xwch.http import JsonApi
 from xwch.protocol import CACHE_REPORT_MAX, Assignment, HostFacts, Policy, Source
@@ -107,7 +107,7 @@ class Volunteer(MultiService):
         processes = IReactorProcess(reactor)
         self.spawner: AttemptSpawner
         if native_launcher is not None:
-            self.spawner = NativeSpawner(processes, str(native_launcher))
+            self.spawner = NativeSpawner(IReactorFDSet(reactor), str(native_launcher))
         else:
             # Started at the first attempt; stopped last, once every attempt has ended.
             fork_server = ForkServerSpawner(reactor, sys.executable)

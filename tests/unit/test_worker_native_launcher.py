@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -233,6 +234,25 @@ class NativeExecutorTests(executor_tests.ExecutorTests):
         self.assertEqual((done.result.stdout, done.result.stderr), ("out first arg\n", "err\n"))
         done = await self.run_script("pwd > here", outputs=["here"], attempt="a2")
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED)
+
+    async def test_the_task_inherits_no_descriptor_and_no_ignored_signal(self) -> None:
+        """posix_spawn passes on what the worker has open or ignores; the launcher drops it."""
+        leaked_r, leaked_w = os.pipe()
+        self.addCleanup(os.close, leaked_r)
+        self.addCleanup(os.close, leaked_w)
+        os.set_inheritable(leaked_w, True)
+        previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+        self.addCleanup(signal.signal, signal.SIGUSR1, previous)
+        done = await self.run_script(
+            "ls -l /proc/$$/fd > fds; grep SigIgn /proc/$$/status > ignored",
+            outputs=["fds", "ignored"],
+        )
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        fds, ignored = (o.content for o in done.result.outputs)
+        assert fds is not None and ignored is not None
+        self.assertNotIn(f"pipe:[{os.fstat(leaked_w).st_ino}]", fds.decode())
+        mask = int(ignored.decode().split()[1], 16)
+        self.assertFalse(mask & (1 << (signal.SIGUSR1 - 1)), ignored)
 
 
 class NativeSandboxTests(sandbox_tests.SandboxTests):
