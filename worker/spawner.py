@@ -25,6 +25,7 @@ import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -122,6 +123,8 @@ class NativeSpawner:
     any child of the reactor.
     """
 
+    log = Logger()
+
     def __init__(self, reactor: IReactorFDSet, launcher: str) -> None:
         self._reactor = reactor
         self._launcher = launcher
@@ -146,7 +149,18 @@ class NativeSpawner:
             high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _SAFE_FD) for fd in theirs]
             theirs.extend(high)
             actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
-            pid = os.posix_spawn(self._launcher, argv, dict(env), file_actions=actions, setsid=True)
+            try:
+                pid = os.posix_spawn(
+                    self._launcher, argv, dict(env), file_actions=actions, setsid=True
+                )
+            except FileNotFoundError:
+                # Gone from its cache folder (cleaned by its owner, say): built again, once,
+                # rather than failing every attempt of this worker until it restarts.
+                self._rebuild()
+                argv[0] = self._launcher
+                pid = os.posix_spawn(
+                    self._launcher, argv, dict(env), file_actions=actions, setsid=True
+                )
         except BaseException:
             for fd in ours:
                 os.close(fd)
@@ -156,6 +170,17 @@ class NativeSpawner:
                 os.close(fd)
         _Launched(self._reactor, pid, process, ours)
         return succeed(pid)
+
+    def _rebuild(self) -> None:
+        from .native_launcher import build_native_launcher
+
+        built = build_native_launcher(Path(self._launcher).parent)
+        if built.path is None:
+            raise ForkServerError(
+                f"the native launcher is gone and cannot be rebuilt: {built.reason}"
+            )
+        self.log.warn("the native launcher was gone: rebuilt as {path}", path=built.path)
+        self._launcher = str(built.path)
 
 
 class _Launched:

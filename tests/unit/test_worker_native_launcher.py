@@ -254,6 +254,24 @@ class NativeExecutorTests(executor_tests.ExecutorTests):
         mask = int(ignored.decode().split()[1], 16)
         self.assertFalse(mask & (1 << (signal.SIGUSR1 - 1)), ignored)
 
+    async def test_a_launcher_gone_from_its_folder_is_built_again(self) -> None:
+        """A volunteer cleaning their cache folder costs one rebuild, not failed attempts."""
+        folder = Path(self.mktemp())
+        built = build_native_launcher(folder)
+        if built.path is None:
+            raise SkipTest(built.reason)
+        built.path.unlink()
+        spawner = NativeSpawner(reactor, str(built.path))  # type: ignore[arg-type]
+        executor = AttemptExecutor(
+            reactor, self.cache, self.work, self.assignment("echo again"), spawner=spawner
+        )
+        self.addCleanup(executor.kill)
+        self.addCleanup(executor.discard)
+        done = await executor.run()
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        self.assertEqual(done.result.stdout, "again\n")
+        self.assertTrue(built.path.exists())
+
 
 class NativeSandboxTests(sandbox_tests.SandboxTests):
     def executor(self, assignment: Assignment) -> AttemptExecutor:
