@@ -23,7 +23,8 @@ import json
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -85,6 +86,32 @@ class AttemptSpawner(Protocol):
         also its process group's id once it has called setsid), fails with ``OSError``."""
 
 
+@contextmanager
+def _attempt_descriptors() -> Iterator[tuple[list[int], list[int]]]:
+    """An attempt's descriptors: ``(ours, theirs)``, the read ends of the pipes of its 1, 2 and
+    :data:`STATUS_FD`, and what the child gets as 0 (/dev/null), 1, 2 and 3.
+
+    Theirs (and any added to the list) are closed on leaving: the child holds its own copies
+    once started, and ours would keep the pipes open. Ours are closed too if the block fails.
+    """
+    ours: list[int] = []
+    theirs: list[int] = []
+    try:
+        theirs.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
+        for _ in range(3):
+            read_end, write_end = os.pipe()
+            ours.append(read_end)
+            theirs.append(write_end)
+        yield ours, theirs
+    except BaseException:
+        for fd in ours:
+            os.close(fd)
+        raise
+    finally:
+        for fd in theirs:
+            os.close(fd)
+
+
 class DirectSpawner:
     """A fresh ``python -I -m xwch.worker.launcher`` for each attempt."""
 
@@ -137,14 +164,7 @@ class NativeSpawner:
         path: str,
     ) -> Deferred[int]:
         argv = [self._launcher, "--cwd", path, *launcher_argv]
-        ours: list[int] = []
-        theirs: list[int] = []
-        try:
-            theirs.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-            for _ in range(3):
-                read_end, write_end = os.pipe()
-                ours.append(read_end)
-                theirs.append(write_end)
+        with _attempt_descriptors() as (ours, theirs):
             # Above the four targets: a dup2 onto itself would keep close-on-exec.
             high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _SAFE_FD) for fd in theirs]
             theirs.extend(high)
@@ -161,13 +181,6 @@ class NativeSpawner:
                 pid = os.posix_spawn(
                     self._launcher, argv, dict(env), file_actions=actions, setsid=True
                 )
-        except BaseException:
-            for fd in ours:
-                os.close(fd)
-            raise
-        finally:
-            for fd in theirs:
-                os.close(fd)
         _Launched(self._reactor, pid, process, ours)
         return succeed(pid)
 
@@ -366,23 +379,8 @@ class _Connection:
         line = json.dumps(
             {"id": request_id, "argv": list(launcher_argv), "env": dict(env), "cwd": path}
         ).encode()
-        ours: list[int] = []
-        theirs: list[int] = []
-        try:
-            theirs.append(os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC))
-            for _ in range(3):
-                read_end, write_end = os.pipe()
-                ours.append(read_end)
-                theirs.append(write_end)
+        with _attempt_descriptors() as (ours, theirs):
             self._send(line + b"\n", theirs)
-        except BaseException:
-            for fd in ours:
-                os.close(fd)
-            raise
-        finally:
-            # The server holds its own copies once sent: ours would keep the pipes open.
-            for fd in theirs:
-                os.close(fd)
         child = _Child(request_id, process)
         self._children[request_id] = child
         process.makeConnection(_ChildTransport(child))  # type: ignore[arg-type]
