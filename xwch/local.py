@@ -73,10 +73,6 @@ class ChildProcess(protocol.ProcessProtocol):
         """The log file's descriptor, the child's standard error (opened to append)."""
         return self._log.fileno()
 
-    def errReceived(self, data: bytes) -> None:
-        self._log.write(data)
-        self._log.flush()
-
     def processEnded(self, reason: Failure) -> None:
         self.running = False
         self._log.close()
