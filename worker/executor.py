@@ -54,13 +54,13 @@ from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
 from .sandbox import Sandbox
 from .spawner import STATUS_FD, AttemptProcess, AttemptSpawner, DirectSpawner
+from .workfolders import TMP_DIR, WorkFolders, is_attempt_folder_name
 
 # What every program sees, whatever the worker's own environment holds: the volunteer's variables
 # (tokens, paths, names) are none of the task's business, and a task should run the same on every
 # worker.
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 BASE_LANG = "C.UTF-8"
-TMP_DIR = ".tmp"
 
 INPUT_MODE = 0o444
 WORKDIR_MODE = 0o700
@@ -178,16 +178,20 @@ class AttemptExecutor:
         python: str = sys.executable,
         sandbox: Sandbox | None = None,
         spawner: AttemptSpawner | None = None,
+        folders: WorkFolders | None = None,
     ) -> None:
         self.assignment = assignment
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
         self._cache = cache
         # The attempt id becomes a directory name, later removed: it must not name anything
-        # else (the parent folder, say). A bad id fails here, before anything is touched.
-        if "/" in assignment.attempt:
+        # else (the parent folder, the spare folders...). A bad id fails here, before anything
+        # is touched.
+        if not is_attempt_folder_name(assignment.attempt):
             raise AttemptError(f"not an attempt id: {assignment.attempt!r}")
         self.workdir = local_path(work_root, assignment.attempt)
+        # Without folders shared by the worker's attempts, none is used again.
+        self._folders = folders if folders is not None else WorkFolders(work_root, keep=0)
         self._sandbox = sandbox if sandbox is not None else Sandbox()
         self._limits = {**self._sandbox.limits, **(limits or {})}
         self._spawner = spawner if spawner is not None else DirectSpawner(reactor, python)
@@ -278,8 +282,8 @@ class AttemptExecutor:
         self.log.info("attempt {attempt} resumed", attempt=self.assignment.attempt)
 
     def discard(self) -> Deferred[None]:
-        """Remove the working directory (the outputs are already in the cache); fires once
-        it is gone."""
+        """Give back the working directory (the outputs are already in the cache or in the
+        result); fires once it is emptied or gone."""
         for digest in self._pinned:
             self._cache.unpin(digest)
         self._pinned.clear()
@@ -288,10 +292,12 @@ class AttemptExecutor:
             # Killed while its folder was being made: removed once made, not before.
             removed: Deferred[None] = Deferred()
             making.addBoth(
-                lambda _: self._off_reactor(remove_tree, self.workdir).chainDeferred(removed)
+                lambda _: self._off_reactor(self._folders.release, self.workdir).chainDeferred(
+                    removed
+                )
             )
             return removed
-        return self._off_reactor(remove_tree, self.workdir)
+        return self._off_reactor(self._folders.release, self.workdir)
 
     def _off_reactor(self, call: Callable[[Path], None], path: Path) -> Deferred[None]:
         """``call(path)`` in the reactor's thread pool (inline on a reactor without threads).
@@ -315,7 +321,7 @@ class AttemptExecutor:
 
     async def _prepare(self) -> tuple[Path, str | None]:
         a = self.assignment
-        self._making = self._off_reactor(_fresh_folder, self.workdir)
+        self._making = self._off_reactor(self._folders.make, self.workdir)
         # A kill cancels the wait, not the making (see discard).
         await _shielded(self._making)
         for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:
@@ -526,8 +532,15 @@ class AttemptExecutor:
         outputs: list[OutputFile] = []
         files: dict[str, Path] = {}
         for name, path in paths:
+            content = _small_content(path)
+            if content is not None:
+                # Small enough to travel in the result, which the coordinator keeps: read once,
+                # the bytes hashed are the bytes sent; the file goes with the working directory.
+                digest = hashlib.sha256(content).hexdigest()
+                outputs.append(OutputFile(name, digest, len(content), content=content))
+                continue
             # Moved out of the working directory before hashing, so the bytes hashed are the
-            # bytes kept (the working directory is removed anyway).
+            # bytes kept.
             staged = self._cache.staging_path()
             if os.lstat(path).st_nlink > 1:
                 # Another name for the same file (an input, say): moving it and making it the
@@ -541,15 +554,10 @@ class AttemptExecutor:
             if os.stat(staged).st_uid != os.geteuid():
                 # Written by the sandbox user: the cache's files are the worker's alone.
                 os.chown(staged, os.geteuid(), os.getegid())
-            content = _small_content(staged)
-            if content is not None:
-                # Small enough to travel in the result: the coordinator keeps it.
-                digest, size = hashlib.sha256(content).hexdigest(), len(content)
-            else:
-                digest, size = sha256_file(staged)
+            digest, size = sha256_file(staged)
             self._pin(digest)
             files[digest] = self._cache.adopt(staged, digest)
-            outputs.append(OutputFile(name=name, digest=digest, size=size, content=content))
+            outputs.append(OutputFile(name=name, digest=digest, size=size))
         return tuple(outputs), files
 
     def _checked_output(self, name: str) -> Path:
@@ -617,16 +625,18 @@ def _shielded(operation: Deferred[None]) -> Deferred[None]:
     return shield
 
 
-def _fresh_folder(workdir: Path) -> None:
-    """An empty working directory with its temporary folder (whatever was there is gone)."""
-    remove_tree(workdir)
-    (workdir / TMP_DIR).mkdir(parents=True)
-
-
 def _small_content(path: Path) -> bytes | None:
-    """The bytes of ``path`` when it is small enough to travel inline, else None."""
-    with path.open("rb") as f:
-        content = f.read(INLINE_MOST + 1)
+    """The bytes of the regular file ``path`` when they are few enough to travel inline, else
+    None. Neither a link followed nor a wait on a pipe put there in the file's place."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > INLINE_MOST:
+            return None
+        content = os.read(fd, INLINE_MOST + 1)
+    finally:
+        os.close(fd)
+    # Still growing (a process left behind writes to it): not a small output after all.
     return content if len(content) <= INLINE_MOST else None
 
 

@@ -42,6 +42,7 @@ from .sandbox import Sandbox, plan_sandbox
 from .service import Attempt, LocateSite, WorkerService
 from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
 from .status import STATUS_FILE, StatusWriter
+from .workfolders import WorkFolders
 
 # Traversable by the sandbox user (not listable): a worker running as root runs tasks as nobody,
 # who must reach the programs and the working directories.
@@ -114,6 +115,7 @@ class Volunteer(MultiService):
             fork_server.setServiceParent(self)
             self.spawner = fork_server
         self._executors: weakref.WeakSet[AttemptExecutor] = weakref.WeakSet()
+        folders = WorkFolders(work_root)
 
         def new_attempt(assignment: Assignment) -> Attempt:
             executor = AttemptExecutor(
@@ -123,6 +125,7 @@ class Volunteer(MultiService):
                 assignment,
                 sandbox=self.attempt_sandbox(),
                 spawner=self.spawner,
+                folders=folders,
             )
             self._executors.add(executor)
             return executor

@@ -29,10 +29,12 @@ from xwch.protocol import (
     Assignment,
     BinaryRef,
     InputFile,
+    OutputFile,
     Source,
 )
 from xwch.worker.cache import ObjectCache
 from xwch.worker.executor import ERROR_KILLED, AttemptError, AttemptExecutor, CompletedAttempt
+from xwch.worker.workfolders import WorkFolders
 
 SOURCE = Source(url="http://warehouse.test", capability="cap")
 # Only a bound for a broken test: every wait below ends on an event long before.
@@ -114,6 +116,12 @@ class ExecutorTests(TestCase):
             sources={d: (SOURCE,) for d in self.warehouse.objects},
         )
 
+    def output_bytes(self, output: OutputFile) -> bytes:
+        """An output's bytes: in the result if small, else in the cache."""
+        if output.content is not None:
+            return output.content
+        return self.cache.path_for(output.digest).read_bytes()
+
     def executor(self, assignment: Assignment) -> AttemptExecutor:
         executor = AttemptExecutor(reactor, self.cache, self.work, assignment)
         # Whatever a test does, no process of it outlives it.
@@ -126,22 +134,28 @@ class ExecutorTests(TestCase):
 
     async def test_success_returns_outputs_in_the_cache(self) -> None:
         """A program that exits 0 and writes its output succeeds; the output is kept by digest."""
-        done = await self.run_script('echo "$1" > out.txt; echo finished', outputs=["out.txt"])
+        done = await self.run_script(
+            f'echo "$1" > out.txt; head -c {INLINE_MOST} /dev/zero >> out.txt; echo finished',
+            outputs=["out.txt"],
+        )
         result = done.result
         self.assertEqual(
             (result.outcome, result.exit_code, result.error), (OUTCOME_SUCCEEDED, 0, None)
         )
         self.assertEqual(result.stdout, "finished\n")
         [output] = result.outputs
-        expected = b"first arg\n"
+        expected = b"first arg\n" + bytes(INLINE_MOST)
         self.assertEqual(output.name, "out.txt")
-        self.assertEqual((output.digest, output.size), (hashlib.sha256(expected).hexdigest(), 10))
+        self.assertEqual(
+            (output.digest, output.size, output.content),
+            (hashlib.sha256(expected).hexdigest(), len(expected), None),
+        )
         self.assertEqual(done.files[output.digest], self.cache.path_for(output.digest))
         self.assertEqual(self.cache.path_for(output.digest).read_bytes(), expected)
 
     async def test_small_outputs_come_with_their_bytes_big_ones_without(self) -> None:
-        """An output of at most INLINE_MOST bytes travels in the result; a bigger one does not
-        (it is uploaded); both are kept in the cache."""
+        """An output of at most INLINE_MOST bytes travels in the result, not kept in the cache
+        (the coordinator keeps it); a bigger one does not (it is uploaded), kept in the cache."""
         done = await self.run_script(
             f"echo small > small.txt; head -c {INLINE_MOST + 1} /dev/zero > big.bin",
             outputs=["small.txt", "big.bin"],
@@ -149,8 +163,9 @@ class ExecutorTests(TestCase):
         small, big = done.result.outputs
         self.assertEqual((small.content, small.size), (b"small\n", 6))
         self.assertEqual((big.content, big.size), (None, INLINE_MOST + 1))
-        for output in (small, big):
-            self.assertTrue(self.cache.has(output.digest, output.size))
+        self.assertFalse(self.cache.has(small.digest, small.size))
+        self.assertTrue(self.cache.has(big.digest, big.size))
+        self.assertEqual(set(done.files), {big.digest})
 
     async def test_an_input_sent_inline_needs_no_download(self) -> None:
         """Inputs the coordinator keeps come in the assignment: no source, no fetch."""
@@ -176,7 +191,7 @@ class ExecutorTests(TestCase):
         )
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
         [output] = done.result.outputs
-        self.assertEqual(self.cache.path_for(output.digest).read_bytes(), b"red\nP5\n")
+        self.assertEqual(self.output_bytes(output), b"red\nP5\n")
 
     async def test_a_task_cannot_change_its_inputs_for_the_next_task(self) -> None:
         """A task that makes its input writable and overwrites it leaves the cache intact."""
@@ -235,7 +250,7 @@ class ExecutorTests(TestCase):
         )
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
         [output] = done.result.outputs
-        lines = self.cache.path_for(output.digest).read_text().splitlines()
+        lines = self.output_bytes(output).decode().splitlines()
         env = dict(line.split("=", 1) for line in lines if "=" in line)
         self.assertEqual(env["XWCH_JOB"], "j1")
         self.assertEqual(env["XWCH_TASK"], "t1")
@@ -276,9 +291,39 @@ class ExecutorTests(TestCase):
         done = await self.run_script("sleep 30 & echo $! > bg.pid", outputs=["bg.pid"])
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
         [output] = done.result.outputs
-        background = int(self.cache.path_for(output.digest).read_text())
+        background = int(self.output_bytes(output).decode())
         self.addCleanup(_kill_quietly, background)
         await wait_until(lambda: is_dead(background), "the background process to die")
+
+    async def test_a_folder_used_again_holds_nothing_of_the_last_attempt(self) -> None:
+        """With folders shared by a worker's attempts, the second attempt gets the first's
+        folder emptied: it sees none of the files the first left, temporary ones included."""
+        folders = WorkFolders(self.work)
+        first = AttemptExecutor(
+            reactor,
+            self.cache,
+            self.work,
+            self.assignment('echo left > left.txt; echo tmp > "$TMPDIR/t"', attempt="a1"),
+            folders=folders,
+        )
+        self.assertEqual((await first.run()).result.outcome, OUTCOME_SUCCEEDED)
+        await first.discard()
+        self.assertEqual(folders.spares, 1)
+        second = AttemptExecutor(
+            reactor,
+            self.cache,
+            self.work,
+            self.assignment('ls -A . "$TMPDIR" > seen.txt', outputs=["seen.txt"], attempt="a2"),
+            folders=folders,
+        )
+        self.addCleanup(second.discard)
+        done = await second.run()
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        self.assertEqual(folders.spares, 0)
+        [output] = done.result.outputs
+        listing = self.output_bytes(output).decode()
+        self.assertNotIn("left.txt", listing)
+        self.assertNotIn("\nt\n", listing)
 
     async def test_kill_while_downloading_stops_the_download(self) -> None:
         """An attempt cancelled before its inputs arrived ends at once without running."""
@@ -337,11 +382,11 @@ class ExecutorTests(TestCase):
         done = await executor.run()
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
         [output] = done.result.outputs
-        self.assertEqual(self.cache.path_for(output.digest).read_text(), "77\n")
+        self.assertEqual(self.output_bytes(output).decode(), "77\n")
 
     def test_attempt_id_cannot_name_another_folder(self) -> None:
         """An attempt id like ".." is refused before any folder is made or removed."""
-        for bad in ("..", ".", "", "a/b"):
+        for bad in ("..", ".", "", "a/b", ".spare"):
             with self.assertRaises(AttemptError):
                 AttemptExecutor(
                     reactor, self.cache, self.work, self.assignment("true", attempt=bad)

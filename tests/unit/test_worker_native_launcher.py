@@ -277,7 +277,13 @@ class NativeSandboxTests(sandbox_tests.SandboxTests):
     def executor(self, assignment: Assignment) -> AttemptExecutor:
         spawner = NativeSpawner(reactor, str(_launcher()))  # type: ignore[arg-type]
         executor = AttemptExecutor(
-            reactor, self.cache, self.work, assignment, sandbox=self.sandbox, spawner=spawner
+            reactor,
+            self.cache,
+            self.work,
+            assignment,
+            sandbox=self.sandbox,
+            spawner=spawner,
+            folders=self.folders,
         )
         self.addCleanup(executor.discard)
         self.addCleanup(executor.kill)

@@ -14,6 +14,7 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,15 @@ from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
 from tests.unit.test_worker_executor import SOURCE, FakeWarehouse, wait_until
-from xwch.protocol import OUTCOME_FAILED, OUTCOME_SUCCEEDED, Assignment, BinaryRef, InputFile
+from xwch.protocol import (
+    INLINE_MOST,
+    OUTCOME_FAILED,
+    OUTCOME_SUCCEEDED,
+    Assignment,
+    BinaryRef,
+    InputFile,
+    OutputFile,
+)
 from xwch.worker import landlock
 from xwch.worker.cache import ObjectCache
 from xwch.worker.executor import AttemptExecutor, CompletedAttempt
@@ -40,6 +49,7 @@ from xwch.worker.sandbox import (
     lookup_user,
     plan_sandbox,
 )
+from xwch.worker.workfolders import SPARE, TMP_DIR, WorkFolders
 
 PROCESS_LIMIT = 16
 FILE_LIMIT = 1_000_000
@@ -78,6 +88,8 @@ class SandboxTests(TestCase):
         self.warehouse = FakeWarehouse()
         self.cache = ObjectCache(self.root / "cache", self.warehouse.fetch)
         self.work = self.root / "work"
+        # Folders shared by the attempts of a test, for those about their use again.
+        self.folders: WorkFolders | None = None
         self.work.mkdir()
         self.user: SandboxUser | None = None
         if os.geteuid() == 0:
@@ -119,8 +131,16 @@ class SandboxTests(TestCase):
             sources={d: (SOURCE,) for d in self.warehouse.objects},
         )
 
+    def output_bytes(self, output: OutputFile) -> bytes:
+        """An output's bytes: in the result if small, else in the cache."""
+        if output.content is not None:
+            return output.content
+        return self.cache.path_for(output.digest).read_bytes()
+
     def executor(self, assignment: Assignment) -> AttemptExecutor:
-        executor = AttemptExecutor(reactor, self.cache, self.work, assignment, sandbox=self.sandbox)
+        executor = AttemptExecutor(
+            reactor, self.cache, self.work, assignment, sandbox=self.sandbox, folders=self.folders
+        )
         # Whatever a test does, no process of it outlives it.
         self.addCleanup(executor.discard)
         self.addCleanup(executor.kill)
@@ -161,7 +181,7 @@ class SandboxTests(TestCase):
         done = await running
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
         [output] = done.result.outputs
-        self.assertEqual(self.cache.path_for(output.digest).read_text(), "finished\n")
+        self.assertEqual(self.output_bytes(output).decode(), "finished\n")
 
     async def test_attempt_suspended_before_its_program_starts_waits(self) -> None:
         """An attempt suspended while preparing starts its program only once resumed."""
@@ -206,12 +226,46 @@ class SandboxTests(TestCase):
         """A worker running as root runs its tasks as nobody, never as root."""
         if self.user is None:
             raise SkipTest("the worker is not root here: tasks run as the worker's user")
-        done = await self.run_script("id -u > uid.txt", outputs=["uid.txt"])
+        # Too big to travel in the result: the output is kept in the cache.
+        done = await self.run_script(
+            f"id -u > uid.txt; head -c {INLINE_MOST} /dev/zero >> uid.txt", outputs=["uid.txt"]
+        )
         self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
         [output] = done.result.outputs
-        self.assertEqual(self.cache.path_for(output.digest).read_text(), f"{self.user.uid}\n")
+        uid = self.output_bytes(output).rstrip(b"\0").decode()
+        self.assertEqual(uid, f"{self.user.uid}\n")
         # Its output is the worker's now, read-only, like everything in the cache.
         self.assertEqual(self.cache.path_for(output.digest).stat().st_uid, os.geteuid())
+
+    async def test_a_folder_the_sandbox_user_had_is_the_workers_again_before_reuse(
+        self,
+    ) -> None:
+        """The folder of a task run as nobody is emptied and given back to the worker before
+        another attempt gets it; that one sees nothing of the first."""
+        if self.user is None:
+            raise SkipTest("the worker is not root here: tasks run as the worker's user")
+        folders = self.folders = WorkFolders(self.work)
+        first = self.executor(
+            self.assignment('mkdir d; echo left > d/left.txt; echo t > "$TMPDIR/t"')
+        )
+        self.assertEqual((await first.run()).result.outcome, OUTCOME_SUCCEEDED)
+        await first.discard()
+        self.assertEqual(folders.spares, 1)
+        [spare] = (self.work / SPARE).iterdir()
+        self.assertEqual(spare.stat().st_uid, os.geteuid())
+        second = self.executor(
+            replace(
+                self.assignment('ls -A . "$TMPDIR" > seen.txt', outputs=["seen.txt"]),
+                attempt="a2",
+            )
+        )
+        done = await second.run()
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        [output] = done.result.outputs
+        self.assertEqual(
+            self.output_bytes(output).split(),
+            [b".:", b".tmp", b"seen.txt", f"{second.workdir / TMP_DIR}:".encode()],
+        )
 
     async def test_fork_bomb_stops_at_the_process_limit(self) -> None:
         """A task starting processes without end is stopped by the kernel at the limit."""

@@ -111,6 +111,7 @@ class ForkServerSandboxTests(sandbox_tests.SandboxTests):
             assignment,
             sandbox=self.sandbox,
             spawner=self.spawner,
+            folders=self.folders,
         )
         self.addCleanup(executor.discard)
         self.addCleanup(executor.kill)
