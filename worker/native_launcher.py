@@ -9,6 +9,11 @@ A volunteer's machine may have no C compiler: then :func:`build_native_launcher`
 worker falls back to the fork server, which does the same in Python. The binary's name carries
 the digest of the source and of the compiler's command, so a new version of either is built
 afresh and never mistaken for the old one.
+
+Built with musl (``musl-gcc``, Debian's ``musl-tools``) where it is installed: at every start,
+glibc asks the CPU for its caches' sizes with dozens of ``cpuid`` instructions, which a virtual
+machine's hypervisor traps one by one; measured on a cloud VM, a glibc launcher took 0.6 ms of
+CPU per attempt before the program even started, a musl one 0.07 ms.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ SOURCE = Path(__file__).resolve().with_name("launch.c")
 # Static first: no dynamic loader to run on every attempt (a tenth of a millisecond); where the
 # C library has no static archive, the dynamic build does the same.
 _FLAG_SETS = (["-O2", "-static"], ["-O2"])
+# Tried before the system's compiler (see above); static only, its reason to be.
+MUSL = "musl-gcc"
 _COMPILE_SECONDS = 120
 # Set to 0 to start attempts through the fork server even where the launcher builds.
 SWITCH = "XWCH_NATIVE_LAUNCHER"
@@ -74,19 +81,33 @@ def compiler(environ: dict[str, str] | None = None) -> list[str] | None:
     return None
 
 
+def builds(environ: dict[str, str] | None = None) -> list[tuple[list[str], list[str]]]:
+    """The (compiler, flags) to try in turn: musl's static build first unless ``$CC`` says
+    which compiler, then the system compiler's static and dynamic builds."""
+    environ = dict(os.environ) if environ is None else environ
+    tries = []
+    musl = None if environ.get("CC") else shutil.which(MUSL, path=environ.get("PATH"))
+    if musl is not None:
+        tries.append(([musl], _FLAG_SETS[0]))
+    command = compiler(environ)
+    if command is not None:
+        tries += [(command, flags) for flags in _FLAG_SETS]
+    return tries
+
+
 def build_native_launcher(
     folder: Path, source: Path = SOURCE, environ: dict[str, str] | None = None
 ) -> NativeBuild:
     """The launcher compiled from ``source`` into ``folder``, built now unless already there."""
-    command = compiler(environ)
-    if command is None:
+    tries = builds(environ)
+    if not tries:
         return NativeBuild(None, "no C compiler (cc, gcc or clang; or $CC) to build it")
     try:
         code = source.read_bytes()
     except OSError as e:
         return NativeBuild(None, f"cannot read {source}: {e.strerror or e}")
     reasons = []
-    for flags in _FLAG_SETS:
+    for command, flags in tries:
         identity = hashlib.sha256(code + "\0".join([*command, *flags]).encode()).hexdigest()
         target = folder / f"xwch-launch-{identity[:16]}"
         if target.is_file() and os.access(target, os.X_OK):

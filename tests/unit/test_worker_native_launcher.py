@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,9 +29,11 @@ from tests.unit import test_worker_sandbox as sandbox_tests
 from xwch.protocol import OUTCOME_FAILED, OUTCOME_SUCCEEDED, Assignment
 from xwch.worker.executor import AttemptExecutor
 from xwch.worker.native_launcher import (
+    MUSL,
     SOURCE,
     SWITCH,
     build_native_launcher,
+    compiler,
     native_launcher_for_worker,
 )
 from xwch.worker.spawner import NativeSpawner
@@ -74,6 +77,51 @@ def test_a_changed_source_gets_a_launcher_of_its_own(tmp_path: Path) -> None:
     if old.path is None or new.path is None:
         pytest.skip(old.reason or new.reason)
     assert old.path != new.path
+
+
+def _fake_musl(folder: Path, works: bool) -> Path:
+    """A ``musl-gcc`` on a PATH of its own that leaves a mark when called, then builds with the
+    system's compiler (or fails)."""
+    system = compiler()
+    if system is None:
+        pytest.skip("no C compiler here to build the native launcher")
+    folder.mkdir()
+    mark = folder / "called"
+    build = f'exec {shlex.join(system)} "$@"' if works else "echo 'musl: broken' >&2; exit 1"
+    fake = folder / MUSL
+    fake.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(mark))}\n{build}\n")
+    fake.chmod(0o755)
+    return mark
+
+
+def test_musl_is_tried_first(tmp_path: Path) -> None:
+    """Where musl-gcc is found it builds the launcher (glibc's start-up is slow in a VM)."""
+    mark = _fake_musl(tmp_path / "musl", works=True)
+    path = f"{tmp_path / 'musl'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    built = build_native_launcher(tmp_path / "bin", environ={"PATH": path})
+    assert built.path is not None, built.reason
+    assert mark.exists()
+
+
+def test_a_broken_musl_falls_back_to_the_system_compiler(tmp_path: Path) -> None:
+    mark = _fake_musl(tmp_path / "musl", works=False)
+    path = f"{tmp_path / 'musl'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    built = build_native_launcher(tmp_path / "bin", environ={"PATH": path})
+    assert mark.exists()
+    assert built.path is not None, built.reason
+
+
+def test_cc_set_means_that_compiler_only(tmp_path: Path) -> None:
+    system = compiler()
+    if system is None:
+        pytest.skip("no C compiler here to build the native launcher")
+    mark = _fake_musl(tmp_path / "musl", works=True)
+    path = f"{tmp_path / 'musl'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"
+    built = build_native_launcher(
+        tmp_path / "bin", environ={"PATH": path, "CC": shlex.join(system)}
+    )
+    assert built.path is not None, built.reason
+    assert not mark.exists()
 
 
 def test_no_compiler_says_so(tmp_path: Path) -> None:
