@@ -5,7 +5,9 @@ output, and each costs both sides far more than the few bytes it carries. A :cla
 keeps at most one request in flight: a report made while it is unanswered waits, with every
 other made meanwhile, for the next request, which carries them all. Alone, a report goes at
 once, so batching adds no delay where there is no load; under load the batches grow by
-themselves. Each caller learns the fate of the request that carried its items.
+themselves. Each caller learns the fate of the request that carried its items. A caller that
+knows more will come soon may also hold its items for the next call (``hold``), sent once
+someone submits without holding or calls :meth:`Coalescer.flush`.
 """
 
 from __future__ import annotations
@@ -33,13 +35,26 @@ class Coalescer(Generic[T]):
         self._waiting: deque[tuple[Sequence[T], Deferred[None]]] = deque()
         self._sending = False
 
-    async def submit(self, items: Sequence[T]) -> None:
-        """Fires once the call carrying ``items`` has succeeded; fails as it failed."""
+    @property
+    def waiting(self) -> int:
+        """Items submitted and not sent yet."""
+        return sum(len(items) for items, _done in self._waiting)
+
+    async def submit(self, items: Sequence[T], hold: bool = False) -> None:
+        """Fires once the call carrying ``items`` has succeeded; fails as it failed.
+
+        ``hold``: do not start a call for them; they go with the next one (see :meth:`flush`).
+        """
         done: Deferred[None] = Deferred()
         self._waiting.append((items, done))
-        if not self._sending:
+        if not self._sending and not hold:
             self._send_next()
         await done
+
+    def flush(self) -> None:
+        """Send what waits now, or right after the call on its way."""
+        if self._waiting and not self._sending:
+            self._send_next()
 
     def _send_next(self) -> None:
         batch: list[tuple[Sequence[T], Deferred[None]]] = []

@@ -71,3 +71,34 @@ class CoalescerTests(SynchronousTestCase):
         self.assertEqual(
             self.endpoint.calls, [["a"], ["b", "c", "d", "e"], ["f", "g", "h", "i", "j"]]
         )
+
+    def test_held_reports_wait_for_the_next_call(self) -> None:
+        """Items submitted with ``hold`` start no call; the next plain submission carries them."""
+        held = Deferred.fromCoroutine(self.coalescer.submit(["r1"], hold=True))
+        self.assertEqual((self.endpoint.calls, self.coalescer.waiting), ([], 1))
+        plain = self.submit("r2")
+        self.assertEqual(self.endpoint.calls, [["r1", "r2"]])
+        self.endpoint.answers[0].callback(None)
+        self.successResultOf(held)
+        self.successResultOf(plain)
+        self.assertEqual(self.coalescer.waiting, 0)
+
+    def test_flush_sends_what_was_held(self) -> None:
+        held = Deferred.fromCoroutine(self.coalescer.submit(["r1"], hold=True))
+        self.coalescer.flush()
+        self.assertEqual(self.endpoint.calls, [["r1"]])
+        self.endpoint.answers[0].callback(None)
+        self.successResultOf(held)
+
+    def test_flush_during_a_call_leaves_the_held_for_the_next(self) -> None:
+        """A flush while a call is on its way sends nothing more at once: the held go next."""
+        first = self.submit("r1")
+        held = Deferred.fromCoroutine(self.coalescer.submit(["r2"], hold=True))
+        self.coalescer.flush()
+        self.assertEqual(self.endpoint.calls, [["r1"]])
+        self.endpoint.answers[0].callback(None)
+        self.successResultOf(first)
+        self.assertEqual(self.endpoint.calls, [["r1"], ["r2"]])
+        self.assertNoResult(held)
+        self.endpoint.answers[1].callback(None)
+        self.successResultOf(held)
