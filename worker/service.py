@@ -7,6 +7,12 @@ those of docs/protocol.md. A WRS carries the next WR (``"work"``): a coordinator
 with ``"tasks"`` saves a round trip per task; one that does not (an older one, or a busy one)
 gets a WR of its own.
 
+With ``work_ahead``, a worker whose attempts are short holds as many attempts again as it has
+slots: they wait for a slot (:mod:`xwch.worker.slots`) and start as soon as one is free, rather
+than after a round trip to the coordinator; meanwhile results wait for each other (at most
+``REPORT_LINGER``) to go as one WRS. Dask's workers do the same (a queue fed ahead, results
+batched): on tasks of milliseconds, the requests are most of the cost.
+
 Everything the service does in the background runs through :meth:`WorkerService._in_background`,
 which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 """
@@ -29,7 +35,7 @@ from twisted.internet.defer import (
     TimeoutError,
     gatherResults,
 )
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -59,6 +65,7 @@ from xwch.transfer.meter import TransferReporter
 
 from .executor import CompletedAttempt
 from .sites import Nearest
+from .slots import SlotGate
 
 
 class Attempt(Protocol):
@@ -115,7 +122,7 @@ class HeldAttempt:
     attempt: str
     job: str
     task: str
-    # "running", "suspended" or "reporting".
+    # "waiting" (for a slot), "running", "suspended" or "reporting".
     state: str
 
 
@@ -131,6 +138,9 @@ class _Running:
     dropped: bool = False
     # Its Work Result is on its way: only stopping cuts it short (see _drop).
     sending: bool = False
+    # Waiting for a slot to run in (see SlotGate); holding one.
+    slot_wait: Deferred[None] | None = None
+    holds_slot: bool = False
 
 
 @dataclass(frozen=True)
@@ -163,6 +173,13 @@ class WorkerService(Service):
     # Outputs up to this size go straight to the assignment's upload target: for them a plan's
     # round trip to the coordinator costs more than sending one that a warehouse already holds.
     DIRECT_UPLOAD_MOST = 1024 * 1024
+    # Work ahead: only while attempts last less than this (a moving average), for then the
+    # round trip to the coordinator is a large part of each. Longer attempts are better left
+    # to whichever worker frees a slot first.
+    SHORT_ATTEMPT = 1.0
+    # How long a result may wait for others to go in the same Work Result, while the worker
+    # still has attempts waiting to run (it never waits when a slot would go idle).
+    REPORT_LINGER = 0.05
 
     def __init__(
         self,
@@ -176,8 +193,13 @@ class WorkerService(Service):
         evictions: EvictionLog | None = None,
         locate_site: LocateSite | None = None,
         cache_contents: CacheContents | None = None,
+        work_ahead: bool = False,
     ) -> None:
         self._reactor = reactor
+        self._work_ahead = work_ahead
+        # The moving average of attempts' durations (None before the first).
+        self._typical_duration: float | None = None
+        self._linger: IDelayedCall | None = None
         self._locate_site = locate_site
         self._cache_contents = cache_contents
         self._coordinator = coordinator
@@ -189,6 +211,7 @@ class WorkerService(Service):
         self._evictions = evictions
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
+        self._slot_gate = SlotGate(self._slots)
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
         self.worker_id: str | None = None
@@ -242,10 +265,24 @@ class WorkerService(Service):
         return [a for a, r in self._attempts.items() if not r.dropped]
 
     def free_slots(self) -> int:
-        # A slot is taken from the assignment until the result is reported: the next Work
-        # Request then follows the result, so the coordinator may hand this worker the tasks
-        # that result unblocked, whose inputs it holds.
-        return self._slots - len(self._attempts)
+        """Slots no attempt runs in."""
+        return self._slots - self._slot_gate.taken
+
+    def _room(self) -> int:
+        """How many more attempts this worker may take on: its slots, and as many again while
+        it works ahead, less those it holds.
+
+        An attempt is held from its assignment until its result is answered: the next Work
+        Request then follows the result, so the coordinator may hand this worker the tasks that
+        result unblocked, whose inputs it holds.
+        """
+        return self._slots + self._ahead() - len(self._attempts)
+
+    def _ahead(self) -> int:
+        typical = self._typical_duration
+        if not self._work_ahead or typical is None or typical >= self.SHORT_ATTEMPT:
+            return 0
+        return self._slots
 
     def held_attempts(self) -> list[HeldAttempt]:
         """The attempts this worker holds and what each is doing."""
@@ -255,6 +292,8 @@ class WorkerService(Service):
                 continue
             if record.reporting:
                 state = "reporting"
+            elif record.slot_wait is not None:
+                state = "waiting"
             else:
                 state = "running" if self.suspended is None else "suspended"
             a = record.attempt.assignment
@@ -270,6 +309,7 @@ class WorkerService(Service):
         if slots != self._slots:
             self.log.info("running at most {slots} attempts at once", slots=slots)
             self._slots = slots
+            self._slot_gate.resize(slots)
             self._wake()
 
     def suspend(self, reason: str) -> None:
@@ -410,7 +450,7 @@ class WorkerService(Service):
             if self._lost:
                 await self._register()
                 continue
-            free = self.free_slots() - self._asking
+            free = self._room() - self._asking
             worker_id = self.worker_id
             if free <= 0 or self.suspended is not None:
                 # Woken when an attempt is reported, on resume (or when we are found lost).
@@ -535,6 +575,7 @@ class WorkerService(Service):
         attempt = record.attempt
         attempt_id = attempt.assignment.attempt
         try:
+            await self._take_slot(record)
             try:
                 completed = await attempt.run()
             except Exception as e:
@@ -545,6 +586,7 @@ class WorkerService(Service):
                 )
             if record.dropped:
                 return
+            self._note_duration(completed.result.duration)
             record.reporting = True
             result = await self._store_outputs(completed, attempt.assignment.upload)
             if record.dropped:
@@ -552,15 +594,45 @@ class WorkerService(Service):
                 # rather than CancelledError, so the storing may have ended normally.
                 return
             record.sending = True
+            # The next attempt waiting may run while this result is on its way (which goes with
+            # those held for company if none waits any more: see _report).
+            self._give_back_slot(record, flush=False)
             await self._report(result, frees_slot=True)
         except CancelledError:
             if not record.dropped:
                 raise
         finally:
+            self._give_back_slot(record)
             del self._attempts[attempt_id]
             # Not waited for: the slot is free once the result is answered.
             attempt.discard().addErrback(self._discard_failed, attempt_id)
             self._wake()
+
+    async def _take_slot(self, record: _Running) -> None:
+        """Wait for a slot to run ``record`` in (at once unless work was fetched ahead)."""
+        waiting = self._slot_gate.take()
+        if not waiting.called:
+            record.slot_wait = waiting
+            try:
+                await waiting
+            finally:
+                record.slot_wait = None
+        else:
+            await waiting
+        record.holds_slot = True
+
+    def _give_back_slot(self, record: _Running, flush: bool = True) -> None:
+        if record.holds_slot:
+            record.holds_slot = False
+            self._slot_gate.give_back()
+            if flush and self._slot_gate.waiting == 0:
+                # Nothing left to run once these end: the results that waited go now, asking
+                # for the next work.
+                self._results.flush()
+
+    def _note_duration(self, seconds: float) -> None:
+        typical = self._typical_duration
+        self._typical_duration = seconds if typical is None else 0.8 * typical + 0.2 * seconds
 
     def _discard_failed(self, failure: Failure, attempt_id: str) -> None:
         self.log.warn(
@@ -650,7 +722,7 @@ class WorkerService(Service):
         """Slots a Work Result freeing ``freed`` may ask work for (theirs included); 0: none."""
         if self._stopping or self.suspended is not None or self._lost:
             return 0
-        return max(0, self.free_slots() + freed - self._asking)
+        return max(0, self._room() + freed - self._asking)
 
     async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
         """Work Result, retried until the coordinator answers: a result is never dropped.
@@ -659,7 +731,21 @@ class WorkerService(Service):
         result then carries a Work Request for it (and any other slot free). Results that end
         while another is on its way go together in the next request.
         """
-        await self._results.submit([_Report(result, frees_slot)])
+        # While attempts wait to run, this result may wait (a little) for the next ones to end
+        # and go with them: fewer requests, and the slots are busy meanwhile.
+        hold = (
+            self._slot_gate.waiting > 0
+            and self._results.waiting + 1 < self._slots
+            and not self._stopping
+        )
+        sent = self._results.submit([_Report(result, frees_slot)], hold=hold)
+        if hold and self._linger is None:
+            self._linger = self._reactor.callLater(self.REPORT_LINGER, self._end_linger)
+        await sent
+
+    def _end_linger(self) -> None:
+        self._linger = None
+        self._results.flush()
 
     async def _send_reports(self, reports: list[_Report]) -> None:
         if len(reports) == 1:
@@ -824,6 +910,10 @@ class WorkerService(Service):
             return
         self.log.info("attempt {attempt} {why}", attempt=attempt_id, why=why)
         record.dropped = True
+        if record.slot_wait is not None:
+            # Never started: nothing to kill.
+            record.slot_wait.cancel()
+            return
         record.attempt.kill()
         # A Work Result on its way is not cut short but to stop: a Work Alive sent just after the
         # coordinator took the result lists the attempt and hears "cancel", and cancelling the
@@ -836,6 +926,9 @@ class WorkerService(Service):
 
     async def _shut_down(self) -> None:
         self._stopping = True
+        if self._linger is not None:
+            self._linger.cancel()
+            self._end_linger()
         if self._alive is not None and self._alive.running:
             self._alive.stop()
         if self._main is not None:

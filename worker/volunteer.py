@@ -140,6 +140,7 @@ class Volunteer(MultiService):
             evictions=self.cache,
             locate_site=locate_site,
             cache_contents=lambda: self.cache.digests(CACHE_REPORT_MAX),
+            work_ahead=True,
         )
         self.governor = Governor(
             reactor,

@@ -68,12 +68,19 @@ class FakeAttempt:
     async def run(self) -> CompletedAttempt:
         return await self._end
 
-    def succeed(self, output: bytes = b"tile", inline: bool = False) -> OutputFile:
+    def succeed(
+        self, output: bytes = b"tile", inline: bool = False, duration: float = 0.0
+    ) -> OutputFile:
         digest = hashlib.sha256(output).hexdigest()
         content = output if inline else None
         out = OutputFile(name="out.txt", digest=digest, size=len(output), content=content)
         result = AttemptResult(
-            self.assignment.attempt, OUTCOME_SUCCEEDED, exit_code=0, outputs=(out,), stdout="ok\n"
+            self.assignment.attempt,
+            OUTCOME_SUCCEEDED,
+            exit_code=0,
+            outputs=(out,),
+            stdout="ok\n",
+            duration=duration,
         )
         self._end.callback(CompletedAttempt(result, {digest: Path("/cache") / digest}))
         return out
@@ -757,3 +764,98 @@ class ConfiguredSiteTests(SiteAndCacheTests):
         self.round_trips.clear()
         self.start()
         self.assertEqual(self.coordinator.registrations[0].site, "lab")
+
+
+class WorkAheadTests(ServiceHarness):
+    """Short attempts: the worker holds as many again as its slots, results go together."""
+
+    def make_service(self, token: str | None = None) -> WorkerService:
+        return WorkerService(
+            self.clock,
+            self.coordinator.api(token),
+            FACTS,
+            self.new_attempt,
+            self.store_object,
+            self.pacer,
+            jitter=lambda: 1.0,
+            evictions=self.evictions,
+            work_ahead=True,
+        )
+
+    def finish(self, attempt_id: str, duration: float = 0.01) -> None:
+        # Inline outputs: no upload between the end and the report.
+        self.attempts[attempt_id].succeed(attempt_id.encode(), inline=True, duration=duration)
+
+    def states(self) -> dict[str, str]:
+        return {h.attempt: h.state for h in self.service.held_attempts()}
+
+    def result_requests(self) -> int:
+        return self.coordinator.routes().count("results")
+
+    def start_short(self) -> None:
+        """Started, a1 and a2 running, a1 ended (short): b0 runs, b1 and b2 wait."""
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        self.coordinator.assign(*(assignment(f"b{n}", task=f"t{n}") for n in range(4)))
+        self.finish("a1")
+
+    def test_no_work_ahead_until_attempts_prove_short(self) -> None:
+        """A new worker asks for its slots only; a long attempt's result asks for its slot."""
+        self.coordinator.assign(assignment("a1"), assignment("a2"))
+        self.start()
+        self.assertEqual(self.coordinator.work_requests, [WorkRequest("w1", 1.5, 2)])
+        self.finish("a1", duration=WorkerService.SHORT_ATTEMPT * 5)
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
+
+    def test_after_a_short_attempt_it_holds_as_many_again_as_its_slots(self) -> None:
+        """The result of a short attempt asks for its slot and two ahead; those beyond the
+        slots wait, and the next starts the moment a slot is free, with no request."""
+        self.start_short()
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 3)])
+        self.assertEqual(
+            self.states(), {"a2": "running", "b0": "running", "b1": "waiting", "b2": "waiting"}
+        )
+        requests = len(self.coordinator.requests)
+        self.finish("a2")
+        self.assertEqual(self.states()["b1"], "running")
+        self.assertEqual(len(self.coordinator.requests), requests)
+
+    def test_results_wait_for_company_while_attempts_wait_to_run(self) -> None:
+        """A result waits while attempts wait for a slot; the next result, ending the wait,
+        takes both in one request that asks for the two attempts they held."""
+        self.start_short()
+        results = self.result_requests()
+        self.finish("a2")  # b1 starts, b2 still waits: a2's result waits too
+        self.assertEqual(self.result_requests(), results)
+        self.finish("b0")  # b2 starts, nothing waits: both results go
+        self.assertEqual(self.result_requests(), results + 1)
+        self.assertEqual(self.coordinator.result_batches[-1], 2)
+        self.assertEqual([r.attempt for _w, r in self.coordinator.results[-2:]], ["a2", "b0"])
+        self.assertEqual(self.coordinator.result_work_requests[-1], WorkRequest("w1", 1.5, 2))
+
+    def test_a_result_waits_no_longer_than_the_linger(self) -> None:
+        self.start_short()
+        results = self.result_requests()
+        self.finish("a2")
+        self.clock.advance(WorkerService.REPORT_LINGER)
+        self.assertEqual(self.result_requests(), results + 1)
+        self.assertEqual(self.coordinator.results[-1][1].attempt, "a2")
+
+    def test_a_waiting_attempt_cancelled_never_runs(self) -> None:
+        """Cancelled by the coordinator before it had a slot: dropped, never started."""
+        self.start_short()
+        self.coordinator.cancel("b2")
+        self.clock.advance(self.coordinator.alive_interval)
+        self.assertNotIn("b2", self.service.running_attempts())
+        self.assertTrue(self.attempts["b2"].discarded)
+        self.assertFalse(self.attempts["b2"].killed)
+        self.finish("a2")
+        self.finish("b0")
+        self.assertNotIn("b2", self.states())
+        self.assertEqual(self.states()["b1"], "running")
+
+    def test_stopping_gives_back_the_waiting_attempts_too(self) -> None:
+        self.start_short()
+        self.stop()
+        [(_worker, given)] = self.coordinator.givebacks
+        self.assertEqual(sorted(given), ["a2", "b0", "b1", "b2"])
