@@ -173,9 +173,9 @@ class WorkerService(Service):
     # Outputs up to this size go straight to the assignment's upload target: for them a plan's
     # round trip to the coordinator costs more than sending one that a warehouse already holds.
     DIRECT_UPLOAD_MOST = 1024 * 1024
-    # Work ahead: only while attempts last less than this (a moving average), for then the
-    # round trip to the coordinator is a large part of each. Longer attempts are better left
-    # to whichever worker frees a slot first.
+    # Work ahead: only while attempts hold their slot less than this (a moving average), for
+    # then the round trip to the coordinator is a large part of each. Longer attempts are
+    # better left to whichever worker frees a slot first.
     SHORT_ATTEMPT = 1.0
     # How long a result may wait for others to go in the same Work Result, while the worker
     # still has attempts waiting to run (it never waits when a slot would go idle).
@@ -576,6 +576,7 @@ class WorkerService(Service):
         attempt_id = attempt.assignment.attempt
         try:
             await self._take_slot(record)
+            started = self._reactor.seconds()
             try:
                 completed = await attempt.run()
             except Exception as e:
@@ -586,7 +587,6 @@ class WorkerService(Service):
                 )
             if record.dropped:
                 return
-            self._note_duration(completed.result.duration)
             record.reporting = True
             result = await self._store_outputs(completed, attempt.assignment.upload)
             if record.dropped:
@@ -594,6 +594,8 @@ class WorkerService(Service):
                 # rather than CancelledError, so the storing may have ended normally.
                 return
             record.sending = True
+            # From its slot's point of view: preparing and storing count, not only the program.
+            self._note_duration(self._reactor.seconds() - started)
             # The next attempt waiting may run while this result is on its way (which goes with
             # those held for company if none waits any more: see _report).
             self._give_back_slot(record, flush=False)

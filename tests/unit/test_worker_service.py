@@ -68,19 +68,12 @@ class FakeAttempt:
     async def run(self) -> CompletedAttempt:
         return await self._end
 
-    def succeed(
-        self, output: bytes = b"tile", inline: bool = False, duration: float = 0.0
-    ) -> OutputFile:
+    def succeed(self, output: bytes = b"tile", inline: bool = False) -> OutputFile:
         digest = hashlib.sha256(output).hexdigest()
         content = output if inline else None
         out = OutputFile(name="out.txt", digest=digest, size=len(output), content=content)
         result = AttemptResult(
-            self.assignment.attempt,
-            OUTCOME_SUCCEEDED,
-            exit_code=0,
-            outputs=(out,),
-            stdout="ok\n",
-            duration=duration,
+            self.assignment.attempt, OUTCOME_SUCCEEDED, exit_code=0, outputs=(out,), stdout="ok\n"
         )
         self._end.callback(CompletedAttempt(result, {digest: Path("/cache") / digest}))
         return out
@@ -782,9 +775,9 @@ class WorkAheadTests(ServiceHarness):
             work_ahead=True,
         )
 
-    def finish(self, attempt_id: str, duration: float = 0.01) -> None:
+    def finish(self, attempt_id: str) -> None:
         # Inline outputs: no upload between the end and the report.
-        self.attempts[attempt_id].succeed(attempt_id.encode(), inline=True, duration=duration)
+        self.attempts[attempt_id].succeed(attempt_id.encode(), inline=True)
 
     def states(self) -> dict[str, str]:
         return {h.attempt: h.state for h in self.service.held_attempts()}
@@ -804,7 +797,8 @@ class WorkAheadTests(ServiceHarness):
         self.coordinator.assign(assignment("a1"), assignment("a2"))
         self.start()
         self.assertEqual(self.coordinator.work_requests, [WorkRequest("w1", 1.5, 2)])
-        self.finish("a1", duration=WorkerService.SHORT_ATTEMPT * 5)
+        self.clock.advance(WorkerService.SHORT_ATTEMPT * 5)
+        self.finish("a1")
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
 
     def test_after_a_short_attempt_it_holds_as_many_again_as_its_slots(self) -> None:
