@@ -278,6 +278,17 @@ class WorkerService(Service):
         """
         return self._slots + self._ahead() - len(self._attempts)
 
+    def _work_body(self, slots: int) -> dict[str, Any]:
+        """A Work Request for ``slots``, saying how many of them have nothing to run (the
+        others are asked for ahead: no straggler's duplicate should wait there)."""
+        gate = self._slot_gate
+        idle = max(0, self._slots - gate.taken - gate.waiting)
+        return {
+            "performance": self.facts.performance,
+            "free_slots": slots,
+            "idle_slots": min(idle, slots),
+        }
+
     def _ahead(self) -> int:
         typical = self._typical_duration
         if not self._work_ahead or typical is None or typical >= self.SHORT_ATTEMPT:
@@ -466,7 +477,7 @@ class WorkerService(Service):
                     reply = require_object(
                         await self._coordinator.post(
                             self._worker_path("/work"),
-                            {"performance": self.facts.performance, "free_slots": free},
+                            self._work_body(free),
                         ),
                         "work",
                     )
@@ -757,7 +768,7 @@ class WorkerService(Service):
         body: dict[str, Any] = {"results": [r.result.to_json() for r in reports]}
         asked = self._work_to_ask(freed) if freed else 0
         if asked:
-            body["work"] = {"performance": self.facts.performance, "free_slots": asked}
+            body["work"] = self._work_body(asked)
         try:
             with self._asking_for(asked):
                 reply = await self._call(lambda: self._worker_path("/results"), body)
@@ -782,7 +793,7 @@ class WorkerService(Service):
         body = result.to_json()
         asked = self._work_to_ask() if report.frees_slot else 0
         if asked:
-            body["work"] = {"performance": self.facts.performance, "free_slots": asked}
+            body["work"] = self._work_body(asked)
         try:
             with self._asking_for(asked):
                 reply = await self._call(lambda: self._worker_path("/results"), body)

@@ -95,6 +95,8 @@ class FakeCoordinator(Resource):
         self.work_requests: list[WorkRequest] = []
         # The Work Requests carried by Work Results ("work"), answered in the same reply.
         self.result_work_requests: list[WorkRequest] = []
+        # What each of those requests (both kinds, in order) said of its idle slots.
+        self.idle_slots: list[int | None] = []
         self.alives: list[tuple[str, list[str]]] = []
         # Each Work Alive's whole body (states of the attempts, evicted objects...).
         self.alive_bodies: list[tuple[str, dict[str, Any]]] = []
@@ -225,6 +227,7 @@ class FakeCoordinator(Resource):
         if route == "work":
             assert worker is not None
             request = _work_request(worker, doc, "work")
+            self.idle_slots.append(doc.get("idle_slots"))
             self.work_requests.append(request)
             return self._hand_out(request), {}
         if route == "alive":
@@ -259,6 +262,7 @@ class FakeCoordinator(Resource):
             if work is None or not self.work_in_results:
                 return answer, {}
             request = _work_request(worker, work, "result.work")
+            self.idle_slots.append(work.get("idle_slots"))
             self.result_work_requests.append(request)
             return {**answer, **self._hand_out(request)}, {}
         if route == "giveback":

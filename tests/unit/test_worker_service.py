@@ -797,6 +797,7 @@ class WorkAheadTests(ServiceHarness):
         self.coordinator.assign(assignment("a1"), assignment("a2"))
         self.start()
         self.assertEqual(self.coordinator.work_requests, [WorkRequest("w1", 1.5, 2)])
+        self.assertEqual(self.coordinator.idle_slots, [2])
         self.clock.advance(WorkerService.SHORT_ATTEMPT * 5)
         self.finish("a1")
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
@@ -806,6 +807,8 @@ class WorkAheadTests(ServiceHarness):
         slots wait, and the next starts the moment a slot is free, with no request."""
         self.start_short()
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 3)])
+        # Of the three, one is for a slot with nothing to run, two are asked for ahead.
+        self.assertEqual(self.coordinator.idle_slots[-1], 1)
         self.assertEqual(
             self.states(), {"a2": "running", "b0": "running", "b1": "waiting", "b2": "waiting"}
         )

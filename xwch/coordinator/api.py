@@ -87,6 +87,17 @@ def _int(body: Any, key: str, where: str) -> int:
     return value
 
 
+def _idle_slots(body: Any, where: str) -> int | None:
+    """A Work Request's optional ``idle_slots``: slots with nothing to run (the others of
+    ``free_slots`` are asked for ahead); None when not said (all are idle)."""
+    if "idle_slots" not in require_object(body, where):
+        return None
+    value = _int(body, "idle_slots", where)
+    if value < 0:
+        raise ProtocolError(f"{where}.idle_slots: expected an integer >= 0")
+    return value
+
+
 def _number(body: Any, key: str, where: str) -> float:
     value = require_object(body, where).get(key)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -438,14 +449,24 @@ class CoordinatorApi:
         assert req.token is not None
         performance = _number(req.body, "performance", "work")
         free_slots = _int(req.body, "free_slots", "work")
+        idle_slots = _idle_slots(req.body, "work")
         with self._communication.admit_work_request():
-            return 200, await self._assign(req.token, req.params["worker"], performance, free_slots)
+            return 200, await self._assign(
+                req.token, req.params["worker"], performance, free_slots, idle_slots
+            )
 
     async def _assign(
-        self, token: TokenRecord, worker_id: str, performance: float, free_slots: int
+        self,
+        token: TokenRecord,
+        worker_id: str,
+        performance: float,
+        free_slots: int,
+        idle_slots: int | None,
     ) -> dict[str, Any]:
         """A Work Request's answer: the tasks given and the policy of the worker's link."""
-        assignments = await self._workers.work_request(token, worker_id, performance, free_slots)
+        assignments = await self._workers.work_request(
+            token, worker_id, performance, free_slots, idle_slots
+        )
         return {
             "tasks": [a.to_json() for a in assignments],
             "policy": self._communication.policy_for(worker_id).to_json(),
@@ -487,6 +508,7 @@ class CoordinatorApi:
             # Checked before the results are taken: a malformed request changes nothing.
             performance = _number(work, "performance", "result.work")
             free_slots = _int(work, "free_slots", "result.work")
+            idle_slots = _idle_slots(work, "result.work")
         worker_id = req.params["worker"]
         self._workers.get(worker_id, req.token)
         # Started together: their writes share one commit.
@@ -513,7 +535,9 @@ class CoordinatorApi:
         # no "tasks", sends a Work Request of its own.
         try:
             with self._communication.admit_work_request():
-                answer.update(await self._assign(req.token, worker_id, performance, free_slots))
+                answer.update(
+                    await self._assign(req.token, worker_id, performance, free_slots, idle_slots)
+                )
         except Busy:
             pass
         except Exception:

@@ -447,8 +447,13 @@ class TasksManager:
         site: str | None,
         slots: int,
         workers_alive: int = 1,
+        idle_slots: int | None = None,
     ) -> list[Assignment]:
-        """Start attempts of the most appropriate ready tasks for a worker's Work Request."""
+        """Start attempts of the most appropriate ready tasks for a worker's Work Request.
+
+        ``idle_slots``: how many of ``slots`` have nothing to run (None: all); the others are
+        asked for ahead, and get no duplicate of a straggler, which would wait there.
+        """
         if slots <= 0 or self.health.is_quarantined(worker.id):
             return []
         lineage = Change()
@@ -464,7 +469,8 @@ class TasksManager:
         if lineage:
             await self._db.write(job_queries.apply_change_thd, lineage)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
-        duplicates = self._stragglers_for(worker, slots - len(picked)) if self.speculate else []
+        idle = slots if idle_slots is None else min(slots, idle_slots)
+        duplicates = self._stragglers_for(worker, idle - len(picked)) if self.speculate else []
         if not picked and not duplicates:
             return []
         now = self._reactor.seconds()

@@ -135,7 +135,12 @@ class WorkersManager(Service):
         return worker
 
     async def work_request(
-        self, token: TokenRecord, worker_id: str, performance: float, free_slots: int
+        self,
+        token: TokenRecord,
+        worker_id: str,
+        performance: float,
+        free_slots: int,
+        idle_slots: int | None = None,
     ) -> list[Assignment]:
         worker = self.get(worker_id, token)
         if performance > 0 and performance != worker.performance:
@@ -144,7 +149,12 @@ class WorkersManager(Service):
         view = _view(worker)
         slots = min(free_slots, worker.slots)
         return await self._tasks.assign(
-            view, worker.name, worker.site, slots, workers_alive=len(self.workers)
+            view,
+            worker.name,
+            worker.site,
+            slots,
+            workers_alive=len(self.workers),
+            idle_slots=idle_slots,
         )
 
     def _same_owner(self, token: TokenRecord) -> Callable[[str], bool]:

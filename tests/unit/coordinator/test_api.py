@@ -475,6 +475,25 @@ class ApiTests(CoordinatorTestCase):
         self.assertIn("result.work.free_slots", body["message"])
         self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
 
+    def test_a_negative_idle_slots_is_refused_naming_it(self) -> None:
+        worker = self.register_worker()
+        body = {"performance": 1.0, "free_slots": 2, "idle_slots": -1}
+        code, answer, _ = self.call("POST", f"/workers/{worker}/work", role="worker", body=body)
+        self.assertEqual((code, answer["error"]), (400, "bad_request"))
+        self.assertIn("work.idle_slots", answer["message"])
+        first = self._first_attempt(worker, tasks=2)
+        code, answer, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body=self._result(
+                first["attempt"], work={"performance": 1.0, "free_slots": 1, "idle_slots": "x"}
+            ),
+        )
+        self.assertEqual((code, answer["error"]), (400, "bad_request"))
+        self.assertIn("result.work.idle_slots", answer["message"])
+        self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
+
     def test_object_locations_name_the_warehouses_holding_it(self) -> None:
         """An operator can see which warehouses hold an object, and an unknown one is a 404."""
         from tests.unit.coordinator.harness import BINARY, digest_of

@@ -72,11 +72,17 @@ class SchedulingTests(CoordinatorTestCase):
         )
         return record.id
 
-    def work(self, worker_id: str, slots: int = 1, performance: float = 1.0) -> list[Assignment]:
+    def work(
+        self,
+        worker_id: str,
+        slots: int = 1,
+        performance: float = 1.0,
+        idle_slots: int | None = None,
+    ) -> list[Assignment]:
         return self.successResultOf(
             ensureDeferred(
                 self.coordinator.workers.work_request(
-                    self.worker_token, worker_id, performance, slots
+                    self.worker_token, worker_id, performance, slots, idle_slots
                 )
             )
         )
@@ -249,6 +255,20 @@ class SchedulingTests(CoordinatorTestCase):
         )
         summary = self.successResultOf(self.db.read(job_queries.job_summary_thd, job))
         self.assertEqual((summary.state, summary.counts.get("done")), ("done", 2))
+
+    def test_a_straggler_is_not_raced_by_slots_asked_for_ahead(self) -> None:
+        """A worker whose slots are all busy, asking ahead (idle_slots 0), gets no duplicate:
+        it would wait there behind the worker's own attempts."""
+        self.submit(wire_job([{"id": "quick"}, {"id": "slow"}]))
+        k1 = self.join("lab-1", "lab", slots=2)
+        quick, slow = self.work(k1, slots=2)
+        self.succeed(k1, quick, duration=1.0)
+        self.advance(10)
+        self.alive(k1, slow.attempt)
+        k2 = self.join("lab-2", "lab", slots=2)
+        self.assertEqual(self.work(k2, slots=2, idle_slots=0), [])
+        [duplicate] = self.work(k2, slots=2, idle_slots=1)
+        self.assertEqual((duplicate.task, duplicate.number), ("slow", 2))
 
     def test_an_assignment_that_never_arrived_runs_again(self) -> None:
         """A worker whose Work Alive does not list an attempt given long ago never got it."""
