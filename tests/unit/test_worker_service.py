@@ -130,6 +130,9 @@ class FakePacer:
 class ServiceHarness(SynchronousTestCase):
     """A worker service against a fake coordinator, on a Clock."""
 
+    # Real workers work ahead on short attempts; most tests look at one attempt at a time.
+    work_ahead = False
+
     def setUp(self) -> None:
         self.clock = Clock()
         self.coordinator = FakeCoordinator(alive_interval=10.0)
@@ -150,6 +153,7 @@ class ServiceHarness(SynchronousTestCase):
             # The upper end of every backoff step: delays the tests can name.
             jitter=lambda: 1.0,
             evictions=self.evictions,
+            work_ahead=self.work_ahead,
         )
 
     def new_attempt(self, assignment: Assignment) -> FakeAttempt:
@@ -762,18 +766,7 @@ class ConfiguredSiteTests(SiteAndCacheTests):
 class WorkAheadTests(ServiceHarness):
     """Short attempts: the worker holds as many again as its slots, results go together."""
 
-    def make_service(self, token: str | None = None) -> WorkerService:
-        return WorkerService(
-            self.clock,
-            self.coordinator.api(token),
-            FACTS,
-            self.new_attempt,
-            self.store_object,
-            self.pacer,
-            jitter=lambda: 1.0,
-            evictions=self.evictions,
-            work_ahead=True,
-        )
+    work_ahead = True
 
     def finish(self, attempt_id: str) -> None:
         # Inline outputs: no upload between the end and the report.
