@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from treq.testing import StubTreq
@@ -240,14 +241,7 @@ class ApiTests(CoordinatorTestCase):
         from tests.unit.coordinator.harness import digest_of
 
         worker = self.register_worker()
-        self.call("POST", "/jobs", role="client", body=wire_job([{"id": "x", "outputs": ["o"]}]))
-        code, work, _ = self.call(
-            "POST",
-            f"/workers/{worker}/work",
-            role="worker",
-            body={"performance": 1.0, "free_slots": 2},
-        )
-        [assignment] = work["tasks"]
+        assignment = self._first_attempt(worker, tasks=1, outputs=["o"])
         self.store_objects(digest_of("o"))
         result = {
             "attempt": assignment["attempt"],
@@ -265,9 +259,12 @@ class ApiTests(CoordinatorTestCase):
         [row] = listed["workers"]
         self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
 
-    def _first_attempt(self, worker: str, tasks: int) -> dict[str, Any]:
-        """A job of ``tasks`` tasks submitted; the Work Request's one assignment."""
-        wire = wire_job([{"id": f"t{n}"} for n in range(tasks)])
+    def _first_attempt(
+        self, worker: str, tasks: int, outputs: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """A job of ``tasks`` tasks (each with ``outputs``) submitted; the Work Request's one
+        assignment."""
+        wire = wire_job([{"id": f"t{n}", "outputs": list(outputs)} for n in range(tasks)])
         self.call("POST", "/jobs", role="client", body=wire)
         _, work, _ = self.call(
             "POST",
@@ -353,14 +350,7 @@ class ApiTests(CoordinatorTestCase):
     def test_small_output_in_the_result_is_downloadable_from_the_coordinator(self) -> None:
         """An output sent with its bytes needs no warehouse; downloads answer with the bytes."""
         worker = self.register_worker()
-        self.call("POST", "/jobs", role="client", body=wire_job([{"id": "x", "outputs": ["o"]}]))
-        _, work, _ = self.call(
-            "POST",
-            f"/workers/{worker}/work",
-            role="worker",
-            body={"performance": 1.0, "free_slots": 1},
-        )
-        [assignment] = work["tasks"]
+        assignment = self._first_attempt(worker, tasks=1, outputs=["o"])
         small = b"42\n"
         digest = hashlib.sha256(small).hexdigest()
         output = {"name": "o", "digest": digest, "size": 3, "content": "NDIK"}
