@@ -148,7 +148,7 @@ class _Report:
     """A Work Result waiting to be sent."""
 
     result: AttemptResult
-    # The attempt held a slot, free once the result is answered (see _report).
+    # The attempt was held (counted in _room) until the result is answered (see _report).
     frees_slot: bool
 
 
@@ -617,21 +617,19 @@ class WorkerService(Service):
         finally:
             self._give_back_slot(record)
             del self._attempts[attempt_id]
-            # Not waited for: the slot is free once the result is answered.
+            # Not waited for: the attempt stops counting against the worker's room (_room)
+            # once its result is answered.
             attempt.discard().addErrback(self._discard_failed, attempt_id)
             self._wake()
 
     async def _take_slot(self, record: _Running) -> None:
         """Wait for a slot to run ``record`` in (at once unless work was fetched ahead)."""
         waiting = self._slot_gate.take()
-        if not waiting.called:
-            record.slot_wait = waiting
-            try:
-                await waiting
-            finally:
-                record.slot_wait = None
-        else:
+        record.slot_wait = None if waiting.called else waiting
+        try:
             await waiting
+        finally:
+            record.slot_wait = None
         record.holds_slot = True
 
     def _give_back_slot(self, record: _Running, flush: bool = True) -> None:
@@ -740,12 +738,12 @@ class WorkerService(Service):
     async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
         """Work Result, retried until the coordinator answers: a result is never dropped.
 
-        ``frees_slot``: the attempt held a slot, which is free once this is answered; the
-        result then carries a Work Request for it (and any other slot free). Results that end
-        while another is on its way go together in the next request.
+        ``frees_slot``: the attempt was held, and makes room once this is answered; the result
+        then carries a Work Request for that room (and any other). Results that end while
+        another is on its way go together in the next request; while attempts wait to run, a
+        result may also wait (at most REPORT_LINGER) for the next to end.
         """
-        # While attempts wait to run, this result may wait (a little) for the next ones to end
-        # and go with them: fewer requests, and the slots are busy meanwhile.
+        # Fewer requests, and the slots are busy meanwhile.
         hold = (
             self._slot_gate.waiting > 0
             and self._results.waiting + 1 < self._slots
