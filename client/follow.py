@@ -93,6 +93,10 @@ class JobFollower:
 
     # How often the job is polled; also how often the bar is redrawn.
     POLL_INTERVAL = 1.0
+    # Near its expected end the job is polled sooner, down to this: `wait` returns within a
+    # few tens of milliseconds of the job's end, not up to a whole interval later (a tenth of
+    # the run of a job of a few seconds).
+    POLL_SOONEST = 0.05
     # How long the coordinator may stay unreachable while we follow before we give up: long
     # enough to ride out a coordinator restart, short enough not to hang a script for ever.
     UNREACHABLE_GRACE = 60.0
@@ -134,11 +138,21 @@ class JobFollower:
                         last_seen = seen
                 if job.has_ended:
                     return job
-                await self._sleep(self.POLL_INTERVAL)
+                await self._sleep(self._until_next_poll(job, done_before, elapsed))
                 job = await self._poll(job_id)
         finally:
             # Whatever follows (the final state, an error) starts on a fresh line.
             self.end_line()
+
+    def _until_next_poll(self, job: JobSummary, done_before: int, elapsed: float) -> float:
+        """Half the time the job seems to need to end (at its pace while followed), between
+        POLL_SOONEST and POLL_INTERVAL."""
+        done = job.count(TASK_DONE)
+        if done <= done_before or elapsed <= 0:
+            return self.POLL_INTERVAL
+        settled = done + job.count(TASK_FAILED) + job.count(TASK_CANCELLED)
+        time_left = max(0, job.total - settled) * elapsed / (done - done_before)
+        return min(self.POLL_INTERVAL, max(self.POLL_SOONEST, time_left / 2))
 
     def end_line(self) -> None:
         """Finish the redrawn line, so what follows starts on a line of its own."""

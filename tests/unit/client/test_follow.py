@@ -104,6 +104,34 @@ class FollowerTests(SynchronousTestCase):
         clock.advance(JobFollower.POLL_INTERVAL)
         self.assertEqual(self.successResultOf(done).state, "done")
 
+    def test_polls_sooner_as_the_job_nears_its_end(self) -> None:
+        """At 80 of 100 done in 1 s, the rest should take 0.25 s: the next poll comes after
+        half that, and never sooner than POLL_SOONEST; `wait` hears the end promptly."""
+        api = ScriptedApi(
+            [summary(), summary(done=80), summary(done=99), summary("done", done=100)]
+        )
+        clock = Clock()
+        done = self.follow(api, clock)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(api.calls, 2)
+        clock.advance(0.124)
+        self.assertEqual(api.calls, 2)
+        clock.advance(0.001)
+        self.assertEqual(api.calls, 3)
+        clock.advance(JobFollower.POLL_SOONEST)
+        self.assertEqual(self.successResultOf(done).state, "done")
+
+    def test_a_job_making_no_progress_is_polled_at_the_interval(self) -> None:
+        api = ScriptedApi([summary(done=5), summary(done=5), summary("done", done=100)])
+        clock = Clock()
+        done = self.follow(api, clock)
+        clock.advance(JobFollower.POLL_INTERVAL - 0.01)
+        self.assertEqual(api.calls, 1)
+        clock.advance(0.01)
+        self.assertEqual(api.calls, 2)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.successResultOf(done)
+
     def test_rides_out_a_short_outage(self) -> None:
         """A coordinator unreachable for a few polls does not end the wait."""
         lost = Unreachable("down")
