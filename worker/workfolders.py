@@ -111,17 +111,22 @@ class WorkFolders:
                 return False
             # Mode first: a task may have taken away the worker's right to list or remove.
             os.chmod(workdir, mode)
-            for entry in os.scandir(workdir):
-                if entry.name != TMP_DIR:
-                    remove_tree(Path(entry.path))
+            _remove_entries(workdir, but=TMP_DIR)
             if not _plain_folder(tmp):
                 return False
             os.chmod(tmp, mode)
-            for entry in os.scandir(tmp):
-                remove_tree(Path(entry.path))
+            _remove_entries(tmp)
             return _no_attributes(workdir) and _no_attributes(tmp)
         except OSError:
             return False
+
+
+def _remove_entries(folder: Path, but: str | None = None) -> None:
+    """Remove everything in ``folder`` except the entry named ``but``."""
+    with os.scandir(folder) as entries:
+        names = [entry.name for entry in entries if entry.name != but]
+    for name in names:
+        remove_tree(folder / name)
 
 
 def _plain_folder(path: Path) -> bool:
