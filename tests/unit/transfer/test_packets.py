@@ -381,3 +381,86 @@ def test_copy_object_pulls_from_another_warehouse_and_skips_itself(
     drive(clock, d)
     result_of(d)
     assert dest.read_bytes() == NOISE
+
+
+# -- the next packet asked for while this one is written ------------------------------------
+
+
+class PartSizeSpy:
+    """A treq-like client noting how many bytes the part file held at each request."""
+
+    def __init__(self, inner: Any, part: Path) -> None:
+        self.inner = inner
+        self.part = part
+        self.held: list[int] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        self.held.append(self.part.stat().st_size if self.part.exists() else 0)
+        return self.inner.request(method, url, **kwargs)
+
+
+class SilentAfter:
+    """A treq-like client whose requests after the ``nth`` are never answered; it notes which
+    of those were cancelled."""
+
+    def __init__(self, inner: Any, nth: int) -> None:
+        self.inner = inner
+        self.nth = nth
+        self.seen = 0
+        self.cancelled = 0
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
+        self.seen += 1
+        if self.seen <= self.nth:
+            return self.inner.request(method, url, **kwargs)
+
+        def cancel(d: Deferred[Any]) -> None:
+            self.cancelled += 1
+
+        return Deferred(cancel)
+
+
+def test_the_next_packet_is_asked_for_before_this_one_is_written(
+    warehouse: InMemoryWarehouse, clock: Clock, tmp_path: Path
+) -> None:
+    """Packet k+1's request goes out as soon as packet k is checked, before k is written: the
+    link does not idle while the worker writes and hashes."""
+    upload(warehouse, clock, NOISE)
+    dest = tmp_path / "copy.bin"
+    spy = PartSizeSpy(warehouse.http, dest.with_name(dest.name + ".part"))
+    result_of(download(warehouse, clock, NOISE, dest, http=spy))
+    assert dest.read_bytes() == NOISE
+    assert spy.held == [0] + [k * PACKET for k in range(9)]
+
+
+def test_a_download_whose_write_fails_cancels_the_packet_asked_for(
+    warehouse: InMemoryWarehouse,
+    clock: Clock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A write that fails (a full disk) fails the download at once, and the next packet's
+    request, already on its way, is cancelled rather than left behind."""
+    from xwch.transfer import sink
+
+    upload(warehouse, clock, NOISE)
+    writes = 0
+    real_write_all = sink.write_all
+
+    def failing_write_all(fd: int, chunks: Any) -> None:
+        nonlocal writes
+        writes += 1
+        if writes == 2:
+            raise OSError(28, "No space left on device")
+        real_write_all(fd, chunks)
+
+    monkeypatch.setattr(sink, "write_all", failing_write_all)
+    silent = SilentAfter(warehouse.http, nth=3)
+    d = download(warehouse, clock, NOISE, tmp_path / "copy.bin", http=silent)
+    with pytest.raises(OSError, match="No space left"):
+        result_of(d)
+    # The second packet's failed write is known when the third is handed over, the fourth
+    # being asked for: it is cancelled then, not left to time out.
+    assert silent.seen == 4
+    assert silent.cancelled == 1
+    assert clock.seconds() == 0
