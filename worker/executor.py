@@ -570,6 +570,8 @@ class AttemptExecutor:
             raise AttemptError(f"output is a symbolic link: {name}")
         if not stat.S_ISREG(mode):
             raise AttemptError(f"output is not a regular file: {name}")
+        if path.parent == self.workdir:
+            return path  # no directory on its way: it is in the working directory itself
         # The file is no link, but a directory on its way could be one leading elsewhere.
         root = os.path.realpath(self.workdir)
         if os.path.commonpath([root, os.path.realpath(path.parent)]) != root:
