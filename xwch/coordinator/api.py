@@ -6,7 +6,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -510,15 +510,24 @@ class CoordinatorApi:
             free_slots = _int(work, "free_slots", "result.work")
             idle_slots = _idle_slots(work, "result.work")
         worker_id = req.params["worker"]
-        self._workers.get(worker_id, req.token)
+        token = req.token
+        self._workers.get(worker_id, token)
         # Started together: their writes share one commit.
-        outcomes = await DeferredList(
-            [
-                ensureDeferred(self._workers.result(req.token, worker_id, result))
-                for result in results
-            ],
+        recorded = DeferredList(
+            [ensureDeferred(self._workers.result(token, worker_id, result)) for result in results],
             consumeErrors=True,
         )
+
+        def assign() -> Deferred[dict[str, Any]]:
+            return ensureDeferred(
+                self._assign_with_result(token, worker_id, performance, free_slots, idle_slots)
+            )
+
+        # A batch's work is assigned whatever becomes of its results: at once, the results
+        # being taken already (the store keeps the order of writes), so the new attempts go
+        # in the results' commit, not in one after it. A single result's, once it is taken.
+        assigned = assign() if work is not None and batch else None
+        outcomes = await recorded
         answer: dict[str, Any]
         if batch:
             answer = {"results": [self._result_answer(ok, value) for ok, value in outcomes]}
@@ -527,22 +536,31 @@ class CoordinatorApi:
             if isinstance(value, Failure):
                 value.raiseException()
             answer = {"accepted": value}
-        if work is None:
-            return 200, answer
-        # The result carries the worker's next Work Request (one round trip per task, not two),
-        # under the same admission control. The result is recorded whatever happens next: too
-        # busy, or failing to assign, the answer is the result's alone, and the worker, finding
-        # no "tasks", sends a Work Request of its own.
+            if work is not None:
+                assigned = assign()
+        if assigned is not None:
+            answer.update(await assigned)
+        return 200, answer
+
+    async def _assign_with_result(
+        self,
+        token: TokenRecord,
+        worker_id: str,
+        performance: float,
+        free_slots: int,
+        idle_slots: int | None,
+    ) -> dict[str, Any]:
+        """The work a Work Result asks for, under the same admission control: no key at all
+        when too busy or failing to assign (the result is recorded whatever happens here, and
+        the worker, finding no "tasks", sends a Work Request of its own)."""
         try:
             with self._communication.admit_work_request():
-                answer.update(
-                    await self._assign(req.token, worker_id, performance, free_slots, idle_slots)
-                )
+                return await self._assign(token, worker_id, performance, free_slots, idle_slots)
         except Busy:
             pass
         except Exception:
             self.log.failure("assigning work with the result of {worker} failed", worker=worker_id)
-        return 200, answer
+        return {}
 
     def _result_answer(self, ok: bool, value: Any) -> dict[str, Any]:
         """One result's part of a batch's answer: taken, or why not (as its own request's)."""

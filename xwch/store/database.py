@@ -5,11 +5,12 @@ coordinator applies a change to its memory, queues its write, and acknowledges t
 when the write has committed, so the store never runs behind what was acknowledged and never
 sees two writes of the coordinator race each other. Reads use a small second pool.
 
-Writes are committed in groups: those asked for while a commit is under way wait for it, then
-go together in the next transaction. Under load that is one transaction, one hop to the writer
-thread and one wake-up of the reactor for many writes (on trivial tasks each hop cost about as
-much as the write itself); alone, a write goes at once, as before. A write that fails in a group
-is run again alone with each of the others, so it fails alone.
+Writes are committed in groups: those asked for in the same turn of the reactor go together,
+and those asked for while a commit is under way wait for it, then go together in the next
+transaction. Under load that is one transaction, one hop to the writer thread and one wake-up
+of the reactor for many writes (on trivial tasks each hop cost about as much as the write
+itself); alone, a write goes at the end of the reactor's turn. A write that fails in a group is
+run again alone with each of the others, so it fails alone.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -87,7 +88,8 @@ class Database:
         self._writer = ThreadPool(minthreads=1, maxthreads=1, name="xwch-db-write")
         self._readers = ThreadPool(minthreads=1, maxthreads=self.READ_THREADS, name="xwch-db-read")
         self._started = False
-        # Writes asked for while a group is being committed; they make the next group.
+        # Writes asked for while a group is being committed, or earlier in this turn of the
+        # reactor; they make the next group.
         self._queued: list[_Write] = []
         self._committing = False
 
@@ -119,19 +121,19 @@ class Database:
         write = _Write(fn, args, kwargs)
         self._queued.append(write)
         if not self._committing:
-            self._commit_next_group()
+            # Started once this turn of the reactor is over: a request that asks for several
+            # writes (a Work Result's results, then the attempts of the work it asks for)
+            # commits them in one transaction, with one hop to the writer thread.
+            self._committing = True
+            cast(IReactorTime, self._reactor).callLater(0, self._commit_next_group)
         return write.done
 
     def _commit_next_group(self) -> None:
         group, self._queued = self._queued, []
-        self._committing = True
         d = deferToThreadPool(self._reactor, self._writer, self._commit_group_thd, group)
         d.addBoth(self._group_ended, group)
 
     def _group_ended(self, outcomes: list[_Outcome] | Failure, group: list[_Write]) -> None:
-        self._committing = False
-        if self._queued:
-            self._commit_next_group()
         if isinstance(outcomes, Failure):
             # Not a write's failure (those are caught in the thread): the pool's, all fail.
             outcomes = [(False, outcomes)] * len(group)
@@ -140,6 +142,11 @@ class Database:
                 write.done.callback(value)
             else:
                 write.done.errback(value)
+        # What was asked for meanwhile, and by the callbacks just run, goes next, together.
+        if self._queued:
+            cast(IReactorTime, self._reactor).callLater(0, self._commit_next_group)
+        else:
+            self._committing = False
 
     def _commit_group_thd(self, group: list[_Write]) -> list[_Outcome]:
         if len(group) > 1:

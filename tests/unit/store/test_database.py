@@ -6,12 +6,14 @@ Runs the real :class:`Database`, threads and all, under trial's reactor.
 from __future__ import annotations
 
 import tempfile
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
 import sqlalchemy as sa
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.backends import fresh_database, postgres_available
@@ -31,6 +33,13 @@ def _insert_thd(conn: sa.Connection, n: int) -> int:
     seen = conn.execute(sa.select(sa.func.count()).select_from(_rows)).scalar_one()
     conn.execute(_rows.insert().values(n=n, seen_before=seen))
     return n
+
+
+def _insert_when_released_thd(conn: sa.Connection, n: int, release: threading.Event) -> int:
+    """Insert row ``n`` once the test says so: a commit that lasts while more writes are asked."""
+    if not release.wait(30):
+        raise TimeoutError("the test never released the write")
+    return _insert_thd(conn, n)
 
 
 def _rows_thd(conn: sa.Connection) -> list[tuple[int, int]]:
@@ -57,14 +66,27 @@ class _GroupCommitTests:
 
         sa.event.listen(self.db.engine, "commit", counted)
 
-    async def test_writes_asked_during_a_commit_share_the_next_one(self) -> None:
+    async def test_writes_asked_in_one_turn_share_one_commit(self) -> None:
         writes = [self.db.write(_insert_thd, n) for n in range(50)]
         results = await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
         test: TestCase = self  # type: ignore[assignment]
         test.assertEqual([value for _ok, value in results], list(range(50)))
+        test.assertEqual(self.commits, 1)
+        # In the order asked: each write saw every earlier one.
+        test.assertEqual(await self.db.read(_rows_thd), [(n, n) for n in range(50)])
+
+    async def test_writes_asked_during_a_commit_share_the_next_one(self) -> None:
+        release = threading.Event()
+        first = self.db.write(_insert_when_released_thd, 0, release)
+        # The turn ends: the first write's group goes to the writer thread and waits there.
+        await deferLater(reactor, 0, lambda: None)
+        writes = [self.db.write(_insert_thd, n) for n in range(1, 50)]
+        release.set()
+        results = await DeferredList([first, *writes], fireOnOneErrback=True, consumeErrors=True)
+        test: TestCase = self  # type: ignore[assignment]
+        test.assertEqual([value for _ok, value in results], list(range(50)))
         # The first went alone; the 49 asked while it committed went together.
         test.assertEqual(self.commits, 2)
-        # In the order asked: each write saw every earlier one.
         test.assertEqual(await self.db.read(_rows_thd), [(n, n) for n in range(50)])
 
     async def test_a_failing_write_fails_alone(self) -> None:
