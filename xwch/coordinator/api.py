@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
@@ -103,6 +103,23 @@ def _number(body: Any, key: str, where: str) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise ProtocolError(f"{where}.{key}: expected a number")
     return float(value)
+
+
+@dataclass(frozen=True)
+class _WorkAsked:
+    """What a Work Request asks for, alone or carried by a Work Result."""
+
+    performance: float
+    free_slots: int
+    idle_slots: int | None
+
+    @classmethod
+    def from_json(cls, body: Any, where: str) -> _WorkAsked:
+        return cls(
+            performance=_number(body, "performance", where),
+            free_slots=_int(body, "free_slots", where),
+            idle_slots=_idle_slots(body, where),
+        )
 
 
 def _str(body: Any, key: str, where: str) -> str:
@@ -447,25 +464,16 @@ class CoordinatorApi:
 
     async def work_request(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
-        performance = _number(req.body, "performance", "work")
-        free_slots = _int(req.body, "free_slots", "work")
-        idle_slots = _idle_slots(req.body, "work")
+        asked = _WorkAsked.from_json(req.body, "work")
         with self._communication.admit_work_request():
-            return 200, await self._assign(
-                req.token, req.params["worker"], performance, free_slots, idle_slots
-            )
+            return 200, await self._assign(req.token, req.params["worker"], asked)
 
     async def _assign(
-        self,
-        token: TokenRecord,
-        worker_id: str,
-        performance: float,
-        free_slots: int,
-        idle_slots: int | None,
+        self, token: TokenRecord, worker_id: str, asked: _WorkAsked
     ) -> dict[str, Any]:
         """A Work Request's answer: the tasks given and the policy of the worker's link."""
         assignments = await self._workers.work_request(
-            token, worker_id, performance, free_slots, idle_slots
+            token, worker_id, asked.performance, asked.free_slots, asked.idle_slots
         )
         return {
             "tasks": [a.to_json() for a in assignments],
@@ -504,11 +512,8 @@ class CoordinatorApi:
         else:
             results = [AttemptResult.from_json(body)]
         work = body.get("work")
-        if work is not None:
-            # Checked before the results are taken: a malformed request changes nothing.
-            performance = _number(work, "performance", "result.work")
-            free_slots = _int(work, "free_slots", "result.work")
-            idle_slots = _idle_slots(work, "result.work")
+        # Checked before the results are taken: a malformed request changes nothing.
+        asked = None if work is None else _WorkAsked.from_json(work, "result.work")
         worker_id = req.params["worker"]
         token = req.token
         self._workers.get(worker_id, token)
@@ -517,16 +522,12 @@ class CoordinatorApi:
             [ensureDeferred(self._workers.result(token, worker_id, result)) for result in results],
             consumeErrors=True,
         )
-
-        def assign() -> Deferred[dict[str, Any]]:
-            return ensureDeferred(
-                self._assign_with_result(token, worker_id, performance, free_slots, idle_slots)
-            )
-
         # A batch's work is assigned whatever becomes of its results: at once, the results
         # being taken already (the store keeps the order of writes), so the new attempts go
         # in the results' commit, not in one after it. A single result's, once it is taken.
-        assigned = assign() if work is not None and batch else None
+        assigned: Deferred[dict[str, Any]] | None = None
+        if asked is not None and batch:
+            assigned = ensureDeferred(self._assign_with_result(token, worker_id, asked))
         outcomes = await recorded
         answer: dict[str, Any]
         if batch:
@@ -536,26 +537,21 @@ class CoordinatorApi:
             if isinstance(value, Failure):
                 value.raiseException()
             answer = {"accepted": value}
-            if work is not None:
-                assigned = assign()
+            if asked is not None:
+                assigned = ensureDeferred(self._assign_with_result(token, worker_id, asked))
         if assigned is not None:
             answer.update(await assigned)
         return 200, answer
 
     async def _assign_with_result(
-        self,
-        token: TokenRecord,
-        worker_id: str,
-        performance: float,
-        free_slots: int,
-        idle_slots: int | None,
+        self, token: TokenRecord, worker_id: str, asked: _WorkAsked
     ) -> dict[str, Any]:
         """The work a Work Result asks for, under the same admission control: no key at all
         when too busy or failing to assign (the result is recorded whatever happens here, and
         the worker, finding no "tasks", sends a Work Request of its own)."""
         try:
             with self._communication.admit_work_request():
-                return await self._assign(token, worker_id, performance, free_slots, idle_slots)
+                return await self._assign(token, worker_id, asked)
         except Busy:
             pass
         except Exception:
