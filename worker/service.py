@@ -200,6 +200,9 @@ class WorkerService(Service):
         # The moving average of attempts' durations (None before the first).
         self._typical_duration: float | None = None
         self._linger: IDelayedCall | None = None
+        # The coordinator refused a batch of results as malformed (one from before batches):
+        # results go to it one by one from then on.
+        self._one_result_a_request = False
         self._locate_site = locate_site
         self._cache_contents = cache_contents
         self._coordinator = coordinator
@@ -759,9 +762,12 @@ class WorkerService(Service):
         self._results.flush()
 
     async def _send_reports(self, reports: list[_Report]) -> None:
-        if len(reports) == 1:
-            await self._send_report(reports[0])
+        if self._one_result_a_request:
+            for report in reports:
+                await self._send_report(report)
             return
+        # As a batch even of one: the coordinator then assigns the work it asks for at once,
+        # in the results' commit, whatever becomes of the results.
         freed = sum(1 for r in reports if r.frees_slot)
         body: dict[str, Any] = {"results": [r.result.to_json() for r in reports]}
         asked = self._work_to_ask(freed) if freed else 0
@@ -776,6 +782,8 @@ class WorkerService(Service):
         except (ApiError, ProtocolError) as e:
             # A coordinator that takes one result per request: send them one by one.
             self.log.warn("sending results together failed ({error}); one by one", error=e)
+            if isinstance(e, ProtocolError) or e.status in (400, 404, 405, 422):
+                self._one_result_a_request = True
             for report in reports:
                 await self._send_report(report)
             return

@@ -103,6 +103,8 @@ class FakeCoordinator(Resource):
         self.results: list[tuple[str, AttemptResult]] = []
         # How many results each batched Work Result carried.
         self.result_batches: list[int] = []
+        # Batches of results refused as malformed (with batched_results False).
+        self.refused_batches = 0
         self.givebacks: list[tuple[str, list[str]]] = []
         self.upload_plans: list[list[ObjectRef]] = []
         # The site each upload plan was asked for (None: not said).
@@ -256,6 +258,8 @@ class FakeCoordinator(Resource):
                 self.result_batches.append(len(answers))
                 answer: dict[str, Any] = {"results": answers}
             else:
+                if "results" in doc:
+                    self.refused_batches += 1
                 self._take_result(worker, AttemptResult.from_json(doc))
                 answer = {"accepted": True}
             work = doc.get("work")

@@ -444,7 +444,8 @@ class WorkerServiceTests(ServiceHarness):
         self._three_slots_with_results_held()
         self._until_reported()
         self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
-        self.assertEqual(self.coordinator.result_batches, [2])
+        # The first went as a batch of one: a batch's work is assigned in its results' commit.
+        self.assertEqual(self.coordinator.result_batches, [1, 2])
         self.assertEqual(self.coordinator.result_work_requests[1], WorkRequest("w1", 1.5, 3))
         self.assertEqual(self.service.running_attempts(), [])
 
@@ -455,7 +456,7 @@ class WorkerServiceTests(ServiceHarness):
         del self.coordinator.assigned["a2"]
         self._until_reported()
         self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a3"])
-        self.assertEqual(self.coordinator.result_batches, [2])
+        self.assertEqual(self.coordinator.result_batches, [1, 2])
         self.assertEqual(self.service.running_attempts(), [])
 
     def test_a_coordinator_taking_one_result_at_a_time_gets_them_one_by_one(self) -> None:
@@ -466,6 +467,14 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
         self.assertEqual(self.coordinator.result_batches, [])
         self.assertEqual(self.service.running_attempts(), [])
+        # Refused once, batches are not tried again with this coordinator.
+        refused = self.coordinator.refused_batches
+        self.coordinator.assign(assignment("a4", "t4"))
+        self._until_reported()  # the worker's next Work Request takes it
+        self.attempts["a4"].succeed(b"tile 4")
+        self._until_reported()
+        self.assertEqual([r.attempt for _, r in self.coordinator.results][-1], "a4")
+        self.assertEqual(self.coordinator.refused_batches, refused)
 
     def test_suspended_worker_reports_without_asking_for_work(self) -> None:
         """A result reported while suspended asks for no work."""
