@@ -321,7 +321,10 @@ class AttemptExecutor:
 
     async def _prepare(self) -> tuple[Path, str | None]:
         a = self.assignment
-        self._making = self._off_reactor(self._folders.make, self.workdir)
+        if self._folders.make_at_once(self.workdir):
+            self._making = succeed(None)
+        else:
+            self._making = self._off_reactor(self._folders.make, self.workdir)
         # A kill cancels the wait, not the making (see discard).
         await _shielded(self._making)
         for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:

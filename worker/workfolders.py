@@ -12,7 +12,7 @@ extended attribute a task could set (left there, one could reach the next task).
 the way, and it is removed as before. At most ``keep`` emptied folders wait, under ``SPARE``.
 
 The methods block (they walk and remove files): callers run them in a thread, so they are
-thread-safe.
+thread-safe; :meth:`WorkFolders.make_at_once` is the exception, a rename or nothing.
 """
 
 from __future__ import annotations
@@ -68,6 +68,23 @@ class WorkFolders:
         (workdir / TMP_DIR).mkdir(parents=True)
         if self._mode is None:
             self._mode = stat.S_IMODE(os.lstat(workdir).st_mode)
+
+    def make_at_once(self, workdir: Path) -> bool:
+        """Make ``workdir`` from a spare if that is one rename (a spare waits, nothing is at
+        ``workdir``): the common case, cheap enough for the reactor, which then saves a hop to
+        a thread and back. False: nothing done, :meth:`make` is needed."""
+        if os.path.lexists(workdir):
+            return False
+        spare = self._take_spare()
+        if spare is None:
+            return False
+        try:
+            os.rename(spare, workdir)
+        except OSError:
+            with self._lock:
+                self._spares.append(spare)
+            return False
+        return True
 
     def release(self, workdir: Path) -> None:
         """Take back an attempt's working directory: kept empty for another, or removed."""

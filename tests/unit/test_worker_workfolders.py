@@ -132,6 +132,29 @@ class WorkFoldersTests(SynchronousTestCase):
         self.folders.make(leftover)
         self.assertEqual(os.listdir(leftover), [TMP_DIR])
 
+    def test_make_at_once_renames_a_spare_into_place(self) -> None:
+        """With a spare waiting and nothing at the path, the folder is made by one rename."""
+        first = self.used("a1")
+        inode = first.stat().st_ino
+        self.folders.release(first)
+        second = self.root / "a2"
+        self.assertTrue(self.folders.make_at_once(second))
+        self.assertEqual(second.stat().st_ino, inode)
+        self.assertEqual(os.listdir(second), [TMP_DIR])
+        self.assertEqual(self.folders.spares, 0)
+
+    def test_make_at_once_leaves_the_other_cases_to_make(self) -> None:
+        """No spare, or something already at the path: nothing is done, the spare kept."""
+        self.assertFalse(self.folders.make_at_once(self.root / "a1"))
+        self.assertFalse((self.root / "a1").exists())
+        self.folders.release(self.used("a2"))
+        leftover = self.root / "a3"
+        leftover.mkdir()
+        (leftover / "old.txt").write_text("old\n")
+        self.assertFalse(self.folders.make_at_once(leftover))
+        self.assertEqual(os.listdir(leftover), ["old.txt"])
+        self.assertEqual(self.folders.spares, 1)
+
     def test_attempt_folder_names(self) -> None:
         self.assertTrue(is_attempt_folder_name("a3f9c2"))
         for bad in ("", ".", "..", SPARE, ".hidden", "a/b", "a\0b"):
