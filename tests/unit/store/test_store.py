@@ -215,6 +215,9 @@ def test_workers_and_warehouses(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         nodes.add_worker_thd(conn, worker)
         nodes.touch_workers_thd(conn, {"k1": 9.0})
+        # Tasks done are counted per worker as results are taken, a change at a time.
+        jobs.apply_change_thd(conn, Change(tasks_done_by_worker={"k1": 2}))
+        jobs.apply_change_thd(conn, Change(tasks_done_by_worker={"k1": 1, "gone": 1}))
         nodes.upsert_warehouse_thd(conn, first)
         stored = nodes.upsert_warehouse_thd(conn, again)
         nodes.add_locations_thd(conn, "w1", [("cd" * 32, 7)])
@@ -223,5 +226,6 @@ def test_workers_and_warehouses(engine: sa.Engine) -> None:
         warehouses = nodes.list_warehouses_thd(conn)
         locations = nodes.all_locations_thd(conn)
     assert listed[0].last_heard == 9.0 and listed[0].memory == 2**30
+    assert listed[0].tasks_done == 3
     assert stored.id == "w1" and [w.free for w in warehouses] == [40]
     assert locations == [("cd" * 32, "w1", 7)]
