@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from xwch.protocol import JOB_RUNNING, TASK_STATES
+from xwch.store.driver import execute_plain
 from xwch.store.nodes import add_inline_objects_thd
 from xwch.store.records import (
     AttemptUpdate,
@@ -63,7 +64,7 @@ def create_job_thd(conn: sa.Connection, job: JobRow, new_tasks: Sequence[NewTask
 def apply_change_thd(conn: sa.Connection, change: Change) -> None:
     """Write one decision of the tasks' manager, all or nothing."""
     if change.new_attempts:
-        _execute_plain(
+        execute_plain(
             conn,
             _ATTEMPTS_INSERT,
             # Every column named: the statement binds them all.
@@ -109,7 +110,7 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
             outputs.delete().where(outputs.c.job_id == job_id, outputs.c.task_id == task_id)
         )
     if change.outputs:
-        _execute_plain(conn, _OUTPUTS_INSERT, [_output_values(o) for o in change.outputs])
+        execute_plain(conn, _OUTPUTS_INSERT, [_output_values(o) for o in change.outputs])
     if change.inline_objects:
         add_inline_objects_thd(conn, change.inline_objects)
     for job_update in change.job_updates:
@@ -119,7 +120,7 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
             .values(state=job_update.state, ended=job_update.ended, message=job_update.message)
         )
     if change.tasks_done_by_worker:
-        _execute_plain(
+        execute_plain(
             conn,
             _WORKER_TASKS_DONE,
             [{"b_id": w, "b_count": n} for w, n in change.tasks_done_by_worker.items()],
@@ -196,39 +197,8 @@ def _run_grouped(
         end = start + 1
         while end < len(rows) and rows[end][0] == columns:
             end += 1
-        _execute_plain(conn, statement(columns), [params for _columns, params in rows[start:end]])
+        execute_plain(conn, statement(columns), [params for _columns, params in rows[start:end]])
         start = end
-
-
-def _execute_plain(
-    conn: sa.Connection, statement: sa.Insert | sa.Update, rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """``statement`` once for each of ``rows``, sent as the driver's own SQL.
-
-    For the per-task statements above, whose every value is given and plain (text, numbers,
-    booleans, None: nothing for SQLAlchemy to convert, no default to fill in; an INSERT's rows
-    name every column). Its ``execute`` spent about 36 us of Python a statement here (a cache
-    key, each row's parameters processed); the SQL compiled once for the dialect and given to
-    the driver, about 10. A task's writes (its attempt's start and end, SQLite, three changes a
-    commit) cost about a quarter less CPU: 556, 368 and 388 us before, 445, 299 and 279 after,
-    in pairs of runs.
-    """
-    sql, order = _driver_sql(statement, conn.dialect)
-    if order is None:
-        conn.exec_driver_sql(sql, list(rows))
-    else:
-        conn.exec_driver_sql(sql, [tuple(row[name] for name in order) for row in rows])
-
-
-@functools.cache
-def _driver_sql(
-    statement: sa.Insert | sa.Update, dialect: sa.Dialect
-) -> tuple[str, tuple[str, ...] | None]:
-    """The SQL of ``statement`` for ``dialect``, and the order of its parameters' names
-    (None for a driver that takes them by name)."""
-    compiled = statement.compile(dialect=dialect)
-    order = compiled.positiontup
-    return str(compiled), None if order is None else tuple(order)
 
 
 def _output_values(o: OutputRow) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from xwch.store.driver import execute_plain
 from xwch.store.records import WarehouseRecord, WorkerRecord
 from xwch.store.schema import inline_objects, object_locations, warehouses, workers
 
@@ -162,10 +163,14 @@ def replace_locations_thd(
 def add_inline_objects_thd(conn: sa.Connection, objects: Mapping[str, bytes]) -> None:
     """Keep these small objects; one already kept is left as it is (same digest, same bytes)."""
     rows = [{"digest": d, "content": c} for d, c in objects.items()]
-    if conn.dialect.name == "sqlite":
-        conn.execute(sqlite.insert(inline_objects).on_conflict_do_nothing(), rows)
-    else:
-        conn.execute(postgresql.insert(inline_objects).on_conflict_do_nothing(), rows)
+    execute_plain(conn, _INLINE_INSERT[conn.dialect.name], rows)
+
+
+# Made once: execute_plain keeps each statement's SQL.
+_INLINE_INSERT = {
+    "sqlite": sqlite.insert(inline_objects).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(inline_objects).on_conflict_do_nothing(),
+}
 
 
 def all_inline_objects_thd(conn: sa.Connection) -> dict[str, bytes]:
