@@ -91,6 +91,7 @@ class Database:
         # Writes asked for while a group is being committed, or earlier in this turn of the
         # reactor; they make the next group.
         self._queued: list[_Write] = []
+        # A group is due at the end of this turn, or being committed: new writes just queue.
         self._committing = False
 
     def start(self) -> None:
