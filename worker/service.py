@@ -200,9 +200,10 @@ class WorkerService(Service):
         # The moving average of attempts' durations (None before the first).
         self._typical_duration: float | None = None
         self._linger: IDelayedCall | None = None
-        # The coordinator refused a batch of results as malformed (one from before batches):
-        # results go to it one by one from then on.
+        # The coordinator refused a batch of results as malformed before taking any (one from
+        # before batches): results go to it one by one from then on.
         self._one_result_a_request = False
+        self._took_a_batch = False
         self._locate_site = locate_site
         self._cache_contents = cache_contents
         self._coordinator = coordinator
@@ -782,11 +783,15 @@ class WorkerService(Service):
         except (ApiError, ProtocolError) as e:
             # A coordinator that takes one result per request: send them one by one.
             self.log.warn("sending results together failed ({error}); one by one", error=e)
-            if isinstance(e, ProtocolError) or e.status in (400, 404, 405, 422):
+            # Only the batch's form refused, by a coordinator that never took one (not a 404
+            # unknown_worker of a worker it lost, nor one malformed result of a batch).
+            form_refused = isinstance(e, ProtocolError) or e.status in (400, 422)
+            if form_refused and not self._took_a_batch:
                 self._one_result_a_request = True
             for report in reports:
                 await self._send_report(report)
             return
+        self._took_a_batch = True
         if asked:
             self._take_work(reply)
         for report, answer in zip(reports, answers, strict=True):

@@ -476,6 +476,21 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual([r.attempt for _, r in self.coordinator.results][-1], "a4")
         self.assertEqual(self.coordinator.refused_batches, refused)
 
+    def test_a_batch_refused_by_a_coordinator_that_took_batches_is_no_reason_to_stop(
+        self,
+    ) -> None:
+        """A 400 on a batch from a coordinator that took one before (a malformed result, say)
+        sends that batch one by one, and the next results still go as a batch."""
+        self.coordinator.assign(assignment("a1"), assignment("a2", "t2"), assignment("a3", "t3"))
+        self.start()
+        self.attempts["a1"].fail()
+        self.assertEqual(self.coordinator.result_batches, [1])
+        self.coordinator.fail_next("results", 400, "bad_request")
+        self.attempts["a2"].fail()
+        self.attempts["a3"].fail()
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
+        self.assertEqual(self.coordinator.result_batches, [1, 1])
+
     def test_suspended_worker_reports_without_asking_for_work(self) -> None:
         """A result reported while suspended asks for no work."""
         self.coordinator.assign(assignment("a1"))
@@ -603,6 +618,14 @@ class WorkerServiceTests(ServiceHarness):
         self.coordinator.assigned["a1"] = "w2"
         self.attempts["a1"].fail()
         self.assertEqual([w for w, _ in self.coordinator.results], ["w2"])
+        # The batch refused as unknown_worker (404) was not taken for a coordinator that
+        # refuses batches: the next result still goes as one.
+        self.assertEqual(self.coordinator.result_batches, [1])
+        self.coordinator.assign(assignment("a2", "t2"))
+        for _ in range(5):
+            self.clock.advance(5.0)
+        self.attempts["a2"].fail()
+        self.assertEqual(self.coordinator.result_batches, [1, 1])
 
     def test_policy_from_replies_reaches_the_pacer(self) -> None:
         """The transfer policy the coordinator sets is applied to the worker's transfers."""

@@ -347,6 +347,33 @@ class ApiTests(CoordinatorTestCase):
         # The refused attempt still runs, beside the two new ones.
         self.assertEqual((counts["done"], counts["running"]), (1, 3))
 
+    def test_a_batchs_work_includes_the_tasks_its_results_unblocked(self) -> None:
+        """The work a batch asks for is assigned without waiting for its results to be stored,
+        yet after they are taken: the task a result unblocked comes in the same answer."""
+        worker = self.register_worker()
+        wire = wire_job([{"id": "first"}, {"id": "then", "after": ["first"]}])
+        self.call("POST", "/jobs", role="client", body=wire)
+        _, work, _ = self.call(
+            "POST",
+            f"/workers/{worker}/work",
+            role="worker",
+            body={"performance": 1.0, "free_slots": 2},
+        )
+        [first] = work["tasks"]
+        self.assertEqual(first["task"], "first")
+        code, body, _ = self.call(
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body={
+                "results": [self._result(first["attempt"])],
+                "work": {"performance": 1.0, "free_slots": 1},
+            },
+        )
+        self.assertEqual(code, 200)
+        self.assertEqual(body["results"], [{"accepted": True}])
+        self.assertEqual([t["task"] for t in body["tasks"]], ["then"])
+
     def test_small_output_in_the_result_is_downloadable_from_the_coordinator(self) -> None:
         """An output sent with its bytes needs no warehouse; downloads answer with the bytes."""
         worker = self.register_worker()
