@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,6 +23,7 @@ from xwch.coordinator.tasks import (
     TasksManager,
     UnknownJob,
 )
+from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import ApiRequest, HttpError, Route
 from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
 from xwch.errors import JobFileError
@@ -29,6 +31,7 @@ from xwch.protocol import (
     ROLE_CLIENT,
     ROLE_WAREHOUSE,
     ROLE_WORKER,
+    Assignment,
     AttemptResult,
     HostFacts,
     ObjectRef,
@@ -98,6 +101,30 @@ def _idle_slots(body: Any, where: str) -> int | None:
     return value
 
 
+def _seconds(body: Any, key: str, where: str) -> float:
+    """An optional duration in seconds, >= 0; 0 when not said."""
+    if key not in require_object(body, where):
+        return 0.0
+    value = _number(body, key, where)
+    if not value >= 0 or value == float("inf"):
+        raise ProtocolError(f"{where}.{key}: expected a number of seconds >= 0")
+    return value
+
+
+def _wait_query(query: Mapping[str, str]) -> float:
+    """``?wait=S`` of a poll: how long it may wait for a change; 0 when not said."""
+    raw = query.get("wait")
+    if raw is None:
+        return 0.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise ProtocolError(f"wait: expected a number of seconds >= 0, got {raw!r}")
+    return value
+
+
 def _number(body: Any, key: str, where: str) -> float:
     value = require_object(body, where).get(key)
     if not isinstance(value, (int, float)) or isinstance(value, bool):
@@ -112,6 +139,8 @@ class _WorkAsked:
     performance: float
     free_slots: int
     idle_slots: int | None
+    # How long the request may wait for work when there is none (0: answer at once).
+    wait: float = 0.0
 
     @classmethod
     def from_json(cls, body: Any, where: str) -> _WorkAsked:
@@ -119,6 +148,7 @@ class _WorkAsked:
             performance=_number(body, "performance", where),
             free_slots=_int(body, "free_slots", where),
             idle_slots=_idle_slots(body, where),
+            wait=_seconds(body, "wait", where),
         )
 
 
@@ -141,12 +171,14 @@ class CoordinatorApi:
         workers: WorkersManager,
         catalog: Catalog,
         communication: CommunicationManager,
+        waiting: WorkWaitingRoom,
     ) -> None:
         self._db = db
         self._tasks = tasks
         self._workers = workers
         self._catalog = catalog
         self._communication = communication
+        self.waiting = waiting
         self.scanner: Scanner | None = None
 
     def routes(self) -> list[Route]:
@@ -370,7 +402,12 @@ class CoordinatorApi:
         return summary
 
     async def job(self, req: ApiRequest) -> tuple[int, Any]:
-        return 200, (await self._summary(req.params["job"])).to_json()
+        job_id = req.params["job"]
+        wait = _wait_query(req.query)
+        # A running job (only those are in memory) is answered when it ends, or after `wait`.
+        if wait > 0 and job_id in self._tasks.jobs:
+            await self._tasks.endings.wait(job_id, wait, req.caller)
+        return 200, (await self._summary(job_id)).to_json()
 
     async def job_tasks(self, req: ApiRequest) -> tuple[int, Any]:
         await self._summary(req.params["job"])
@@ -465,20 +502,48 @@ class CoordinatorApi:
     async def work_request(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
         asked = _WorkAsked.from_json(req.body, "work")
+        token, worker_id = req.token, req.params["worker"]
+        seen = self.waiting.appeared
         with self._communication.admit_work_request():
-            return 200, await self._assign(req.token, req.params["worker"], asked)
+            given = await self._assignments(token, worker_id, asked)
+        if not given and asked.wait > 0:
+            # Nothing to do: wait for work here (out of the admission count, which bounds the
+            # requests being worked on, not those waiting) rather than be asked again soon.
+            given = await self.waiting.wait(
+                worker_id,
+                asked.wait,
+                lambda: ensureDeferred(self._assignments(token, worker_id, asked)),
+                req.caller,
+                seen,
+            )
+        await self._unless_gone(req, worker_id, given)
+        return 200, self._work_answer(worker_id, given)
 
-    async def _assign(
+    async def _assignments(
         self, token: TokenRecord, worker_id: str, asked: _WorkAsked
-    ) -> dict[str, Any]:
-        """A Work Request's answer: the tasks given and the policy of the worker's link."""
-        assignments = await self._workers.work_request(
+    ) -> list[Assignment]:
+        return await self._workers.work_request(
             token, worker_id, asked.performance, asked.free_slots, asked.idle_slots
         )
+
+    def _work_answer(self, worker_id: str, given: list[Assignment]) -> dict[str, Any]:
+        """A Work Request's answer: the tasks given and the policy of the worker's link."""
         return {
-            "tasks": [a.to_json() for a in assignments],
+            "tasks": [a.to_json() for a in given],
             "policy": self._communication.policy_for(worker_id).to_json(),
         }
+
+    async def _unless_gone(self, req: ApiRequest, worker_id: str, given: list[Assignment]) -> None:
+        """Attempts given to a caller that hung up meanwhile never reach it: they run again
+        at once (no failure counted), rather than after three missed Work Alives."""
+        if given and req.caller.gone():
+            assert req.token is not None
+            self.log.info(
+                "worker {worker} hung up before getting {n} attempts; they run again",
+                worker=worker_id,
+                n=len(given),
+            )
+            await self._workers.give_back(req.token, worker_id, [a.attempt for a in given])
 
     async def work_alive(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
@@ -527,7 +592,7 @@ class CoordinatorApi:
         # in the results' commit, not in one after it. A single result's, once it is taken.
         assigned: Deferred[dict[str, Any]] | None = None
         if asked is not None and batch:
-            assigned = ensureDeferred(self._assign_with_result(token, worker_id, asked))
+            assigned = ensureDeferred(self._assign_with_result(req, worker_id, asked))
         outcomes = await recorded
         answer: dict[str, Any]
         if batch:
@@ -538,20 +603,23 @@ class CoordinatorApi:
                 value.raiseException()
             answer = {"accepted": value}
             if asked is not None:
-                assigned = ensureDeferred(self._assign_with_result(token, worker_id, asked))
+                assigned = ensureDeferred(self._assign_with_result(req, worker_id, asked))
         if assigned is not None:
             answer.update(await assigned)
         return 200, answer
 
     async def _assign_with_result(
-        self, token: TokenRecord, worker_id: str, asked: _WorkAsked
+        self, req: ApiRequest, worker_id: str, asked: _WorkAsked
     ) -> dict[str, Any]:
         """The work a Work Result asks for, under the same admission control: no key at all
         when too busy or failing to assign (the result is recorded whatever happens here, and
-        the worker, finding no "tasks", sends a Work Request of its own)."""
+        the worker, finding no "tasks", sends a Work Request of its own). It never waits."""
+        assert req.token is not None
         try:
             with self._communication.admit_work_request():
-                return await self._assign(token, worker_id, asked)
+                given = await self._assignments(req.token, worker_id, asked)
+            await self._unless_gone(req, worker_id, given)
+            return self._work_answer(worker_id, given)
         except Busy:
             pass
         except Exception:

@@ -23,12 +23,14 @@ from xwch.coordinator.auth import Authenticator
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest, copy_requester
+from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.estimates import TransferEstimates
 from xwch.coordinator.locality import LocalityScheduler
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.scheduler import POLICY_FIFO, POLICY_LOCALITY, FifoScheduler, Scheduler
 from xwch.coordinator.tasks import TasksManager
+from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRequest, JsonRouter
 from xwch.coordinator.workers import WorkersManager
 from xwch.http import make_http_client
@@ -68,6 +70,20 @@ class StoreService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.db.stop()
+
+
+class HeldRequests(Service):
+    """Answers, when the coordinator stops, the requests held open until something happens:
+    Work Requests waiting for work, polls waiting for a job's end."""
+
+    def __init__(self, waiting: WorkWaitingRoom, endings: JobEndings) -> None:
+        self._waiting = waiting
+        self._endings = endings
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._waiting.close()
+        self._endings.close()
 
 
 class QuietSite(Site):
@@ -135,6 +151,7 @@ class Coordinator(MultiService):
         catalog: Catalog,
         scanner: Scanner,
         web: WebService,
+        api: CoordinatorApi,
     ) -> None:
         super().__init__()
         self.db = db
@@ -145,12 +162,16 @@ class Coordinator(MultiService):
         self.catalog = catalog
         self.scanner = scanner
         self.web = web
+        self.api = api
+        self.waiting = api.waiting
         self.root = web.root
         # Dependency order: the store first in, last out.
         StoreService(db).setServiceParent(self)
         workers.setServiceParent(self)
         scanner.setServiceParent(self)
         web.setServiceParent(self)
+        # Stopped first: requests held open are answered before the rest stops.
+        HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
 
     def url(self) -> str:
         return self.web.url()
@@ -203,10 +224,12 @@ async def make_coordinator(
     scanner = Scanner(
         reactor, tasks, workers, catalog, request_copy, config.replicas, config.scan_interval
     )
-    api = CoordinatorApi(db, tasks, workers, catalog, communication)
+    waiting = WorkWaitingRoom(reactor, lambda: len(scheduler))
+    tasks.on_ready.append(waiting.work_appeared)
+    api = CoordinatorApi(db, tasks, workers, catalog, communication, waiting)
     api.scanner = scanner
     root = Resource()
     router = JsonRouter(API_PREFIX, api.routes(), Authenticator(db), map_error)
     root.putChild(b"api", router)
     web = WebService(cast(IReactorCore, reactor), config.listen, root)
-    return Coordinator(db, tasks, workers, scheduler, communication, catalog, scanner, web)
+    return Coordinator(db, tasks, workers, scheduler, communication, catalog, scanner, web, api)

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 
 from xwch import dag
 from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
@@ -79,6 +80,10 @@ ATTEMPT_GIVEN_BACK = "given-back"
 # Whether a worker id belongs to the caller's token (a lost worker that registered again
 # speaks for its old attempts).
 SameOwner = Callable[[str], bool]
+
+
+def _nothing_thd(_conn: object) -> None:
+    """A write that writes nothing: it commits after every write asked for before it."""
 
 
 def _nobody(_worker_id: str) -> bool:
@@ -210,6 +215,10 @@ class TasksManager:
         self._by_worker: dict[str, set[str]] = {}
         # Moves waiting tasks' inputs to where they will run (locality policy only).
         self.prefetcher: Prefetcher | None = None
+        # Called whenever a task becomes ready (Work Requests waiting for work try again).
+        self.on_ready: list[Callable[[], None]] = []
+        # Callers waiting for a job to end.
+        self.endings = JobEndings(reactor)
 
     # Jobs
 
@@ -296,6 +305,8 @@ class TasksManager:
                 inputs=tuple(inputs),
             )
         )
+        for listener in self.on_ready:
+            listener()
 
     def _known_inputs(self, job: JobState, task: TaskState) -> list[tuple[str, int]]:
         """(digest, size) of the task's inputs that exist: all of them once it is ready."""
@@ -416,6 +427,7 @@ class TasksManager:
         change.job_updates.append(JobUpdate(job.id, state, now, message))
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
+        self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
             self.prefetcher.forget_job(job.id)
         for attempt_id in [a for a, att in self.presumed_lost.items() if att.job_id == job.id]:
@@ -426,6 +438,12 @@ class TasksManager:
             state=state,
             message=f": {message}" if message else "",
         )
+
+    def _announce_end(self, job_id: str) -> None:
+        """Tell whoever waits for the job's end, once the end is committed: this write is
+        queued after the one that ended the job (asked for in the turn that ended it), and the
+        store commits writes in order."""
+        self._db.write(_nothing_thd).addBoth(lambda _: self.endings.ended(job_id))
 
     def _cancel_running(self, t: TaskState, now: float, why: str, change: Change) -> None:
         """Tell the workers running attempts of ``t`` to kill them."""

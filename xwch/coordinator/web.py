@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
@@ -46,12 +46,48 @@ class HttpError(Exception):
         super().__init__(message)
 
 
+class Caller:
+    """Whoever sent a request, as far as a handler that keeps it waiting needs to know: a
+    request held open until something happens (a Work Request until there is work) must let go
+    when its caller hangs up, and work handed to a caller already gone must be taken back."""
+
+    def gone(self) -> bool:
+        """Whether the caller hung up before being answered."""
+        return False
+
+    def when_gone(self) -> Deferred[None]:
+        """Fires if the caller hangs up before being answered (never, for this one)."""
+        return Deferred()
+
+
+# A caller that never hangs up: requests made in-process, by tests and tools.
+STAYING = Caller()
+
+
+class _HttpCaller(Caller):
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def gone(self) -> bool:
+        return self._request.channel is None
+
+    def when_gone(self) -> Deferred[None]:
+        hung_up: Deferred[None] = Deferred()
+        if self.gone():
+            hung_up.callback(None)
+            return hung_up
+        # Fires when the answer is written, or fails when the connection is lost first.
+        self._request.notifyFinish().addErrback(lambda _: hung_up.callback(None))
+        return hung_up
+
+
 @dataclass(frozen=True)
 class ApiRequest:
     token: TokenRecord | None
     params: Mapping[str, str]
     query: Mapping[str, str]
     body: Any
+    caller: Caller = STAYING
 
 
 Handler = Callable[[ApiRequest], Awaitable[tuple[int, Any]]]
@@ -158,6 +194,7 @@ class JsonRouter(Resource):
                     params=match.groupdict(),
                     query=_query(request),
                     body=_body(request) if method in ("POST", "PUT") else None,
+                    caller=_HttpCaller(request),
                 )
             )
         if allowed:
