@@ -33,6 +33,7 @@ from twisted.internet.defer import (
     Deferred,
     DeferredList,
     TimeoutError,
+    ensureDeferred,
     gatherResults,
 )
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -161,8 +162,12 @@ class WorkerService(Service):
     # (``Backoff``) so that workers cut off together do not all come back at one instant.
     RETRY_BASE = 0.5
     RETRY_CAP = 30.0
-    # Polling for work when there is none: quick at first, at most every 2 s (sub-second
-    # dispatch on an idle platform without a storm of requests).
+    # How long a Work Request may wait at the coordinator for work when there is none: it is
+    # answered the moment some is ready (immediate dispatch on an idle platform), and an idle
+    # worker asks once per WORK_WAIT rather than polling.
+    WORK_WAIT = 20.0
+    # Polling for work when the coordinator answers at once that there is none (one that
+    # does not hold requests, or one stopping): quick at first, at most every 2 s.
     IDLE_POLL_START = 0.2
     IDLE_POLL_MAX = 2.0
     # How long stopping may take to give attempts back and see them end.
@@ -236,6 +241,10 @@ class WorkerService(Service):
         self._idle = self.IDLE_POLL_START
         self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
+        # The main loop's Work Request while it is unanswered (it may wait for work), and
+        # whether a suspension called it off.
+        self._asking_work: Deferred[Any] | None = None
+        self._work_called_off = False
         self._alive: LoopingCall | None = None
         self._wakeup: Deferred[None] | None = None
         self._registered_waiters: list[Deferred[None]] = []
@@ -282,16 +291,20 @@ class WorkerService(Service):
         """
         return self._slots + self._ahead() - len(self._attempts)
 
-    def _work_body(self, slots: int) -> dict[str, Any]:
+    def _work_body(self, slots: int, wait: float = 0.0) -> dict[str, Any]:
         """A Work Request for ``slots``, saying how many of them have nothing to run (the
-        others are asked for ahead: no straggler's duplicate should wait there)."""
+        others are asked for ahead: no straggler's duplicate should wait there), and how long
+        it may wait for work if there is none."""
         gate = self._slot_gate
         idle = max(0, self._slots - gate.taken - gate.waiting)
-        return {
+        body: dict[str, Any] = {
             "performance": self.facts.performance,
             "free_slots": slots,
             "idle_slots": min(idle, slots),
         }
+        if wait > 0:
+            body["wait"] = wait
+        return body
 
     def _ahead(self) -> int:
         typical = self._typical_duration
@@ -337,6 +350,11 @@ class WorkerService(Service):
         self.suspended = reason
         if was is not None:
             return
+        if self._asking_work is not None:
+            # A Work Request waiting for work would bring attempts to a suspended worker: call
+            # it off (the coordinator takes back any given as the line drops).
+            self._work_called_off = True
+            self._asking_work.cancel()
         for record in self._attempts.values():
             if not record.dropped and not record.reporting:
                 record.attempt.suspend()
@@ -472,23 +490,32 @@ class WorkerService(Service):
                 await self._nap(None)
                 continue
             if self._offered_nothing:
-                # A Work Result just asked for work and got none: this is the next poll.
+                # A Work Result just asked for work and got none: this Work Request waits for
+                # some at the coordinator (or, answered at once with none, naps below).
                 self._offered_nothing = False
-                await self._idle_nap()
-                continue
+            asked_at = self._reactor.seconds()
             try:
                 with self._asking_for(free):
-                    reply = require_object(
-                        await self._coordinator.post(
-                            self._worker_path("/work"),
-                            self._work_body(free),
-                        ),
-                        "work",
+                    self._asking_work = ensureDeferred(
+                        self._coordinator.post(
+                            self._worker_path("/work"), self._work_body(free, self.WORK_WAIT)
+                        )
                     )
+                    try:
+                        answer = await self._asking_work
+                    finally:
+                        self._asking_work = None
+                reply = require_object(answer, "work")
                 tasks = reply.get("tasks", [])
                 if not isinstance(tasks, list):
                     raise ProtocolError("work.tasks: expected a list")
-            except (Unreachable, ApiError, ProtocolError) as e:
+            except (CancelledError, Unreachable, ApiError, ProtocolError) as e:
+                if self._work_called_off and not self._stopping:
+                    # Called off by a suspension (see suspend): the line dropped, as it should.
+                    self._work_called_off = False
+                    continue
+                if isinstance(e, CancelledError):
+                    raise
                 if _is_unknown_worker(e):
                     self._declared_lost(worker_id)
                     continue
@@ -505,6 +532,8 @@ class WorkerService(Service):
             if self._start_attempts(tasks):
                 self._idle = self.IDLE_POLL_START
                 continue
+            if self._reactor.seconds() - asked_at >= self.WORK_WAIT / 2:
+                continue  # it waited for work at the coordinator: ask again at once
             await self._idle_nap()
 
     @contextmanager

@@ -16,6 +16,7 @@ coordinator would give.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionRefusedError
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from xwch.http import JsonApi
 from xwch.protocol import (
@@ -82,6 +83,12 @@ class FakeCoordinator(Resource):
         self.work_in_results = True
         # False: a coordinator older than several results in one request (it refuses them).
         self.batched_results = True
+        # True: a Work Request asking to wait ("wait") that finds nothing ready is held open
+        # until assign() queues work or release_held() answers it with nothing.
+        self.holds_work = False
+        # The Work Requests held open, with what each asked for; and what each asked to wait.
+        self.held: list[tuple[Request, WorkRequest]] = []
+        self.waits: list[float | None] = []
 
         # Scripted state.
         self.ready: list[Assignment] = []
@@ -116,12 +123,33 @@ class FakeCoordinator(Resource):
 
         self._errors: list[_ScriptedError] = []
         self._next_worker = 1
+        # How to deliver answers written after a request was rendered (each client's flush).
+        self._flushes: list[Callable[[], None]] = []
 
     # Scripting
 
     def assign(self, *assignments: Assignment) -> None:
-        """Queue assignments; Work Requests hand them out, as many as the free slots."""
+        """Queue assignments; Work Requests hand them out, as many as the free slots (those
+        held open first, at once)."""
         self.ready.extend(assignments)
+        while self.held and self.ready:
+            request, asked = self.held.pop(0)
+            self._answer_held(request, self._hand_out(asked))
+
+    def release_held(self) -> None:
+        """Answer every held Work Request with nothing, as when its wait is over."""
+        held, self.held = self.held, []
+        for request, _ in held:
+            self._answer_held(request, {"tasks": [], "policy": self.policy.to_json()})
+
+    def _answer_held(self, request: Request, body: dict[str, Any]) -> None:
+        self.requests.append(("work", 200))
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", b"application/json")
+        request.write(json.dumps(body).encode())
+        request.finish()
+        for flush in self._flushes:
+            flush()
 
     def cancel(self, attempt_id: str) -> None:
         """The next Work Alive that lists this attempt tells the worker to kill it."""
@@ -159,10 +187,14 @@ class FakeCoordinator(Resource):
 
     # twisted.web
 
-    def render_POST(self, request: Request) -> bytes:
+    def render_POST(self, request: Request) -> bytes | int:
         path = request.path.decode()
         route, worker = _route(path)
-        status, body, headers = self._answer(request, route, worker)
+        try:
+            status, body, headers = self._answer(request, route, worker)
+        except _Hold as hold:
+            self.held.append((request, hold.asked))
+            return NOT_DONE_YET
         self.requests.append((route, status))
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
@@ -230,6 +262,10 @@ class FakeCoordinator(Resource):
             assert worker is not None
             request = _work_request(worker, doc, "work")
             self.idle_slots.append(doc.get("idle_slots"))
+            self.waits.append(doc.get("wait"))
+            if self.holds_work and doc.get("wait") and not self.ready:
+                self.work_requests.append(request)
+                raise _Hold(request)
             self.work_requests.append(request)
             return self._hand_out(request), {}
         if route == "alive":
@@ -330,6 +366,13 @@ def _work_request(worker: str, doc: Any, where: str) -> WorkRequest:
     return WorkRequest(worker, float(performance), free)
 
 
+class _Hold(Exception):
+    """This Work Request waits for work."""
+
+    def __init__(self, asked: WorkRequest) -> None:
+        self.asked = asked
+
+
 class _Refused(Exception):
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         self.status = status
@@ -359,6 +402,7 @@ class FakeCoordinatorClient:
     def __init__(self, coordinator: FakeCoordinator) -> None:
         self._coordinator = coordinator
         self._stub = StubTreq(coordinator)
+        coordinator._flushes.append(self._stub.flush)
 
     def request(self, method: str, url: str, **kwargs: Any) -> Deferred[Any]:
         if not self._coordinator.reachable:

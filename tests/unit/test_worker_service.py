@@ -213,10 +213,11 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual((worker, result.attempt, result.outcome), ("w1", "a1", OUTCOME_SUCCEEDED))
         self.assertEqual(result.outputs, (output,))
         routes = self.coordinator.routes()
-        self.assertEqual(routes[routes.index("uploads") :], ["uploads", "results"])
+        # Then, given no work with the result, a Work Request that may wait for some.
+        self.assertEqual(routes[routes.index("uploads") :], ["uploads", "results", "work"])
         # The result asked for more work at once, with the slot free again.
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 2)])
-        self.assertEqual(len(self.coordinator.work_requests), requests)
+        self.assertEqual(len(self.coordinator.work_requests), requests + 1)
         self.assertTrue(self.attempts["a1"].discarded)
         self.assertEqual(self.service.running_attempts(), [])
 
@@ -362,19 +363,59 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual(self.coordinator.work_requests[-1], WorkRequest("w1", 1.5, 1))
         self.assertEqual(sorted(self.service.running_attempts()), ["a2", "a3"])
 
-    def test_result_answered_without_work_waits_for_the_next_poll(self) -> None:
-        """No task in a result's answer: the worker polls again after the idle period, not at
-        once."""
+    def test_result_answered_without_work_is_followed_by_a_waiting_request(self) -> None:
+        """No task in a result's answer: the worker sends a Work Request that may wait for
+        work; answered at once with none (a coordinator that does not hold requests), it polls
+        again after the idle period, not at once."""
         self.coordinator.assign(assignment("a1"))
         self.start()
         requests = len(self.coordinator.work_requests)
         self.attempts["a1"].fail()
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 2)])
-        self.assertEqual(len(self.coordinator.work_requests), requests)
+        self.assertEqual(len(self.coordinator.work_requests), requests + 1)
+        self.assertEqual(self.coordinator.waits[-1], WorkerService.WORK_WAIT)
         self.coordinator.assign(assignment("a2"))
+        self.assertEqual(len(self.coordinator.work_requests), requests + 1)
         self.clock.advance(WorkerService.IDLE_POLL_MAX)
-        self.assertGreater(len(self.coordinator.work_requests), requests)
+        self.assertGreater(len(self.coordinator.work_requests), requests + 1)
         self.assertEqual(self.service.running_attempts(), ["a2"])
+
+    def test_an_idle_worker_waits_for_work_at_the_coordinator(self) -> None:
+        """With nothing to do, one Work Request waits at the coordinator (no polling), and
+        the work it gets starts the moment the coordinator has some."""
+        self.coordinator.holds_work = True
+        self.start()
+        self.assertEqual(self.coordinator.waits, [WorkerService.WORK_WAIT])
+        self.clock.advance(WorkerService.IDLE_POLL_MAX * 5)
+        self.assertEqual(len(self.coordinator.work_requests), 1)
+        self.coordinator.assign(assignment("a1"))
+        self.assertEqual(self.service.running_attempts(), ["a1"])
+        self.assertEqual(len(self.coordinator.work_requests), 2)  # the other slot's
+
+    def test_a_request_that_waited_its_time_is_followed_at_once(self) -> None:
+        """A Work Request answered with nothing after waiting at the coordinator is followed by
+        the next at once: the waiting was the poll's period."""
+        self.coordinator.holds_work = True
+        self.start()
+        self.clock.advance(WorkerService.WORK_WAIT)
+        self.coordinator.release_held()
+        self.assertEqual(len(self.coordinator.work_requests), 2)
+        self.assertEqual(len(self.coordinator.held), 1)
+
+    def test_suspending_calls_off_a_request_waiting_for_work(self) -> None:
+        """A suspended worker must not get work: its waiting Work Request is called off
+        (quietly: that is no failure to retry), and it asks again once resumed."""
+        self.coordinator.holds_work = True
+        self.start()
+        self.service.suspend("the owner is using the machine")
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.clock.advance(WorkerService.IDLE_POLL_MAX * 5)
+        self.assertEqual(len(self.coordinator.work_requests), 1)
+        self.coordinator.held.clear()  # the line dropped: the coordinator lets go of it
+        self.service.resume()
+        self.assertEqual(len(self.coordinator.work_requests), 2)
+        self.coordinator.assign(assignment("a1"))
+        self.assertEqual(self.service.running_attempts(), ["a1"])
 
     def test_work_asked_by_a_result_is_not_asked_again_meanwhile(self) -> None:
         """While a result's request for work is unanswered, its slots are not asked for twice."""
