@@ -49,8 +49,13 @@ class CoordinatorClient:
             raise ProtocolError("job.id: expected a string")
         return str(job_id)
 
-    async def job(self, job_id: str) -> JobSummary:
-        return JobSummary.from_json(await self.api.get(f"{API_PREFIX}/jobs/{_segment(job_id)}"))
+    async def job(self, job_id: str, wait: float = 0.0) -> JobSummary:
+        """The job now; with ``wait``, once it has ended or ``wait`` seconds have passed
+        (a coordinator that cannot wait answers at once)."""
+        path = f"{API_PREFIX}/jobs/{_segment(job_id)}"
+        if wait > 0:
+            path += f"?wait={wait:g}"
+        return JobSummary.from_json(await self.api.get(path))
 
     async def jobs(self) -> list[JobSummary]:
         """Every job the token may see, newest first."""

@@ -89,13 +89,19 @@ def terminal_width(stream: TextIO) -> int:
 
 
 class JobFollower:
-    """Polls one job until it ends and draws its progress on ``stream``."""
+    """Polls one job until it ends and draws its progress on ``stream``.
+
+    Each poll asks the coordinator to answer when the job ends or after POLL_INTERVAL: the
+    bar is redrawn that often, and the end is heard the moment it is committed. A coordinator
+    that answers at once (one from before such polls) is polled every POLL_INTERVAL, sooner
+    as the job nears its end.
+    """
 
     # How often the job is polled; also how often the bar is redrawn.
     POLL_INTERVAL = 1.0
     # Near its expected end the job is polled sooner, down to this: `wait` returns within a
     # few tens of milliseconds of the job's end, not up to a whole interval later (a tenth of
-    # the run of a job of a few seconds).
+    # the run of a job of a few seconds). Only for a coordinator that does not wait.
     POLL_SOONEST = 0.05
     # How long the coordinator may stay unreachable while we follow before we give up: long
     # enough to ride out a coordinator restart, short enough not to hang a script for ever.
@@ -116,6 +122,9 @@ class JobFollower:
         self.width = width
         self._drawn = False
         self._reached = False
+        # Whether polls ask the coordinator to wait for the job's end: until one asked to is
+        # answered at once.
+        self.coordinator_waits = True
 
     async def follow(self, job_id: str) -> JobSummary:
         """The job's summary once it has ended."""
@@ -138,6 +147,15 @@ class JobFollower:
                         last_seen = seen
                 if job.has_ended:
                     return job
+                if self.coordinator_waits:
+                    asked = now(self.reactor)
+                    job = await self._poll(job_id, self.POLL_INTERVAL)
+                    if job.has_ended or now(self.reactor) - asked >= self.POLL_INTERVAL / 2:
+                        continue
+                    # Answered at once, the job running: this coordinator does not hold polls
+                    # (it predates them), so we wait between polls from now on.
+                    self.coordinator_waits = False
+                elapsed = now(self.reactor) - start
                 await self._sleep(self._until_next_poll(job, done_before, elapsed))
                 job = await self._poll(job_id)
         finally:
@@ -169,15 +187,16 @@ class JobFollower:
     async def _sleep(self, seconds: float) -> None:
         await deferLater(self.reactor, seconds, lambda: None)
 
-    async def _poll(self, job_id: str) -> JobSummary:
-        """The job now, waiting out a busy or briefly unreachable coordinator.
+    async def _poll(self, job_id: str, wait: float = 0.0) -> JobSummary:
+        """The job now (or once it ends, within ``wait`` seconds), waiting out a busy or
+        briefly unreachable coordinator.
 
         Only a coordinator that answered once is waited for: a wrong URL fails at once.
         """
         first_failure: float | None = None
         while True:
             try:
-                job = await self.api.job(job_id)
+                job = await self.api.job(job_id, wait)
                 self._reached = True
                 return job
             except ApiError as e:

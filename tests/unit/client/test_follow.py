@@ -6,7 +6,7 @@ import io
 from typing import cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from xwch.client.api import CoordinatorClient
@@ -73,25 +73,102 @@ class RenderProgressTests(SynchronousTestCase):
 
 
 class ScriptedApi:
-    """Answers `job` from a script: a summary, or an exception to raise."""
+    """Answers `job` at once from a script: a summary, or an exception to raise (a coordinator
+    that does not hold polls)."""
 
     def __init__(self, answers: list[JobSummary | Exception]) -> None:
         self.answers = answers
         self.calls = 0
+        self.waits: list[float] = []
 
-    async def job(self, job_id: str) -> JobSummary:
+    async def job(self, job_id: str, wait: float = 0.0) -> JobSummary:
         self.calls += 1
+        self.waits.append(wait)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
         return answer
 
 
+class HoldingApi:
+    """A coordinator that holds polls: each scripted summary comes after its delay, or after
+    the poll's ``wait`` if that is shorter (then the job is as it was)."""
+
+    def __init__(self, clock: Clock, script: list[tuple[float, JobSummary]]) -> None:
+        self.clock = clock
+        self.script = script
+        self.current = summary()
+        self.calls = 0
+
+    async def job(self, job_id: str, wait: float = 0.0) -> JobSummary:
+        self.calls += 1
+        if not wait:
+            return self.current
+        delay, next_summary = self.script[0]
+        if delay > wait:
+            self.script[0] = (delay - wait, next_summary)
+            await deferLater(self.clock, wait)
+            return self.current
+        self.script.pop(0)
+        await deferLater(self.clock, delay)
+        self.current = next_summary
+        return next_summary
+
+
 class FollowerTests(SynchronousTestCase):
-    def follow(self, api: ScriptedApi, clock: Clock) -> Deferred[JobSummary]:
-        # ScriptedApi stands in for the one method of CoordinatorClient a follower calls.
+    def follow(
+        self, api: ScriptedApi | HoldingApi, clock: Clock, holds: bool = False
+    ) -> Deferred[JobSummary]:
+        # The fakes stand in for the one method of CoordinatorClient a follower calls.
         follower = JobFollower(cast(CoordinatorClient, api), clock, io.StringIO(), isatty=False)
+        # A coordinator that answers at once is found out by the first poll asking to wait:
+        # most tests here follow the polling that comes after.
+        follower.coordinator_waits = holds
         return ensureDeferred(follower.follow("j"))
+
+    def test_hears_the_end_the_moment_a_holding_coordinator_tells_it(self) -> None:
+        """Asked to wait, the coordinator answers when the job ends: the follower has it then,
+        having polled twice, not at its next poll."""
+        clock = Clock()
+        api = HoldingApi(clock, [(0.3, summary("done", done=100))])
+        done = self.follow(api, clock, holds=True)
+        clock.advance(0.299)
+        self.assertNoResult(done)
+        clock.advance(0.001)
+        self.assertEqual(self.successResultOf(done).state, "done")
+        self.assertEqual(api.calls, 2)
+
+    def test_redraws_once_per_interval_while_a_holding_coordinator_waits(self) -> None:
+        """A poll held for POLL_INTERVAL comes back with the job as it is, and the follower
+        asks again at once (no sleep between held polls)."""
+        clock = Clock()
+        api = HoldingApi(clock, [(2.5, summary("done", done=100))])
+        stream = io.StringIO()
+        follower = JobFollower(cast(CoordinatorClient, api), clock, stream, isatty=False)
+        done = ensureDeferred(follower.follow("j"))
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(api.calls, 3)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(api.calls, 4)
+        clock.advance(0.5)
+        self.successResultOf(done)
+        self.assertIn("done: 100/100", stream.getvalue())
+
+    def test_polls_as_before_a_coordinator_that_answers_at_once(self) -> None:
+        """The first poll asking to wait, answered at once with the job running, tells of a
+        coordinator that does not hold polls: the follower sleeps between polls from then on
+        and stops asking it to wait."""
+        api = ScriptedApi([summary(), summary(), summary(), summary("done", done=100)])
+        clock = Clock()
+        follower = JobFollower(cast(CoordinatorClient, api), clock, io.StringIO(), isatty=False)
+        done = ensureDeferred(follower.follow("j"))
+        self.assertEqual(api.waits, [0.0, JobFollower.POLL_INTERVAL])
+        self.assertFalse(follower.coordinator_waits)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(api.calls, 3)
+        clock.advance(JobFollower.POLL_INTERVAL)
+        self.assertEqual(self.successResultOf(done).state, "done")
+        self.assertEqual(api.waits[2:], [0.0, 0.0])
 
     def test_polls_at_the_named_interval_until_the_job_ends(self) -> None:
         """The job is polled every POLL_INTERVAL and following stops when it ends."""
