@@ -29,6 +29,7 @@ from xwch.errors import (
     XwchError,
 )
 from xwch.http import make_http_client
+from xwch.startup import freeze_what_is_loaded
 
 from .commands import COMMANDS, PROGRAM, Context
 from .transfers import Transfers
@@ -279,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """The ``xwch-client`` console script."""
     arguments = sys.argv[1:] if argv is None else list(argv)
     finished: list[int] = []
+    freeze_what_is_loaded()
 
     async def react_main(reactor: Any) -> None:
         try:
@@ -290,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             traceback.print_exc()
             status = 1
         finished.append(status)
+        # What the command made is not worth a last collection on the way out either.
+        freeze_what_is_loaded()
         if status != EXIT_OK:
             raise SystemExit(status)
 

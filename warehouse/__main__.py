@@ -21,6 +21,7 @@ from xwch.config import resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
 from xwch.logs import start_logging
+from xwch.startup import freeze_what_is_loaded
 from xwch.transfer.rates import parse_rate
 
 from .objects import ObjectStore
@@ -93,6 +94,7 @@ async def _run(reactor: Any, service: WarehouseService) -> None:
         # Said once it can serve (registered, inventory reported): supervisors start what
         # depends on it when they read this line.
         await service.when_registered()
+        freeze_what_is_loaded()
         print(f"{PROGRAM} listening on {url}", flush=True)
         await service.when_failed()
     except Exception:

@@ -31,6 +31,7 @@ from xwch.config import Endpoint, read_toml, resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import make_http_client
 from xwch.logs import start_logging
+from xwch.startup import freeze_what_is_loaded
 
 from .benchmark import measure_performance
 from .host import probe_host
@@ -294,6 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     def run(reactor: IReactorCore) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, settings))
 
+    freeze_what_is_loaded()
     react(run)
 
 

@@ -165,6 +165,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
     from twisted.internet.defer import Deferred
 
     from xwch.coordinator.service import CoordinatorConfig, make_coordinator
+    from xwch.startup import freeze_what_is_loaded
 
     config = CoordinatorConfig(
         db_url=url,
@@ -182,6 +183,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
     coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
     coordinator.startService()
     await coordinator.web.listening
+    freeze_what_is_loaded()
     print(f"xwch-coordinator listening on {coordinator.url()}", flush=True)
     done: Deferred[None] = Deferred()
     reactor.addSystemEventTrigger("before", "shutdown", lambda: coordinator.stopService())  # type: ignore[attr-defined]
