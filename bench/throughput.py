@@ -60,6 +60,15 @@ def build_native() -> None:
     subprocess.run(["make", "--no-print-directory", "-C", str(ROOT / "native")], check=True)
 
 
+def compile_bytecode() -> None:
+    """Cache the bytecode of our packages, as pip does for an installed package (and did for
+    Dask's): an editable install caches it on first import, unless PYTHONDONTWRITEBYTECODE is
+    set (it is on some machines), and then every ``xwch-client`` compiles some 120 modules,
+    about 70 ms, inside the timed window."""
+    packages = [str(ROOT / name) for name in ("xwch", "worker", "client", "warehouse")]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True)
+
+
 def time_xwch(tasks: int, workers: int, slots: int) -> JobTiming:
     """Start xwch-local in a temporary XWCH_HOME, run one ``noop`` job, stop it."""
     with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
@@ -114,6 +123,7 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=2)
     args = parser.parse_args()
     build_native()
+    compile_bytecode()
     timing = time_xwch(args.tasks, args.workers, args.slots)
     run = timing.total - timing.submit
     print(f"tasks:            {args.tasks} on {args.workers} workers x {args.slots} slots")

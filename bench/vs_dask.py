@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from throughput import NOOP, build_native, time_xwch
+from throughput import NOOP, build_native, compile_bytecode, time_xwch
 
 INSTALL_HINT = "install it with: .venv/bin/pip install -e '.[bench]'"
 
@@ -95,6 +95,7 @@ def main() -> int:
         print(f"bench/vs_dask.py needs Dask distributed: {INSTALL_HINT}", file=sys.stderr)
         return 2
     build_native()
+    compile_bytecode()
     print(
         f"{args.tasks} noop tasks on {args.workers} workers x {args.slots} slots, "
         f"{args.runs} run(s)"
