@@ -837,7 +837,7 @@ class ConfiguredSiteTests(SiteAndCacheTests):
 
 
 class WorkAheadTests(ServiceHarness):
-    """Short attempts: the worker holds as many again as its slots, results go together."""
+    """Short attempts: the worker holds twice as many again as its slots, results go together."""
 
     work_ahead = True
 
@@ -852,10 +852,10 @@ class WorkAheadTests(ServiceHarness):
         return self.coordinator.routes().count("results")
 
     def start_short(self) -> None:
-        """Started, a1 and a2 running, a1 ended (short): b0 runs, b1 and b2 wait."""
+        """Started, a1 and a2 running, a1 ended (short): b0 runs, b1 to b4 wait."""
         self.coordinator.assign(assignment("a1"), assignment("a2"))
         self.start()
-        self.coordinator.assign(*(assignment(f"b{n}", task=f"t{n}") for n in range(4)))
+        self.coordinator.assign(*(assignment(f"b{n}", task=f"t{n}") for n in range(6)))
         self.finish("a1")
 
     def test_no_work_ahead_until_attempts_prove_short(self) -> None:
@@ -868,15 +868,17 @@ class WorkAheadTests(ServiceHarness):
         self.finish("a1")
         self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 1)])
 
-    def test_after_a_short_attempt_it_holds_as_many_again_as_its_slots(self) -> None:
-        """The result of a short attempt asks for its slot and two ahead; those beyond the
+    def test_after_a_short_attempt_it_holds_twice_as_many_again_as_its_slots(self) -> None:
+        """The result of a short attempt asks for its slot and four ahead; those beyond the
         slots wait, and the next starts the moment a slot is free, with no request."""
         self.start_short()
-        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 3)])
-        # Of the three, one is for a slot with nothing to run, two are asked for ahead.
+        self.assertEqual(WorkerService.AHEAD_PER_SLOT, 2)
+        self.assertEqual(self.coordinator.result_work_requests, [WorkRequest("w1", 1.5, 5)])
+        # Of the five, one is for a slot with nothing to run, four are asked for ahead.
         self.assertEqual(self.coordinator.idle_slots[-1], 1)
         self.assertEqual(
-            self.states(), {"a2": "running", "b0": "running", "b1": "waiting", "b2": "waiting"}
+            self.states(),
+            {"a2": "running", "b0": "running"} | {f"b{n}": "waiting" for n in range(1, 5)},
         )
         requests = len(self.coordinator.requests)
         self.finish("a2")
@@ -884,17 +886,20 @@ class WorkAheadTests(ServiceHarness):
         self.assertEqual(len(self.coordinator.requests), requests)
 
     def test_results_wait_for_company_while_attempts_wait_to_run(self) -> None:
-        """A result waits while attempts wait for a slot; the next result, ending the wait,
-        takes both in one request that asks for the two attempts they held."""
+        """A result waits while attempts wait for a slot, until as many results as attempts
+        held ahead have ended: they go in one request, which asks for as many attempts."""
         self.start_short()
         results = self.result_requests()
-        self.finish("a2")  # b1 starts, b2 still waits: a2's result waits too
-        self.assertEqual(self.result_requests(), results)
-        self.finish("b0")  # b2 starts, nothing waits: both results go
+        for ended in ("a2", "b0", "b1"):  # b1, b2, b3 start; b4 still waits
+            self.finish(ended)
+            self.assertEqual(self.result_requests(), results)
+        self.finish("b2")  # b4 starts, nothing waits: all four results go
         self.assertEqual(self.result_requests(), results + 1)
-        self.assertEqual(self.coordinator.result_batches[-1], 2)
-        self.assertEqual([r.attempt for _w, r in self.coordinator.results[-2:]], ["a2", "b0"])
-        self.assertEqual(self.coordinator.result_work_requests[-1], WorkRequest("w1", 1.5, 2))
+        self.assertEqual(self.coordinator.result_batches[-1], 4)
+        self.assertEqual(
+            [r.attempt for _w, r in self.coordinator.results[-4:]], ["a2", "b0", "b1", "b2"]
+        )
+        self.assertEqual(self.coordinator.result_work_requests[-1], WorkRequest("w1", 1.5, 4))
 
     def test_a_result_waits_no_longer_than_the_linger(self) -> None:
         self.start_short()
@@ -921,4 +926,4 @@ class WorkAheadTests(ServiceHarness):
         self.start_short()
         self.stop()
         [(_worker, given)] = self.coordinator.givebacks
-        self.assertEqual(sorted(given), ["a2", "b0", "b1", "b2"])
+        self.assertEqual(sorted(given), ["a2", "b0", "b1", "b2", "b3", "b4"])

@@ -50,6 +50,9 @@ class WorkersManager(Service):
     ALIVE_TIMEOUT = 3 * ALIVE_INTERVAL
     # How often last-heard times are written: heartbeats are frequent, their record need not be.
     FLUSH_INTERVAL = 10.0
+    # The most attempts one Work Request gets, per slot of the worker: a worker on short tasks
+    # refills, in one request, its free slots and the attempts it holds ahead (worker/service.py).
+    MOST_PER_SLOT = 2
 
     def __init__(
         self,
@@ -147,7 +150,7 @@ class WorkersManager(Service):
             worker = replace(worker, performance=performance)
             self.workers[worker_id] = worker
         view = _view(worker)
-        slots = min(free_slots, worker.slots)
+        slots = min(free_slots, worker.slots * self.MOST_PER_SLOT)
         return await self._tasks.assign(
             view,
             worker.name,

@@ -13,6 +13,7 @@ from xwch.coordinator.__main__ import main as coordinator_main
 from xwch.coordinator.locality import LocalityScheduler
 from xwch.coordinator.scheduler import FifoScheduler
 from xwch.coordinator.service import Coordinator, CoordinatorConfig, make_coordinator
+from xwch.coordinator.workers import WorkersManager
 from xwch.protocol import Assignment, AttemptResult, HostFacts, OutputFile
 from xwch.store import jobs as job_queries
 from xwch.store import schema
@@ -111,6 +112,14 @@ class SchedulingTests(CoordinatorTestCase):
         with self.db.engine.begin() as conn:
             query = sa.select(schema.attempts).where(schema.attempts.c.job_id == job_id)
             return list(conn.execute(query))
+
+    def test_one_request_gets_at_most_twice_the_workers_slots(self) -> None:
+        """A worker refills its slots and the attempts it holds ahead in one request, and no
+        more: asking for ten, a worker of two slots gets four."""
+        self.submit(wire_job([{"id": f"t{n}"} for n in range(10)]))
+        worker = self.join("lab-1", "lab", slots=2)
+        self.assertEqual(WorkersManager.MOST_PER_SLOT, 2)
+        self.assertEqual(len(self.work(worker, slots=10)), 4)
 
     # Sites
 

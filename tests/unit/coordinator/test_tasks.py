@@ -114,7 +114,7 @@ class TaskStatesTests(CoordinatorTestCase):
         """Cancelling a job tells its workers to kill the attempts and stops the job."""
         job = self.submit(wire_job([{"id": "x"}, {"id": "y"}, {"id": "z", "after": ["x"]}]))
         worker = self.register(slots=1)
-        [a] = self.work(worker)
+        [a] = self.work(worker, slots=1)
         self.assertTrue(self.successResultOf(ensureDeferred(self.coordinator.tasks.cancel(job))))
         self.assertEqual(set(self.states(job).values()), {"cancelled"})
         self.assertEqual(self.job_state(job).state, "cancelled")
