@@ -32,9 +32,8 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.interfaces import IReactorProcess, IReactorThreads, IReactorTime
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -52,6 +51,7 @@ from xwch.transfer.digest import sha256_file
 from .cache import ObjectCache
 from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
+from .releases import FolderReleases, off_reactor
 from .sandbox import Sandbox
 from .spawner import STATUS_FD, AttemptProcess, AttemptSpawner, DirectSpawner
 from .workfolders import TMP_DIR, WorkFolders, is_attempt_folder_name
@@ -179,6 +179,7 @@ class AttemptExecutor:
         sandbox: Sandbox | None = None,
         spawner: AttemptSpawner | None = None,
         folders: WorkFolders | None = None,
+        releases: FolderReleases | None = None,
     ) -> None:
         self.assignment = assignment
         self._reactor = reactor
@@ -192,6 +193,8 @@ class AttemptExecutor:
         self.workdir = local_path(work_root, assignment.attempt)
         # Without folders shared by the worker's attempts, none is used again.
         self._folders = folders if folders is not None else WorkFolders(work_root, keep=0)
+        # Releasing folders a batch at a time (shared by the worker's attempts), or one by one.
+        self._releases = releases
         self._sandbox = sandbox if sandbox is not None else Sandbox()
         self._limits = {**self._sandbox.limits, **(limits or {})}
         self._spawner = spawner if spawner is not None else DirectSpawner(reactor, python)
@@ -291,12 +294,13 @@ class AttemptExecutor:
         if making is not None and not making.called:
             # Killed while its folder was being made: removed once made, not before.
             removed: Deferred[None] = Deferred()
-            making.addBoth(
-                lambda _: self._off_reactor(self._folders.release, self.workdir).chainDeferred(
-                    removed
-                )
-            )
+            making.addBoth(lambda _: self._release().chainDeferred(removed))
             return removed
+        return self._release()
+
+    def _release(self) -> Deferred[None]:
+        if self._releases is not None:
+            return self._releases.release(self.workdir)
         return self._off_reactor(self._folders.release, self.workdir)
 
     def _off_reactor(self, call: Callable[[Path], None], path: Path) -> Deferred[None]:
@@ -306,16 +310,7 @@ class AttemptExecutor:
         is told of every freed block (ext4 mounted with discard), and one on the work folder
         waits for any other there: off the reactor, which meanwhile reports results and starts
         attempts."""
-        if IReactorThreads.providedBy(self._reactor):
-            threads = IReactorThreads(self._reactor)
-            return deferToThreadPool(
-                self._reactor,  # type: ignore[arg-type]
-                threads.getThreadPool(),
-                call,
-                path,
-            )
-        call(path)
-        return succeed(None)
+        return off_reactor(self._reactor, call, path)
 
     # Preparation
 

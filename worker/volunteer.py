@@ -38,6 +38,7 @@ from .files import remove_tree
 from .governor import Governor
 from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
+from .releases import FolderReleases
 from .sandbox import Sandbox, plan_sandbox
 from .service import Attempt, LocateSite, WorkerService
 from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
@@ -116,6 +117,7 @@ class Volunteer(MultiService):
             self.spawner = fork_server
         self._executors: weakref.WeakSet[AttemptExecutor] = weakref.WeakSet()
         folders = WorkFolders(work_root)
+        releases = FolderReleases(reactor, folders)
 
         def new_attempt(assignment: Assignment) -> Attempt:
             executor = AttemptExecutor(
@@ -126,6 +128,7 @@ class Volunteer(MultiService):
                 sandbox=self.attempt_sandbox(),
                 spawner=self.spawner,
                 folders=folders,
+                releases=releases,
             )
             self._executors.add(executor)
             return executor
