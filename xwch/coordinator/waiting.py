@@ -9,6 +9,10 @@ job brings many ready tasks at once), the waiting requests try again in the orde
 each answered as soon as it gets work, the others left waiting. A request that waited its whole
 time is answered with nothing, and its worker asks again.
 
+A request that tries and finds nothing though tasks are ready (none it may run: another
+platform, say) goes to the back of the line, and a pass stops after FRUITLESS_MOST of those,
+the next starting shortly after: a thousand such workers never make one long pass.
+
 Each worker has at most one request waiting: a newer one answers the older with nothing. A
 request whose caller hangs up stops waiting; one answered while its caller was hanging up gives
 its attempts back (see ``CoordinatorApi.work_request``).
@@ -52,6 +56,9 @@ class WorkWaitingRoom:
     # The longest a request may wait, whatever it asks: well under the 60 s after which our
     # HTTP client gives up on an answer.
     MAX_WAIT = 30.0
+    # Tries finding nothing in one pass, at most, and the pause before the next pass.
+    FRUITLESS_MOST = 64
+    NEXT_PASS_DELAY = 0.01
 
     def __init__(self, reactor: IReactorTime, ready_count: Callable[[], int]) -> None:
         self._reactor = reactor
@@ -110,14 +117,28 @@ class WorkWaitingRoom:
 
     def _try_all(self) -> None:
         self._pass_due = None
+        fruitless = 0
         for waiting in list(self._waiting.values()):
             # Nothing left to pick: the others would find nothing either.
             if not self._ready_count():
-                break
+                return
             if waiting.trying:
                 waiting.missed = True
-            elif not waiting.over:
-                self._try(waiting)
+                continue
+            if waiting.over:
+                continue
+            self._try(waiting)
+            if waiting.trying or waiting.over:
+                continue  # recording what it got, or answered
+            # Found nothing though tasks are ready (none it may run): to the back of the line.
+            del self._waiting[waiting.worker_id]
+            self._waiting[waiting.worker_id] = waiting
+            fruitless += 1
+            if fruitless >= self.FRUITLESS_MOST:
+                # Many waiting workers that cannot take the ready tasks (another platform):
+                # the rest are tried in a pass of their own, soon, so that no pass is long.
+                self._pass_due = self._reactor.callLater(self.NEXT_PASS_DELAY, self._try_all)
+                return
 
     def _try(self, waiting: _Waiting) -> None:
         waiting.trying = True

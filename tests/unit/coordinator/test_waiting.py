@@ -4,6 +4,7 @@ for a job's end, and what becomes of them when their caller hangs up."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from treq.testing import StubTreq
@@ -127,6 +128,33 @@ class WorkWaitingRoomTests(SynchronousTestCase):
         self.assertNoResult(third)
         # Nothing was left to pick: the third did not even try.
         self.assertEqual(self.tries.count, 2)
+
+    def test_workers_that_cannot_take_the_ready_tasks_make_no_long_pass(self) -> None:
+        """Tasks ready that no waiting worker may run: each pass tries at most FRUITLESS_MOST,
+        sends them to the back of the line, and the next pass tries the others."""
+        tried: list[int] = []
+
+        def nothing_for(n: int) -> Callable[[], Deferred[list[Assignment]]]:
+            def try_again() -> Deferred[list[Assignment]]:
+                tried.append(n)
+                return succeed([])
+
+            return try_again
+
+        room = WorkWaitingRoom(self.clock, lambda: 1)  # a task is ready, for nobody here
+        most = WorkWaitingRoom.FRUITLESS_MOST
+        count = most * 2 + 5
+        for n in range(count):
+            room.wait(f"k{n}", 20.0, nothing_for(n), HangingUp(), seen=room.appeared)
+        room.work_appeared()
+        self.clock.advance(0)
+        self.assertEqual(tried, list(range(most)))
+        self.clock.advance(WorkWaitingRoom.NEXT_PASS_DELAY)
+        self.assertEqual(tried[most:], list(range(most, 2 * most)))
+        self.clock.advance(WorkWaitingRoom.NEXT_PASS_DELAY)
+        # The third pass begins with the five never tried, then those tried first.
+        self.assertEqual(tried[2 * most :], [*range(2 * most, count), *range(most - 5)])
+        self.assertEqual(len(room), count)
 
     def test_a_newer_request_of_the_same_worker_answers_the_older_with_nothing(self) -> None:
         older = self.wait("k1")
