@@ -21,7 +21,7 @@ from xwch.config import resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
 from xwch.logs import start_logging
-from xwch.startup import freeze_what_is_loaded
+from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
 from xwch.transfer.rates import parse_rate
 
 from .objects import ObjectStore
@@ -88,6 +88,7 @@ def _usage_error(message: str) -> NoReturn:
 
 async def _run(reactor: Any, service: WarehouseService) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+    raise_open_file_limit()
     service.startService()
     try:
         url = await service.when_listening()

@@ -1,4 +1,5 @@
-"""Keeping the garbage collector off what every process imports.
+"""What every XWCH program does once started: keep the garbage collector off what it imported,
+and (servers) allow enough open descriptors.
 
 Each XWCH program imports some 600 modules (Twisted, treq, cryptography, SQLAlchemy...): some
 50,000 objects that live as long as the process. A full collection walks all of them, about
@@ -12,9 +13,36 @@ about 0.1 s sooner.
 from __future__ import annotations
 
 import gc
+import resource
+from collections.abc import Callable
 
 
 def freeze_what_is_loaded() -> None:
     """Exempt every object alive now from garbage collection: call it once the imports are
     done (and, in a short command, again before exiting)."""
     gc.freeze()
+
+
+# Enough for tens of thousands of workers and transfers; the hard limit may allow more.
+OPEN_FILES_WANTED = 65536
+
+
+def raise_open_file_limit(
+    get: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    set_: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> int:
+    """Raise the soft limit on open descriptors towards the hard one; the limit now.
+
+    A coordinator holds a connection or two per worker (one waiting for work), a warehouse one
+    per transfer: the usual soft limit of 1,024 would refuse connections past a few hundred
+    workers, while the hard limit, which a process may reach on its own, is often far higher.
+    """
+    soft, hard = get(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            set_(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft
+        return wanted
+    return soft

@@ -165,7 +165,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
     from twisted.internet.defer import Deferred
 
     from xwch.coordinator.service import CoordinatorConfig, make_coordinator
-    from xwch.startup import freeze_what_is_loaded
+    from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
 
     config = CoordinatorConfig(
         db_url=url,
@@ -180,6 +180,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
         site_rate=args.site_rate,
         wan_rate=args.wan_rate,
     )
+    raise_open_file_limit()
     coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
     coordinator.startService()
     await coordinator.web.listening
