@@ -404,8 +404,9 @@ class CoordinatorApi:
     async def job(self, req: ApiRequest) -> tuple[int, Any]:
         job_id = req.params["job"]
         wait = _wait_query(req.query)
-        # A running job (only those are in memory) is answered when it ends, or after `wait`.
-        if wait > 0 and job_id in self._tasks.jobs:
+        # A running job (only those are in memory), or one whose end is not stored yet, is
+        # answered once its end is stored, or after `wait`.
+        if wait > 0 and (job_id in self._tasks.jobs or job_id in self._tasks.ending):
             await self._tasks.endings.wait(job_id, wait, req.caller)
         return 200, (await self._summary(job_id)).to_json()
 

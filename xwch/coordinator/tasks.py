@@ -217,8 +217,9 @@ class TasksManager:
         self.prefetcher: Prefetcher | None = None
         # Called whenever a task becomes ready (Work Requests waiting for work try again).
         self.on_ready: list[Callable[[], None]] = []
-        # Callers waiting for a job to end.
+        # Callers waiting for a job to end, and the jobs ended whose end is not stored yet.
         self.endings = JobEndings(reactor)
+        self.ending: set[str] = set()
 
     # Jobs
 
@@ -427,6 +428,7 @@ class TasksManager:
         change.job_updates.append(JobUpdate(job.id, state, now, message))
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
+        self.ending.add(job.id)
         self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
             self.prefetcher.forget_job(job.id)
@@ -443,7 +445,11 @@ class TasksManager:
         """Tell whoever waits for the job's end, once the end is committed: this write is
         queued after the one that ended the job (asked for in the turn that ended it), and the
         store commits writes in order."""
-        self._db.write(_nothing_thd).addBoth(lambda _: self.endings.ended(job_id))
+        self._db.write(_nothing_thd).addBoth(lambda _: self._announced(job_id))
+
+    def _announced(self, job_id: str) -> None:
+        self.ending.discard(job_id)
+        self.endings.ended(job_id)
 
     def _cancel_running(self, t: TaskState, now: float, why: str, change: Change) -> None:
         """Tell the workers running attempts of ``t`` to kill them."""

@@ -404,6 +404,18 @@ class HeldRequestsApiTests(CoordinatorTestCase):
         code, body = self.answer(polled)
         self.assertEqual((code, body["state"]), (200, "cancelled"))
 
+    def test_a_poll_coming_between_the_end_and_its_storing_waits_for_the_storing(self) -> None:
+        """Ended in memory but not stored yet: the poll is not answered with a running job."""
+        job = self.submit(wire_job([{"id": "t1"}]))
+        self.answer(self.send("POST", f"/jobs/{job}/cancel", "client"))
+        self.assertNotIn(job, self.coordinator.tasks.jobs)
+        polled = self.send("GET", f"/jobs/{job}?wait=10", "client")
+        self.assertNoResult(polled)
+        self.clock.advance(0)
+        code, body = self.answer(polled)
+        self.assertEqual((code, body["state"]), (200, "cancelled"))
+        self.assertEqual(self.coordinator.tasks.ending, set())
+
     def test_a_job_poll_answers_after_its_wait_or_at_once_for_an_ended_job(self) -> None:
         job = self.submit(wire_job([{"id": "t1"}]))
         polled = self.send("GET", f"/jobs/{job}?wait=3", "client")
