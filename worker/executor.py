@@ -423,7 +423,9 @@ class AttemptExecutor:
             self._kill_group()
         elif self.suspended:
             self._signal_group(signal.SIGSTOP)
-        self.log.info(
+        # Debug: on tasks of milliseconds a line per start would be most of the log (the
+        # result's line says how each attempt went).
+        self.log.debug(
             "attempt {attempt} of {job}/{task} started as pid {pid}",
             attempt=a.attempt,
             job=a.job,

@@ -515,7 +515,9 @@ class WorkerService(Service):
                 if not isinstance(tasks, list):
                     raise ProtocolError("work.tasks: expected a list")
             except (CancelledError, Unreachable, ApiError, ProtocolError) as e:
-                if self._work_called_off and not self._stopping:
+                if self._stopping:
+                    return  # called off by stopping: nothing failed
+                if self._work_called_off:
                     # Called off by a suspension (see suspend): the line dropped, as it should.
                     self._work_called_off = False
                     continue

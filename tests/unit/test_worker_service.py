@@ -9,6 +9,7 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.coordinator import WAREHOUSE_URL, FakeCoordinator, WorkRequest
@@ -401,6 +402,16 @@ class WorkerServiceTests(ServiceHarness):
         self.coordinator.release_held()
         self.assertEqual(len(self.coordinator.work_requests), 2)
         self.assertEqual(len(self.coordinator.held), 1)
+
+    def test_stopping_calls_off_a_request_waiting_for_work_quietly(self) -> None:
+        """A worker stopped while its Work Request waits for work stops at once, and does not
+        log the called-off request as a failed one."""
+        self.coordinator.holds_work = True
+        self.start()
+        with capturedLogs() as events:
+            self.stop()
+        self.assertFalse(self.service.running)
+        self.assertEqual([e["log_format"] for e in events if e["log_level"] == LogLevel.warn], [])
 
     def test_suspending_calls_off_a_request_waiting_for_work(self) -> None:
         """A suspended worker must not get work: its waiting Work Request is called off
