@@ -112,6 +112,19 @@ def _attempt_descriptors() -> Iterator[tuple[list[int], list[int]]]:
             os.close(fd)
 
 
+def _clear_of_targets(
+    fds: Sequence[int], duplicate: Callable[[int], int] | None = None
+) -> list[int]:
+    """``fds``, to become the child's 0, 1, 2... in order: themselves when none is among those
+    targets (the usual case: the worker's own 0 to 2 are open, so new descriptors come above),
+    else duplicates above them all, for a dup2 onto itself would keep close-on-exec, and an
+    earlier target could overwrite a later source. The caller closes any duplicate."""
+    if min(fds) >= len(fds):
+        return list(fds)
+    dup = duplicate or (lambda fd: fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _SAFE_FD))
+    return [dup(fd) for fd in fds]
+
+
 class DirectSpawner:
     """A fresh ``python -I -m xwch.worker.launcher`` for each attempt."""
 
@@ -165,10 +178,10 @@ class NativeSpawner:
     ) -> Deferred[int]:
         argv = [self._launcher, "--cwd", path, *launcher_argv]
         with _attempt_descriptors() as (ours, theirs):
-            # Above the four targets: a dup2 onto itself would keep close-on-exec.
-            high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _SAFE_FD) for fd in theirs]
-            theirs.extend(high)
-            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(high)]
+            sources = _clear_of_targets(theirs)
+            if sources != theirs:
+                theirs.extend(sources)  # duplicates: closed on leaving like the others
+            actions = [(os.POSIX_SPAWN_DUP2, fd, target) for target, fd in enumerate(sources)]
             try:
                 pid = os.posix_spawn(
                     self._launcher, argv, dict(env), file_actions=actions, setsid=True

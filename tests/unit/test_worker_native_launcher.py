@@ -36,7 +36,7 @@ from xwch.worker.native_launcher import (
     compiler,
     native_launcher_for_worker,
 )
-from xwch.worker.spawner import NativeSpawner
+from xwch.worker.spawner import NativeSpawner, _clear_of_targets
 
 
 @functools.cache
@@ -336,3 +336,31 @@ class NativeSandboxTests(sandbox_tests.SandboxTests):
         self.addCleanup(executor.discard)
         self.addCleanup(executor.kill)
         return executor
+
+
+def test_descriptors_above_the_targets_are_passed_as_they_are() -> None:
+    """The usual case: no descriptor of the child's 0 to 3 is among the sources, so none is
+    duplicated (four fcntl and four close fewer per attempt)."""
+    duplicated: list[int] = []
+
+    def dup(fd: int) -> int:
+        duplicated.append(fd)
+        return 100 + fd
+
+    assert _clear_of_targets([7, 8, 9, 10], dup) == [7, 8, 9, 10]
+    assert duplicated == []
+
+
+def test_a_descriptor_among_the_targets_makes_all_go_from_above() -> None:
+    """Source 1 for target 1 would keep close-on-exec; source 2 for target 3 would be
+    overwritten by target 2 first: all are duplicated above."""
+    assert _clear_of_targets([1, 8, 2, 10], lambda fd: 100 + fd) == [101, 108, 102, 110]
+
+
+def test_the_real_duplicates_are_above_the_safe_line() -> None:
+    """Standard input (descriptor 0) as the source of target 0: duplicated above 15."""
+    [high] = _clear_of_targets([0])
+    try:
+        assert high >= 16
+    finally:
+        os.close(high)
