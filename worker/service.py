@@ -190,6 +190,12 @@ class WorkerService(Service):
     # How long a result may wait for others to go in the same Work Result, while the worker
     # still has attempts waiting to run (it never waits when a slot would go idle).
     REPORT_LINGER = 0.05
+    # Successes get a line each, up to SUCCESSES_TOLD a period, then one line for the rest at
+    # the period's end: on tasks of milliseconds, a line per attempt would be hundreds of lines
+    # a second (gigabytes of log a day, and a tenth of the worker's CPU). Failures always get
+    # their own line.
+    SUCCESSES_TOLD = 10
+    SUCCESS_PERIOD = 60.0
 
     def __init__(
         self,
@@ -244,6 +250,10 @@ class WorkerService(Service):
         self._offered_nothing = False
         # The idle poll's current period (see IDLE_POLL_START).
         self._idle = self.IDLE_POLL_START
+        # Successes told and untold in the current period (see SUCCESSES_TOLD).
+        self._successes_told = 0
+        self._successes_untold = 0
+        self._successes_period: IDelayedCall | None = None
         self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
         # The main loop's Work Request while it is unanswered (it may wait for work), and
@@ -862,6 +872,15 @@ class WorkerService(Service):
                 error=refused,
             )
             return
+        if accepted and result.outcome == OUTCOME_SUCCEEDED and not self._stopping:
+            if self._successes_told >= self.SUCCESSES_TOLD:
+                self._successes_untold += 1
+                return
+            self._successes_told += 1
+            if self._successes_period is None:
+                self._successes_period = self._reactor.callLater(
+                    self.SUCCESS_PERIOD, self._tell_successes
+                )
         self.log.info(
             "attempt {attempt} {outcome}{error}, result {taken}",
             attempt=result.attempt,
@@ -869,6 +888,18 @@ class WorkerService(Service):
             error=f" ({result.error})" if result.error else "",
             taken="accepted" if accepted else "ignored by the coordinator",
         )
+
+    def _tell_successes(self) -> None:
+        """End of a period: say how many successes went untold, start counting afresh."""
+        self._successes_period = None
+        untold, self._successes_untold = self._successes_untold, 0
+        self._successes_told = 0
+        if untold:
+            self.log.info(
+                "{count} more attempts succeeded in the last {seconds:.0f} s, results accepted",
+                count=untold,
+                seconds=self.SUCCESS_PERIOD,
+            )
 
     def _take_work(self, reply: object) -> None:
         """Start the tasks a Work Result's answer carries, as a Work Request's answer's.
@@ -986,6 +1017,9 @@ class WorkerService(Service):
 
     async def _shut_down(self) -> None:
         self._stopping = True
+        if self._successes_period is not None:
+            self._successes_period.cancel()
+            self._tell_successes()
         if self._linger is not None:
             self._linger.cancel()
             self._end_linger()

@@ -403,6 +403,31 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual(len(self.coordinator.work_requests), 2)
         self.assertEqual(len(self.coordinator.held), 1)
 
+    def test_successes_beyond_ten_a_minute_are_told_in_one_line(self) -> None:
+        """Each success has its line up to SUCCESSES_TOLD a period; the rest are counted and
+        told in one line at the period's end. Failures always have their own."""
+        told = WorkerService.SUCCESSES_TOLD
+        names = [f"a{n}" for n in range(told + 3)]
+        self.coordinator.assign(*(assignment(name, task=f"t{name}") for name in names))
+        self.coordinator.assign(assignment("bad", task="tbad"))
+        with capturedLogs() as events:
+            self.start()
+            while any(
+                name in self.attempts and not self.attempts[name].discarded for name in names
+            ):
+                for name in list(self.service.running_attempts()):
+                    if name in names:
+                        self.attempts[name].succeed()
+            self.attempts["bad"].fail()
+            lines = [e for e in events if e.get("log_namespace", "").endswith("WorkerService")]
+            each = [e for e in lines if "outcome" in e]
+            self.assertEqual([e["outcome"] for e in each], ["succeeded"] * told + ["failed"])
+            self.clock.advance(WorkerService.SUCCESS_PERIOD)
+        [summary] = [
+            e for e in events if "count" in e and "more attempts succeeded" in e["log_format"]
+        ]
+        self.assertEqual(summary["count"], 3)
+
     def test_stopping_calls_off_a_request_waiting_for_work_quietly(self) -> None:
         """A worker stopped while its Work Request waits for work stops at once, and does not
         log the called-off request as a failed one."""
