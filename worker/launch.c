@@ -383,15 +383,26 @@ static void verify_program(const char *path, const char *expected) {
                expected, actual);
 }
 
-/* Tasks (processes and threads, as RLIMIT_NPROC counts them) that ``uid`` runs; -1: unknown. */
+/* Tasks (processes and threads, as RLIMIT_NPROC counts them) that ``uid`` runs; -1: unknown.
+ *
+ * Only the status of a process whose /proc folder belongs to ``uid`` is read: that folder
+ * belongs to the process's effective user, and generating every process's status cost about a
+ * millisecond of CPU per attempt on a machine of a hundred processes, a third of what a trivial
+ * task costs in all. Missed: processes of ``uid`` whose effective user differs or that are not
+ * dumpable (a daemon that dropped to ``uid``); the attempt then gets that many processes fewer
+ * than asked. Its own tasks are always seen: NO_NEW_PRIVS keeps them from changing user, and
+ * an exec makes them dumpable again. */
 static long tasks_of_user(uid_t uid) {
     DIR *proc = opendir("/proc");
     if (!proc) return -1;
+    int proc_fd = dirfd(proc);
     long count = 0;
     struct dirent *entry;
+    struct stat folder;
     char path[300], line[256];
     while ((entry = readdir(proc))) {
         if (!isdigit((unsigned char)entry->d_name[0])) continue;
+        if (fstatat(proc_fd, entry->d_name, &folder, 0) != 0 || folder.st_uid != uid) continue;
         snprintf(path, sizeof path, "/proc/%s/status", entry->d_name);
         FILE *status = fopen(path, "re");
         if (!status) continue;

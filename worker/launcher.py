@@ -160,7 +160,9 @@ def verify_program(path: str, expected: str) -> None:
 def tasks_of_user(uid: int, proc: str = "/proc") -> int | None:
     """How many tasks (processes and threads, as RLIMIT_NPROC counts them) ``uid`` runs.
 
-    None where there is no ``/proc`` to count them.
+    None where there is no ``/proc`` to count them. Only the status of a process whose folder
+    belongs to ``uid`` (its effective user) is read: see ``tasks_of_user`` in launch.c for why,
+    and for what that misses.
     """
     try:
         entries = os.listdir(proc)
@@ -172,6 +174,8 @@ def tasks_of_user(uid: int, proc: str = "/proc") -> int | None:
             continue
         real_uid = threads = None
         try:
+            if os.stat(f"{proc}/{entry}").st_uid != uid:
+                continue
             with open(f"{proc}/{entry}/status", encoding="ascii", errors="replace") as f:
                 for line in f:
                     if line.startswith("Uid:"):

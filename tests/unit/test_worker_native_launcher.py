@@ -364,3 +364,32 @@ def test_the_real_duplicates_are_above_the_safe_line() -> None:
         assert high >= 16
     finally:
         os.close(high)
+
+
+def test_tasks_of_a_user_are_counted_from_its_own_proc_folders(tmp_path: Path) -> None:
+    """The Python launcher's count (the C one does the same): the threads of the processes
+    whose folder belongs to the user, read from their status; other folders are not read."""
+    from xwch.worker.launcher import tasks_of_user
+
+    uid = os.getuid()
+    other = uid + 1
+
+    def process(pid: int, owner: int, real_uid: int, threads: int) -> None:
+        folder = tmp_path / str(pid)
+        folder.mkdir()
+        (folder / "status").write_text(
+            f"Name:\tx\nUid:\t{real_uid}\t{real_uid}\nThreads:\t{threads}\n"
+        )
+        if owner != uid:
+            if os.geteuid() != 0:
+                pytest.skip("needs root to give a folder to another user")
+            os.chown(folder, owner, -1)
+
+    process(10, uid, uid, 3)
+    process(11, uid, uid, 1)
+    process(12, other, other, 7)
+    # Not read: another user's folder (a non-dumpable process, say), whatever its status says.
+    process(13, other, uid, 50)
+    (tmp_path / "self").mkdir()
+    assert tasks_of_user(uid, str(tmp_path)) == 4
+    assert tasks_of_user(other, str(tmp_path)) == 7
