@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scheduler.py decisions [--tasks 100000] [--workers 1000] [--sites 3]
     .venv/bin/python bench/scheduler.py submit [--tasks 100000] [--db URL]
+    .venv/bin/python bench/scheduler.py wake [--tasks 10000] [--workers 1000]
 
 ``decisions`` fills a scheduler with N ready tasks, each reading one 8 MiB object stored at one
 of the sites, in two jobs of two users, and has 1,000 simulated workers (spread over the sites,
@@ -14,6 +15,11 @@ policy and for FIFO.
 the client's reading, validation and expansion of the file, and the coordinator's check of the
 wire form and its writing of the job and its N tasks to the store (SQLite in a temporary folder
 unless ``--db`` names another database), with the peak memory of the process.
+
+``wake`` builds a whole coordinator in the process (SQLite in a temporary folder), registers
+1,000 workers of 2 slots, and has each send a Work Request that waits for work (``"wait"``,
+docs/protocol.md); then a job of N tasks is submitted. It times how long after the job's
+creation every waiting request had its answer, and how many got tasks.
 
 Prints the figures; asserts nothing.
 """
@@ -206,6 +212,100 @@ def submit(tasks: int, db_url: str | None) -> None:
         react(lambda reactor: ensureDeferred(run(reactor)))
 
 
+def wake(tasks: int, workers: int) -> None:
+    from xwch.coordinator.service import CoordinatorConfig, make_coordinator
+    from xwch.coordinator.web import ApiRequest
+    from xwch.protocol import HostFacts
+    from xwch.store import tokens
+
+    with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
+        folder = Path(tmp)
+        url = default_url(folder)
+        noop = ROOT / "native/build/noop"
+        data = noop.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+
+        async def run(reactor: object) -> None:
+            coordinator = await make_coordinator(
+                CoordinatorConfig(db_url=url, listen="tcp:0:interface=127.0.0.1"),
+                reactor,  # type: ignore[arg-type]
+            )
+            db = coordinator.db
+            try:
+                secret = await db.write(tokens.create_token_thd, "worker", "bench", 0.0)
+                token = await db.read(tokens.find_token_thd, secret)
+                warehouse = await coordinator.catalog.register("http://127.0.0.1:1", "lab", 1, 1)
+                await coordinator.catalog.add_objects(warehouse.id, [(digest, len(data))])
+                ids = []
+                for n in range(workers):
+                    facts = HostFacts(f"w{n}", "127.0.0.1", "linux-x86_64", 2, 2**30, 2, 1.0)
+                    ids.append((await coordinator.workers.register(token, facts)).id)
+                answered: list[float] = []
+                got = 0
+
+                def heard(answer: tuple[int, dict[str, list[object]]]) -> None:
+                    nonlocal got
+                    answered.append(time.perf_counter())
+                    got += len(answer[1]["tasks"])
+
+                body = {"performance": 1.0, "free_slots": 2, "wait": 30}
+                waits = [
+                    ensureDeferred(
+                        coordinator.api.work_request(
+                            ApiRequest(token, {"worker": worker_id}, {}, body)
+                        )
+                    ).addCallback(heard)
+                    for worker_id in ids
+                ]
+                print(f"{workers} workers waiting ({len(coordinator.waiting)} held)")
+                wire = {
+                    "name": "wake",
+                    "priority": 0,
+                    "binaries": {
+                        "noop": {
+                            "any": {
+                                "digest": digest,
+                                "size": len(data),
+                                "bundle": False,
+                                "entry": None,
+                            }
+                        }
+                    },
+                    "files": {},
+                    "tasks": [
+                        {
+                            "id": f"t{n}",
+                            "binary": "noop",
+                            "args": ["out.txt", str(n)],
+                            "env": {},
+                            "inputs": [],
+                            "outputs": ["out.txt"],
+                            "cost": 1,
+                            "retries": 0,
+                            "timeout": None,
+                            "after": [],
+                        }
+                        for n in range(tasks)
+                    ],
+                    "results": [],
+                }
+                t0 = time.perf_counter()
+                await coordinator.tasks.submit(wire, owner=1)
+                created = time.perf_counter()
+                for d in waits:
+                    await d
+                print(
+                    f"job of {tasks:,} tasks created in {created - t0:.2f} s; every one of "
+                    f"{workers:,} waiting Work Requests answered {max(answered) - created:.3f} s "
+                    f"after (first {min(answered) - created:.3f} s); {got:,} tasks given, "
+                    f"{len(coordinator.waiting)} requests still held"
+                )
+            finally:
+                db.stop()
+
+        react(lambda reactor: ensureDeferred(run(reactor)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,7 +318,13 @@ def main() -> int:
     s = sub.add_parser("submit", help="submitting and validating a big foreach job")
     s.add_argument("--tasks", type=int, default=100_000)
     s.add_argument("--db", metavar="URL", help="store URL (default: SQLite in a temp folder)")
+    w = sub.add_parser("wake", help="1,000 workers waiting for work, then a job")
+    w.add_argument("--tasks", type=int, default=10_000)
+    w.add_argument("--workers", type=int, default=1000)
     args = parser.parse_args()
+    if args.command == "wake":
+        wake(args.tasks, args.workers)
+        return 0
     if args.command == "decisions":
         policies = ["locality", "fifo"] if args.policy == "both" else [args.policy]
         for policy in policies:
