@@ -155,8 +155,8 @@ static void sha256_compress(uint32_t state[8], const unsigned char block[64]) {
     state[7] += h;
 }
 
-/* SHA-256 with the CPU's SHA extensions (x86-64), where it has them: about ten times the
- * portable code's speed. A launcher checks its program's bytes before every attempt, so a big
+/* SHA-256 with the CPU's SHA extensions (x86-64), where it has them: about five times the
+ * portable code's speed here. A launcher checks its program's bytes before every attempt, so a big
  * program costs this on every attempt. */
 #if defined(__x86_64__) && (defined(__clang__) || __GNUC__ >= 5)
 #define HAVE_SHA_NI 1
@@ -457,11 +457,11 @@ static void verify_program(const char *path, const char *expected) {
  *
  * Only the status of a process whose /proc folder belongs to ``uid`` is read: that folder
  * belongs to the process's effective user, and generating every process's status cost about a
- * millisecond of CPU per attempt on a machine of a hundred processes, a third of what a trivial
+ * millisecond of CPU per attempt on a machine of a hundred processes, a quarter of what a trivial
  * task costs in all. Missed: processes of ``uid`` whose effective user differs or that are not
  * dumpable (a daemon that dropped to ``uid``); the attempt then gets that many processes fewer
- * than asked. Its own tasks are always seen: NO_NEW_PRIVS keeps them from changing user, and
- * an exec makes them dumpable again. */
+ * than asked (never more). Its own tasks are seen while they keep their user (with --writable,
+ * NO_NEW_PRIVS makes sure of it), an exec making them dumpable again. */
 static long tasks_of_user(uid_t uid) {
     DIR *proc = opendir("/proc");
     if (!proc) return -1;

@@ -265,15 +265,21 @@ class ApiTests(CoordinatorTestCase):
         """A job of ``tasks`` tasks (each with ``outputs``) submitted; the Work Request's one
         assignment."""
         wire = wire_job([{"id": f"t{n}", "outputs": list(outputs)} for n in range(tasks)])
+        [assignment] = self._submit_and_ask(worker, wire, free_slots=1)
+        return assignment
+
+    def _submit_and_ask(
+        self, worker: str, wire: dict[str, Any], free_slots: int
+    ) -> list[dict[str, Any]]:
+        """``wire`` submitted as a job, then the tasks a Work Request for ``free_slots`` gets."""
         self.call("POST", "/jobs", role="client", body=wire)
         _, work, _ = self.call(
             "POST",
             f"/workers/{worker}/work",
             role="worker",
-            body={"performance": 1.0, "free_slots": 1},
+            body={"performance": 1.0, "free_slots": free_slots},
         )
-        [assignment] = work["tasks"]
-        return dict(assignment)
+        return [dict(a) for a in work["tasks"]]
 
     @staticmethod
     def _result(attempt: str, **extra: Any) -> dict[str, Any]:
@@ -312,14 +318,7 @@ class ApiTests(CoordinatorTestCase):
         others), and the work asked for comes with them."""
         worker = self.register_worker()
         wire = wire_job([{"id": f"t{n}"} for n in range(5)])
-        self.call("POST", "/jobs", role="client", body=wire)
-        _, work, _ = self.call(
-            "POST",
-            f"/workers/{worker}/work",
-            role="worker",
-            body={"performance": 1.0, "free_slots": 2},
-        )
-        first, second = (a["attempt"] for a in work["tasks"])
+        first, second = (a["attempt"] for a in self._submit_and_ask(worker, wire, free_slots=2))
         code, body, _ = self.call(
             "POST",
             f"/workers/{worker}/results",
@@ -352,14 +351,7 @@ class ApiTests(CoordinatorTestCase):
         yet after they are taken: the task a result unblocked comes in the same answer."""
         worker = self.register_worker()
         wire = wire_job([{"id": "first"}, {"id": "then", "after": ["first"]}])
-        self.call("POST", "/jobs", role="client", body=wire)
-        _, work, _ = self.call(
-            "POST",
-            f"/workers/{worker}/work",
-            role="worker",
-            body={"performance": 1.0, "free_slots": 2},
-        )
-        [first] = work["tasks"]
+        [first] = self._submit_and_ask(worker, wire, free_slots=2)
         self.assertEqual(first["task"], "first")
         code, body, _ = self.call(
             "POST",
