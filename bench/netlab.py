@@ -364,7 +364,8 @@ def _fetch(args: argparse.Namespace) -> None:
     from xwch import capability
     from xwch.http import make_http_client
     from xwch.logs import start_logging
-    from xwch.protocol import Policy, Source
+    from xwch.protocol.objects import Source
+    from xwch.protocol.worker import Policy
     from xwch.transfer import PacketPacer, download_object
 
     start_logging("info")

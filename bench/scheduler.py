@@ -215,7 +215,7 @@ def submit(tasks: int, db_url: str | None) -> None:
 def wake(tasks: int, workers: int) -> None:
     from xwch.coordinator.service import CoordinatorConfig, make_coordinator
     from xwch.coordinator.web import ApiRequest
-    from xwch.protocol import HostFacts
+    from xwch.protocol.worker import HostFacts
     from xwch.store import tokens
 
     with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:

@@ -225,7 +225,8 @@ def _stage(args: argparse.Namespace) -> None:
     from twisted.internet.defer import ensureDeferred
 
     from xwch.http import JsonApi, make_http_client
-    from xwch.protocol import API_PREFIX, Policy
+    from xwch.protocol.wire import API_PREFIX
+    from xwch.protocol.worker import Policy
     from xwch.transfer import PacketPacer, upload_file
 
     manifest = json.loads(Path(args.manifest).read_text())

@@ -20,8 +20,8 @@ from twisted.internet.interfaces import IReactorTime
 from xwch.config import resolve_endpoint
 from xwch.dag import Job, load_job_file
 from xwch.http import JsonApi
-from xwch.protocol import API_PREFIX, JOB_DONE, TASK_FAILED
-from xwch.views import AttemptLog, JobSummary
+from xwch.protocol.client import AttemptLog, JobSummary
+from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_FAILED
 
 from .api import CoordinatorClient
 from .clock import now

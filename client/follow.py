@@ -15,7 +15,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
 from xwch.errors import ApiError, Unreachable
-from xwch.protocol import (
+from xwch.protocol.client import JobSummary
+from xwch.protocol.wire import (
     TASK_BLOCKED,
     TASK_CANCELLED,
     TASK_DONE,
@@ -23,7 +24,6 @@ from xwch.protocol import (
     TASK_READY,
     TASK_RUNNING,
 )
-from xwch.views import JobSummary
 
 from .api import CoordinatorClient
 from .clock import now

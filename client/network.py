@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from xwch.protocol import ProtocolError, require_object
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.fields import require_object
 from xwch.transfer.rates import format_rate
 
 from .humane import NOTHING, format_ago, format_bytes

@@ -14,12 +14,13 @@ from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 
-from xwch.protocol import Policy, ProtocolError
+from xwch.protocol.client import ResultFile
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.worker import Policy
 
 from .api import CoordinatorClient
 from .clock import now
 from .humane import format_bytes, format_duration
-from .records import ResultFile
 from .transfers import BIG_TRANSFER, Progress, Transfers, real_transfers
 
 

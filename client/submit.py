@@ -16,7 +16,8 @@ from twisted.internet.interfaces import IReactorTime
 
 from xwch.dag import PLATFORM_ANY, Job
 from xwch.errors import ApiError
-from xwch.protocol import ObjectRef, Policy
+from xwch.protocol.objects import ObjectRef
+from xwch.protocol.worker import Policy
 
 from .api import CoordinatorClient
 from .clock import now

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 
-from xwch.protocol import TASK_STATES
-from xwch.views import JobSummary, TaskInfo, WorkerInfo
+from xwch.protocol.client import JobSummary, TaskInfo, WorkerInfo
+from xwch.protocol.wire import TASK_STATES
 
 from .humane import NOTHING, format_ago, format_clock, format_day_clock, format_duration, format_gib
 

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
 
-from xwch.protocol import Policy, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.worker import Policy
 
 # Transfers at least this big get a line before and after: smaller ones take a blink.
 BIG_TRANSFER = 8 * 1024 * 1024

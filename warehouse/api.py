@@ -29,16 +29,16 @@ from xwch.errors import (
     OffsetMismatch,
     Unreachable,
 )
-from xwch.protocol import (
+from xwch.protocol.codec import ProtocolError, decode
+from xwch.protocol.objects import ObjectRef, Source
+from xwch.protocol.warehouse import FetchRequest
+from xwch.protocol.wire import (
     CAPABILITY_HEADER,
     DIGEST_PATTERN,
     OBJECT_SIZE_HEADER,
     PACKET_DIGEST_HEADER,
     PACKET_ENCODING_HEADER,
     SESSION_HEADER,
-    ObjectRef,
-    ProtocolError,
-    Source,
 )
 from xwch.transfer.packet import CorruptPacket, decode_packet
 
@@ -458,19 +458,8 @@ class _FetchResource(JsonResource):
 
 
 def _fetch_request(request: Request) -> tuple[int, list[Source]]:
-    import json
-
     try:
-        doc = json.loads(request.content.read() if request.content else b"")
-        if not isinstance(doc, dict):
-            raise ValueError("expected a JSON object")
-        size = doc.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-            raise ValueError("size: expected a non-negative integer")
-        raw = doc.get("sources")
-        if not isinstance(raw, list) or not raw:
-            raise ValueError("sources: expected a non-empty list")
-        sources = [Source.from_json(s, f"sources[{n}]") for n, s in enumerate(raw)]
-    except (ValueError, ProtocolError) as e:
-        raise Refusal(400, "bad_request", f"fetch: {e}") from None
-    return size, sources
+        fetch = decode(request.content.read() if request.content else b"", FetchRequest, "fetch")
+    except ProtocolError as e:
+        raise Refusal(400, "bad_request", str(e)) from None
+    return fetch.size, list(fetch.sources)

@@ -19,10 +19,10 @@ import mmap
 import os
 import random as _random
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred
@@ -30,7 +30,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.server import Request
 
-from xwch.protocol import PACKET_ENCODING_ZSTD, Policy, ProtocolError, require_object
+from xwch.protocol.warehouse import HeartbeatAnswer
+from xwch.protocol.wire import PACKET_ENCODING_ZSTD
+from xwch.protocol.worker import Policy
 from xwch.transfer.bucket import TokenBucket
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
 from xwch.transfer.pacing import PacketPacer
@@ -295,22 +297,9 @@ class WarehouseNetwork:
 
     # Life with the coordinator
 
-    def heartbeat_fields(self) -> dict[str, Any]:
-        """What the heartbeat tells of the network: traffic since the last one, sessions."""
-        return {
-            "transfers": self.meter.take_report().to_json(),
-            "sessions": self.sessions.status(),
-        }
-
-    def apply_answer(self, answer: object) -> None:
-        """Apply the policy of a heartbeat's answer (an older coordinator sends none)."""
-        if not isinstance(answer, Mapping) or answer.get("policy") is None:
-            return
-        try:
-            policy = Policy.from_json(require_object(answer, "heartbeat").get("policy"))
-        except ProtocolError as e:
-            log.warn("ignoring a malformed policy: {error}", error=e)
-            return
+    def apply_answer(self, answer: HeartbeatAnswer) -> None:
+        """Apply the policy of a heartbeat's answer."""
+        policy = answer.policy
         if policy != self.policy:
             log.info(
                 "policy: packets of {size} bytes, {sleep:.3f} s apart, {sessions} sessions",

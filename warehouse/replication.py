@@ -16,7 +16,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xwch.protocol import Policy, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.worker import Policy
 from xwch.transfer import PacketPacer, download_object
 
 from .objects import ObjectStore

@@ -8,8 +8,6 @@ refused) through ``when_failed``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import random as _random
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast
@@ -29,7 +27,17 @@ from twisted.web.server import Site
 
 from xwch.batching import Coalescer
 from xwch.errors import ApiError, Unreachable
-from xwch.protocol import API_PREFIX, NUMBER, ObjectRef, ProtocolError, require_object
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.objects import ObjectRef
+from xwch.protocol.warehouse import (
+    Heartbeat,
+    HeartbeatAnswer,
+    ObjectsStored,
+    SessionCounts,
+    WarehouseRegistered,
+    WarehouseRegistration,
+)
+from xwch.protocol.wire import API_PREFIX, PROTOCOL_VERSION
 from xwch.transfer.backoff import Backoff
 
 from .api import Registration, WarehouseResource
@@ -41,12 +49,15 @@ from .replication import Replicator
 log = Logger()
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 class Coordinator(Protocol):
     """What the warehouse needs of the coordinator's API (``xwch.http.JsonApi`` is one)."""
 
     async def post(self, path: str, body: object | None = None) -> Any: ...
+
+    async def post_as(self, path: str, answer: type[M], body: object | None = None) -> M: ...
 
 
 class _Latch(Generic[T]):
@@ -102,30 +113,17 @@ def default_url(address: IAddress) -> str:
     return f"http://{host}:{port}"
 
 
-def parse_registration(doc: object) -> Registration:
-    """The coordinator's answer to ``POST /warehouses``; ProtocolError if malformed."""
-    where = "registration"
-    d = require_object(doc, where)
-    warehouse_id = d.get("warehouse_id")
-    if not isinstance(warehouse_id, str) or not warehouse_id:
-        raise ProtocolError(f"{where}.warehouse_id: expected a string")
-    interval = d.get("heartbeat_interval")
-    if isinstance(interval, bool) or not isinstance(interval, NUMBER) or not interval > 0:
-        raise ProtocolError(f"{where}.heartbeat_interval: expected a positive number")
-    key_text = d.get("capability_key")
-    if not isinstance(key_text, str) or not key_text:
-        raise ProtocolError(f"{where}.capability_key: expected base64 text")
-    try:
-        # Standard or URL-safe alphabet, padded or not: both are "base64" to someone.
-        padded = key_text + "=" * (-len(key_text) % 4)
-        if "-" in key_text or "_" in key_text:
-            key = base64.urlsafe_b64decode(padded)
-        else:
-            key = base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ProtocolError(f"{where}.capability_key: not base64") from None
+def parse_registration(answer: WarehouseRegistered) -> Registration:
+    """What the warehouse keeps of the coordinator's answer to ``POST /warehouses``."""
+    if answer.protocol != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"the coordinator speaks protocol {answer.protocol}, this warehouse "
+            f"{PROTOCOL_VERSION}: run the same XWCH release on both"
+        )
     return Registration(
-        warehouse_id=warehouse_id, capability_key=key, heartbeat_interval=float(interval)
+        warehouse_id=answer.warehouse_id,
+        capability_key=answer.key(),
+        heartbeat_interval=answer.heartbeat_interval,
     )
 
 
@@ -270,14 +268,17 @@ class WarehouseService(MultiService):
             await deferLater(self._reactor, delay)
 
     async def _register(self) -> Registration:
-        answer = await self._coordinator.post(
+        assert self.url is not None  # listening
+        answer = await self._coordinator.post_as(
             f"{API_PREFIX}/warehouses",
-            {
-                "url": self.url,
-                "site": self.site_name,
-                "capacity": self.store.capacity_bytes(),
-                "free": self.store.free_bytes(),
-            },
+            WarehouseRegistered,
+            WarehouseRegistration(
+                url=self.url,
+                site=self.site_name,
+                capacity=self.store.capacity_bytes(),
+                free=self.store.free_bytes(),
+                protocol=PROTOCOL_VERSION,
+            ),
         )
         registration = parse_registration(answer)
         # The coordinator's catalog learns exactly what is here: a warehouse restarted on a
@@ -285,7 +286,7 @@ class WarehouseService(MultiService):
         inventory = self._inventory()
         await self._coordinator.post(
             f"{API_PREFIX}/warehouses/{registration.warehouse_id}/objects",
-            {"objects": [ref.to_json() for ref in inventory], "complete": True},
+            ObjectsStored(objects=tuple(inventory), complete=True),
         )
         self.resource.registration = registration
         log.info(
@@ -307,15 +308,17 @@ class WarehouseService(MultiService):
         registration = self.resource.registration
         assert registration is not None
         try:
-            answer = await self._coordinator.post(
+            network = self.resource.network
+            answer = await self._coordinator.post_as(
                 f"{API_PREFIX}/warehouses/{registration.warehouse_id}/heartbeat",
-                {
-                    "capacity": self.store.capacity_bytes(),
-                    "free": self.store.free_bytes(),
-                    "objects": self.store.count(),
+                HeartbeatAnswer,
+                Heartbeat(
+                    capacity=self.store.capacity_bytes(),
+                    free=self.store.free_bytes(),
                     # Traffic and sessions since the last beat, for the communication manager.
-                    **self.resource.network.heartbeat_fields(),
-                },
+                    transfers=network.meter.take_report(),
+                    sessions=SessionCounts(**network.sessions.status()),
+                ),
             )
             # Its answer's policy sets how many transfer sessions this warehouse serves.
             self.resource.network.apply_answer(answer)
@@ -349,5 +352,5 @@ class WarehouseService(MultiService):
             raise Unreachable("not registered with the coordinator yet")
         await self._coordinator.post(
             f"{API_PREFIX}/warehouses/{registration.warehouse_id}/objects",
-            {"objects": [ref.to_json() for ref in refs]},
+            ObjectsStored(objects=tuple(refs)),
         )

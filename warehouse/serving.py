@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import NOT_DONE_YET, Request
 
-from xwch.protocol import (
+from xwch.protocol.wire import (
     ACCEPT_PACKET_CHECK_HEADER,
     ACCEPT_PACKET_ENCODING_HEADER,
     PACKET_CHECK_XXH3,

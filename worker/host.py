@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 import psutil
 
-from xwch.protocol import HostFacts
+from xwch.protocol.wire import PROTOCOL_VERSION
+from xwch.protocol.worker import HostFacts
 
 LOOPBACK_ADDRESS = "127.0.0.1"
 
@@ -36,6 +37,7 @@ class Host:
             slots=slots,
             performance=performance,
             site=site,
+            protocol=PROTOCOL_VERSION,
         )
 
 

@@ -23,10 +23,11 @@ import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from msgspec.structs import replace
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -843,7 +844,7 @@ class WorkerService(Service):
 
     async def _send_report(self, report: _Report) -> None:
         result = report.result
-        body = result.to_json()
+        body: dict[str, Any] = {"results": [result.to_json()]}
         asked = self._work_to_ask() if report.frees_slot else 0
         if asked:
             body["work"] = self._work_body(asked)
@@ -857,8 +858,11 @@ class WorkerService(Service):
             return
         if asked:
             self._take_work(reply)
-        accepted = isinstance(reply, dict) and reply.get("accepted") is True
-        self._log_result(result, accepted, None)
+        answers = reply.get("results") if isinstance(reply, dict) else None
+        answer = answers[0] if isinstance(answers, list) and answers else {}
+        accepted = isinstance(answer, dict) and answer.get("accepted") is True
+        refused = answer.get("message") if isinstance(answer, dict) else None
+        self._log_result(result, accepted, refused)
 
     def _log_result(self, result: AttemptResult, accepted: bool, refused: object) -> None:
         if refused is not None:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import msgspec
 import treq
 from treq.client import HTTPClient
 from twisted.internet import tcp
@@ -48,6 +49,9 @@ from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResp
 from zope.interface import implementer
 
 from xwch.errors import ApiError, Unreachable
+from xwch.protocol.codec import decode, encode
+
+M = TypeVar("M")
 
 # Errors that mean "nobody answered", as opposed to an answer we did not like.
 _UNREACHABLE = (ConnectError, ConnectionLost, DNSLookupError, TimeoutError, ResponseFailed)
@@ -269,10 +273,28 @@ class JsonApi:
 
     async def call(self, method: str, path: str, body: object | None = None) -> Any:
         """The decoded JSON answer of ``method path``; raises ApiError or Unreachable."""
+        url, raw, code = await self._exchange(method, path, body)
+        if not raw:
+            return {}
+        try:
+            return msgspec.json.decode(raw)
+        except msgspec.DecodeError:
+            raise ApiError(code, "bad_response", f"{url} did not answer JSON") from None
+
+    async def request(
+        self, method: str, path: str, answer: type[M], body: object | None = None
+    ) -> M:
+        """The answer of ``method path`` as an ``answer`` message, checked as it is decoded:
+        :class:`~xwch.protocol.ProtocolError` names the field that does not fit."""
+        _, raw, _ = await self._exchange(method, path, body)
+        return decode(raw or b"{}", answer, getattr(answer, "WHERE", answer.__name__))
+
+    async def _exchange(
+        self, method: str, path: str, body: object | None
+    ) -> tuple[str, bytes, int]:
+        """``(url, answer's body, status)`` of one call; raises ApiError or Unreachable."""
         url = self.base_url + path
-        data: bytes | None = None
-        if body is not None:
-            data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        data = None if body is None else encode(body)
         try:
             if isinstance(self.http, PooledHttpClient) and url.isascii():
                 response: Any = await self._direct(self.http, method, url, data)
@@ -288,12 +310,7 @@ class JsonApi:
             raw = await response.content()
         except _UNREACHABLE as e:
             raise Unreachable(f"cannot reach {self.base_url}: {e}") from None
-        if not raw:
-            return {}
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise ApiError(response.code, "bad_response", f"{url} did not answer JSON") from None
+        return url, raw, response.code
 
     def _direct(
         self, http: PooledHttpClient, method: str, url: str, data: bytes | None
@@ -316,6 +333,12 @@ class JsonApi:
 
     async def post(self, path: str, body: object | None = None) -> Any:
         return await self.call("POST", path, {} if body is None else body)
+
+    async def get_as(self, path: str, answer: type[M]) -> M:
+        return await self.request("GET", path, answer)
+
+    async def post_as(self, path: str, answer: type[M], body: object | None = None) -> M:
+        return await self.request("POST", path, answer, {} if body is None else body)
 
 
 def _timed_out(url: str) -> Callable[[object, float], object]:

@@ -27,18 +27,11 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from xwch.http import JsonApi
-from xwch.protocol import (
-    API_PREFIX,
-    OUTCOME_SUCCEEDED,
-    Assignment,
-    AttemptResult,
-    HostFacts,
-    ObjectRef,
-    Policy,
-    ProtocolError,
-    RunningAttempt,
-    require_object,
-)
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.fields import require_object
+from xwch.protocol.objects import ObjectRef
+from xwch.protocol.wire import API_PREFIX, OUTCOME_SUCCEEDED
+from xwch.protocol.worker import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
 
 COORDINATOR_URL = "http://coordinator.test"
 WAREHOUSE_URL = "http://warehouse.test"

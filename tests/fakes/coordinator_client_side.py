@@ -22,7 +22,8 @@ from twisted.web.server import Request
 
 from xwch.bundle import pack_bundle
 from xwch.client.transfers import Transfers
-from xwch.protocol import Policy, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.worker import Policy
 from xwch.transfer.digest import sha256_file
 
 CLIENT_TOKEN = "client-token"

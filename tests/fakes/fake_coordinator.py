@@ -22,6 +22,10 @@ from twisted.internet.task import react
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from xwch.protocol.codec import encode
+from xwch.protocol.warehouse import HeartbeatAnswer, WarehouseRegistered
+from xwch.protocol.worker import Policy
+
 WAREHOUSE_ID = "wh-1"
 HEARTBEAT_INTERVAL = 3600.0
 
@@ -48,16 +52,16 @@ class FakeCoordinator(Resource):
         if path == "/api/v1/warehouses":
             say(f"registered {body['url']}")
             request.setResponseCode(201)
-            return json.dumps(
-                {
-                    "warehouse_id": WAREHOUSE_ID,
-                    "heartbeat_interval": HEARTBEAT_INTERVAL,
-                    "capability_key": base64.b64encode(self._key).decode(),
-                }
-            ).encode()
+            return encode(
+                WarehouseRegistered(
+                    warehouse_id=WAREHOUSE_ID,
+                    heartbeat_interval=HEARTBEAT_INTERVAL,
+                    capability_key=base64.b64encode(self._key).decode(),
+                )
+            )
         if path == f"/api/v1/warehouses/{WAREHOUSE_ID}/heartbeat":
             say("heartbeat")
-            return b"{}"
+            return encode(HeartbeatAnswer(policy=Policy()))
         if path == f"/api/v1/warehouses/{WAREHOUSE_ID}/objects":
             for ref in body["objects"]:
                 say(f"objects {ref['digest']} {ref['size']}")

@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
 from xwch import capability
-from xwch.protocol import ObjectRef, Source
+from xwch.protocol.objects import ObjectRef, Source
 from xwch.warehouse.api import Registration, WarehouseResource
 from xwch.warehouse.blocking import run_inline
 from xwch.warehouse.objects import ObjectStore

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from xwch import capability
-from xwch.protocol import CAPABILITY_HEADER, PACKET_DIGEST_HEADER
+from xwch.protocol.wire import CAPABILITY_HEADER, PACKET_DIGEST_HEADER
 
 pytestmark = pytest.mark.integration
 

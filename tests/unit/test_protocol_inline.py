@@ -8,15 +8,10 @@ import json
 
 import pytest
 
-from xwch.protocol import (
-    INLINE_MOST,
-    Assignment,
-    AttemptResult,
-    BinaryRef,
-    InputFile,
-    OutputFile,
-    ProtocolError,
-)
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.objects import BinaryRef, InputFile, OutputFile
+from xwch.protocol.wire import INLINE_MOST
+from xwch.protocol.worker import Assignment, AttemptResult
 
 SMALL = b"a small result\n"
 DIGEST = hashlib.sha256(SMALL).hexdigest()
@@ -46,19 +41,21 @@ def test_an_assignment_carries_its_inline_inputs_through_json() -> None:
 
 
 def test_an_assignment_without_inline_inputs_says_nothing_of_them() -> None:
-    plain = Assignment.from_json({**_assignment().to_json(), "inline": None})
+    doc = _assignment().to_json()
+    del doc["inline"]
+    plain = Assignment.from_json(doc)
     assert plain.inline == {}
     assert "inline" not in plain.to_json()
 
 
 def test_inline_bytes_of_no_input_are_refused() -> None:
     stray = hashlib.sha256(b"other").hexdigest()
-    with pytest.raises(ProtocolError, match=r"assignment.inline: .* none of the inputs"):
+    with pytest.raises(ProtocolError, match=r"assignment: inline: .* none of the inputs"):
         _assignment(inline={stray: base64.b64encode(b"other").decode()})
 
 
 def test_inline_bytes_that_do_not_match_their_input_are_refused() -> None:
-    with pytest.raises(ProtocolError, match=r"assignment.inline\[.*\]: the bytes do not hash"):
+    with pytest.raises(ProtocolError, match=r"assignment: the bytes do not hash"):
         _assignment(inline={DIGEST: base64.b64encode(SMALL.upper()).decode()})
 
 

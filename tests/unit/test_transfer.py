@@ -21,7 +21,8 @@ from tests.fakes.warehouse import InMemoryWarehouse, drive, result_of
 from xwch import capability
 from xwch.bundle import pack_bundle, unpack_bundle
 from xwch.errors import ApiError, BundleError, DigestMismatch, Unreachable
-from xwch.protocol import Policy, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.worker import Policy
 from xwch.transfer import (
     PacketPacer,
     download_object,

@@ -11,7 +11,8 @@ from twisted.internet.task import Clock
 from tests.fakes.warehouse import InMemoryWarehouse, drive
 from tests.unit.test_warehouse import answer, call
 from xwch import capability
-from xwch.protocol import CAPABILITY_HEADER, ObjectRef
+from xwch.protocol.objects import ObjectRef
+from xwch.protocol.wire import CAPABILITY_HEADER
 from xwch.warehouse.replication import Replicator
 
 DATA = b"replicate me " * 1000

@@ -20,15 +20,15 @@ from twisted.trial.unittest import TestCase
 from tests.fakes.warehouse import KEY, WAREHOUSE_ID
 from xwch import capability
 from xwch.http import make_http_client
-from xwch.protocol import (
+from xwch.protocol.objects import Source
+from xwch.protocol.wire import (
     ACCEPT_PACKET_CHECK_HEADER,
     CAPABILITY_HEADER,
     PACKET_CHECK_XXH3,
     PACKET_ENCODING_ZSTD,
     PACKET_XXH3_HEADER,
-    Policy,
-    Source,
 )
+from xwch.protocol.worker import Policy
 from xwch.transfer import PacketPacer, download_object
 from xwch.transfer.exchange import exchange
 from xwch.transfer.packet import PacketCompressor, decode_packet

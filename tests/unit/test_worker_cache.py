@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from xwch.bundle import pack_bundle
 from xwch.errors import DigestMismatch
-from xwch.protocol import Source
+from xwch.protocol.objects import Source
 from xwch.worker.cache import CacheError, ObjectCache
 
 SOURCES = (Source(url="http://warehouse.test", capability="cap"),)

@@ -6,11 +6,12 @@ import hashlib
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
+from msgspec.structs import replace
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorThreads
@@ -21,17 +22,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from xwch.bundle import pack_bundle
-from xwch.protocol import (
-    INLINE_MOST,
-    LOG_TAIL_BYTES,
-    OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
-    Assignment,
-    BinaryRef,
-    InputFile,
-    OutputFile,
-    Source,
-)
+from xwch.protocol.objects import BinaryRef, InputFile, OutputFile, Source
+from xwch.protocol.wire import INLINE_MOST, LOG_TAIL_BYTES, OUTCOME_FAILED, OUTCOME_SUCCEEDED
+from xwch.protocol.worker import Assignment
 from xwch.worker.cache import ObjectCache
 from xwch.worker.executor import ERROR_KILLED, AttemptError, AttemptExecutor, CompletedAttempt
 from xwch.worker.workfolders import WorkFolders
@@ -215,7 +208,7 @@ class ExecutorTests(TestCase):
         plain = self.assignment("true")
         bundled = Assignment(
             **{
-                **plain.__dict__,
+                **msgspec.structs.asdict(plain),
                 "binary": BinaryRef(digest=digest, size=size, bundle=True, entry="bin/run.sh"),
                 "sources": {digest: (SOURCE,)},
             }
@@ -365,7 +358,7 @@ class ExecutorTests(TestCase):
         plain = self.assignment("true")
         broken = Assignment(
             **{
-                **plain.__dict__,
+                **msgspec.structs.asdict(plain),
                 "binary": BinaryRef(digest=digest, size=size),
                 "sources": {digest: (SOURCE,)},
             }

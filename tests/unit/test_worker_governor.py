@@ -10,7 +10,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.coordinator import FakeCoordinator
 from tests.unit.test_worker_service import FACTS, FakeAttempt, FakePacer, assignment
-from xwch.protocol import Assignment
+from xwch.protocol.worker import Assignment
 from xwch.worker.governor import Governor
 from xwch.worker.preferences import CpuShare, HourRange, Preferences
 from xwch.worker.service import WorkerService

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from xwch.protocol import HostFacts
+from xwch.protocol.worker import HostFacts
 from xwch.worker.benchmark import measure_performance
 from xwch.worker.host import platform_name, probe_host
 

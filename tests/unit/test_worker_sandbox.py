@@ -14,10 +14,10 @@ import os
 import tarfile
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psutil
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
@@ -27,15 +27,9 @@ from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import implementer
 
 from tests.unit.test_worker_executor import SOURCE, FakeWarehouse, wait_until
-from xwch.protocol import (
-    INLINE_MOST,
-    OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
-    Assignment,
-    BinaryRef,
-    InputFile,
-    OutputFile,
-)
+from xwch.protocol.objects import BinaryRef, InputFile, OutputFile
+from xwch.protocol.wire import INLINE_MOST, OUTCOME_FAILED, OUTCOME_SUCCEEDED
+from xwch.protocol.worker import Assignment
 from xwch.worker import landlock
 from xwch.worker.cache import ObjectCache
 from xwch.worker.executor import AttemptExecutor, CompletedAttempt
@@ -211,7 +205,7 @@ class SandboxTests(TestCase):
     async def test_time_suspended_does_not_count_against_the_timeout(self) -> None:
         """A task's timeout stops running while it is suspended, and its duration too."""
         clock = ClockWithRealProcesses()
-        assignment = dataclasses.replace(
+        assignment = msgspec.structs.replace(
             self.assignment("echo up > started; exec sleep 30"), timeout=10.0
         )
         executor = AttemptExecutor(clock, self.cache, self.work, assignment, sandbox=self.sandbox)
@@ -265,7 +259,7 @@ class SandboxTests(TestCase):
         [spare] = (self.work / SPARE).iterdir()
         self.assertEqual(spare.stat().st_uid, os.geteuid())
         second = self.executor(
-            replace(
+            msgspec.structs.replace(
                 self.assignment('ls -A . "$TMPDIR" > seen.txt', outputs=["seen.txt"]),
                 attempt="a2",
             )
@@ -397,7 +391,7 @@ class SandboxTests(TestCase):
         plain = self.assignment("true")
         bundled = Assignment(
             **{
-                **plain.__dict__,
+                **msgspec.structs.asdict(plain),
                 "binary": BinaryRef(digest=digest, size=size, bundle=True, entry="run.sh"),
                 "sources": {digest: (SOURCE,)},
             }

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from dataclasses import replace
 from pathlib import Path
 
+from msgspec.structs import replace
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
@@ -536,28 +536,11 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual(self.coordinator.result_batches, [1, 2])
         self.assertEqual(self.service.running_attempts(), [])
 
-    def test_a_coordinator_taking_one_result_at_a_time_gets_them_one_by_one(self) -> None:
-        """A batch refused as malformed (an older coordinator) is sent again result by result."""
-        self.coordinator.batched_results = False
-        self._three_slots_with_results_held()
-        self._until_reported()
-        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
-        self.assertEqual(self.coordinator.result_batches, [])
-        self.assertEqual(self.service.running_attempts(), [])
-        # Refused once, batches are not tried again with this coordinator.
-        refused = self.coordinator.refused_batches
-        self.coordinator.assign(assignment("a4", "t4"))
-        self._until_reported()  # the worker's next Work Request takes it
-        self.attempts["a4"].succeed(b"tile 4")
-        self._until_reported()
-        self.assertEqual([r.attempt for _, r in self.coordinator.results][-1], "a4")
-        self.assertEqual(self.coordinator.refused_batches, refused)
-
     def test_a_batch_refused_by_a_coordinator_that_took_batches_is_no_reason_to_stop(
         self,
     ) -> None:
         """A 400 on a batch from a coordinator that took one before (a malformed result, say)
-        sends that batch one by one, and the next results still go as a batch."""
+        sends that batch again one result at a time, and the next results still go together."""
         self.coordinator.assign(assignment("a1"), assignment("a2", "t2"), assignment("a3", "t3"))
         self.start()
         self.attempts["a1"].fail()
@@ -566,7 +549,7 @@ class WorkerServiceTests(ServiceHarness):
         self.attempts["a2"].fail()
         self.attempts["a3"].fail()
         self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
-        self.assertEqual(self.coordinator.result_batches, [1, 1])
+        self.assertEqual(self.coordinator.result_batches, [1, 1, 1])
 
     def test_suspended_worker_reports_without_asking_for_work(self) -> None:
         """A result reported while suspended asks for no work."""

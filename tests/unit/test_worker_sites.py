@@ -9,7 +9,8 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTim
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from xwch.protocol import HostFacts, ProtocolError
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.worker import HostFacts
 from xwch.worker.sites import tcp_round_trip
 
 
@@ -42,7 +43,7 @@ def _facts(cached: object) -> dict[str, object]:
 def test_cache_reports_are_checked() -> None:
     assert HostFacts.from_json(_facts(["ab" * 8])).cached == ("ab" * 8,)
     for bad, why in [
-        ("abc", "expected a list"),
+        ("abc", "register.cached: expected `array`"),
         (["AB" * 8], "register.cached[0]"),
         (["ab"], "register.cached[0]"),
         ([7], "register.cached[0]"),

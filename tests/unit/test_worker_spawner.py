@@ -17,7 +17,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.unit import test_worker_executor as executor_tests
 from tests.unit import test_worker_sandbox as sandbox_tests
-from xwch.protocol import OUTCOME_FAILED, OUTCOME_SUCCEEDED, Assignment
+from xwch.protocol.wire import OUTCOME_FAILED, OUTCOME_SUCCEEDED
+from xwch.protocol.worker import Assignment
 from xwch.worker.executor import AttemptExecutor
 from xwch.worker.spawner import ForkServerSpawner
 

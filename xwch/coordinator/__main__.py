@@ -10,7 +10,7 @@ from pathlib import Path
 
 from xwch.config import DEFAULT_PORT, xwch_home
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
-from xwch.protocol import ROLES
+from xwch.protocol.wire import ROLES
 from xwch.store.database import default_url
 
 EXIT_USAGE = 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from xwch.protocol import CACHE_PREFIX
+from xwch.protocol.wire import CACHE_PREFIX
 
 PREFIX_LENGTH = CACHE_PREFIX
 

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from xwch import capability
-from xwch.protocol import Source
+from xwch.protocol.objects import Source
 from xwch.store import nodes
 from xwch.store.database import Database
 from xwch.store.records import WarehouseRecord

@@ -32,7 +32,7 @@ from xwch.coordinator.load import (
     LoadEstimator,
 )
 from xwch.errors import XwchError
-from xwch.protocol import Policy, TransfersReport
+from xwch.protocol.worker import Policy, TransfersReport
 from xwch.transfer.meter import InterfaceCounters, host_interface_counters
 
 

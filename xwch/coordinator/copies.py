@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from treq.client import HTTPClient
 
 from xwch.http import decode_error
-from xwch.protocol import CAPABILITY_HEADER, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.wire import CAPABILITY_HEADER
 
 # (warehouse URL, digest, size, sources, put capability) -> asks that warehouse to copy it.
 CopyRequest = Callable[[str, str, int, Sequence[Source], str], Awaitable[None]]

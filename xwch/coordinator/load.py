@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 
-from xwch.protocol import TransfersReport
+from xwch.protocol.worker import TransfersReport
 from xwch.transfer.delay import DelayController
 from xwch.transfer.window import WindowedExtreme, windowed_max, windowed_min
 
@@ -127,37 +127,35 @@ class LoadEstimator:
         now = self._clock.seconds()
         state = self._link(link, kind, now)
         seconds = report.seconds
-        sent = sum(p.sent for p in report.peers)
-        received = sum(p.received for p in report.peers)
+        peers = report.peers
+        sent = sum(p.sent for p in peers.values())
+        received = sum(p.received for p in peers.values())
         if seconds > 0:
             state.xwch_rate = max(sent, received) / seconds
             state.capacity.add(state.xwch_rate, now)
-        for peer in report.peers:
-            if peer.busy > 0:
+        for traffic in peers.values():
+            if traffic.busy > 0:
                 # While a packet was in flight, the link gave XWCH at least this much.
-                state.capacity.add(max(peer.sent, peer.received) / peer.busy, now)
-        if (
-            seconds > 0
-            and report.interface_sent is not None
-            and report.interface_received is not None
-        ):
+                state.capacity.add(max(traffic.sent, traffic.received) / traffic.busy, now)
+        interface = report.interface
+        if seconds > 0 and interface is not None:
             # XWCH's bytes to loopback peers never reach the interfaces: not subtracted.
-            wire = [p for p in report.peers if not is_loopback_url(p.peer)]
-            other_sent = max(0, report.interface_sent - sum(p.sent for p in wire))
-            other_received = max(0, report.interface_received - sum(p.received for p in wire))
+            wire = [p for peer, p in peers.items() if not is_loopback_url(peer)]
+            other_sent = max(0, interface.sent - sum(p.sent for p in wire))
+            other_received = max(0, interface.received - sum(p.received for p in wire))
             state.other_rate = max(other_sent, other_received) / seconds
-            total = max(report.interface_sent, report.interface_received) / seconds
+            total = max(interface.sent, interface.received) / seconds
             state.capacity.add(total, now)
-        rtts = [(p.avg_rtt, p.packets) for p in report.peers if p.avg_rtt is not None]
-        for p in report.peers:
+        rtts = [(p.avg_rtt, p.packets) for p in peers.values() if p.avg_rtt is not None]
+        for p in peers.values():
             if p.min_rtt is not None:
                 state.base_rtt.add(p.min_rtt, now)
         rtts.extend(state.remote_rtts)
         state.remote_rtts = []
         state.avg_rtt = _weighted_mean(rtts)
         if kind == LINK_WORKER:
-            for p in report.peers:
-                self._seen_from_afar(p.peer, p.min_rtt, p.avg_rtt, p.packets, now)
+            for peer, p in peers.items():
+                self._seen_from_afar(peer, p.min_rtt, p.avg_rtt, p.packets, now)
 
     def host_counters(self, link: str, kind: str, sent: int, received: int, seconds: float) -> None:
         """A host's interface counters over ``seconds`` (the coordinator samples its own)."""

@@ -7,8 +7,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
+
 from xwch import __version__ as version
 from xwch.coordinator.web import Route
+
+_REF = "#/components/schemas/"
 
 _ERROR = {
     "type": "object",
@@ -19,6 +23,7 @@ _ERROR = {
 
 def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
+    messages: list[type] = []
     for route in routes:
         operation: dict[str, Any] = {
             "summary": route.summary,
@@ -45,12 +50,15 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
         if route.roles:
             operation["security"] = [{"bearer": []}]
             operation["x-xwch-roles"] = list(route.roles)
+        if isinstance(route.body, type):
+            messages.append(route.body)
+            schema: dict[str, Any] = {"$ref": f"{_REF}{route.body.__name__}"}
+        elif route.body:
+            schema = {"type": "object", "title": route.body}
         if route.body:
             operation["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": {"type": "object", "title": route.body}}
-                },
+                "content": {"application/json": {"schema": schema}},
             }
         paths.setdefault("/api/v1" + route.pattern, {})[route.method.lower()] = operation
     return {
@@ -60,6 +68,10 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
             "version": version,
             "description": "Jobs, workers' signals (RR, WR, WA, WRS) and the warehouses' catalog.",
         },
-        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            # Generated from the messages' own field types, as their decoders are.
+            "schemas": msgspec.json.schema_components(messages, ref_template=_REF + "{name}")[1],
+        },
         "paths": paths,
     }

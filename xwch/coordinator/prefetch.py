@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.copies import CopyRequest
 from xwch.coordinator.scheduler import TaskKey
-from xwch.protocol import Source
+from xwch.protocol.objects import Source
 from xwch.store.records import WarehouseRecord
 
 

@@ -34,7 +34,7 @@ from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRequest, JsonRouter
 from xwch.coordinator.workers import WorkersManager
 from xwch.http import make_http_client
-from xwch.protocol import API_PREFIX
+from xwch.protocol.wire import API_PREFIX
 from xwch.store import tokens
 from xwch.store.database import Database
 

@@ -37,7 +37,8 @@ from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
 from xwch.errors import XwchError
-from xwch.protocol import (
+from xwch.protocol.objects import BinaryRef, InputFile
+from xwch.protocol.wire import (
     JOB_CANCELLED,
     JOB_DONE,
     JOB_ENDED_STATES,
@@ -50,11 +51,8 @@ from xwch.protocol import (
     TASK_FAILED,
     TASK_READY,
     TASK_RUNNING,
-    Assignment,
-    AttemptResult,
-    BinaryRef,
-    InputFile,
 )
+from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
 from xwch.store.database import Database
 from xwch.store.records import (

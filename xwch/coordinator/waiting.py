@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.python.failure import Failure
 
 from xwch.coordinator.web import Caller
-from xwch.protocol import Assignment
+from xwch.protocol.worker import Assignment
 
 # One more try at getting work for a waiting request: the scheduler's pick and its record.
 TryAgain = Callable[[], Deferred[list[Assignment]]]

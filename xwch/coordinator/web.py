@@ -8,12 +8,12 @@ with its status, and an unexpected one is logged and answered 500 without a trac
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -21,7 +21,10 @@ from twisted.web import server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
+from xwch.protocol.codec import Message, ProtocolError, decode, encode
 from xwch.store.records import TokenRecord
+
+_any_json = msgspec.json.Decoder()
 
 # Bodies larger than this are refused before decoding (a 100,000-task job is a few MB).
 MAX_BODY = 256 * 1024 * 1024
@@ -100,7 +103,9 @@ class Route:
     roles: tuple[str, ...]
     handler: Handler
     summary: str
-    body: str | None = None  # name of the message the body carries, for the OpenAPI document
+    # The message the body carries, decoded and checked before the handler runs; a name only
+    # (for the OpenAPI document): any JSON, which the handler checks.
+    body: type[Message] | str | None = None
     regex: re.Pattern[str] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -193,7 +198,7 @@ class JsonRouter(Resource):
                     token=token,
                     params=match.groupdict(),
                     query=_query(request),
-                    body=_body(request) if method in ("POST", "PUT") else None,
+                    body=_body(request, route.body) if method in ("POST", "PUT") else None,
                     caller=_HttpCaller(request),
                 )
             )
@@ -232,26 +237,32 @@ def _query(request: Request) -> dict[str, str]:
     }
 
 
-def _body(request: Request) -> Any:
+def _body(request: Request, kind: type[Message] | str | None) -> Any:
+    """The request's body: the route's message, or any JSON (None when there is none)."""
     content = request.content
-    if content is None:
-        return None
-    content.seek(0, 2)
-    size = content.tell()
-    if size > MAX_BODY:
-        raise HttpError(413, "too_large", f"request body over {MAX_BODY} bytes")
-    content.seek(0)
-    raw = content.read()
+    raw = b""
+    if content is not None:
+        content.seek(0, 2)
+        size = content.tell()
+        if size > MAX_BODY:
+            raise HttpError(413, "too_large", f"request body over {MAX_BODY} bytes")
+        content.seek(0)
+        raw = content.read()
+    if isinstance(kind, type):
+        where = getattr(kind, "WHERE", kind.__name__)
+        if not raw:
+            raise ProtocolError(f"{where}: expected a JSON object, got an empty body")
+        return decode(raw, kind, where)
     if not raw:
         return None
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
+        return _any_json.decode(raw)
+    except msgspec.DecodeError as e:
         raise HttpError(400, "bad_request", f"the body is not valid JSON: {e}") from None
 
 
 def _write_json(request: Request, status: int, answer: Any) -> None:
-    data = json.dumps(answer, separators=(",", ":")).encode("utf-8")
+    data = encode(answer)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"content-length", str(len(data)).encode("ascii"))

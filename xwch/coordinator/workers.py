@@ -21,7 +21,7 @@ from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.scheduler import DEFAULT_SITE, WorkerView
 from xwch.coordinator.tasks import TasksManager
 from xwch.errors import XwchError
-from xwch.protocol import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
+from xwch.protocol.worker import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
 from xwch.store import nodes
 from xwch.store.database import Database
 from xwch.store.records import TokenRecord, WorkerRecord

@@ -9,7 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from xwch.protocol import JOB_RUNNING, TASK_STATES
+from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
+from xwch.protocol.wire import JOB_RUNNING, TASK_STATES
 from xwch.store.driver import execute_plain
 from xwch.store.nodes import add_inline_objects_thd
 from xwch.store.records import (
@@ -23,7 +24,6 @@ from xwch.store.records import (
     RecoveredTask,
 )
 from xwch.store.schema import attempts, jobs, outputs, tasks, workers
-from xwch.views import AttemptLog, JobSummary, TaskInfo
 
 # Rows per INSERT statement: large jobs go in batches that every backend accepts.
 INSERT_BATCH = 5000

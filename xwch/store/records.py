@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from xwch.views import WorkerInfo
+from xwch.protocol.client import WorkerInfo
 
 
 @dataclass(frozen=True)

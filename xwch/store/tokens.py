@@ -7,7 +7,7 @@ import secrets
 
 import sqlalchemy as sa
 
-from xwch.protocol import ROLES
+from xwch.protocol.wire import ROLES
 from xwch.store.records import TokenRecord
 from xwch.store.schema import settings, tokens
 

@@ -14,7 +14,7 @@ from treq.client import HTTPClient
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from xwch.protocol import Source
+from xwch.protocol.objects import Source
 from xwch.transfer.download import Downloader
 from xwch.transfer.pacing import PacketPacer
 

@@ -29,7 +29,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable, XwchError
-from xwch.protocol import (
+from xwch.protocol.fields import require_digest
+from xwch.protocol.objects import Source
+from xwch.protocol.wire import (
     ACCEPT_PACKET_CHECK_HEADER,
     ACCEPT_PACKET_ENCODING_HEADER,
     CAPABILITY_HEADER,
@@ -39,8 +41,6 @@ from xwch.protocol import (
     PACKET_ENCODING_HEADER,
     PACKET_ENCODING_ZSTD,
     SESSION_HEADER,
-    Source,
-    require_digest,
 )
 from xwch.transfer.backoff import Backoff
 from xwch.transfer.digest import BLOCK_SIZE

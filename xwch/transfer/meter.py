@@ -16,7 +16,8 @@ from typing import Protocol, runtime_checkable
 import psutil
 from twisted.internet.interfaces import IReactorTime
 
-from xwch.protocol import MAX_REPORTED_PEERS, PeerTraffic, TransfersReport
+from xwch.protocol.wire import MAX_REPORTED_PEERS
+from xwch.protocol.worker import InterfaceTraffic, PeerTraffic, TransfersReport
 
 # (bytes sent, bytes received) by the host's interfaces since boot, or None if unknown.
 InterfaceCounters = Callable[[], "tuple[int, int] | None"]
@@ -53,9 +54,8 @@ class _Counters:
     rtt_sum: float = 0.0
     rtts: int = 0
 
-    def traffic(self, peer: str) -> PeerTraffic:
+    def traffic(self) -> PeerTraffic:
         return PeerTraffic(
-            peer=peer,
             sent=self.sent,
             received=self.received,
             busy=round(self.busy, 6),
@@ -105,20 +105,21 @@ class TransferMeter:
     def take_report(self) -> TransfersReport:
         """The counters since the last report; counting starts afresh."""
         now = self._reactor.seconds()
-        peers = tuple(c.traffic(peer) for peer, c in sorted(self._peers.items()))
-        sent = received = None
+        peers = {peer: c.traffic() for peer, c in sorted(self._peers.items())}
+        interface = None
         if self._interface is not None:
             current = self._interface()
             if current is not None and self._interface_then is not None:
                 # Counters wrap or reset (an interface going away): never report a negative.
-                sent = max(0, current[0] - self._interface_then[0])
-                received = max(0, current[1] - self._interface_then[1])
+                interface = InterfaceTraffic(
+                    sent=max(0, current[0] - self._interface_then[0]),
+                    received=max(0, current[1] - self._interface_then[1]),
+                )
             self._interface_then = current
         report = TransfersReport(
             seconds=round(max(0.0, now - self._since), 6),
             peers=peers,
-            interface_sent=sent,
-            interface_received=received,
+            interface=interface,
         )
         self._peers = {}
         self._since = now

@@ -21,7 +21,7 @@ from typing import Literal
 
 from twisted.internet.interfaces import IReactorTime
 
-from xwch.protocol import Policy, TransfersReport
+from xwch.protocol.worker import Policy, TransfersReport
 from xwch.transfer.bucket import TokenBucket, check_rate
 from xwch.transfer.delay import DelayController
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters

@@ -18,7 +18,7 @@ import xxhash
 import zstandard
 
 from xwch.errors import XwchError
-from xwch.protocol import PACKET_CRC_HEADER, PACKET_ENCODING_ZSTD, PACKET_XXH3_HEADER
+from xwch.protocol.wire import PACKET_CRC_HEADER, PACKET_ENCODING_ZSTD, PACKET_XXH3_HEADER
 
 
 class CorruptPacket(XwchError):

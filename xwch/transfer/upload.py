@@ -23,12 +23,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable
-from xwch.protocol import (
+from xwch.protocol.fields import require_digest
+from xwch.protocol.wire import (
     CAPABILITY_HEADER,
     PACKET_DIGEST_HEADER,
     PACKET_ENCODING_HEADER,
     SESSION_HEADER,
-    require_digest,
 )
 from xwch.transfer.backoff import Backoff
 from xwch.transfer.exchange import Reply, exchange

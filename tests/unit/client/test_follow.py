@@ -12,7 +12,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from xwch.client.api import CoordinatorClient
 from xwch.client.follow import JobFollower, render_change, render_progress
 from xwch.errors import ApiError, Unreachable
-from xwch.views import JobSummary
+from xwch.protocol.client import JobSummary
 
 
 def summary(state: str = "running", **counts: int) -> JobSummary:

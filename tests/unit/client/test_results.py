@@ -19,7 +19,7 @@ from tests.fakes.coordinator_client_side import (
 from xwch.client.api import CoordinatorClient
 from xwch.client.results import Downloaded, default_results_dir, download_results
 from xwch.http import JsonApi
-from xwch.protocol import ProtocolError
+from xwch.protocol.codec import ProtocolError
 
 
 class ResultsTests(SynchronousTestCase):

@@ -13,7 +13,7 @@ from xwch.client.humane import (
     format_gib,
 )
 from xwch.client.tables import Column, jobs_table, render_table, status_text, tasks_table
-from xwch.views import JobSummary, TaskInfo
+from xwch.protocol.client import JobSummary, TaskInfo
 
 NOON = 1_700_049_600.0  # 2023-11-15 12:00:00 UTC
 

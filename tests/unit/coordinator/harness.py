@@ -12,7 +12,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.database import InlineDatabase
 from xwch.coordinator.service import Coordinator, CoordinatorConfig, make_coordinator
-from xwch.protocol import HostFacts, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.worker import HostFacts
 from xwch.store import tokens
 from xwch.store.records import TokenRecord
 

@@ -14,7 +14,8 @@ from twisted.internet.defer import ensureDeferred
 from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
 from xwch import capability
 from xwch.errors import CapabilityError
-from xwch.protocol import INLINE_MOST, HostFacts
+from xwch.protocol.wire import INLINE_MOST, PROTOCOL_VERSION
+from xwch.protocol.worker import HostFacts
 from xwch.store import tokens
 
 
@@ -50,7 +51,7 @@ class ApiTests(CoordinatorTestCase):
 
     def register_worker(self) -> str:
         """A worker registered through the API; its id."""
-        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0)
+        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0, protocol=PROTOCOL_VERSION)
         code, reg, _ = self.call("POST", "/workers", role="worker", body=facts.to_json())
         self.assertEqual(code, 201)
         return str(reg["worker_id"])
@@ -88,7 +89,7 @@ class ApiTests(CoordinatorTestCase):
         self.assertIn("not valid JSON", body["message"])
         code, body, _ = self.call("POST", "/workers", role="worker", body={"name": "x"})
         self.assertEqual(code, 400)
-        self.assertIn("missing field 'address'", body["message"])
+        self.assertIn("register.address: missing field", body["message"])
         code, body, _ = self.call(
             "POST", "/objects/downloads", role="client", body={"digests": ["zz"]}
         )
@@ -197,7 +198,17 @@ class ApiTests(CoordinatorTestCase):
                 self.coordinator.catalog.register("http://127.0.0.1:10", "far-lab", 10, 10)
             )
         )
-        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0, site="far-lab")
+        facts = HostFacts(
+            "h",
+            "127.0.0.1",
+            "linux-x86_64",
+            2,
+            1,
+            2,
+            1.0,
+            site="far-lab",
+            protocol=PROTOCOL_VERSION,
+        )
         code, reg, _ = self.call("POST", "/workers", role="worker", body=facts.to_json())
         self.assertEqual(code, 201)
         assignment = self._first_attempt(str(reg["worker_id"]), 1)
@@ -220,7 +231,9 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual(self.call("GET", "/warehouses", role="warehouse")[0], 403)
 
     def test_bad_cache_reports_are_refused_with_the_field_named(self) -> None:
-        facts = HostFacts("h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0).to_json()
+        facts = HostFacts(
+            "h", "127.0.0.1", "linux-x86_64", 2, 1, 2, 1.0, protocol=PROTOCOL_VERSION
+        ).to_json()
         code, body, _ = self.call(
             "POST", "/workers", role="worker", body={**facts, "cached": ["XYZ"]}
         )
@@ -253,8 +266,10 @@ class ApiTests(CoordinatorTestCase):
             "stderr": "",
             "duration": 0.1,
         }
-        code, body, _ = self.call("POST", f"/workers/{worker}/results", role="worker", body=result)
-        self.assertEqual((code, body), (200, {"accepted": True}))
+        code, body, _ = self.call(
+            "POST", f"/workers/{worker}/results", role="worker", body={"results": [result]}
+        )
+        self.assertEqual((code, body), (200, {"results": [{"accepted": True}]}))
         code, listed, _ = self.call("GET", "/workers", role="client")
         [row] = listed["workers"]
         self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
@@ -303,10 +318,13 @@ class ApiTests(CoordinatorTestCase):
             "POST",
             f"/workers/{worker}/results",
             role="worker",
-            body=self._result(first["attempt"], work={"performance": 1.0, "free_slots": 2}),
+            body={
+                "results": [self._result(first["attempt"])],
+                "work": {"performance": 1.0, "free_slots": 2},
+            },
         )
         self.assertEqual(code, 200)
-        self.assertTrue(body["accepted"])
+        self.assertEqual(body["results"], [{"accepted": True}])
         self.assertEqual(len(body["tasks"]), 2)
         self.assertNotIn(first["task"], [t["task"] for t in body["tasks"]])
         self.assertIn("packet_size", body["policy"])
@@ -377,9 +395,9 @@ class ApiTests(CoordinatorTestCase):
             "POST",
             f"/workers/{worker}/results",
             role="worker",
-            body=self._result(assignment["attempt"], outputs=[output]),
+            body={"results": [self._result(assignment["attempt"], outputs=[output])]},
         )
-        self.assertEqual((code, body), (200, {"accepted": True}))
+        self.assertEqual((code, body), (200, {"results": [{"accepted": True}]}))
         code, body, _ = self.call(
             "POST", "/objects/downloads", role="client", body={"digests": [digest]}
         )
@@ -408,7 +426,7 @@ class ApiTests(CoordinatorTestCase):
         cases = [
             ({"digest": "0" * 64, "size": 3, "content": "NDIK"}, "do not hash"),
             ({"digest": "0" * 64, "size": 2, "content": "NDIK"}, "not the 2 announced"),
-            ({"digest": "0" * 64, "size": 3, "content": "not base64!"}, "not valid base64"),
+            ({"digest": "0" * 64, "size": 3, "content": "not base64!"}, "invalid base64"),
             (
                 {
                     "digest": hashlib.sha256(big).hexdigest(),
@@ -424,10 +442,10 @@ class ApiTests(CoordinatorTestCase):
                 "POST",
                 f"/workers/{worker}/results",
                 role="worker",
-                body=self._result(first["attempt"], outputs=[output]),
+                body={"results": [self._result(first["attempt"], outputs=[output])]},
             )
             self.assertEqual(code, 400, why)
-            self.assertIn("result.outputs[0].content", body["message"])
+            self.assertIn("report.results[0].outputs[0]", body["message"])
             self.assertIn(why, body["message"])
         self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
 
@@ -446,13 +464,16 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
 
     def test_work_result_without_a_work_request_assigns_nothing(self) -> None:
-        """An older worker's result (no "work") is answered as before: no tasks handed out."""
+        """A result that asks for no work ("work" absent) gets no tasks handed out."""
         worker = self.register_worker()
         first = self._first_attempt(worker, tasks=3)
         code, body, _ = self.call(
-            "POST", f"/workers/{worker}/results", role="worker", body=self._result(first["attempt"])
+            "POST",
+            f"/workers/{worker}/results",
+            role="worker",
+            body={"results": [self._result(first["attempt"])]},
         )
-        self.assertEqual((code, body), (200, {"accepted": True}))
+        self.assertEqual((code, body), (200, {"results": [{"accepted": True}]}))
         self.assertEqual(self.coordinator.tasks.counts().get("running", 0), 0)
 
     def test_busy_coordinator_takes_the_result_but_assigns_nothing(self) -> None:
@@ -464,9 +485,12 @@ class ApiTests(CoordinatorTestCase):
             "POST",
             f"/workers/{worker}/results",
             role="worker",
-            body=self._result(first["attempt"], work={"performance": 1.0, "free_slots": 2}),
+            body={
+                "results": [self._result(first["attempt"])],
+                "work": {"performance": 1.0, "free_slots": 2},
+            },
         )
-        self.assertEqual((code, body), (200, {"accepted": True}))
+        self.assertEqual((code, body), (200, {"results": [{"accepted": True}]}))
         self.assertEqual(self.coordinator.tasks.counts()["done"], 1)
         self.assertEqual(self.coordinator.communication.work_requests_refused, 1)
 
@@ -478,10 +502,10 @@ class ApiTests(CoordinatorTestCase):
             "POST",
             f"/workers/{worker}/results",
             role="worker",
-            body=self._result(first["attempt"], work={"performance": 1.0}),
+            body={"results": [self._result(first["attempt"])], "work": {"performance": 1.0}},
         )
         self.assertEqual((code, body["error"]), (400, "bad_request"))
-        self.assertIn("result.work.free_slots", body["message"])
+        self.assertIn("report.work.free_slots", body["message"])
         self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
 
     def test_a_negative_idle_slots_is_refused_naming_it(self) -> None:
@@ -495,12 +519,13 @@ class ApiTests(CoordinatorTestCase):
             "POST",
             f"/workers/{worker}/results",
             role="worker",
-            body=self._result(
-                first["attempt"], work={"performance": 1.0, "free_slots": 1, "idle_slots": "x"}
-            ),
+            body={
+                "results": [self._result(first["attempt"])],
+                "work": {"performance": 1.0, "free_slots": 1, "idle_slots": "x"},
+            },
         )
         self.assertEqual((code, answer["error"]), (400, "bad_request"))
-        self.assertIn("result.work.idle_slots", answer["message"])
+        self.assertIn("report.work.idle_slots", answer["message"])
         self.assertEqual(self.coordinator.tasks.counts().get("done", 0), 0)
 
     def test_object_locations_name_the_warehouses_holding_it(self) -> None:

@@ -14,7 +14,8 @@ from twisted.internet.task import Clock
 from tests.unit.coordinator.harness import CoordinatorTestCase
 from xwch.coordinator.communication import Busy, CommunicationManager
 from xwch.coordinator.load import LINK_WAREHOUSE, LINK_WORKER, LoadEstimator, is_loopback_url
-from xwch.protocol import PeerTraffic, Policy, TransfersReport
+from xwch.protocol.wire import PROTOCOL_VERSION
+from xwch.protocol.worker import InterfaceTraffic, PeerTraffic, Policy, TransfersReport
 from xwch.store import tokens
 
 MB = 1_000_000.0
@@ -29,9 +30,8 @@ def traffic(
     peer: str = WAREHOUSE,
     sent: float = 0,
     packets: int = 10,
-) -> PeerTraffic:
-    return PeerTraffic(
-        peer=peer,
+) -> tuple[str, PeerTraffic]:
+    return peer, PeerTraffic(
         sent=int(sent),
         received=int(received),
         busy=busy,
@@ -41,12 +41,17 @@ def traffic(
     )
 
 
-def report(*peers: PeerTraffic, seconds: float = 5.0, iface: tuple[float, float] | None = None):
+def report(
+    *peers: tuple[str, PeerTraffic],
+    seconds: float = 5.0,
+    iface: tuple[float, float] | None = None,
+) -> TransfersReport:
     return TransfersReport(
         seconds=seconds,
-        peers=peers,
-        interface_sent=None if iface is None else int(iface[0]),
-        interface_received=None if iface is None else int(iface[1]),
+        peers=dict(peers),
+        interface=None
+        if iface is None
+        else InterfaceTraffic(sent=int(iface[0]), received=int(iface[1])),
     )
 
 
@@ -287,6 +292,7 @@ class NetworkApiTests(CoordinatorTestCase):
             "memory": 1,
             "slots": 2,
             "performance": 1.0,
+            "protocol": PROTOCOL_VERSION,
         }
         code, reg = self.call("POST", "/workers", "worker", facts)
         self.assertEqual(code, 201)

@@ -11,7 +11,8 @@ from tests.unit.coordinator.harness import CoordinatorTestCase, diamond, digest_
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.scanner import REPAIR_ABANDONED, REPAIR_DUPLICATES, REPAIR_ORPHANS
 from xwch.coordinator.tasks import TasksManager
-from xwch.protocol import Assignment, AttemptResult, OutputFile, RunningAttempt
+from xwch.protocol.objects import OutputFile
+from xwch.protocol.worker import Assignment, AttemptResult, RunningAttempt
 from xwch.store import jobs as job_queries
 
 

@@ -14,7 +14,8 @@ from xwch.coordinator.locality import LocalityScheduler
 from xwch.coordinator.scheduler import FifoScheduler
 from xwch.coordinator.service import Coordinator, CoordinatorConfig, make_coordinator
 from xwch.coordinator.workers import WorkersManager
-from xwch.protocol import Assignment, AttemptResult, HostFacts, OutputFile
+from xwch.protocol.objects import OutputFile
+from xwch.protocol.worker import Assignment, AttemptResult, HostFacts
 from xwch.store import jobs as job_queries
 from xwch.store import schema
 
@@ -97,7 +98,7 @@ class SchedulingTests(CoordinatorTestCase):
         )
 
     def alive(self, worker_id: str, *attempts: str) -> list[str]:
-        from xwch.protocol import RunningAttempt
+        from xwch.protocol.worker import RunningAttempt
 
         cancels, _ = self.successResultOf(
             ensureDeferred(

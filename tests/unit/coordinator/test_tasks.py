@@ -10,7 +10,8 @@ from twisted.internet.defer import ensureDeferred
 from tests.unit.coordinator.harness import BINARY, CoordinatorTestCase, diamond, digest_of, wire_job
 from xwch.coordinator.tasks import BadResult, MissingObjects, NotYourAttempt, TasksManager
 from xwch.errors import JobFileError
-from xwch.protocol import Assignment, AttemptResult, OutputFile
+from xwch.protocol.objects import OutputFile
+from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
 
 
@@ -128,7 +129,7 @@ class TaskStatesTests(CoordinatorTestCase):
     def test_worker_running_an_unknown_attempt_is_told_to_kill_it(self) -> None:
         """A worker reporting an attempt the coordinator no longer knows is told to drop it."""
         worker = self.register()
-        from xwch.protocol import RunningAttempt
+        from xwch.protocol.worker import RunningAttempt
 
         cancels, _ = self.successResultOf(
             ensureDeferred(

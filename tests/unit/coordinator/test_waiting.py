@@ -19,7 +19,9 @@ from tests.unit.coordinator.harness import CoordinatorTestCase, _d, wire_job
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import ApiRequest, Caller, _HttpCaller
-from xwch.protocol import Assignment, BinaryRef
+from xwch.protocol.objects import BinaryRef
+from xwch.protocol.wire import PROTOCOL_VERSION
+from xwch.protocol.worker import Assignment, WorkRequest
 from xwch.store import tokens
 
 
@@ -295,6 +297,7 @@ class HeldRequestsApiTests(CoordinatorTestCase):
                     "slots": 2,
                     "performance": 1.0,
                     "site": None,
+                    "protocol": PROTOCOL_VERSION,
                 },
             )
         )
@@ -374,7 +377,7 @@ class HeldRequestsApiTests(CoordinatorTestCase):
             token=self.worker_token_of_registered(),
             params={"worker": self.worker},
             query={},
-            body={"performance": 1.0, "free_slots": 2},
+            body=WorkRequest(performance=1.0, free_slots=2),
             caller=caller,
         )
         self.successResultOf(_d(self.coordinator.api.work_request(request)))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from xwch.protocol import MAX_REPORTED_PEERS, TransfersReport
+from xwch.protocol.wire import MAX_REPORTED_PEERS
+from xwch.protocol.worker import TransfersReport
 from xwch.transfer.meter import OTHER_PEERS, TransferMeter
 from xwch.transfer.rates import format_rate, parse_rate
 
@@ -21,8 +22,8 @@ def test_a_report_counts_each_peer_since_the_last_one() -> None:
     clock.advance(5.0)
     report = meter.take_report()
     assert report.seconds == 5.0
-    w1, w2 = report.peers
-    assert (w1.peer, w1.received, w1.packets, w1.min_rtt, w1.avg_rtt) == (
+    (n1, w1), (n2, w2) = report.peers.items()
+    assert (n1, w1.received, w1.packets, w1.min_rtt, w1.avg_rtt) == (
         "http://w1",
         4000,
         2,
@@ -30,12 +31,12 @@ def test_a_report_counts_each_peer_since_the_last_one() -> None:
         0.003,
     )
     assert w1.busy == pytest.approx(0.4)
-    assert (w2.sent, w2.min_rtt) == (500, 0.010)
+    assert (n2, w2.sent, w2.min_rtt) == ("http://w2", 500, 0.010)
     assert (report.interface_sent, report.interface_received) == (5000, 7000)
     assert TransfersReport.from_json(report.to_json()) == report
     clock.advance(5.0)
     empty = meter.take_report()
-    assert (empty.peers, empty.interface_sent) == ((), 0)
+    assert (empty.peers, empty.interface_sent) == ({}, 0)
     assert (meter.total_sent, meter.total_received) == (500, 4000)
 
 
@@ -46,7 +47,7 @@ def test_a_report_names_a_bounded_number_of_peers() -> None:
         meter.record(f"http://w{n}", 1, 0, 0.0, None)
     report = meter.take_report()
     assert len(report.peers) == MAX_REPORTED_PEERS
-    assert OTHER_PEERS in {p.peer for p in report.peers}
+    assert OTHER_PEERS in report.peers
     assert report.interface_sent is None
 
 

@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
-from xwch.protocol import Policy
+from xwch.protocol.worker import Policy
 from xwch.transfer.bucket import TokenBucket
 from xwch.transfer.pacing import DOWNLOAD, UPLOAD, PacketPacer
 from xwch.transfer.slots import TransferSlots

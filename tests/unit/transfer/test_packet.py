@@ -7,7 +7,7 @@ import random
 import pytest
 import zstandard
 
-from xwch.protocol import PACKET_CRC_HEADER, PACKET_ENCODING_ZSTD, PACKET_XXH3_HEADER
+from xwch.protocol.wire import PACKET_CRC_HEADER, PACKET_ENCODING_ZSTD, PACKET_XXH3_HEADER
 from xwch.transfer.packet import (
     CorruptPacket,
     PacketCompressor,

@@ -20,14 +20,14 @@ from tests.fakes.warehouse import InMemoryWarehouse, drive, result_of
 from tests.unit.test_transfer import Recorder
 from xwch import capability
 from xwch.errors import ApiError
-from xwch.protocol import (
+from xwch.protocol.objects import Source
+from xwch.protocol.wire import (
     ACCEPT_PACKET_CHECK_HEADER,
     PACKET_CRC_HEADER,
     PACKET_ENCODING_HEADER,
     PACKET_XXH3_HEADER,
-    Policy,
-    Source,
 )
+from xwch.protocol.worker import Policy
 from xwch.transfer import PacketPacer, copy_object, download_object, upload_bytes
 from xwch.transfer.download import Downloader
 
@@ -347,12 +347,12 @@ def test_transfers_are_metered_per_peer(
     upload(warehouse, clock, NOISE)
     p = pacer(clock)
     result_of(download(warehouse, clock, NOISE, tmp_path / "x", p=p))
-    [peer] = p.transfer_report().peers
-    assert (peer.peer, peer.received, peer.packets) == (warehouse.url, len(NOISE), 10)
-    fields = warehouse.resource.network.heartbeat_fields()
-    assert fields["sessions"]["active"] == 0
-    served = fields["transfers"]["peers"]["clients"]
-    assert served["sent"] == len(NOISE) and served["received"] == len(NOISE)
+    [(url, peer)] = p.transfer_report().peers.items()
+    assert (url, peer.received, peer.packets) == (warehouse.url, len(NOISE), 10)
+    network = warehouse.resource.network
+    assert network.sessions.status()["active"] == 0
+    served = network.meter.take_report().peers["clients"]
+    assert served.sent == len(NOISE) and served.received == len(NOISE)
 
 
 # -- copies between warehouses -------------------------------------------------------------

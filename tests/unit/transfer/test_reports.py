@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 
 from tests.fakes.coordinator import FakeCoordinator
 from tests.fakes.warehouse import result_of
-from xwch.protocol import HostFacts, Policy, TransfersReport
+from xwch.protocol.worker import HostFacts, Policy, TransfersReport
 from xwch.transfer import PacketPacer
 from xwch.worker.service import WorkerService
 
@@ -45,11 +45,11 @@ def test_each_work_alive_reports_the_transfers_since_the_last() -> None:
     clock.advance(5.0)
     bodies = [body for _, body in coordinator.alive_bodies]
     first, second = (TransfersReport.from_json(b["transfers"]) for b in bodies[:2])
-    assert [(p.peer, p.received, p.packets) for p in first.peers] == [
+    assert [(url, p.received, p.packets) for url, p in first.peers.items()] == [
         ("http://w1:8751", 4_000_000, 1)
     ]
     assert first.seconds == 5.0
-    assert [(p.sent, p.received) for p in second.peers] == [(1000, 0)]
+    assert [(p.sent, p.received) for p in second.peers.values()] == [(1000, 0)]
     assert (second.interface_sent, second.interface_received) == (0, 0)
     assert pacer.policy.packet_sleep == 0.2 and pacer.slots.limit == 2
     d: Deferred[None] = service.stopService()
