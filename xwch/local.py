@@ -9,19 +9,20 @@ Each child tells its address on one line of standard output (``... listening on 
 ``$XWCH_HOME/local.json`` tells which process is which. A process that dies is reported on
 standard error (its exit status or signal, and the end of its log) and started again by
 Twisted's ProcessMonitor (xwch/localmonitor.py); one that dies before it was ever ready stops
-everything (exit status 1).
+everything (exit status 1). Wrong flags exit 2 before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
@@ -255,8 +256,14 @@ def _site(number: int, sites: int) -> str:
     return "local" if sites == 1 else f"site-{(number - 1) % sites + 1}"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the line says what is wrong, --help the rest.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xwch-local",
         description="Run the whole XWCH platform on this machine: a coordinator, warehouses and "
         "workers as separate processes on loopback, until Ctrl-C. A process that crashes is "
@@ -328,17 +335,52 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, on one line; None when nothing is."""
+    for name in ("workers", "slots", "warehouses", "sites", "replicas"):
+        least = 0 if name == "workers" else 1
+        value = getattr(args, name)
+        if value < least:
+            return f"--{name} must be at least {least}, not {value}"
+    for name in ("alive_interval", "heartbeat_interval", "scan_interval"):
+        value = getattr(args, name)
+        if not value > 0:
+            return f"--{name.replace('_', '-')} must be a positive number of seconds, not {value}"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be between 0 and 65535, not {args.port}"
+    return port_problem(args.port)
+
+
+def port_problem(port: int) -> str | None:
+    """Why the coordinator could not listen on ``port`` of 127.0.0.1; None if it could.
+
+    Asked before anything starts; something may still take the port before the coordinator
+    listens, and then its death is reported as any other.
+    """
+    if port == 0:
+        return None
+    with socket.socket() as probe:
+        # As Twisted's listening ports do: connections of a platform just stopped (TIME_WAIT)
+        # do not keep a new one from listening.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return (
+                    f"--port {port}: the port is in use on 127.0.0.1 (another xwch-local or "
+                    "coordinator?); give another, or --port 0 for any free one"
+                )
+            return f"--port {port}: cannot listen on 127.0.0.1:{port}: {e.strerror}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("workers", "slots", "warehouses", "sites", "replicas"):
-        if getattr(args, name) < (0 if name == "workers" else 1):
-            parser.error(f"--{name} must be at least {0 if name == 'workers' else 1}")
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be between 0 and 65535")
-    for name in ("alive_interval", "heartbeat_interval", "scan_interval"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    problem = flag_problem(args)
+    if problem is not None:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: {problem}\n")
     from twisted.internet import task
 
     task.react(lambda reactor: Deferred.fromCoroutine(run(reactor, args)))

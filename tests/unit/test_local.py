@@ -1,12 +1,15 @@
-"""``xwch-local`` (xwch/local.py): its children started in dependency order."""
+"""``xwch-local`` (xwch/local.py): its flags, and its children started in dependency order."""
 
 from __future__ import annotations
 
 import io
 import json
+import socket
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -14,13 +17,72 @@ from tests.fakes.processes import FakeProcess, FakeProcessReactor
 from xwch.errors import StartFailed
 from xwch.local import (
     COORDINATOR_READY,
+    EXIT_USAGE,
     WAREHOUSE_READY,
     WORKER_READY,
     LocalPlatform,
     _parser,
+    main,
 )
 
 TOKENS = {"client": "tc", "worker": "tw", "warehouse": "th"}
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("XWCH_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A loopback port something listens on."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--workers", "-1"], "--workers must be at least 0, not -1"),
+        (["--slots", "0"], "--slots must be at least 1, not 0"),
+        (["--warehouses", "0"], "--warehouses must be at least 1, not 0"),
+        (["--port", "70000"], "--port must be between 0 and 65535, not 70000"),
+        (
+            ["--alive-interval", "0"],
+            "--alive-interval must be a positive number of seconds, not 0.0",
+        ),
+        (
+            ["--workers", "two"],
+            "argument --workers: invalid int value: 'two' (see xwch-local --help)",
+        ),
+    ],
+)
+def test_a_wrong_flag_exits_2_on_one_line_before_anything_starts(
+    flags: list[str], said: str, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wrong flag value: one line saying what is wrong, exit status 2, nothing started."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", "0", *flags])
+    assert exited.value.code == EXIT_USAGE
+    assert capsys.readouterr().err == f"xwch-local: {said}\n"
+    assert not home.exists()
+
+
+def test_a_coordinator_port_in_use_exits_2_before_anything_starts(
+    taken_port: int, home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --port something listens on already: one line naming the port, exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--port", str(taken_port)])
+    assert exited.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"xwch-local: --port {taken_port}: the port is in use on 127.0.0.1")
+    assert err.count("\n") == 1
+    assert not home.exists()
 
 
 class LocalPlatformTests(SynchronousTestCase):
