@@ -69,3 +69,7 @@ class OffsetMismatch(XwchError):
         self.expected = expected
         self.offset = offset
         super().__init__(f"packet at offset {offset}, but {expected} bytes are held")
+
+
+class StartFailed(XwchError):
+    """A process of ``xwch-local`` died, or stayed silent, before it was ready."""

@@ -6,217 +6,191 @@ line of its own, and runs until SIGINT or SIGTERM, when it stops every process i
 
 Each child tells its address on one line of standard output (``... listening on URL`` or
 ``xwch-worker registered as ID``); their logs go to ``$XWCH_HOME/logs/``, and
-``$XWCH_HOME/local.json`` tells which process is which.
+``$XWCH_HOME/local.json`` tells which process is which. A process that dies is reported on
+standard error (its exit status or signal, and the end of its log) and started again by
+Twisted's ProcessMonitor (xwch/localmonitor.py); one that dies before it was ever ready stops
+everything (exit status 1). Wrong flags exit 2 before anything starts.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
-from twisted.internet import defer, protocol
 from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorProcess
 
 from xwch.config import DEFAULT_PORT, write_toml, xwch_home
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
+from xwch.errors import StartFailed
+from xwch.localmonitor import Child, ChildMonitor
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 
-# How long a child may take to say it is ready, and to stop when asked.
-START_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
-# A crashed child is started again after this pause (long enough for its port to be free).
-RESTART_DELAY = 1.0
+COORDINATOR_READY = "xwch-coordinator listening on"
+WAREHOUSE_READY = "xwch-warehouse listening on"
+WORKER_READY = "xwch-worker registered as"
 
 
-class ChildProcess(protocol.ProcessProtocol):
-    """One child: its first matching stdout line tells it is ready; its output goes to a log."""
-
-    def __init__(self, name: str, ready_marker: str, log_path: Path) -> None:
-        self.name = name
-        self.ready_marker = ready_marker
-        self.ready: Deferred[str] = Deferred()
-        self.ended: Deferred[int | None] = Deferred()
-        self.pid: int | None = None
-        self.value: str | None = None
-        self._buffer = b""
-        self._log = log_path.open("ab")
-        self.running = False
-
-    def connectionMade(self) -> None:
-        self.running = True
-        assert self.transport is not None
-        self.pid = self.transport.pid  # type: ignore[attr-defined]
-
-    def outReceived(self, data: bytes) -> None:
-        self._log.write(data)
-        self._log.flush()
-        self._buffer += data
-        while b"\n" in self._buffer:
-            line, self._buffer = self._buffer.split(b"\n", 1)
-            text = line.decode("utf-8", "replace").strip()
-            if not self.ready.called and text.startswith(self.ready_marker):
-                self.value = text[len(self.ready_marker) :].strip()
-                self.ready.callback(self.value)
-
-    @property
-    def log_fd(self) -> int:
-        """The log file's descriptor, the child's standard error (opened to append)."""
-        return self._log.fileno()
-
-    def processEnded(self, reason: Failure) -> None:
-        self.running = False
-        self._log.close()
-        code = getattr(reason.value, "exitCode", None)
-        if not self.ready.called:
-            self.ready.errback(
-                RuntimeError(f"{self.name} exited (status {code}) before it was ready")
-            )
-        self.ended.callback(code)
-
-    def signal(self, name: str) -> None:
-        if self.running and self.transport is not None:
-            try:
-                self.transport.signalProcess(name)
-            except Exception:
-                pass
-
-
-@dataclass
-class Supervised:
-    """A process xwch-local keeps running: how to start it, and its current incarnation."""
-
-    name: str
-    marker: str
-    args: list[str]
-    current: ChildProcess | None = None
-    restarts: int = 0
-
-
-@dataclass
 class LocalPlatform:
-    reactor: Any
-    home: Path
-    python: str = sys.executable
-    restart: bool = True
-    processes: dict[str, Supervised] = field(default_factory=dict)
-    stopping: bool = False
-    url: str | None = None
+    """The children of one xwch-local, started in dependency order, and what they said.
 
-    @property
-    def children(self) -> list[ChildProcess]:
-        return [p.current for p in self.processes.values() if p.current is not None]
+    Each needs the address of the one before (warehouses and workers the coordinator's), so
+    they start in stages: the coordinator, then the warehouses, then the workers, each stage
+    once the one before is ready. A child that dies later is started again by the monitor on
+    the address it first got.
+    """
 
-    def spawn(self, name: str, marker: str, args: Sequence[str]) -> ChildProcess:
-        supervised = self.processes.setdefault(name, Supervised(name, marker, list(args)))
-        logs = self.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        child = ChildProcess(name, marker, logs / f"{name}.log")
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        home: Path,
+        out: IO[str],
+        restart: bool = True,
+        python: str = sys.executable,
+    ) -> None:
+        self.home = home
+        self.python = python
+        self.url: str | None = None
+        self.started = False
+        self.monitor = ChildMonitor(reactor, out, restart=restart, on_ready=self._child_ready)
+
+    def spawn(self, name: str, marker: str, args: Sequence[str]) -> Child:
         env = dict(os.environ)
         env["XWCH_HOME"] = str(self.home)
         env["PYTHONUNBUFFERED"] = "1"
-        # Standard error (where the logs go) is the log file itself: relaying every log line
-        # through this process cost it as much CPU as a warehouse's. Standard output still
-        # comes here, for the line saying the child is ready.
-        self.reactor.spawnProcess(
-            child,
-            self.python,
-            [self.python, *supervised.args],
-            env=env,
-            childFDs={0: "w", 1: "r", 2: child.log_fd},
+        return self.monitor.add_child(
+            name, marker, [self.python, *args], env, self.home / "logs" / f"{name}.log"
         )
-        supervised.current = child
-        child.ended.addCallback(self._ended, supervised, child)
-        return child
 
-    def _ended(self, code: int | None, supervised: Supervised, child: ChildProcess) -> None:
-        if self.stopping or supervised.current is not child:
-            return
-        again = f"; restarting it in {RESTART_DELAY:.0f} s" if self.restart else ""
-        print(
-            f"xwch-local: {child.name} stopped unexpectedly (status {code}){again}; "
-            f"see {self.home / 'logs'}",
-            file=sys.stderr,
-            flush=True,
+    async def start(self, args: argparse.Namespace, tokens: dict[str, str]) -> str:
+        """Start every child, write ``client.toml`` and ``local.json``; the coordinator's URL.
+
+        Raises StartFailed (reported already) when a child dies or stays silent before it is
+        ready; the caller stops the rest.
+        """
+        self.monitor.startService()
+        (url,) = await self.monitor.wait_ready([self._coordinator(args)])
+        self.url = url
+        pin_address(self.monitor.children["coordinator"], url)
+        warehouses = [
+            self._warehouse(i, url, tokens["warehouse"], args)
+            for i in range(1, args.warehouses + 1)
+        ]
+        for child, address in zip(
+            warehouses, await self.monitor.wait_ready(warehouses), strict=True
+        ):
+            pin_address(child, address)
+        host = socket.gethostname()
+        workers = [
+            self._worker(i, url, tokens["worker"], host, args) for i in range(1, args.workers + 1)
+        ]
+        await self.monitor.wait_ready(workers)
+        write_toml(self.home / "client.toml", {"coordinator": url, "token": tokens["client"]})
+        self.started = True
+        self.write_state()
+        return url
+
+    def _coordinator(self, args: argparse.Namespace) -> Child:
+        heartbeat = args.heartbeat_interval
+        return self.spawn(
+            "coordinator",
+            COORDINATOR_READY,
+            [
+                "-m",
+                "xwch.coordinator",
+                "--listen",
+                f"tcp:{args.port}:interface=127.0.0.1",
+                "--alive-interval",
+                str(args.alive_interval),
+                "--heartbeat-interval",
+                str(heartbeat),
+                # Five missed heartbeats: a warehouse restarting is not taken for gone.
+                "--warehouse-timeout",
+                str(5 * heartbeat),
+                "--scan-interval",
+                str(args.scan_interval),
+                "--scheduler",
+                args.scheduler,
+                "--replicas",
+                str(args.replicas),
+            ],
         )
-        if self.restart:
-            self.reactor.callLater(RESTART_DELAY, self._respawn, supervised)
 
-    def _respawn(self, supervised: Supervised) -> None:
-        if self.stopping:
-            return
-        supervised.restarts += 1
-        child = self.spawn(supervised.name, supervised.marker, supervised.args)
-        child.ready.addCallbacks(lambda _: self.write_state(), lambda _: None)
+    def _warehouse(self, i: int, url: str, token: str, args: argparse.Namespace) -> Child:
+        return self.spawn(
+            f"warehouse-{i}",
+            WAREHOUSE_READY,
+            [
+                "-m",
+                "xwch.warehouse",
+                "--coordinator",
+                url,
+                "--token",
+                token,
+                "--data",
+                str(self.home / f"warehouse-{i}"),
+                "--listen",
+                "tcp:0:interface=127.0.0.1",
+                "--site",
+                _site(i, args.sites),
+            ],
+        )
 
-    def pin_address(self, name: str, url: str) -> None:
-        """Restart ``name`` on the address it got, so that others find it again."""
-        supervised = self.processes[name]
-        port = url.rsplit(":", 1)[1]
-        args = supervised.args
-        listen = args.index("--listen") + 1
-        args[listen] = f"tcp:{port}:interface=127.0.0.1"
-        if supervised.marker.startswith("xwch-warehouse") and "--public-url" not in args:
-            args += ["--public-url", url]
+    def _worker(self, i: int, url: str, token: str, host: str, args: argparse.Namespace) -> Child:
+        return self.spawn(
+            f"worker-{i}",
+            WORKER_READY,
+            [
+                "-m",
+                "xwch.worker",
+                "--coordinator",
+                url,
+                "--token",
+                token,
+                "--slots",
+                str(args.slots),
+                "--data",
+                str(self.home / f"worker-{i}"),
+                "--name",
+                f"{host}-w{i}",
+                "--site",
+                _site(i, args.sites),
+            ],
+        )
 
-    async def wait_ready(self, child: ChildProcess) -> str:
-        def give_up() -> None:
-            if not child.ready.called:
-                child.ready.cancel()
-
-        timeout = self.reactor.callLater(START_TIMEOUT, give_up)
-        try:
-            return await child.ready
-        except defer.CancelledError:
-            log = self.home / "logs" / f"{child.name}.log"
-            raise RuntimeError(
-                f"{child.name} did not start within {START_TIMEOUT:.0f} s; see {log}"
-            ) from None
-        finally:
-            if timeout.active():
-                timeout.cancel()
+    def _child_ready(self, child: Child) -> None:
+        # A child started again has a new pid; local.json says so once it is ready.
+        if self.started:
+            self.write_state()
 
     async def stop(self) -> None:
-        """SIGTERM every child (workers first, coordinator last), then SIGKILL stragglers."""
-        self.stopping = True
-        for child in reversed(self.children):
-            child.signal("TERM")
-        pending = [c.ended for c in self.children if c.running]
-        if not pending:
-            return
-        killer = self.reactor.callLater(STOP_TIMEOUT, self._kill_all)
-        await defer.DeferredList(pending)
-        if killer.active():
-            killer.cancel()
-
-    def _kill_all(self) -> None:
-        for child in self.children:
-            child.signal("KILL")
+        """Stop every child (SIGTERM, then SIGKILL after STOP_TIMEOUT) and wait for them."""
+        await self.monitor.stop()
 
     def write_state(self) -> None:
         """``$XWCH_HOME/local.json``: which process is which, for people and tests."""
+        children = self.monitor.children
 
         def entries(prefix: str, key: str) -> list[dict[str, Any]]:
             return [
-                {"name": p.name, "pid": p.current.pid, key: p.current.value, "restarts": p.restarts}
-                for p in self.processes.values()
-                if p.name.startswith(prefix) and p.current is not None
+                {"name": c.name, "pid": c.pid, key: c.announced, "restarts": c.restarts}
+                for c in children.values()
+                if c.name.startswith(prefix)
             ]
 
-        coordinator = self.processes["coordinator"]
-        assert coordinator.current is not None
+        coordinator = children["coordinator"]
         state = {
             "coordinator": {
-                "pid": coordinator.current.pid,
+                "pid": coordinator.pid,
                 "url": self.url,
                 "restarts": coordinator.restarts,
             },
@@ -228,6 +202,15 @@ class LocalPlatform:
         tmp = path.with_name("local.json.tmp")
         tmp.write_text(json.dumps(state, indent=2) + "\n")
         os.replace(tmp, path)
+
+
+def pin_address(child: Child, url: str) -> None:
+    """Have ``child`` started again on the address it got, so that others find it again."""
+    port = url.rsplit(":", 1)[1]
+    args = child.argv
+    args[args.index("--listen") + 1] = f"tcp:{port}:interface=127.0.0.1"
+    if child.marker == WAREHOUSE_READY and "--public-url" not in args:
+        args += ["--public-url", url]
 
 
 def _create_tokens(home: Path) -> dict[str, str]:
@@ -243,18 +226,18 @@ def _create_tokens(home: Path) -> dict[str, str]:
     }
 
 
-async def run(reactor: Any, args: argparse.Namespace) -> None:
+async def run(reactor: Any, args: argparse.Namespace, out: IO[str] = sys.stderr) -> None:
     home = xwch_home()
     home.mkdir(parents=True, exist_ok=True)
-    platform = LocalPlatform(reactor, home, restart=not args.no_restart)
+    platform = LocalPlatform(reactor, home, out, restart=not args.no_restart)
     # SIGINT/SIGTERM stop the reactor; shutdown waits for every child to stop first.
     reactor.addSystemEventTrigger(
-        "before", "shutdown", lambda: defer.ensureDeferred(platform.stop())
+        "before", "shutdown", lambda: Deferred.fromCoroutine(platform.stop())
     )
     try:
-        url = await _start(platform, home, args)
-    except RuntimeError as e:
-        print(f"xwch-local: {e}", file=sys.stderr, flush=True)
+        url = await platform.start(args, _create_tokens(home))
+    except StartFailed:
+        # Reported already, with the end of the child's log.
         await platform.stop()
         raise SystemExit(EXIT_FAILED) from None
     print(url, flush=True)
@@ -262,93 +245,10 @@ async def run(reactor: Any, args: argparse.Namespace) -> None:
         f"xwch-local: {args.warehouses} warehouse(s), {args.workers} worker(s) of {args.slots} "
         f"slot(s); xwch-client is configured ({home / 'client.toml'}); logs in {home / 'logs'}; "
         "Ctrl-C stops",
-        file=sys.stderr,
+        file=out,
         flush=True,
     )
     await Deferred()  # until the reactor stops
-
-
-async def _start(platform: LocalPlatform, home: Path, args: argparse.Namespace) -> str:
-    tokens = _create_tokens(home)
-    heartbeat = args.heartbeat_interval
-    coordinator = platform.spawn(
-        "coordinator",
-        "xwch-coordinator listening on",
-        [
-            "-m",
-            "xwch.coordinator",
-            "--listen",
-            f"tcp:{args.port}:interface=127.0.0.1",
-            "--alive-interval",
-            str(args.alive_interval),
-            "--heartbeat-interval",
-            str(heartbeat),
-            # Five missed heartbeats: a warehouse restarting is not taken for gone.
-            "--warehouse-timeout",
-            str(5 * heartbeat),
-            "--scan-interval",
-            str(args.scan_interval),
-            "--scheduler",
-            args.scheduler,
-            "--replicas",
-            str(args.replicas),
-        ],
-    )
-    url = await platform.wait_ready(coordinator)
-    platform.url = url
-    platform.pin_address("coordinator", url)
-    warehouses = [
-        platform.spawn(
-            f"warehouse-{i}",
-            "xwch-warehouse listening on",
-            [
-                "-m",
-                "xwch.warehouse",
-                "--coordinator",
-                url,
-                "--token",
-                tokens["warehouse"],
-                "--data",
-                str(home / f"warehouse-{i}"),
-                "--listen",
-                "tcp:0:interface=127.0.0.1",
-                "--site",
-                _site(i, args.sites),
-            ],
-        )
-        for i in range(1, args.warehouses + 1)
-    ]
-    for w in warehouses:
-        platform.pin_address(w.name, await platform.wait_ready(w))
-    host = socket.gethostname()
-    workers = [
-        platform.spawn(
-            f"worker-{i}",
-            "xwch-worker registered as",
-            [
-                "-m",
-                "xwch.worker",
-                "--coordinator",
-                url,
-                "--token",
-                tokens["worker"],
-                "--slots",
-                str(args.slots),
-                "--data",
-                str(home / f"worker-{i}"),
-                "--name",
-                f"{host}-w{i}",
-                "--site",
-                _site(i, args.sites),
-            ],
-        )
-        for i in range(1, args.workers + 1)
-    ]
-    for w in workers:
-        await platform.wait_ready(w)
-    write_toml(home / "client.toml", {"coordinator": url, "token": tokens["client"]})
-    platform.write_state()
-    return url
 
 
 def _site(number: int, sites: int) -> str:
@@ -356,8 +256,14 @@ def _site(number: int, sites: int) -> str:
     return "local" if sites == 1 else f"site-{(number - 1) % sites + 1}"
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not argparse's usage block: the line says what is wrong, --help the rest.
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="xwch-local",
         description="Run the whole XWCH platform on this machine: a coordinator, warehouses and "
         "workers as separate processes on loopback, until Ctrl-C. A process that crashes is "
@@ -429,20 +335,55 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the flags, on one line; None when nothing is."""
+    for name in ("workers", "slots", "warehouses", "sites", "replicas"):
+        least = 0 if name == "workers" else 1
+        value = getattr(args, name)
+        if value < least:
+            return f"--{name} must be at least {least}, not {value}"
+    for name in ("alive_interval", "heartbeat_interval", "scan_interval"):
+        value = getattr(args, name)
+        if not value > 0:
+            return f"--{name.replace('_', '-')} must be a positive number of seconds, not {value}"
+    if not 0 <= args.port <= 65535:
+        return f"--port must be between 0 and 65535, not {args.port}"
+    return port_problem(args.port)
+
+
+def port_problem(port: int) -> str | None:
+    """Why the coordinator could not listen on ``port`` of 127.0.0.1; None if it could.
+
+    Asked before anything starts; something may still take the port before the coordinator
+    listens, and then its death is reported as any other.
+    """
+    if port == 0:
+        return None
+    with socket.socket() as probe:
+        # As Twisted's listening ports do: connections of a platform just stopped (TIME_WAIT)
+        # do not keep a new one from listening.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return (
+                    f"--port {port}: the port is in use on 127.0.0.1 (another xwch-local or "
+                    "coordinator?); give another, or --port 0 for any free one"
+                )
+            return f"--port {port}: cannot listen on 127.0.0.1:{port}: {e.strerror}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    for name in ("workers", "slots", "warehouses", "sites", "replicas"):
-        if getattr(args, name) < (0 if name == "workers" else 1):
-            parser.error(f"--{name} must be at least {0 if name == 'workers' else 1}")
-    if not 0 <= args.port <= 65535:
-        parser.error("--port must be between 0 and 65535")
-    for name in ("alive_interval", "heartbeat_interval", "scan_interval"):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name.replace('_', '-')} must be a positive number of seconds")
+    problem = flag_problem(args)
+    if problem is not None:
+        parser.exit(EXIT_USAGE, f"{parser.prog}: {problem}\n")
     from twisted.internet import task
 
-    task.react(lambda reactor: defer.ensureDeferred(run(reactor, args)))
+    task.react(lambda reactor: Deferred.fromCoroutine(run(reactor, args)))
 
 
 if __name__ == "__main__":

@@ -104,10 +104,11 @@ class LocalPlatformProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        leaked = [p.pid for p in self.descendants if _alive(p)]
-        for p in self.descendants:
-            if _alive(p):
-                p.kill()
+        # Those it had at start, and any started since (a child started again).
+        left = {p.pid: p for p in [*self.descendants, *processes_in(self.home)] if _alive(p)}
+        for p in left.values():
+            p.kill()
+        leaked = sorted(left)
         if self.process is not None and self.process.stdout is not None:
             self.process.stdout.close()
         return leaked
@@ -118,3 +119,16 @@ def _alive(p: psutil.Process) -> bool:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def processes_in(home: Path) -> list[psutil.Process]:
+    """The processes running with ``XWCH_HOME`` set to ``home``: an xwch-local there, its
+    children and theirs (they inherit it), even once xwch-local itself has exited."""
+    found = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("XWCH_HOME") == str(home) and _alive(p):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
