@@ -8,7 +8,6 @@ progress is scripted: each ``GET /jobs/{job}`` moves it to its next :class:`Step
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -22,7 +21,18 @@ from twisted.web.server import Request
 
 from xwch.bundle import pack_bundle
 from xwch.client.transfers import Transfers
-from xwch.protocol.objects import Source
+from xwch.protocol.client import JobCreated, JobList, JobSummary
+from xwch.protocol.codec import ProtocolError, convert, encode
+from xwch.protocol.objects import (
+    DownloadsAnswer,
+    DownloadsRequest,
+    ObjectSources,
+    Source,
+    UploadPlan,
+    UploadSlot,
+    UploadsRequest,
+    WarehouseAddress,
+)
 from xwch.protocol.worker import Policy
 from xwch.transfer.digest import sha256_file
 
@@ -57,18 +67,18 @@ class FakeJob:
     logs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     results: list[dict[str, Any]] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "priority": self.wire.get("priority", 0),
-            "created": self.created,
-            "ended": self.ended,
-            "total": self.total,
-            "counts": dict(self.counts),
-            "message": self.message,
-        }
+    def summary(self) -> JobSummary:
+        return JobSummary(
+            id=self.id,
+            name=self.name,
+            state=self.state,
+            priority=self.wire.get("priority", 0),
+            created=self.created,
+            ended=self.ended,
+            total=self.total,
+            counts=dict(self.counts),
+            message=self.message,
+        )
 
     def advance(self) -> None:
         if self.script:
@@ -146,13 +156,13 @@ class FakeCoordinator:
         route = parts[2:]
         match (method, route):
             case ("POST", ["objects", "uploads"]):
-                return self._uploads(body)
+                return self._uploads(convert(body, UploadsRequest, "uploads"))
             case ("POST", ["objects", "downloads"]):
-                return self._downloads(body)
+                return self._downloads(convert(body, DownloadsRequest, "downloads"))
             case ("POST", ["jobs"]):
                 return self._create(body)
             case ("GET", ["jobs"]):
-                return {"jobs": [j.summary() for j in reversed(list(self.jobs.values()))]}
+                return JobList(jobs=tuple(j.summary() for j in reversed(self.jobs.values())))
             case ("GET", ["jobs", job_id]):
                 job = self._job(job_id)
                 job.advance()
@@ -183,35 +193,34 @@ class FakeCoordinator:
             raise HttpError(404, "not_found", f"no job {job_id}")
         return self.jobs[job_id]
 
-    def _uploads(self, body: Any) -> Any:
-        return {
-            "warehouse": {"id": "wh-1", "url": WAREHOUSE_URL},
-            "objects": [
-                {
-                    "digest": o["digest"],
-                    "present": o["digest"] in self.objects,
-                    "capability": None if o["digest"] in self.objects else "put:" + o["digest"],
-                }
-                for o in body["objects"]
-            ],
-        }
+    def _uploads(self, asked: UploadsRequest) -> UploadPlan:
+        return UploadPlan(
+            warehouse=WarehouseAddress(id="wh-1", url=WAREHOUSE_URL),
+            objects=tuple(
+                UploadSlot(
+                    digest=o.digest,
+                    present=o.digest in self.objects,
+                    capability=None if o.digest in self.objects else "put:" + o.digest,
+                )
+                for o in asked.objects
+            ),
+        )
 
-    def _downloads(self, body: Any) -> Any:
-        missing = [d for d in body["digests"] if d not in self.objects]
+    def _downloads(self, asked: DownloadsRequest) -> DownloadsAnswer:
+        missing = [d for d in asked.digests if d not in self.objects]
         if missing:
             raise HttpError(404, "not_found", "not stored", digests=missing)
-        return {"objects": [self._download(d) for d in body["digests"]]}
+        return DownloadsAnswer(objects=tuple(self._download(d) for d in asked.digests))
 
-    def _download(self, digest: str) -> dict[str, Any]:
+    def _download(self, digest: str) -> ObjectSources:
         data = self.objects[digest]
         if digest in self.inline:
-            content = base64.b64encode(data).decode()
-            return {"digest": digest, "size": len(data), "sources": [], "content": content}
-        return {
-            "digest": digest,
-            "size": len(data),
-            "sources": [{"url": WAREHOUSE_URL, "capability": "get:" + digest}],
-        }
+            return ObjectSources(digest=digest, size=len(data), sources=(), content=data)
+        return ObjectSources(
+            digest=digest,
+            size=len(data),
+            sources=(Source(url=WAREHOUSE_URL, capability="get:" + digest),),
+        )
 
     def _create(self, wire: Any) -> Any:
         refusal, self.refuse_next_job = self.refuse_next_job, None
@@ -244,7 +253,7 @@ class FakeCoordinator:
             for task, output, data in self.next_results
         ]
         self.next_script, self.next_task_states, self.next_results = [], {}, []
-        return 201, {"id": job.id}
+        return 201, JobCreated(id=job.id)
 
     def _logs(self, job: FakeJob, task: str, query: Mapping[str, list[str]]) -> Any:
         attempts = sorted(n for t, n in job.logs if t == task)
@@ -280,10 +289,13 @@ class _Api(Resource):
             status = 200
             if isinstance(answer, tuple):
                 status, answer = answer
+        except ProtocolError as e:
+            # As the real one: a body that does not fit its message is a 400 naming the field.
+            status, answer = 400, {"error": "bad_request", "message": str(e)}
         except HttpError as e:
             status, answer = e.status, e.body
         request.setResponseCode(status)
-        return json.dumps(answer).encode()
+        return encode(answer)
 
 
 def in_memory_transfers(fake: FakeCoordinator) -> Transfers:
