@@ -3,9 +3,10 @@
 A ``twisted.web`` resource, so it runs behind ``treq.testing.StubTreq`` with no network and no
 reactor: a test queues assignments, scripts failures (a busy answer, a lost worker, a
 coordinator that does not answer at all) and reads back every Register Request, Work Request,
-Work Alive, Work Result, upload plan and giveback it received. Bodies are checked with the
-protocol's own ``from_json``, so a worker sending a malformed message gets the 400 the real
-coordinator would give.
+Work Alive, Work Result, upload plan and giveback it received. Bodies are decoded into the
+protocol's own messages and answers written from them, so a worker sending a malformed message
+gets the 400 the real coordinator would give; tests/unit/test_worker_routes_contract.py runs
+the same cases against both.
 
     coordinator = FakeCoordinator()
     coordinator.assign(assignment)
@@ -27,11 +28,37 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from xwch.http import JsonApi
-from xwch.protocol.codec import ProtocolError
-from xwch.protocol.fields import require_object
-from xwch.protocol.objects import ObjectRef
+from xwch.protocol import worker as protocol
+from xwch.protocol.codec import (
+    ProtocolError,
+    ProtocolVersionError,
+    check_version,
+    convert,
+    decode_body,
+    encode,
+)
+from xwch.protocol.objects import (
+    ObjectRef,
+    UploadPlan,
+    UploadSlot,
+    UploadsRequest,
+    WarehouseAddress,
+)
 from xwch.protocol.wire import API_PREFIX, OUTCOME_SUCCEEDED
-from xwch.protocol.worker import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
+from xwch.protocol.worker import (
+    AliveAnswer,
+    Assignment,
+    AttemptResult,
+    GiveBack,
+    HostFacts,
+    Policy,
+    Registered,
+    ResultAnswer,
+    ResultsAnswer,
+    ResultsReport,
+    WorkAlive,
+    WorkAnswer,
+)
 
 COORDINATOR_URL = "http://coordinator.test"
 WAREHOUSE_URL = "http://warehouse.test"
@@ -40,6 +67,8 @@ WORKER_TOKEN = "worker-secret"
 
 @dataclass(frozen=True)
 class WorkRequest:
+    """A Work Request as received: from which worker, and what it asked for."""
+
     worker: str
     performance: float
     free_slots: int
@@ -71,11 +100,9 @@ class FakeCoordinator(Resource):
         self.token = token
         # False: every request fails to connect (the client sees Unreachable).
         self.reachable = True
-        # False: a coordinator older than Work Results carrying a Work Request (it ignores
-        # their "work" and answers no "tasks").
+        # False: Work Results carrying a Work Request are answered without "tasks", as a busy
+        # coordinator answers them.
         self.work_in_results = True
-        # False: a coordinator older than several results in one request (it refuses them).
-        self.batched_results = True
         # True: a Work Request asking to wait ("wait") that finds nothing ready is held open
         # until assign() queues work or release_held() answers it with nothing.
         self.holds_work = False
@@ -103,8 +130,6 @@ class FakeCoordinator(Resource):
         self.results: list[tuple[str, AttemptResult]] = []
         # How many results each batched Work Result carried.
         self.result_batches: list[int] = []
-        # Batches of results refused as malformed (with batched_results False).
-        self.refused_batches = 0
         self.givebacks: list[tuple[str, list[str]]] = []
         self.upload_plans: list[list[ObjectRef]] = []
         # The site each upload plan was asked for (None: not said).
@@ -133,13 +158,13 @@ class FakeCoordinator(Resource):
         """Answer every held Work Request with nothing, as when its wait is over."""
         held, self.held = self.held, []
         for request, _ in held:
-            self._answer_held(request, {"tasks": [], "policy": self.policy.to_json()})
+            self._answer_held(request, WorkAnswer(tasks=(), policy=self.policy))
 
-    def _answer_held(self, request: Request, body: dict[str, Any]) -> None:
+    def _answer_held(self, request: Request, body: WorkAnswer) -> None:
         self.requests.append(("work", 200))
         request.setResponseCode(200)
         request.setHeader(b"content-type", b"application/json")
-        request.write(json.dumps(body).encode())
+        request.write(encode(body))
         request.finish()
         for flush in self._flushes:
             flush()
@@ -193,7 +218,7 @@ class FakeCoordinator(Resource):
         request.setHeader(b"content-type", b"application/json")
         for name, value in headers.items():
             request.setHeader(name.encode(), value.encode())
-        return json.dumps(body).encode()
+        return encode(body)
 
     def render_GET(self, request: Request) -> bytes:
         route, _ = _route(request.path.decode())
@@ -222,9 +247,12 @@ class FakeCoordinator(Resource):
             return 404, {"error": "not_found", "message": "no such route"}, {}
         if worker is not None and worker not in self.workers:
             return 404, {"error": "unknown_worker", "message": f"worker {worker} unknown"}, {}
+        raw = request.content.read() if request.content else b""
         try:
-            doc = require_object(json.loads(request.content.read() or b"null"), route)
-            return 200, *self._handle(route, worker, doc)
+            message = decode_body(raw, ROUTE_MESSAGES[route])
+            return 200, *self._handle(route, worker, message, raw)
+        except ProtocolVersionError as e:
+            return 400, {"error": "protocol_version", "message": str(e)}, {}
         except ProtocolError as e:
             return 400, {"error": "bad_request", "message": str(e)}, {}
         except _Refused as e:
@@ -237,94 +265,82 @@ class FakeCoordinator(Resource):
                 return scripted
         return None
 
-    def _handle(self, route: str, worker: str | None, doc: Any) -> tuple[Any, dict[str, str]]:
+    def _handle(
+        self, route: str, worker: str | None, message: Any, raw: bytes
+    ) -> tuple[Any, dict[str, str]]:
         if route == "register":
-            facts = HostFacts.from_json(doc)
+            facts: HostFacts = message
+            check_version(facts.protocol, "worker")
             worker_id = f"w{self._next_worker}"
             self._next_worker += 1
             self.workers[worker_id] = facts
             self.registrations.append(facts)
             # 201 in the real thing; JsonApi reads both alike.
-            return {
-                "worker_id": worker_id,
-                "alive_interval": self.alive_interval,
-                "policy": self.policy.to_json(),
-            }, {}
+            registered = Registered(
+                worker_id=worker_id, alive_interval=self.alive_interval, policy=self.policy
+            )
+            return registered, {}
         assert worker is not None or route == "uploads"
         if route == "work":
             assert worker is not None
-            request = _work_request(worker, doc, "work")
-            self.idle_slots.append(doc.get("idle_slots"))
-            self.waits.append(doc.get("wait"))
-            if self.holds_work and doc.get("wait") and not self.ready:
+            asked: protocol.WorkRequest = message
+            request = WorkRequest(worker, asked.performance, asked.free_slots)
+            self.idle_slots.append(asked.idle_slots)
+            self.waits.append(asked.wait or None)
+            if self.holds_work and asked.wait and not self.ready:
                 self.work_requests.append(request)
                 raise _Hold(request)
             self.work_requests.append(request)
             return self._hand_out(request), {}
         if route == "alive":
-            running = [
-                RunningAttempt.from_json(r, f"alive.running[{n}]")
-                for n, r in enumerate(doc.get("running", []))
-            ]
-            ids = [r.attempt for r in running]
+            alive: WorkAlive = message
+            ids = [r.attempt for r in alive.running]
             assert worker is not None
             self.alives.append((worker, ids))
-            self.alive_bodies.append((worker, dict(doc)))
+            self.alive_bodies.append((worker, json.loads(raw)))
             cancel = [a for a in ids if a in self.to_cancel or self.assigned.get(a) != worker]
             self.to_cancel -= set(cancel)
-            return {"cancel": cancel, "policy": self.policy.to_json()}, {}
+            return AliveAnswer(cancel=tuple(cancel), policy=self.policy), {}
         if route == "results":
             assert worker is not None
-            if "results" in doc and self.batched_results:
-                answers = []
-                for n, item in enumerate(doc["results"]):
-                    result = AttemptResult.from_json(item, f"results[{n}]")
-                    try:
-                        self._take_result(worker, result)
-                        answers.append({"accepted": True})
-                    except _Refused as e:
-                        answers.append(e.body)
-                self.result_batches.append(len(answers))
-                answer: dict[str, Any] = {"results": answers}
-            else:
-                if "results" in doc:
-                    self.refused_batches += 1
-                self._take_result(worker, AttemptResult.from_json(doc))
-                answer = {"accepted": True}
-            work = doc.get("work")
-            if work is None or not self.work_in_results:
-                return answer, {}
-            request = _work_request(worker, work, "result.work")
-            self.idle_slots.append(work.get("idle_slots"))
+            report: ResultsReport = message
+            answers = []
+            for result in report.results:
+                try:
+                    self._take_result(worker, result)
+                    answers.append(ResultAnswer(accepted=True))
+                except _Refused as e:
+                    answers.append(convert(e.body, ResultAnswer, "refusal"))
+            self.result_batches.append(len(answers))
+            if report.work is None or not self.work_in_results:
+                return ResultsAnswer(results=tuple(answers)), {}
+            request = WorkRequest(worker, report.work.performance, report.work.free_slots)
+            self.idle_slots.append(report.work.idle_slots)
             self.result_work_requests.append(request)
-            return {**answer, **self._hand_out(request)}, {}
+            work = self._hand_out(request)
+            return ResultsAnswer(results=tuple(answers), tasks=work.tasks, policy=work.policy), {}
         if route == "giveback":
-            attempts = doc.get("attempts")
-            if not isinstance(attempts, list):
-                raise ProtocolError("giveback.attempts: expected a list")
+            given_back: GiveBack = message
             assert worker is not None
-            self.givebacks.append((worker, list(attempts)))
-            for a in attempts:
+            self.givebacks.append((worker, list(given_back.attempts)))
+            for a in given_back.attempts:
                 self.assigned.pop(a, None)
             return {}, {}
         if route == "uploads":
-            refs = [
-                ObjectRef.from_json(o, f"uploads.objects[{n}]")
-                for n, o in enumerate(doc.get("objects", []))
-            ]
-            self.upload_plans.append(refs)
-            self.upload_sites.append(doc.get("site"))
-            return {
-                "warehouse": {"id": "h1", "url": WAREHOUSE_URL},
-                "objects": [
-                    {
-                        "digest": r.digest,
-                        "present": r.digest in self.stored,
-                        "capability": None if r.digest in self.stored else f"put:{r.digest}",
-                    }
-                    for r in refs
-                ],
-            }, {}
+            uploads: UploadsRequest = message
+            self.upload_plans.append(list(uploads.objects))
+            self.upload_sites.append(uploads.site)
+            return UploadPlan(
+                warehouse=WarehouseAddress(id="h1", url=WAREHOUSE_URL),
+                objects=tuple(
+                    UploadSlot(
+                        digest=r.digest,
+                        present=r.digest in self.stored,
+                        capability=None if r.digest in self.stored else f"put:{r.digest}",
+                    )
+                    for r in uploads.objects
+                ),
+            ), {}
         raise AssertionError(route)
 
     def _take_result(self, worker: str, result: AttemptResult) -> None:
@@ -341,22 +357,25 @@ class FakeCoordinator(Resource):
         self.results.append((worker, result))
         del self.assigned[result.attempt]
 
-    def _hand_out(self, request: WorkRequest) -> dict[str, Any]:
+    def _hand_out(self, request: WorkRequest) -> WorkAnswer:
         """A Work Request's answer: as many queued assignments as free slots, and the policy."""
         free = request.free_slots
         given, self.ready = self.ready[:free], self.ready[free:]
         for a in given:
             self.assigned[a.attempt] = request.worker
-        return {"tasks": [a.to_json() for a in given], "policy": self.policy.to_json()}
+        return WorkAnswer(tasks=tuple(given), policy=self.policy)
 
 
-def _work_request(worker: str, doc: Any, where: str) -> WorkRequest:
-    work = require_object(doc, where)
-    free = work.get("free_slots")
-    performance = work.get("performance")
-    if not isinstance(free, int) or not isinstance(performance, (int, float)):
-        raise ProtocolError(f"{where}: expected performance and free_slots")
-    return WorkRequest(worker, float(performance), free)
+# What each route's body is, as the real coordinator's routes declare it.
+ROUTE_MESSAGES: dict[str, type[Any]] = {
+    "register": HostFacts,
+    "work": protocol.WorkRequest,
+    "alive": WorkAlive,
+    "results": ResultsReport,
+    "giveback": GiveBack,
+    "uploads": UploadsRequest,
+    "unknown": dict,
+}
 
 
 class _Hold(Exception):

@@ -25,6 +25,7 @@ from xwch.protocol import (
     Policy,
     Source,
 )
+from xwch.protocol.wire import PROTOCOL_VERSION
 from xwch.worker.executor import CompletedAttempt
 from xwch.worker.service import RegistrationRefused, WorkerService
 from xwch.worker.sites import nearest_site
@@ -37,6 +38,7 @@ FACTS = HostFacts(
     memory=8 << 30,
     slots=2,
     performance=1.5,
+    protocol=PROTOCOL_VERSION,
 )
 BINARY = BinaryRef(digest="b" * 64, size=10)
 

@@ -36,7 +36,7 @@ from xwch.protocol.client import (
     TaskList,
     WorkerList,
 )
-from xwch.protocol.codec import ProtocolError
+from xwch.protocol.codec import ProtocolError, ProtocolVersionError, check_version
 from xwch.protocol.objects import (
     DownloadsAnswer,
     DownloadsRequest,
@@ -90,6 +90,8 @@ CLIENT_OR_WORKER = (ROLE_CLIENT, ROLE_WORKER)
 
 def map_error(e: Exception) -> HttpError | None:
     """Domain errors as HTTP answers."""
+    if isinstance(e, ProtocolVersionError):
+        return HttpError(400, "protocol_version", str(e), {"protocol": PROTOCOL_VERSION})
     if isinstance(e, (ProtocolError, BadResult)):
         return HttpError(400, "bad_request", str(e))
     if isinstance(e, JobFileError):
@@ -447,7 +449,7 @@ class CoordinatorApi:
     async def register_worker(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
         facts: HostFacts = req.body
-        _check_protocol(facts.protocol, "worker")
+        check_version(facts.protocol, "worker")
         worker = await self._workers.register(req.token, facts)
         return 201, Registered(
             worker_id=worker.id,
@@ -592,7 +594,7 @@ class CoordinatorApi:
 
     async def register_warehouse(self, req: ApiRequest) -> tuple[int, Any]:
         asked: WarehouseRegistration = req.body
-        _check_protocol(asked.protocol, "warehouse")
+        check_version(asked.protocol, "warehouse")
         record = await self._catalog.register(
             asked.url, asked.site or "default", asked.capacity, asked.free
         )
@@ -626,18 +628,6 @@ class CoordinatorApi:
         else:
             await self._catalog.add_objects(warehouse_id, objects)
         return 200, {}
-
-
-def _check_protocol(spoken: int, party: str) -> None:
-    """Refuse a party that speaks another protocol, saying what to do about it."""
-    if spoken != PROTOCOL_VERSION:
-        raise HttpError(
-            400,
-            "protocol_version",
-            f"this {party} speaks protocol version {spoken} and the coordinator "
-            f"{PROTOCOL_VERSION}: run the same XWCH release on both",
-            {"protocol": PROTOCOL_VERSION},
-        )
 
 
 def _results_of(spec: str | None) -> list[dict[str, str]]:

@@ -21,7 +21,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from xwch.protocol.codec import Message, ProtocolError, decode, encode
+from xwch.protocol.codec import Message, decode_body, encode
 from xwch.store.records import TokenRecord
 
 _any_json = msgspec.json.Decoder()
@@ -249,10 +249,7 @@ def _body(request: Request, kind: type[Message] | str | None) -> Any:
         content.seek(0)
         raw = content.read()
     if isinstance(kind, type):
-        where = getattr(kind, "WHERE", kind.__name__)
-        if not raw:
-            raise ProtocolError(f"{where}: expected a JSON object, got an empty body")
-        return decode(raw, kind, where)
+        return decode_body(raw, kind)
     if not raw:
         return None
     try:

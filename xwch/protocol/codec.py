@@ -22,10 +22,24 @@ from typing import Any, TypeVar
 import msgspec
 
 from xwch.errors import XwchError
+from xwch.protocol.wire import PROTOCOL_VERSION
 
 
 class ProtocolError(XwchError):
     """A message does not have the shape its route expects."""
+
+
+class ProtocolVersionError(ProtocolError):
+    """The other party speaks another version of the protocol."""
+
+
+def check_version(spoken: int, party: str) -> None:
+    """Refuse a party that speaks another protocol version, saying what to do about it."""
+    if spoken != PROTOCOL_VERSION:
+        raise ProtocolVersionError(
+            f"this {party} speaks protocol version {spoken} and the coordinator "
+            f"{PROTOCOL_VERSION}: run the same XWCH release on both"
+        )
 
 
 class Message(msgspec.Struct, frozen=True):
@@ -68,6 +82,14 @@ def decode(raw: bytes, kind: type[M], where: str) -> M:
         raise _named(e, where) from None
     except msgspec.DecodeError as e:
         raise ProtocolError(f"{where}: not valid JSON ({e})") from None
+
+
+def decode_body(raw: bytes, kind: type[M]) -> M:
+    """A request's body as the route's message (its ``WHERE`` names it in errors)."""
+    where = getattr(kind, "WHERE", kind.__name__)
+    if not raw:
+        raise ProtocolError(f"{where}: expected a JSON object, got an empty body")
+    return decode(raw, kind, where)
 
 
 def convert(doc: object, kind: type[M], where: str) -> M:

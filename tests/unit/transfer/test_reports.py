@@ -9,11 +9,12 @@ from twisted.internet.task import Clock
 
 from tests.fakes.coordinator import FakeCoordinator
 from tests.fakes.warehouse import result_of
+from xwch.protocol.wire import PROTOCOL_VERSION
 from xwch.protocol.worker import HostFacts, Policy, TransfersReport
 from xwch.transfer import PacketPacer
 from xwch.worker.service import WorkerService
 
-FACTS = HostFacts("host", "10.0.0.2", "linux-x86_64", 2, 2**30, 1, 1.0)
+FACTS = HostFacts("host", "10.0.0.2", "linux-x86_64", 2, 2**30, 1, 1.0, protocol=PROTOCOL_VERSION)
 
 
 def test_each_work_alive_reports_the_transfers_since_the_last() -> None:
