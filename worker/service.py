@@ -19,7 +19,6 @@ which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 
 from __future__ import annotations
 
-import random
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -61,7 +60,7 @@ from xwch.protocol import (
     require_digest,
     require_object,
 )
-from xwch.transfer.backoff import Backoff
+from xwch.retry import Retry, RetryPolicy, equal_jitter, retry_after_of, retrying
 from xwch.transfer.meter import TransferReporter
 
 from .executor import CompletedAttempt
@@ -159,7 +158,7 @@ class WorkerService(Service):
     log = Logger()
 
     # Retries of calls the coordinator did not answer or was too busy for; equal jitter
-    # (``Backoff``) so that workers cut off together do not all come back at one instant.
+    # (``equal_jitter``) so that workers cut off together do not all come back at one instant.
     RETRY_BASE = 0.5
     RETRY_CAP = 30.0
     # How long a Work Request may wait at the coordinator for work when there is none: it is
@@ -206,7 +205,7 @@ class WorkerService(Service):
         new_attempt: AttemptFactory,
         store_object: StoreObject,
         pacer: PolicyListener,
-        jitter: Callable[[], float] = random.random,
+        retry_policy: RetryPolicy | None = None,
         evictions: EvictionLog | None = None,
         locate_site: LocateSite | None = None,
         cache_contents: CacheContents | None = None,
@@ -228,7 +227,7 @@ class WorkerService(Service):
         self._new_attempt = new_attempt
         self._store_object = store_object
         self._pacer = pacer
-        self._jitter = jitter
+        self._retry_policy = retry_policy or equal_jitter(self.RETRY_BASE, self.RETRY_CAP)
         self._evictions = evictions
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
@@ -421,33 +420,34 @@ class WorkerService(Service):
 
     async def _register(self) -> None:
         """Register Request, retried while the coordinator is unreachable or busy."""
-        backoff = self._backoff()
         await self._find_site()
-        while True:
-            try:
-                reply = require_object(
-                    await self._coordinator.post(
-                        f"{API_PREFIX}/workers", self._registration_facts().to_json()
-                    ),
-                    "register",
-                )
-                worker_id, interval = _registration(reply)
-            except (Unreachable, ApiError, ProtocolError) as e:
-                if isinstance(e, ApiError) and not _is_transient(e) and self._registrations == 0:
-                    # A refusal at start (bad token, wrong role) will not go away by itself:
-                    # say so rather than retry forever.
-                    refused = RegistrationRefused(f"the coordinator refused to register: {e}")
-                    self._refused = refused
-                    for d in self._take(self._first_registration):
-                        d.errback(refused)
-                    raise refused from None
-                delay = self._retry_delay(e, backoff)
-                self.log.warn(
-                    "cannot register: {error}; trying again in {delay:.1f} s", error=e, delay=delay
-                )
-                await deferLater(self._reactor, delay)
-                continue
-            break
+
+        def worth_retrying(e: Exception) -> bool:
+            if isinstance(e, ApiError) and not _is_transient(e) and self._registrations == 0:
+                # A refusal at start (bad token, wrong role) will not go away by itself:
+                # say so rather than retry forever.
+                return False
+            return isinstance(e, (Unreachable, ApiError, ProtocolError))
+
+        def log_retry(e: Exception, delay: float) -> None:
+            self.log.warn(
+                "cannot register: {error}; trying again in {delay:.1f} s", error=e, delay=delay
+            )
+
+        try:
+            reply, (worker_id, interval) = await retrying(
+                self._reactor,
+                self._send_registration,
+                self._retry_policy,
+                worth_retrying,
+                log_retry,
+            )
+        except ApiError as e:
+            refused = RegistrationRefused(f"the coordinator refused to register: {e}")
+            self._refused = refused
+            for d in self._take(self._first_registration):
+                d.errback(refused)
+            raise refused from None
         self.worker_id = worker_id
         self.alive_interval = interval
         self._lost = False
@@ -463,6 +463,15 @@ class WorkerService(Service):
             d.callback(worker_id)
         for waiter in self._take(self._registered_waiters):
             waiter.callback(None)
+
+    async def _send_registration(self) -> tuple[Mapping[str, Any], tuple[str, float]]:
+        reply = require_object(
+            await self._coordinator.post(
+                f"{API_PREFIX}/workers", self._registration_facts().to_json()
+            ),
+            "register",
+        )
+        return reply, _registration(reply)
 
     def _declared_lost(self, worker_id: str | None) -> None:
         """The coordinator forgot ``worker_id`` (404 unknown_worker): register again.
@@ -491,7 +500,7 @@ class WorkerService(Service):
 
     async def _work(self) -> None:
         await self._register()
-        errors = self._backoff()
+        errors = Retry(self._retry_policy)
         while not self._stopping:
             if self._lost:
                 await self._register()
@@ -532,7 +541,7 @@ class WorkerService(Service):
                 if _is_unknown_worker(e):
                     self._declared_lost(worker_id)
                     continue
-                delay = self._retry_delay(e, errors)
+                delay = errors.next_delay(retry_after_of(e))
                 self.log.warn(
                     "work request failed: {error}; trying again in {delay:.1f} s",
                     error=e,
@@ -715,7 +724,6 @@ class WorkerService(Service):
         refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs if o.content is None}
         if not refs:
             return result
-        backoff = self._backoff()
         tries = 0
         if direct is not None and all(r.size <= self.DIRECT_UPLOAD_MOST for r in refs.values()):
             try:
@@ -733,47 +741,53 @@ class WorkerService(Service):
                     url=direct.url,
                     error=e,
                 )
-        while True:
-            try:
-                body: dict[str, Any] = {"objects": [r.to_json() for r in refs.values()]}
-                if self.facts.site is not None:
-                    body["site"] = self.facts.site  # outputs go to the nearest warehouse
-                plan = await self._call(lambda: f"{API_PREFIX}/objects/uploads", body)
-                url, missing = _upload_plan(plan)
-                for digest, capability in missing:
-                    if digest not in refs:
-                        raise ProtocolError(f"uploads: {digest} was not asked for")
-                    ref = refs[digest]
-                    await self._store_object(
-                        url, digest, ref.size, completed.files[digest], capability
-                    )
-                return result
-            except (XwchError, OSError) as e:
-                tries += 1
-                if tries >= self.STORE_TRIES:
-                    self.log.error(
-                        "cannot store the outputs of attempt {attempt}: {error}",
-                        attempt=result.attempt,
-                        error=e,
-                    )
-                    return AttemptResult(
-                        attempt=result.attempt,
-                        outcome=OUTCOME_FAILED,
-                        exit_code=result.exit_code,
-                        error=f"cannot store the outputs: {e}",
-                        stdout=result.stdout,
-                        stderr=result.stderr,
-                        duration=result.duration,
-                    )
-                delay = backoff.next_delay()
-                self.log.warn(
-                    "storing the outputs of attempt {attempt} failed: {error}; "
-                    "trying again in {delay:.1f} s",
-                    attempt=result.attempt,
-                    error=e,
-                    delay=delay,
-                )
-                await deferLater(self._reactor, delay)
+
+        async def store_by_plan() -> None:
+            body: dict[str, Any] = {"objects": [r.to_json() for r in refs.values()]}
+            if self.facts.site is not None:
+                body["site"] = self.facts.site  # outputs go to the nearest warehouse
+            plan = await self._call(lambda: f"{API_PREFIX}/objects/uploads", body)
+            url, missing = _upload_plan(plan)
+            for digest, capability in missing:
+                if digest not in refs:
+                    raise ProtocolError(f"uploads: {digest} was not asked for")
+                ref = refs[digest]
+                await self._store_object(url, digest, ref.size, completed.files[digest], capability)
+
+        def log_retry(e: Exception, delay: float) -> None:
+            self.log.warn(
+                "storing the outputs of attempt {attempt} failed: {error}; "
+                "trying again in {delay:.1f} s",
+                attempt=result.attempt,
+                error=e,
+                delay=delay,
+            )
+
+        try:
+            await retrying(
+                self._reactor,
+                store_by_plan,
+                self._retry_policy,
+                lambda e: isinstance(e, (XwchError, OSError)),
+                log_retry,
+                tries=self.STORE_TRIES - tries,
+            )
+        except (XwchError, OSError) as e:
+            self.log.error(
+                "cannot store the outputs of attempt {attempt}: {error}",
+                attempt=result.attempt,
+                error=e,
+            )
+            return AttemptResult(
+                attempt=result.attempt,
+                outcome=OUTCOME_FAILED,
+                exit_code=result.exit_code,
+                error=f"cannot store the outputs: {e}",
+                stdout=result.stdout,
+                stderr=result.stderr,
+                duration=result.duration,
+            )
+        return result
 
     def _work_to_ask(self, freed: int = 1) -> int:
         """Slots a Work Result freeing ``freed`` may ask work for (theirs included); 0: none."""
@@ -915,27 +929,33 @@ class WorkerService(Service):
 
         ``path`` is computed at each try: registering again changes the worker id.
         """
-        backoff = self._backoff()
-        while True:
-            await self._until_registered()
-            worker_id = self.worker_id
-            try:
-                return await self._coordinator.post(path(), body)
-            except Unreachable as e:
-                delay = self._retry_delay(e, backoff)
-            except ApiError as e:
-                if _is_unknown_worker(e):
-                    self._declared_lost(worker_id)
-                    continue
-                if not _is_transient(e):
-                    raise
-                delay = self._retry_delay(e, backoff)
+
+        def log_retry(e: Exception, delay: float) -> None:
             self.log.info(
                 "coordinator unavailable for {path}; trying again in {delay:.1f} s",
                 path=path(),
                 delay=delay,
             )
-            await deferLater(self._reactor, delay)
+
+        return await retrying(
+            self._reactor,
+            lambda: self._post_as_worker(path, body),
+            self._retry_policy,
+            _is_worth_retrying,
+            log_retry,
+        )
+
+    async def _post_as_worker(self, path: Callable[[], str], body: object) -> Any:
+        """POST once registered; after a 404 unknown_worker, again once registered anew."""
+        while True:
+            await self._until_registered()
+            worker_id = self.worker_id
+            try:
+                return await self._coordinator.post(path(), body)
+            except ApiError as e:
+                if not _is_unknown_worker(e):
+                    raise
+                self._declared_lost(worker_id)
 
     # Work Alive
 
@@ -1086,15 +1106,6 @@ class WorkerService(Service):
         except ProtocolError as e:
             self.log.warn("ignoring a malformed policy: {error}", error=e)
 
-    def _backoff(self) -> Backoff:
-        return Backoff(self.RETRY_BASE, self.RETRY_CAP, self._jitter)
-
-    def _retry_delay(self, error: Exception, backoff: Backoff) -> float:
-        delay = backoff.next_delay()
-        if isinstance(error, ApiError) and error.retry_after is not None:
-            delay = max(delay, error.retry_after)
-        return delay
-
     @staticmethod
     def _take(items: list[Deferred[Any]]) -> list[Deferred[Any]]:
         taken = list(items)
@@ -1109,6 +1120,11 @@ def _is_unknown_worker(error: Exception) -> bool:
 def _is_transient(error: ApiError) -> bool:
     """Busy, or a proxy in front of a coordinator that is restarting: worth trying again."""
     return error.status in (502, 503, 504)
+
+
+def _is_worth_retrying(error: Exception) -> bool:
+    """Not answered, or answered busy: the call may well succeed later."""
+    return isinstance(error, Unreachable) or (isinstance(error, ApiError) and _is_transient(error))
 
 
 def _registration(reply: Mapping[str, Any]) -> tuple[str, float]:

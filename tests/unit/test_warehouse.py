@@ -20,6 +20,7 @@ from tests.fakes.warehouse import KEY, WAREHOUSE_ID, InMemoryWarehouse, result_o
 from xwch import capability
 from xwch.errors import ApiError, DigestMismatch, OffsetMismatch, Unreachable
 from xwch.protocol import CAPABILITY_HEADER, OBJECT_SIZE_HEADER, PACKET_DIGEST_HEADER, ObjectRef
+from xwch.retry import equal_jitter
 from xwch.warehouse import api
 from xwch.warehouse.blocking import run_inline
 from xwch.warehouse.objects import ObjectStore
@@ -469,7 +470,11 @@ def make_service(tmp_path: Path, jitter: float = 0.0):
         "lab",
         "tcp:8751",
         blocking=run_inline,
-        random=lambda: jitter,
+        retry_policy=equal_jitter(
+            WarehouseService.REGISTER_BACKOFF_BASE,
+            WarehouseService.REGISTER_BACKOFF_MAX,
+            lambda: jitter,
+        ),
     )
     return reactor, coordinator, service
 

@@ -25,6 +25,7 @@ from xwch.protocol import (
     Policy,
     Source,
 )
+from xwch.retry import equal_jitter
 from xwch.worker.executor import CompletedAttempt
 from xwch.worker.service import RegistrationRefused, WorkerService
 from xwch.worker.sites import nearest_site
@@ -39,6 +40,8 @@ FACTS = HostFacts(
     performance=1.5,
 )
 BINARY = BinaryRef(digest="b" * 64, size=10)
+# The upper end of every backoff step: delays the tests can name.
+TOP_OF_EACH_STEP = equal_jitter(WorkerService.RETRY_BASE, WorkerService.RETRY_CAP, lambda: 1.0)
 
 
 def assignment(attempt: str, task: str = "t") -> Assignment:
@@ -151,8 +154,7 @@ class ServiceHarness(SynchronousTestCase):
             self.new_attempt,
             self.store_object,
             self.pacer,
-            # The upper end of every backoff step: delays the tests can name.
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
             work_ahead=self.work_ahead,
         )
@@ -295,7 +297,7 @@ class WorkerServiceTests(ServiceHarness):
             self.new_attempt,
             store_object,
             self.pacer,
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
         )
         self.coordinator.assign(replace(assignment("a1"), upload=target))
@@ -497,7 +499,7 @@ class WorkerServiceTests(ServiceHarness):
             self.new_attempt,
             self.store_object,
             self.pacer,
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
         )
         target = Source(url="http://wh-near:1", capability="put:any")
@@ -825,7 +827,7 @@ class SiteAndCacheTests(ServiceHarness):
             self.new_attempt,
             self.store_object,
             self.pacer,
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
             locate_site=lambda: nearest_site(api, round_trip),
             cache_contents=lambda: ["c" * 64, "d" * 64],

@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from tests.fakes.coordinator import FakeCoordinator
 from tests.fakes.warehouse import result_of
+from tests.unit.test_worker_service import TOP_OF_EACH_STEP
 from xwch.protocol import HostFacts, Policy, TransfersReport
 from xwch.transfer import PacketPacer
 from xwch.worker.service import WorkerService
@@ -35,7 +36,7 @@ def test_each_work_alive_reports_the_transfers_since_the_last() -> None:
         lambda assignment: None,  # type: ignore[arg-type,return-value]
         store,
         pacer,
-        jitter=lambda: 1.0,
+        retry_policy=TOP_OF_EACH_STEP,
     )
     service.startService()
     result_of(service.when_registered())
