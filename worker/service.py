@@ -19,10 +19,9 @@ which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 
 from __future__ import annotations
 
-import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,29 +41,34 @@ from twisted.python.failure import Failure
 
 from xwch.batching import Coalescer
 from xwch.errors import ApiError, Unreachable, XwchError
-from xwch.http import JsonApi
 from xwch.protocol import (
-    API_PREFIX,
-    CACHE_PREFIX,
-    CACHE_REPORT_MAX,
     OUTCOME_FAILED,
     OUTCOME_SUCCEEDED,
     Assignment,
     AttemptResult,
     HostFacts,
     ObjectRef,
-    Policy,
     ProtocolError,
     RunningAttempt,
     Source,
-    require_digest,
-    require_object,
 )
-from xwch.retry import Retry, RetryPolicy, equal_jitter, retry_after_of, retrying
+from xwch.retry import Retry, RetryPolicy, retry_after_of, retrying
 from xwch.transfer.meter import TransferReporter
 
 from .executor import CompletedAttempt
-from .sites import Nearest
+from .link import (
+    CacheContents,
+    Coordinator,
+    CoordinatorLink,
+    LocateSite,
+    PolicyListener,
+    RegistrationRefused,
+    ResultsAnswer,
+    Tasks,
+    Unreadable,
+    WorkAsk,
+    WorkerLost,
+)
 from .slots import SlotGate
 
 
@@ -94,25 +98,10 @@ class EvictionLog(Protocol):
     def restore_evicted(self, digests: Sequence[str]) -> None: ...
 
 
-class PolicyListener(Protocol):
-    """What applies the coordinator's transfer policy (a :class:`PacketPacer`)."""
-
-    def update(self, policy: Policy) -> None: ...
-
-
-# The site of the warehouse nearest to this worker (see sites.py); None if none answers.
-LocateSite = Callable[[], Awaitable["Nearest | None"]]
-# What the cache holds, the most recently used first (digests).
-CacheContents = Callable[[], Sequence[str]]
-
 # Makes the attempt for an assignment.
 AttemptFactory = Callable[[Assignment], Attempt]
 # Stores one output at a warehouse: (warehouse URL, digest, size, local file, put capability).
 StoreObject = Callable[[str, str, int, Path, str], Awaitable[None]]
-
-
-class RegistrationRefused(XwchError):
-    """The coordinator refused to register this worker (a wrong token, most likely)."""
 
 
 @dataclass(frozen=True)
@@ -157,10 +146,6 @@ class WorkerService(Service):
 
     log = Logger()
 
-    # Retries of calls the coordinator did not answer or was too busy for; equal jitter
-    # (``equal_jitter``) so that workers cut off together do not all come back at one instant.
-    RETRY_BASE = 0.5
-    RETRY_CAP = 30.0
     # How long a Work Request may wait at the coordinator for work when there is none: it is
     # answered the moment some is ready (immediate dispatch on an idle platform), and an idle
     # worker asks once per WORK_WAIT rather than polling.
@@ -200,7 +185,7 @@ class WorkerService(Service):
     def __init__(
         self,
         reactor: IReactorTime,
-        coordinator: JsonApi,
+        coordinator: Coordinator,
         facts: HostFacts,
         new_attempt: AttemptFactory,
         store_object: StoreObject,
@@ -220,25 +205,26 @@ class WorkerService(Service):
         # before batches): results go to it one by one from then on.
         self._one_result_a_request = False
         self._took_a_batch = False
-        self._locate_site = locate_site
-        self._cache_contents = cache_contents
-        self._coordinator = coordinator
-        self.facts = facts
+        self._link = CoordinatorLink(
+            reactor,
+            coordinator,
+            facts,
+            pacer,
+            retry_policy,
+            locate_site,
+            cache_contents,
+            on_registered=self._start_alive,
+            on_lost=self._wake,
+        )
         self._new_attempt = new_attempt
         self._store_object = store_object
         self._pacer = pacer
-        self._retry_policy = retry_policy or equal_jitter(self.RETRY_BASE, self.RETRY_CAP)
         self._evictions = evictions
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
         self._slot_gate = SlotGate(self._slots)
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
-        self.worker_id: str | None = None
-        self.alive_interval: float | None = None
-        # True once the coordinator answered 404 unknown_worker: register again.
-        self._lost = False
-        self._registrations = 0
         self._stopping = False
         self._attempts: dict[str, _Running] = {}
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
@@ -259,9 +245,6 @@ class WorkerService(Service):
         self._work_called_off = False
         self._alive: LoopingCall | None = None
         self._wakeup: Deferred[None] | None = None
-        self._registered_waiters: list[Deferred[None]] = []
-        self._first_registration: list[Deferred[str]] = []
-        self._refused: RegistrationRefused | None = None
 
     # Service
 
@@ -274,16 +257,18 @@ class WorkerService(Service):
         super().stopService()
         return Deferred.fromCoroutine(self._shut_down())
 
+    @property
+    def worker_id(self) -> str | None:
+        """This worker's id at the coordinator (None until registered)."""
+        return self._link.worker_id
+
+    @property
+    def facts(self) -> HostFacts:
+        return self._link.facts
+
     def when_registered(self) -> Deferred[str]:
         """Fires with the worker id once first registered; fails if the coordinator refuses."""
-        d: Deferred[str] = Deferred()
-        if self.worker_id is not None:
-            d.callback(self.worker_id)
-        elif self._refused is not None:
-            d.errback(self._refused)
-        else:
-            self._first_registration.append(d)
-        return d
+        return self._link.when_registered()
 
     def running_attempts(self) -> list[str]:
         """Ids of the attempts this worker holds (running, or reporting their result)."""
@@ -303,20 +288,13 @@ class WorkerService(Service):
         """
         return self._slots + self._ahead() - len(self._attempts)
 
-    def _work_body(self, slots: int, wait: float = 0.0) -> dict[str, Any]:
-        """A Work Request for ``slots``, saying how many of them have nothing to run (the
-        others are asked for ahead: no straggler's duplicate should wait there), and how long
-        it may wait for work if there is none."""
+    def _work_ask(self, slots: int, wait: float = 0.0) -> WorkAsk:
+        """Work for ``slots``, saying how many of them have nothing to run (the others are
+        asked for ahead: no straggler's duplicate should wait there), and how long the request
+        may wait for work if there is none."""
         gate = self._slot_gate
         idle = max(0, self._slots - gate.taken - gate.waiting)
-        body: dict[str, Any] = {
-            "performance": self.facts.performance,
-            "free_slots": slots,
-            "idle_slots": min(idle, slots),
-        }
-        if wait > 0:
-            body["wait"] = wait
-        return body
+        return WorkAsk(slots, idle, wait)
 
     def _ahead(self) -> int:
         typical = self._typical_duration
@@ -390,123 +368,16 @@ class WorkerService(Service):
             self._drop(attempt_id, f"given back: {why}")
         self._in_background(self._give_back(given), "giveback")
 
-    # Registration
-
-    async def _find_site(self) -> None:
-        """No site configured: take that of the nearest warehouse, if one answers."""
-        if self.facts.site is not None or self._locate_site is None:
-            return
-        try:
-            nearest = await self._locate_site()
-        except (Unreachable, ApiError, ProtocolError) as e:
-            self.log.warn("cannot find the nearest warehouse: {error}", error=e)
-            return
-        if nearest is None:
-            return
-        self.facts = replace(self.facts, site=nearest.site)
-        self.log.info(
-            "site {site}: nearest warehouse {url} ({ms:.1f} ms round trip)",
-            site=nearest.site,
-            url=nearest.url,
-            ms=nearest.round_trip * 1000,
-        )
-
-    def _registration_facts(self) -> HostFacts:
-        """The host facts, with what the cache holds: the scheduler sends work to its data."""
-        if self._cache_contents is None:
-            return self.facts
-        cached = self._cache_contents()[:CACHE_REPORT_MAX]
-        return replace(self.facts, cached=tuple(sorted({d[:CACHE_PREFIX] for d in cached})))
-
-    async def _register(self) -> None:
-        """Register Request, retried while the coordinator is unreachable or busy."""
-        await self._find_site()
-
-        def worth_retrying(e: Exception) -> bool:
-            if isinstance(e, ApiError) and not _is_transient(e) and self._registrations == 0:
-                # A refusal at start (bad token, wrong role) will not go away by itself:
-                # say so rather than retry forever.
-                return False
-            return isinstance(e, (Unreachable, ApiError, ProtocolError))
-
-        def log_retry(e: Exception, delay: float) -> None:
-            self.log.warn(
-                "cannot register: {error}; trying again in {delay:.1f} s", error=e, delay=delay
-            )
-
-        try:
-            reply, (worker_id, interval) = await retrying(
-                self._reactor,
-                self._send_registration,
-                self._retry_policy,
-                worth_retrying,
-                log_retry,
-            )
-        except ApiError as e:
-            refused = RegistrationRefused(f"the coordinator refused to register: {e}")
-            self._refused = refused
-            for d in self._take(self._first_registration):
-                d.errback(refused)
-            raise refused from None
-        self.worker_id = worker_id
-        self.alive_interval = interval
-        self._lost = False
-        self._registrations += 1
-        self._apply_policy(reply)
-        self.log.info(
-            "registered as {worker} (alive every {interval} s)",
-            worker=worker_id,
-            interval=self.alive_interval,
-        )
-        self._start_alive(self.alive_interval)
-        for d in self._take(self._first_registration):
-            d.callback(worker_id)
-        for waiter in self._take(self._registered_waiters):
-            waiter.callback(None)
-
-    async def _send_registration(self) -> tuple[Mapping[str, Any], tuple[str, float]]:
-        reply = require_object(
-            await self._coordinator.post(
-                f"{API_PREFIX}/workers", self._registration_facts().to_json()
-            ),
-            "register",
-        )
-        return reply, _registration(reply)
-
-    def _declared_lost(self, worker_id: str | None) -> None:
-        """The coordinator forgot ``worker_id`` (404 unknown_worker): register again.
-
-        Only if that is still our id: a late answer to a call made under the previous one
-        must not throw away the registration that replaced it.
-        """
-        if worker_id != self.worker_id:
-            return
-        if not self._lost:
-            self.log.warn(
-                "the coordinator does not know worker {worker} any more: registering again",
-                worker=self.worker_id,
-            )
-        self._lost = True
-        self._wake()
-
-    async def _until_registered(self) -> None:
-        if not self._lost:
-            return
-        waiter: Deferred[None] = Deferred()
-        self._registered_waiters.append(waiter)
-        await waiter
-
     # The pull loop
 
     async def _work(self) -> None:
-        await self._register()
-        errors = Retry(self._retry_policy)
+        await self._link.register()
+        errors = Retry(self._link.retry_policy)
         while not self._stopping:
-            if self._lost:
-                await self._register()
+            if self._link.lost:
+                await self._link.register()
                 continue
             free = self._room() - self._asking
-            worker_id = self.worker_id
             if free <= 0 or self.suspended is not None:
                 # Woken when an attempt is reported, on resume (or when we are found lost).
                 await self._nap(None)
@@ -517,19 +388,13 @@ class WorkerService(Service):
             try:
                 with self._asking_for(free):
                     self._asking_work = ensureDeferred(
-                        self._coordinator.post(
-                            self._worker_path("/work"), self._work_body(free, self.WORK_WAIT)
-                        )
+                        self._link.request_work(self._work_ask(free, self.WORK_WAIT))
                     )
                     try:
-                        answer = await self._asking_work
+                        tasks = await self._asking_work
                     finally:
                         self._asking_work = None
-                reply = require_object(answer, "work")
-                tasks = reply.get("tasks", [])
-                if not isinstance(tasks, list):
-                    raise ProtocolError("work.tasks: expected a list")
-            except (CancelledError, Unreachable, ApiError, ProtocolError) as e:
+            except (CancelledError, Unreachable, ApiError, ProtocolError, WorkerLost) as e:
                 if self._stopping:
                     return  # called off by stopping: nothing failed
                 if self._work_called_off:
@@ -538,9 +403,8 @@ class WorkerService(Service):
                     continue
                 if isinstance(e, CancelledError):
                     raise
-                if _is_unknown_worker(e):
-                    self._declared_lost(worker_id)
-                    continue
+                if isinstance(e, WorkerLost):
+                    continue  # registered again at the top of the loop
                 delay = errors.next_delay(retry_after_of(e))
                 self.log.warn(
                     "work request failed: {error}; trying again in {delay:.1f} s",
@@ -550,7 +414,6 @@ class WorkerService(Service):
                 await deferLater(self._reactor, delay)
                 continue
             errors.reset()
-            self._apply_policy(reply)
             if self._start_attempts(tasks):
                 self._idle = self.IDLE_POLL_START
                 continue
@@ -589,13 +452,11 @@ class WorkerService(Service):
         if wakeup is not None and not wakeup.called:
             wakeup.callback(None)
 
-    def _start_attempts(self, docs: Sequence[object]) -> int:
+    def _start_attempts(self, tasks: Tasks) -> int:
         started = 0
-        for n, doc in enumerate(docs):
-            try:
-                assignment = Assignment.from_json(doc, f"work.tasks[{n}]")
-            except ProtocolError as e:
-                self._refuse_assignment(doc, e)
+        for assignment in tasks:
+            if isinstance(assignment, Unreadable):
+                self._refuse_assignment(assignment.attempt, assignment.error)
                 continue
             if assignment.attempt in self._attempts:
                 continue
@@ -603,7 +464,7 @@ class WorkerService(Service):
                 attempt = self._new_attempt(assignment)
             except Exception as e:
                 self.log.failure("cannot set up attempt {attempt}", attempt=assignment.attempt)
-                self._refuse_assignment(doc, e)
+                self._refuse_assignment(assignment.attempt, e)
                 continue
             record = self._attempts[assignment.attempt] = _Running(attempt)
             if self.suspended is not None:
@@ -623,11 +484,10 @@ class WorkerService(Service):
             started += 1
         return started
 
-    def _refuse_assignment(self, doc: object, error: Exception) -> None:
+    def _refuse_assignment(self, attempt_id: str | None, error: Exception) -> None:
         """Report an assignment this worker cannot even start as failed, so it runs elsewhere."""
-        attempt_id = doc.get("attempt") if isinstance(doc, dict) else None
         self.log.error("cannot run an assignment: {error}", error=error)
-        if isinstance(attempt_id, str) and attempt_id not in self._attempts:
+        if attempt_id is not None and attempt_id not in self._attempts:
             result = AttemptResult(
                 attempt=attempt_id,
                 outcome=OUTCOME_FAILED,
@@ -743,16 +603,14 @@ class WorkerService(Service):
                 )
 
         async def store_by_plan() -> None:
-            body: dict[str, Any] = {"objects": [r.to_json() for r in refs.values()]}
-            if self.facts.site is not None:
-                body["site"] = self.facts.site  # outputs go to the nearest warehouse
-            plan = await self._call(lambda: f"{API_PREFIX}/objects/uploads", body)
-            url, missing = _upload_plan(plan)
-            for digest, capability in missing:
+            plan = await self._link.upload_plan(list(refs.values()))
+            for digest, capability in plan.missing:
                 if digest not in refs:
                     raise ProtocolError(f"uploads: {digest} was not asked for")
                 ref = refs[digest]
-                await self._store_object(url, digest, ref.size, completed.files[digest], capability)
+                await self._store_object(
+                    plan.url, digest, ref.size, completed.files[digest], capability
+                )
 
         def log_retry(e: Exception, delay: float) -> None:
             self.log.warn(
@@ -767,7 +625,7 @@ class WorkerService(Service):
             await retrying(
                 self._reactor,
                 store_by_plan,
-                self._retry_policy,
+                self._link.retry_policy,
                 lambda e: isinstance(e, (XwchError, OSError)),
                 log_retry,
                 tries=self.STORE_TRIES - tries,
@@ -789,11 +647,12 @@ class WorkerService(Service):
             )
         return result
 
-    def _work_to_ask(self, freed: int = 1) -> int:
-        """Slots a Work Result freeing ``freed`` may ask work for (theirs included); 0: none."""
-        if self._stopping or self.suspended is not None or self._lost:
-            return 0
-        return max(0, self._room() + freed - self._asking)
+    def _work_to_ask(self, freed: int = 1) -> WorkAsk | None:
+        """The work a Work Result freeing ``freed`` slots may ask for (theirs included)."""
+        if self._stopping or self.suspended is not None or self._link.lost:
+            return None
+        slots = max(0, self._room() + freed - self._asking)
+        return self._work_ask(slots) if slots else None
 
     async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
         """Work Result, retried until the coordinator answers: a result is never dropped.
@@ -826,16 +685,10 @@ class WorkerService(Service):
         # As a batch even of one: the coordinator then assigns the work it asks for at once,
         # in the results' commit, whatever becomes of the results.
         freed = sum(1 for r in reports if r.frees_slot)
-        body: dict[str, Any] = {"results": [r.result.to_json() for r in reports]}
-        asked = self._work_to_ask(freed) if freed else 0
-        if asked:
-            body["work"] = self._work_body(asked)
+        work = self._work_to_ask(freed) if freed else None
         try:
-            with self._asking_for(asked):
-                reply = await self._call(lambda: self._worker_path("/results"), body)
-            answers = reply.get("results") if isinstance(reply, dict) else None
-            if not isinstance(answers, list) or len(answers) != len(reports):
-                raise ProtocolError("results: expected one answer for each result")
+            with self._asking_for(work.slots if work else 0):
+                answer = await self._link.send_results([r.result for r in reports], work)
         except (ApiError, ProtocolError) as e:
             # A coordinator that takes one result per request: send them one by one.
             self.log.warn("sending results together failed ({error}); one by one", error=e)
@@ -848,31 +701,23 @@ class WorkerService(Service):
                 await self._send_report(report)
             return
         self._took_a_batch = True
-        if asked:
-            self._take_work(reply)
-        for report, answer in zip(reports, answers, strict=True):
-            accepted = isinstance(answer, dict) and answer.get("accepted") is True
-            refused = answer.get("message") if isinstance(answer, dict) else None
-            self._log_result(report.result, accepted, refused)
+        self._take_work(answer)
+        for report, verdict in zip(reports, answer.verdicts, strict=True):
+            self._log_result(report.result, verdict.accepted, verdict.refused)
 
     async def _send_report(self, report: _Report) -> None:
         result = report.result
-        body = result.to_json()
-        asked = self._work_to_ask() if report.frees_slot else 0
-        if asked:
-            body["work"] = self._work_body(asked)
+        work = self._work_to_ask() if report.frees_slot else None
         try:
-            with self._asking_for(asked):
-                reply = await self._call(lambda: self._worker_path("/results"), body)
+            with self._asking_for(work.slots if work else 0):
+                answer = await self._link.send_result(result, work)
         except ApiError as e:
             # An answer, not a silence: the coordinator will not take this result (an attempt
             # it gave to someone else meanwhile...). Retrying would get the same answer.
             self._log_result(result, False, str(e))
             return
-        if asked:
-            self._take_work(reply)
-        accepted = isinstance(reply, dict) and reply.get("accepted") is True
-        self._log_result(result, accepted, None)
+        self._take_work(answer)
+        self._log_result(result, answer.verdicts[0].accepted, None)
 
     def _log_result(self, result: AttemptResult, accepted: bool, refused: object) -> None:
         if refused is not None:
@@ -911,51 +756,14 @@ class WorkerService(Service):
                 seconds=self.SUCCESS_PERIOD,
             )
 
-    def _take_work(self, reply: object) -> None:
+    def _take_work(self, answer: ResultsAnswer) -> None:
         """Start the tasks a Work Result's answer carries, as a Work Request's answer's.
 
-        No ``"tasks"`` (a coordinator that predates them, or too busy to assign): the main
-        loop sends a Work Request once the slot is free.
+        No tasks (a coordinator that predates them, or too busy to assign): the main loop
+        sends a Work Request once the slot is free.
         """
-        tasks = reply.get("tasks") if isinstance(reply, dict) else None
-        if not isinstance(tasks, list):
-            return
-        self._apply_policy(reply)
-        if self._start_attempts(tasks):
+        if answer.tasks is not None and self._start_attempts(answer.tasks):
             self._idle = self.IDLE_POLL_START
-
-    async def _call(self, path: Callable[[], str], body: object) -> Any:
-        """POST to the coordinator until it answers; re-register if it lost us.
-
-        ``path`` is computed at each try: registering again changes the worker id.
-        """
-
-        def log_retry(e: Exception, delay: float) -> None:
-            self.log.info(
-                "coordinator unavailable for {path}; trying again in {delay:.1f} s",
-                path=path(),
-                delay=delay,
-            )
-
-        return await retrying(
-            self._reactor,
-            lambda: self._post_as_worker(path, body),
-            self._retry_policy,
-            _is_worth_retrying,
-            log_retry,
-        )
-
-    async def _post_as_worker(self, path: Callable[[], str], body: object) -> Any:
-        """POST once registered; after a 404 unknown_worker, again once registered anew."""
-        while True:
-            await self._until_registered()
-            worker_id = self.worker_id
-            try:
-                return await self._coordinator.post(path(), body)
-            except ApiError as e:
-                if not _is_unknown_worker(e):
-                    raise
-                self._declared_lost(worker_id)
 
     # Work Alive
 
@@ -972,41 +780,30 @@ class WorkerService(Service):
         return self._in_background(self._send_alive(), "work alive")
 
     async def _send_alive(self) -> None:
-        if self._lost or self._stopping:
+        if self._link.lost or self._stopping:
             return
         running = [
             RunningAttempt(h.attempt, "suspended" if h.state == "suspended" else "running")
             for h in self.held_attempts()
         ]
-        body: dict[str, Any] = {"running": [r.to_json() for r in running]}
         # Optional: lets the coordinator's catalog forget what this worker no longer caches.
         evicted = self._evictions.take_evicted() if self._evictions is not None else []
-        if evicted:
-            body["evicted"] = evicted
         # Optional: this worker's transfers since the last WA, for the coordinator's load estimate.
-        if isinstance(self._pacer, TransferReporter):
-            body["transfers"] = self._pacer.transfer_report().to_json()
-        worker_id = self.worker_id
+        transfers = (
+            self._pacer.transfer_report() if isinstance(self._pacer, TransferReporter) else None
+        )
         try:
-            reply = require_object(
-                await self._coordinator.post(self._worker_path("/alive"), body),
-                "alive",
-            )
-        except (Unreachable, ApiError, ProtocolError) as e:
+            cancel = await self._link.alive(running, evicted, transfers)
+        except (Unreachable, ApiError, ProtocolError, WorkerLost) as e:
             if self._evictions is not None:
                 self._evictions.restore_evicted(evicted)
-            if _is_unknown_worker(e):
-                self._declared_lost(worker_id)
-            else:
+            if not isinstance(e, WorkerLost):
                 # The next tick tries again; a coordinator that hears nothing for long enough
                 # declares us lost, and we register again.
                 self.log.warn("work alive failed: {error}", error=e)
             return
-        self._apply_policy(reply)
-        cancel = reply.get("cancel", [])
-        for attempt_id in cancel if isinstance(cancel, list) else []:
-            if isinstance(attempt_id, str):
-                self._drop(attempt_id, "cancelled by the coordinator")
+        for attempt_id in cancel:
+            self._drop(attempt_id, "cancelled by the coordinator")
 
     def _drop(self, attempt_id: str, why: str) -> None:
         """Kill an attempt whose result nobody wants, and forget it without reporting."""
@@ -1056,10 +853,10 @@ class WorkerService(Service):
         self.log.info("worker stopped")
 
     async def _give_back(self, attempts: Sequence[str]) -> None:
-        if not attempts or self.worker_id is None or self._lost:
+        if not attempts or self.worker_id is None or self._link.lost:
             return
         try:
-            await self._coordinator.post(self._worker_path("/giveback"), {"attempts": attempts})
+            await self._link.give_back(attempts)
         except (XwchError, CancelledError) as e:
             self.log.warn(
                 "cannot give back {count} attempts ({error}); the coordinator relaunches them "
@@ -1092,71 +889,6 @@ class WorkerService(Service):
             self.log.error("{error}", error=failure.value)
             return
         self.log.failure("{what} failed", failure, what=what)
-
-    def _worker_path(self, suffix: str) -> str:
-        assert self.worker_id is not None
-        return f"{API_PREFIX}/workers/{urllib.parse.quote(self.worker_id, safe='')}{suffix}"
-
-    def _apply_policy(self, reply: object) -> None:
-        doc = reply.get("policy") if isinstance(reply, dict) else None
-        if doc is None:
-            return
-        try:
-            self._pacer.update(Policy.from_json(doc))
-        except ProtocolError as e:
-            self.log.warn("ignoring a malformed policy: {error}", error=e)
-
-    @staticmethod
-    def _take(items: list[Deferred[Any]]) -> list[Deferred[Any]]:
-        taken = list(items)
-        items.clear()
-        return taken
-
-
-def _is_unknown_worker(error: Exception) -> bool:
-    return isinstance(error, ApiError) and error.status == 404 and error.code == "unknown_worker"
-
-
-def _is_transient(error: ApiError) -> bool:
-    """Busy, or a proxy in front of a coordinator that is restarting: worth trying again."""
-    return error.status in (502, 503, 504)
-
-
-def _is_worth_retrying(error: Exception) -> bool:
-    """Not answered, or answered busy: the call may well succeed later."""
-    return isinstance(error, Unreachable) or (isinstance(error, ApiError) and _is_transient(error))
-
-
-def _registration(reply: Mapping[str, Any]) -> tuple[str, float]:
-    """The worker id and the Work Alive period of a Register Request's answer."""
-    worker_id = reply.get("worker_id")
-    interval = reply.get("alive_interval")
-    if not isinstance(worker_id, str) or not worker_id:
-        raise ProtocolError("register.worker_id: expected a string")
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
-        raise ProtocolError("register.alive_interval: expected a positive number")
-    return worker_id, float(interval)
-
-
-def _upload_plan(doc: object) -> tuple[str, list[tuple[str, str]]]:
-    """The warehouse URL and the (digest, put capability) of the objects to upload there."""
-    plan = require_object(doc, "uploads")
-    warehouse = require_object(plan.get("warehouse"), "uploads.warehouse")
-    url = warehouse.get("url")
-    objects = plan.get("objects")
-    if not isinstance(url, str) or not isinstance(objects, list):
-        raise ProtocolError("uploads: expected a warehouse url and a list of objects")
-    missing: list[tuple[str, str]] = []
-    for n, item in enumerate(objects):
-        entry = require_object(item, f"uploads.objects[{n}]")
-        digest = require_digest(entry.get("digest"), f"uploads.objects[{n}].digest")
-        if entry.get("present") is True:
-            continue
-        capability = entry.get("capability")
-        if not isinstance(capability, str):
-            raise ProtocolError(f"uploads.objects[{n}].capability: expected a string")
-        missing.append((digest, capability))
-    return url, missing
 
 
 def _timer(reactor: IReactorTime, delay: float, call: Callable[[], None]) -> Deferred[None]:

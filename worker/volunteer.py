@@ -36,11 +36,12 @@ from .crashsafe import begin_run, current_boot_id, end_run
 from .executor import AttemptExecutor
 from .files import remove_tree
 from .governor import Governor
+from .link import LocateSite
 from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
 from .releases import FolderReleases
 from .sandbox import Sandbox, plan_sandbox
-from .service import Attempt, LocateSite, WorkerService
+from .service import Attempt, WorkerService
 from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
 from .status import STATUS_FILE, StatusWriter
 from .workfolders import WorkFolders

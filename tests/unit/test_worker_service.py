@@ -27,7 +27,8 @@ from xwch.protocol import (
 )
 from xwch.retry import equal_jitter
 from xwch.worker.executor import CompletedAttempt
-from xwch.worker.service import RegistrationRefused, WorkerService
+from xwch.worker.link import CoordinatorLink, RegistrationRefused
+from xwch.worker.service import WorkerService
 from xwch.worker.sites import nearest_site
 
 FACTS = HostFacts(
@@ -41,7 +42,7 @@ FACTS = HostFacts(
 )
 BINARY = BinaryRef(digest="b" * 64, size=10)
 # The upper end of every backoff step: delays the tests can name.
-TOP_OF_EACH_STEP = equal_jitter(WorkerService.RETRY_BASE, WorkerService.RETRY_CAP, lambda: 1.0)
+TOP_OF_EACH_STEP = equal_jitter(CoordinatorLink.RETRY_BASE, CoordinatorLink.RETRY_CAP, lambda: 1.0)
 
 
 def assignment(attempt: str, task: str = "t") -> Assignment:
@@ -466,7 +467,7 @@ class WorkerServiceTests(ServiceHarness):
         requests = list(self.coordinator.work_requests)
         self.coordinator.reachable = True
         self.coordinator.assign(*(assignment(f"b{n}") for n in range(4)))
-        self.clock.advance(WorkerService.RETRY_CAP)
+        self.clock.advance(CoordinatorLink.RETRY_CAP)
         # Every slot asked for once: two attempts for two slots, never more.
         self.assertEqual(len(self.service.running_attempts()), 2)
         self.assertEqual(self.coordinator.work_requests, requests)
@@ -634,13 +635,13 @@ class WorkerServiceTests(ServiceHarness):
         self.start()
         self.coordinator.reachable = False
         self.attempts["a1"].fail()
-        self.clock.advance(WorkerService.RETRY_CAP * 4)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 4)
         self.assertEqual(self.coordinator.results, [])
         self.assertEqual(self.service.running_attempts(), ["a1"])
         self.coordinator.reachable = True
-        self.clock.advance(WorkerService.RETRY_CAP)
+        self.clock.advance(CoordinatorLink.RETRY_CAP)
         self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1"])
-        self.clock.advance(WorkerService.RETRY_CAP * 4)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 4)
         self.assertEqual(len(self.coordinator.results), 1)
 
     def test_busy_coordinator_is_retried_after_its_retry_after(self) -> None:
@@ -659,10 +660,10 @@ class WorkerServiceTests(ServiceHarness):
         self.coordinator.reachable = False
         self.start()
         registered = self.service.when_registered()
-        self.clock.advance(WorkerService.RETRY_CAP * 3)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 3)
         self.assertNoResult(registered)
         self.coordinator.reachable = True
-        self.clock.advance(WorkerService.RETRY_CAP)
+        self.clock.advance(CoordinatorLink.RETRY_CAP)
         self.assertEqual(self.successResultOf(registered), "w1")
         self.assertEqual(len(self.coordinator.registrations), 1)
 
@@ -722,7 +723,7 @@ class WorkerServiceTests(ServiceHarness):
         self.assertTrue(all(a.killed and a.discarded for a in self.attempts.values()))
         self.assertEqual(self.coordinator.results, [])
         before = len(self.coordinator.requests)
-        self.clock.advance(WorkerService.RETRY_CAP * 10)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 10)
         self.assertEqual(len(self.coordinator.requests), before)
 
     def test_stop_is_bounded_when_the_coordinator_is_down(self) -> None:
