@@ -19,10 +19,9 @@ which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -47,12 +46,10 @@ from xwch.protocol import (
     Assignment,
     AttemptResult,
     HostFacts,
-    ObjectRef,
     ProtocolError,
     RunningAttempt,
-    Source,
 )
-from xwch.retry import Retry, RetryPolicy, retry_after_of, retrying
+from xwch.retry import Retry, RetryPolicy, retry_after_of
 from xwch.transfer.meter import TransferReporter
 
 from .executor import CompletedAttempt
@@ -70,6 +67,7 @@ from .link import (
     WorkerLost,
 )
 from .slots import SlotGate
+from .uploader import OutputUploader, StoreObject
 
 
 class Attempt(Protocol):
@@ -100,8 +98,6 @@ class EvictionLog(Protocol):
 
 # Makes the attempt for an assignment.
 AttemptFactory = Callable[[Assignment], Attempt]
-# Stores one output at a warehouse: (warehouse URL, digest, size, local file, put capability).
-StoreObject = Callable[[str, str, int, Path, str], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -156,12 +152,6 @@ class WorkerService(Service):
     IDLE_POLL_MAX = 2.0
     # How long stopping may take to give attempts back and see them end.
     GIVEBACK_TIMEOUT = 5.0
-    # Tries at storing an attempt's outputs (each a new upload plan, so maybe another
-    # warehouse) before the attempt is reported failed.
-    STORE_TRIES = 5
-    # Outputs up to this size go straight to the assignment's upload target: for them a plan's
-    # round trip to the coordinator costs more than sending one that a warehouse already holds.
-    DIRECT_UPLOAD_MOST = 1024 * 1024
     # Work ahead: only while attempts hold their slot less than this (a moving average), for
     # then the round trip to the coordinator is a large part of each. Longer attempts are
     # better left to whichever worker frees a slot first.
@@ -217,7 +207,7 @@ class WorkerService(Service):
             on_lost=self._wake,
         )
         self._new_attempt = new_attempt
-        self._store_object = store_object
+        self._uploader = OutputUploader(reactor, self._link, store_object, self._link.retry_policy)
         self._pacer = pacer
         self._evictions = evictions
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
@@ -514,7 +504,7 @@ class WorkerService(Service):
             if record.dropped:
                 return
             record.reporting = True
-            result = await self._store_outputs(completed, attempt.assignment.upload)
+            result = await self._uploader.store(completed, attempt.assignment.upload)
             if record.dropped:
                 # Cancelled while storing: a cancelled exchange may fail as a connection error
                 # rather than CancelledError, so the storing may have ended normally.
@@ -566,86 +556,6 @@ class WorkerService(Service):
             attempt=attempt_id,
             error=failure.value,
         )
-
-    async def _store_outputs(
-        self, completed: CompletedAttempt, direct: Source | None = None
-    ) -> AttemptResult:
-        """Store a successful attempt's outputs at a warehouse; the result to report.
-
-        Outputs with their ``content`` (small ones) are not stored: the result carries them.
-        ``direct``: the assignment's upload target. Small outputs go straight there; bigger
-        ones, or all of them once that failed, go by an uploads plan, which skips those some
-        warehouse already holds.
-        """
-        result = completed.result
-        if result.outcome != OUTCOME_SUCCEEDED or not result.outputs:
-            return result
-        # Small outputs travel in the result itself (the coordinator keeps them).
-        refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs if o.content is None}
-        if not refs:
-            return result
-        tries = 0
-        if direct is not None and all(r.size <= self.DIRECT_UPLOAD_MOST for r in refs.values()):
-            try:
-                for digest, ref in refs.items():
-                    await self._store_object(
-                        direct.url, digest, ref.size, completed.files[digest], direct.capability
-                    )
-                return result
-            except (XwchError, OSError) as e:
-                tries += 1
-                self.log.warn(
-                    "storing the outputs of attempt {attempt} at {url} failed: {error}; "
-                    "asking the coordinator where to store them",
-                    attempt=result.attempt,
-                    url=direct.url,
-                    error=e,
-                )
-
-        async def store_by_plan() -> None:
-            plan = await self._link.upload_plan(list(refs.values()))
-            for digest, capability in plan.missing:
-                if digest not in refs:
-                    raise ProtocolError(f"uploads: {digest} was not asked for")
-                ref = refs[digest]
-                await self._store_object(
-                    plan.url, digest, ref.size, completed.files[digest], capability
-                )
-
-        def log_retry(e: Exception, delay: float) -> None:
-            self.log.warn(
-                "storing the outputs of attempt {attempt} failed: {error}; "
-                "trying again in {delay:.1f} s",
-                attempt=result.attempt,
-                error=e,
-                delay=delay,
-            )
-
-        try:
-            await retrying(
-                self._reactor,
-                store_by_plan,
-                self._link.retry_policy,
-                lambda e: isinstance(e, (XwchError, OSError)),
-                log_retry,
-                tries=self.STORE_TRIES - tries,
-            )
-        except (XwchError, OSError) as e:
-            self.log.error(
-                "cannot store the outputs of attempt {attempt}: {error}",
-                attempt=result.attempt,
-                error=e,
-            )
-            return AttemptResult(
-                attempt=result.attempt,
-                outcome=OUTCOME_FAILED,
-                exit_code=result.exit_code,
-                error=f"cannot store the outputs: {e}",
-                stdout=result.stdout,
-                stderr=result.stderr,
-                duration=result.duration,
-            )
-        return result
 
     def _work_to_ask(self, freed: int = 1) -> WorkAsk | None:
         """The work a Work Result freeing ``freed`` slots may ask for (theirs included)."""

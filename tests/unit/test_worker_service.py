@@ -30,6 +30,7 @@ from xwch.worker.executor import CompletedAttempt
 from xwch.worker.link import CoordinatorLink, RegistrationRefused
 from xwch.worker.service import WorkerService
 from xwch.worker.sites import nearest_site
+from xwch.worker.uploader import OutputUploader
 
 FACTS = HostFacts(
     name="volunteer",
@@ -274,7 +275,7 @@ class WorkerServiceTests(ServiceHarness):
         target = Source(url="http://wh-near:1", capability="put:any")
         self.coordinator.assign(replace(assignment("a1"), upload=target))
         self.start()
-        big = b"x" * (WorkerService.DIRECT_UPLOAD_MOST + 1)
+        big = b"x" * (OutputUploader.DIRECT_UPLOAD_MOST + 1)
         output = self.attempts["a1"].succeed(big)
         self.assertIn("uploads", self.coordinator.routes())
         self.assertEqual([u[0] for u in self.uploads], [WAREHOUSE_URL])
