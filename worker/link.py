@@ -319,6 +319,10 @@ class CoordinatorLink:
         ]
         return ResultsAnswer(verdicts, self._tasks_of(reply) if work is not None else None)
 
+    # --- Older coordinators (to go with a protocol version) -------------------------------
+    # send_result: for coordinators from before batches (ResultReporter decides when);
+    # _tasks_of's None: for those that do not assign work in a Work Result's answer.
+
     async def send_result(self, result: AttemptResult, work: WorkAsk | None) -> ResultsAnswer:
         """Work Result of one result, as a coordinator from before batches takes it.
 

@@ -33,16 +33,14 @@ from twisted.internet.defer import (
     ensureDeferred,
     gatherResults,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xwch.batching import Coalescer
 from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.protocol import (
     OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
     Assignment,
     AttemptResult,
     HostFacts,
@@ -60,12 +58,12 @@ from .link import (
     LocateSite,
     PolicyListener,
     RegistrationRefused,
-    ResultsAnswer,
     Tasks,
     Unreadable,
     WorkAsk,
     WorkerLost,
 )
+from .reporter import ResultReporter
 from .slots import SlotGate
 from .uploader import OutputUploader, StoreObject
 
@@ -128,15 +126,6 @@ class _Running:
     holds_slot: bool = False
 
 
-@dataclass(frozen=True)
-class _Report:
-    """A Work Result waiting to be sent."""
-
-    result: AttemptResult
-    # The attempt was held (counted in _room) until the result is answered (see _report).
-    frees_slot: bool
-
-
 class WorkerService(Service):
     """A worker of ``facts.slots`` slots, talking to one coordinator."""
 
@@ -162,15 +151,6 @@ class WorkerService(Service):
     # than with as many ahead as slots (measured: the coordinator's CPU per task 1.15 ->
     # 0.83 ms on 10 ms tasks).
     AHEAD_PER_SLOT = 2
-    # How long a result may wait for others to go in the same Work Result, while the worker
-    # still has attempts waiting to run (it never waits when a slot would go idle).
-    REPORT_LINGER = 0.05
-    # Successes get a line each, up to SUCCESSES_TOLD a period, then one line for the rest at
-    # the period's end: on tasks of milliseconds, a line per attempt would be hundreds of lines
-    # a second (gigabytes of log a day, and a tenth of the worker's CPU). Failures always get
-    # their own line.
-    SUCCESSES_TOLD = 10
-    SUCCESS_PERIOD = 60.0
 
     def __init__(
         self,
@@ -190,11 +170,6 @@ class WorkerService(Service):
         self._work_ahead = work_ahead
         # The moving average of attempts' durations (None before the first).
         self._typical_duration: float | None = None
-        self._linger: IDelayedCall | None = None
-        # The coordinator refused a batch of results as malformed before taking any (one from
-        # before batches): results go to it one by one from then on.
-        self._one_result_a_request = False
-        self._took_a_batch = False
         self._link = CoordinatorLink(
             reactor,
             coordinator,
@@ -220,13 +195,9 @@ class WorkerService(Service):
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
-        self._results: Coalescer[_Report] = Coalescer(self._send_reports)
+        self._reporter = ResultReporter(reactor, self._link, self)
         # The idle poll's current period (see IDLE_POLL_START).
         self._idle = self.IDLE_POLL_START
-        # Successes told and untold in the current period (see SUCCESSES_TOLD).
-        self._successes_told = 0
-        self._successes_untold = 0
-        self._successes_period: IDelayedCall | None = None
         self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
         # The main loop's Work Request while it is unanswered (it may wait for work), and
@@ -376,7 +347,7 @@ class WorkerService(Service):
             # waits for some at the coordinator (answered at once with none, it naps below).
             asked_at = self._reactor.seconds()
             try:
-                with self._asking_for(free):
+                with self.asking_for(free):
                     self._asking_work = ensureDeferred(
                         self._link.request_work(self._work_ask(free, self.WORK_WAIT))
                     )
@@ -412,7 +383,7 @@ class WorkerService(Service):
             await self._idle_nap()
 
     @contextmanager
-    def _asking_for(self, slots: int) -> Iterator[None]:
+    def asking_for(self, slots: int) -> Iterator[None]:
         """Count ``slots`` as asked for while a request for them is unanswered."""
         self._asking += slots
         try:
@@ -544,7 +515,7 @@ class WorkerService(Service):
             if flush and self._slot_gate.waiting == 0:
                 # Nothing left to run once these end: the results that waited go now, asking
                 # for the next work.
-                self._results.flush()
+                self._reporter.flush()
 
     def _note_duration(self, seconds: float) -> None:
         typical = self._typical_duration
@@ -557,7 +528,7 @@ class WorkerService(Service):
             error=failure.value,
         )
 
-    def _work_to_ask(self, freed: int = 1) -> WorkAsk | None:
+    def work_to_ask(self, freed: int) -> WorkAsk | None:
         """The work a Work Result freeing ``freed`` slots may ask for (theirs included)."""
         if self._stopping or self.suspended is not None or self._link.lost:
             return None
@@ -565,114 +536,19 @@ class WorkerService(Service):
         return self._work_ask(slots) if slots else None
 
     async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
-        """Work Result, retried until the coordinator answers: a result is never dropped.
-
-        ``frees_slot``: the attempt was held, and makes room once this is answered; the result
-        then carries a Work Request for that room (and any other). Results that end while
-        another is on its way go together in the next request; while attempts wait to run, a
-        result may also wait (at most REPORT_LINGER) for the next to end.
-        """
-        # Fewer requests, and the slots are busy meanwhile.
+        """Work Result (see ResultReporter.report); while attempts wait to run, a result may
+        wait for the next to end, to go with it: fewer requests, and the slots are busy
+        meanwhile."""
         hold = (
             self._slot_gate.waiting > 0
-            and self._results.waiting + 1 < self._ahead()
+            and self._reporter.waiting + 1 < self._ahead()
             and not self._stopping
         )
-        sent = self._results.submit([_Report(result, frees_slot)], hold=hold)
-        if hold and self._linger is None:
-            self._linger = self._reactor.callLater(self.REPORT_LINGER, self._end_linger)
-        await sent
+        await self._reporter.report(result, frees_slot, hold)
 
-    def _end_linger(self) -> None:
-        self._linger = None
-        self._results.flush()
-
-    async def _send_reports(self, reports: list[_Report]) -> None:
-        if self._one_result_a_request:
-            for report in reports:
-                await self._send_report(report)
-            return
-        # As a batch even of one: the coordinator then assigns the work it asks for at once,
-        # in the results' commit, whatever becomes of the results.
-        freed = sum(1 for r in reports if r.frees_slot)
-        work = self._work_to_ask(freed) if freed else None
-        try:
-            with self._asking_for(work.slots if work else 0):
-                answer = await self._link.send_results([r.result for r in reports], work)
-        except (ApiError, ProtocolError) as e:
-            # A coordinator that takes one result per request: send them one by one.
-            self.log.warn("sending results together failed ({error}); one by one", error=e)
-            # Only the batch's form refused, by a coordinator that never took one (not a 404
-            # unknown_worker of a worker it lost, nor one malformed result of a batch).
-            form_refused = isinstance(e, ProtocolError) or e.status in (400, 422)
-            if form_refused and not self._took_a_batch:
-                self._one_result_a_request = True
-            for report in reports:
-                await self._send_report(report)
-            return
-        self._took_a_batch = True
-        self._take_work(answer)
-        for report, verdict in zip(reports, answer.verdicts, strict=True):
-            self._log_result(report.result, verdict.accepted, verdict.refused)
-
-    async def _send_report(self, report: _Report) -> None:
-        result = report.result
-        work = self._work_to_ask() if report.frees_slot else None
-        try:
-            with self._asking_for(work.slots if work else 0):
-                answer = await self._link.send_result(result, work)
-        except ApiError as e:
-            # An answer, not a silence: the coordinator will not take this result (an attempt
-            # it gave to someone else meanwhile...). Retrying would get the same answer.
-            self._log_result(result, False, str(e))
-            return
-        self._take_work(answer)
-        self._log_result(result, answer.verdicts[0].accepted, None)
-
-    def _log_result(self, result: AttemptResult, accepted: bool, refused: object) -> None:
-        if refused is not None:
-            self.log.warn(
-                "the coordinator refused the result of attempt {attempt}: {error}",
-                attempt=result.attempt,
-                error=refused,
-            )
-            return
-        if accepted and result.outcome == OUTCOME_SUCCEEDED and not self._stopping:
-            if self._successes_told >= self.SUCCESSES_TOLD:
-                self._successes_untold += 1
-                return
-            self._successes_told += 1
-            if self._successes_period is None:
-                self._successes_period = self._reactor.callLater(
-                    self.SUCCESS_PERIOD, self._tell_successes
-                )
-        self.log.info(
-            "attempt {attempt} {outcome}{error}, result {taken}",
-            attempt=result.attempt,
-            outcome=result.outcome,
-            error=f" ({result.error})" if result.error else "",
-            taken="accepted" if accepted else "ignored by the coordinator",
-        )
-
-    def _tell_successes(self) -> None:
-        """End of a period: say how many successes went untold, start counting afresh."""
-        self._successes_period = None
-        untold, self._successes_untold = self._successes_untold, 0
-        self._successes_told = 0
-        if untold:
-            self.log.info(
-                "{count} more attempts succeeded in the last {seconds:.0f} s, results accepted",
-                count=untold,
-                seconds=self.SUCCESS_PERIOD,
-            )
-
-    def _take_work(self, answer: ResultsAnswer) -> None:
-        """Start the tasks a Work Result's answer carries, as a Work Request's answer's.
-
-        No tasks (a coordinator that predates them, or too busy to assign): the main loop
-        sends a Work Request once the slot is free.
-        """
-        if answer.tasks is not None and self._start_attempts(answer.tasks):
+    def take_work(self, tasks: Tasks) -> None:
+        """Start the tasks a Work Result's answer carries, as a Work Request's answer's."""
+        if self._start_attempts(tasks):
             self._idle = self.IDLE_POLL_START
 
     # Work Alive
@@ -738,12 +614,7 @@ class WorkerService(Service):
 
     async def _shut_down(self) -> None:
         self._stopping = True
-        if self._successes_period is not None:
-            self._successes_period.cancel()
-            self._tell_successes()
-        if self._linger is not None:
-            self._linger.cancel()
-            self._end_linger()
+        self._reporter.stop()
         if self._alive is not None and self._alive.running:
             self._alive.stop()
         if self._main is not None:

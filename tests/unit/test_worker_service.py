@@ -28,6 +28,7 @@ from xwch.protocol import (
 from xwch.retry import equal_jitter
 from xwch.worker.executor import CompletedAttempt
 from xwch.worker.link import CoordinatorLink, RegistrationRefused
+from xwch.worker.reporter import ResultReporter
 from xwch.worker.service import WorkerService
 from xwch.worker.sites import nearest_site
 from xwch.worker.uploader import OutputUploader
@@ -410,7 +411,7 @@ class WorkerServiceTests(ServiceHarness):
     def test_successes_beyond_ten_a_minute_are_told_in_one_line(self) -> None:
         """Each success has its line up to SUCCESSES_TOLD a period; the rest are counted and
         told in one line at the period's end. Failures always have their own."""
-        told = WorkerService.SUCCESSES_TOLD
+        told = ResultReporter.SUCCESSES_TOLD
         names = [f"a{n}" for n in range(told + 3)]
         self.coordinator.assign(*(assignment(name, task=f"t{name}") for name in names))
         self.coordinator.assign(assignment("bad", task="tbad"))
@@ -423,10 +424,10 @@ class WorkerServiceTests(ServiceHarness):
                     if name in names:
                         self.attempts[name].succeed()
             self.attempts["bad"].fail()
-            lines = [e for e in events if e.get("log_namespace", "").endswith("WorkerService")]
+            lines = [e for e in events if e.get("log_namespace", "").endswith("ResultReporter")]
             each = [e for e in lines if "outcome" in e]
             self.assertEqual([e["outcome"] for e in each], ["succeeded"] * told + ["failed"])
-            self.clock.advance(WorkerService.SUCCESS_PERIOD)
+            self.clock.advance(ResultReporter.SUCCESS_PERIOD)
         [summary] = [
             e for e in events if "count" in e and "more attempts succeeded" in e["log_format"]
         ]
@@ -945,7 +946,7 @@ class WorkAheadTests(ServiceHarness):
         self.start_short()
         results = self.result_requests()
         self.finish("a2")
-        self.clock.advance(WorkerService.REPORT_LINGER)
+        self.clock.advance(ResultReporter.REPORT_LINGER)
         self.assertEqual(self.result_requests(), results + 1)
         self.assertEqual(self.coordinator.results[-1][1].attempt, "a2")
 
