@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -50,6 +49,7 @@ from xwch.protocol import (
 from xwch.retry import Retry, RetryPolicy, retry_after_of
 from xwch.transfer.meter import TransferReporter
 
+from .attempts import Attempt, AttemptState, Held, HeldAttempt
 from .executor import CompletedAttempt
 from .link import (
     CacheContents,
@@ -68,24 +68,6 @@ from .slots import SlotGate
 from .uploader import OutputUploader, StoreObject
 
 
-class Attempt(Protocol):
-    """One assignment being run (:class:`AttemptExecutor`, or a fake in tests)."""
-
-    assignment: Assignment
-
-    def run(self) -> Coroutine[Any, Any, CompletedAttempt]: ...
-
-    def kill(self) -> None: ...
-
-    def discard(self) -> Deferred[None]:
-        """Remove what the attempt left on disk; fires once done (fails with OSError)."""
-
-    def suspend(self) -> None:
-        """Stop the attempt's processes where they are (and start none) until resumed."""
-
-    def resume(self) -> None: ...
-
-
 class EvictionLog(Protocol):
     """Objects dropped from the cache, to tell the coordinator in the next Work Alive."""
 
@@ -96,34 +78,6 @@ class EvictionLog(Protocol):
 
 # Makes the attempt for an assignment.
 AttemptFactory = Callable[[Assignment], Attempt]
-
-
-@dataclass(frozen=True)
-class HeldAttempt:
-    """An attempt this worker holds, as ``xwch-worker status`` shows it."""
-
-    attempt: str
-    job: str
-    task: str
-    # "waiting" (for a slot), "running", "suspended" or "reporting".
-    state: str
-
-
-@dataclass
-class _Running:
-    """An attempt from its assignment until its result is reported (or it is dropped)."""
-
-    attempt: Attempt
-    life: Deferred[None] | None = None
-    # Its program has ended; outputs are being stored and the result reported.
-    reporting: bool = False
-    # Killed on the coordinator's word or at shutdown: its result is not reported.
-    dropped: bool = False
-    # Its Work Result is on its way: only stopping cuts it short (see _drop).
-    sending: bool = False
-    # Waiting for a slot to run in (see SlotGate); holding one.
-    slot_wait: Deferred[None] | None = None
-    holds_slot: bool = False
 
 
 class WorkerService(Service):
@@ -191,7 +145,7 @@ class WorkerService(Service):
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
         self._stopping = False
-        self._attempts: dict[str, _Running] = {}
+        self._attempts: dict[str, Held] = {}
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
@@ -271,7 +225,7 @@ class WorkerService(Service):
                 continue
             if record.reporting:
                 state = "reporting"
-            elif record.slot_wait is not None:
+            elif record.state is AttemptState.WAITING_FOR_SLOT:
                 state = "waiting"
             else:
                 state = "running" if self.suspended is None else "suspended"
@@ -427,7 +381,7 @@ class WorkerService(Service):
                 self.log.failure("cannot set up attempt {attempt}", attempt=assignment.attempt)
                 self._refuse_assignment(assignment.attempt, e)
                 continue
-            record = self._attempts[assignment.attempt] = _Running(attempt)
+            record = self._attempts[assignment.attempt] = Held(attempt)
             if self.suspended is not None:
                 # Assigned by a Work Request sent before the suspension.
                 attempt.suspend()
@@ -458,47 +412,56 @@ class WorkerService(Service):
 
     # An attempt's life
 
-    async def _attempt_life(self, record: _Running) -> None:
+    async def _attempt_life(self, record: Held) -> None:
         attempt = record.attempt
         attempt_id = attempt.assignment.attempt
         try:
             await self._take_slot(record)
-            started = self._reactor.seconds()
             try:
-                completed = await attempt.run()
-            except Exception as e:
-                # A bug, not the task's doing; still a result, so the task runs elsewhere.
-                self.log.failure("attempt {attempt} broke the worker", attempt=attempt_id)
-                completed = CompletedAttempt(
-                    AttemptResult(attempt_id, OUTCOME_FAILED, error=f"worker error: {e}"), {}
-                )
-            if record.dropped:
-                return
-            record.reporting = True
-            result = await self._uploader.store(completed, attempt.assignment.upload)
-            if record.dropped:
-                # Cancelled while storing: a cancelled exchange may fail as a connection error
-                # rather than CancelledError, so the storing may have ended normally.
-                return
-            record.sending = True
-            # From its slot's point of view: preparing and storing count, not only the program.
-            self._note_duration(self._reactor.seconds() - started)
-            # The next attempt waiting may run while this result is on its way (which goes with
-            # those held for company if none waits any more: see _report).
-            self._give_back_slot(record, flush=False)
-            await self._report(result, frees_slot=True)
+                result = await self._run(record)
+            finally:
+                # SENDING: the next attempt waiting may run while this result is on its way
+                # (which goes with those held for company if none waits any more: see _report).
+                self._give_back_slot(flush=record.state is not AttemptState.SENDING)
+            if result is not None:
+                await self._report(result, frees_slot=True)
         except CancelledError:
             if not record.dropped:
                 raise
         finally:
-            self._give_back_slot(record)
             del self._attempts[attempt_id]
             # Not waited for: the attempt stops counting against the worker's room (_room)
             # once its result is answered.
             attempt.discard().addErrback(self._discard_failed, attempt_id)
             self._wake()
 
-    async def _take_slot(self, record: _Running) -> None:
+    async def _run(self, record: Held) -> AttemptResult | None:
+        """Run the attempt and store its outputs: the result to report (None: dropped)."""
+        attempt = record.attempt
+        attempt_id = attempt.assignment.attempt
+        started = self._reactor.seconds()
+        try:
+            completed = await attempt.run()
+        except Exception as e:
+            # A bug, not the task's doing; still a result, so the task runs elsewhere.
+            self.log.failure("attempt {attempt} broke the worker", attempt=attempt_id)
+            completed = CompletedAttempt(
+                AttemptResult(attempt_id, OUTCOME_FAILED, error=f"worker error: {e}"), {}
+            )
+        if record.dropped:
+            return None
+        record.move(AttemptState.REPORTING)
+        result = await self._uploader.store(completed, attempt.assignment.upload)
+        if record.dropped:
+            # Cancelled while storing: a cancelled exchange may fail as a connection error
+            # rather than CancelledError, so the storing may have ended normally.
+            return None
+        record.move(AttemptState.SENDING)
+        # From its slot's point of view: preparing and storing count, not only the program.
+        self._note_duration(self._reactor.seconds() - started)
+        return result
+
+    async def _take_slot(self, record: Held) -> None:
         """Wait for a slot to run ``record`` in (at once unless work was fetched ahead)."""
         waiting = self._slot_gate.take()
         record.slot_wait = None if waiting.called else waiting
@@ -506,16 +469,14 @@ class WorkerService(Service):
             await waiting
         finally:
             record.slot_wait = None
-        record.holds_slot = True
+        record.move(AttemptState.RUNNING)
 
-    def _give_back_slot(self, record: _Running, flush: bool = True) -> None:
-        if record.holds_slot:
-            record.holds_slot = False
-            self._slot_gate.give_back()
-            if flush and self._slot_gate.waiting == 0:
-                # Nothing left to run once these end: the results that waited go now, asking
-                # for the next work.
-                self._reporter.flush()
+    def _give_back_slot(self, flush: bool) -> None:
+        self._slot_gate.give_back()
+        if flush and self._slot_gate.waiting == 0:
+            # Nothing left to run once these end: the results that waited go now, asking
+            # for the next work.
+            self._reporter.flush()
 
     def _note_duration(self, seconds: float) -> None:
         typical = self._typical_duration
@@ -597,17 +558,21 @@ class WorkerService(Service):
         if record is None or record.dropped:
             return
         self.log.info("attempt {attempt} {why}", attempt=attempt_id, why=why)
-        record.dropped = True
-        if record.slot_wait is not None:
+        was = record.move(AttemptState.DROPPED)
+        if was is AttemptState.WAITING_FOR_SLOT:
             # Never started: nothing to kill.
-            record.slot_wait.cancel()
+            if record.slot_wait is not None:
+                record.slot_wait.cancel()
             return
         record.attempt.kill()
         # A Work Result on its way is not cut short but to stop: a Work Alive sent just after the
         # coordinator took the result lists the attempt and hears "cancel", and cancelling the
         # Work Result's exchange loses its answer, with the next tasks it may carry (the
         # coordinator would wait for them in vain). Its answer decides what the result is worth.
-        if record.reporting and record.life is not None and (not record.sending or self._stopping):
+        cut_short = was is AttemptState.REPORTING or (
+            was is AttemptState.SENDING and self._stopping
+        )
+        if cut_short and record.life is not None:
             record.life.cancel()
 
     # Stopping

@@ -31,6 +31,7 @@ from xwch.transfer.download import download_object
 from xwch.transfer.pacing import PacketPacer
 from xwch.transfer.upload import upload_file
 
+from .attempts import Attempt
 from .cache import ObjectCache
 from .crashsafe import begin_run, current_boot_id, end_run
 from .executor import AttemptExecutor
@@ -41,7 +42,7 @@ from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
 from .releases import FolderReleases
 from .sandbox import Sandbox, plan_sandbox
-from .service import Attempt, WorkerService
+from .service import WorkerService
 from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
 from .status import STATUS_FILE, StatusWriter
 from .workfolders import WorkFolders
