@@ -350,5 +350,5 @@ def _worth_retrying(error: Exception) -> bool:
     """Unreachable, or busy or broken for now; anything else (a refused token) will not get
     better by retrying."""
     if isinstance(error, ApiError):
-        return error.status == 503 or error.status >= 500
+        return error.status >= 500  # busy (503) or broken for now
     return isinstance(error, Unreachable)

@@ -1,4 +1,4 @@
-"""The volunteer worker: registers, pulls work, runs it, keeps alive, reports, gives back.
+"""The volunteer worker: pulls work and sees each attempt through, from assignment to result.
 
 The worker only ever opens connections (it may sit behind NAT): a Register Request (RR) first,
 then Work Requests (WR) whenever it has free slots, a Work Alive (WA) every ``alive_interval``
@@ -7,11 +7,17 @@ those of docs/protocol.md. A WRS carries the next WR (``"work"``): a coordinator
 with ``"tasks"`` saves a round trip per task; one that does not (an older one, or a busy one)
 gets a WR of its own.
 
+This module keeps the pull loop and the life of an attempt (its states: :mod:`.attempts`); the
+rest is in pieces of one job each: :mod:`.link` (registration and every message to the
+coordinator, with their retries), :mod:`.uploader` (storing outputs), :mod:`.reporter` (results
+batched into Work Results, their log lines), :mod:`.alive` (Work Alive) and :mod:`.slots`.
+
 With ``work_ahead``, a worker whose attempts are short holds twice as many attempts again as it
 has slots (``AHEAD_PER_SLOT``): they wait for a slot (:mod:`xwch.worker.slots`) and start as
 soon as one is free, rather than after a round trip to the coordinator; meanwhile results wait
-for each other (at most ``REPORT_LINGER``) to go as one WRS. Dask's workers do the same (a
-queue fed ahead, results batched): on tasks of milliseconds, the requests are most of the cost.
+for each other (at most ``ResultReporter.REPORT_LINGER``) to go as one WRS. Dask's workers do
+the same (a queue fed ahead, results batched): on tasks of milliseconds, the requests are most
+of the cost.
 
 Everything the service does in the background runs through :meth:`WorkerService._in_background`,
 which logs failures and is awaited by ``stopService``: no Deferred is dropped.
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import (
@@ -33,7 +39,7 @@ from twisted.internet.defer import (
     gatherResults,
 )
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -44,11 +50,11 @@ from xwch.protocol import (
     AttemptResult,
     HostFacts,
     ProtocolError,
-    RunningAttempt,
 )
 from xwch.retry import Retry, RetryPolicy, retry_after_of
 from xwch.transfer.meter import TransferReporter
 
+from .alive import EvictionLog, WorkAlive
 from .attempts import Attempt, AttemptState, Held, HeldAttempt
 from .executor import CompletedAttempt
 from .link import (
@@ -66,15 +72,6 @@ from .link import (
 from .reporter import ResultReporter
 from .slots import SlotGate
 from .uploader import OutputUploader, StoreObject
-
-
-class EvictionLog(Protocol):
-    """Objects dropped from the cache, to tell the coordinator in the next Work Alive."""
-
-    def take_evicted(self) -> list[str]: ...
-
-    def restore_evicted(self, digests: Sequence[str]) -> None: ...
-
 
 # Makes the attempt for an assignment.
 AttemptFactory = Callable[[Assignment], Attempt]
@@ -132,13 +129,11 @@ class WorkerService(Service):
             retry_policy,
             locate_site,
             cache_contents,
-            on_registered=self._start_alive,
+            on_registered=self._registered,
             on_lost=self._wake,
         )
         self._new_attempt = new_attempt
         self._uploader = OutputUploader(reactor, self._link, store_object, self._link.retry_policy)
-        self._pacer = pacer
-        self._evictions = evictions
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
         self._slot_gate = SlotGate(self._slots)
@@ -158,7 +153,15 @@ class WorkerService(Service):
         # whether a suspension called it off.
         self._asking_work: Deferred[Any] | None = None
         self._work_called_off = False
-        self._alive: LoopingCall | None = None
+        self._alive = WorkAlive(
+            reactor,
+            self._link,
+            self.held_attempts,
+            self._drop,
+            self._in_background,
+            evictions,
+            pacer.transfer_report if isinstance(pacer, TransferReporter) else None,
+        )
         self._wakeup: Deferred[None] | None = None
 
     # Service
@@ -512,45 +515,10 @@ class WorkerService(Service):
         if self._start_attempts(tasks):
             self._idle = self.IDLE_POLL_START
 
-    # Work Alive
-
-    def _start_alive(self, interval: float) -> None:
-        if self._alive is not None and self._alive.running:
-            self._alive.stop()
-        self._alive = LoopingCall(self._alive_tick)
-        self._alive.clock = self._reactor
-        done = self._alive.start(interval, now=False)
-        # _alive_tick never fails; this only keeps the loop's own Deferred observed.
-        done.addErrback(self._log_failure, "the work alive loop")
-
-    def _alive_tick(self) -> Deferred[None]:
-        return self._in_background(self._send_alive(), "work alive")
-
-    async def _send_alive(self) -> None:
-        if self._link.lost or self._stopping:
-            return
-        running = [
-            RunningAttempt(h.attempt, "suspended" if h.state == "suspended" else "running")
-            for h in self.held_attempts()
-        ]
-        # Optional: lets the coordinator's catalog forget what this worker no longer caches.
-        evicted = self._evictions.take_evicted() if self._evictions is not None else []
-        # Optional: this worker's transfers since the last WA, for the coordinator's load estimate.
-        transfers = (
-            self._pacer.transfer_report() if isinstance(self._pacer, TransferReporter) else None
-        )
-        try:
-            cancel = await self._link.alive(running, evicted, transfers)
-        except (Unreachable, ApiError, ProtocolError, WorkerLost) as e:
-            if self._evictions is not None:
-                self._evictions.restore_evicted(evicted)
-            if not isinstance(e, WorkerLost):
-                # The next tick tries again; a coordinator that hears nothing for long enough
-                # declares us lost, and we register again.
-                self.log.warn("work alive failed: {error}", error=e)
-            return
-        for attempt_id in cancel:
-            self._drop(attempt_id, "cancelled by the coordinator")
+    def _registered(self, alive_interval: float) -> None:
+        """Registered (again): Work Alive at the period the coordinator gave."""
+        if not self._stopping:
+            self._alive.start(alive_interval)
 
     def _drop(self, attempt_id: str, why: str) -> None:
         """Kill an attempt whose result nobody wants, and forget it without reporting."""
@@ -580,8 +548,7 @@ class WorkerService(Service):
     async def _shut_down(self) -> None:
         self._stopping = True
         self._reporter.stop()
-        if self._alive is not None and self._alive.running:
-            self._alive.stop()
+        self._alive.stop()
         if self._main is not None:
             self._main.cancel()
         given = self.running_attempts()
