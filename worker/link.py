@@ -2,10 +2,9 @@
 
 Each kind of message has one method here, which builds its body and reads its answer (routes
 and bodies: docs/protocol.md): :meth:`CoordinatorLink.register` (RR),
-:meth:`~CoordinatorLink.request_work` (WR), :meth:`~CoordinatorLink.send_results` and
-:meth:`~CoordinatorLink.send_result` (WRS), :meth:`~CoordinatorLink.alive` (WA),
-:meth:`~CoordinatorLink.give_back` and :meth:`~CoordinatorLink.upload_plan`. The rest of the
-worker sees only what those return. The link also retries what is worth retrying, applies the
+:meth:`~CoordinatorLink.request_work` (WR), :meth:`~CoordinatorLink.send_results` (WRS),
+:meth:`~CoordinatorLink.alive` (WA), :meth:`~CoordinatorLink.give_back` and
+:meth:`~CoordinatorLink.upload_plan`. The rest of the worker sees only what those return. The link also retries what is worth retrying, applies the
 transfer policy every answer may carry, and registers again when the coordinator answers that it
 does not know this worker (404 ``unknown_worker``: it declared the worker lost).
 """
@@ -295,53 +294,47 @@ class CoordinatorLink:
     # Work Result
 
     async def send_results(
-        self, results: Sequence[AttemptResult], work: WorkAsk | None
+        self, results: Sequence[AttemptResult], work: WorkAsk | None, batched: bool = True
     ) -> ResultsAnswer:
-        """Work Result of several results (maybe one), with a Work Request if ``work``.
+        """Work Result of ``results``, with a Work Request if ``work``; the coordinator's verdict
+        on each, and the tasks it assigned.
 
         Retried until the coordinator answers; a result is never dropped. Raises
-        :class:`ApiError` if it refuses the whole batch, :class:`ProtocolError` if its answer
-        does not give one verdict for each result.
+        :class:`ApiError` if it refuses them (an answer, not a silence: retrying would get the
+        same answer), :class:`ProtocolError` if its answer does not give one verdict for each.
+
+        ``batched=False`` (older coordinators, to go with a protocol version): one result, in
+        the form of coordinators from before batches (ResultReporter decides when).
         """
-        body: dict[str, Any] = {"results": [r.to_json() for r in results]}
+        body: dict[str, Any]
+        if batched:
+            body = {"results": [r.to_json() for r in results]}
+        else:
+            [result] = results
+            body = result.to_json()
         if work is not None:
             body["work"] = _work_body(self, work)
         reply = await self._call(lambda: self._worker_path("/results"), body)
-        answers = reply.get("results") if isinstance(reply, dict) else None
-        if not isinstance(answers, list) or len(answers) != len(results):
-            raise ProtocolError("results: expected one answer for each result")
-        verdicts = [
-            Verdict(
-                accepted=isinstance(a, dict) and a.get("accepted") is True,
-                refused=a.get("message") if isinstance(a, dict) else None,
-            )
-            for a in answers
-        ]
+        if batched:
+            answers = reply.get("results") if isinstance(reply, dict) else None
+            if not isinstance(answers, list) or len(answers) != len(results):
+                raise ProtocolError("results: expected one answer for each result")
+            verdicts = [
+                Verdict(
+                    accepted=isinstance(a, dict) and a.get("accepted") is True,
+                    refused=a.get("message") if isinstance(a, dict) else None,
+                )
+                for a in answers
+            ]
+        else:
+            verdicts = [Verdict(isinstance(reply, dict) and reply.get("accepted") is True)]
         return ResultsAnswer(verdicts, self._tasks_of(reply) if work is not None else None)
-
-    # --- Older coordinators (to go with a protocol version) -------------------------------
-    # send_result: for coordinators from before batches (ResultReporter decides when);
-    # _tasks_of's None: for those that do not assign work in a Work Result's answer.
-
-    async def send_result(self, result: AttemptResult, work: WorkAsk | None) -> ResultsAnswer:
-        """Work Result of one result, as a coordinator from before batches takes it.
-
-        Raises :class:`ApiError` if the coordinator refuses it (an answer, not a silence:
-        retrying would get the same answer).
-        """
-        body = result.to_json()
-        if work is not None:
-            body["work"] = _work_body(self, work)
-        reply = await self._call(lambda: self._worker_path("/results"), body)
-        accepted = isinstance(reply, dict) and reply.get("accepted") is True
-        return ResultsAnswer(
-            [Verdict(accepted)], self._tasks_of(reply) if work is not None else None
-        )
 
     def _tasks_of(self, reply: object) -> Tasks | None:
         """The tasks a Work Result's answer carries, as a Work Request's answer's.
 
-        None: no ``"tasks"`` (a coordinator that predates them, or too busy to assign).
+        None: no ``"tasks"`` (a coordinator that predates them (older coordinators, to go with
+        a protocol version), or one too busy to assign).
         """
         tasks = reply.get("tasks") if isinstance(reply, dict) else None
         if not isinstance(tasks, list):

@@ -31,10 +31,8 @@ class ResultsLink(Protocol):
     """The Work Result messages (a :class:`CoordinatorLink`)."""
 
     async def send_results(
-        self, results: Sequence[AttemptResult], work: WorkAsk | None
+        self, results: Sequence[AttemptResult], work: WorkAsk | None, batched: bool = True
     ) -> ResultsAnswer: ...
-
-    async def send_result(self, result: AttemptResult, work: WorkAsk | None) -> ResultsAnswer: ...
 
 
 class WorkTaker(Protocol):
@@ -85,7 +83,8 @@ class ResultReporter:
         self._successes_told = 0
         self._successes_untold = 0
         self._successes_period: IDelayedCall | None = None
-        # Older coordinators: see _send_reports.
+        # Older coordinators: one refused a batch of results as malformed before taking any
+        # (one from before batches): results go to it one by one from then on (_send_reports).
         self._one_result_a_request = False
         self._took_a_batch = False
 
@@ -162,7 +161,7 @@ class ResultReporter:
         work = self._pull.work_to_ask(1) if report.frees_slot else None
         try:
             with self._pull.asking_for(work.slots if work else 0):
-                answer = await self._link.send_result(result, work)
+                answer = await self._link.send_results([result], work, batched=False)
         except ApiError as e:
             # An answer, not a silence: the coordinator will not take this result (an attempt
             # it gave to someone else meanwhile...). Retrying would get the same answer.

@@ -31,8 +31,12 @@ class FakeLink:
         self.pending: list[Deferred[None]] = []
 
     async def send_results(
-        self, results: Sequence[AttemptResult], work: WorkAsk | None
+        self, results: Sequence[AttemptResult], work: WorkAsk | None, batched: bool = True
     ) -> ResultsAnswer:
+        if not batched:
+            [result] = results
+            self.singles.append(result.attempt)
+            return ResultsAnswer([Verdict(True)], None)
         if not self.takes_batches:
             self.refused_batches += 1
             raise ApiError(400, "bad_request", "expected one result")
@@ -41,10 +45,6 @@ class FakeLink:
         self.pending.append(answered)
         await answered
         return ResultsAnswer([Verdict(True) for _ in results], [] if work else None)
-
-    async def send_result(self, result: AttemptResult, work: WorkAsk | None) -> ResultsAnswer:
-        self.singles.append(result.attempt)
-        return ResultsAnswer([Verdict(True)], None)
 
     def answer(self) -> None:
         self.pending.pop(0).callback(None)
