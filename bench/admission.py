@@ -3,7 +3,7 @@
 A real coordinator (``xwch-coordinator``, SQLite) with a job of ready tasks; 2,000 simulated
 workers register, then all send a Work Request at once, each on its own connection. Beyond the
 communication manager's limit a request is answered 503 busy with Retry-After at once: no error,
-no queue. The simulated workers then do what real ones do (``xwch.transfer.backoff``): wait the
+no queue. The simulated workers then do what real ones do (``xwch.retry``): wait the
 Retry-After plus jitter and ask again, until every one has been served.
 
     .venv/bin/python bench/admission.py [--workers 2000] [--tasks 4000]
@@ -193,7 +193,7 @@ async def bench(
             if code != 503 or not headers.getRawHeaders(b"retry-after"):
                 errors.append(f"{code} {reply}")
                 return
-            # What a worker does: the Retry-After, and equal jitter on top (Backoff).
+            # What a worker does: the Retry-After, and equal jitter on top (xwch.retry).
             wait = float(reply.get("retry_after", 1.0))
             await task.deferLater(reactor, wait * (1 + rng.random() / 2))
 

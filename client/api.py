@@ -2,7 +2,7 @@
 
 Every method is one request; errors are those of :class:`xwch.http.JsonApi`
 (:class:`~xwch.errors.ApiError`, :class:`~xwch.errors.Unreachable`) plus
-:class:`~xwch.protocol.ProtocolError` when an answer does not have the documented shape.
+:class:`~xwch.protocol.codec.ProtocolError` when an answer does not have the documented shape.
 """
 
 from __future__ import annotations

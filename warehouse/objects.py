@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from xwch.errors import DigestMismatch, OffsetMismatch
-from xwch.protocol.fields import require_digest
+from xwch.protocol.objects import require_digest
 from xwch.protocol.wire import DIGEST_PATTERN
 from xwch.transfer.digest import BLOCK_SIZE
 from xwch.transfer.durable import fsync_directory

@@ -8,8 +8,7 @@ refused) through ``when_failed``.
 
 from __future__ import annotations
 
-import random as _random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar, cast
 
 from treq.client import HTTPClient
@@ -18,7 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IAddress, IListeningPort, IReactorFromThreads, IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -38,7 +37,7 @@ from xwch.protocol.warehouse import (
     WarehouseRegistration,
 )
 from xwch.protocol.wire import API_PREFIX, PROTOCOL_VERSION
-from xwch.transfer.backoff import Backoff
+from xwch.retry import RetryPolicy, equal_jitter, retrying
 
 from .api import Registration, WarehouseResource
 from .blocking import BlockingRunner, ThreadPoolRunner
@@ -146,7 +145,7 @@ class WarehouseService(MultiService):
         listen: str,
         *,
         blocking: BlockingRunner | None = None,
-        random: Callable[[], float] = _random.random,
+        retry_policy: RetryPolicy | None = None,
         http: HTTPClient | None = None,
     ) -> None:
         super().__init__()
@@ -156,7 +155,9 @@ class WarehouseService(MultiService):
         self._public_url = public_url.rstrip("/") if public_url else None
         self.site_name = site
         self._listen = listen
-        self._random = random
+        self._retry_policy = retry_policy or equal_jitter(
+            self.REGISTER_BACKOFF_BASE, self.REGISTER_BACKOFF_MAX
+        )
         self._pool: ThreadPool | None = None
         if blocking is None:
             self._pool = ThreadPool(0, self.THREADS, name="xwch-warehouse-files")
@@ -248,24 +249,16 @@ class WarehouseService(MultiService):
     # -- registration and heartbeat ----------------------------------------------------------
 
     async def _register_until_accepted(self) -> Registration:
-        backoff = Backoff(self.REGISTER_BACKOFF_BASE, self.REGISTER_BACKOFF_MAX, self._random)
-        while True:
-            try:
-                return await self._register()
-            except Unreachable as e:
-                delay, reason = backoff.next_delay(), str(e)
-            except ApiError as e:
-                # Busy or broken for now: try again. Anything else (a refused token) will not
-                # get better by retrying.
-                if e.status != 503 and e.status < 500:
-                    raise
-                delay, reason = max(backoff.next_delay(), e.retry_after or 0.0), str(e)
+        def log_retry(error: Exception, delay: float) -> None:
             log.warn(
                 "cannot register with the coordinator ({reason}); trying again in {delay:.1f} s",
-                reason=reason,
+                reason=str(error),
                 delay=delay,
             )
-            await deferLater(self._reactor, delay)
+
+        return await retrying(
+            self._reactor, self._register, self._retry_policy, _worth_retrying, log_retry
+        )
 
     async def _register(self) -> Registration:
         assert self.url is not None  # listening
@@ -354,3 +347,11 @@ class WarehouseService(MultiService):
             f"{API_PREFIX}/warehouses/{registration.warehouse_id}/objects",
             ObjectsStored(objects=tuple(refs)),
         )
+
+
+def _worth_retrying(error: Exception) -> bool:
+    """Unreachable, or busy or broken for now; anything else (a refused token) will not get
+    better by retrying."""
+    if isinstance(error, ApiError):
+        return error.status >= 500  # busy (503) or broken for now
+    return isinstance(error, Unreachable)

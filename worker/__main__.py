@@ -36,9 +36,9 @@ from xwch.startup import freeze_what_is_loaded
 from .benchmark import measure_performance
 from .host import probe_host
 from .install import Setup, install, uninstall
+from .link import RegistrationRefused
 from .native_launcher import native_launcher_for_worker
 from .preferences import KEYS, Preferences, load_preferences
-from .service import RegistrationRefused
 from .sites import nearest_site, tcp_round_trip
 from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
 from .volunteer import Volunteer

@@ -37,7 +37,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xwch.bundle import unpack_bundle
-from xwch.protocol import DIGEST_PATTERN, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.wire import DIGEST_PATTERN
 from xwch.transfer.digest import sha256_file
 
 from .files import remove_tree, tree_size

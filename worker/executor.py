@@ -37,15 +37,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xwch.protocol import (
-    INLINE_MOST,
-    LOG_TAIL_BYTES,
-    OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
-    Assignment,
-    AttemptResult,
-    OutputFile,
-)
+from xwch.protocol.objects import OutputFile
+from xwch.protocol.wire import INLINE_MOST, LOG_TAIL_BYTES, OUTCOME_FAILED, OUTCOME_SUCCEEDED
+from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.transfer.digest import sha256_file
 
 from .cache import ObjectCache

@@ -1,4 +1,4 @@
-"""The volunteer worker: registers, pulls work, runs it, keeps alive, reports, gives back.
+"""The volunteer worker: pulls work and sees each attempt through, from assignment to result.
 
 The worker only ever opens connections (it may sit behind NAT): a Register Request (RR) first,
 then Work Requests (WR) whenever it has free slots, a Work Alive (WA) every ``alive_interval``
@@ -7,11 +7,17 @@ those of docs/protocol.md. A WRS carries the next WR (``"work"``): a coordinator
 with ``"tasks"`` saves a round trip per task; one that does not (an older one, or a busy one)
 gets a WR of its own.
 
+This module keeps the pull loop and the life of an attempt (its states: :mod:`.attempts`); the
+rest is in pieces of one job each: :mod:`.link` (registration and every message to the
+coordinator, with their retries), :mod:`.uploader` (storing outputs), :mod:`.reporter` (results
+batched into Work Results, their log lines), :mod:`.alive` (Work Alive) and :mod:`.slots`.
+
 With ``work_ahead``, a worker whose attempts are short holds twice as many attempts again as it
 has slots (``AHEAD_PER_SLOT``): they wait for a slot (:mod:`xwch.worker.slots`) and start as
 soon as one is free, rather than after a round trip to the coordinator; meanwhile results wait
-for each other (at most ``REPORT_LINGER``) to go as one WRS. Dask's workers do the same (a
-queue fed ahead, results batched): on tasks of milliseconds, the requests are most of the cost.
+for each other (at most ``ResultReporter.REPORT_LINGER``) to go as one WRS. Dask's workers do
+the same (a queue fed ahead, results batched): on tasks of milliseconds, the requests are most
+of the cost.
 
 Everything the service does in the background runs through :meth:`WorkerService._in_background`,
 which logs failures and is awaited by ``stopService``: no Deferred is dropped.
@@ -19,15 +25,10 @@ which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 
 from __future__ import annotations
 
-import random
-import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from msgspec.structs import replace
 from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
@@ -37,121 +38,39 @@ from twisted.internet.defer import (
     ensureDeferred,
     gatherResults,
 )
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from xwch.batching import Coalescer
 from xwch.errors import ApiError, Unreachable, XwchError
-from xwch.http import JsonApi
-from xwch.protocol import (
-    API_PREFIX,
-    CACHE_PREFIX,
-    CACHE_REPORT_MAX,
-    OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
-    Assignment,
-    AttemptResult,
-    HostFacts,
-    ObjectRef,
-    Policy,
-    ProtocolError,
-    RunningAttempt,
-    Source,
-    require_digest,
-    require_object,
-)
-from xwch.transfer.backoff import Backoff
+from xwch.protocol.codec import ProtocolError
+from xwch.protocol.wire import OUTCOME_FAILED
+from xwch.protocol.worker import Assignment, AttemptResult, HostFacts
+from xwch.retry import Retry, RetryPolicy, retry_after_of
 from xwch.transfer.meter import TransferReporter
 
+from .alive import EvictionLog, WorkAlive
+from .attempts import Attempt, AttemptState, Held, HeldAttempt
 from .executor import CompletedAttempt
-from .sites import Nearest
+from .link import (
+    CacheContents,
+    Coordinator,
+    CoordinatorLink,
+    LocateSite,
+    PolicyListener,
+    RegistrationRefused,
+    Tasks,
+    Unreadable,
+    WorkAsk,
+    WorkerLost,
+)
+from .reporter import ResultReporter
 from .slots import SlotGate
-
-
-class Attempt(Protocol):
-    """One assignment being run (:class:`AttemptExecutor`, or a fake in tests)."""
-
-    assignment: Assignment
-
-    def run(self) -> Coroutine[Any, Any, CompletedAttempt]: ...
-
-    def kill(self) -> None: ...
-
-    def discard(self) -> Deferred[None]:
-        """Remove what the attempt left on disk; fires once done (fails with OSError)."""
-
-    def suspend(self) -> None:
-        """Stop the attempt's processes where they are (and start none) until resumed."""
-
-    def resume(self) -> None: ...
-
-
-class EvictionLog(Protocol):
-    """Objects dropped from the cache, to tell the coordinator in the next Work Alive."""
-
-    def take_evicted(self) -> list[str]: ...
-
-    def restore_evicted(self, digests: Sequence[str]) -> None: ...
-
-
-class PolicyListener(Protocol):
-    """What applies the coordinator's transfer policy (a :class:`PacketPacer`)."""
-
-    def update(self, policy: Policy) -> None: ...
-
-
-# The site of the warehouse nearest to this worker (see sites.py); None if none answers.
-LocateSite = Callable[[], Awaitable["Nearest | None"]]
-# What the cache holds, the most recently used first (digests).
-CacheContents = Callable[[], Sequence[str]]
+from .uploader import OutputUploader, StoreObject
 
 # Makes the attempt for an assignment.
 AttemptFactory = Callable[[Assignment], Attempt]
-# Stores one output at a warehouse: (warehouse URL, digest, size, local file, put capability).
-StoreObject = Callable[[str, str, int, Path, str], Awaitable[None]]
-
-
-class RegistrationRefused(XwchError):
-    """The coordinator refused to register this worker (a wrong token, most likely)."""
-
-
-@dataclass(frozen=True)
-class HeldAttempt:
-    """An attempt this worker holds, as ``xwch-worker status`` shows it."""
-
-    attempt: str
-    job: str
-    task: str
-    # "waiting" (for a slot), "running", "suspended" or "reporting".
-    state: str
-
-
-@dataclass
-class _Running:
-    """An attempt from its assignment until its result is reported (or it is dropped)."""
-
-    attempt: Attempt
-    life: Deferred[None] | None = None
-    # Its program has ended; outputs are being stored and the result reported.
-    reporting: bool = False
-    # Killed on the coordinator's word or at shutdown: its result is not reported.
-    dropped: bool = False
-    # Its Work Result is on its way: only stopping cuts it short (see _drop).
-    sending: bool = False
-    # Waiting for a slot to run in (see SlotGate); holding one.
-    slot_wait: Deferred[None] | None = None
-    holds_slot: bool = False
-
-
-@dataclass(frozen=True)
-class _Report:
-    """A Work Result waiting to be sent."""
-
-    result: AttemptResult
-    # The attempt was held (counted in _room) until the result is answered (see _report).
-    frees_slot: bool
 
 
 class WorkerService(Service):
@@ -159,10 +78,6 @@ class WorkerService(Service):
 
     log = Logger()
 
-    # Retries of calls the coordinator did not answer or was too busy for; equal jitter
-    # (``Backoff``) so that workers cut off together do not all come back at one instant.
-    RETRY_BASE = 0.5
-    RETRY_CAP = 30.0
     # How long a Work Request may wait at the coordinator for work when there is none: it is
     # answered the moment some is ready (immediate dispatch on an idle platform), and an idle
     # worker asks once per WORK_WAIT rather than polling.
@@ -173,12 +88,6 @@ class WorkerService(Service):
     IDLE_POLL_MAX = 2.0
     # How long stopping may take to give attempts back and see them end.
     GIVEBACK_TIMEOUT = 5.0
-    # Tries at storing an attempt's outputs (each a new upload plan, so maybe another
-    # warehouse) before the attempt is reported failed.
-    STORE_TRIES = 5
-    # Outputs up to this size go straight to the assignment's upload target: for them a plan's
-    # round trip to the coordinator costs more than sending one that a warehouse already holds.
-    DIRECT_UPLOAD_MOST = 1024 * 1024
     # Work ahead: only while attempts hold their slot less than this (a moving average), for
     # then the round trip to the coordinator is a large part of each. Longer attempts are
     # better left to whichever worker frees a slot first.
@@ -189,25 +98,16 @@ class WorkerService(Service):
     # than with as many ahead as slots (measured: the coordinator's CPU per task 1.15 ->
     # 0.83 ms on 10 ms tasks).
     AHEAD_PER_SLOT = 2
-    # How long a result may wait for others to go in the same Work Result, while the worker
-    # still has attempts waiting to run (it never waits when a slot would go idle).
-    REPORT_LINGER = 0.05
-    # Successes get a line each, up to SUCCESSES_TOLD a period, then one line for the rest at
-    # the period's end: on tasks of milliseconds, a line per attempt would be hundreds of lines
-    # a second (gigabytes of log a day, and a tenth of the worker's CPU). Failures always get
-    # their own line.
-    SUCCESSES_TOLD = 10
-    SUCCESS_PERIOD = 60.0
 
     def __init__(
         self,
         reactor: IReactorTime,
-        coordinator: JsonApi,
+        coordinator: Coordinator,
         facts: HostFacts,
         new_attempt: AttemptFactory,
         store_object: StoreObject,
         pacer: PolicyListener,
-        jitter: Callable[[], float] = random.random,
+        retry_policy: RetryPolicy | None = None,
         evictions: EvictionLog | None = None,
         locate_site: LocateSite | None = None,
         cache_contents: CacheContents | None = None,
@@ -217,53 +117,48 @@ class WorkerService(Service):
         self._work_ahead = work_ahead
         # The moving average of attempts' durations (None before the first).
         self._typical_duration: float | None = None
-        self._linger: IDelayedCall | None = None
-        # The coordinator refused a batch of results as malformed before taking any (one from
-        # before batches): results go to it one by one from then on.
-        self._one_result_a_request = False
-        self._took_a_batch = False
-        self._locate_site = locate_site
-        self._cache_contents = cache_contents
-        self._coordinator = coordinator
-        self.facts = facts
+        self._link = CoordinatorLink(
+            reactor,
+            coordinator,
+            facts,
+            pacer,
+            retry_policy,
+            locate_site,
+            cache_contents,
+            on_registered=self._registered,
+            on_lost=self._wake,
+        )
         self._new_attempt = new_attempt
-        self._store_object = store_object
-        self._pacer = pacer
-        self._jitter = jitter
-        self._evictions = evictions
+        self._uploader = OutputUploader(reactor, self._link, store_object, self._link.retry_policy)
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
         self._slot_gate = SlotGate(self._slots)
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
-        self.worker_id: str | None = None
-        self.alive_interval: float | None = None
-        # True once the coordinator answered 404 unknown_worker: register again.
-        self._lost = False
-        self._registrations = 0
         self._stopping = False
-        self._attempts: dict[str, _Running] = {}
+        self._attempts: dict[str, Held] = {}
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
-        self._results: Coalescer[_Report] = Coalescer(self._send_reports)
+        self._reporter = ResultReporter(reactor, self._link, self)
         # The idle poll's current period (see IDLE_POLL_START).
         self._idle = self.IDLE_POLL_START
-        # Successes told and untold in the current period (see SUCCESSES_TOLD).
-        self._successes_told = 0
-        self._successes_untold = 0
-        self._successes_period: IDelayedCall | None = None
         self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
         # The main loop's Work Request while it is unanswered (it may wait for work), and
         # whether a suspension called it off.
         self._asking_work: Deferred[Any] | None = None
         self._work_called_off = False
-        self._alive: LoopingCall | None = None
+        self._alive = WorkAlive(
+            reactor,
+            self._link,
+            self.held_attempts,
+            self._drop,
+            self._in_background,
+            evictions,
+            pacer.transfer_report if isinstance(pacer, TransferReporter) else None,
+        )
         self._wakeup: Deferred[None] | None = None
-        self._registered_waiters: list[Deferred[None]] = []
-        self._first_registration: list[Deferred[str]] = []
-        self._refused: RegistrationRefused | None = None
 
     # Service
 
@@ -276,16 +171,18 @@ class WorkerService(Service):
         super().stopService()
         return Deferred.fromCoroutine(self._shut_down())
 
+    @property
+    def worker_id(self) -> str | None:
+        """This worker's id at the coordinator (None until registered)."""
+        return self._link.worker_id
+
+    @property
+    def facts(self) -> HostFacts:
+        return self._link.facts
+
     def when_registered(self) -> Deferred[str]:
         """Fires with the worker id once first registered; fails if the coordinator refuses."""
-        d: Deferred[str] = Deferred()
-        if self.worker_id is not None:
-            d.callback(self.worker_id)
-        elif self._refused is not None:
-            d.errback(self._refused)
-        else:
-            self._first_registration.append(d)
-        return d
+        return self._link.when_registered()
 
     def running_attempts(self) -> list[str]:
         """Ids of the attempts this worker holds (running, or reporting their result)."""
@@ -305,20 +202,13 @@ class WorkerService(Service):
         """
         return self._slots + self._ahead() - len(self._attempts)
 
-    def _work_body(self, slots: int, wait: float = 0.0) -> dict[str, Any]:
-        """A Work Request for ``slots``, saying how many of them have nothing to run (the
-        others are asked for ahead: no straggler's duplicate should wait there), and how long
-        it may wait for work if there is none."""
+    def _work_ask(self, slots: int, wait: float = 0.0) -> WorkAsk:
+        """Work for ``slots``, saying how many of them have nothing to run (the others are
+        asked for ahead: no straggler's duplicate should wait there), and how long the request
+        may wait for work if there is none."""
         gate = self._slot_gate
         idle = max(0, self._slots - gate.taken - gate.waiting)
-        body: dict[str, Any] = {
-            "performance": self.facts.performance,
-            "free_slots": slots,
-            "idle_slots": min(idle, slots),
-        }
-        if wait > 0:
-            body["wait"] = wait
-        return body
+        return WorkAsk(slots, idle, wait)
 
     def _ahead(self) -> int:
         typical = self._typical_duration
@@ -334,7 +224,7 @@ class WorkerService(Service):
                 continue
             if record.reporting:
                 state = "reporting"
-            elif record.slot_wait is not None:
+            elif record.state is AttemptState.WAITING_FOR_SLOT:
                 state = "waiting"
             else:
                 state = "running" if self.suspended is None else "suspended"
@@ -392,113 +282,16 @@ class WorkerService(Service):
             self._drop(attempt_id, f"given back: {why}")
         self._in_background(self._give_back(given), "giveback")
 
-    # Registration
-
-    async def _find_site(self) -> None:
-        """No site configured: take that of the nearest warehouse, if one answers."""
-        if self.facts.site is not None or self._locate_site is None:
-            return
-        try:
-            nearest = await self._locate_site()
-        except (Unreachable, ApiError, ProtocolError) as e:
-            self.log.warn("cannot find the nearest warehouse: {error}", error=e)
-            return
-        if nearest is None:
-            return
-        self.facts = replace(self.facts, site=nearest.site)
-        self.log.info(
-            "site {site}: nearest warehouse {url} ({ms:.1f} ms round trip)",
-            site=nearest.site,
-            url=nearest.url,
-            ms=nearest.round_trip * 1000,
-        )
-
-    def _registration_facts(self) -> HostFacts:
-        """The host facts, with what the cache holds: the scheduler sends work to its data."""
-        if self._cache_contents is None:
-            return self.facts
-        cached = self._cache_contents()[:CACHE_REPORT_MAX]
-        return replace(self.facts, cached=tuple(sorted({d[:CACHE_PREFIX] for d in cached})))
-
-    async def _register(self) -> None:
-        """Register Request, retried while the coordinator is unreachable or busy."""
-        backoff = self._backoff()
-        await self._find_site()
-        while True:
-            try:
-                reply = require_object(
-                    await self._coordinator.post(
-                        f"{API_PREFIX}/workers", self._registration_facts().to_json()
-                    ),
-                    "register",
-                )
-                worker_id, interval = _registration(reply)
-            except (Unreachable, ApiError, ProtocolError) as e:
-                if isinstance(e, ApiError) and not _is_transient(e) and self._registrations == 0:
-                    # A refusal at start (bad token, wrong role) will not go away by itself:
-                    # say so rather than retry forever.
-                    refused = RegistrationRefused(f"the coordinator refused to register: {e}")
-                    self._refused = refused
-                    for d in self._take(self._first_registration):
-                        d.errback(refused)
-                    raise refused from None
-                delay = self._retry_delay(e, backoff)
-                self.log.warn(
-                    "cannot register: {error}; trying again in {delay:.1f} s", error=e, delay=delay
-                )
-                await deferLater(self._reactor, delay)
-                continue
-            break
-        self.worker_id = worker_id
-        self.alive_interval = interval
-        self._lost = False
-        self._registrations += 1
-        self._apply_policy(reply)
-        self.log.info(
-            "registered as {worker} (alive every {interval} s)",
-            worker=worker_id,
-            interval=self.alive_interval,
-        )
-        self._start_alive(self.alive_interval)
-        for d in self._take(self._first_registration):
-            d.callback(worker_id)
-        for waiter in self._take(self._registered_waiters):
-            waiter.callback(None)
-
-    def _declared_lost(self, worker_id: str | None) -> None:
-        """The coordinator forgot ``worker_id`` (404 unknown_worker): register again.
-
-        Only if that is still our id: a late answer to a call made under the previous one
-        must not throw away the registration that replaced it.
-        """
-        if worker_id != self.worker_id:
-            return
-        if not self._lost:
-            self.log.warn(
-                "the coordinator does not know worker {worker} any more: registering again",
-                worker=self.worker_id,
-            )
-        self._lost = True
-        self._wake()
-
-    async def _until_registered(self) -> None:
-        if not self._lost:
-            return
-        waiter: Deferred[None] = Deferred()
-        self._registered_waiters.append(waiter)
-        await waiter
-
     # The pull loop
 
     async def _work(self) -> None:
-        await self._register()
-        errors = self._backoff()
+        await self._link.register()
+        errors = Retry(self._link.retry_policy)
         while not self._stopping:
-            if self._lost:
-                await self._register()
+            if self._link.lost:
+                await self._link.register()
                 continue
             free = self._room() - self._asking
-            worker_id = self.worker_id
             if free <= 0 or self.suspended is not None:
                 # Woken when an attempt is reported, on resume (or when we are found lost).
                 await self._nap(None)
@@ -507,21 +300,15 @@ class WorkerService(Service):
             # waits for some at the coordinator (answered at once with none, it naps below).
             asked_at = self._reactor.seconds()
             try:
-                with self._asking_for(free):
+                with self.asking_for(free):
                     self._asking_work = ensureDeferred(
-                        self._coordinator.post(
-                            self._worker_path("/work"), self._work_body(free, self.WORK_WAIT)
-                        )
+                        self._link.request_work(self._work_ask(free, self.WORK_WAIT))
                     )
                     try:
-                        answer = await self._asking_work
+                        tasks = await self._asking_work
                     finally:
                         self._asking_work = None
-                reply = require_object(answer, "work")
-                tasks = reply.get("tasks", [])
-                if not isinstance(tasks, list):
-                    raise ProtocolError("work.tasks: expected a list")
-            except (CancelledError, Unreachable, ApiError, ProtocolError) as e:
+            except (CancelledError, Unreachable, ApiError, ProtocolError, WorkerLost) as e:
                 if self._stopping:
                     return  # called off by stopping: nothing failed
                 if self._work_called_off:
@@ -530,10 +317,9 @@ class WorkerService(Service):
                     continue
                 if isinstance(e, CancelledError):
                     raise
-                if _is_unknown_worker(e):
-                    self._declared_lost(worker_id)
-                    continue
-                delay = self._retry_delay(e, errors)
+                if isinstance(e, WorkerLost):
+                    continue  # registered again at the top of the loop
+                delay = errors.next_delay(retry_after_of(e))
                 self.log.warn(
                     "work request failed: {error}; trying again in {delay:.1f} s",
                     error=e,
@@ -542,7 +328,6 @@ class WorkerService(Service):
                 await deferLater(self._reactor, delay)
                 continue
             errors.reset()
-            self._apply_policy(reply)
             if self._start_attempts(tasks):
                 self._idle = self.IDLE_POLL_START
                 continue
@@ -551,7 +336,7 @@ class WorkerService(Service):
             await self._idle_nap()
 
     @contextmanager
-    def _asking_for(self, slots: int) -> Iterator[None]:
+    def asking_for(self, slots: int) -> Iterator[None]:
         """Count ``slots`` as asked for while a request for them is unanswered."""
         self._asking += slots
         try:
@@ -581,13 +366,11 @@ class WorkerService(Service):
         if wakeup is not None and not wakeup.called:
             wakeup.callback(None)
 
-    def _start_attempts(self, docs: Sequence[object]) -> int:
+    def _start_attempts(self, tasks: Tasks) -> int:
         started = 0
-        for n, doc in enumerate(docs):
-            try:
-                assignment = Assignment.from_json(doc, f"work.tasks[{n}]")
-            except ProtocolError as e:
-                self._refuse_assignment(doc, e)
+        for assignment in tasks:
+            if isinstance(assignment, Unreadable):
+                self._refuse_assignment(assignment.attempt, assignment.error)
                 continue
             if assignment.attempt in self._attempts:
                 continue
@@ -595,9 +378,9 @@ class WorkerService(Service):
                 attempt = self._new_attempt(assignment)
             except Exception as e:
                 self.log.failure("cannot set up attempt {attempt}", attempt=assignment.attempt)
-                self._refuse_assignment(doc, e)
+                self._refuse_assignment(assignment.attempt, e)
                 continue
-            record = self._attempts[assignment.attempt] = _Running(attempt)
+            record = self._attempts[assignment.attempt] = Held(attempt)
             if self.suspended is not None:
                 # Assigned by a Work Request sent before the suspension.
                 attempt.suspend()
@@ -615,11 +398,10 @@ class WorkerService(Service):
             started += 1
         return started
 
-    def _refuse_assignment(self, doc: object, error: Exception) -> None:
+    def _refuse_assignment(self, attempt_id: str | None, error: Exception) -> None:
         """Report an assignment this worker cannot even start as failed, so it runs elsewhere."""
-        attempt_id = doc.get("attempt") if isinstance(doc, dict) else None
         self.log.error("cannot run an assignment: {error}", error=error)
-        if isinstance(attempt_id, str) and attempt_id not in self._attempts:
+        if attempt_id is not None and attempt_id not in self._attempts:
             result = AttemptResult(
                 attempt=attempt_id,
                 outcome=OUTCOME_FAILED,
@@ -629,47 +411,56 @@ class WorkerService(Service):
 
     # An attempt's life
 
-    async def _attempt_life(self, record: _Running) -> None:
+    async def _attempt_life(self, record: Held) -> None:
         attempt = record.attempt
         attempt_id = attempt.assignment.attempt
         try:
             await self._take_slot(record)
-            started = self._reactor.seconds()
             try:
-                completed = await attempt.run()
-            except Exception as e:
-                # A bug, not the task's doing; still a result, so the task runs elsewhere.
-                self.log.failure("attempt {attempt} broke the worker", attempt=attempt_id)
-                completed = CompletedAttempt(
-                    AttemptResult(attempt_id, OUTCOME_FAILED, error=f"worker error: {e}"), {}
-                )
-            if record.dropped:
-                return
-            record.reporting = True
-            result = await self._store_outputs(completed, attempt.assignment.upload)
-            if record.dropped:
-                # Cancelled while storing: a cancelled exchange may fail as a connection error
-                # rather than CancelledError, so the storing may have ended normally.
-                return
-            record.sending = True
-            # From its slot's point of view: preparing and storing count, not only the program.
-            self._note_duration(self._reactor.seconds() - started)
-            # The next attempt waiting may run while this result is on its way (which goes with
-            # those held for company if none waits any more: see _report).
-            self._give_back_slot(record, flush=False)
-            await self._report(result, frees_slot=True)
+                result = await self._run(record)
+            finally:
+                # SENDING: the next attempt waiting may run while this result is on its way
+                # (which goes with those held for company if none waits any more: see _report).
+                self._give_back_slot(flush=record.state is not AttemptState.SENDING)
+            if result is not None:
+                await self._report(result, frees_slot=True)
         except CancelledError:
             if not record.dropped:
                 raise
         finally:
-            self._give_back_slot(record)
             del self._attempts[attempt_id]
             # Not waited for: the attempt stops counting against the worker's room (_room)
             # once its result is answered.
             attempt.discard().addErrback(self._discard_failed, attempt_id)
             self._wake()
 
-    async def _take_slot(self, record: _Running) -> None:
+    async def _run(self, record: Held) -> AttemptResult | None:
+        """Run the attempt and store its outputs: the result to report (None: dropped)."""
+        attempt = record.attempt
+        attempt_id = attempt.assignment.attempt
+        started = self._reactor.seconds()
+        try:
+            completed = await attempt.run()
+        except Exception as e:
+            # A bug, not the task's doing; still a result, so the task runs elsewhere.
+            self.log.failure("attempt {attempt} broke the worker", attempt=attempt_id)
+            completed = CompletedAttempt(
+                AttemptResult(attempt_id, OUTCOME_FAILED, error=f"worker error: {e}"), {}
+            )
+        if record.dropped:
+            return None
+        record.move(AttemptState.REPORTING)
+        result = await self._uploader.store(completed, attempt.assignment.upload)
+        if record.dropped:
+            # Cancelled while storing: a cancelled exchange may fail as a connection error
+            # rather than CancelledError, so the storing may have ended normally.
+            return None
+        record.move(AttemptState.SENDING)
+        # From its slot's point of view: preparing and storing count, not only the program.
+        self._note_duration(self._reactor.seconds() - started)
+        return result
+
+    async def _take_slot(self, record: Held) -> None:
         """Wait for a slot to run ``record`` in (at once unless work was fetched ahead)."""
         waiting = self._slot_gate.take()
         record.slot_wait = None if waiting.called else waiting
@@ -677,16 +468,14 @@ class WorkerService(Service):
             await waiting
         finally:
             record.slot_wait = None
-        record.holds_slot = True
+        record.move(AttemptState.RUNNING)
 
-    def _give_back_slot(self, record: _Running, flush: bool = True) -> None:
-        if record.holds_slot:
-            record.holds_slot = False
-            self._slot_gate.give_back()
-            if flush and self._slot_gate.waiting == 0:
-                # Nothing left to run once these end: the results that waited go now, asking
-                # for the next work.
-                self._results.flush()
+    def _give_back_slot(self, flush: bool) -> None:
+        self._slot_gate.give_back()
+        if flush and self._slot_gate.waiting == 0:
+            # Nothing left to run once these end: the results that waited go now, asking
+            # for the next work.
+            self._reporter.flush()
 
     def _note_duration(self, seconds: float) -> None:
         typical = self._typical_duration
@@ -699,298 +488,33 @@ class WorkerService(Service):
             error=failure.value,
         )
 
-    async def _store_outputs(
-        self, completed: CompletedAttempt, direct: Source | None = None
-    ) -> AttemptResult:
-        """Store a successful attempt's outputs at a warehouse; the result to report.
-
-        Outputs with their ``content`` (small ones) are not stored: the result carries them.
-        ``direct``: the assignment's upload target. Small outputs go straight there; bigger
-        ones, or all of them once that failed, go by an uploads plan, which skips those some
-        warehouse already holds.
-        """
-        result = completed.result
-        if result.outcome != OUTCOME_SUCCEEDED or not result.outputs:
-            return result
-        # Small outputs travel in the result itself (the coordinator keeps them).
-        refs = {o.digest: ObjectRef(o.digest, o.size) for o in result.outputs if o.content is None}
-        if not refs:
-            return result
-        backoff = self._backoff()
-        tries = 0
-        if direct is not None and all(r.size <= self.DIRECT_UPLOAD_MOST for r in refs.values()):
-            try:
-                for digest, ref in refs.items():
-                    await self._store_object(
-                        direct.url, digest, ref.size, completed.files[digest], direct.capability
-                    )
-                return result
-            except (XwchError, OSError) as e:
-                tries += 1
-                self.log.warn(
-                    "storing the outputs of attempt {attempt} at {url} failed: {error}; "
-                    "asking the coordinator where to store them",
-                    attempt=result.attempt,
-                    url=direct.url,
-                    error=e,
-                )
-        while True:
-            try:
-                body: dict[str, Any] = {"objects": [r.to_json() for r in refs.values()]}
-                if self.facts.site is not None:
-                    body["site"] = self.facts.site  # outputs go to the nearest warehouse
-                plan = await self._call(lambda: f"{API_PREFIX}/objects/uploads", body)
-                url, missing = _upload_plan(plan)
-                for digest, capability in missing:
-                    if digest not in refs:
-                        raise ProtocolError(f"uploads: {digest} was not asked for")
-                    ref = refs[digest]
-                    await self._store_object(
-                        url, digest, ref.size, completed.files[digest], capability
-                    )
-                return result
-            except (XwchError, OSError) as e:
-                tries += 1
-                if tries >= self.STORE_TRIES:
-                    self.log.error(
-                        "cannot store the outputs of attempt {attempt}: {error}",
-                        attempt=result.attempt,
-                        error=e,
-                    )
-                    return AttemptResult(
-                        attempt=result.attempt,
-                        outcome=OUTCOME_FAILED,
-                        exit_code=result.exit_code,
-                        error=f"cannot store the outputs: {e}",
-                        stdout=result.stdout,
-                        stderr=result.stderr,
-                        duration=result.duration,
-                    )
-                delay = backoff.next_delay()
-                self.log.warn(
-                    "storing the outputs of attempt {attempt} failed: {error}; "
-                    "trying again in {delay:.1f} s",
-                    attempt=result.attempt,
-                    error=e,
-                    delay=delay,
-                )
-                await deferLater(self._reactor, delay)
-
-    def _work_to_ask(self, freed: int = 1) -> int:
-        """Slots a Work Result freeing ``freed`` may ask work for (theirs included); 0: none."""
-        if self._stopping or self.suspended is not None or self._lost:
-            return 0
-        return max(0, self._room() + freed - self._asking)
+    def work_to_ask(self, freed: int) -> WorkAsk | None:
+        """The work a Work Result freeing ``freed`` slots may ask for (theirs included)."""
+        if self._stopping or self.suspended is not None or self._link.lost:
+            return None
+        slots = max(0, self._room() + freed - self._asking)
+        return self._work_ask(slots) if slots else None
 
     async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
-        """Work Result, retried until the coordinator answers: a result is never dropped.
-
-        ``frees_slot``: the attempt was held, and makes room once this is answered; the result
-        then carries a Work Request for that room (and any other). Results that end while
-        another is on its way go together in the next request; while attempts wait to run, a
-        result may also wait (at most REPORT_LINGER) for the next to end.
-        """
-        # Fewer requests, and the slots are busy meanwhile.
+        """Work Result (see ResultReporter.report); while attempts wait to run, a result may
+        wait for the next to end, to go with it: fewer requests, and the slots are busy
+        meanwhile."""
         hold = (
             self._slot_gate.waiting > 0
-            and self._results.waiting + 1 < self._ahead()
+            and self._reporter.waiting + 1 < self._ahead()
             and not self._stopping
         )
-        sent = self._results.submit([_Report(result, frees_slot)], hold=hold)
-        if hold and self._linger is None:
-            self._linger = self._reactor.callLater(self.REPORT_LINGER, self._end_linger)
-        await sent
+        await self._reporter.report(result, frees_slot, hold)
 
-    def _end_linger(self) -> None:
-        self._linger = None
-        self._results.flush()
-
-    async def _send_reports(self, reports: list[_Report]) -> None:
-        if self._one_result_a_request:
-            for report in reports:
-                await self._send_report(report)
-            return
-        # As a batch even of one: the coordinator then assigns the work it asks for at once,
-        # in the results' commit, whatever becomes of the results.
-        freed = sum(1 for r in reports if r.frees_slot)
-        body: dict[str, Any] = {"results": [r.result.to_json() for r in reports]}
-        asked = self._work_to_ask(freed) if freed else 0
-        if asked:
-            body["work"] = self._work_body(asked)
-        try:
-            with self._asking_for(asked):
-                reply = await self._call(lambda: self._worker_path("/results"), body)
-            answers = reply.get("results") if isinstance(reply, dict) else None
-            if not isinstance(answers, list) or len(answers) != len(reports):
-                raise ProtocolError("results: expected one answer for each result")
-        except (ApiError, ProtocolError) as e:
-            # A coordinator that takes one result per request: send them one by one.
-            self.log.warn("sending results together failed ({error}); one by one", error=e)
-            # Only the batch's form refused, by a coordinator that never took one (not a 404
-            # unknown_worker of a worker it lost, nor one malformed result of a batch).
-            form_refused = isinstance(e, ProtocolError) or e.status in (400, 422)
-            if form_refused and not self._took_a_batch:
-                self._one_result_a_request = True
-            for report in reports:
-                await self._send_report(report)
-            return
-        self._took_a_batch = True
-        if asked:
-            self._take_work(reply)
-        for report, answer in zip(reports, answers, strict=True):
-            accepted = isinstance(answer, dict) and answer.get("accepted") is True
-            refused = answer.get("message") if isinstance(answer, dict) else None
-            self._log_result(report.result, accepted, refused)
-
-    async def _send_report(self, report: _Report) -> None:
-        result = report.result
-        body: dict[str, Any] = {"results": [result.to_json()]}
-        asked = self._work_to_ask() if report.frees_slot else 0
-        if asked:
-            body["work"] = self._work_body(asked)
-        try:
-            with self._asking_for(asked):
-                reply = await self._call(lambda: self._worker_path("/results"), body)
-        except ApiError as e:
-            # An answer, not a silence: the coordinator will not take this result (an attempt
-            # it gave to someone else meanwhile...). Retrying would get the same answer.
-            self._log_result(result, False, str(e))
-            return
-        if asked:
-            self._take_work(reply)
-        answers = reply.get("results") if isinstance(reply, dict) else None
-        answer = answers[0] if isinstance(answers, list) and answers else {}
-        accepted = isinstance(answer, dict) and answer.get("accepted") is True
-        refused = answer.get("message") if isinstance(answer, dict) else None
-        self._log_result(result, accepted, refused)
-
-    def _log_result(self, result: AttemptResult, accepted: bool, refused: object) -> None:
-        if refused is not None:
-            self.log.warn(
-                "the coordinator refused the result of attempt {attempt}: {error}",
-                attempt=result.attempt,
-                error=refused,
-            )
-            return
-        if accepted and result.outcome == OUTCOME_SUCCEEDED and not self._stopping:
-            if self._successes_told >= self.SUCCESSES_TOLD:
-                self._successes_untold += 1
-                return
-            self._successes_told += 1
-            if self._successes_period is None:
-                self._successes_period = self._reactor.callLater(
-                    self.SUCCESS_PERIOD, self._tell_successes
-                )
-        self.log.info(
-            "attempt {attempt} {outcome}{error}, result {taken}",
-            attempt=result.attempt,
-            outcome=result.outcome,
-            error=f" ({result.error})" if result.error else "",
-            taken="accepted" if accepted else "ignored by the coordinator",
-        )
-
-    def _tell_successes(self) -> None:
-        """End of a period: say how many successes went untold, start counting afresh."""
-        self._successes_period = None
-        untold, self._successes_untold = self._successes_untold, 0
-        self._successes_told = 0
-        if untold:
-            self.log.info(
-                "{count} more attempts succeeded in the last {seconds:.0f} s, results accepted",
-                count=untold,
-                seconds=self.SUCCESS_PERIOD,
-            )
-
-    def _take_work(self, reply: object) -> None:
-        """Start the tasks a Work Result's answer carries, as a Work Request's answer's.
-
-        No ``"tasks"`` (a coordinator that predates them, or too busy to assign): the main
-        loop sends a Work Request once the slot is free.
-        """
-        tasks = reply.get("tasks") if isinstance(reply, dict) else None
-        if not isinstance(tasks, list):
-            return
-        self._apply_policy(reply)
+    def take_work(self, tasks: Tasks) -> None:
+        """Start the tasks a Work Result's answer carries, as a Work Request's answer's."""
         if self._start_attempts(tasks):
             self._idle = self.IDLE_POLL_START
 
-    async def _call(self, path: Callable[[], str], body: object) -> Any:
-        """POST to the coordinator until it answers; re-register if it lost us.
-
-        ``path`` is computed at each try: registering again changes the worker id.
-        """
-        backoff = self._backoff()
-        while True:
-            await self._until_registered()
-            worker_id = self.worker_id
-            try:
-                return await self._coordinator.post(path(), body)
-            except Unreachable as e:
-                delay = self._retry_delay(e, backoff)
-            except ApiError as e:
-                if _is_unknown_worker(e):
-                    self._declared_lost(worker_id)
-                    continue
-                if not _is_transient(e):
-                    raise
-                delay = self._retry_delay(e, backoff)
-            self.log.info(
-                "coordinator unavailable for {path}; trying again in {delay:.1f} s",
-                path=path(),
-                delay=delay,
-            )
-            await deferLater(self._reactor, delay)
-
-    # Work Alive
-
-    def _start_alive(self, interval: float) -> None:
-        if self._alive is not None and self._alive.running:
-            self._alive.stop()
-        self._alive = LoopingCall(self._alive_tick)
-        self._alive.clock = self._reactor
-        done = self._alive.start(interval, now=False)
-        # _alive_tick never fails; this only keeps the loop's own Deferred observed.
-        done.addErrback(self._log_failure, "the work alive loop")
-
-    def _alive_tick(self) -> Deferred[None]:
-        return self._in_background(self._send_alive(), "work alive")
-
-    async def _send_alive(self) -> None:
-        if self._lost or self._stopping:
-            return
-        running = [
-            RunningAttempt(h.attempt, "suspended" if h.state == "suspended" else "running")
-            for h in self.held_attempts()
-        ]
-        body: dict[str, Any] = {"running": [r.to_json() for r in running]}
-        # Optional: lets the coordinator's catalog forget what this worker no longer caches.
-        evicted = self._evictions.take_evicted() if self._evictions is not None else []
-        if evicted:
-            body["evicted"] = evicted
-        # Optional: this worker's transfers since the last WA, for the coordinator's load estimate.
-        if isinstance(self._pacer, TransferReporter):
-            body["transfers"] = self._pacer.transfer_report().to_json()
-        worker_id = self.worker_id
-        try:
-            reply = require_object(
-                await self._coordinator.post(self._worker_path("/alive"), body),
-                "alive",
-            )
-        except (Unreachable, ApiError, ProtocolError) as e:
-            if self._evictions is not None:
-                self._evictions.restore_evicted(evicted)
-            if _is_unknown_worker(e):
-                self._declared_lost(worker_id)
-            else:
-                # The next tick tries again; a coordinator that hears nothing for long enough
-                # declares us lost, and we register again.
-                self.log.warn("work alive failed: {error}", error=e)
-            return
-        self._apply_policy(reply)
-        cancel = reply.get("cancel", [])
-        for attempt_id in cancel if isinstance(cancel, list) else []:
-            if isinstance(attempt_id, str):
-                self._drop(attempt_id, "cancelled by the coordinator")
+    def _registered(self, alive_interval: float) -> None:
+        """Registered (again): Work Alive at the period the coordinator gave."""
+        if not self._stopping:
+            self._alive.start(alive_interval)
 
     def _drop(self, attempt_id: str, why: str) -> None:
         """Kill an attempt whose result nobody wants, and forget it without reporting."""
@@ -998,31 +522,29 @@ class WorkerService(Service):
         if record is None or record.dropped:
             return
         self.log.info("attempt {attempt} {why}", attempt=attempt_id, why=why)
-        record.dropped = True
-        if record.slot_wait is not None:
+        was = record.move(AttemptState.DROPPED)
+        if was is AttemptState.WAITING_FOR_SLOT:
             # Never started: nothing to kill.
-            record.slot_wait.cancel()
+            if record.slot_wait is not None:
+                record.slot_wait.cancel()
             return
         record.attempt.kill()
         # A Work Result on its way is not cut short but to stop: a Work Alive sent just after the
         # coordinator took the result lists the attempt and hears "cancel", and cancelling the
         # Work Result's exchange loses its answer, with the next tasks it may carry (the
         # coordinator would wait for them in vain). Its answer decides what the result is worth.
-        if record.reporting and record.life is not None and (not record.sending or self._stopping):
+        cut_short = was is AttemptState.REPORTING or (
+            was is AttemptState.SENDING and self._stopping
+        )
+        if cut_short and record.life is not None:
             record.life.cancel()
 
     # Stopping
 
     async def _shut_down(self) -> None:
         self._stopping = True
-        if self._successes_period is not None:
-            self._successes_period.cancel()
-            self._tell_successes()
-        if self._linger is not None:
-            self._linger.cancel()
-            self._end_linger()
-        if self._alive is not None and self._alive.running:
-            self._alive.stop()
+        self._reporter.stop()
+        self._alive.stop()
         if self._main is not None:
             self._main.cancel()
         given = self.running_attempts()
@@ -1040,10 +562,10 @@ class WorkerService(Service):
         self.log.info("worker stopped")
 
     async def _give_back(self, attempts: Sequence[str]) -> None:
-        if not attempts or self.worker_id is None or self._lost:
+        if not attempts or self.worker_id is None or self._link.lost:
             return
         try:
-            await self._coordinator.post(self._worker_path("/giveback"), {"attempts": attempts})
+            await self._link.give_back(attempts)
         except (XwchError, CancelledError) as e:
             self.log.warn(
                 "cannot give back {count} attempts ({error}); the coordinator relaunches them "
@@ -1076,75 +598,6 @@ class WorkerService(Service):
             self.log.error("{error}", error=failure.value)
             return
         self.log.failure("{what} failed", failure, what=what)
-
-    def _worker_path(self, suffix: str) -> str:
-        assert self.worker_id is not None
-        return f"{API_PREFIX}/workers/{urllib.parse.quote(self.worker_id, safe='')}{suffix}"
-
-    def _apply_policy(self, reply: object) -> None:
-        doc = reply.get("policy") if isinstance(reply, dict) else None
-        if doc is None:
-            return
-        try:
-            self._pacer.update(Policy.from_json(doc))
-        except ProtocolError as e:
-            self.log.warn("ignoring a malformed policy: {error}", error=e)
-
-    def _backoff(self) -> Backoff:
-        return Backoff(self.RETRY_BASE, self.RETRY_CAP, self._jitter)
-
-    def _retry_delay(self, error: Exception, backoff: Backoff) -> float:
-        delay = backoff.next_delay()
-        if isinstance(error, ApiError) and error.retry_after is not None:
-            delay = max(delay, error.retry_after)
-        return delay
-
-    @staticmethod
-    def _take(items: list[Deferred[Any]]) -> list[Deferred[Any]]:
-        taken = list(items)
-        items.clear()
-        return taken
-
-
-def _is_unknown_worker(error: Exception) -> bool:
-    return isinstance(error, ApiError) and error.status == 404 and error.code == "unknown_worker"
-
-
-def _is_transient(error: ApiError) -> bool:
-    """Busy, or a proxy in front of a coordinator that is restarting: worth trying again."""
-    return error.status in (502, 503, 504)
-
-
-def _registration(reply: Mapping[str, Any]) -> tuple[str, float]:
-    """The worker id and the Work Alive period of a Register Request's answer."""
-    worker_id = reply.get("worker_id")
-    interval = reply.get("alive_interval")
-    if not isinstance(worker_id, str) or not worker_id:
-        raise ProtocolError("register.worker_id: expected a string")
-    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not interval > 0:
-        raise ProtocolError("register.alive_interval: expected a positive number")
-    return worker_id, float(interval)
-
-
-def _upload_plan(doc: object) -> tuple[str, list[tuple[str, str]]]:
-    """The warehouse URL and the (digest, put capability) of the objects to upload there."""
-    plan = require_object(doc, "uploads")
-    warehouse = require_object(plan.get("warehouse"), "uploads.warehouse")
-    url = warehouse.get("url")
-    objects = plan.get("objects")
-    if not isinstance(url, str) or not isinstance(objects, list):
-        raise ProtocolError("uploads: expected a warehouse url and a list of objects")
-    missing: list[tuple[str, str]] = []
-    for n, item in enumerate(objects):
-        entry = require_object(item, f"uploads.objects[{n}]")
-        digest = require_digest(entry.get("digest"), f"uploads.objects[{n}].digest")
-        if entry.get("present") is True:
-            continue
-        capability = entry.get("capability")
-        if not isinstance(capability, str):
-            raise ProtocolError(f"uploads.objects[{n}].capability: expected a string")
-        missing.append((digest, capability))
-    return url, missing
 
 
 def _timer(reactor: IReactorTime, delay: float, call: Callable[[], None]) -> Deferred[None]:

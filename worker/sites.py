@@ -20,7 +20,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from xwch.http import JsonApi
-from xwch.protocol import API_PREFIX, ProtocolError, get_field, require_object
+from xwch.protocol.warehouse import WarehouseList
+from xwch.protocol.wire import API_PREFIX
 
 # Seconds of one round trip to a warehouse's URL (fails if it cannot be reached).
 RoundTrip = Callable[[str], Awaitable[float]]
@@ -60,15 +61,10 @@ def tcp_round_trip(reactor: IReactorTCP, clock: IReactorTime) -> RoundTrip:
 
 async def nearest_site(coordinator: JsonApi, round_trip: RoundTrip) -> Nearest | None:
     """The site of the warehouse with the shortest round trip; None if none answers."""
-    doc = require_object(await coordinator.get(f"{API_PREFIX}/warehouses"), "warehouses")
-    listed = doc.get("warehouses")
-    if not isinstance(listed, list):
-        raise ProtocolError("warehouses.warehouses: expected a list")
+    listed = await coordinator.get_as(f"{API_PREFIX}/warehouses", WarehouseList)
     best: Nearest | None = None
-    for n, item in enumerate(listed):
-        w = require_object(item, f"warehouses.warehouses[{n}]")
-        url = get_field(w, "url", str, f"warehouses.warehouses[{n}]")
-        site = get_field(w, "site", str, f"warehouses.warehouses[{n}]")
+    for w in listed.warehouses:
+        url, site = w.url, w.site
         times = []
         for _ in range(TRIES):
             try:

@@ -90,9 +90,9 @@ class ContactRecorder(JsonApi):
         self._now = clock
         self.last_contact: float | None = None
 
-    async def call(self, method: str, path: str, body: object | None = None) -> Any:
+    async def exchange(self, method: str, path: str, body: object | None) -> tuple[str, bytes, int]:
         try:
-            answer = await super().call(method, path, body)
+            answer = await super().exchange(method, path, body)
         except ApiError:
             self.last_contact = self._now()
             raise

@@ -26,21 +26,25 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorFDSet, IReactorProcess, IReactorTime
 
 from xwch.http import JsonApi
-from xwch.protocol import CACHE_REPORT_MAX, Assignment, HostFacts, Policy, Source
+from xwch.protocol.objects import Source
+from xwch.protocol.wire import CACHE_REPORT_MAX
+from xwch.protocol.worker import Assignment, HostFacts, Policy
 from xwch.transfer.download import download_object
 from xwch.transfer.pacing import PacketPacer
 from xwch.transfer.upload import upload_file
 
+from .attempts import Attempt
 from .cache import ObjectCache
 from .crashsafe import begin_run, current_boot_id, end_run
 from .executor import AttemptExecutor
 from .files import remove_tree
 from .governor import Governor
+from .link import LocateSite
 from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
 from .releases import FolderReleases
 from .sandbox import Sandbox, plan_sandbox
-from .service import Attempt, LocateSite, WorkerService
+from .service import WorkerService
 from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
 from .status import STATUS_FILE, StatusWriter
 from .workfolders import WorkFolders

@@ -273,7 +273,7 @@ class JsonApi:
 
     async def call(self, method: str, path: str, body: object | None = None) -> Any:
         """The decoded JSON answer of ``method path``; raises ApiError or Unreachable."""
-        url, raw, code = await self._exchange(method, path, body)
+        url, raw, code = await self.exchange(method, path, body)
         if not raw:
             return {}
         try:
@@ -285,13 +285,11 @@ class JsonApi:
         self, method: str, path: str, answer: type[M], body: object | None = None
     ) -> M:
         """The answer of ``method path`` as an ``answer`` message, checked as it is decoded:
-        :class:`~xwch.protocol.ProtocolError` names the field that does not fit."""
-        _, raw, _ = await self._exchange(method, path, body)
+        :class:`~xwch.protocol.codec.ProtocolError` names the field that does not fit."""
+        _, raw, _ = await self.exchange(method, path, body)
         return decode(raw or b"{}", answer, getattr(answer, "WHERE", answer.__name__))
 
-    async def _exchange(
-        self, method: str, path: str, body: object | None
-    ) -> tuple[str, bytes, int]:
+    async def exchange(self, method: str, path: str, body: object | None) -> tuple[str, bytes, int]:
         """``(url, answer's body, status)`` of one call; raises ApiError or Unreachable."""
         url = self.base_url + path
         data = None if body is None else encode(body)

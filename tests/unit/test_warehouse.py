@@ -23,6 +23,7 @@ from xwch.protocol.codec import convert, encode
 from xwch.protocol.objects import ObjectRef
 from xwch.protocol.wire import CAPABILITY_HEADER, OBJECT_SIZE_HEADER, PACKET_DIGEST_HEADER
 from xwch.protocol.worker import Policy
+from xwch.retry import equal_jitter
 from xwch.warehouse import api
 from xwch.warehouse.blocking import run_inline
 from xwch.warehouse.objects import ObjectStore
@@ -478,7 +479,11 @@ def make_service(tmp_path: Path, jitter: float = 0.0):
         "lab",
         "tcp:8751",
         blocking=run_inline,
-        random=lambda: jitter,
+        retry_policy=equal_jitter(
+            WarehouseService.REGISTER_BACKOFF_BASE,
+            WarehouseService.REGISTER_BACKOFF_MAX,
+            lambda: jitter,
+        ),
     )
     return reactor, coordinator, service
 

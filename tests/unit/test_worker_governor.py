@@ -9,7 +9,13 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.coordinator import FakeCoordinator
-from tests.unit.test_worker_service import FACTS, FakeAttempt, FakePacer, assignment
+from tests.unit.test_worker_service import (
+    FACTS,
+    TOP_OF_EACH_STEP,
+    FakeAttempt,
+    FakePacer,
+    assignment,
+)
 from xwch.protocol.worker import Assignment
 from xwch.worker.governor import Governor
 from xwch.worker.preferences import CpuShare, HourRange, Preferences
@@ -199,7 +205,7 @@ class GovernedWorkerTests(SynchronousTestCase):
             self.new_attempt,
             self.store_object,
             FakePacer(),
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
         )
         self.governor = Governor(
             self.clock,

@@ -14,21 +14,16 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.coordinator import WAREHOUSE_URL, FakeCoordinator, WorkRequest
 from xwch.errors import Unreachable
-from xwch.protocol import (
-    OUTCOME_FAILED,
-    OUTCOME_SUCCEEDED,
-    Assignment,
-    AttemptResult,
-    BinaryRef,
-    HostFacts,
-    OutputFile,
-    Policy,
-    Source,
-)
-from xwch.protocol.wire import PROTOCOL_VERSION
+from xwch.protocol.objects import BinaryRef, OutputFile, Source
+from xwch.protocol.wire import OUTCOME_FAILED, OUTCOME_SUCCEEDED, PROTOCOL_VERSION
+from xwch.protocol.worker import Assignment, AttemptResult, HostFacts, Policy
+from xwch.retry import equal_jitter
 from xwch.worker.executor import CompletedAttempt
-from xwch.worker.service import RegistrationRefused, WorkerService
+from xwch.worker.link import CoordinatorLink, RegistrationRefused
+from xwch.worker.reporter import ResultReporter
+from xwch.worker.service import WorkerService
 from xwch.worker.sites import nearest_site
+from xwch.worker.uploader import OutputUploader
 
 FACTS = HostFacts(
     name="volunteer",
@@ -41,6 +36,8 @@ FACTS = HostFacts(
     protocol=PROTOCOL_VERSION,
 )
 BINARY = BinaryRef(digest="b" * 64, size=10)
+# The upper end of every backoff step: delays the tests can name.
+TOP_OF_EACH_STEP = equal_jitter(CoordinatorLink.RETRY_BASE, CoordinatorLink.RETRY_CAP, lambda: 1.0)
 
 
 def assignment(attempt: str, task: str = "t") -> Assignment:
@@ -153,8 +150,7 @@ class ServiceHarness(SynchronousTestCase):
             self.new_attempt,
             self.store_object,
             self.pacer,
-            # The upper end of every backoff step: delays the tests can name.
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
             work_ahead=self.work_ahead,
         )
@@ -273,7 +269,7 @@ class WorkerServiceTests(ServiceHarness):
         target = Source(url="http://wh-near:1", capability="put:any")
         self.coordinator.assign(replace(assignment("a1"), upload=target))
         self.start()
-        big = b"x" * (WorkerService.DIRECT_UPLOAD_MOST + 1)
+        big = b"x" * (OutputUploader.DIRECT_UPLOAD_MOST + 1)
         output = self.attempts["a1"].succeed(big)
         self.assertIn("uploads", self.coordinator.routes())
         self.assertEqual([u[0] for u in self.uploads], [WAREHOUSE_URL])
@@ -297,7 +293,7 @@ class WorkerServiceTests(ServiceHarness):
             self.new_attempt,
             store_object,
             self.pacer,
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
         )
         self.coordinator.assign(replace(assignment("a1"), upload=target))
@@ -354,8 +350,9 @@ class WorkerServiceTests(ServiceHarness):
             "work", self.coordinator.routes()[self.coordinator.routes().index("results") :]
         )
 
-    def test_older_coordinator_gets_a_work_request_after_the_result(self) -> None:
-        """A coordinator that answers a result without tasks gets a Work Request for the slot."""
+    def test_a_result_answered_without_tasks_is_followed_by_a_work_request(self) -> None:
+        """A result answered without tasks (the coordinator too busy to assign then) is followed
+        by a Work Request for the slot."""
         self.coordinator.work_in_results = False
         self.coordinator.assign(assignment("a1"), assignment("a2"))
         self.start()
@@ -408,7 +405,7 @@ class WorkerServiceTests(ServiceHarness):
     def test_successes_beyond_ten_a_minute_are_told_in_one_line(self) -> None:
         """Each success has its line up to SUCCESSES_TOLD a period; the rest are counted and
         told in one line at the period's end. Failures always have their own."""
-        told = WorkerService.SUCCESSES_TOLD
+        told = ResultReporter.SUCCESSES_TOLD
         names = [f"a{n}" for n in range(told + 3)]
         self.coordinator.assign(*(assignment(name, task=f"t{name}") for name in names))
         self.coordinator.assign(assignment("bad", task="tbad"))
@@ -421,10 +418,10 @@ class WorkerServiceTests(ServiceHarness):
                     if name in names:
                         self.attempts[name].succeed()
             self.attempts["bad"].fail()
-            lines = [e for e in events if e.get("log_namespace", "").endswith("WorkerService")]
+            lines = [e for e in events if e.get("log_namespace", "").endswith("ResultReporter")]
             each = [e for e in lines if "outcome" in e]
             self.assertEqual([e["outcome"] for e in each], ["succeeded"] * told + ["failed"])
-            self.clock.advance(WorkerService.SUCCESS_PERIOD)
+            self.clock.advance(ResultReporter.SUCCESS_PERIOD)
         [summary] = [
             e for e in events if "count" in e and "more attempts succeeded" in e["log_format"]
         ]
@@ -466,7 +463,7 @@ class WorkerServiceTests(ServiceHarness):
         requests = list(self.coordinator.work_requests)
         self.coordinator.reachable = True
         self.coordinator.assign(*(assignment(f"b{n}") for n in range(4)))
-        self.clock.advance(WorkerService.RETRY_CAP)
+        self.clock.advance(CoordinatorLink.RETRY_CAP)
         # Every slot asked for once: two attempts for two slots, never more.
         self.assertEqual(len(self.service.running_attempts()), 2)
         self.assertEqual(self.coordinator.work_requests, requests)
@@ -499,7 +496,7 @@ class WorkerServiceTests(ServiceHarness):
             self.new_attempt,
             self.store_object,
             self.pacer,
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
         )
         target = Source(url="http://wh-near:1", capability="put:any")
@@ -538,11 +535,9 @@ class WorkerServiceTests(ServiceHarness):
         self.assertEqual(self.coordinator.result_batches, [1, 2])
         self.assertEqual(self.service.running_attempts(), [])
 
-    def test_a_batch_refused_by_a_coordinator_that_took_batches_is_no_reason_to_stop(
-        self,
-    ) -> None:
-        """A 400 on a batch from a coordinator that took one before (a malformed result, say)
-        sends that batch again one result at a time, and the next results still go together."""
+    def test_a_refused_result_is_no_reason_to_stop(self) -> None:
+        """A result the coordinator refuses (400: malformed, say) is told in the log, and the
+        next results still go."""
         self.coordinator.assign(assignment("a1"), assignment("a2", "t2"), assignment("a3", "t3"))
         self.start()
         self.attempts["a1"].fail()
@@ -550,8 +545,8 @@ class WorkerServiceTests(ServiceHarness):
         self.coordinator.fail_next("results", 400, "bad_request")
         self.attempts["a2"].fail()
         self.attempts["a3"].fail()
-        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a2", "a3"])
-        self.assertEqual(self.coordinator.result_batches, [1, 1, 1])
+        self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1", "a3"])
+        self.assertEqual(self.coordinator.result_batches, [1, 1])
 
     def test_suspended_worker_reports_without_asking_for_work(self) -> None:
         """A result reported while suspended asks for no work."""
@@ -617,13 +612,13 @@ class WorkerServiceTests(ServiceHarness):
         self.start()
         self.coordinator.reachable = False
         self.attempts["a1"].fail()
-        self.clock.advance(WorkerService.RETRY_CAP * 4)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 4)
         self.assertEqual(self.coordinator.results, [])
         self.assertEqual(self.service.running_attempts(), ["a1"])
         self.coordinator.reachable = True
-        self.clock.advance(WorkerService.RETRY_CAP)
+        self.clock.advance(CoordinatorLink.RETRY_CAP)
         self.assertEqual([r.attempt for _, r in self.coordinator.results], ["a1"])
-        self.clock.advance(WorkerService.RETRY_CAP * 4)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 4)
         self.assertEqual(len(self.coordinator.results), 1)
 
     def test_busy_coordinator_is_retried_after_its_retry_after(self) -> None:
@@ -642,10 +637,10 @@ class WorkerServiceTests(ServiceHarness):
         self.coordinator.reachable = False
         self.start()
         registered = self.service.when_registered()
-        self.clock.advance(WorkerService.RETRY_CAP * 3)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 3)
         self.assertNoResult(registered)
         self.coordinator.reachable = True
-        self.clock.advance(WorkerService.RETRY_CAP)
+        self.clock.advance(CoordinatorLink.RETRY_CAP)
         self.assertEqual(self.successResultOf(registered), "w1")
         self.assertEqual(len(self.coordinator.registrations), 1)
 
@@ -705,7 +700,7 @@ class WorkerServiceTests(ServiceHarness):
         self.assertTrue(all(a.killed and a.discarded for a in self.attempts.values()))
         self.assertEqual(self.coordinator.results, [])
         before = len(self.coordinator.requests)
-        self.clock.advance(WorkerService.RETRY_CAP * 10)
+        self.clock.advance(CoordinatorLink.RETRY_CAP * 10)
         self.assertEqual(len(self.coordinator.requests), before)
 
     def test_stop_is_bounded_when_the_coordinator_is_down(self) -> None:
@@ -810,7 +805,7 @@ class SiteAndCacheTests(ServiceHarness):
             self.new_attempt,
             self.store_object,
             self.pacer,
-            jitter=lambda: 1.0,
+            retry_policy=TOP_OF_EACH_STEP,
             evictions=self.evictions,
             locate_site=lambda: nearest_site(api, round_trip),
             cache_contents=lambda: ["c" * 64, "d" * 64],
@@ -926,7 +921,7 @@ class WorkAheadTests(ServiceHarness):
         self.start_short()
         results = self.result_requests()
         self.finish("a2")
-        self.clock.advance(WorkerService.REPORT_LINGER)
+        self.clock.advance(ResultReporter.REPORT_LINGER)
         self.assertEqual(self.result_requests(), results + 1)
         self.assertEqual(self.coordinator.results[-1][1].attempt, "a2")
 

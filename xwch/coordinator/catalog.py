@@ -1,7 +1,7 @@
 """The catalog: which warehouses exist and which objects each holds; capabilities to reach them.
 
 Kept in memory for the scheduler's speed and written to the store before any answer relies on it.
-Small objects (:data:`xwch.protocol.INLINE_MOST` bytes at most) that workers send inside their
+Small objects (:data:`xwch.protocol.wire.INLINE_MOST` bytes at most) that workers send inside their
 results are held here, bytes and all ("inline"): they are in the store, at no warehouse, and
 travel inside the messages that need them.
 """

@@ -2,7 +2,7 @@
 
 It senses the network's load (:class:`~xwch.coordinator.load.LoadEstimator`, fed by Work Alive
 and heartbeat reports and by the coordinator's own interface counters) and publishes, per link,
-a :class:`~xwch.protocol.Policy`: the packet size (larger on fast links, so a packet is a
+a :class:`~xwch.protocol.worker.Policy`: the packet size (larger on fast links, so a packet is a
 tenth of a second's worth; smaller under load), the sleep between two packets (none on a quiet
 link, up to :attr:`CommunicationManager.MAX_SLEEP` on a loaded one: the higher the load, the
 longer the sleep) and how many transfers run at once (fewer under load). A warehouse's policy

@@ -7,12 +7,19 @@ from typing import Annotated, ClassVar
 
 from msgspec import Meta
 
-from xwch.protocol.codec import Message
-from xwch.protocol.wire import DIGEST_REGEX, INLINE_MOST
+from xwch.protocol.codec import Message, ProtocolError
+from xwch.protocol.wire import DIGEST_PATTERN, DIGEST_REGEX, INLINE_MOST
 
 Digest = Annotated[str, Meta(pattern=DIGEST_REGEX, description="SHA-256, 64 lowercase hex")]
 Size = Annotated[int, Meta(ge=0)]
 NonEmpty = Annotated[str, Meta(min_length=1)]
+
+
+def require_digest(value: object, where: str) -> str:
+    """``value`` if it is a SHA-256 digest (objects named in a path, not in a message)."""
+    if not isinstance(value, str) or not DIGEST_PATTERN.match(value):
+        raise ProtocolError(f"{where}: not a SHA-256 digest (64 lowercase hex digits)")
+    return value
 
 
 def check_inline(content: bytes, digest: str, size: int) -> None:

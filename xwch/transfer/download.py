@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random as _random
 import re
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable, XwchError
-from xwch.protocol.fields import require_digest
-from xwch.protocol.objects import Source
+from xwch.protocol.objects import Source, require_digest
 from xwch.protocol.wire import (
     ACCEPT_PACKET_CHECK_HEADER,
     ACCEPT_PACKET_ENCODING_HEADER,
@@ -42,7 +40,7 @@ from xwch.protocol.wire import (
     PACKET_ENCODING_ZSTD,
     SESSION_HEADER,
 )
-from xwch.transfer.backoff import Backoff
+from xwch.retry import Retry, RetryPolicy, equal_jitter
 from xwch.transfer.digest import BLOCK_SIZE
 from xwch.transfer.durable import fsync_directory
 from xwch.transfer.exchange import Reply, exchange
@@ -87,7 +85,7 @@ class Downloader:
         dest: Path,
         pacer: PacketPacer,
         reactor: IReactorTime,
-        random: Callable[[], float] = _random.random,
+        retry_policy: RetryPolicy | None = None,
         durable: bool = True,
     ) -> None:
         self._durable = durable
@@ -99,7 +97,7 @@ class Downloader:
         self._part = dest.with_name(dest.name + ".part")
         self._pacer = pacer
         self._reactor = reactor
-        self._backoff = Backoff(self.BACKOFF_BASE, self.BACKOFF_CAP, random)
+        self._retry = Retry(retry_policy or equal_jitter(self.BACKOFF_BASE, self.BACKOFF_CAP))
         self._controller = pacer.new_controller()
         self._session = secrets.token_hex(8)
         self._hasher = hashlib.sha256()
@@ -189,19 +187,18 @@ class Downloader:
                 )
             if self._offset > before:
                 rounds = 0
-                self._backoff.reset()
+                self._retry.reset()
             index += 1
             if index % len(self._sources) != 0:
                 continue
-            delay = self._backoff.next_delay()
+            # Every source busy: wait as told (the longest any asked), within the patience.
+            delay = self._retry.next_delay(None if failed else retry_after)
             if failed:
                 rounds += 1
                 if rounds >= self.MAX_ROUNDS:
                     assert last_error is not None
                     raise last_error
             else:
-                # Every source was busy: wait as told, within the patience.
-                delay = max(delay, retry_after)
                 self._busy_waited += delay
                 if self._busy_waited > self.BUSY_PATIENCE:
                     assert last_error is not None

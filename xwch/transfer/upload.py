@@ -12,7 +12,6 @@ answers 503: the upload waits as told, without counting it as a failure, up to
 from __future__ import annotations
 
 import hashlib
-import random as _random
 import secrets
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +22,14 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable
-from xwch.protocol.fields import require_digest
+from xwch.protocol.objects import require_digest
 from xwch.protocol.wire import (
     CAPABILITY_HEADER,
     PACKET_DIGEST_HEADER,
     PACKET_ENCODING_HEADER,
     SESSION_HEADER,
 )
-from xwch.transfer.backoff import Backoff
+from xwch.retry import Retry, RetryPolicy, equal_jitter
 from xwch.transfer.exchange import Reply, exchange
 from xwch.transfer.pacing import UPLOAD, PacketPacer
 from xwch.transfer.packet import PacketCompressor
@@ -66,7 +65,7 @@ class Uploader:
         capability: str,
         pacer: PacketPacer,
         reactor: IReactorTime,
-        random: Callable[[], float] = _random.random,
+        retry_policy: RetryPolicy | None = None,
     ) -> None:
         self._http = http
         self._url = url.rstrip("/")
@@ -77,7 +76,7 @@ class Uploader:
         self._capability = capability.encode("ascii")
         self._pacer = pacer
         self._reactor = reactor
-        self._backoff = Backoff(self.BACKOFF_BASE, self.BACKOFF_CAP, random)
+        self._retry = Retry(retry_policy or equal_jitter(self.BACKOFF_BASE, self.BACKOFF_CAP))
         self._controller = pacer.new_controller()
         self._compressor = PacketCompressor()
         self._session = secrets.token_hex(8).encode("ascii")
@@ -200,16 +199,15 @@ class Uploader:
     def _succeeded(self) -> None:
         self._failures = 0
         self._busy_waited = 0.0
-        self._backoff.reset()
+        self._retry.reset()
 
     async def _wait_after_failure(
         self, error: Unreachable | ApiError, retry_after: float | None
     ) -> None:
-        delay = self._backoff.next_delay()
         busy = isinstance(error, ApiError) and error.status == 503
+        # Busy is an answer, not a failure: wait as told, within the patience.
+        delay = self._retry.next_delay(retry_after if busy else None)
         if busy:
-            # Busy is an answer, not a failure: wait as told, within the patience.
-            delay = max(delay, retry_after or 0.0)
             self._busy_waited += delay
             if self._busy_waited > self.BUSY_PATIENCE:
                 raise error

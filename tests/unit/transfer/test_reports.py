@@ -9,6 +9,7 @@ from twisted.internet.task import Clock
 
 from tests.fakes.coordinator import FakeCoordinator
 from tests.fakes.warehouse import result_of
+from tests.unit.test_worker_service import TOP_OF_EACH_STEP
 from xwch.protocol.wire import PROTOCOL_VERSION
 from xwch.protocol.worker import HostFacts, Policy, TransfersReport
 from xwch.transfer import PacketPacer
@@ -36,7 +37,7 @@ def test_each_work_alive_reports_the_transfers_since_the_last() -> None:
         lambda assignment: None,  # type: ignore[arg-type,return-value]
         store,
         pacer,
-        jitter=lambda: 1.0,
+        retry_policy=TOP_OF_EACH_STEP,
     )
     service.startService()
     result_of(service.when_registered())
