@@ -334,10 +334,10 @@ def _serve(args: argparse.Namespace) -> None:
     from twisted.internet.defer import succeed
     from twisted.python.threadpool import ThreadPool
 
-    from xwch.warehouse.api import Registration, WarehouseResource
     from xwch.warehouse.blocking import ThreadPoolRunner
+    from xwch.warehouse.node import _QuietSite
     from xwch.warehouse.objects import ObjectStore
-    from xwch.warehouse.service import _QuietSite
+    from xwch.warehouse.routes import Registration, WarehouseResource
 
     class Catalog:
         def objects_stored(self, refs: Any) -> Any:

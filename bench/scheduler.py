@@ -213,7 +213,7 @@ def submit(tasks: int, db_url: str | None) -> None:
 
 
 def wake(tasks: int, workers: int) -> None:
-    from xwch.coordinator.service import CoordinatorConfig, make_coordinator
+    from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
     from xwch.coordinator.web import ApiRequest
     from xwch.protocol.worker import HostFacts
     from xwch.store import tokens

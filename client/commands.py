@@ -23,10 +23,10 @@ from xwch.http import JsonApi
 from xwch.protocol.client import AttemptLog, JobSummary
 from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_FAILED
 
-from .api import CoordinatorClient
 from .clock import now
+from .coordinator import CoordinatorClient
 from .follow import JobFollower
-from .network import network_text
+from .network_text import network_text
 from .results import default_results_dir, download_results
 from .submit import submit
 from .tables import jobs_table, status_text, tasks_table, workers_table

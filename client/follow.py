@@ -25,8 +25,8 @@ from xwch.protocol.wire import (
     TASK_RUNNING,
 )
 
-from .api import CoordinatorClient
 from .clock import now
+from .coordinator import CoordinatorClient
 from .humane import format_duration, format_rate
 
 # States shown beside the bar, in the order a task lives them; "done" is the bar itself.

@@ -18,8 +18,8 @@ from xwch.protocol.client import ResultFile
 from xwch.protocol.codec import ProtocolError
 from xwch.protocol.worker import Policy
 
-from .api import CoordinatorClient
 from .clock import now
+from .coordinator import CoordinatorClient
 from .humane import format_bytes, format_duration
 from .transfers import BIG_TRANSFER, Progress, Transfers, real_transfers
 

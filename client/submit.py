@@ -19,8 +19,8 @@ from xwch.errors import ApiError
 from xwch.protocol.objects import ObjectRef
 from xwch.protocol.worker import Policy
 
-from .api import CoordinatorClient
 from .clock import now
+from .coordinator import CoordinatorClient
 from .humane import format_bytes, format_duration
 from .transfers import BIG_TRANSFER, Progress, Transfers, real_transfers
 

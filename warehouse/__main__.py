@@ -24,8 +24,8 @@ from xwch.logs import start_logging
 from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
 from xwch.transfer.rates import parse_rate
 
+from .node import WarehouseService
 from .objects import ObjectStore
-from .service import WarehouseService
 
 PROGRAM = "xwch-warehouse"
 DEFAULT_LISTEN = "tcp:8751"

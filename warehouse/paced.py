@@ -13,7 +13,7 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall
 from twisted.web.server import Request
 
-from .network import WarehouseNetwork
+from .traffic import WarehouseNetwork
 
 
 class PacedRequest(Request):

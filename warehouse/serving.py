@@ -28,11 +28,11 @@ from xwch.protocol.wire import (
 
 from .answers import Refusal, Responder, header_text, refusal_body
 from .blocking import BlockingRunner
-from .network import CLIENTS, PacketAnswer, WarehouseNetwork, read_packet_thd
 from .objects import ObjectStore
 from .pieces import PiecesProducer
 from .sendfile import SendfileProducer, can_sendfile
 from .streaming import FileSpanProducer
+from .traffic import CLIENTS, PacketAnswer, WarehouseNetwork, read_packet_thd
 
 log = Logger()
 

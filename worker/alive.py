@@ -45,7 +45,7 @@ class AliveLink(Protocol):
     ) -> list[str]: ...
 
 
-class WorkAlive:
+class AliveBeat:
     """Sends a Work Alive every period through ``link``; ``drop``s what the answer cancels.
 
     ``held``: the attempts to list; ``evictions``: the cache's evictions to tell (optional);

@@ -6,7 +6,7 @@ An attempt is held from its assignment until its result is answered (or it is dr
             \\              \\           \\           \\
              +--------------+-----------+-----------+--> DROPPED
 
-WAITING_FOR_SLOT only when work was fetched ahead (see :mod:`xwch.worker.slots`); REPORTING
+WAITING_FOR_SLOT only when work was fetched ahead (see :mod:`xwch.worker.run_slots`); REPORTING
 while its outputs are stored; SENDING while its Work Result is on its way, its slot already free
 for the next. DROPPED: killed on the coordinator's word, given back, or stopped; its result is
 not reported.

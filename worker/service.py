@@ -13,7 +13,7 @@ coordinator, with their retries), :mod:`.uploader` (storing outputs), :mod:`.rep
 batched into Work Results, their log lines), :mod:`.alive` (Work Alive) and :mod:`.slots`.
 
 With ``work_ahead``, a worker whose attempts are short holds twice as many attempts again as it
-has slots (``AHEAD_PER_SLOT``): they wait for a slot (:mod:`xwch.worker.slots`) and start as
+has slots (``AHEAD_PER_SLOT``): they wait for a slot (:mod:`xwch.worker.run_slots`) and start as
 soon as one is free, rather than after a round trip to the coordinator; meanwhile results wait
 for each other (at most ``ResultReporter.REPORT_LINGER``) to go as one WRS. Dask's workers do
 the same (a queue fed ahead, results batched): on tasks of milliseconds, the requests are most
@@ -50,7 +50,7 @@ from xwch.protocol.worker import Assignment, AttemptResult, HostFacts
 from xwch.retry import Retry, RetryPolicy, retry_after_of
 from xwch.transfer.meter import TransferReporter
 
-from .alive import EvictionLog, WorkAlive
+from .alive import AliveBeat, EvictionLog
 from .attempts import Attempt, AttemptState, Held, HeldAttempt
 from .executor import CompletedAttempt
 from .link import (
@@ -66,7 +66,7 @@ from .link import (
     WorkerLost,
 )
 from .reporter import ResultReporter
-from .slots import SlotGate
+from .run_slots import SlotGate
 from .uploader import OutputUploader, StoreObject
 
 # Makes the attempt for an assignment.
@@ -149,7 +149,7 @@ class WorkerService(Service):
         # whether a suspension called it off.
         self._asking_work: Deferred[Any] | None = None
         self._work_called_off = False
-        self._alive = WorkAlive(
+        self._alive = AliveBeat(
             reactor,
             self._link,
             self.held_attempts,

@@ -1,7 +1,7 @@
 """An in-memory warehouse: the real warehouse resource on a temporary folder, behind StubTreq.
 
 Requests through :attr:`InMemoryWarehouse.http` never touch the network: the real routes of
-``xwch.warehouse.api`` answer them synchronously, so a test drives uploads and downloads with a
+``xwch.warehouse.routes`` answer them synchronously, so a test drives uploads and downloads with a
 :class:`~twisted.internet.task.Clock` and :func:`drive`.
 """
 
@@ -19,9 +19,9 @@ from twisted.web.resource import IResource
 
 from xwch import capability
 from xwch.protocol.objects import ObjectRef, Source
-from xwch.warehouse.api import Registration, WarehouseResource
 from xwch.warehouse.blocking import run_inline
 from xwch.warehouse.objects import ObjectStore
+from xwch.warehouse.routes import Registration, WarehouseResource
 
 WAREHOUSE_ID = "wh-test"
 KEY = b"k" * 32

@@ -32,7 +32,7 @@ from xwch.transfer import (
 )
 from xwch.transfer.download import Downloader
 from xwch.transfer.upload import Uploader
-from xwch.warehouse import api
+from xwch.warehouse import routes
 
 PACKET = 1000
 
@@ -375,7 +375,7 @@ def test_upload_waits_out_a_busy_warehouse(warehouse: InMemoryWarehouse, clock: 
     data = payload(2 * PACKET)
     warehouse.catalog.error = Unreachable("coordinator down")
     result_of(upload(warehouse, clock, data, pacer(clock)))
-    assert clock.seconds() >= api.REPORT_RETRY_AFTER
+    assert clock.seconds() >= routes.REPORT_RETRY_AFTER
     assert [r.digest for r in warehouse.catalog.reported] == [digest_of(data)]
 
 

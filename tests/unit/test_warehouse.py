@@ -24,10 +24,10 @@ from xwch.protocol.objects import ObjectRef
 from xwch.protocol.wire import CAPABILITY_HEADER, OBJECT_SIZE_HEADER, PACKET_DIGEST_HEADER
 from xwch.protocol.worker import Policy
 from xwch.retry import equal_jitter
-from xwch.warehouse import api
+from xwch.warehouse import routes
 from xwch.warehouse.blocking import run_inline
+from xwch.warehouse.node import WarehouseService
 from xwch.warehouse.objects import ObjectStore
-from xwch.warehouse.service import WarehouseService
 
 PACKET = 1000
 DATA = random.Random(3).randbytes(3 * PACKET)
@@ -303,7 +303,7 @@ def test_malformed_put_gets_400_naming_the_problem(
 
 def test_oversize_packet_gets_400(wh: InMemoryWarehouse, monkeypatch: pytest.MonkeyPatch) -> None:
     """A packet over the size limit is refused with 400 and a message giving the limit."""
-    monkeypatch.setattr(api, "MAX_PACKET_SIZE", 100)
+    monkeypatch.setattr(routes, "MAX_PACKET_SIZE", 100)
     code, _, body = answer(put(wh, wh.capability("put", DIGEST), 0, DATA[:101]))
     assert (code, body["error"]) == (400, "bad_request")
     assert "limit of 100 bytes" in body["message"]
@@ -346,7 +346,7 @@ def test_unreported_object_answers_busy_then_stored(wh: InMemoryWarehouse) -> No
     cap = wh.capability("put", DIGEST)
     wh.catalog.error = Unreachable("coordinator down")
     code, _, body = answer(put(wh, cap, 0, DATA))
-    assert (code, body["error"], body["retry_after"]) == (503, "busy", api.REPORT_RETRY_AFTER)
+    assert (code, body["error"], body["retry_after"]) == (503, "busy", routes.REPORT_RETRY_AFTER)
     assert wh.store.has(DIGEST)
     code, _, body = answer(call(wh, "GET", f"/objects/{DIGEST}/upload", {CAPABILITY_HEADER: cap}))
     assert (code, body) == (200, {"stored": True})

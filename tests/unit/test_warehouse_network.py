@@ -38,9 +38,9 @@ from xwch.protocol.wire import (
     PACKET_XXH3_HEADER,
     SESSION_HEADER,
 )
-from xwch.warehouse.network import FIRST_PIECE, WarehouseNetwork, read_packet_thd
-from xwch.warehouse.service import _QuietSite
+from xwch.warehouse.node import _QuietSite
 from xwch.warehouse.sessions import SessionTable, TooManySessions
+from xwch.warehouse.traffic import FIRST_PIECE, WarehouseNetwork, read_packet_thd
 
 TEXT = b"".join(b"%05d compressible text\n" % i for i in range(200))
 NOISE = random.Random(9).randbytes(4200)
@@ -180,9 +180,9 @@ def test_a_compressed_put_is_stored_as_its_raw_bytes(wh: InMemoryWarehouse) -> N
 
 def test_a_zstd_bomb_put_is_refused(wh: InMemoryWarehouse) -> None:
     """A tiny PUT claiming more than a packet's limit once decoded is refused, not decoded."""
-    from xwch.warehouse import api
+    from xwch.warehouse import routes
 
-    data = b"\0" * (api.MAX_PACKET_SIZE + 1)
+    data = b"\0" * (routes.MAX_PACKET_SIZE + 1)
     digest = hashlib.sha256(data).hexdigest()
     headers = {
         CAPABILITY_HEADER: wh.capability(capability.OP_PUT, digest),
@@ -346,7 +346,7 @@ def test_the_next_packet_is_read_ahead(wh: InMemoryWarehouse) -> None:
     assert ready is not None and b"".join(result_of(ready).body) == NOISE[1000:2000]
     get(wh, NOISE, "bytes=3000-4199")  # the last packet: nothing follows it
     assert read_ahead.take((digest, 4200, 1200, False, PACKET_CRC_HEADER, False)) is None
-    from xwch.warehouse.network import PacketAnswer, ReadAhead
+    from xwch.warehouse.traffic import PacketAnswer, ReadAhead
 
     small = ReadAhead()
     small.BUDGET = 2500

@@ -32,11 +32,11 @@ from xwch.protocol.worker import Policy
 from xwch.transfer import PacketPacer, download_object
 from xwch.transfer.exchange import exchange
 from xwch.transfer.packet import PacketCompressor, decode_packet
-from xwch.warehouse.api import Registration, WarehouseResource
 from xwch.warehouse.blocking import run_inline
-from xwch.warehouse.network import FIRST_PIECE, read_packet_thd
+from xwch.warehouse.node import _QuietSite
 from xwch.warehouse.objects import ObjectStore
-from xwch.warehouse.service import _QuietSite
+from xwch.warehouse.routes import Registration, WarehouseResource
+from xwch.warehouse.traffic import FIRST_PIECE, read_packet_thd
 
 # Several packets, each well past the first piece sent through the transport.
 PACKET = 5 * FIRST_PIECE + 17

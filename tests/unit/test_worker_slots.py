@@ -5,7 +5,7 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
-from xwch.worker.slots import SlotGate
+from xwch.worker.run_slots import SlotGate
 
 
 class SlotGateTests(SynchronousTestCase):

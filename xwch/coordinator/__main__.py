@@ -164,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
     from twisted.internet.defer import Deferred
 
-    from xwch.coordinator.service import CoordinatorConfig, make_coordinator
+    from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
     from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
 
     config = CoordinatorConfig(

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import Clock, deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from xwch.client.api import CoordinatorClient
+from xwch.client.coordinator import CoordinatorClient
 from xwch.client.follow import JobFollower, render_change, render_progress
 from xwch.errors import ApiError, Unreachable
 from xwch.protocol.client import JobSummary

@@ -15,7 +15,7 @@ from twisted.web.server import Request
 
 from tests.fakes.warehouse import result_of
 from xwch.client.__main__ import run
-from xwch.client.network import network_text
+from xwch.client.network_text import network_text
 
 NOW = 1_700_000_000.0
 STATUS = {

@@ -16,7 +16,7 @@ from tests.fakes.coordinator_client_side import (
     FakeJob,
     in_memory_transfers,
 )
-from xwch.client.api import CoordinatorClient
+from xwch.client.coordinator import CoordinatorClient
 from xwch.client.results import Downloaded, default_results_dir, download_results
 from xwch.http import JsonApi
 from xwch.protocol.codec import ProtocolError

@@ -19,7 +19,7 @@ from tests.fakes.coordinator_client_side import (
 )
 from tests.unit.client.harness import write_job
 from xwch.bundle import pack_bundle
-from xwch.client.api import CoordinatorClient
+from xwch.client.coordinator import CoordinatorClient
 from xwch.client.submit import submit
 from xwch.client.transfers import BIG_TRANSFER
 from xwch.dag import load_job_file

@@ -11,7 +11,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.database import InlineDatabase
-from xwch.coordinator.service import Coordinator, CoordinatorConfig, make_coordinator
+from xwch.coordinator.assembly import Coordinator, CoordinatorConfig, make_coordinator
 from xwch.protocol.objects import Source
 from xwch.protocol.worker import HostFacts
 from xwch.store import tokens

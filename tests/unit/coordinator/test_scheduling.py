@@ -10,9 +10,9 @@ from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, digest_of, wire_job
 from xwch.coordinator.__main__ import main as coordinator_main
+from xwch.coordinator.assembly import Coordinator, CoordinatorConfig, make_coordinator
 from xwch.coordinator.locality import LocalityScheduler
 from xwch.coordinator.scheduler import FifoScheduler
-from xwch.coordinator.service import Coordinator, CoordinatorConfig, make_coordinator
 from xwch.coordinator.workers import WorkersManager
 from xwch.protocol.objects import OutputFile
 from xwch.protocol.worker import Assignment, AttemptResult, HostFacts

@@ -39,11 +39,11 @@ from xwch.protocol.warehouse import (
 from xwch.protocol.wire import API_PREFIX, PROTOCOL_VERSION
 from xwch.retry import RetryPolicy, equal_jitter, retrying
 
-from .api import Registration, WarehouseResource
 from .blocking import BlockingRunner, ThreadPoolRunner
 from .objects import ObjectStore
 from .paced import PacedRequest
 from .replication import Replicator
+from .routes import Registration, WarehouseResource
 
 log = Logger()
 

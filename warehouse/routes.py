@@ -53,11 +53,11 @@ from .answers import (
     refusing,
 )
 from .blocking import BlockingRunner
-from .network import CLIENTS, WarehouseNetwork
 from .objects import ObjectStore
 from .ranges import parse_range
 from .replication import Replicator
 from .serving import serve_packet, stream
+from .traffic import CLIENTS, WarehouseNetwork
 
 log = Logger()
 
