@@ -152,8 +152,8 @@ class JobFollower:
                     job = await self._poll(job_id, self.POLL_INTERVAL)
                     if job.has_ended or now(self.reactor) - asked >= self.POLL_INTERVAL / 2:
                         continue
-                    # Answered at once, the job running: this coordinator does not hold polls
-                    # (it predates them), so we wait between polls from now on.
+                    # Answered at once, the job running: this coordinator did not hold the poll
+                    # (stopping, say), so we wait between polls from now on rather than spin.
                     self.coordinator_waits = False
                 elapsed = now(self.reactor) - start
                 await self._sleep(self._until_next_poll(job, done_before, elapsed))

@@ -7,7 +7,6 @@ status, and a ``Retry-After`` header when the client should come back.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +15,8 @@ from twisted.python.failure import Failure
 from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import Request
+
+from xwch.protocol.codec import encode
 
 
 class Refusal(Exception):
@@ -41,7 +42,7 @@ def json_body(request: Request, status: int, doc: object) -> bytes:
     """Set the status and content type; the body to return."""
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(doc).encode("utf-8")
+    return encode(doc)
 
 
 def refusal_body(request: Request, refusal: Refusal) -> bytes:

@@ -331,6 +331,8 @@ class WarehouseService(MultiService):
                 self._heartbeat.interval = registration.heartbeat_interval
         except Unreachable as e:
             log.warn("heartbeat not delivered: {error}", error=e)
+        except ProtocolError as e:
+            log.warn("the heartbeat's answer does not fit: {error}", error=e)
 
     # -- the catalog, for the web front ------------------------------------------------------
 

@@ -31,7 +31,7 @@ from xwch.errors import (
 )
 from xwch.protocol.codec import ProtocolError, decode
 from xwch.protocol.objects import ObjectRef, Source
-from xwch.protocol.warehouse import FetchRequest
+from xwch.protocol.warehouse import FetchRequest, FetchState, Health, UploadState
 from xwch.protocol.wire import (
     CAPABILITY_HEADER,
     DIGEST_PATTERN,
@@ -342,11 +342,11 @@ class _ObjectResource(JsonResource):
             else:
                 stored, status = await self._write(offset, size, data), 201
         if stored is None:
-            return 200, {"offset": offset + len(data)}
+            return 200, UploadState(offset=offset + len(data))
         root.network.sessions.finish(session)
         # Reported before the answer: the uploader's next step may be a job that needs it.
         await root.report(digest, stored)
-        return status, {"stored": True}
+        return status, UploadState(stored=True)
 
     async def _write(self, offset: int, size: int, data: bytes) -> int | None:
         """Write a packet (under the object's lock); the object's size once it is committed."""
@@ -408,11 +408,11 @@ class _UploadStateResource(JsonResource):
         if not root.store.has(digest):
             # An upload starts (or resumes) here: admitted as a session, or told to wait.
             root.network.admit(request, "put", digest, header_text(request, SESSION_HEADER))
-            return json_body(request, 200, {"offset": root.store.partial_size(digest)})
+            return json_body(request, 200, UploadState(offset=root.store.partial_size(digest)))
 
         async def stored() -> tuple[int, object]:
             await root.report(digest, root.store.size(digest))
-            return 200, {"stored": True}
+            return 200, UploadState(stored=True)
 
         return root.answer_later(request, stored)
 
@@ -427,7 +427,7 @@ class _HealthResource(JsonResource):
         self._root = root
 
     def render_GET(self, request: Request) -> bytes:
-        return json_body(request, 200, {"ok": True, "free": self._root.store.free_bytes()})
+        return json_body(request, 200, Health(ok=True, free=self._root.store.free_bytes()))
 
 
 class _FetchResource(JsonResource):
@@ -448,11 +448,11 @@ class _FetchResource(JsonResource):
             raise Refusal(503, "busy", "this warehouse cannot copy objects yet", retry_after=5.0)
         size, sources = _fetch_request(request)
         if root.replicator.fetch(digest, size, sources):
-            return json_body(request, 202, {"fetching": True})
+            return json_body(request, 202, FetchState(fetching=True))
 
         async def stored() -> tuple[int, object]:
             await root.report(digest, root.store.size(digest))
-            return 200, {"stored": True}
+            return 200, FetchState(stored=True)
 
         return root.answer_later(request, stored)
 

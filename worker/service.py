@@ -4,7 +4,7 @@ The worker only ever opens connections (it may sit behind NAT): a Register Reque
 then Work Requests (WR) whenever it has free slots, a Work Alive (WA) every ``alive_interval``
 seconds, a Work Result (WRS) when an attempt ends, and a giveback when it stops. The routes are
 those of docs/protocol.md. A WRS carries the next WR (``"work"``): a coordinator that answers it
-with ``"tasks"`` saves a round trip per task; one that does not (an older one, or a busy one)
+with ``"tasks"`` saves a round trip per task; one too busy to assign answers without them, and
 gets a WR of its own.
 
 This module keeps the pull loop and the life of an attempt (its states: :mod:`.attempts`); the

@@ -324,7 +324,7 @@ def test_the_heartbeat_reports_traffic_and_takes_its_session_limit(tmp_path: Pat
     network = service.resource.network
     assert network.sessions.limit == 7
     assert network.pacer.policy.packet_sleep == 0.1
-    reactor.advance(INTERVAL)  # an answer without a policy (an older coordinator) changes nothing
+    reactor.advance(INTERVAL)  # an answer that does not fit (no policy) changes nothing
     assert network.sessions.limit == 7
     assert [c[1] for c in coordinator.calls].count(REGISTER) == 1
     result_of(service.stopService())

@@ -97,6 +97,32 @@ class WarehouseList(Message, frozen=True):
     warehouses: tuple[WarehouseSite, ...]
 
 
+class UploadState(Message, frozen=True, omit_defaults=True):
+    """How far an upload is (``GET /objects/{digest}/upload``, and a packet's answer): stored,
+    or the bytes held, where the next packet starts."""
+
+    WHERE: ClassVar[str] = "upload"
+
+    stored: bool = False
+    offset: Size | None = None
+
+    def __post_init__(self) -> None:
+        if not self.stored and self.offset is None:
+            raise ValueError("expected an offset or stored")
+
+
+class FetchState(Message, frozen=True, omit_defaults=True):
+    """A fetch order's answer: stored here already, or the copy has started."""
+
+    stored: bool = False
+    fetching: bool = False
+
+
+class Health(Message, frozen=True):
+    ok: bool
+    free: int
+
+
 class FetchRequest(Message, frozen=True):
     """Copy an object here from other warehouses (replication ordered by the scanner)."""
 

@@ -22,7 +22,9 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, DigestMismatch, Unreachable
+from xwch.protocol.codec import ProtocolError, decode
 from xwch.protocol.objects import require_digest
+from xwch.protocol.warehouse import UploadState
 from xwch.protocol.wire import (
     CAPABILITY_HEADER,
     PACKET_DIGEST_HEADER,
@@ -182,12 +184,11 @@ class Uploader:
         }
 
     def _offset_of(self, reply: Reply) -> int | None:
-        doc = reply.json()
-        if not isinstance(doc, dict):
-            raise ApiError(reply.code, "bad_response", "the warehouse did not answer an object")
-        if doc.get("stored") is True:
-            return None
-        return self._checked_offset(doc.get("offset"))
+        try:
+            state = decode(reply.body, UploadState, "upload")
+        except ProtocolError as e:
+            raise ApiError(reply.code, "bad_response", f"the warehouse answered: {e}") from None
+        return None if state.stored else self._checked_offset(state.offset)
 
     def _checked_offset(self, value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= self._size:
