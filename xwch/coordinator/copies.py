@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from treq.client import HTTPClient
 
 from xwch.http import decode_error
+from xwch.protocol.codec import encode
 from xwch.protocol.objects import Source
+from xwch.protocol.warehouse import FetchRequest
 from xwch.protocol.wire import CAPABILITY_HEADER
 
 # (warehouse URL, digest, size, sources, put capability) -> asks that warehouse to copy it.
@@ -28,7 +29,7 @@ def copy_requester(http: HTTPClient) -> CopyRequest:
             b"content-type": [b"application/json"],
             CAPABILITY_HEADER.encode("ascii"): [capability.encode("ascii")],
         }
-        body = json.dumps({"size": size, "sources": [s.to_json() for s in sources]}).encode()
+        body = encode(FetchRequest(size=size, sources=tuple(sources)))
         response = await http.post(
             f"{url}/objects/{digest}/fetch",
             data=body,
