@@ -7,16 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends import fresh_database, postgres_available
+from tests.backends import fresh_database, postgres_or_skip
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database URL, once per backend; PostgreSQL skipped where none answers."""
+    """An empty database URL, once per backend; PostgreSQL skipped where none answers (but
+    never in CI, see ``postgres_or_skip``)."""
     if request.param == "postgresql":
-        why = postgres_available()
-        if why:
-            pytest.skip(why)
+        postgres_or_skip()
     with fresh_database(request.param, tmp_path) as url:
         yield url
 

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.backends import fresh_database, postgres_available
+from tests.backends import fresh_database, postgres_or_skip
 from xwch.store.database import Database
 
 _metadata = sa.MetaData()
@@ -117,7 +117,5 @@ class PostgresGroupCommitTests(_GroupCommitTests, TestCase):
     backend = "postgresql"
 
     def setUp(self) -> None:
-        why = postgres_available()
-        if why is not None:
-            raise SkipTest(why)
+        postgres_or_skip()
         super().setUp()
