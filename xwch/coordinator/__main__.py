@@ -10,6 +10,7 @@ from pathlib import Path
 
 from xwch.config import DEFAULT_PORT, xwch_home
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
+from xwch.coordinator.store_lock import StoreHeld, StoreLock, hold_store
 from xwch.protocol.wire import ROLES
 from xwch.store.database import default_url
 
@@ -157,11 +158,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     from xwch.logs import start_logging
 
     url = _db_url(args.db, args.data)
+    try:
+        # Before anything else: a refused coordinator changes nothing.
+        lock = hold_store(url)
+    except StoreHeld as e:
+        print(f"xwch-coordinator: {e}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     start_logging(args.log_level)
-    task.react(_run, [args, url])
+    task.react(_run, [args, url, lock])
 
 
-async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
+async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreLock | None) -> None:
     from twisted.internet.defer import Deferred
 
     from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
@@ -185,6 +192,8 @@ async def _run(reactor: object, args: argparse.Namespace, url: str) -> None:
     coordinator.startService()
     await coordinator.web.listening
     freeze_what_is_loaded()
+    if lock is not None:
+        lock.tell(coordinator.url())
     print(f"xwch-coordinator listening on {coordinator.url()}", flush=True)
     done: Deferred[None] = Deferred()
     reactor.addSystemEventTrigger("before", "shutdown", lambda: coordinator.stopService())  # type: ignore[attr-defined]
