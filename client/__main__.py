@@ -143,6 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workers.add_argument("--json", action="store_true", help="print JSON")
 
+    coordinators = command(
+        "coordinators",
+        "the coordinators sharing the store, one a row",
+        "One row a coordinator: id, URL, state (live or lost), groups held, workers, "
+        "attempts running, last heard.",
+    )
+    coordinators.add_argument("--json", action="store_true", help="print JSON")
+
     results = command(
         "results",
         "download a job's results",

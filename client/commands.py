@@ -29,7 +29,7 @@ from .follow import JobFollower
 from .network_text import network_text
 from .results import default_results_dir, download_results
 from .submit import submit
-from .tables import jobs_table, status_text, tasks_table, workers_table
+from .tables import coordinators_table, jobs_table, status_text, tasks_table, workers_table
 from .transfers import Transfers
 
 PROGRAM = "xwch-client"
@@ -156,6 +156,15 @@ async def cmd_workers(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_coordinators(ctx: Context, args: argparse.Namespace) -> int:
+    members = await ctx.client(args).coordinators()
+    if args.json:
+        ctx.out_json({"coordinators": [m.to_json() for m in members]})
+    else:
+        ctx.out(coordinators_table(members, ctx.now()))
+    return 0
+
+
 async def cmd_results(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.client(args)
     if args.output:
@@ -235,6 +244,7 @@ COMMANDS: dict[str, Command] = {
     "status": cmd_status,
     "tasks": cmd_tasks,
     "workers": cmd_workers,
+    "coordinators": cmd_coordinators,
     "results": cmd_results,
     "logs": cmd_logs,
     "cancel": cmd_cancel,

@@ -24,6 +24,7 @@ from xwch.protocol.client import (
     WorkerInfo,
     WorkerList,
 )
+from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
 from xwch.protocol.objects import (
     DownloadsAnswer,
     DownloadsRequest,
@@ -91,6 +92,11 @@ class CoordinatorClient:
 
     async def workers(self) -> list[WorkerInfo]:
         return list((await self.api.get_as(f"{API_PREFIX}/workers", WorkerList)).workers)
+
+    async def coordinators(self) -> list[CoordinatorInfo]:
+        """The coordinators sharing the store, live ones first."""
+        path = f"{API_PREFIX}/coordinators"
+        return list((await self.api.get_as(path, CoordinatorList)).coordinators)
 
     async def uploads(self, objects: Iterable[ObjectRef], site: str | None = None) -> UploadPlan:
         """Which of ``objects`` some warehouse lacks, and where (at ``site``) to upload them."""

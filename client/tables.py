@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 
 from xwch.protocol.client import JobSummary, TaskInfo, WorkerInfo
+from xwch.protocol.cluster import CoordinatorInfo
 from xwch.protocol.wire import TASK_STATES
 
 from .humane import NOTHING, format_ago, format_clock, format_day_clock, format_duration, format_gib
@@ -83,6 +84,34 @@ def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None)
         for t in tasks
     ]
     return render_table(TASK_COLUMNS, rows)
+
+
+COORDINATOR_COLUMNS = (
+    Column("ID"),
+    Column("URL"),
+    Column("STATE"),
+    Column("GROUPS", right=True),
+    Column("WORKERS", right=True),
+    Column("RUNNING", right=True),
+    Column("LAST HEARD", right=True),
+)
+
+
+def coordinators_table(members: Sequence[CoordinatorInfo], now: float) -> str:
+    """One row a coordinator, live ones first."""
+    rows = [
+        (
+            m.id,
+            m.url,
+            m.state,
+            str(len(m.groups)),
+            str(m.workers),
+            str(m.running),
+            format_ago(now, m.last_heard),
+        )
+        for m in members
+    ]
+    return render_table(COORDINATOR_COLUMNS, rows)
 
 
 WORKER_COLUMNS = (

@@ -22,6 +22,7 @@ from twisted.web.server import Request
 from xwch.bundle import pack_bundle
 from xwch.client.transfers import Transfers
 from xwch.protocol.client import JobCreated, JobList, JobSummary
+from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
 from xwch.protocol.codec import ProtocolError, convert, encode
 from xwch.protocol.objects import (
     DownloadsAnswer,
@@ -102,6 +103,7 @@ class FakeCoordinator:
         self.now = now
         self.jobs: dict[str, FakeJob] = {}
         self.workers: list[dict[str, Any]] = []
+        self.coordinators: list[CoordinatorInfo] = []
         self.objects: dict[str, bytes] = {}  # what "some warehouse" holds
         self.requests: list[tuple[str, str]] = []
         self.uploaded: list[str] = []  # digests received by the fake warehouse
@@ -186,6 +188,8 @@ class FakeCoordinator:
                 return {"results": self._job(job_id).results}
             case ("GET", ["workers"]):
                 return {"workers": self.workers}
+            case ("GET", ["coordinators"]):
+                return CoordinatorList(coordinators=tuple(self.coordinators))
         raise HttpError(404, "not_found", f"no route {method} {path}")
 
     def _job(self, job_id: str) -> FakeJob:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from xwch.config import DEFAULT_PORT, xwch_home
+from xwch.coordinator.members import DEFAULT_LEASE
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.coordinator.store_lock import StoreHeld, StoreLock, hold_store
 from xwch.protocol.wire import ROLES
@@ -34,6 +35,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ENDPOINT",
         default=f"tcp:{DEFAULT_PORT}",
         help="Twisted endpoint to listen on (default: tcp:%(default)s)".replace("tcp:tcp:", "tcp:"),
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the URL workers, warehouses and clients reach this coordinator at "
+        "(default: the address it listens on)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        metavar="S",
+        default=DEFAULT_LEASE,
+        help="how long a silent coordinator keeps what it holds (default %(default)g)",
     )
     parser.add_argument(
         "--alive-interval",
@@ -135,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "scan_interval",
         "heartbeat_interval",
         "warehouse_timeout",
+        "lease",
     ):
         value = getattr(args, name)
         if value is not None and not value > 0:
@@ -145,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of bytes/s")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
+    if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
+        parser.error(f"--public-url must start with http:// or https://, not {args.public_url!r}")
     if args.command == "token":
         url = _db_url(args.token_db or args.db, args.token_data or args.data)
         try:
@@ -186,6 +203,8 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
         scheduler=args.scheduler,
         site_rate=args.site_rate,
         wan_rate=args.wan_rate,
+        public_url=args.public_url.rstrip("/") if args.public_url else None,
+        lease=args.lease,
     )
     raise_open_file_limit()
     coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]

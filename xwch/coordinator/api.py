@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from xwch.coordinator.catalog import Catalog, NoWarehouse
 from xwch.coordinator.communication import Busy, CommunicationManager
+from xwch.coordinator.members import Membership
 from xwch.coordinator.openapi import openapi_document
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.tasks import (
@@ -36,6 +37,7 @@ from xwch.protocol.client import (
     TaskList,
     WorkerList,
 )
+from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
 from xwch.protocol.codec import ProtocolError, ProtocolVersionError, check_version
 from xwch.protocol.objects import (
     DownloadsAnswer,
@@ -86,6 +88,7 @@ CLIENT = (ROLE_CLIENT,)
 WORKER = (ROLE_WORKER,)
 WAREHOUSE = (ROLE_WAREHOUSE,)
 CLIENT_OR_WORKER = (ROLE_CLIENT, ROLE_WORKER)
+EVERY_ROLE = (ROLE_CLIENT, ROLE_WORKER, ROLE_WAREHOUSE)
 
 
 def map_error(e: Exception) -> HttpError | None:
@@ -148,6 +151,7 @@ class CoordinatorApi:
         self._communication = communication
         self.waiting = waiting
         self.scanner: Scanner | None = None
+        self.membership: Membership | None = None
 
     def routes(self) -> list[Route]:
         r = Route
@@ -212,6 +216,13 @@ class CoordinatorApi:
             r("GET", "/jobs/{job}/results", CLIENT, self.results, "The job's result objects"),
             r("GET", "/workers", CLIENT, self.list_workers, "One row a worker"),
             r("GET", "/status", CLIENT, self.status, "Policy, limits and queue lengths"),
+            r(
+                "GET",
+                "/coordinators",
+                EVERY_ROLE,
+                self.coordinators,
+                "The coordinators sharing this store: where each answers, live or lost",
+            ),
             # Workers
             r("POST", "/workers", WORKER, self.register_worker, "Register Request", HostFacts),
             r(
@@ -443,6 +454,24 @@ class CoordinatorApi:
                 for w in self._catalog.warehouses.values()
             ],
         }
+
+    async def coordinators(self, req: ApiRequest) -> tuple[int, Any]:
+        assert self.membership is not None
+        members = await self.membership.members()
+        return 200, CoordinatorList(
+            coordinators=tuple(
+                CoordinatorInfo(
+                    id=m.id,
+                    url=m.url,
+                    state="live" if m.live else "lost",
+                    groups=(),
+                    workers=m.workers,
+                    running=m.running,
+                    last_heard=m.last_heard,
+                )
+                for m in members
+            )
+        )
 
     # Workers
 

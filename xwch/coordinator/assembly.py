@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
@@ -26,6 +26,7 @@ from xwch.coordinator.copies import CopyRequest, copy_requester
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.estimates import TransferEstimates
 from xwch.coordinator.locality import LocalityScheduler
+from xwch.coordinator.members import DEFAULT_LEASE, Membership
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.scheduler import POLICY_FIFO, POLICY_LOCALITY, FifoScheduler, Scheduler
@@ -55,6 +56,10 @@ class CoordinatorConfig:
     # Default transfer rates (bytes/s) within a site and between sites, until measured.
     site_rate: float | None = None
     wan_rate: float | None = None
+    # The URL other parts reach this coordinator at (default: the address it listens on).
+    public_url: str | None = None
+    # How long a silent member of the platform keeps what it holds.
+    lease: float = DEFAULT_LEASE
 
 
 class StoreService(Service):
@@ -152,6 +157,8 @@ class Coordinator(MultiService):
         scanner: Scanner,
         web: WebService,
         api: CoordinatorApi,
+        membership: Membership,
+        public_url: str | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -163,6 +170,8 @@ class Coordinator(MultiService):
         self.scanner = scanner
         self.web = web
         self.api = api
+        self.membership = membership
+        self.public_url = public_url
         self.waiting = api.waiting
         self.root = web.root
         # Dependency order: the store first in, last out.
@@ -170,11 +179,19 @@ class Coordinator(MultiService):
         workers.setServiceParent(self)
         scanner.setServiceParent(self)
         web.setServiceParent(self)
+        # Joins once listening; leaves before the web front stops answering.
+        membership.setServiceParent(self)
         # Stopped first: requests held open are answered before the rest stops.
         HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
 
     def url(self) -> str:
-        return self.web.url()
+        return self.public_url or self.web.url()
+
+    def stopService(self) -> Deferred[None]:
+        # The member leaves the store before anything stops: MultiService stops its children
+        # all at once, and a write asked once the store's threads are stopping never ends.
+        left = maybeDeferred(self.membership.stopService)
+        return cast("Deferred[None]", left.addBoth(lambda _: MultiService.stopService(self)))
 
 
 def make_scheduler(
@@ -232,4 +249,25 @@ async def make_coordinator(
     router = JsonRouter(API_PREFIX, api.routes(), Authenticator(db), map_error)
     root.putChild(b"api", router)
     web = WebService(cast(IReactorCore, reactor), config.listen, root)
-    return Coordinator(db, tasks, workers, scheduler, communication, catalog, scanner, web, api)
+    membership = Membership(
+        reactor,
+        db,
+        cast("Deferred[object]", web.listening),
+        lambda: config.public_url or web.url(),
+        lambda: (len(workers.workers), tasks.counts().get("running", 0)),
+        config.lease,
+    )
+    api.membership = membership
+    return Coordinator(
+        db,
+        tasks,
+        workers,
+        scheduler,
+        communication,
+        catalog,
+        scanner,
+        web,
+        api,
+        membership,
+        config.public_url,
+    )

@@ -154,6 +154,21 @@ inline_objects = sa.Table(
 )
 
 
+# The coordinators sharing this store (several only on PostgreSQL): each renews its row; one
+# silent past the lease is lost. Times are the database's clock, so members' clocks may differ.
+coordinators = sa.Table(
+    "coordinators",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.String(512), nullable=False),
+    sa.Column("started", sa.Float, nullable=False),
+    sa.Column("last_heard", sa.Float, nullable=False),
+    # What the member told at its last renewal, for `xwch-client coordinators`.
+    sa.Column("workers", sa.Integer, nullable=False, default=0),
+    sa.Column("running", sa.Integer, nullable=False, default=0),
+)
+
+
 def _create_v1(conn: sa.Connection) -> None:
     metadata.create_all(conn)
     # The key that signs warehouse capabilities; made once, kept with the data it protects.
@@ -174,10 +189,15 @@ def _inline_objects_v3(conn: sa.Connection) -> None:
     inline_objects.create(conn, checkfirst=True)
 
 
+def _coordinators_v4(conn: sa.Connection) -> None:
+    coordinators.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _speculative_attempts_v2,
     _inline_objects_v3,
+    _coordinators_v4,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

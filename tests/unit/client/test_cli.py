@@ -17,6 +17,7 @@ from tests.fakes.coordinator_client_side import (
 )
 from tests.unit.client.harness import environ, run_cli, write_job
 from xwch.client.__main__ import EXIT_COORDINATOR, EXIT_JOB_FAILED, EXIT_OK, EXIT_USAGE
+from xwch.protocol.cluster import CoordinatorInfo
 
 DONE = Step("done", {"done": 3})
 FAILED = Step("failed", {"done": 2, "failed": 1}, message="task merge failed")
@@ -335,6 +336,30 @@ def test_workers_table(fake: FakeCoordinator, tmp_path: Path) -> None:
         "3s",
         "ago",
     ]
+
+
+def test_coordinators_table_and_json(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """`coordinators` shows one row a member, live first, and the same as JSON."""
+    fake.coordinators = [
+        CoordinatorInfo("c-1", "http://c1:8750", "live", ("g1", "g2"), 4, 3, fake.now - 2),
+        CoordinatorInfo("c-2", "http://c2:8750", "lost", (), 0, 0, fake.now - 40),
+    ]
+    out = run_cli(["coordinators"], fake, tmp_path)
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "URL",
+        "STATE",
+        "GROUPS",
+        "WORKERS",
+        "RUNNING",
+        "LAST",
+        "HEARD",
+    ]
+    assert lines[1].split() == ["c-1", "http://c1:8750", "live", "2", "4", "3", "2s", "ago"]
+    assert lines[2].split()[:3] == ["c-2", "http://c2:8750", "lost"]
+    doc = json.loads(run_cli(["coordinators", "--json"], fake, tmp_path).stdout)
+    assert [c["state"] for c in doc["coordinators"]] == ["live", "lost"]
 
 
 def test_list_shows_jobs_newest_first(fake: FakeCoordinator, tmp_path: Path) -> None:
