@@ -21,13 +21,13 @@ for each other (at most ``ResultReporter.REPORT_LINGER``) to go as one WRS. Dask
 the same (a queue fed ahead, results batched): on tasks of milliseconds, the requests are most
 of the cost.
 
-Everything the service does in the background runs through :meth:`WorkerService._in_background`,
+Everything the service does in the background runs through :class:`.background.BackgroundWork`,
 which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,7 +35,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     TimeoutError,
     ensureDeferred,
     gatherResults,
@@ -43,7 +42,6 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.protocol.codec import ProtocolError
@@ -54,6 +52,7 @@ from xwch.transfer.meter import TransferReporter
 from .alive import AliveBeat, EvictionLog
 from .attempt_runner import AttemptFactory, AttemptRunner
 from .attempts import HeldAttempt
+from .background import BackgroundWork
 from .link import (
     CacheContents,
     Coordinator,
@@ -132,6 +131,7 @@ class WorkerService(Service):
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
+        self._background = BackgroundWork(lambda: self._stopping, told=(RegistrationRefused,))
         self._reporter = ResultReporter(reactor, self._link, self)
         self._attempts = AttemptRunner(
             reactor,
@@ -140,11 +140,10 @@ class WorkerService(Service):
             OutputUploader(reactor, self._link, store_object, self._link.retry_policy),
             self._reporter,
             self,
-            self._in_background,
+            self._background.run,
         )
         # The idle poll's current period (see IDLE_POLL_START).
         self._idle = self.IDLE_POLL_START
-        self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
         # The main loop's Work Request while it is unanswered (it may wait for work), and
         # whether a suspension called it off.
@@ -155,7 +154,7 @@ class WorkerService(Service):
             self._link,
             self._attempts.held_attempts,
             self._attempts.drop,
-            self._in_background,
+            self._background.run,
             evictions,
             pacer.transfer_report if isinstance(pacer, TransferReporter) else None,
         )
@@ -166,7 +165,7 @@ class WorkerService(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._main = self._in_background(self._work(), "the worker's main loop")
+        self._main = self._background.run(self._work(), "the worker's main loop")
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -271,7 +270,7 @@ class WorkerService(Service):
             return
         for attempt_id in given:
             self._attempts.drop(attempt_id, f"given back: {why}")
-        self._in_background(self._give_back(given), "giveback")
+        self._background.run(self._give_back(given), "giveback")
 
     # The pull loop
 
@@ -388,8 +387,7 @@ class WorkerService(Service):
             self._attempts.drop(attempt_id, "given back: the worker is stopping")
         give_back = Deferred.fromCoroutine(self._give_back(given))
         # Everything was killed or cancelled: what is left ends promptly.
-        settled: Deferred[Any] = DeferredList(list(self._background), consumeErrors=True)
-        both: Deferred[list[Any]] = gatherResults([give_back, settled])
+        both: Deferred[list[Any]] = gatherResults([give_back, self._background.settled()])
         both.addTimeout(self.GIVEBACK_TIMEOUT, self._reactor)
         try:
             await both
@@ -411,29 +409,6 @@ class WorkerService(Service):
             )
             return
         self.log.info("gave back {count} attempts", count=len(attempts))
-
-    # Helpers
-
-    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> Deferred[None]:
-        """Run ``work``; log its failure; keep it until it ends so stopping can wait for it."""
-        d = Deferred.fromCoroutine(work)
-        self._background.add(d)
-        d.addErrback(self._log_failure, what)
-
-        def forget(result: None) -> None:
-            self._background.discard(d)
-            return result
-
-        d.addBoth(forget)
-        return d
-
-    def _log_failure(self, failure: Failure, what: str) -> None:
-        if failure.check(CancelledError) and self._stopping:
-            return
-        if failure.check(RegistrationRefused):
-            self.log.error("{error}", error=failure.value)
-            return
-        self.log.failure("{what} failed", failure, what=what)
 
 
 def _timer(reactor: IReactorTime, delay: float, call: Callable[[], None]) -> Deferred[None]:
