@@ -49,7 +49,7 @@ class AttemptState(enum.Enum):
     RUNNING = "running"
     # Its program has ended; its outputs are being stored.
     REPORTING = "reporting"
-    # Its Work Result is on its way: only stopping cuts it short (see WorkerService._drop).
+    # Its Work Result is on its way: only stopping cuts it short (see AttemptRunner.drop).
     SENDING = "sending"
     # Its result is not reported.
     DROPPED = "dropped"
@@ -85,7 +85,7 @@ class Held:
     def __init__(self, attempt: Attempt) -> None:
         self.attempt = attempt
         self.state = AttemptState.WAITING_FOR_SLOT
-        # Its whole life in the worker (see WorkerService._attempt_life): cancelled to cut
+        # Its whole life in the worker (see AttemptRunner._attempt_life): cancelled to cut
         # short the storing or the sending of its result.
         self.life: Deferred[None] | None = None
         # While WAITING_FOR_SLOT: the slot it waits for, cancelled if it is dropped first.

@@ -7,10 +7,12 @@ those of docs/protocol.md. A WRS carries the next WR (``"work"``): a coordinator
 with ``"tasks"`` saves a round trip per task; one too busy to assign answers without them, and
 gets a WR of its own.
 
-This module keeps the pull loop and the life of an attempt (its states: :mod:`.attempts`); the
-rest is in pieces of one job each: :mod:`.link` (registration and every message to the
-coordinator, with their retries), :mod:`.uploader` (storing outputs), :mod:`.reporter` (results
-batched into Work Results, their log lines), :mod:`.alive` (Work Alive) and :mod:`.slots`.
+This module keeps the pull loop, the volunteer's say over it (suspend, resume, fewer slots) and
+stopping; the rest is in pieces of one job each: :mod:`.attempt_runner` (the life of each
+attempt, from its assignment to its result; its states: :mod:`.attempts`), :mod:`.link`
+(registration and every message to the coordinator, with their retries), :mod:`.uploader`
+(storing outputs), :mod:`.reporter` (results batched into Work Results, their log lines),
+:mod:`.alive` (Work Alive) and :mod:`.run_slots`.
 
 With ``work_ahead``, a worker whose attempts are short holds twice as many attempts again as it
 has slots (``AHEAD_PER_SLOT``): they wait for a slot (:mod:`xwch.worker.run_slots`) and start as
@@ -19,13 +21,13 @@ for each other (at most ``ResultReporter.REPORT_LINGER``) to go as one WRS. Dask
 the same (a queue fed ahead, results batched): on tasks of milliseconds, the requests are most
 of the cost.
 
-Everything the service does in the background runs through :meth:`WorkerService._in_background`,
+Everything the service does in the background runs through :class:`.background.BackgroundWork`,
 which logs failures and is awaited by ``stopService``: no Deferred is dropped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,7 +35,6 @@ from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     TimeoutError,
     ensureDeferred,
     gatherResults,
@@ -41,18 +42,17 @@ from twisted.internet.defer import (
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.protocol.codec import ProtocolError
-from xwch.protocol.wire import OUTCOME_FAILED
-from xwch.protocol.worker import Assignment, AttemptResult, HostFacts
+from xwch.protocol.worker import HostFacts
 from xwch.retry import Retry, RetryPolicy, retry_after_of
 from xwch.transfer.meter import TransferReporter
 
 from .alive import AliveBeat, EvictionLog
-from .attempts import Attempt, AttemptState, Held, HeldAttempt
-from .executor import CompletedAttempt
+from .attempt_runner import AttemptFactory, AttemptRunner
+from .attempts import HeldAttempt
+from .background import BackgroundWork
 from .link import (
     CacheContents,
     Coordinator,
@@ -61,16 +61,12 @@ from .link import (
     PolicyListener,
     RegistrationRefused,
     Tasks,
-    Unreadable,
     WorkAsk,
     WorkerLost,
 )
 from .reporter import ResultReporter
 from .run_slots import SlotGate
 from .uploader import OutputUploader, StoreObject
-
-# Makes the attempt for an assignment.
-AttemptFactory = Callable[[Assignment], Attempt]
 
 
 class WorkerService(Service):
@@ -115,8 +111,6 @@ class WorkerService(Service):
     ) -> None:
         self._reactor = reactor
         self._work_ahead = work_ahead
-        # The moving average of attempts' durations (None before the first).
-        self._typical_duration: float | None = None
         self._link = CoordinatorLink(
             reactor,
             coordinator,
@@ -126,24 +120,30 @@ class WorkerService(Service):
             locate_site,
             cache_contents,
             on_registered=self._registered,
-            on_lost=self._wake,
+            on_lost=self.wake,
         )
-        self._new_attempt = new_attempt
-        self._uploader = OutputUploader(reactor, self._link, store_object, self._link.retry_policy)
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
         self._slot_gate = SlotGate(self._slots)
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
         self._stopping = False
-        self._attempts: dict[str, Held] = {}
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
+        self._background = BackgroundWork(lambda: self._stopping, told=(RegistrationRefused,))
         self._reporter = ResultReporter(reactor, self._link, self)
+        self._attempts = AttemptRunner(
+            reactor,
+            new_attempt,
+            self._slot_gate,
+            OutputUploader(reactor, self._link, store_object, self._link.retry_policy),
+            self._reporter,
+            self,
+            self._background.run,
+        )
         # The idle poll's current period (see IDLE_POLL_START).
         self._idle = self.IDLE_POLL_START
-        self._background: set[Deferred[None]] = set()
         self._main: Deferred[None] | None = None
         # The main loop's Work Request while it is unanswered (it may wait for work), and
         # whether a suspension called it off.
@@ -152,9 +152,9 @@ class WorkerService(Service):
         self._alive = AliveBeat(
             reactor,
             self._link,
-            self.held_attempts,
-            self._drop,
-            self._in_background,
+            self._attempts.held_attempts,
+            self._attempts.drop,
+            self._background.run,
             evictions,
             pacer.transfer_report if isinstance(pacer, TransferReporter) else None,
         )
@@ -165,7 +165,7 @@ class WorkerService(Service):
     def startService(self) -> None:
         super().startService()
         self._stopping = False
-        self._main = self._in_background(self._work(), "the worker's main loop")
+        self._main = self._background.run(self._work(), "the worker's main loop")
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
@@ -184,9 +184,13 @@ class WorkerService(Service):
         """Fires with the worker id once first registered; fails if the coordinator refuses."""
         return self._link.when_registered()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def running_attempts(self) -> list[str]:
         """Ids of the attempts this worker holds (running, or reporting their result)."""
-        return [a for a, r in self._attempts.items() if not r.dropped]
+        return self._attempts.running_attempts()
 
     def free_slots(self) -> int:
         """Slots no attempt runs in."""
@@ -200,7 +204,7 @@ class WorkerService(Service):
         Request then follows the result, so the coordinator may hand this worker the tasks that
         result unblocked, whose inputs it holds.
         """
-        return self._slots + self._ahead() - len(self._attempts)
+        return self._slots + self.ahead() - len(self._attempts)
 
     def _work_ask(self, slots: int, wait: float = 0.0) -> WorkAsk:
         """Work for ``slots``, saying how many of them have nothing to run (the others are
@@ -210,27 +214,17 @@ class WorkerService(Service):
         idle = max(0, self._slots - gate.taken - gate.waiting)
         return WorkAsk(slots, idle, wait)
 
-    def _ahead(self) -> int:
-        typical = self._typical_duration
+    def ahead(self) -> int:
+        """How many attempts this worker may hold beyond its slots: none unless it works ahead
+        and its attempts are short."""
+        typical = self._attempts.typical_duration
         if not self._work_ahead or typical is None or typical >= self.SHORT_ATTEMPT:
             return 0
         return self._slots * self.AHEAD_PER_SLOT
 
     def held_attempts(self) -> list[HeldAttempt]:
         """The attempts this worker holds and what each is doing."""
-        held = []
-        for attempt_id, record in self._attempts.items():
-            if record.dropped:
-                continue
-            if record.reporting:
-                state = "reporting"
-            elif record.state is AttemptState.WAITING_FOR_SLOT:
-                state = "waiting"
-            else:
-                state = "running" if self.suspended is None else "suspended"
-            a = record.attempt.assignment
-            held.append(HeldAttempt(attempt_id, a.job, a.task, state))
-        return held
+        return self._attempts.held_attempts()
 
     # The volunteer's preferences (see governor.py)
 
@@ -242,7 +236,7 @@ class WorkerService(Service):
             self.log.info("running at most {slots} attempts at once", slots=slots)
             self._slots = slots
             self._slot_gate.resize(slots)
-            self._wake()
+            self.wake()
 
     def suspend(self, reason: str) -> None:
         """Stop the attempts' processes and ask for no work until :meth:`resume`.
@@ -259,19 +253,15 @@ class WorkerService(Service):
             # it off (the coordinator takes back any given as the line drops).
             self._work_called_off = True
             self._asking_work.cancel()
-        for record in self._attempts.values():
-            if not record.dropped and not record.reporting:
-                record.attempt.suspend()
+        self._attempts.suspend()
 
     def resume(self) -> None:
         """Continue the suspended attempts and ask for work again."""
         if self.suspended is None:
             return
         self.suspended = None
-        for record in self._attempts.values():
-            if not record.dropped:
-                record.attempt.resume()
-        self._wake()
+        self._attempts.resume()
+        self.wake()
 
     def give_back_held(self, why: str) -> None:
         """Kill the attempts whose program has not ended, and give them back to run elsewhere."""
@@ -279,8 +269,8 @@ class WorkerService(Service):
         if not given:
             return
         for attempt_id in given:
-            self._drop(attempt_id, f"given back: {why}")
-        self._in_background(self._give_back(given), "giveback")
+            self._attempts.drop(attempt_id, f"given back: {why}")
+        self._background.run(self._give_back(given), "giveback")
 
     # The pull loop
 
@@ -328,7 +318,7 @@ class WorkerService(Service):
                 await deferLater(self._reactor, delay)
                 continue
             errors.reset()
-            if self._start_attempts(tasks):
+            if self._attempts.start(tasks):
                 self._idle = self.IDLE_POLL_START
                 continue
             if self._reactor.seconds() - asked_at >= self.WORK_WAIT / 2:
@@ -351,9 +341,9 @@ class WorkerService(Service):
         await self._nap(idle)
 
     async def _nap(self, delay: float | None) -> None:
-        """Wait ``delay`` seconds (None: no limit), or less if :meth:`_wake` is called."""
+        """Wait ``delay`` seconds (None: no limit), or less if :meth:`wake` is called."""
         wakeup = self._wakeup = Deferred()
-        timer = None if delay is None else _timer(self._reactor, delay, self._wake)
+        timer = None if delay is None else _timer(self._reactor, delay, self.wake)
         try:
             await wakeup
         finally:
@@ -361,132 +351,11 @@ class WorkerService(Service):
             if timer is not None:
                 timer.cancel()
 
-    def _wake(self) -> None:
+    def wake(self) -> None:
+        """End the pull loop's nap: an attempt is gone, the worker resumed, or it is lost."""
         wakeup, self._wakeup = self._wakeup, None
         if wakeup is not None and not wakeup.called:
             wakeup.callback(None)
-
-    def _start_attempts(self, tasks: Tasks) -> int:
-        started = 0
-        for assignment in tasks:
-            if isinstance(assignment, Unreadable):
-                self._refuse_assignment(assignment.attempt, assignment.error)
-                continue
-            if assignment.attempt in self._attempts:
-                continue
-            try:
-                attempt = self._new_attempt(assignment)
-            except Exception as e:
-                self.log.failure("cannot set up attempt {attempt}", attempt=assignment.attempt)
-                self._refuse_assignment(assignment.attempt, e)
-                continue
-            record = self._attempts[assignment.attempt] = Held(attempt)
-            if self.suspended is not None:
-                # Assigned by a Work Request sent before the suspension.
-                attempt.suspend()
-            # Debug: the executor logs the attempt's start with its pid, and each line costs
-            # the worker about half a millisecond (a tenth of its CPU on trivial tasks).
-            self.log.debug(
-                "running attempt {attempt} of {job}/{task}",
-                attempt=assignment.attempt,
-                job=assignment.job,
-                task=assignment.task,
-            )
-            record.life = self._in_background(
-                self._attempt_life(record), f"attempt {assignment.attempt}"
-            )
-            started += 1
-        return started
-
-    def _refuse_assignment(self, attempt_id: str | None, error: Exception) -> None:
-        """Report an assignment this worker cannot even start as failed, so it runs elsewhere."""
-        self.log.error("cannot run an assignment: {error}", error=error)
-        if attempt_id is not None and attempt_id not in self._attempts:
-            result = AttemptResult(
-                attempt=attempt_id,
-                outcome=OUTCOME_FAILED,
-                error=f"the worker cannot run this assignment: {error}",
-            )
-            self._in_background(self._report(result), f"result of attempt {attempt_id}")
-
-    # An attempt's life
-
-    async def _attempt_life(self, record: Held) -> None:
-        attempt = record.attempt
-        attempt_id = attempt.assignment.attempt
-        try:
-            await self._take_slot(record)
-            try:
-                result = await self._run(record)
-            finally:
-                # SENDING: the next attempt waiting may run while this result is on its way
-                # (which goes with those held for company if none waits any more: see _report).
-                self._give_back_slot(flush=record.state is not AttemptState.SENDING)
-            if result is not None:
-                await self._report(result, frees_slot=True)
-        except CancelledError:
-            if not record.dropped:
-                raise
-        finally:
-            del self._attempts[attempt_id]
-            # Not waited for: the attempt stops counting against the worker's room (_room)
-            # once its result is answered.
-            attempt.discard().addErrback(self._discard_failed, attempt_id)
-            self._wake()
-
-    async def _run(self, record: Held) -> AttemptResult | None:
-        """Run the attempt and store its outputs: the result to report (None: dropped)."""
-        attempt = record.attempt
-        attempt_id = attempt.assignment.attempt
-        started = self._reactor.seconds()
-        try:
-            completed = await attempt.run()
-        except Exception as e:
-            # A bug, not the task's doing; still a result, so the task runs elsewhere.
-            self.log.failure("attempt {attempt} broke the worker", attempt=attempt_id)
-            completed = CompletedAttempt(
-                AttemptResult(attempt_id, OUTCOME_FAILED, error=f"worker error: {e}"), {}
-            )
-        if record.dropped:
-            return None
-        record.move(AttemptState.REPORTING)
-        result = await self._uploader.store(completed, attempt.assignment.upload)
-        if record.dropped:
-            # Cancelled while storing: a cancelled exchange may fail as a connection error
-            # rather than CancelledError, so the storing may have ended normally.
-            return None
-        record.move(AttemptState.SENDING)
-        # From its slot's point of view: preparing and storing count, not only the program.
-        self._note_duration(self._reactor.seconds() - started)
-        return result
-
-    async def _take_slot(self, record: Held) -> None:
-        """Wait for a slot to run ``record`` in (at once unless work was fetched ahead)."""
-        waiting = self._slot_gate.take()
-        record.slot_wait = None if waiting.called else waiting
-        try:
-            await waiting
-        finally:
-            record.slot_wait = None
-        record.move(AttemptState.RUNNING)
-
-    def _give_back_slot(self, flush: bool) -> None:
-        self._slot_gate.give_back()
-        if flush and self._slot_gate.waiting == 0:
-            # Nothing left to run once these end: the results that waited go now, asking
-            # for the next work.
-            self._reporter.flush()
-
-    def _note_duration(self, seconds: float) -> None:
-        typical = self._typical_duration
-        self._typical_duration = seconds if typical is None else 0.8 * typical + 0.2 * seconds
-
-    def _discard_failed(self, failure: Failure, attempt_id: str) -> None:
-        self.log.warn(
-            "cannot remove the folder of attempt {attempt}: {error}",
-            attempt=attempt_id,
-            error=failure.value,
-        )
 
     def work_to_ask(self, freed: int) -> WorkAsk | None:
         """The work a Work Result freeing ``freed`` slots may ask for (theirs included)."""
@@ -495,49 +364,15 @@ class WorkerService(Service):
         slots = max(0, self._room() + freed - self._asking)
         return self._work_ask(slots) if slots else None
 
-    async def _report(self, result: AttemptResult, frees_slot: bool = False) -> None:
-        """Work Result (see ResultReporter.report); while attempts wait to run, a result may
-        wait for the next to end, to go with it: fewer requests, and the slots are busy
-        meanwhile."""
-        hold = (
-            self._slot_gate.waiting > 0
-            and self._reporter.waiting + 1 < self._ahead()
-            and not self._stopping
-        )
-        await self._reporter.report(result, frees_slot, hold)
-
     def take_work(self, tasks: Tasks) -> None:
         """Start the tasks a Work Result's answer carries, as a Work Request's answer's."""
-        if self._start_attempts(tasks):
+        if self._attempts.start(tasks):
             self._idle = self.IDLE_POLL_START
 
     def _registered(self, alive_interval: float) -> None:
         """Registered (again): Work Alive at the period the coordinator gave."""
         if not self._stopping:
             self._alive.start(alive_interval)
-
-    def _drop(self, attempt_id: str, why: str) -> None:
-        """Kill an attempt whose result nobody wants, and forget it without reporting."""
-        record = self._attempts.get(attempt_id)
-        if record is None or record.dropped:
-            return
-        self.log.info("attempt {attempt} {why}", attempt=attempt_id, why=why)
-        was = record.move(AttemptState.DROPPED)
-        if was is AttemptState.WAITING_FOR_SLOT:
-            # Never started: nothing to kill.
-            if record.slot_wait is not None:
-                record.slot_wait.cancel()
-            return
-        record.attempt.kill()
-        # A Work Result on its way is not cut short but to stop: a Work Alive sent just after the
-        # coordinator took the result lists the attempt and hears "cancel", and cancelling the
-        # Work Result's exchange loses its answer, with the next tasks it may carry (the
-        # coordinator would wait for them in vain). Its answer decides what the result is worth.
-        cut_short = was is AttemptState.REPORTING or (
-            was is AttemptState.SENDING and self._stopping
-        )
-        if cut_short and record.life is not None:
-            record.life.cancel()
 
     # Stopping
 
@@ -549,11 +384,10 @@ class WorkerService(Service):
             self._main.cancel()
         given = self.running_attempts()
         for attempt_id in given:
-            self._drop(attempt_id, "given back: the worker is stopping")
+            self._attempts.drop(attempt_id, "given back: the worker is stopping")
         give_back = Deferred.fromCoroutine(self._give_back(given))
         # Everything was killed or cancelled: what is left ends promptly.
-        settled: Deferred[Any] = DeferredList(list(self._background), consumeErrors=True)
-        both: Deferred[list[Any]] = gatherResults([give_back, settled])
+        both: Deferred[list[Any]] = gatherResults([give_back, self._background.settled()])
         both.addTimeout(self.GIVEBACK_TIMEOUT, self._reactor)
         try:
             await both
@@ -575,29 +409,6 @@ class WorkerService(Service):
             )
             return
         self.log.info("gave back {count} attempts", count=len(attempts))
-
-    # Helpers
-
-    def _in_background(self, work: Coroutine[Any, Any, None], what: str) -> Deferred[None]:
-        """Run ``work``; log its failure; keep it until it ends so stopping can wait for it."""
-        d = Deferred.fromCoroutine(work)
-        self._background.add(d)
-        d.addErrback(self._log_failure, what)
-
-        def forget(result: None) -> None:
-            self._background.discard(d)
-            return result
-
-        d.addBoth(forget)
-        return d
-
-    def _log_failure(self, failure: Failure, what: str) -> None:
-        if failure.check(CancelledError) and self._stopping:
-            return
-        if failure.check(RegistrationRefused):
-            self.log.error("{error}", error=failure.value)
-            return
-        self.log.failure("{what} failed", failure, what=what)
 
 
 def _timer(reactor: IReactorTime, delay: float, call: Callable[[], None]) -> Deferred[None]:
