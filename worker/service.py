@@ -1,4 +1,4 @@
-"""The volunteer worker: pulls work and sees each attempt through, from assignment to result.
+"""The volunteer worker's pull loop: asks for work for its free slots, hands each attempt on.
 
 The worker only ever opens connections (it may sit behind NAT): a Register Request (RR) first,
 then Work Requests (WR) whenever it has free slots, a Work Alive (WA) every ``alive_interval``
