@@ -50,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a silent coordinator keeps what it holds (default %(default)g)",
     )
     parser.add_argument(
+        "--groups",
+        type=int,
+        metavar="N",
+        help="logical groups of workers, spread over the live coordinators "
+        "(default: one per live coordinator)",
+    )
+    parser.add_argument(
         "--alive-interval",
         type=float,
         metavar="S",
@@ -158,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of bytes/s")
+    if args.groups is not None and args.groups < 1:
+        parser.error("--groups must be at least 1")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
@@ -205,6 +214,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
         wan_rate=args.wan_rate,
         public_url=args.public_url.rstrip("/") if args.public_url else None,
         lease=args.lease,
+        groups=args.groups,
     )
     raise_open_file_limit()
     coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]

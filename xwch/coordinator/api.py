@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from xwch.coordinator.catalog import Catalog, NoWarehouse
 from xwch.coordinator.communication import Busy, CommunicationManager
+from xwch.coordinator.groups import GroupLocks
 from xwch.coordinator.members import Membership
 from xwch.coordinator.openapi import openapi_document
 from xwch.coordinator.scanner import Scanner
@@ -152,6 +153,7 @@ class CoordinatorApi:
         self.waiting = waiting
         self.scanner: Scanner | None = None
         self.membership: Membership | None = None
+        self.groups: GroupLocks | None = None
 
     def routes(self) -> list[Route]:
         r = Route
@@ -458,13 +460,18 @@ class CoordinatorApi:
     async def coordinators(self, req: ApiRequest) -> tuple[int, Any]:
         assert self.membership is not None
         members = await self.membership.members()
+        locks = [] if self.groups is None else await self.groups.locks()
+        held: dict[str, list[str]] = {}
+        for lock in locks:
+            if lock.held and lock.holder is not None:
+                held.setdefault(lock.holder, []).append(lock.id)
         return 200, CoordinatorList(
             coordinators=tuple(
                 CoordinatorInfo(
                     id=m.id,
                     url=m.url,
                     state="live" if m.live else "lost",
-                    groups=(),
+                    groups=tuple(held.get(m.id, ())),
                     workers=m.workers,
                     running=m.running,
                     last_heard=m.last_heard,

@@ -25,6 +25,7 @@ from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest, copy_requester
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.estimates import TransferEstimates
+from xwch.coordinator.groups import GroupLocks
 from xwch.coordinator.locality import LocalityScheduler
 from xwch.coordinator.members import DEFAULT_LEASE, Membership
 from xwch.coordinator.prefetch import Prefetcher
@@ -60,6 +61,8 @@ class CoordinatorConfig:
     public_url: str | None = None
     # How long a silent member of the platform keeps what it holds.
     lease: float = DEFAULT_LEASE
+    # How many logical groups of workers (None: one per live member).
+    groups: int | None = None
 
 
 class StoreService(Service):
@@ -158,6 +161,7 @@ class Coordinator(MultiService):
         web: WebService,
         api: CoordinatorApi,
         membership: Membership,
+        groups: GroupLocks,
         public_url: str | None = None,
     ) -> None:
         super().__init__()
@@ -171,6 +175,7 @@ class Coordinator(MultiService):
         self.web = web
         self.api = api
         self.membership = membership
+        self.groups = groups
         self.public_url = public_url
         self.waiting = api.waiting
         self.root = web.root
@@ -181,6 +186,7 @@ class Coordinator(MultiService):
         web.setServiceParent(self)
         # Joins once listening; leaves before the web front stops answering.
         membership.setServiceParent(self)
+        groups.setServiceParent(self)
         # Stopped first: requests held open are answered before the rest stops.
         HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
 
@@ -190,7 +196,9 @@ class Coordinator(MultiService):
     def stopService(self) -> Deferred[None]:
         # The member leaves the store before anything stops: MultiService stops its children
         # all at once, and a write asked once the store's threads are stopping never ends.
-        left = maybeDeferred(self.membership.stopService)
+        # Its groups first, free at once for the others to take.
+        left = maybeDeferred(self.groups.stopService)
+        left.addBoth(lambda _: self.membership.stopService())
         return cast("Deferred[None]", left.addBoth(lambda _: MultiService.stopService(self)))
 
 
@@ -258,6 +266,10 @@ async def make_coordinator(
         config.lease,
     )
     api.membership = membership
+    groups = GroupLocks(
+        reactor, db, membership, cast("Deferred[object]", web.listening), config.groups
+    )
+    api.groups = groups
     return Coordinator(
         db,
         tasks,
@@ -269,5 +281,6 @@ async def make_coordinator(
         web,
         api,
         membership,
+        groups,
         config.public_url,
     )

@@ -169,6 +169,18 @@ coordinators = sa.Table(
 )
 
 
+# The lock of each logical group of workers: held by one coordinator at a time under a lease
+# (expires, by the database's clock); the epoch grows each time the lock changes hands.
+group_locks = sa.Table(
+    "group_locks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("holder", sa.String(32)),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("expires", sa.Float),
+)
+
+
 def _create_v1(conn: sa.Connection) -> None:
     metadata.create_all(conn)
     # The key that signs warehouse capabilities; made once, kept with the data it protects.
@@ -191,6 +203,7 @@ def _inline_objects_v3(conn: sa.Connection) -> None:
 
 def _coordinators_v4(conn: sa.Connection) -> None:
     coordinators.create(conn, checkfirst=True)
+    group_locks.create(conn, checkfirst=True)
 
 
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [

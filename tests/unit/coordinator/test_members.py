@@ -68,6 +68,12 @@ class MembershipTests(CoordinatorTestCase):
         self.successResultOf(other.stopService())
         self.assertEqual([m["url"] for m in self.listed()], [URL])
 
+    def test_a_lone_coordinator_holds_the_one_group(self) -> None:
+        self.coordinator.groups.startService()
+        self.clock.advance(self.membership.lease / 3)
+        [me] = self.listed()
+        self.assertEqual(me["groups"], ["g1"])
+
     def test_renewals_tell_the_workers_known(self) -> None:
         self.register()
         self.clock.advance(self.membership.lease / Membership.RENEWALS_PER_LEASE)

@@ -1,0 +1,159 @@
+"""The logical groups of workers, spread evenly over the live coordinators of a store.
+
+Every ``lease / ROUNDS_PER_LEASE`` seconds a member renews the locks it holds (letting go at
+once of any another member took meanwhile: it was silent past its lease), then compares what it
+holds with its fair share of the groups among the live members, ordered by id: it releases what
+it holds beyond its share, and takes free groups (or those whose holder's lease ran out) up to
+it. Every member computes the same shares from the same table, so the spread settles within a
+round or two of a member joining or dying, and no group ever has two holders: taking one is a
+conditional update in the store (``store/group_locks.py``).
+
+There are as many groups as ``--groups``, and at least one per live member so that each can
+hold one; groups, once made, stay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from xwch.coordinator.members import Membership
+from xwch.store import group_locks
+from xwch.store.database import Database
+from xwch.store.group_locks import GroupLock
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a member should do this round: groups to take, groups to let go."""
+
+    claim: tuple[str, ...]
+    release: tuple[str, ...]
+
+
+def group_ids(count: int) -> list[str]:
+    return [f"g{n}" for n in range(1, count + 1)]
+
+
+def fair_share(groups: int, live: Sequence[str], me: str) -> int:
+    """How many of ``groups`` ``me`` should hold: an even split, the first members by id
+    taking one more when it does not divide."""
+    ordered = sorted(live)
+    if me not in ordered:
+        return 0
+    base, extra = divmod(groups, len(ordered))
+    return base + (1 if ordered.index(me) < extra else 0)
+
+
+def plan(locks: Sequence[GroupLock], live: Sequence[str], me: str) -> Plan:
+    """What ``me`` should take and let go, given every lock and the live members."""
+    share = fair_share(len(locks), live, me)
+    mine = [lock.id for lock in locks if lock.holder == me and lock.held]
+    if len(mine) > share:
+        return Plan(claim=(), release=tuple(sorted(mine)[share:]))
+    live_set = set(live)
+    free = [
+        lock.id
+        for lock in locks
+        if not lock.held or lock.holder is None or lock.holder not in live_set
+    ]
+    return Plan(claim=tuple(free[: share - len(mine)]), release=())
+
+
+class GroupLocks(Service):
+    """The groups this member holds (group -> epoch), kept to its fair share."""
+
+    log = Logger()
+
+    ROUNDS_PER_LEASE = 3
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        db: Database,
+        membership: Membership,
+        listening: Deferred[object],
+        groups: int | None = None,
+    ) -> None:
+        self._reactor = reactor
+        self._db = db
+        self._membership = membership
+        self._listening = listening
+        self._configured = groups
+        self.held: dict[str, int] = {}
+        self._rounds: LoopingCall | None = None
+
+    @property
+    def lease(self) -> float:
+        return self._membership.lease
+
+    def startService(self) -> None:
+        super().startService()
+        self._listening.addCallback(self._start_rounds)
+
+    def _start_rounds(self, _: object) -> None:
+        if not self.running:
+            return
+        self._rounds = LoopingCall(self._round)
+        self._rounds.clock = self._reactor
+        self._rounds.start(self.lease / self.ROUNDS_PER_LEASE, now=False)
+
+    def _round(self) -> Deferred[None]:
+        d = ensureDeferred(self.balance())
+        # Logged, not raised: a LoopingCall stops for good on an error.
+        d.addErrback(lambda f: self.log.warn("groups: a round failed: {error}", error=f.value))
+        return d
+
+    async def balance(self) -> None:
+        """One round: renew, then take or let go toward this member's fair share."""
+        me, now = self._membership.id, self._reactor.seconds()
+        if self.held:
+            kept = await self._db.write(group_locks.renew_thd, me, dict(self.held), self.lease, now)
+            for group in set(self.held) - kept:
+                self.log.warn(
+                    "groups: {group} was taken by another member (epoch {epoch} is stale); "
+                    "letting it go",
+                    group=group,
+                    epoch=self.held.pop(group),
+                )
+        live = [m.id for m in await self._membership.members() if m.live]
+        if me not in live:
+            return  # not renewed in the store yet: no share until then
+        count = max(self._configured or 1, len(live))
+        await self._db.write(group_locks.ensure_groups_thd, group_ids(count))
+        locks = await self._db.read(group_locks.locks_thd, now)
+        todo = plan(locks, live, me)
+        for group in todo.release:
+            epoch = self.held.pop(group)
+            await self._db.write(group_locks.release_thd, group, me, epoch)
+            self.log.info("groups: let {group} go to even the spread", group=group)
+        for group in todo.claim:
+            taken = await self._db.write(group_locks.claim_thd, group, me, self.lease, now)
+            if taken is not None:
+                self.held[group] = taken
+                self.log.info("groups: holding {group} (epoch {epoch})", group=group, epoch=taken)
+
+    def locks(self) -> Deferred[list[GroupLock]]:
+        """Every group's lock, by id."""
+        return self._db.read(group_locks.locks_thd, self._reactor.seconds())
+
+    def stopService(self) -> Deferred[None] | None:
+        if self.running:
+            super().stopService()
+        if self._rounds is None:
+            return None
+        self._rounds.stop()
+        self._rounds = None
+        return ensureDeferred(self._release_all())
+
+    async def _release_all(self) -> None:
+        """Stopping cleanly: every group free at once, not after the lease."""
+        held, self.held = self.held, {}
+        for group, epoch in held.items():
+            await self._db.write(group_locks.release_thd, group, self._membership.id, epoch)
