@@ -33,3 +33,30 @@ def test_a_second_coordinator_on_one_sqlite_store_exits_2_naming_the_first(
         assert second.stdout == ""
     finally:
         first.stop()
+
+
+def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    """A wrong password (or a server down): one line, the password hidden, no stack."""
+    url = "postgresql://nobody:s3cret@127.0.0.1:5432/nothing"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xwch.coordinator",
+            "--db",
+            url,
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT,
+    )
+    assert done.returncode == 2
+    mine = [line for line in done.stderr.splitlines() if line.startswith("xwch-coordinator:")]
+    assert len(mine) == 1 and "cannot open the store postgresql://nobody:***@" in mine[0]
+    assert "s3cret" not in done.stderr and "Traceback" not in done.stderr

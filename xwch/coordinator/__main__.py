@@ -195,10 +195,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreLock | None) -> None:
+    from sqlalchemy.exc import DBAPIError
     from twisted.internet.defer import Deferred
 
     from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
     from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
+    from xwch.store.schema import SchemaTooNew
 
     config = CoordinatorConfig(
         db_url=url,
@@ -217,7 +219,15 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
         groups=args.groups,
     )
     raise_open_file_limit()
-    coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
+    try:
+        coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
+    except (DBAPIError, SchemaTooNew) as e:
+        # A wrong URL or password, a server down, a store of a newer XWCH: one line, no stack.
+        print(
+            f"xwch-coordinator: cannot open the store {_shown(url)}: {_first_line(e)}",
+            file=sys.stderr,
+        )
+        raise SystemExit(EXIT_USAGE) from None
     coordinator.startService()
     await coordinator.web.listening
     freeze_what_is_loaded()
@@ -227,6 +237,21 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
     done: Deferred[None] = Deferred()
     reactor.addSystemEventTrigger("before", "shutdown", lambda: coordinator.stopService())  # type: ignore[attr-defined]
     await done  # runs until SIGINT/SIGTERM stop the reactor
+
+
+def _shown(url: str) -> str:
+    """A database URL as it may be printed: without its password."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unreadable URL)"
+
+
+def _first_line(error: Exception) -> str:
+    cause = getattr(error, "orig", None) or error
+    return str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
 
 
 if __name__ == "__main__":

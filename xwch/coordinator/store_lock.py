@@ -20,7 +20,8 @@ from xwch.errors import XwchError
 
 
 class StoreHeld(XwchError):
-    """Another coordinator runs on this SQLite store."""
+    """This coordinator cannot have the SQLite store: another one runs on it, or its folder
+    is missing."""
 
 
 class StoreLock:
@@ -59,6 +60,8 @@ def hold_store(db_url: str) -> StoreLock | None:
     if store is None:
         return None
     path = store.with_name(store.name + ".coordinator")
+    if not store.parent.is_dir():
+        raise StoreHeld(f"the folder of the SQLite store {store} does not exist: create it first")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -226,8 +226,25 @@ def current_version_thd(conn: sa.Connection) -> int:
     return int(version or 0)
 
 
+# The PostgreSQL advisory lock that lets one coordinator at a time migrate a shared store
+# (several started at once would each create the same tables). Any fixed number: "XWCH".
+MIGRATION_LOCK = 0x58574348
+
+
 def migrate_thd(engine: sa.Engine) -> int:
     """Bring the database to ``SCHEMA_VERSION``; return the version it had before."""
+    with engine.connect() as guard:
+        shared = engine.dialect.name == "postgresql"
+        if shared:
+            guard.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        try:
+            return _migrate_thd(engine)
+        finally:
+            if shared:
+                guard.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+
+
+def _migrate_thd(engine: sa.Engine) -> int:
     with engine.begin() as conn:
         before = current_version_thd(conn)
     if before > SCHEMA_VERSION:

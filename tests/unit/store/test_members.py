@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
 import sqlalchemy as sa
 
 from xwch.store.database import make_engine
 from xwch.store.members import FORGET_AFTER_LEASES, members_thd, renew_thd
-from xwch.store.schema import coordinators, migrate_thd
+from xwch.store.schema import SCHEMA_VERSION, coordinators, current_version_thd, migrate_thd
 
 LEASE = 10.0
 
@@ -58,3 +61,17 @@ def test_the_database_clock_decides_on_postgresql(db_url: str) -> None:
         assert member.live is expected
         assert conn.execute(sa.select(sa.func.count()).select_from(coordinators)).scalar() == 1
     engine.dispose()
+
+
+def test_coordinators_starting_together_migrate_the_store_once(db_url: str) -> None:
+    """Several members started at once on a new store: each waits for the one migrating."""
+    if db_url.startswith("sqlite"):
+        pytest.skip("one coordinator per SQLite store (coordinator/store_lock.py)")
+    engines = [make_engine(db_url) for _ in range(3)]
+    with ThreadPoolExecutor(len(engines)) as pool:
+        befores = sorted(pool.map(migrate_thd, engines))
+    assert befores[0] == 0 and all(b in (0, SCHEMA_VERSION) for b in befores)
+    with engines[0].begin() as conn:
+        assert current_version_thd(conn) == SCHEMA_VERSION
+    for engine in engines:
+        engine.dispose()
