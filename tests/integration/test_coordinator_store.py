@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,31 @@ def test_a_store_that_cannot_be_opened_is_one_line_and_exit_2(
     mine = [line for line in done.stderr.splitlines() if line.startswith("xwch-coordinator:")]
     assert len(mine) == 1 and "cannot open the store postgresql://nobody:***@" in mine[0]
     assert "s3cret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, env: dict[str, str]) -> None:
+    """A coordinator that cannot listen says so and exits, rather than stay alive."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "xwch.coordinator",
+                "--data",
+                str(tmp_path / "coordinator"),
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PROCESS_TIMEOUT,
+        )
+    assert done.returncode == 2
+    mine = [line for line in done.stderr.splitlines() if line.startswith("xwch-coordinator:")]
+    assert len(mine) == 1 and f"cannot listen on tcp:{port}" in mine[0]
+    assert "Traceback" not in done.stderr

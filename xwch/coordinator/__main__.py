@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         "--listen",
         metavar="ENDPOINT",
         default=f"tcp:{DEFAULT_PORT}",
-        help="Twisted endpoint to listen on (default: tcp:%(default)s)".replace("tcp:tcp:", "tcp:"),
+        help="Twisted endpoint to listen on (default: %(default)s)",
     )
     parser.add_argument(
         "--public-url",
@@ -197,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreLock | None) -> None:
     from sqlalchemy.exc import DBAPIError
     from twisted.internet.defer import Deferred
+    from twisted.internet.error import CannotListenError
 
     from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
     from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
@@ -229,7 +230,13 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
         )
         raise SystemExit(EXIT_USAGE) from None
     coordinator.startService()
-    await coordinator.web.listening
+    try:
+        await coordinator.web.when_listening()
+    except CannotListenError as e:
+        # Stopped before saying so: its store's threads would keep the process alive.
+        await coordinator.stopService()
+        print(f"xwch-coordinator: cannot listen on {args.listen}: {e.socketError}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     freeze_what_is_loaded()
     if lock is not None:
         lock.tell(coordinator.url())

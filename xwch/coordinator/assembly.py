@@ -15,6 +15,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -114,20 +115,48 @@ class WebService(Service):
         self.root = root
         self._site = QuietSite(root)
         self._site.noisy = False
-        self.listening: Deferred[IListeningPort] = Deferred()
         self.port: IListeningPort | None = None
+        # Listened or failed to: (port, None) or (None, failure), once known.
+        self._outcome: tuple[IListeningPort | None, Failure | None] | None = None
+        self._waiters: list[Deferred[IListeningPort]] = []
 
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self._reactor, self._description)
         d = endpoint.listen(self._site)
 
-        def listening(port: IListeningPort) -> IListeningPort:
+        def listening(port: IListeningPort) -> None:
             self.port = port
-            self.listening.callback(port)
-            return port
+            self._settle((port, None))
 
-        d.addCallbacks(listening, self.listening.errback)
+        d.addCallbacks(listening, lambda failure: self._settle((None, failure)))
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """Fires with the port once listening, or fails (CannotListenError) if it cannot: a
+        new Deferred for each caller, so none sees what another's callbacks made of it."""
+        d: Deferred[IListeningPort] = Deferred()
+        if self._outcome is None:
+            self._waiters.append(d)
+        else:
+            self._fire(d, self._outcome)
+        return d
+
+    def _settle(self, outcome: tuple[IListeningPort | None, Failure | None]) -> None:
+        self._outcome = outcome
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            self._fire(d, outcome)
+
+    @staticmethod
+    def _fire(
+        d: Deferred[IListeningPort], outcome: tuple[IListeningPort | None, Failure | None]
+    ) -> None:
+        port, failure = outcome
+        if failure is not None:
+            d.errback(failure)
+        else:
+            assert port is not None
+            d.callback(port)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
@@ -260,15 +289,13 @@ async def make_coordinator(
     membership = Membership(
         reactor,
         db,
-        cast("Deferred[object]", web.listening),
+        web.when_listening,
         lambda: config.public_url or web.url(),
         lambda: (len(workers.workers), tasks.counts().get("running", 0)),
         config.lease,
     )
     api.membership = membership
-    groups = GroupLocks(
-        reactor, db, membership, cast("Deferred[object]", web.listening), config.groups
-    )
+    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups)
     api.groups = groups
     return Coordinator(
         db,

@@ -14,8 +14,9 @@ hold one; groups, once made, stay.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -78,7 +79,7 @@ class GroupLocks(Service):
         reactor: IReactorTime,
         db: Database,
         membership: Membership,
-        listening: Deferred[object],
+        listening: Callable[[], Deferred[Any]],
         groups: int | None = None,
     ) -> None:
         self._reactor = reactor
@@ -95,7 +96,7 @@ class GroupLocks(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._listening.addCallback(self._start_rounds)
+        self._listening().addCallbacks(self._start_rounds, lambda _: None)
 
     def _start_rounds(self, _: object) -> None:
         if not self.running:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -39,7 +40,7 @@ class Membership(Service):
         self,
         reactor: IReactorTime,
         db: Database,
-        listening: Deferred[object],
+        listening: Callable[[], Deferred[Any]],
         url: Callable[[], str],
         load: Callable[[], tuple[int, int]],
         lease: float = DEFAULT_LEASE,
@@ -57,7 +58,8 @@ class Membership(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._listening.addCallback(self._start_renewing)
+        # Not listening (the port taken, say): the coordinator stops; nothing to renew.
+        self._listening().addCallbacks(self._start_renewing, lambda _: None)
 
     def _start_renewing(self, _: object) -> None:
         if not self.running:

@@ -41,10 +41,10 @@ class Member:
     def __init__(self, clock: Clock, db: InlineDatabase, member_id: str) -> None:
         listening: Deferred[object] = Deferred()
         self.membership = Membership(
-            clock, db, listening, lambda: f"http://{member_id}", lambda: (0, 0), LEASE
+            clock, db, lambda: listening, lambda: f"http://{member_id}", lambda: (0, 0), LEASE
         )
         self.membership.id = member_id
-        self.groups = GroupLocks(clock, db, self.membership, listening)
+        self.groups = GroupLocks(clock, db, self.membership, lambda: listening)
         self.membership.startService()
         self.groups.startService()
         listening.callback(None)

@@ -29,8 +29,8 @@ class MembershipTests(CoordinatorTestCase):
         with self.db.engine.begin() as conn:
             self.secret = tokens.create_token_thd(conn, "warehouse", "w", 0.0)
         self.membership = self.coordinator.membership
+        self.coordinator.web._settle(("port", None))  # type: ignore[arg-type]  # as if listening
         self.membership.startService()
-        self.coordinator.web.listening.callback(None)
 
     def listed(self) -> list[dict[str, Any]]:
         headers = {"Authorization": f"Bearer {self.secret}"}
@@ -42,7 +42,7 @@ class MembershipTests(CoordinatorTestCase):
 
     def other_member(self, url: str) -> Membership:
         listening: Deferred[object] = Deferred()
-        other = Membership(self.clock, self.db, listening, lambda: url, lambda: (0, 0), 9.0)
+        other = Membership(self.clock, self.db, lambda: listening, lambda: url, lambda: (0, 0), 9.0)
         other.startService()
         listening.callback(None)
         return other
