@@ -1,7 +1,7 @@
-"""``xwch-client``: the command line of spec/cli.md.
+"""``xwch-client``: the command line of docs/cli.md.
 
 :func:`run` parses the arguments, runs one command and maps every expected error to the exit
-status the spec promises; :func:`main` runs it under ``task.react`` with the real reactor, HTTP
+status docs/cli.md promises; :func:`main` runs it under ``task.react`` with the real reactor, HTTP
 client and standard streams. Tests call :func:`run` in-process with fakes.
 """
 
@@ -34,12 +34,12 @@ from xwch.startup import freeze_what_is_loaded
 from .commands import COMMANDS, PROGRAM, Context
 from .transfers import Transfers
 
-# Exit statuses, spec/cli.md: "for every command".
+# Exit statuses, docs/cli.md: "for every command".
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1  # the job failed or was cancelled (submit --wait, wait)
 EXIT_USAGE = 2  # invalid input or usage, with the reason on standard error
 EXIT_COORDINATOR = 3  # the coordinator could not be reached or refused the credentials
-# Outside the spec's table: stopped by a signal before the command finished (128 + SIGINT).
+# Outside the table of docs/cli.md: stopped by a signal before the command finished (128 + SIGINT).
 EXIT_INTERRUPTED = 130
 
 EPILOG = """\

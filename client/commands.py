@@ -2,7 +2,7 @@
 
 A command writes its answer on standard output and everything else (progress, hints) on
 standard error, and returns its exit status; errors are raised as domain exceptions and turned
-into statuses by ``__main__``, the one place that knows spec/cli.md's table of exit statuses.
+into statuses by ``__main__``, the one place that knows docs/cli.md's table of exit statuses.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ Command = Callable[[Context, argparse.Namespace], Awaitable[int]]
 
 async def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     # The file is checked before anything else, even before finding the coordinator:
-    # an invalid file sends nothing (spec/dag-format.md).
+    # an invalid file sends nothing (docs/job-file.md).
     job = ctx.load_job(Path(args.file))
     api = ctx.client(args)
     job_id = await submit(api, ctx.http, job, ctx.reactor, ctx.note, ctx.transfers, site=args.site)

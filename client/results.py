@@ -40,7 +40,7 @@ class Downloaded:
 
 
 def default_results_dir(job_name: str, cwd: Path | None = None) -> Path:
-    """``./<job name>-results``, as spec/cli.md promises."""
+    """``./<job name>-results``, as docs/cli.md promises."""
     return (cwd or Path.cwd()) / f"{job_name}-results"
 
 

@@ -7,7 +7,7 @@ xwch-worker install --coordinator URL --token T [--data DIR] [--site NAME] [--na
 xwch-worker uninstall
 xwch-worker status [--data DIR] [--json]
 
-``run`` is the default command, so the plain flags of spec/cli.md keep working. ``run`` takes
+``run`` is the default command, so the plain flags of docs/cli.md keep working. ``run`` takes
 what no flag gives from ``$XWCH_HOME/worker.toml`` (which ``install`` writes), and the
 preferences from there too, re-read whenever the file changes.
 """
@@ -47,7 +47,7 @@ PROGRAM = "xwch-worker"
 DEFAULT_COMMAND = "run"
 COMMANDS = (DEFAULT_COMMAND, "install", "uninstall", "status")
 CONFIG_NAME = "worker.toml"
-# Exit statuses of spec/cli.md: 2 for usage, 3 when the coordinator refuses the credentials.
+# Exit statuses of docs/cli.md: 2 for usage, 3 when the coordinator refuses the credentials.
 EXIT_NOT_RUNNING = 1
 EXIT_USAGE = 2
 EXIT_REFUSED = 3

@@ -1,6 +1,6 @@
 """Where things are found: ``XWCH_HOME``, the coordinator's address and the token.
 
-Order, as spec/cli.md promises: the flags, then ``XWCH_COORDINATOR`` / ``XWCH_TOKEN``, then a TOML
+Order, as docs/cli.md promises: the flags, then ``XWCH_COORDINATOR`` / ``XWCH_TOKEN``, then a TOML
 file in ``$XWCH_HOME`` (``client.toml`` for the client, ``worker.toml`` for the worker, which
 falls back to ``client.toml`` too).
 """
@@ -72,7 +72,7 @@ def resolve_endpoint(
     files: tuple[str, ...] = ("client.toml",),
     environ: Mapping[str, str] | None = None,
 ) -> Endpoint:
-    """The coordinator's URL and token, by the order of spec/cli.md."""
+    """The coordinator's URL and token, by the order of docs/cli.md."""
     env = os.environ if environ is None else environ
     url, token = url_flag, token_flag
     if url is None:

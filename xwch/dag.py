@@ -1,6 +1,6 @@
 """The job file (``dag.json``): its model and its validation.
 
-The contract is the job-file spec (``dag-format.md``). The client loads the user's file with
+The contract is the job-file format (``docs/job-file.md``). The client loads the user's file with
 :func:`load_job_file`; the coordinator checks what it receives again with :func:`parse_wire_job`,
 because it cannot trust a client. Both give the same :class:`Job`: fully expanded (no
 ``foreach``, no glob) with its tasks in a topological order.

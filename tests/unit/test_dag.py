@@ -1,4 +1,4 @@
-"""The job file: loading, expansion, every validation rule of the spec, and the wire form."""
+"""The job file: loading, expansion, every rule of docs/job-file.md, and the wire form."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from xwch.dag import (
 )
 from xwch.errors import JobFileError
 
+# The second example of docs/job-file.md.
 SPEC_EXAMPLE = {
     "name": "mandelbrot",
     "binaries": {
@@ -122,7 +123,7 @@ def wire_rejected(document: object, path: str, problem: str) -> None:
 
 
 def test_spec_example_expands_to_tiles_and_image(project: Path) -> None:
-    """The spec's example runs 16 tiles, then one merge reading every tile from tiles/."""
+    """docs/job-file.md's example runs 16 tiles, then one merge reading every tile from tiles/."""
     job = load(SPEC_EXAMPLE)
     assert [t.id for t in job.tasks] == [f"tile-{i}" for i in range(16)] + ["image"]
     tile3 = job.tasks[3]
@@ -200,7 +201,7 @@ def test_foreach_substitutes_in_every_field(project: Path) -> None:
 
 
 def test_defaults(project: Path) -> None:
-    """Omitted fields take the spec's defaults: cost 1, 3 retries, no timeout, priority 0."""
+    """Omitted fields take the documented defaults: cost 1, 3 retries, no timeout, priority 0."""
     job = load(doc(task()))
     t = job.tasks[0]
     assert (job.priority, t.args, t.inputs, t.outputs, t.env) == (0, (), (), (), {})

@@ -3,7 +3,7 @@
 For each free slot of a Work Request, the scheduler first picks a job, then a task of that job.
 
 **The job** comes by fair share: the user (token) with the fewest running attempts first; among
-that user's jobs the highest priority (spec/dag-format.md: priority orders a user's own jobs),
+that user's jobs the highest priority (docs/job-file.md: priority orders a user's own jobs),
 then the job with the fewest running attempts, then the oldest. Only jobs with ready tasks are
 sorted, not tasks.
 

@@ -5,7 +5,7 @@ that caused it is answered. The order is always: decide and apply in memory (on 
 thread, so decisions never interleave), queue the write (the store has one writer thread, so
 writes land in decision order), then answer when the write has committed.
 
-Task states follow spec/cli.md: ``blocked`` until every task it depends on is done, then
+Task states follow docs/cli.md: ``blocked`` until every task it depends on is done, then
 ``ready``; ``running`` while an attempt holds it; ``done``; ``failed`` once a failure finds no
 retry left; ``cancelled``. A job is done when every task is; it fails as soon as one task fails
 for good, and its other tasks are then cancelled.

@@ -223,7 +223,7 @@ def test_usage_errors_exit_2(fake: FakeCoordinator, tmp_path: Path, argv: list[s
 
 
 def test_help_exits_0_and_lists_every_command(fake: FakeCoordinator, tmp_path: Path) -> None:
-    """`--help` lists every command of the spec and the exit statuses."""
+    """`--help` lists every command of docs/cli.md and the exit statuses."""
     out = run_cli(["--help"], fake, tmp_path)
     assert out.status == EXIT_OK
     for command in ("submit", "wait", "status", "tasks", "workers", "results", "logs", "cancel"):
