@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from twisted.internet import task
 from twisted.internet.interfaces import IReactorTime
 
+from xwch import add_version_flag
 from xwch.dag import Job, load_job_file
 from xwch.errors import (
     ApiError,
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[connection],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import react
 from twisted.logger import Logger
 
+from xwch import add_version_flag
 from xwch.config import resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description="Run an XWCH warehouse node: object storage near the workers."
     )
+    add_version_flag(parser)
     parser.add_argument(
         "--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)"
     )

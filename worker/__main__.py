@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
 from twisted.internet.task import react
 
+from xwch import add_version_flag
 from xwch.config import Endpoint, read_toml, resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import make_http_client
@@ -83,7 +84,12 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description="An XWCH volunteer worker.")
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="An XWCH volunteer worker. With no command, runs it (see "
+        f"{PROGRAM} run --help).",
+    )
+    add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = commands.add_parser(
         DEFAULT_COMMAND,
@@ -135,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The command line, with ``run`` assumed when no command is named."""
     parser = _parser()
+    if argv and argv[0] in ("-h", "--help", "--version"):
+        return parser.parse_args(argv)  # the whole program's: its commands, its release
     if not argv or argv[0] not in COMMANDS:
         argv = [DEFAULT_COMMAND, *argv]
     return parser.parse_args(argv)

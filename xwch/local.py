@@ -27,6 +27,7 @@ from typing import IO, Any, NoReturn
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorProcess
 
+from xwch import add_version_flag
 from xwch.config import DEFAULT_PORT, write_toml, xwch_home
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.errors import StartFailed
@@ -269,6 +270,7 @@ def _parser() -> argparse.ArgumentParser:
         "workers as separate processes on loopback, until Ctrl-C. A process that crashes is "
         "started again on the same address.",
     )
+    add_version_flag(parser)
     parser.add_argument(
         "--workers", type=int, default=2, metavar="N", help="workers to start (default 2)"
     )

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from xwch import add_version_flag
 from xwch.config import DEFAULT_PORT, xwch_home
 from xwch.coordinator.members import DEFAULT_LEASE
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
         description="The XWCH coordinator: workers' manager, tasks' manager, scheduler and "
         "communication manager behind a JSON API.",
     )
+    add_version_flag(parser)
     parser.add_argument(
         "--db", metavar="URL", help="SQLAlchemy URL of the store (default: SQLite in --data)"
     )
