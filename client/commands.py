@@ -167,10 +167,16 @@ async def cmd_coordinators(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_results(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.client(args)
-    if args.output:
-        directory = Path(args.output)
-    else:
-        directory = default_results_dir((await api.job(args.job)).name, ctx.cwd)
+    job = await api.job(args.job)
+    if not job.has_ended:
+        # Its results are not all there yet: say so, rather than "no results" and success.
+        ctx.note(
+            f"job {job.id} is still {job.state} ({job.count('done')}/{job.total} tasks done): "
+            f"its results can be downloaded once it has ended; follow it with "
+            f"`xwch-client wait {job.id}`"
+        )
+        return 1
+    directory = Path(args.output) if args.output else default_results_dir(job.name, ctx.cwd)
     downloaded = await download_results(
         api, ctx.http, args.job, directory, ctx.reactor, ctx.note, ctx.transfers
     )

@@ -433,11 +433,23 @@ def test_retry_reruns_an_ended_job_and_refuses_a_running_one(
     assert "job job-1 running" in out.stdout
 
 
+def test_results_of_a_running_job_says_so_and_exits_1(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """`results` on a job still running downloads nothing, says why and how to wait, exit 1."""
+    fake.add_job(total=4)
+    out = run_cli(["results", "job-1", "-o", str(tmp_path / "r")], fake, tmp_path)
+    assert out.status == EXIT_JOB_FAILED
+    assert "job job-1 is still running (0/4 tasks done)" in out.stderr
+    assert "xwch-client wait job-1" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_results_of_a_job_with_missing_objects_exit_2(
     fake: FakeCoordinator, tmp_path: Path
 ) -> None:
     """`results` whose objects no warehouse holds exits 2 with the coordinator's reason."""
-    job = fake.add_job()
+    job = fake.add_job(script=[DONE])
     job.results = [{"task": "a", "output": "o", "digest": "0" * 64, "size": 1}]
     out = run_cli(["results", "job-1", "-o", str(tmp_path / "r")], fake, tmp_path)
     assert out.status == EXIT_USAGE
