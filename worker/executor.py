@@ -451,6 +451,12 @@ class AttemptExecutor:
             assert isinstance(value, ProcessTerminated)
             if refusal is not None:
                 kind, error = refusal
+                # The job's name for the program, not the path of its copy in the cache (the
+                # launcher says the same on the program's standard error).
+                if a.binary.name is not None:
+                    named = f"binary {a.binary.name!r}"
+                    error = error.replace(str(program), named)
+                    stderr = stderr.replace(str(program), named)
                 if kind == REFUSED_DIGEST:
                     # Whatever changed the bytes, the next attempt must fetch them afresh.
                     self._cache.forget(a.binary.digest, error)

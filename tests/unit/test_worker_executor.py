@@ -353,19 +353,22 @@ class ExecutorTests(TestCase):
         self.assertTrue(stdout.endswith("aaaEND"))
 
     async def test_a_program_that_cannot_start_fails(self) -> None:
-        """A binary that is not a valid executable fails the attempt with the reason in stderr."""
+        """A binary that is not a valid executable fails the attempt with the reason in stderr,
+        naming it as the job file does, not by the path of its copy in the worker's cache."""
         digest, size = self.warehouse.put(b"\x00\x01 not a program")
         plain = self.assignment("true")
         broken = Assignment(
             **{
                 **msgspec.structs.asdict(plain),
-                "binary": BinaryRef(digest=digest, size=size),
+                "binary": BinaryRef(digest=digest, size=size, name="render"),
                 "sources": {digest: (SOURCE,)},
             }
         )
         done = await self.executor(broken).run()
         self.assertEqual((done.result.outcome, done.result.exit_code), (OUTCOME_FAILED, 126))
-        self.assertIn("cannot run", done.result.stderr)
+        self.assertIn("cannot run binary 'render'", done.result.stderr)
+        self.assertIn("binary 'render'", done.result.error or "")
+        self.assertNotIn(digest, (done.result.error or "") + done.result.stderr)
 
     async def test_resource_limits_apply_to_the_program(self) -> None:
         """Limits the worker sets (here CPU seconds) bind the program, not the task's env."""

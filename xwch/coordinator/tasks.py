@@ -691,7 +691,9 @@ class TasksManager:
             job=job.id,
             task=spec.id,
             number=attempt.number,
-            binary=BinaryRef(variant.digest, variant.size, variant.bundle, variant.entry),
+            binary=BinaryRef(
+                variant.digest, variant.size, variant.bundle, variant.entry, name=spec.binary
+            ),
             args=tuple(spec.args),
             env=dict(spec.env),
             inputs=tuple(inputs),

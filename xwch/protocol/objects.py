@@ -62,6 +62,9 @@ class BinaryRef(Message, frozen=True):
     size: Size
     bundle: bool = False
     entry: str | None = None
+    # The job file's name for it (``binaries`` key): what a failure to start it is told by,
+    # rather than the worker's cache path. Optional: a message without it reads the same.
+    name: str | None = None
 
     def __post_init__(self) -> None:
         if self.bundle and not self.entry:
