@@ -35,6 +35,8 @@ import treq
 from twisted.internet import defer, task
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from xwch.protocol.wire import PROTOCOL_VERSION
+
 ROOT = Path(__file__).resolve().parent.parent
 BINARY = "ab" * 32  # the job's program: a digest the fake warehouse claims to hold
 
@@ -116,7 +118,8 @@ async def bench(
     # A warehouse that holds the program, and a job of ready tasks.
     code, reg, _ = await call(
         "warehouse", "POST", "/warehouses",
-        {"url": "http://127.0.0.1:9", "site": "lab", "capacity": 10**12, "free": 10**12},
+        {"url": "http://127.0.0.1:9", "site": "lab", "capacity": 10**12, "free": 10**12,
+         "protocol": PROTOCOL_VERSION},
     )  # fmt: skip
     await call(
         "warehouse", "POST", f"/warehouses/{reg['warehouse_id']}/objects",
@@ -141,7 +144,7 @@ async def bench(
     assert code == 201, code
 
     facts = {"address": "10.0.0.1", "platform": "linux-x86_64", "cores": 1, "memory": 2**30,
-             "slots": 1, "performance": 1.0}  # fmt: skip
+             "slots": 1, "performance": 1.0, "protocol": PROTOCOL_VERSION}  # fmt: skip
     limiter = defer.DeferredSemaphore(50)
     workers: list[str] = []
 

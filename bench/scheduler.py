@@ -36,6 +36,7 @@ import tempfile
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import react
@@ -215,7 +216,7 @@ def submit(tasks: int, db_url: str | None) -> None:
 def wake(tasks: int, workers: int) -> None:
     from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
     from xwch.coordinator.web import ApiRequest
-    from xwch.protocol.worker import HostFacts
+    from xwch.protocol.worker import HostFacts, WorkRequest
     from xwch.store import tokens
 
     with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
@@ -243,12 +244,13 @@ def wake(tasks: int, workers: int) -> None:
                 answered: list[float] = []
                 got = 0
 
-                def heard(answer: tuple[int, dict[str, list[object]]]) -> None:
+                def heard(answer: tuple[int, Any]) -> None:
                     nonlocal got
                     answered.append(time.perf_counter())
-                    got += len(answer[1]["tasks"])
+                    got += len(answer[1].tasks)
 
-                body = {"performance": 1.0, "free_slots": 2, "wait": 30}
+                # As the router hands it over: the body already decoded into its message.
+                body = WorkRequest(performance=1.0, free_slots=2, wait=30)
                 waits = [
                     ensureDeferred(
                         coordinator.api.work_request(

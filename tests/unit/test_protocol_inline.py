@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from xwch.protocol.codec import ProtocolError
+from xwch.protocol.codec import ProtocolError, convert
 from xwch.protocol.objects import BinaryRef, InputFile, OutputFile
 from xwch.protocol.wire import INLINE_MOST
 from xwch.protocol.worker import Assignment, AttemptResult
@@ -33,7 +33,7 @@ def _assignment(**changes: object) -> Assignment:
     )
     doc = base.to_json()
     doc.update(changes)
-    return Assignment.from_json(json.loads(json.dumps(doc)))
+    return convert(json.loads(json.dumps(doc)), Assignment, "assignment")
 
 
 def test_an_assignment_carries_its_inline_inputs_through_json() -> None:
@@ -43,7 +43,7 @@ def test_an_assignment_carries_its_inline_inputs_through_json() -> None:
 def test_an_assignment_without_inline_inputs_says_nothing_of_them() -> None:
     doc = _assignment().to_json()
     del doc["inline"]
-    plain = Assignment.from_json(doc)
+    plain = convert(doc, Assignment, "assignment")
     assert plain.inline == {}
     assert "inline" not in plain.to_json()
 
@@ -62,7 +62,7 @@ def test_inline_bytes_that_do_not_match_their_input_are_refused() -> None:
 def test_a_result_carries_an_outputs_bytes_through_json() -> None:
     output = OutputFile("out.txt", DIGEST, len(SMALL), SMALL)
     result = AttemptResult("a1", "succeeded", 0, outputs=(output,))
-    again = AttemptResult.from_json(json.loads(json.dumps(result.to_json())))
+    again = convert(json.loads(json.dumps(result.to_json())), AttemptResult, "result")
     assert again.outputs == (output,)
 
 
@@ -75,4 +75,4 @@ def test_only_small_objects_travel_inline() -> None:
         "content": base64.b64encode(big).decode(),
     }
     with pytest.raises(ProtocolError, match=f"at most {INLINE_MOST} bytes"):
-        OutputFile.from_json(doc, "result.outputs[0]")
+        convert(doc, OutputFile, "result.outputs[0]")

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from xwch.protocol.codec import convert
 from xwch.protocol.worker import HostFacts
 from xwch.worker.benchmark import measure_performance
 from xwch.worker.host import platform_name, probe_host
@@ -21,7 +22,7 @@ def test_host_facts_are_plausible() -> None:
     assert host.memory > 64 * 1024 * 1024
     facts = host.facts(slots=2, performance=1.0, site="lab")
     # What a worker sends is what the coordinator accepts.
-    assert HostFacts.from_json(facts.to_json()) == facts
+    assert convert(facts.to_json(), HostFacts, "register") == facts
 
 
 def test_platform_names_follow_the_job_file_format() -> None:

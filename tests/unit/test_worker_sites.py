@@ -9,7 +9,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTCP, IReactorTim
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from xwch.protocol.codec import ProtocolError
+from xwch.protocol.codec import ProtocolError, convert
 from xwch.protocol.worker import HostFacts
 from xwch.worker.sites import tcp_round_trip
 
@@ -41,7 +41,7 @@ def _facts(cached: object) -> dict[str, object]:
 
 
 def test_cache_reports_are_checked() -> None:
-    assert HostFacts.from_json(_facts(["ab" * 8])).cached == ("ab" * 8,)
+    assert convert(_facts(["ab" * 8]), HostFacts, "register").cached == ("ab" * 8,)
     for bad, why in [
         ("abc", "register.cached: expected `array`"),
         (["AB" * 8], "register.cached[0]"),
@@ -49,7 +49,7 @@ def test_cache_reports_are_checked() -> None:
         ([7], "register.cached[0]"),
     ]:
         try:
-            HostFacts.from_json(_facts(bad))
+            convert(_facts(bad), HostFacts, "register")
         except ProtocolError as e:
             assert why in str(e)
         else:

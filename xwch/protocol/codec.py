@@ -49,12 +49,6 @@ class Message(msgspec.Struct, frozen=True):
         """The message as plain JSON-able values (for a body built around it, or ``--json``)."""
         return msgspec.to_builtins(self)
 
-    @classmethod
-    def from_json(cls: type[M], doc: object, where: str | None = None) -> M:
-        """The message from already-decoded JSON values; :class:`ProtocolError` if it does not
-        fit. Prefer :func:`decode` on raw bytes, which skips the intermediate values."""
-        return convert(doc, cls, where or _default_where(cls))
-
 
 M = TypeVar("M")
 
@@ -110,7 +104,3 @@ def _named(error: msgspec.ValidationError, where: str) -> ProtocolError:
     if missing is not None:
         path, message = f"{path}.{missing[1]}", "missing field"
     return ProtocolError(f"{where}{path}: {message[:1].lower()}{message[1:]}")
-
-
-def _default_where(kind: type) -> str:
-    return getattr(kind, "WHERE", kind.__name__)

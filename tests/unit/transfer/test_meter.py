@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
+from xwch.protocol.codec import convert
 from xwch.protocol.wire import MAX_REPORTED_PEERS
 from xwch.protocol.worker import TransfersReport
 from xwch.transfer.meter import OTHER_PEERS, TransferMeter
@@ -33,7 +34,7 @@ def test_a_report_counts_each_peer_since_the_last_one() -> None:
     assert w1.busy == pytest.approx(0.4)
     assert (n2, w2.sent, w2.min_rtt) == ("http://w2", 500, 0.010)
     assert (report.interface_sent, report.interface_received) == (5000, 7000)
-    assert TransfersReport.from_json(report.to_json()) == report
+    assert convert(report.to_json(), TransfersReport, "transfers") == report
     clock.advance(5.0)
     empty = meter.take_report()
     assert (empty.peers, empty.interface_sent) == ({}, 0)

@@ -10,6 +10,7 @@ from twisted.internet.task import Clock
 from tests.fakes.coordinator import FakeCoordinator
 from tests.fakes.warehouse import result_of
 from tests.unit.test_worker_service import TOP_OF_EACH_STEP
+from xwch.protocol.codec import convert
 from xwch.protocol.wire import PROTOCOL_VERSION
 from xwch.protocol.worker import HostFacts, Policy, TransfersReport
 from xwch.transfer import PacketPacer
@@ -46,7 +47,7 @@ def test_each_work_alive_reports_the_transfers_since_the_last() -> None:
     pacer.meter.record("http://w1:8751", 1000, 0, 0.01, 0.002)
     clock.advance(5.0)
     bodies = [body for _, body in coordinator.alive_bodies]
-    first, second = (TransfersReport.from_json(b["transfers"]) for b in bodies[:2])
+    first, second = (convert(b["transfers"], TransfersReport, "transfers") for b in bodies[:2])
     assert [(url, p.received, p.packets) for url, p in first.peers.items()] == [
         ("http://w1:8751", 4_000_000, 1)
     ]
