@@ -25,9 +25,12 @@ import json
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xwch import dag
 from xwch.coordinator.catalog import Catalog
@@ -55,6 +58,7 @@ from xwch.protocol.wire import (
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
 from xwch.store.database import Database
+from xwch.store.group_locks import Fence, NotHeld
 from xwch.store.records import (
     AttemptUpdate,
     Change,
@@ -66,6 +70,8 @@ from xwch.store.records import (
     RecoveredJob,
     TaskUpdate,
 )
+
+T = TypeVar("T")
 
 # Attempt states in the store.
 ATTEMPT_RUNNING = "running"
@@ -218,6 +224,27 @@ class TasksManager:
         # Callers waiting for a job to end, and the jobs ended whose end is not stored yet.
         self.endings = JobEndings(reactor)
         self.ending: set[str] = set()
+        # With several coordinators on one store: the group lock every change is made under
+        # (None: this coordinator is the store's only one). A change it no longer holds is
+        # refused by the store, and each of ``on_fenced`` is told (the member steps down).
+        self.fence: Fence | None = None
+        self.on_fenced: list[Callable[[NotHeld], None]] = []
+
+    def _fence(self) -> tuple[Fence | None, float]:
+        return self.fence, self._reactor.seconds()
+
+    def _record(self, change: Change) -> Deferred[None]:
+        """Write one decision to the store, under this member's fence."""
+        return self._fenced(self._db.write(job_queries.apply_change_thd, change, *self._fence()))
+
+    def _fenced(self, written: Deferred[T]) -> Deferred[T]:
+        def refused(failure: Failure) -> Failure:
+            if isinstance(failure.value, NotHeld):
+                for listener in list(self.on_fenced):
+                    listener(failure.value)
+            return failure
+
+        return written.addErrback(refused)
 
     # Jobs
 
@@ -251,7 +278,9 @@ class TasksManager:
             # The wire form just checked, as sent: parsed again the same way on a restart.
             spec=json.dumps(wire, separators=(",", ":")),
         )
-        await self._db.write(job_queries.create_job_thd, row, new_tasks)
+        await self._fenced(
+            self._db.write(job_queries.create_job_thd, row, new_tasks, *self._fence())
+        )
         self._adopt(state)
         self.log.info(
             "job {job} ({name}) created with {n} tasks", job=job_id, name=job.name, n=len(new_tasks)
@@ -391,7 +420,7 @@ class TasksManager:
                     TaskUpdate(job_id, ids, {"state": state_name, "failures": 0, "ended": None})
                 )
         change.job_updates.append(JobUpdate(job_id, JOB_RUNNING, None, None))
-        await self._db.write(job_queries.apply_change_thd, change)
+        await self._record(change)
         self._adopt(state)
         self.log.info("job {job} retried: {n} tasks run again", job=job_id, n=len(again))
 
@@ -402,7 +431,7 @@ class TasksManager:
             return False
         change = Change()
         self._end_job(job, JOB_CANCELLED, "cancelled by the user", change)
-        await self._db.write(job_queries.apply_change_thd, change)
+        await self._record(change)
         return True
 
     def _end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
@@ -489,7 +518,7 @@ class TasksManager:
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
         if lineage:
-            await self._db.write(job_queries.apply_change_thd, lineage)
+            await self._record(lineage)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
         idle = slots if idle_slots is None else min(slots, idle_slots)
         duplicates = self._stragglers_for(worker, idle - len(picked)) if self.speculate else []
@@ -553,7 +582,7 @@ class TasksManager:
                 )
             )
         try:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
         except Exception:
             # Not durable, so not given: the tasks are ready again for the next request.
             for attempt in started:
@@ -828,7 +857,7 @@ class TasksManager:
             t.failed_on.add(worker_id)
             reason = result.error or f"exit status {result.exit_code}"
             self._task_failed(job, t, now, reason, change)
-        await self._db.write(job_queries.apply_change_thd, change)
+        await self._record(change)
         return True
 
     def _task_done(self, job: JobState, t: TaskState, now: float, change: Change) -> None:
@@ -916,7 +945,7 @@ class TasksManager:
             self.health.forget(worker_id)
             self.scheduler.worker_gone(worker_id)
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
 
     async def give_back(self, worker_id: str, attempt_ids: Iterable[str]) -> None:
         """A stopping worker returns attempts: they run again without counting as failures."""
@@ -938,7 +967,7 @@ class TasksManager:
                 self._make_ready(job, t)
                 change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
 
     async def alive(
         self,
@@ -975,7 +1004,7 @@ class TasksManager:
                 continue
             self._readopt(late, worker_id, change)
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
         return sorted(cancel)
 
     def _reclaim_unclaimed(
@@ -1082,7 +1111,7 @@ class TasksManager:
                         AttemptUpdate(attempt_id, ATTEMPT_CANCELLED, now, error="duplicate attempt")
                     )
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
         return len(change.attempt_updates)
 
     async def repair_abandoned(self, known_workers: Iterable[str]) -> int:
