@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
         "--groups",
         type=int,
         metavar="N",
-        help="logical groups of workers, spread over the live coordinators "
-        "(default: one per live coordinator)",
+        help="logical groups of workers (default 1: the coordinator holding it serves the "
+        "platform, the others stand by; only 1 in this version)",
     )
     parser.add_argument(
         "--alive-interval",
@@ -167,8 +167,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of bytes/s")
-    if args.groups is not None and args.groups < 1:
-        parser.error("--groups must be at least 1")
+    if args.groups is not None and args.groups != 1:
+        parser.error(
+            "--groups: only 1 in this version (one coordinator serves, the others stand by; "
+            "sharing the work between groups is not built yet)"
+        )
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):

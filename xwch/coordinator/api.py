@@ -83,6 +83,7 @@ from xwch.protocol.worker import (
 from xwch.store import jobs as job_queries
 from xwch.store import nodes
 from xwch.store.database import Database
+from xwch.store.group_locks import NotHeld
 from xwch.store.records import TokenRecord
 
 CLIENT = (ROLE_CLIENT,)
@@ -114,6 +115,12 @@ def map_error(e: Exception) -> HttpError | None:
         return HttpError(409, "job_running", str(e))
     if isinstance(e, NoWarehouse):
         return HttpError(503, "no_warehouse", str(e), retry_after=5.0)
+    if isinstance(e, NotHeld):
+        # This coordinator lost the lead (it was frozen past its lease) and stands by now:
+        # asked again, it sends the caller to the one serving.
+        return HttpError(
+            503, "not_serving", "this coordinator just lost the lead; ask again", retry_after=1.0
+        )
     return None
 
 
