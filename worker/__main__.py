@@ -32,6 +32,7 @@ from xwch.config import Endpoint, read_toml, resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import make_http_client
 from xwch.logs import start_logging
+from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded
 
 from .benchmark import measure_performance
@@ -242,6 +243,9 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         print(f"{PROGRAM}: {e}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_REFUSED) from None
     print(f"{PROGRAM} registered as {worker_id}", flush=True)
+    # The other coordinators of the platform, to go to when this one dies.
+    learning = keep_learning(clock, coordinator)
+    reactor.addSystemEventTrigger("before", "shutdown", learning.stop)  # type: ignore[misc]
     # Until a signal stops the reactor.
     await Deferred()
 
