@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,23 @@ from tests.integration.support import (
     tasks_of,
     wait_for,
 )
+from tests.private_postgres import PrivatePostgres
 from xwch.localprocess import LocalPlatformProcess
 from xwch.store.schema import attempts, coordinators, group_locks
 
 pytestmark = pytest.mark.integration
 
 LEASE = 3.0
+
+
+@pytest.fixture
+def private_server() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
 
 
 @pytest.fixture
@@ -178,3 +190,22 @@ def test_a_standby_sends_callers_to_the_serving_coordinator(
         assert asked.returncode == 0, asked.stderr
         status = client(platform, "--coordinator", standby["url"], "status", job_id)
         assert status.returncode == 0 and "done" in status.stdout, status.stderr
+
+
+def test_the_store_restarted_mid_job_costs_nothing(
+    tmp_path: Path, private_server: PrivatePostgres, native_build: Path
+) -> None:
+    """PostgreSQL stopped for longer than the lease, then started again: the members retry,
+    one serves again from what the store holds, and the job ends with every task done once."""
+    store = private_server.url.replace("postgresql://", "postgresql+psycopg://")
+    with two_coordinators(tmp_path / "home", store) as platform:
+        job_id = submit(platform, slow_job(tmp_path))
+        wait_for(lambda: len(succeeded_attempts(store)) >= 2, 120, "a first tasks to finish")
+        private_server.stop()
+        # The outage itself, not a wait for something: longer than the lease.
+        time.sleep(LEASE + 2)
+        private_server.start()
+        waited = client(platform, "wait", job_id)
+        assert waited.returncode == 0, waited.stderr
+        assert set(succeeded_attempts(store)) == {f"t-{i}" for i in range(16)}
+        assert set(succeeded_attempts(store).values()) == {1}

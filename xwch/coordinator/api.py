@@ -20,6 +20,7 @@ from xwch.coordinator.openapi import openapi_document
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.tasks import (
     BadResult,
+    Dropped,
     JobStillRunning,
     MissingObjects,
     NotYourAttempt,
@@ -115,6 +116,8 @@ def map_error(e: Exception) -> HttpError | None:
         return HttpError(409, "job_running", str(e))
     if isinstance(e, NoWarehouse):
         return HttpError(503, "no_warehouse", str(e), retry_after=5.0)
+    if isinstance(e, Dropped):
+        return HttpError(503, "reloading", str(e), retry_after=1.0)
     if isinstance(e, NotHeld):
         # This coordinator lost the lead (it was frozen past its lease) and stands by now:
         # asked again, it sends the caller to the one serving.

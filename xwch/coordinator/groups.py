@@ -24,6 +24,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xwch.coordinator.members import Membership
 from xwch.store import group_locks
@@ -104,6 +105,7 @@ class GroupLocks(Service):
         self._configured = groups
         self.held: dict[str, int] = {}
         self._rounds: LoopingCall | None = None
+        self._failing = False
         # Told (group, epoch) when this member takes a group, and (group) when it lets one go
         # or finds it taken by another.
         self.on_gained: list[Callable[[str, int], None]] = []
@@ -127,9 +129,20 @@ class GroupLocks(Service):
 
     def _round(self) -> Deferred[None]:
         d = ensureDeferred(self.balance())
-        # Logged, not raised: a LoopingCall stops for good on an error.
-        d.addErrback(lambda f: self.log.warn("groups: a round failed: {error}", error=f.value))
+        d.addCallbacks(self._round_done, self._round_failed)
         return d
+
+    def _round_done(self, _: object) -> None:
+        if self._failing:
+            self._failing = False
+            self.log.info("groups: rounds work again")
+
+    def _round_failed(self, failure: Failure) -> None:
+        # Logged once a series, not raised: a LoopingCall stops for good on an error, and a
+        # store restarting fails every round until it is back.
+        if not self._failing:
+            self._failing = True
+            self.log.warn("groups: a round failed: {error}; trying each round", error=failure.value)
 
     async def balance(self) -> None:
         """One round: renew, then take or let go toward this member's fair share."""

@@ -44,6 +44,9 @@ class Leadership(Service):
 
     # How often a standby with a request waiting looks for the member serving.
     LOOK_INTERVAL = 0.25
+    # Reloading from a store that does not answer: again after this, doubling, at most MAX.
+    REBUILD_BACKOFF = 0.5
+    REBUILD_BACKOFF_MAX = 5.0
 
     def __init__(
         self,
@@ -84,6 +87,7 @@ class Leadership(Service):
             return  # never started: nothing to stop
         self._building = None
         managers.tasks.on_fenced.append(self._refused)
+        managers.tasks.on_unwritten.append(lambda error: self._unwritten(error, fence))
         self.managers = managers
         self._attach(managers)
         managers.startService()
@@ -94,6 +98,38 @@ class Leadership(Service):
         self.log.warn("leadership: could not load the platform: {error}", error=failure.value)
         self._building = None
         self._groups.let_go(fence.group)
+
+    def _unwritten(self, error: BaseException, fence: Fence) -> None:
+        """A change could not be written (the store restarting, say): memory is ahead of the
+        store. Still holding the lead, rebuild the managers from the store once it answers."""
+        if self.managers is None or self._building is not None:
+            return  # already rebuilding
+        self.log.warn(
+            "leadership: a change could not be written ({error}); reloading from the store",
+            error=error,
+        )
+        managers, self.managers = self.managers, None
+        self._attach(None)
+        _drop(managers)
+        self._building = fence.epoch
+        d = ensureDeferred(self._rebuild(fence))
+        d.addErrback(self._could_not_build, fence)
+
+    async def _rebuild(self, fence: Fence) -> None:
+        delay = self.REBUILD_BACKOFF
+        while self.running and self._groups.held.get(fence.group) == fence.epoch:
+            try:
+                await self._take_lead(fence)
+                return
+            except Exception as e:
+                self.log.warn(
+                    "leadership: cannot reload from the store ({error}); again in {delay:.1f} s",
+                    error=e,
+                    delay=delay,
+                )
+            await deferLater(self._reactor, delay, lambda: None)
+            delay = min(delay * 2, self.REBUILD_BACKOFF_MAX)
+        self._building = None
 
     def _refused(self, refused: NotHeld) -> None:
         self.log.warn("leadership: the store refused a change ({why}); standing by", why=refused)
@@ -108,14 +144,14 @@ class Leadership(Service):
             return
         self._attach(None)
         self.log.warn("leadership: lost {group}; the platform is served elsewhere now", group=group)
-        managers.stopService()
+        _drop(managers)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         managers, self.managers = self.managers, None
         if managers is None:
             return None
-        return managers.stopService()  # type: ignore[no-any-return]
+        return _drop(managers)
 
     # Finding the member serving
 
@@ -147,6 +183,12 @@ class Leadership(Service):
             if member.id == holder and member.live and member.url != self._membership.url():
                 return member.url
         return None
+
+
+def _drop(managers: Managers) -> Deferred[None] | None:
+    """Stop managers whose memory is no longer trusted: nothing they decided is written."""
+    managers.tasks.close()
+    return managers.stopService()  # type: ignore[no-any-return]
 
 
 class NoneServing(Exception):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,6 +42,12 @@ from xwch.coordinator.speculation import Stragglers
 from xwch.errors import XwchError
 from xwch.protocol.objects import BinaryRef, InputFile
 from xwch.protocol.wire import (
+    ATTEMPT_CANCELLED,
+    ATTEMPT_FAILED,
+    ATTEMPT_GIVEN_BACK,
+    ATTEMPT_LOST,
+    ATTEMPT_RUNNING,
+    ATTEMPT_SUCCEEDED,
     JOB_CANCELLED,
     JOB_DONE,
     JOB_ENDED_STATES,
@@ -73,13 +79,6 @@ from xwch.store.records import (
 
 T = TypeVar("T")
 
-# Attempt states in the store.
-ATTEMPT_RUNNING = "running"
-ATTEMPT_SUCCEEDED = "succeeded"
-ATTEMPT_FAILED = "failed"
-ATTEMPT_LOST = "lost"
-ATTEMPT_CANCELLED = "cancelled"
-ATTEMPT_GIVEN_BACK = "given-back"
 
 # Whether a worker id belongs to the caller's token (a lost worker that registered again
 # speaks for its old attempts).
@@ -102,6 +101,10 @@ class MissingObjects(XwchError):
         super().__init__(
             f"{len(self.digests)} object(s) are not stored at any warehouse: upload them first"
         )
+
+
+class Dropped(XwchError):
+    """A change decided by a tasks' manager whose memory was dropped (see close)."""
 
 
 class NotYourAttempt(XwchError):
@@ -229,19 +232,44 @@ class TasksManager:
         # refused by the store, and each of ``on_fenced`` is told (the member steps down).
         self.fence: Fence | None = None
         self.on_fenced: list[Callable[[NotHeld], None]] = []
+        # Told of any other change that could not be written (the store unreachable): memory
+        # is then ahead of the store, and whoever owns this manager rebuilds it from the store.
+        self.on_unwritten: list[Callable[[BaseException], None]] = []
+        self._closed = False
 
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
 
+    def close(self) -> None:
+        """No more changes: this manager's memory was dropped (its member lost the lead, or
+        rebuilds it from the store); a request still under way must not write what it decided
+        from it."""
+        self._closed = True
+        self.on_fenced.clear()
+        self.on_unwritten.clear()
+
     def _record(self, change: Change) -> Deferred[None]:
         """Write one decision to the store, under this member's fence."""
-        return self._fenced(self._db.write(job_queries.apply_change_thd, change, *self._fence()))
+        return self._write(job_queries.apply_change_thd, change)
+
+    def _write(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
+        """``fn(conn, *args, fence, now)`` on the writer thread; its failure told to whoever
+        listens (see ``on_fenced`` and ``on_unwritten``)."""
+        if self._closed:
+            return fail(Dropped("this coordinator's memory was dropped; ask again"))
+        return self._fenced(self._db.write(fn, *args, *self._fence()))
 
     def _fenced(self, written: Deferred[T]) -> Deferred[T]:
+
         def refused(failure: Failure) -> Failure:
-            if isinstance(failure.value, NotHeld):
+            error = failure.value
+            assert error is not None
+            if isinstance(error, NotHeld):
                 for listener in list(self.on_fenced):
-                    listener(failure.value)
+                    listener(error)
+            else:
+                for unwritten in list(self.on_unwritten):
+                    unwritten(error)
             return failure
 
         return written.addErrback(refused)
@@ -278,9 +306,7 @@ class TasksManager:
             # The wire form just checked, as sent: parsed again the same way on a restart.
             spec=json.dumps(wire, separators=(",", ":")),
         )
-        await self._fenced(
-            self._db.write(job_queries.create_job_thd, row, new_tasks, *self._fence())
-        )
+        await self._write(job_queries.create_job_thd, row, new_tasks)
         self._adopt(state)
         self.log.info(
             "job {job} ({name}) created with {n} tasks", job=job_id, name=job.name, n=len(new_tasks)

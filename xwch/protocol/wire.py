@@ -51,6 +51,14 @@ TASK_FAILED = "failed"
 TASK_CANCELLED = "cancelled"
 TASK_STATES = (TASK_BLOCKED, TASK_READY, TASK_RUNNING, TASK_DONE, TASK_FAILED, TASK_CANCELLED)
 
+# An attempt's states in the store: running until its worker reports or is lost.
+ATTEMPT_RUNNING = "running"
+ATTEMPT_SUCCEEDED = "succeeded"
+ATTEMPT_FAILED = "failed"
+ATTEMPT_LOST = "lost"
+ATTEMPT_CANCELLED = "cancelled"
+ATTEMPT_GIVEN_BACK = "given-back"
+
 JOB_RUNNING = "running"
 JOB_DONE = "done"
 JOB_FAILED = "failed"

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
-from xwch.protocol.wire import JOB_RUNNING, TASK_STATES
+from xwch.protocol.wire import ATTEMPT_RUNNING, JOB_RUNNING, TASK_STATES
 from xwch.store.driver import execute_plain
 from xwch.store.group_locks import Fence
 from xwch.store.nodes import add_inline_objects_thd
@@ -94,7 +94,7 @@ def apply_change_thd(
                     "task_id": a.task_id,
                     "number": a.number,
                     "worker_id": a.worker_id,
-                    "state": "running",
+                    "state": ATTEMPT_RUNNING,
                     "started": a.started,
                     "ended": None,
                     "exit_code": None,
@@ -414,7 +414,9 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
             speculative=bool(a.speculative),
         )
         for a in conn.execute(
-            sa.select(attempts).where(attempts.c.job_id == r.id, attempts.c.state == "running")
+            sa.select(attempts).where(
+                attempts.c.job_id == r.id, attempts.c.state == ATTEMPT_RUNNING
+            )
         )
     )
     return RecoveredJob(row=row, tasks=task_rows, running=running)
