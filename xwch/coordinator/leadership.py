@@ -156,21 +156,28 @@ class Leadership(Service):
     # Finding the member serving
 
     async def serving_url(self, patience: float, avoid: frozenset[str] = frozenset()) -> str | None:
-        """Where the platform is served: None when here; else the serving member's URL (not
-        one of ``avoid``, which the caller found not answering). Waits up to ``patience``
-        seconds for some member to serve; raises NoneServing."""
+        """Where the platform is served: None when here; else the serving member's URL.
+        Waits up to ``patience`` seconds for some member to serve; raises NoneServing.
+
+        ``avoid``: URLs the caller found not answering. The member holding the lead at one of
+        them now is dead and is waited out; a member that takes the lead later at the same
+        address (the dead one started again) is a new process, and is not avoided."""
         deadline = self._reactor.seconds() + patience
+        dead: set[str] | None = None
         while True:
             if self.managers is not None:
                 return None
-            url = await self._holder_url()
-            if url is not None and url.rstrip("/") not in avoid:
-                return url
+            holder = await self._holder()
+            if dead is None:
+                dead = {holder[0]} if holder is not None and holder[1] in avoid else set()
+            if holder is not None and holder[0] not in dead:
+                return holder[1]
             if self._reactor.seconds() >= deadline:
                 raise NoneServing()
             await deferLater(self._reactor, self.LOOK_INTERVAL, lambda: None)
 
-    async def _holder_url(self) -> str | None:
+    async def _holder(self) -> tuple[str, str] | None:
+        """(id, URL) of the live member holding the lead, other than this one."""
         if self._building is not None:
             return None  # this member is about to serve
         locks = await self._groups.locks()
@@ -181,7 +188,7 @@ class Leadership(Service):
             # At this member's own address, the holder is its predecessor, dead (a restarted
             # process is a new member): the group is free once its lease runs out.
             if member.id == holder and member.live and member.url != self._membership.url():
-                return member.url
+                return member.id, member.url.rstrip("/")
         return None
 
 
