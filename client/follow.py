@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from xwch.errors import ApiError, Unreachable
 from xwch.protocol.client import JobSummary
 from xwch.protocol.wire import (
+    TASK_ASSIGNED,
     TASK_BLOCKED,
     TASK_CANCELLED,
     TASK_DONE,
@@ -30,7 +31,15 @@ from .coordinator import CoordinatorClient
 from .humane import format_duration, format_rate
 
 # States shown beside the bar, in the order a task lives them; "done" is the bar itself.
-SHOWN_STATES = (TASK_RUNNING, TASK_READY, TASK_BLOCKED, TASK_FAILED, TASK_CANCELLED)
+SHOWN_STATES = (
+    TASK_ASSIGNED,
+    TASK_RUNNING,
+    TASK_ASSIGNED,
+    TASK_READY,
+    TASK_BLOCKED,
+    TASK_FAILED,
+    TASK_CANCELLED,
+)
 # A bar narrower than MIN_BAR says nothing; one wider than MAX_BAR only pushes the numbers away.
 MIN_BAR = 10
 MAX_BAR = 30

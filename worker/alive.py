@@ -42,6 +42,7 @@ class AliveLink(Protocol):
         running: Sequence[RunningAttempt],
         evicted: Sequence[str],
         transfers: TransfersReport | None,
+        waiting: Sequence[str] = (),
     ) -> list[str]: ...
 
 
@@ -96,16 +97,19 @@ class AliveBeat:
     async def _send(self) -> None:
         if self._link.lost:
             return
+        held = self._held()
         running = [
             RunningAttempt(h.attempt, "suspended" if h.state == "suspended" else "running")
-            for h in self._held()
+            for h in held
         ]
+        # Held ahead, not started: their tasks are "assigned" for users, not "running".
+        waiting = [h.attempt for h in held if h.state == "waiting"]
         # Optional: lets the coordinator's catalog forget what this worker no longer caches.
         evicted = self._evictions.take_evicted() if self._evictions is not None else []
         # Optional: this worker's transfers since the last WA, for the coordinator's load estimate.
         transfers = self._transfers() if self._transfers is not None else None
         try:
-            cancel = await self._link.alive(running, evicted, transfers)
+            cancel = await self._link.alive(running, evicted, transfers, waiting)
         except (Unreachable, ApiError, ProtocolError, WorkerLost) as e:
             if self._evictions is not None:
                 self._evictions.restore_evicted(evicted)

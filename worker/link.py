@@ -339,6 +339,7 @@ class CoordinatorLink:
         running: Sequence[RunningAttempt],
         evicted: Sequence[str],
         transfers: TransfersReport | None,
+        waiting: Sequence[str] = (),
     ) -> list[str]:
         """One Work Alive (the next tick tries again); the attempts the coordinator cancels.
 
@@ -346,7 +347,12 @@ class CoordinatorLink:
         ``transfers``: this worker's transfers since the last, for its load estimate (both
         optional). Raises :class:`WorkerLost` if the coordinator does not know this worker.
         """
-        body = WorkAlive(running=tuple(running), evicted=tuple(evicted), transfers=transfers)
+        body = WorkAlive(
+            running=tuple(running),
+            evicted=tuple(evicted),
+            transfers=transfers,
+            waiting=tuple(waiting),
+        )
         worker_id = self.worker_id
         try:
             reply = await self._coordinator.post_as(self._worker_path("/alive"), AliveAnswer, body)

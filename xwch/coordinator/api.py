@@ -551,7 +551,7 @@ class CoordinatorApi:
         alive: WorkAlive = req.body
         worker_id = req.params["worker"]
         cancels, _ = await self._workers.alive(
-            req.token, worker_id, list(alive.running), list(alive.evicted)
+            req.token, worker_id, list(alive.running), list(alive.evicted), list(alive.waiting)
         )
         # The worker's transfers since its last WA feed the load estimate of its link.
         if alive.transfers is not None:

@@ -54,6 +54,7 @@ from xwch.protocol.wire import (
     JOB_FAILED,
     JOB_RUNNING,
     OUTCOME_SUCCEEDED,
+    TASK_ASSIGNED,
     TASK_BLOCKED,
     TASK_CANCELLED,
     TASK_DONE,
@@ -134,6 +135,9 @@ class Attempt:
     # A duplicate of a slow attempt near the end of its job (see speculation.py): the first
     # of the two to succeed wins; neither is a "duplicate" for the scanner to repair.
     speculative: bool = False
+    # Whether its worker said it started (a worker holds attempts ahead of its free slots):
+    # until then its task is "assigned" in the store, not "running".
+    begun: bool = False
 
 
 @dataclass
@@ -392,7 +396,8 @@ class TasksManager:
         state.priority = r.row.priority
         for saved in r.tasks:
             t = state.tasks[saved.task_id]
-            t.state = saved.state
+            # "assigned" is the store's word for a running task whose attempt has not begun.
+            t.state = TASK_RUNNING if saved.state == TASK_ASSIGNED else saved.state
             t.failures = saved.failures
             t.attempts = saved.attempts
             t.outputs = dict(saved.outputs)
@@ -408,10 +413,12 @@ class TasksManager:
         recovered: list[RecoveredJob] = await self._db.read(job_queries.recover_running_jobs_thd)
         for r in recovered:
             state = self._restore(r)
+            stored = {t.task_id: t.state for t in r.tasks}
             for a in r.running:
                 attempt = Attempt(
                     a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
                 )
+                attempt.begun = stored.get(a.task_id) == TASK_RUNNING
                 self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
@@ -599,10 +606,10 @@ class TasksManager:
                     job_id,
                     (task_id,),
                     {
-                        "state": TASK_RUNNING,
+                        "state": TASK_ASSIGNED,
                         "attempts": t.attempts,
                         "worker": worker_name,
-                        "started": now,
+                        "started": None,
                         "ended": None,
                     },
                 )
@@ -850,6 +857,11 @@ class TasksManager:
                 task=t.spec.id,
             )
         self._forget_attempt(attempt, result.duration if succeeded else None)
+        if not attempt.begun:
+            # It ran between two Work Alives: it started then, by its own account.
+            change.task_updates.append(
+                TaskUpdate(job.id, (t.spec.id,), {"started": now - result.duration})
+            )
         change.attempt_updates.append(
             AttemptUpdate(
                 id=attempt.id,
@@ -1001,8 +1013,12 @@ class TasksManager:
         reported: Iterable[str],
         same_owner: SameOwner = _nobody,
         grace: float = 30.0,
+        waiting: Iterable[str] = (),
     ) -> list[str]:
         """A Work Alive: the attempts the worker must kill.
+
+        ``waiting``: those of ``reported`` it holds ahead, not started yet; the tasks of the
+        others are running from now on, if they were only assigned.
 
         Those are the cancelled ones, and any it runs that the coordinator does not know —
         except an attempt presumed lost whose task is unfinished: a worker back from an outage
@@ -1016,9 +1032,20 @@ class TasksManager:
         change = Change()
         reported = list(reported)
         self._reclaim_unclaimed(worker_id, set(reported), grace, change)
+        not_begun = set(waiting)
+        now = self._reactor.seconds()
         for attempt_id in reported:
             attempt = self.attempts.get(attempt_id)
             if attempt is not None and attempt.worker_id == worker_id:
+                if not attempt.begun and attempt_id not in not_begun:
+                    attempt.begun = True
+                    change.task_updates.append(
+                        TaskUpdate(
+                            attempt.job_id,
+                            (attempt.task_id,),
+                            {"state": TASK_RUNNING, "started": now},
+                        )
+                    )
                 continue
             late = (
                 None

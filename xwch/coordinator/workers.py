@@ -172,6 +172,7 @@ class WorkersManager(Service):
         worker_id: str,
         running: Sequence[RunningAttempt],
         evicted: Sequence[str] = (),
+        waiting: Sequence[str] = (),
     ) -> tuple[list[str], Policy]:
         self.get(worker_id, token)
         if evicted:
@@ -182,6 +183,7 @@ class WorkersManager(Service):
             [r.attempt for r in running],
             self._same_owner(token),
             grace=3 * self.alive_interval,
+            waiting=waiting,
         )
         return cancels, self._communication.policy()
 

@@ -249,6 +249,9 @@ class WorkAlive(Message, frozen=True, omit_defaults=True):
     WHERE: ClassVar[str] = "alive"
 
     running: tuple[RunningAttempt, ...]
+    # Those of ``running`` held ahead that have not started (waiting for a slot): their tasks
+    # are "assigned", not "running". Its own field, so that either side may be older.
+    waiting: tuple[str, ...] = ()
     transfers: TransfersReport | None = None
     evicted: tuple[Digest, ...] = ()
 
