@@ -142,8 +142,17 @@ class JobFollower:
             job = await self._poll(job_id)
             done_before = job.count(TASK_DONE)
             last_seen: tuple[str, list[tuple[str, int]]] | None = None
+            told: list[tuple[str, int]] = []
             while True:
                 elapsed = now(self.reactor) - start
+                # Tasks that would wait forever as things stand: said once, when it changes.
+                holding_back = sorted(job.unrunnable.items())
+                if holding_back != told:
+                    told = holding_back
+                    for why, n in holding_back:
+                        self.end_line()
+                        self.stream.write(f"cannot run {n} task{'s' if n != 1 else ''}: {why}\n")
+                        self.stream.flush()
                 if self.isatty:
                     width = self.width or terminal_width(self.stream)
                     line = render_progress(job.counts, job.total, elapsed, width, done_before)

@@ -69,7 +69,9 @@ TASK_COLUMNS = (
 
 
 def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None) -> str:
-    """One row a task; DURATION runs on to ``now`` for a task still running."""
+    """One row a task; DURATION runs on to ``now`` for a task still running. A WHY column
+    says, when some ready task cannot run, what holds it back."""
+    why = any(t.why for t in tasks)
     rows = [
         (
             t.id,
@@ -80,10 +82,11 @@ def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None)
             format_clock(t.started, tz),
             format_clock(t.ended, tz),
             _took(t, now),
+            *((t.why or "",) if why else ()),
         )
         for t in tasks
     ]
-    return render_table(TASK_COLUMNS, rows)
+    return render_table(TASK_COLUMNS + ((Column("WHY"),) if why else ()), rows)
 
 
 COORDINATOR_COLUMNS = (
@@ -184,6 +187,9 @@ def status_text(job: JobSummary, now: float, tz: tzinfo | None = None) -> str:
     ]
     if job.message:
         head.append(("MESSAGE", job.message))
+    # Ready tasks that would wait forever as things stand: say why, as they wait.
+    for why, n in sorted(job.unrunnable.items()):
+        head.append(("CANNOT RUN", f"{n} task{'s' if n != 1 else ''}: {why}"))
     label = max(len(k) for k, _ in head)
     lines = [f"{k.ljust(label)}  {v}" for k, v in head]
     # The known states in their life order, then any the coordinator added.

@@ -27,6 +27,7 @@ from xwch.coordinator.tasks import (
     TasksManager,
     UnknownJob,
 )
+from xwch.coordinator.unrunnable import counted
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import ApiRequest, HttpError, Route
 from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
@@ -376,7 +377,13 @@ class CoordinatorApi:
         summary = await self._db.read(job_queries.job_summary_thd, job_id)
         if summary is None:
             raise HttpError(404, "not_found", f"no job {job_id}")
+        reasons = self._unrunnable(job_id)
+        if reasons:
+            summary = msgspec.structs.replace(summary, unrunnable=counted(reasons))
         return summary
+
+    def _unrunnable(self, job_id: str) -> dict[str, str]:
+        return self._tasks.unrunnable(job_id, self._workers.live_platforms())
 
     async def job(self, req: ApiRequest) -> tuple[int, Any]:
         job_id = req.params["job"]
@@ -390,6 +397,9 @@ class CoordinatorApi:
     async def job_tasks(self, req: ApiRequest) -> tuple[int, Any]:
         await self._summary(req.params["job"])
         rows = await self._db.read(job_queries.list_tasks_thd, req.params["job"])
+        reasons = self._unrunnable(req.params["job"])
+        if reasons:
+            rows = [msgspec.structs.replace(r, why=reasons.get(r.id)) for r in rows]
         return 200, TaskList(tasks=tuple(rows))
 
     async def logs(self, req: ApiRequest) -> tuple[int, Any]:

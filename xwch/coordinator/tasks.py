@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -39,6 +39,7 @@ from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
+from xwch.coordinator.unrunnable import unrunnable_tasks
 from xwch.errors import XwchError
 from xwch.protocol.objects import BinaryRef, InputFile
 from xwch.protocol.wire import (
@@ -1112,6 +1113,14 @@ class TasksManager:
             task=t.spec.id,
             worker=worker_id,
         )
+
+    def unrunnable(self, job_id: str, live_platforms: Collection[str]) -> dict[str, str]:
+        """The ready tasks of a running job that no live worker can run, with why."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return {}
+        ready = {t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TASK_READY}
+        return unrunnable_tasks(ready, job.platforms, live_platforms)
 
     def running_on(self, worker_id: str) -> list[str]:
         return sorted(self._by_worker.get(worker_id, ()))

@@ -195,6 +195,10 @@ class WorkersManager(Service):
         self.get(worker_id, token)
         await self._tasks.give_back(worker_id, attempts)
 
+    def live_platforms(self) -> set[str]:
+        """The platforms of the workers alive now."""
+        return {w.platform for w in self.workers.values() if w.state == WORKER_ALIVE}
+
     def list(self) -> list[WorkerRecord]:
         return [
             replace(

@@ -11,7 +11,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet.defer import ensureDeferred
 
-from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
+from tests.unit.coordinator.harness import BINARY, CoordinatorTestCase, wire_job
 from xwch import capability
 from xwch.errors import CapabilityError
 from xwch.protocol.wire import INLINE_MOST, PROTOCOL_VERSION
@@ -19,7 +19,9 @@ from xwch.protocol.worker import HostFacts
 from xwch.store import tokens
 
 
-class ApiTests(CoordinatorTestCase):
+class ApiHarness(CoordinatorTestCase):
+    """The coordinator's HTTP API, called as its clients do."""
+
     def setUp(self) -> None:
         super().setUp()
         self.http = StubTreq(self.coordinator.root)
@@ -56,6 +58,8 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual(code, 201)
         return str(reg["worker_id"])
 
+
+class ApiTests(ApiHarness):
     def test_missing_or_unknown_token_is_refused(self) -> None:
         """Nothing is open: a request without a valid token gets 401 and a reason."""
         code, body, _ = self.call("GET", "/jobs")
@@ -537,3 +541,36 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual([w["url"] for w in body["warehouses"]], ["http://127.0.0.1:9"])
         code, body, _ = self.call("GET", f"/objects/{digest_of('nothing')}", role="client")
         self.assertEqual(code, 404)
+
+
+class UnrunnableTests(ApiHarness):
+    """A ready task no live worker can run says why, in the job's summary and its tasks."""
+
+    def submit_for(self, platform: str) -> str:
+        wire = wire_job([{"id": "x"}, {"id": "y"}])
+        wire["binaries"] = {
+            "prog": {platform: {"digest": BINARY, "size": 6, "bundle": False, "entry": None}}
+        }
+        return self.submit(wire)
+
+    def test_no_worker_at_all_is_said(self) -> None:
+        job = self.submit_for("linux-x86_64")
+        _, summary, _ = self.call("GET", f"/jobs/{job}", role="client")
+        self.assertEqual(summary["unrunnable"], {"no worker is connected": 2})
+
+    def test_a_program_for_a_platform_no_live_worker_runs_is_said(self) -> None:
+        job = self.submit_for("linux-aarch64")
+        self.register_worker()  # linux-x86_64
+        _, summary, _ = self.call("GET", f"/jobs/{job}", role="client")
+        [(why, n)] = summary["unrunnable"].items()
+        self.assertEqual(n, 2)
+        self.assertIn("'prog' exists for linux-aarch64", why)
+        self.assertIn("live workers run linux-x86_64", why)
+        _, listed, _ = self.call("GET", f"/jobs/{job}/tasks", role="client")
+        self.assertEqual({t["why"] for t in listed["tasks"]}, {why})
+
+    def test_a_task_some_worker_can_run_is_not_explained(self) -> None:
+        job = self.submit_for("linux-x86_64")
+        self.register_worker()
+        _, summary, _ = self.call("GET", f"/jobs/{job}", role="client")
+        self.assertEqual(summary["unrunnable"], {})
