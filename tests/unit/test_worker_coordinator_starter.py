@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.launch import FakeLaunch
-from worker.coordinator_starter import (
+from xwch.worker.__main__ import main
+from xwch.worker.coordinator_starter import (
     LISTENING,
     CoordinatorStarter,
     SpawnSettings,
@@ -135,3 +137,34 @@ class CoordinatorStarterTests(SynchronousTestCase):
     def test_the_store_password_is_not_logged(self) -> None:
         self.assertEqual(_hide_password(STORE), "postgresql://xwch:***@db.test/xwch")
         self.assertEqual(_hide_password("tcp:8750"), "tcp:8750")
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--spawn-coordinator"], "--spawn-coordinator needs --db URL"),
+        (["--db", "postgresql://db.test/x"], "--db goes with --spawn-coordinator"),
+        (
+            ["--spawn-coordinator", "--db", "postgresql://db.test/x", "--spawn-after", "0"],
+            "--spawn-after must be a positive number of seconds",
+        ),
+        (
+            ["--spawn-coordinator", "--db", "postgresql://db.test/x", "--spawn-public-url", "c:1"],
+            "--spawn-public-url must start with http:// or https://",
+        ),
+    ],
+)
+def test_the_command_line_refuses_bad_spawn_flags(
+    flags: list[str],
+    named: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """One line naming the flag, exit 2, before anything starts."""
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exit:
+        main(["--coordinator", "http://c.test", "--token", "T", "--data", str(tmp_path), *flags])
+    assert exit.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and len(err.strip().splitlines()) == 1, err

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.fakes.launch import FakeLaunch
+from xwch.coordinator.__main__ import main as coordinator_main
 from xwch.coordinator.worker_starter import WorkerStarter
 
 URL = "http://c1.test:8750"
@@ -117,3 +119,25 @@ class WorkerStarterTests(SynchronousTestCase):
         self.live = 1
         self.advance(3 * WorkerStarter.START_INTERVAL)
         self.assertEqual(len(self.launch.started), 1)
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--min-workers", "0", "--worker-command", "true"], "--min-workers must be at least 1"),
+        (["--min-workers", "2"], "--min-workers and --worker-command go together"),
+        (["--worker-command", "true"], "--min-workers and --worker-command go together"),
+        (["--min-workers", "1", "--worker-command", " "], "--worker-command must not be empty"),
+        (
+            ["--min-workers", "1", "--worker-command", "true", "--worker-start-interval", "0"],
+            "--worker-start-interval must be a positive number",
+        ),
+    ],
+)
+def test_the_command_line_refuses_bad_worker_starting_flags(
+    flags: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit:
+        coordinator_main(flags)
+    assert exit.value.code == 2
+    assert named in capsys.readouterr().err
