@@ -1,7 +1,8 @@
 """``xwch-worker``: a volunteer worker.
 
 xwch-worker [run] [--coordinator URL] [--token T] [--slots K] [--data DIR] [--site NAME]
-            [--name NAME]
+            [--name NAME] [--spawn-coordinator --db URL [--spawn-listen ENDPOINT]
+            [--spawn-after S] [--spawn-public-url URL]]
 xwch-worker install --coordinator URL --token T [--data DIR] [--site NAME] [--name NAME]
             [--slots K] [PREFERENCES]
 xwch-worker uninstall
