@@ -11,12 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Awaitable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -35,7 +41,9 @@ from xwch.coordinator.scheduler import POLICY_LOCALITY, Scheduler
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRequest
+from xwch.coordinator.worker_starter import WorkerStarter, live_workers
 from xwch.coordinator.workers import WorkersManager
+from xwch.detached import launcher
 from xwch.http import make_http_client
 from xwch.store import tokens
 from xwch.store.database import Database
@@ -64,6 +72,13 @@ class CoordinatorConfig:
     lease: float = DEFAULT_LEASE
     # How many logical groups of workers (None: one, the lead group; see leadership.py).
     groups: int | None = None
+    # Workers started while the platform has fewer live ones (see worker_starter.py): how
+    # many are wanted, the shell command that starts one, the least time between two starts,
+    # and the file the command's output goes to.
+    min_workers: int = 0
+    worker_command: str | None = None
+    worker_start_interval: float | None = None
+    worker_log: Path | None = None
 
 
 class StoreService(Service):
@@ -335,4 +350,15 @@ async def make_coordinator(
     holder.append(coordinator)
     if managers is not None:
         coordinator.serve(managers)
+    if config.min_workers > 0 and config.worker_command:
+        WorkerStarter(
+            reactor,
+            lambda: live_workers(coordinator.managers),
+            launcher(cast(IReactorProcess, reactor)),
+            config.min_workers,
+            config.worker_command,
+            config.worker_log or Path("worker-command.log"),
+            coordinator.url,
+            config.worker_start_interval,
+        ).setServiceParent(coordinator)
     return coordinator
