@@ -141,10 +141,9 @@ class Governor(Service):
             return "outside the allowed hours " + ",".join(str(r) for r in p.hours)
         idle = self.idle_seconds
         if p.idle_minutes > 0 and idle is not None and idle < p.idle_minutes * 60:
-            return (
-                f"the computer is in use (idle {idle / 60:.1f} min, "
-                f"{p.idle_minutes:g} min required)"
-            )
+            # Without the idle time itself (the status shows it): the reason reaches the
+            # coordinator and users, and stays the same while the suspension lasts.
+            return f"the computer is in use ({p.idle_minutes:g} min idle required)"
         if self._busy:
             return f"other programs keep the CPUs busy (limit {p.max_cpu_load:g}%)"
         return None
