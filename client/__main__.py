@@ -140,8 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     workers = command(
         "workers",
         "the workers, one a row",
-        "One row a worker: name, state, address, platform, cores, memory (GiB), slots, "
-        "tasks done, last heard.",
+        "One row a worker: id, name, site, state (alive, suspended, quarantined or lost), "
+        "slots busy and in all, address, platform, cores, memory (GiB), tasks done, last "
+        "heard, and why a suspended worker computes nothing. Lost workers are left out "
+        "unless --all.",
+    )
+    workers.add_argument(
+        "--all", action="store_true", help="also the lost workers, the most recently heard first"
     )
     workers.add_argument("--json", action="store_true", help="print JSON")
 

@@ -31,8 +31,11 @@ from .results import default_results_dir, download_results
 from .submit import submit
 from .tables import coordinators_table, jobs_table, status_text, tasks_table, workers_table
 from .transfers import Transfers
+from .workers_note import WorkersWatch
 
 PROGRAM = "xwch-client"
+# The state of a worker the coordinator stopped hearing from (xwch/coordinator/workers.py).
+WORKER_LOST = "lost"
 # Failed tasks named after a failed job; more would bury the hint under the list.
 FAILED_SHOWN = 5
 
@@ -110,7 +113,8 @@ async def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def _follow(ctx: Context, api: CoordinatorClient, job_id: str) -> JobSummary:
-    return await JobFollower(api, ctx.reactor, ctx.stderr, ctx.isatty).follow(job_id)
+    watch = WorkersWatch(ctx.reactor, api.workers)
+    return await JobFollower(api, ctx.reactor, ctx.stderr, ctx.isatty, workers=watch).follow(job_id)
 
 
 async def _ended(ctx: Context, api: CoordinatorClient, job: JobSummary) -> int:
@@ -130,11 +134,14 @@ async def _ended(ctx: Context, api: CoordinatorClient, job: JobSummary) -> int:
 
 
 async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    job = await ctx.client(args).job(args.job)
+    api = ctx.client(args)
+    job = await api.job(args.job)
     if args.json:
         ctx.out_json(job.to_json())
-    else:
-        ctx.out(status_text(job, ctx.now(), ctx.tz))
+        return 0
+    # A running job stuck because no worker computes says why (the workers' own reasons).
+    note = None if job.has_ended else await WorkersWatch(ctx.reactor, api.workers).update()
+    ctx.out(status_text(job, ctx.now(), ctx.tz, workers=note))
     return 0
 
 
@@ -149,6 +156,14 @@ async def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_workers(ctx: Context, args: argparse.Namespace) -> int:
     workers = await ctx.client(args).workers()
+    if not args.all:
+        # Every worker that ever stopped stays in the store as lost: shown, they would bury
+        # the live ones (and a worker started again under its name appears once per start).
+        shown = [w for w in workers if w.state != WORKER_LOST]
+        hidden = len(workers) - len(shown)
+        workers = shown
+        if hidden:
+            ctx.note(f"{hidden} lost worker(s) not shown; --all shows them")
     if args.json:
         ctx.out_json({"workers": [w.to_json() for w in workers]})
     else:
