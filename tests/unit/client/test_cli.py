@@ -273,13 +273,17 @@ def test_submit_wait_says_when_the_workers_are_suspended(
         (["tasks", "job-1", "--json"], "tasks"),
         (["workers", "--json"], "workers"),
         (["list", "--json"], "jobs"),
+        (["logs", "job-1", "a", "--json"], "stdout"),
+        (["cancel", "job-1", "--json"], "state"),
+        (["wait", "job-1", "--json"], "counts"),
     ],
 )
 def test_json_outputs_parse_as_json(
     fake: FakeCoordinator, tmp_path: Path, argv: list[str], key: str
 ) -> None:
     """Every --json output is one JSON document."""
-    job = fake.add_job()
+    job = fake.add_job(script=[DONE])
+    job.logs[("a", 1)] = _log(1, "succeeded", "out\n")
     job.tasks = [
         {
             "id": "a",
@@ -490,6 +494,109 @@ def test_logs_of_an_unknown_task_exits_2(fake: FakeCoordinator, tmp_path: Path) 
     out = run_cli(["logs", "job-1", "zzz"], fake, tmp_path)
     assert out.status == EXIT_USAGE
     assert "has no task zzz" in out.stderr
+
+
+def _log(n: int, state: str, out: str = "") -> dict[str, object]:
+    return {
+        "task": "a",
+        "attempt": n,
+        "state": state,
+        "exit_code": None if state == "running" else (0 if state == "succeeded" else 1),
+        "error": None,
+        "stdout": out,
+        "stderr": "",
+        "worker": "alice",
+    }
+
+
+def _task(state: str) -> dict[str, object]:
+    return {
+        "id": "a",
+        "state": state,
+        "cost": 1,
+        "worker": None,
+        "attempts": 0,
+        "started": None,
+        "ended": None,
+    }
+
+
+def test_logs_follow_prints_each_attempt_as_it_ends(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """`logs --follow` waits for the task's attempts: it prints the failed one and then its
+    retry, each once it has ended, says on standard error what it waits for, and exits 0 once
+    the task is done."""
+    job = fake.add_job()
+    job.tasks = [_task("ready")]
+
+    job.log_script = [
+        lambda: None,  # no attempt yet
+        lambda: job.logs.update({("a", 1): _log(1, "running")}),
+        lambda: job.logs.update({("a", 1): _log(1, "failed", "first\n")}),
+        lambda: job.logs.update({("a", 2): _log(2, "running")}),
+        lambda: None,
+        lambda: (
+            job.logs.update({("a", 2): _log(2, "succeeded", "second\n")}),
+            job.tasks.__setitem__(0, _task("done")),
+        ),
+    ]
+    out = run_cli(["logs", "job-1", "a", "--follow"], fake, tmp_path)
+    assert out.status == EXIT_OK, out.stderr
+    assert out.stdout == (
+        "task a, attempt 1 on alice: failed, exit code 1\n==> stdout <==\nfirst\n"
+        "==> stderr <==\n(empty)\n"
+        "task a, attempt 2 on alice: succeeded, exit code 0\n==> stdout <==\nsecond\n"
+        "==> stderr <==\n(empty)\n"
+    )
+    assert out.stderr.splitlines() == [
+        "task a is ready: waiting for its first attempt to end",
+        "task a, attempt 1 on alice: running; its output comes when it ends",
+        "task a, attempt 2 on alice: running; its output comes when it ends",
+        "task a done",
+    ]
+
+
+def test_logs_follow_of_a_failed_task_exits_1_with_json_lines(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """On a task that has ended, `logs --follow --json` prints its last attempt as one JSON
+    line and exits 1 if the task failed."""
+    job = fake.add_job()
+    job.tasks = [_task("failed")]
+    job.logs[("a", 3)] = _log(3, "failed", "boom\n")
+    out = run_cli(["logs", "job-1", "a", "--follow", "--json"], fake, tmp_path)
+    assert out.status == EXIT_JOB_FAILED
+    [line] = out.stdout.splitlines()
+    assert json.loads(line)["stdout"] == "boom\n"
+    assert out.stderr == "task a failed\n"
+
+
+def test_logs_follow_of_an_unknown_task_exits_2(fake: FakeCoordinator, tmp_path: Path) -> None:
+    fake.add_job().tasks = [_task("ready")]
+    out = run_cli(["logs", "job-1", "zzz", "--follow"], fake, tmp_path)
+    assert out.status == EXIT_USAGE
+    assert out.stderr == "xwch-client: job job-1 has no task zzz\n"
+
+
+def test_tasks_state_shows_only_tasks_in_those_states(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """`tasks --state` keeps the tasks in the state named, or in any of several."""
+    job = fake.add_job()
+    job.tasks = [
+        {**_task(state), "id": state} for state in ("done", "failed", "ready", "cancelled")
+    ]
+    out = run_cli(["tasks", "job-1", "--state", "failed"], fake, tmp_path)
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["failed"]
+    out = run_cli(["tasks", "job-1", "--state", "failed,cancelled", "--json"], fake, tmp_path)
+    assert [t["id"] for t in out.json()["tasks"]] == ["failed", "cancelled"]
+
+
+def test_tasks_state_of_no_such_state_exits_2(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """An unknown state is a usage error naming it and the states there are; nothing is sent."""
+    out = run_cli(["tasks", "job-1", "--state", "finished"], fake, tmp_path)
+    assert out.status == EXIT_USAGE
+    assert "--state 'finished': finished is not a task state (one of blocked, ready" in out.stderr
+    assert fake.requests == []
 
 
 def test_cancel_stops_the_job(fake: FakeCoordinator, tmp_path: Path) -> None:
