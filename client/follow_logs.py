@@ -17,6 +17,7 @@ from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.protocol.client import AttemptLog, TaskInfo
 from xwch.protocol.wire import TASK_CANCELLED, TASK_DONE, TASK_FAILED
 
+from .clock import now
 from .coordinator import CoordinatorClient
 
 # Attempt states of an attempt whose program has not ended yet (its output is not in).
@@ -70,9 +71,9 @@ class LogFollower:
                     number = last.attempt + 1
                     continue
                 return task.state
-            now = (-1 if log is None else log.attempt, task.state if log is None else log.state)
-            if now != told:
-                told = now
+            seen = (-1 if log is None else log.attempt, task.state if log is None else log.state)
+            if seen != told:
+                told = seen
                 self._note(_waiting(task_id, task, log))
             await deferLater(self._reactor, self.POLL_INTERVAL, lambda: None)
 
@@ -111,7 +112,7 @@ class LogFollower:
         raise UnknownTask(f"job {job_id} has no task {task_id}")
 
     def _check_grace(self) -> None:
-        moment = float(self._reactor.seconds())  # type: ignore[misc]
+        moment = now(self._reactor)
         if self._unreachable_since is None:
             self._unreachable_since = moment
         if moment - self._unreachable_since >= self.UNREACHABLE_GRACE:
