@@ -12,14 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.integration.support import NATIVE, client, client_json, job_file, wait_for
+from tests.integration.support import NATIVE, client, client_json, hours_away, job_file, wait_for
 from tests.integration.test_warehouse_process import PROCESS_TIMEOUT, Process, env
 from xwch.localprocess import LocalPlatformProcess, processes_in
 
@@ -149,11 +148,6 @@ def stopped(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def hours_away() -> str:
-    start = (time.localtime().tm_hour + 3) % 24
-    return f'hours = "{start:02d}:00-{(start + 1) % 24:02d}:00"\n'
 
 
 def test_workers_running_or_suspended_stop_on_sigterm_and_leave_no_attempt(

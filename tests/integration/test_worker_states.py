@@ -3,7 +3,6 @@ volunteer's own worker.toml, and a suspended worker is shown suspended, with its
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from tests.integration.support import (
     NATIVE,
     client,
     client_json,
+    hours_away,
     job_file,
     running_platform,
     wait_for,
@@ -21,15 +21,8 @@ from xwch.localprocess import LocalPlatformProcess
 
 pytestmark = pytest.mark.integration
 
-# Preferences no worker can compute under for hours: its allowed hours start 3 h from now.
+# How long a worker may take to suspend or resume (it re-reads worker.toml every 3 s).
 WAITING_SECONDS = 60
-
-
-def hours_away() -> str:
-    """An ``hours`` preference that excludes the next three hours, local time."""
-    now = time.localtime()
-    start = (now.tm_hour + 3) % 24
-    return f'hours = "{start:02d}:00-{(start + 1) % 24:02d}:00"\n'
 
 
 @pytest.fixture(scope="module")
