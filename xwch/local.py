@@ -65,9 +65,11 @@ class LocalPlatform:
         self.started = False
         self.monitor = ChildMonitor(reactor, out, restart=restart, on_ready=self._child_ready)
 
-    def spawn(self, name: str, marker: str, args: Sequence[str]) -> Child:
+    def spawn(self, name: str, marker: str, args: Sequence[str], home: Path | None = None) -> Child:
+        """Start ``python ARGS`` as ``name``, with ``XWCH_HOME`` set to ``home`` (default: the
+        local run's own)."""
         env = dict(os.environ)
-        env["XWCH_HOME"] = str(self.home)
+        env["XWCH_HOME"] = str(self.home if home is None else home)
         env["PYTHONUNBUFFERED"] = "1"
         return self.monitor.add_child(
             name, marker, [self.python, *args], env, self.home / "logs" / f"{name}.log"
@@ -156,6 +158,10 @@ class LocalPlatform:
         )
 
     def _worker(self, i: int, url: str, token: str, host: str, args: argparse.Namespace) -> Child:
+        # Its own XWCH_HOME, in its own folder: a worker reads worker.toml there (and
+        # client.toml), so the volunteer's own ~/.xwch/worker.toml, written by `xwch-worker
+        # install`, would otherwise suspend these workers by that volunteer's preferences.
+        folder = self.home / f"worker-{i}"
         return self.spawn(
             f"worker-{i}",
             WORKER_READY,
@@ -169,12 +175,13 @@ class LocalPlatform:
                 "--slots",
                 str(args.slots),
                 "--data",
-                str(self.home / f"worker-{i}"),
+                str(folder),
                 "--name",
                 f"{host}-w{i}",
                 "--site",
                 _site(i, args.sites),
             ],
+            home=folder,
         )
 
     def _child_ready(self, child: Child) -> None:

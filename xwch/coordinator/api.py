@@ -38,6 +38,7 @@ from xwch.protocol.client import (
     ResultFile,
     ResultList,
     TaskList,
+    WorkerInfo,
     WorkerList,
 )
 from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
@@ -86,7 +87,7 @@ from xwch.store import jobs as job_queries
 from xwch.store import nodes
 from xwch.store.database import Database
 from xwch.store.group_locks import NotHeld
-from xwch.store.records import TokenRecord
+from xwch.store.records import TokenRecord, WorkerRecord
 
 CLIENT = (ROLE_CLIENT,)
 WORKER = (ROLE_WORKER,)
@@ -450,13 +451,32 @@ class CoordinatorApi:
 
     async def list_workers(self, req: ApiRequest) -> tuple[int, Any]:
         known = {w.id: w for w in await self._db.read(nodes.list_workers_thd)}
-        # The store counts tasks done; memory knows who is alive and when each was last heard.
-        for live in self._workers.list():
-            stored = known.get(live.id)
-            tasks_done = stored.tasks_done if stored is not None else live.tasks_done
-            known[live.id] = replace(live, tasks_done=tasks_done)
-        rows = sorted(known.values(), key=lambda w: (w.state != "alive", w.name, w.id))
-        return 200, WorkerList(workers=tuple(w.info() for w in rows))
+        # The store counts tasks done; memory knows who is alive (or suspended, and why), when
+        # each was last heard and how many attempts each holds.
+        for record in self._workers.list():
+            stored = known.get(record.id)
+            tasks_done = stored.tasks_done if stored is not None else record.tasks_done
+            known[record.id] = replace(record, tasks_done=tasks_done)
+        # Live workers first by name; then the lost, the most recently heard first, so that
+        # the workers that stopped under one name read newest to oldest.
+        live = sorted(
+            (w for w in known.values() if w.id in self._workers.workers),
+            key=lambda w: (w.name, w.id),
+        )
+        lost = sorted(
+            (w for w in known.values() if w.id not in self._workers.workers),
+            key=lambda w: (-w.last_heard, w.id),
+        )
+        return 200, WorkerList(workers=tuple(self._worker_info(w) for w in live + lost))
+
+    def _worker_info(self, worker: WorkerRecord) -> WorkerInfo:
+        if worker.id not in self._workers.workers:
+            return worker.info()
+        return msgspec.structs.replace(
+            worker.info(),
+            reason=self._workers.suspended.get(worker.id),
+            busy=self._workers.busy_slots(worker.id),
+        )
 
     async def status(self, req: ApiRequest) -> tuple[int, Any]:
         return 200, {
@@ -561,7 +581,12 @@ class CoordinatorApi:
         alive: WorkAlive = req.body
         worker_id = req.params["worker"]
         cancels, _ = await self._workers.alive(
-            req.token, worker_id, list(alive.running), list(alive.evicted), list(alive.waiting)
+            req.token,
+            worker_id,
+            list(alive.running),
+            list(alive.evicted),
+            waiting=list(alive.waiting),
+            suspended=alive.suspended,
         )
         # The worker's transfers since its last WA feed the load estimate of its link.
         if alive.transfers is not None:

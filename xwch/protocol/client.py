@@ -82,6 +82,10 @@ class WorkerInfo(Message, frozen=True):
     tasks_done: int
     last_heard: float | None
     site: str | None = None
+    # Why it computes nothing now (its volunteer's preferences), with state "suspended".
+    reason: str | None = None
+    # Slots holding an attempt, of ``slots``; None from a coordinator that does not say.
+    busy: int | None = None
 
 
 class WorkerList(Message, frozen=True):

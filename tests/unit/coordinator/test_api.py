@@ -278,6 +278,86 @@ class ApiTests(ApiHarness):
         [row] = listed["workers"]
         self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
 
+    def test_a_suspended_worker_is_listed_suspended_with_its_reason(self) -> None:
+        """A Work Alive saying why the worker computes nothing shows it `suspended` with that
+        reason; one without shows it alive again."""
+        worker = self.register_worker()
+
+        def alive(**extra: Any) -> dict[str, Any]:
+            code, _, _ = self.call(
+                "POST", f"/workers/{worker}/alive", role="worker", body={"running": [], **extra}
+            )
+            self.assertEqual(code, 200)
+            [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+            return {k: row[k] for k in ("state", "reason")}
+
+        self.assertEqual(
+            alive(suspended="the computer is in use (5 min idle required)"),
+            {"state": "suspended", "reason": "the computer is in use (5 min idle required)"},
+        )
+        self.assertEqual(alive(), {"state": "alive", "reason": None})
+
+    def test_a_worker_registering_suspended_is_listed_suspended(self) -> None:
+        """A worker started outside its hours says so in its Register Request."""
+        facts = HostFacts(
+            "h",
+            "127.0.0.1",
+            "linux-x86_64",
+            2,
+            1,
+            2,
+            1.0,
+            protocol=PROTOCOL_VERSION,
+            suspended="outside the allowed hours 22:00-07:00",
+        )
+        code, _, _ = self.call("POST", "/workers", role="worker", body=facts.to_json())
+        self.assertEqual(code, 201)
+        [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual(
+            (row["state"], row["reason"]), ("suspended", "outside the allowed hours 22:00-07:00")
+        )
+
+    def test_a_suspension_reason_is_one_bounded_line(self) -> None:
+        """An empty or overlong reason is refused, naming the field."""
+        worker = self.register_worker()
+        for reason in ("", "x" * 201):
+            code, body, _ = self.call(
+                "POST",
+                f"/workers/{worker}/alive",
+                role="worker",
+                body={"running": [], "suspended": reason},
+            )
+            self.assertEqual(code, 400)
+            self.assertIn("alive.suspended", body["message"])
+
+    def test_workers_listing_says_how_many_slots_are_busy(self) -> None:
+        """Each live worker's row counts its slots holding an attempt."""
+        worker = self.register_worker()
+        [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual((row["busy"], row["slots"]), (0, 2))
+        self._first_attempt(worker, tasks=1)
+        [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual((row["busy"], row["slots"]), (1, 2))
+
+    def test_lost_workers_come_after_the_live_ones_newest_first(self) -> None:
+        """Live workers by name, then the lost ones, the most recently heard first, each with
+        its own id: workers stopped under one name read newest to oldest."""
+        self.coordinator.startService()
+        self.addCleanup(self.coordinator.stopService)
+        workers = self.coordinator.workers
+        first = self.register_worker()
+        self.clock.advance(1)
+        second = self.register_worker()
+        for _ in range(5):
+            self.clock.advance(workers.alive_interval)
+        self.assertEqual(workers.workers, {})
+        third = self.register_worker()
+        rows = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual(
+            [(r["id"], r["state"], r["busy"]) for r in rows],
+            [(third, "alive", 0), (second, "lost", None), (first, "lost", None)],
+        )
+
     def _first_attempt(
         self, worker: str, tasks: int, outputs: Sequence[str] = ()
     ) -> dict[str, Any]:
