@@ -62,6 +62,18 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
+# Write functions whose consecutive calls may be merged into one: fn -> merge(args of each
+# call) -> args of the one call, or None when these cannot be (see register_merge).
+_MERGES: dict[Callable[..., Any], Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None]] = {}
+
+
+def register_merge(
+    fn: Callable[..., Any], merge: Callable[[list[tuple[Any, ...]]], tuple[Any, ...] | None]
+) -> None:
+    """Let consecutive writes of ``fn`` queued together run as one call of ``fn``."""
+    _MERGES[fn] = merge
+
+
 @dataclass
 class _Write:
     """One write waiting for its group's commit."""
@@ -153,7 +165,7 @@ class Database:
         if len(group) > 1:
             try:
                 with self.engine.begin() as conn:
-                    results = [w.fn(conn, *w.args, **w.kwargs) for w in group]
+                    results = self._run_merged(conn, group)
                 return [(True, r) for r in results]
             except Exception:
                 pass  # rolled back: each again on its own, below, so only the bad one fails
@@ -164,6 +176,30 @@ class Database:
             except Exception:
                 outcomes.append((False, Failure()))
         return outcomes
+
+    def _run_merged(self, conn: sa.Connection, group: list[_Write]) -> list[Any]:
+        """Run a group's writes in order, consecutive ones of a function that knows how to
+        merge its calls (a ``merge`` registered for it) as one call; each merged write's
+        result is None."""
+        results: list[Any] = []
+        start = 0
+        while start < len(group):
+            fn = group[start].fn
+            end = start + 1
+            merge = _MERGES.get(fn)
+            while merge is not None and end < len(group) and group[end].fn is fn:
+                end += 1
+            run = group[start:end]
+            merged = None
+            if len(run) > 1 and merge is not None and not any(w.kwargs for w in run):
+                merged = merge([w.args for w in run])
+            if merged is None:
+                results.extend(w.fn(conn, *w.args, **w.kwargs) for w in run)
+            else:
+                fn(conn, *merged)
+                results.extend([None] * len(run))
+            start = end
+        return results
 
     def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
         """Run ``fn(conn, *args)`` in one transaction on a reader thread."""

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
 from xwch.protocol.wire import ATTEMPT_RUNNING, JOB_RUNNING, TASK_STATES
+from xwch.store.database import register_merge
 from xwch.store.driver import execute_plain
 from xwch.store.group_locks import Fence
 from xwch.store.nodes import add_inline_objects_thd
@@ -145,6 +146,29 @@ def apply_change_thd(
             [{"b_id": w, "b_count": n} for w, n in change.tasks_done_by_worker.items()],
         )
 
+
+def merge_change_writes(calls: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """Several ``apply_change_thd`` calls queued together as one call (one statement per kind
+    of row rather than one per change: on PostgreSQL each is a round trip), or None when they
+    cannot be: under different fences, or in an order that merging would change."""
+    merged = Change()
+    fences = set()
+    latest = 0.0
+    for call in calls:
+        change = call[0]
+        fence = call[1] if len(call) > 1 else None
+        now = call[2] if len(call) > 2 else 0.0
+        if not merged.can_absorb(change):
+            return None
+        merged.absorb(change)
+        fences.add(fence)
+        latest = max(latest, now)
+    if len(fences) != 1:
+        return None
+    return merged, fences.pop(), latest
+
+
+register_merge(apply_change_thd, merge_change_writes)
 
 # The statements of the per-task writes (an attempt's start and end, a task's state), made once
 # with bound parameters and run as executemany: building and compiling a statement for each row

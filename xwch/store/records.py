@@ -152,6 +152,24 @@ class Change:
     job_updates: list[JobUpdate] = field(default_factory=list)
     tasks_done_by_worker: dict[str, int] = field(default_factory=dict)
 
+    def can_absorb(self, later: Change) -> bool:
+        """Whether :meth:`absorb` keeps the meaning: the store writes a change's outputs after
+        removing outputs, so outputs removed by ``later`` must not be among these."""
+        return not (later.removed_outputs and self.outputs)
+
+    def absorb(self, later: Change) -> None:
+        """Add what ``later`` changes after what this one does: written as one, they change
+        the store as the two written in turn would (see :meth:`can_absorb`)."""
+        self.new_attempts.extend(later.new_attempts)
+        self.attempt_updates.extend(later.attempt_updates)
+        self.task_updates.extend(later.task_updates)
+        self.outputs.extend(later.outputs)
+        self.inline_objects.update(later.inline_objects)
+        self.removed_outputs.extend(later.removed_outputs)
+        self.job_updates.extend(later.job_updates)
+        for worker, n in later.tasks_done_by_worker.items():
+            self.tasks_done_by_worker[worker] = self.tasks_done_by_worker.get(worker, 0) + n
+
     def __bool__(self) -> bool:
         return bool(
             self.new_attempts

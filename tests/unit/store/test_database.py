@@ -9,6 +9,7 @@ import tempfile
 import threading
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from twisted.internet import reactor
@@ -17,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tests.backends import fresh_database, postgres_or_skip
-from xwch.store.database import Database
+from xwch.store.database import Database, register_merge
 
 _metadata = sa.MetaData()
 _rows = sa.Table(
@@ -40,6 +41,25 @@ def _insert_when_released_thd(conn: sa.Connection, n: int, release: threading.Ev
     if not release.wait(30):
         raise TimeoutError("the test never released the write")
     return _insert_thd(conn, n)
+
+
+def _insert_many_thd(conn: sa.Connection, *ns: int) -> None:
+    """Insert rows ``ns`` in one statement; consecutive calls merge (see below)."""
+    seen = conn.execute(sa.select(sa.func.count()).select_from(_rows)).scalar_one()
+    conn.execute(_rows.insert(), [{"n": n, "seen_before": seen} for n in ns])
+    _calls.append(ns)
+
+
+_calls: list[tuple[int, ...]] = []
+
+
+def _merge_inserts(calls: list[tuple[Any, ...]]) -> tuple[Any, ...] | None:
+    """Merged unless a call asks for 13, standing for calls that must not be merged."""
+    merged = tuple(n for call in calls for n in call)
+    return None if 13 in merged else merged
+
+
+register_merge(_insert_many_thd, _merge_inserts)
 
 
 def _rows_thd(conn: sa.Connection) -> list[tuple[int, int]]:
@@ -101,6 +121,29 @@ class _GroupCommitTests:
         test.assertTrue(failure.check(sa.exc.IntegrityError))
         stored = await self.db.read(_rows_thd)
         test.assertEqual([n for n, _seen in stored], [1, 2, 3, 7])
+
+    async def test_consecutive_mergeable_writes_run_as_one_call(self) -> None:
+        _calls.clear()
+        writes = [
+            self.db.write(_insert_thd, 1),
+            self.db.write(_insert_many_thd, 2),
+            self.db.write(_insert_many_thd, 3, 4),
+            self.db.write(_insert_thd, 5),
+            self.db.write(_insert_many_thd, 6),
+        ]
+        results = await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+        test: TestCase = self  # type: ignore[assignment]
+        test.assertEqual([value for _ok, value in results], [1, None, None, 5, None])
+        # 2 and 3, 4 merged; 6, after another write, on its own.
+        test.assertEqual(_calls, [(2, 3, 4), (6,)])
+        test.assertEqual(self.commits, 1)
+
+    async def test_writes_that_must_not_merge_run_in_turn(self) -> None:
+        _calls.clear()
+        writes = [self.db.write(_insert_many_thd, n) for n in (12, 13, 14)]
+        await DeferredList(writes, fireOnOneErrback=True, consumeErrors=True)
+        test: TestCase = self  # type: ignore[assignment]
+        test.assertEqual(_calls, [(12,), (13,), (14,)])
 
     async def test_a_write_after_a_group_goes_at_once(self) -> None:
         await self.db.write(_insert_thd, 1)

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 
 from xwch.store.database import make_engine
 from xwch.store.group_locks import (
+    Fence,
     NotHeld,
     check_held_thd,
     claim_thd,
@@ -84,3 +85,19 @@ def test_a_released_group_is_free_at_once(engine: sa.Engine) -> None:
         release_thd(conn, "g1", "c-1", 1)  # not the holder any more: changes nothing
         [g1, _] = locks_thd(conn, NOW)
     assert g1.holder == "c-2"
+
+
+def test_the_fence_is_checked_once_per_transaction(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        epoch = claim_thd(conn, "g1", "c-1", LEASE, NOW)
+    assert epoch is not None
+    fence = Fence("g1", "c-1", epoch)
+    with engine.begin() as conn:
+        fence.check_thd(conn, NOW)
+        # Taken meanwhile: this transaction holds the row lock on PostgreSQL, so no member
+        # could; here the test takes it itself, and the second check of the same
+        # transaction does not look again.
+        conn.execute(group_locks.update().where(group_locks.c.id == "g1").values(epoch=epoch + 1))
+        fence.check_thd(conn, NOW)
+    with engine.begin() as conn, pytest.raises(NotHeld):
+        fence.check_thd(conn, NOW)
