@@ -54,11 +54,10 @@ def main() -> int:
         if leaked:
             print(f"warning: processes left behind: {leaked}", file=sys.stderr)
     elapsed = time.monotonic() - started
-    image = results / "image" / "image.pgm"
+    image = results / "image" / "image.png"
     print(
         f"\nDone in {elapsed:.1f} s. The image is {image.relative_to(Path.cwd()) if image.is_relative_to(Path.cwd()) else image}"
     )
-    print("(a PGM picture: open it with any image viewer, or `convert image.pgm image.png`)")
     return 0 if image.exists() else 1
 
 

@@ -12,8 +12,10 @@ import itertools
 import json
 import re
 import shutil
+import struct
 import subprocess
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ EXAMPLES = REPO / "examples"
 PALETTE = EXAMPLES / "mandelbrot" / "palette.txt"
 
 # SHA-256 of the image the mandelbrot example produces (16 tiles with its palette, merged).
-MANDELBROT_IMAGE_SHA256 = "787c9362648503517c768c15dda95141595ea7c82c34a88a65ec0eaf15103da8"
+MANDELBROT_IMAGE_SHA256 = "41809ad80f777af153810843e6a60c3bf94bad985983118e741768bf619c2ced"
 # SHA-256 of reduce/total.tsv of the wordcount example.
 WORDCOUNT_TOTAL_SHA256 = "2c43fedaa4e2884b02bd78b9c0177def65dd40a6f32073be33a8116b2eed5f8c"
 
@@ -102,6 +104,36 @@ def parse_pgm(data: bytes) -> tuple[list[str], int, int, bytes]:
 
 
 # ---- mandel and merge ------------------------------------------------------------------------
+
+
+def parse_png(data: bytes) -> tuple[int, int, bytes]:
+    """(width, height, pixels) of an 8-bit grayscale PNG, every chunk's CRC checked."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert zlib.crc32(kind + body) == crc, kind
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", body[:10])
+            assert (depth, color) == (8, 0)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)  # checks the Adler-32 too
+    rows = [raw[y * (width + 1) : (y + 1) * (width + 1)] for y in range(height)]
+    assert all(row[0] == 0 for row in rows)  # filter None
+    return width, height, b"".join(row[1:] for row in rows)
+
+
+def test_merge_writes_a_png_with_the_same_pixels(build: Path, tmp_path: Path) -> None:
+    """Asked for OUT.png, merge writes a PNG any viewer opens, of the same pixels."""
+    render_tiles(build, tmp_path / "tiles", 4, palette=PALETTE)
+    run(build, "merge", "tiles", "image.pgm", cwd=tmp_path)
+    run(build, "merge", "tiles", "image.png", cwd=tmp_path)
+    _, w, h, pixels = parse_pgm((tmp_path / "image.pgm").read_bytes())
+    assert parse_png((tmp_path / "image.png").read_bytes()) == (w, h, pixels)
 
 
 def test_mandel_tiles_merged_equal_full_render(build: Path, tmp_path: Path) -> None:
@@ -225,8 +257,8 @@ def test_mandelbrot_example_image_hash(build: Path, tmp_path: Path) -> None:
     """The mandelbrot example (16 tiles with its palette, then merge) always yields the same
     image, with the SHA-256 published in examples/README.md."""
     render_tiles(build, tmp_path / "tiles", 16, palette=PALETTE)
-    run(build, "merge", "tiles", "image.pgm", cwd=tmp_path)
-    digest = hashlib.sha256((tmp_path / "image.pgm").read_bytes()).hexdigest()
+    run(build, "merge", "tiles", "image.png", cwd=tmp_path)
+    digest = hashlib.sha256((tmp_path / "image.png").read_bytes()).hexdigest()
     assert digest == MANDELBROT_IMAGE_SHA256
 
 
