@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
 from xwch.protocol.wire import ATTEMPT_RUNNING, JOB_RUNNING, TASK_STATES
 from xwch.store.database import register_merge
-from xwch.store.driver import execute_plain
+from xwch.store.driver import execute_plain, pipelined
 from xwch.store.group_locks import Fence
 from xwch.store.nodes import add_inline_objects_thd
 from xwch.store.records import (
@@ -83,6 +83,11 @@ def apply_change_thd(
     """
     if fence is not None:
         fence.check_thd(conn, now)
+    with pipelined(conn):
+        _apply_thd(conn, change)
+
+
+def _apply_thd(conn: sa.Connection, change: Change) -> None:
     if change.new_attempts:
         execute_plain(
             conn,
@@ -232,16 +237,26 @@ def _row(values: Mapping[str, Any], **keys: str) -> _Row:
 def _run_grouped(
     conn: sa.Connection, rows: Sequence[_Row], statement: Callable[[tuple[str, ...]], sa.Update]
 ) -> None:
-    """Run each row's statement, consecutive rows of the same columns as one executemany (in
-    order: a row may update what an earlier one did)."""
-    start = 0
-    while start < len(rows):
-        columns = rows[start][0]
-        end = start + 1
-        while end < len(rows) and rows[end][0] == columns:
-            end += 1
-        execute_plain(conn, statement(columns), [params for _columns, params in rows[start:end]])
-        start = end
+    """Run each row's statement, rows of the same columns as one executemany.
+
+    A row may update what an earlier row of the same key (its ``b_`` parameters) did, so rows
+    go in layers: a row is one layer after the last earlier row of its key, and layers run in
+    order. Rows of other keys are independent, so within a layer those of the same columns go
+    together whatever their order: changes written as one (see merge_change_writes) interleave
+    several sets of columns, and one statement per row would cost a round trip each.
+    """
+    layers: list[dict[tuple[str, ...], list[dict[str, Any]]]] = []
+    last_layer: dict[tuple[Any, ...], int] = {}
+    for columns, params in rows:
+        key = tuple(v for k, v in sorted(params.items()) if k.startswith("b_"))
+        layer = last_layer.get(key, -1) + 1
+        last_layer[key] = layer
+        if layer == len(layers):
+            layers.append({})
+        layers[layer].setdefault(columns, []).append(params)
+    for batches in layers:
+        for columns, batch in batches.items():
+            execute_plain(conn, statement(columns), batch)
 
 
 def _output_values(o: OutputRow) -> dict[str, Any]:
