@@ -36,6 +36,7 @@ from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRequest, JsonRouter
 from xwch.coordinator.workers import WorkersManager
+from xwch.dashboard.assembly import Dashboard, make_dashboard
 from xwch.http import make_http_client
 from xwch.protocol.wire import API_PREFIX
 from xwch.store import tokens
@@ -192,6 +193,7 @@ class Coordinator(MultiService):
         membership: Membership,
         groups: GroupLocks,
         public_url: str | None = None,
+        dashboard: Dashboard | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -206,6 +208,7 @@ class Coordinator(MultiService):
         self.membership = membership
         self.groups = groups
         self.public_url = public_url
+        self.dashboard = dashboard
         self.waiting = api.waiting
         self.root = web.root
         # Dependency order: the store first in, last out.
@@ -218,6 +221,9 @@ class Coordinator(MultiService):
         groups.setServiceParent(self)
         # Stopped first: requests held open are answered before the rest stops.
         HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
+        if dashboard is not None:
+            # Its event streams are held requests too: ended as the coordinator stops.
+            dashboard.live.setServiceParent(self)
 
     def url(self) -> str:
         return self.public_url or self.web.url()
@@ -282,9 +288,16 @@ async def make_coordinator(
     tasks.on_ready.append(waiting.work_appeared)
     api = CoordinatorApi(db, tasks, workers, catalog, communication, waiting)
     api.scanner = scanner
+    authenticator = Authenticator(db)
+    dashboard = make_dashboard(
+        reactor, api, db, tasks, workers, catalog, communication, authenticator
+    )
     root = Resource()
-    router = JsonRouter(API_PREFIX, api.routes(), Authenticator(db), map_error)
+    routes = dashboard.observer.wrap([*api.routes(), *dashboard.routes])
+    router = JsonRouter(API_PREFIX, routes, authenticator, map_error)
     root.putChild(b"api", router)
+    root.putChild(b"dashboard", dashboard.resource)
+    root.putChild(b"metrics", dashboard.metrics_resource)
     web = WebService(cast(IReactorCore, reactor), config.listen, root)
     membership = Membership(
         reactor,
@@ -310,4 +323,5 @@ async def make_coordinator(
         membership,
         groups,
         config.public_url,
+        dashboard,
     )

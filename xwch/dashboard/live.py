@@ -1,0 +1,84 @@
+"""The event stream that tells open dashboards to refresh (server-sent events).
+
+Every :attr:`LiveUpdates.INTERVAL` seconds, and only while some page is open, a cheap
+fingerprint of the platform (tasks by state, workers, warehouses, the traffic's time bucket) is
+compared with the last one; when it changed, each open stream gets one event and its page
+fetches its content again. Pages are never pushed data: a page renders what it shows itself,
+so an event carries nothing but a version number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.web.server import Request
+
+
+class LiveUpdates(Service):
+    """Holds the open event streams and tells them of changes."""
+
+    # Two seconds: live to a person, and at most one render of each open page that often.
+    INTERVAL = 2.0
+    # A comment sent this often keeps proxies from closing a quiet stream.
+    KEEPALIVE = 30.0
+
+    def __init__(self, clock: IReactorTime, fingerprint: Callable[[], Hashable]) -> None:
+        self._clock = clock
+        self._fingerprint = fingerprint
+        self._streams: set[Request] = set()
+        self._last: Hashable = None
+        self._quiet_since = 0.0
+        self.version = 0
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self.INTERVAL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        streams, self._streams = self._streams, set()
+        for request in streams:
+            if not request.finished and request.channel is not None:
+                request.finish()
+
+    def open(self, request: Request) -> None:
+        """Start an event stream on ``request``, kept open until the browser leaves."""
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        # The browser's wait before reconnecting after the coordinator restarts.
+        request.write(b"retry: 3000\n\n")
+        self._streams.add(request)
+        request.notifyFinish().addBoth(lambda _: self._streams.discard(request))
+
+    def _tick(self) -> None:
+        if not self._streams:
+            self._last = None  # the first page opened next sees a change at once
+            return
+        now = self._clock.seconds()
+        current = self._fingerprint()
+        if current != self._last:
+            self._last = current
+            self.version += 1
+            self._send(f"data: {self.version}\n\n".encode())
+            self._quiet_since = now
+        elif now - self._quiet_since >= self.KEEPALIVE:
+            self._send(b": keepalive\n\n")
+            self._quiet_since = now
+
+    def _send(self, data: bytes) -> None:
+        for request in list(self._streams):
+            if request.channel is None or request.finished:
+                self._streams.discard(request)
+            else:
+                request.write(data)
