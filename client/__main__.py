@@ -192,6 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("job", metavar="JOB", help="the job's id")
     retry.add_argument("--wait", action="store_true", help="follow the job until it ends")
 
+    dashboard = command(
+        "dashboard",
+        "a one-time link to the coordinator's web dashboard",
+        "Print, alone on a line, a link to the coordinator's dashboard with a login code that "
+        "works once, within five minutes, and open it in a browser where there is one. The "
+        "token stays here: the browser gets a session cookie of its own.",
+    )
+    dashboard.add_argument(
+        "--no-open", action="store_true", help="only print the link, open no browser"
+    )
+
     listing = command("list", "the jobs, newest first", "The jobs, newest first.")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
