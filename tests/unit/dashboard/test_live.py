@@ -1,0 +1,55 @@
+"""The event stream: open pages are told of changes, and only of changes."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from xwch.dashboard.live import LiveUpdates
+
+
+class LiveUpdatesTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.state = [0]
+        self.live = LiveUpdates(self.clock, lambda: self.state[0])
+        self.live.startService()
+        self.addCleanup(self.live.stopService)
+
+    def events(self, request: DummyRequest) -> list[bytes]:
+        return [w for w in request.written if w.startswith(b"data:")]
+
+    def test_a_change_is_told_once(self) -> None:
+        """An open page gets one event when the platform changes, none while it stays."""
+        request = DummyRequest([b"events"])
+        self.live.open(request)
+        self.clock.advance(LiveUpdates.INTERVAL)
+        assert self.events(request) == [b"data: 1\n\n"]  # the first look is a change
+        self.clock.advance(LiveUpdates.INTERVAL * 3)
+        assert len(self.events(request)) == 1
+        self.state[0] = 1
+        self.clock.advance(LiveUpdates.INTERVAL)
+        assert self.events(request)[-1] == b"data: 2\n\n"
+
+    def test_a_closed_page_is_forgotten(self) -> None:
+        request = DummyRequest([b"events"])
+        self.live.open(request)
+        assert self.live.open_streams == 1
+        request.processingFailed(Exception("gone"))  # the browser left
+        assert self.live.open_streams == 0
+
+    def test_no_page_no_work(self) -> None:
+        """With no page open, the fingerprint is never computed."""
+        calls = []
+        live = LiveUpdates(self.clock, lambda: calls.append(1))
+        live.startService()
+        self.clock.advance(LiveUpdates.INTERVAL * 5)
+        live.stopService()
+        assert calls == []
+
+    def test_stopping_ends_the_streams(self) -> None:
+        request = DummyRequest([b"events"])
+        self.live.open(request)
+        self.live.stopService()
+        assert request.finished
