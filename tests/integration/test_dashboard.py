@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.browser import find_browser, headless_chromium, wait_until
-from tests.integration.support import ROOT, client, job_file, running_platform, script
+from tests.integration.support import ROOT, api_get, client, job_file, running_platform, script
 from xwch.localprocess import LocalPlatformProcess
 
 pytestmark = pytest.mark.integration
@@ -297,6 +297,32 @@ def test_metrics_read_back_with_prometheus_parser(dash: Dashboard) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             scrape(refused_token)
         assert refused.value.code == status
+
+
+def test_warehouse_metrics_ask_the_coordinator_about_the_token(dash: Dashboard) -> None:
+    """A warehouse's /metrics answers a metrics token (checked with the coordinator) in the
+    Prometheus format, and refuses a worker's token."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    warehouses = api_get(dash.platform, "/warehouses")
+    url = warehouses["warehouses"][0]["url"]
+
+    def scrape(with_token: str) -> str:
+        request = urllib.request.Request(
+            url + "/metrics", headers={"Authorization": f"Bearer {with_token}"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return str(answer.read().decode())
+
+    families = {
+        f.name: f for f in text_string_to_metric_families(scrape(token(dash.platform, "metrics")))
+    }
+    assert all(name.startswith("xwch_") for name in families)
+    assert families["xwch_warehouse_registered"].samples[0].value == 1
+    assert families["xwch_warehouse_objects"].samples[0].value >= 1
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape(token(dash.platform, "worker"))
+    assert refused.value.code == 403
 
 
 def test_a_task_id_holding_a_script_is_shown_as_text(tmp_path: Path) -> None:

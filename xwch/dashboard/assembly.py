@@ -25,7 +25,7 @@ from xwch.dashboard.live import LiveUpdates
 from xwch.dashboard.logins import LoginDesk
 from xwch.dashboard.metrics import CoordinatorMetrics
 from xwch.dashboard.observer import SignalObserver
-from xwch.dashboard.resources import DashboardResource, MetricsResource
+from xwch.dashboard.resources import METRICS_ROLES, DashboardResource, MetricsResource
 from xwch.dashboard.traffic import TrafficHistory, peer_sites
 from xwch.dashboard.views import DashboardViews
 from xwch.protocol.client import DashboardLogin
@@ -42,7 +42,7 @@ class Dashboard:
     live: LiveUpdates
     resource: DashboardResource
     metrics_resource: MetricsResource
-    routes: list[Route]  # the API's route for login codes
+    routes: list[Route]  # the API's routes for login codes and metrics access
 
 
 def make_dashboard(
@@ -96,6 +96,11 @@ def make_dashboard(
             path=f"{pages.BASE}/login?code={code}", expires_in=LoginDesk.CODE_LIFETIME
         )
 
+    async def metrics_access(req: ApiRequest) -> tuple[int, Any]:
+        # Answered only past the router's check of the token's role: that check is the answer.
+        assert req.token is not None
+        return 200, {"role": req.token.role}
+
     async def refresh() -> None:
         """The state metrics read, taken just before a scrape."""
         state = metrics.state
@@ -133,6 +138,13 @@ def make_dashboard(
                 CLIENT,
                 issue_login,
                 "A one-time login link of the dashboard (works once, within five minutes)",
-            )
+            ),
+            Route(
+                "GET",
+                "/metrics/access",
+                METRICS_ROLES,
+                metrics_access,
+                "Whether a token may read metrics (warehouses ask it of their scrapers' tokens)",
+            ),
         ],
     )

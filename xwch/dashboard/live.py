@@ -49,7 +49,7 @@ class LiveUpdates(Service):
             self._loop.stop()
         streams, self._streams = self._streams, set()
         for request in streams:
-            if not request.finished and request.channel is not None:
+            if not request.finished:
                 request.finish()
 
     def open(self, request: Request) -> None:
@@ -77,8 +77,6 @@ class LiveUpdates(Service):
             self._quiet_since = now
 
     def _send(self, data: bytes) -> None:
+        # A stream whose browser left was discarded when its request failed (notifyFinish).
         for request in list(self._streams):
-            if request.channel is None or request.finished:
-                self._streams.discard(request)
-            else:
-                request.write(data)
+            request.write(data)
