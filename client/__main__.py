@@ -263,11 +263,13 @@ async def run(
     isatty: bool | None = None,
     tz: tzinfo | None = None,
     cwd: Path | None = None,
+    open_url: Callable[[str], bool] | None = None,
 ) -> int:
     """Run one ``xwch-client`` command line; its exit status. Never raises for expected errors.
 
     ``http`` is a treq ``HTTPClient`` (or ``treq.testing.StubTreq``); ``environ`` replaces
-    ``os.environ`` for finding the coordinator; ``isatty`` forces the progress display style.
+    ``os.environ`` for finding the coordinator; ``isatty`` forces the progress display style;
+    ``open_url`` replaces opening a link in the browser.
     """
     parsed = _parse(argv, stdout, stderr)
     if isinstance(parsed, int):
@@ -284,6 +286,8 @@ async def run(
         tz=tz,
         cwd=cwd,
     )
+    if open_url is not None:
+        ctx.open_url = open_url
     try:
         return await COMMANDS[parsed.command](ctx, parsed)
     except XwchError as e:
