@@ -14,7 +14,7 @@ from xwch.dashboard.dag_drawing import draw_dag
 from xwch.dashboard.escaping import segment, state_class, text
 from xwch.dashboard.network_plot import draw_rates, human_rate
 from xwch.dashboard.views import JobView, NetworkView, WarehouseRow, WorkerRow
-from xwch.protocol.client import AttemptLog, JobSummary
+from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
 from xwch.protocol.cluster import CoordinatorInfo
 from xwch.protocol.wire import TASK_STATES
 
@@ -28,6 +28,8 @@ NAV = (
 HERE = ' class="here"'
 # Shown where there is no value (an en dash).
 NONE = "\u2013"
+# Rows of a job's task table at most.
+TABLE_MOST = 1000
 # The order of the progress bar's parts: what is finished first, what waits last.
 BAR_ORDER = ("done", "failed", "cancelled", "running", "ready", "blocked")
 
@@ -132,7 +134,8 @@ def job_page(view: JobView) -> str:
     )
     drawing = draw_dag(view.graph.dependencies, states, f"{base}/tasks/")
     rows = []
-    for t in view.tasks:
+    shown = table_rows(view.tasks)
+    for t in shown:
         gather = ' <span class="tag">gather</span>' if view.graph.is_gather(t.id) else ""
         logs = (
             f'<a href="{text(base)}/tasks/{text(segment(t.id))}/logs">logs</a>'
@@ -149,9 +152,33 @@ def job_page(view: JobView) -> str:
     return (
         f'{head}<h2>DAG</h2>{legend()}<div class="dag-box">{drawing}</div>'
         f'<p class="sub">Outlined: gather steps, which read the outputs of several tasks.</p>'
-        '<h2>Tasks</h2><table class="tasks"><thead><tr><th>task</th><th>state</th>'
+        f"<h2>Tasks</h2>{_more_tasks(job.id, len(shown), len(view.tasks))}"
+        '<table class="tasks"><thead><tr><th>task</th><th>state</th>'
         "<th>worker</th><th>attempts</th><th>started</th><th>ended</th><th></th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+
+
+def table_rows(tasks: Sequence[TaskInfo]) -> list[TaskInfo]:
+    """At most :data:`TABLE_MOST` tasks, those failed or running first, in the job's order: a
+    table of 100,000 rows helps nobody and costs the coordinator a render at every refresh."""
+    if len(tasks) <= TABLE_MOST:
+        return list(tasks)
+    urgent = [i for i, t in enumerate(tasks) if t.state in ("failed", "running")][:TABLE_MOST]
+    chosen = set(urgent)
+    for i in range(len(tasks)):
+        if len(chosen) >= TABLE_MOST:
+            break
+        chosen.add(i)
+    return [tasks[i] for i in sorted(chosen)]
+
+
+def _more_tasks(job_id: str, shown: int, total: int) -> str:
+    if shown == total:
+        return ""
+    return (
+        f'<p class="sub">{shown} of {total} tasks shown, failed and running ones first; '
+        f"<code>xwch-client tasks {text(job_id)}</code> lists them all.</p>"
     )
 
 

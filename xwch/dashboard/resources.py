@@ -124,6 +124,12 @@ class DashboardResource(Resource):
 
     async def _page(self, request: Request, where: list[str]) -> None:
         now = self._clock.seconds()
+        try:
+            await self._render_page(request, where, now)
+        finally:
+            self._live.spent(self._clock.seconds() - now)
+
+    async def _render_page(self, request: Request, where: list[str], now: float) -> None:
         views = self._views
         title, current, main = "Not found", "", pages.message_page("Not found", "No such page.")
         status = 200

@@ -139,3 +139,20 @@ class DagTests(SynchronousTestCase):
         assert 10_000 > EDGES_MOST
         assert svg.count("<line") == 1
         assert "10000 edges" in svg
+
+
+class TaskTableTests(SynchronousTestCase):
+    def test_a_huge_job_shows_its_failed_and_running_tasks_first(self) -> None:
+        """Past TABLE_MOST rows, the table keeps the failed and running tasks, then the first
+        ones, in the job's order, and says how to list them all."""
+        tasks = [task(f"t{i}", "done") for i in range(3 * pages.TABLE_MOST)]
+        tasks[-1] = task("last", "failed")
+        tasks[-2] = task("late", "running")
+        rows = pages.table_rows(tasks)
+        assert len(rows) == pages.TABLE_MOST
+        assert [r.id for r in rows[-2:]] == ["late", "last"]
+        assert rows[0].id == "t0"
+        view = JobView(job(done=len(tasks)), tuple(tasks), JobGraph({t.id: () for t in tasks}))
+        html = pages.job_page(view)
+        assert f"{pages.TABLE_MOST} of {len(tasks)} tasks shown" in html
+        assert "xwch-client tasks j1" in html
