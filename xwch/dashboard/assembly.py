@@ -72,18 +72,17 @@ def make_dashboard(
     )
 
     def fingerprint() -> Hashable:
-        # Cheap, and changes whenever a page would: tasks move, workers come, go or change
-        # state, warehouses come or go, a new traffic bucket starts; and every ten seconds at
-        # least, so "last heard" stays true.
-        worker_states = Counter(w.state for w in workers.list())
-        suspended = sum(1 for s in observer.workers.values() if s.suspended)
+        # Costs nothing, and changes whenever a page would: the workers' signals and the jobs'
+        # requests (counted by the observer), workers or warehouses coming or going, a new
+        # traffic bucket; and every ten seconds at least, for what changes without a signal
+        # (a worker lost, a task relaunched) and so that "last heard" stays true.
         return (
-            tuple(sorted(tasks.counts().items())),
-            tuple(sorted(worker_states.items())),
-            suspended,
+            observer.changes,
+            observer.suspended_workers,
+            len(workers.workers),
             catalog.alive_count(),
             traffic.version(),
-            int(clock.seconds() // 10),
+            int(clock.seconds() // LiveUpdates.SLOWEST_CHANGE),
         )
 
     live = LiveUpdates(clock, fingerprint)

@@ -1,7 +1,7 @@
 """The event stream that tells open dashboards to refresh (server-sent events).
 
 Every :attr:`LiveUpdates.INTERVAL` seconds, and only while some page is open, a cheap
-fingerprint of the platform (tasks by state, workers, warehouses, the traffic's time bucket) is
+fingerprint of the platform (signals and requests counted as they pass, workers, warehouses) is
 compared with the last one; when it changed, each open stream gets one event and its page
 fetches its content again. Pages are never pushed data: a page renders what it shows itself,
 so an event carries nothing but a version number.
@@ -32,6 +32,8 @@ class LiveUpdates(Service):
     KEEPALIVE = 30.0
     # The share of the coordinator's time that re-rendering open pages may take.
     BUDGET = 0.01
+    # What changes with no signal (a worker lost, "last heard") is shown within this time.
+    SLOWEST_CHANGE = 10.0
     # However costly the pages, an open page is refreshed at least this often.
     LONGEST_INTERVAL = 60.0
 

@@ -42,12 +42,21 @@ class SignalObserver:
         self._traffic = traffic
         self._site_of_worker = site_of_worker
         self.workers: dict[str, WorkerSignals] = {}
+        # Raised at every signal that changes what the pages show (work handed out, results,
+        # a worker suspended or resumed, a job submitted, cancelled or retried): comparing it
+        # costs nothing, where counting tasks by state costs a pass over every task.
+        self.changes = 0
+        self.suspended_workers = 0
 
     def wrap(self, routes: Sequence[Route]) -> list[Route]:
         watched: dict[tuple[str, str], Callable[[ApiRequest, Any], None]] = {
             ("POST", "/workers/{worker}/work"): self._work_answered,
             ("POST", "/workers/{worker}/alive"): self._alive,
             ("POST", "/workers/{worker}/results"): self._results,
+            ("POST", "/workers"): self._changed,
+            ("POST", "/jobs"): self._changed,
+            ("POST", "/jobs/{job}/cancel"): self._changed,
+            ("POST", "/jobs/{job}/retry"): self._changed,
         }
         wrapped = []
         for route in routes:
@@ -55,16 +64,24 @@ class SignalObserver:
             wrapped.append(route if seen is None else replace(route, handler=_after(route, seen)))
         return wrapped
 
+    def _changed(self, req: ApiRequest, answer: Any) -> None:
+        self.changes += 1
+
     def _work_answered(self, req: ApiRequest, answer: Any) -> None:
-        if isinstance(answer, WorkAnswer):
+        if isinstance(answer, WorkAnswer) and answer.tasks:
             self._metrics.attempts_started.inc(len(answer.tasks))
+            self.changes += 1
 
     def _alive(self, req: ApiRequest, answer: Any) -> None:
         alive: WorkAlive = req.body
         worker_id = req.params["worker"]
         signals = self.workers.setdefault(worker_id, WorkerSignals())
         signals.heartbeats += 1
-        signals.suspended = sum(1 for a in alive.running if a.state == "suspended")
+        suspended = sum(1 for a in alive.running if a.state == "suspended")
+        if bool(suspended) != bool(signals.suspended):
+            self.suspended_workers += 1 if suspended else -1
+            self.changes += 1
+        signals.suspended = suspended
         if alive.transfers is None:
             return
         site = self._site_of_worker(worker_id)
@@ -81,6 +98,7 @@ class SignalObserver:
         report: ResultsReport = req.body
         if not isinstance(answer, ResultsAnswer):
             return
+        self.changes += 1
         for result, taken in zip(report.results, answer.results, strict=False):
             if result.outcome == OUTCOME_SUCCEEDED:
                 if taken.accepted:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from xwch import dag
 from xwch.coordinator.api import CoordinatorApi
 from xwch.coordinator.web import ApiRequest
 from xwch.dashboard.observer import SignalObserver, WorkerSignals
@@ -69,6 +68,20 @@ class NetworkView:
     bucket: float
 
 
+def _dependencies_thd(conn: Any, job_id: str) -> dict[str, tuple[str, ...]]:
+    """Each task's dependencies, from the job's stored wire form (checked when it was
+    submitted, so read as it is): on a reader thread, since a 40,000-task job's is megabytes."""
+    spec = job_queries.job_spec_thd(conn, job_id)
+    if spec is None:
+        return {}
+    deps: dict[str, tuple[str, ...]] = {}
+    for task in json.loads(spec).get("tasks", ()):
+        needed = {i["task"] for i in task.get("inputs", ()) if i.get("task") is not None}
+        needed.update(task.get("after", ()))
+        deps[task["id"]] = tuple(sorted(needed))
+    return deps
+
+
 def _ask() -> ApiRequest:
     return ApiRequest(token=None, params={}, query={}, body=None)
 
@@ -76,8 +89,8 @@ def _ask() -> ApiRequest:
 class DashboardViews:
     """One async method per page; each answers frozen values, ready to render."""
 
-    # Parsed job files kept: a job's edges never change, and a 10,000-task job file takes a
-    # tenth of a second to parse, too long to do at every refresh of its page.
+    # Jobs' edges kept: they never change, and reading a 10,000-task job's takes a tenth of a
+    # second, too long to do at every refresh of its page.
     GRAPHS_KEPT = 16
 
     def __init__(
@@ -110,12 +123,7 @@ class DashboardViews:
         if graph is not None:
             self._graphs.move_to_end(job_id)
             return graph
-        spec = await self._db.read(job_queries.job_spec_thd, job_id)
-        deps: dict[str, tuple[str, ...]] = {}
-        if spec is not None:
-            parsed = dag.parse_wire_job(json.loads(spec))
-            deps = {t.id: tuple(sorted(t.dependencies())) for t in parsed.tasks}
-        graph = JobGraph(deps)
+        graph = JobGraph(await self._db.read(_dependencies_thd, job_id))
         self._graphs[job_id] = graph
         while len(self._graphs) > self.GRAPHS_KEPT:
             self._graphs.popitem(last=False)
