@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,12 +70,15 @@ def compile_bytecode() -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", *packages], check=True)
 
 
-def time_xwch(tasks: int, workers: int, slots: int) -> JobTiming:
-    """Start xwch-local in a temporary XWCH_HOME, run one ``noop`` job, stop it."""
+def time_xwch(tasks: int, workers: int, slots: int, extra: Sequence[str] = ()) -> JobTiming:
+    """Start xwch-local (given ``extra`` flags) in a temporary XWCH_HOME, run one ``noop``
+    job, stop it."""
     with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
         folder = Path(tmp)
         (folder / "dag.json").write_text(json.dumps(noop_job(tasks)))
-        platform = LocalPlatformProcess(folder / "home", workers=workers, slots=slots, warehouses=1)
+        platform = LocalPlatformProcess(
+            folder / "home", workers=workers, slots=slots, warehouses=1, extra=extra
+        )
         platform.start()
         try:
             # One command, as a user runs a job: `submit --wait` prints the job's id once it is

@@ -30,9 +30,11 @@ from xwch.errors import (
     XwchError,
 )
 from xwch.http import make_http_client
+from xwch.protocol.wire import TASK_STATES
 from xwch.startup import freeze_what_is_loaded
 
 from .commands import COMMANDS, PROGRAM, Context
+from .follow_logs import UnknownTask
 from .transfers import Transfers
 
 # Exit statuses, docs/cli.md: "for every command".
@@ -122,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wait = command("wait", "follow a job until it ends", "Follow a job until it ends.")
     wait.add_argument("job", metavar="JOB", help="the job's id")
+    wait.add_argument("--json", action="store_true", help="print the ended job's summary as JSON")
 
     status = command(
         "status", "a job's state and its tasks by state", "A job's state and its tasks by state."
@@ -135,13 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
         "One row a task: id, state, cost, worker, attempts, start and end time.",
     )
     tasks.add_argument("job", metavar="JOB", help="the job's id")
+    tasks.add_argument(
+        "--state",
+        metavar="STATE",
+        help="only tasks in this state, or in any of several separated by commas "
+        f"({', '.join(TASK_STATES)})",
+    )
     tasks.add_argument("--json", action="store_true", help="print JSON")
 
     workers = command(
         "workers",
         "the workers, one a row",
-        "One row a worker: name, state, address, platform, cores, memory (GiB), slots, "
-        "tasks done, last heard.",
+        "One row a worker: id, name, site, state (alive, suspended, quarantined or lost), "
+        "slots busy and in all, address, platform, cores, memory (GiB), tasks done, last "
+        "heard, and why a suspended worker computes nothing. Lost workers are left out "
+        "unless --all.",
+    )
+    workers.add_argument(
+        "--all", action="store_true", help="also the lost workers, the most recently heard first"
     )
     workers.add_argument("--json", action="store_true", help="print JSON")
 
@@ -170,11 +184,22 @@ def build_parser() -> argparse.ArgumentParser:
     logs = command(
         "logs",
         "standard output and error of a task's attempt",
-        "Standard output and error of a task's attempt (default: the last one).",
+        "Standard output and error of a task's attempt (default: the last one). A worker "
+        "sends an attempt's output when the attempt ends: --follow waits for each.",
     )
     logs.add_argument("job", metavar="JOB", help="the job's id")
     logs.add_argument("task", metavar="TASK", help="the task's id")
     logs.add_argument("--attempt", metavar="N", type=int, help="the attempt's number")
+    logs.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="print each attempt's output as it ends (from --attempt N, else the last) until "
+        "the task has ended; exit 1 if it failed or was cancelled",
+    )
+    logs.add_argument(
+        "--json", action="store_true", help="print JSON (with --follow: one line an attempt)"
+    )
 
     cancel = command(
         "cancel",
@@ -182,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Stop a job: no new attempts start, running ones are killed.",
     )
     cancel.add_argument("job", metavar="JOB", help="the job's id")
+    cancel.add_argument("--json", action="store_true", help="print the job's summary as JSON")
 
     retry = command(
         "retry",
@@ -191,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     retry.add_argument("job", metavar="JOB", help="the job's id")
     retry.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    retry.add_argument(
+        "--json",
+        action="store_true",
+        help="print the job's summary as JSON (with --wait: once it has ended)",
+    )
 
     dashboard = command(
         "dashboard",
@@ -226,15 +257,29 @@ def _parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Name
             args = parser.parse_args(list(argv))
             if args.command == "submit" and args.output and not args.wait:
                 args.parser.error("-o/--output goes with --wait (or use: results JOB -o DIR)")
+            if args.command == "tasks" and args.state is not None:
+                args.states = _task_states(args.state, args.parser)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else EXIT_USAGE
     return args
 
 
+def _task_states(flag: str, parser: argparse.ArgumentParser) -> frozenset[str]:
+    """The states of ``tasks --state``, checked against the states tasks have."""
+    states = frozenset(s.strip() for s in flag.split(",") if s.strip())
+    unknown = sorted(states - set(TASK_STATES))
+    if unknown or not states:
+        parser.error(
+            f"--state {flag!r}: {', '.join(unknown) or 'no state'} is not a task state "
+            f"(one of {', '.join(TASK_STATES)})"
+        )
+    return states
+
+
 def exit_status(error: XwchError, coordinator: str | None) -> tuple[int, str]:
     """The exit status for an expected error, and the line that tells the user why."""
     where = coordinator or "the coordinator"
-    if isinstance(error, (JobFileError, ConfigurationError, BundleError)):
+    if isinstance(error, (JobFileError, ConfigurationError, BundleError, UnknownTask)):
         return EXIT_USAGE, str(error)
     if isinstance(error, Unreachable):
         return EXIT_COORDINATOR, str(error)

@@ -21,19 +21,23 @@ from xwch.config import resolve_endpoint
 from xwch.dag import Job, load_job_file
 from xwch.http import JsonApi
 from xwch.protocol.client import AttemptLog, JobSummary
-from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_FAILED
+from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_DONE, TASK_FAILED
 
 from .browser import open_in_browser
 from .clock import now
 from .coordinator import CoordinatorClient
 from .follow import JobFollower
+from .follow_logs import LogFollower
 from .network_text import network_text
 from .results import default_results_dir, download_results
 from .submit import submit
 from .tables import coordinators_table, jobs_table, status_text, tasks_table, workers_table
 from .transfers import Transfers
+from .workers_note import WorkersWatch
 
 PROGRAM = "xwch-client"
+# The state of a worker the coordinator stopped hearing from (xwch/coordinator/workers.py).
+WORKER_LOST = "lost"
 # Failed tasks named after a failed job; more would bury the hint under the list.
 FAILED_SHOWN = 5
 
@@ -109,16 +113,23 @@ async def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.client(args)
     final = await _follow(ctx, api, args.job)
-    return await _ended(ctx, api, final)
+    return await _ended(ctx, api, final, as_json=args.json)
 
 
 async def _follow(ctx: Context, api: CoordinatorClient, job_id: str) -> JobSummary:
-    return await JobFollower(api, ctx.reactor, ctx.stderr, ctx.isatty).follow(job_id)
+    watch = WorkersWatch(ctx.reactor, api.workers)
+    return await JobFollower(api, ctx.reactor, ctx.stderr, ctx.isatty, workers=watch).follow(job_id)
 
 
-async def _ended(ctx: Context, api: CoordinatorClient, job: JobSummary) -> int:
-    """Tell how the job ended; 0 if it is done, 1 if it failed or was cancelled."""
-    ctx.out(f"job {job.id} {job.state}: {job.count('done')}/{job.total} tasks done")
+async def _ended(
+    ctx: Context, api: CoordinatorClient, job: JobSummary, as_json: bool = False
+) -> int:
+    """Tell how the job ended (its summary, with ``as_json``); 0 if it is done, 1 if it
+    failed or was cancelled."""
+    if as_json:
+        ctx.out_json(job.to_json())
+    else:
+        ctx.out(f"job {job.id} {job.state}: {job.count('done')}/{job.total} tasks done")
     if job.state == JOB_DONE:
         return 0
     if job.message:
@@ -133,16 +144,21 @@ async def _ended(ctx: Context, api: CoordinatorClient, job: JobSummary) -> int:
 
 
 async def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    job = await ctx.client(args).job(args.job)
+    api = ctx.client(args)
+    job = await api.job(args.job)
     if args.json:
         ctx.out_json(job.to_json())
-    else:
-        ctx.out(status_text(job, ctx.now(), ctx.tz))
+        return 0
+    # A running job stuck because no worker computes says why (the workers' own reasons).
+    note = None if job.has_ended else await WorkersWatch(ctx.reactor, api.workers).update()
+    ctx.out(status_text(job, ctx.now(), ctx.tz, workers=note))
     return 0
 
 
 async def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
     tasks = await ctx.client(args).tasks(args.job)
+    if args.state is not None:
+        tasks = [t for t in tasks if t.state in args.states]
     if args.json:
         ctx.out_json({"tasks": [t.to_json() for t in tasks]})
     else:
@@ -152,6 +168,14 @@ async def cmd_tasks(ctx: Context, args: argparse.Namespace) -> int:
 
 async def cmd_workers(ctx: Context, args: argparse.Namespace) -> int:
     workers = await ctx.client(args).workers()
+    if not args.all:
+        # Every worker that ever stopped stays in the store as lost: shown, they would bury
+        # the live ones (and a worker started again under its name appears once per start).
+        shown = [w for w in workers if w.state != WORKER_LOST]
+        hidden = len(workers) - len(shown)
+        workers = shown
+        if hidden:
+            ctx.note(f"{hidden} lost worker(s) not shown; --all shows them")
     if args.json:
         ctx.out_json({"workers": [w.to_json() for w in workers]})
     else:
@@ -208,14 +232,31 @@ def format_logs(log: AttemptLog) -> str:
 
 
 async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
-    log = await ctx.client(args).logs(args.job, args.task, args.attempt)
-    ctx.out(format_logs(log))
-    return 0
+    api = ctx.client(args)
+
+    def show(log: AttemptLog) -> None:
+        if not args.json:
+            ctx.out(format_logs(log))
+        elif args.follow:
+            ctx.out(json.dumps(log.to_json()))  # JSON Lines: one attempt a line, as it ends
+        else:
+            ctx.out_json(log.to_json())
+
+    if not args.follow:
+        show(await api.logs(args.job, args.task, args.attempt))
+        return 0
+    follower = LogFollower(api, ctx.reactor, show, ctx.note)
+    state = await follower.follow(args.job, args.task, args.attempt)
+    ctx.note(f"task {args.task} {state}")
+    return 0 if state == TASK_DONE else 1
 
 
 async def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
     job = await ctx.client(args).cancel(args.job)
-    ctx.out(f"job {job.id} {job.state}: {job.count('done')}/{job.total} tasks done")
+    if args.json:
+        ctx.out_json(job.to_json())
+    else:
+        ctx.out(f"job {job.id} {job.state}: {job.count('done')}/{job.total} tasks done")
     return 0
 
 
@@ -223,10 +264,18 @@ async def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.client(args)
     job = await api.retry(args.job)
     left = job.total - job.count("done")
-    ctx.out(f"job {job.id} {job.state}: {left} task(s) to run again, {job.count('done')} kept")
-    if not args.wait:
-        return 0
-    return await _ended(ctx, api, await _follow(ctx, api, job.id))
+    if args.wait:
+        # With --json, the one document printed is the job's summary once it has ended.
+        if not args.json:
+            ctx.out(
+                f"job {job.id} {job.state}: {left} task(s) to run again, {job.count('done')} kept"
+            )
+        return await _ended(ctx, api, await _follow(ctx, api, job.id), as_json=args.json)
+    if args.json:
+        ctx.out_json(job.to_json())
+    else:
+        ctx.out(f"job {job.id} {job.state}: {left} task(s) to run again, {job.count('done')} kept")
+    return 0
 
 
 async def cmd_list(ctx: Context, args: argparse.Namespace) -> int:

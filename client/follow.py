@@ -1,8 +1,9 @@
 """Following a job until it ends, with a progress display.
 
 On a terminal the display is one line redrawn in place with ``\\r``: a bar of done/total, the
-rate in tasks per second, the time left and the counts by state. Anywhere else (a log file, CI)
-redrawing would only make noise, so a plain line is written when the counts change.
+rate in tasks per second, the time left and the counts by state, then what keeps the workers
+from computing, if anything (:mod:`.workers_note`). Anywhere else (a log file, CI) redrawing
+would only make noise, so a plain line is written when the counts or that note change.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from twisted.internet.task import deferLater
 from xwch.errors import ApiError, Unreachable
 from xwch.protocol.client import JobSummary
 from xwch.protocol.wire import (
+    TASK_ASSIGNED,
     TASK_BLOCKED,
     TASK_CANCELLED,
     TASK_DONE,
@@ -28,9 +30,18 @@ from xwch.protocol.wire import (
 from .clock import now
 from .coordinator import CoordinatorClient
 from .humane import format_duration, format_rate
+from .workers_note import WorkersWatch
 
 # States shown beside the bar, in the order a task lives them; "done" is the bar itself.
-SHOWN_STATES = (TASK_RUNNING, TASK_READY, TASK_BLOCKED, TASK_FAILED, TASK_CANCELLED)
+SHOWN_STATES = (
+    TASK_ASSIGNED,
+    TASK_RUNNING,
+    TASK_ASSIGNED,
+    TASK_READY,
+    TASK_BLOCKED,
+    TASK_FAILED,
+    TASK_CANCELLED,
+)
 # A bar narrower than MIN_BAR says nothing; one wider than MAX_BAR only pushes the numbers away.
 MIN_BAR = 10
 MAX_BAR = 30
@@ -43,11 +54,13 @@ def render_progress(
     elapsed: float,
     width: int,
     done_before: int = 0,
+    note: str | None = None,
 ) -> str:
     """The one-line progress display, at most ``width - 1`` characters.
 
     The rate counts only tasks done since following began (``done_before`` were done already),
-    so joining a job half-way does not promise a rate it never had. One column is left free
+    so joining a job half-way does not promise a rate it never had. ``note`` (what keeps the
+    workers from computing) comes last, cut if the line is too narrow. One column is left free
     because some terminals wrap a line that fills the whole width.
     """
     done = counts.get(TASK_DONE, 0)
@@ -71,14 +84,17 @@ def render_progress(
         line = "[" + "#" * filled + "." * (bar_width - filled) + "]" + tail
     else:
         line = tail.lstrip()
+    if note:
+        line += f"  {note}"
     return line[:room]
 
 
-def render_change(job: JobSummary, elapsed: float) -> str:
+def render_change(job: JobSummary, elapsed: float, note: str | None = None) -> str:
     """The plain line written when a job's counts change, for logs rather than terminals."""
     states = ", ".join(f"{s} {job.counts[s]}" for s in SHOWN_STATES if job.counts.get(s))
     line = f"[{format_duration(elapsed)}] {job.state}: {job.count(TASK_DONE)}/{job.total} done"
-    return line + (f", {states}" if states else "")
+    line += f", {states}" if states else ""
+    return line + (f"; {note}" if note else "")
 
 
 def terminal_width(stream: TextIO) -> int:
@@ -114,8 +130,11 @@ class JobFollower:
         stream: TextIO,
         isatty: bool | None = None,
         width: int | None = None,
+        workers: WorkersWatch | None = None,
     ) -> None:
         self.api = api
+        # What keeps the workers from computing, told beside the counts (None: not asked).
+        self.workers = workers
         self.reactor = reactor
         self.stream = stream
         self.isatty = stream.isatty() if isatty is None else isatty
@@ -132,17 +151,29 @@ class JobFollower:
         try:
             job = await self._poll(job_id)
             done_before = job.count(TASK_DONE)
-            last_seen: tuple[str, list[tuple[str, int]]] | None = None
+            last_seen: tuple[str, list[tuple[str, int]], str | None] | None = None
+            told: list[tuple[str, int]] = []
             while True:
+                note = None
+                if self.workers is not None and not job.has_ended:
+                    note = await self.workers.update()
                 elapsed = now(self.reactor) - start
+                # Tasks that would wait forever as things stand: said once, when it changes.
+                holding_back = sorted(job.unrunnable.items())
+                if holding_back != told:
+                    told = holding_back
+                    for why, n in holding_back:
+                        self.end_line()
+                        self.stream.write(f"cannot run {n} task{'s' if n != 1 else ''}: {why}\n")
+                        self.stream.flush()
                 if self.isatty:
                     width = self.width or terminal_width(self.stream)
-                    line = render_progress(job.counts, job.total, elapsed, width, done_before)
+                    line = render_progress(job.counts, job.total, elapsed, width, done_before, note)
                     self._draw(line.ljust(width - 1))
                 else:
-                    seen = (job.state, sorted(job.counts.items()))
+                    seen = (job.state, sorted(job.counts.items()), note)
                     if seen != last_seen:
-                        self.stream.write(render_change(job, elapsed) + "\n")
+                        self.stream.write(render_change(job, elapsed, note) + "\n")
                         self.stream.flush()
                         last_seen = seen
                 if job.has_ended:
@@ -220,5 +251,7 @@ async def follow(
     isatty: bool | None = None,
     width: int | None = None,
 ) -> JobSummary:
-    """Follow ``job_id`` until it ends, drawing progress on ``stream``; its final summary."""
-    return await JobFollower(api, reactor, stream, isatty, width).follow(job_id)
+    """Follow ``job_id`` until it ends, drawing progress on ``stream`` with what keeps the
+    workers from computing; its final summary."""
+    watch = WorkersWatch(reactor, api.workers)
+    return await JobFollower(api, reactor, stream, isatty, width, watch).follow(job_id)

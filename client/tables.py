@@ -69,7 +69,9 @@ TASK_COLUMNS = (
 
 
 def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None) -> str:
-    """One row a task; DURATION runs on to ``now`` for a task still running."""
+    """One row a task; DURATION runs on to ``now`` for a task still running. A WHY column
+    says, when some ready task cannot run, what holds it back."""
+    why = any(t.why for t in tasks)
     rows = [
         (
             t.id,
@@ -80,10 +82,11 @@ def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None)
             format_clock(t.started, tz),
             format_clock(t.ended, tz),
             _took(t, now),
+            *((t.why or "",) if why else ()),
         )
         for t in tasks
     ]
-    return render_table(TASK_COLUMNS, rows)
+    return render_table(TASK_COLUMNS + ((Column("WHY"),) if why else ()), rows)
 
 
 COORDINATOR_COLUMNS = (
@@ -115,35 +118,49 @@ def coordinators_table(members: Sequence[CoordinatorInfo], now: float) -> str:
 
 
 WORKER_COLUMNS = (
+    Column("ID"),
     Column("NAME"),
+    Column("SITE"),
     Column("STATE"),
+    Column("BUSY/SLOTS", right=True),
     Column("ADDRESS"),
     Column("PLATFORM"),
     Column("CORES", right=True),
     Column("MEMORY GiB", right=True),
-    Column("SLOTS", right=True),
     Column("DONE", right=True),
     Column("LAST HEARD", right=True),
 )
+# Last, and only when some worker is suspended: a reason is a sentence, too wide for the middle.
+WHY_COLUMN = Column("WHY")
+
+
+def _slots(w: WorkerInfo) -> str:
+    busy = NOTHING if w.busy is None else str(w.busy)
+    return f"{busy}/{w.slots}"
 
 
 def workers_table(workers: Sequence[WorkerInfo], now: float) -> str:
-    """One row a worker; MEMORY in GiB."""
+    """One row a worker; MEMORY in GiB; BUSY/SLOTS the slots holding an attempt (``-`` for a
+    worker that is not live); WHY a suspended worker computes nothing."""
+    why = any(w.reason for w in workers)
     rows = [
         (
+            w.id,
             w.name,
+            w.site or NOTHING,
             w.state,
+            _slots(w),
             w.address,
             w.platform,
             str(w.cores),
             format_gib(w.memory),
-            str(w.slots),
             str(w.tasks_done),
             format_ago(now, w.last_heard),
+            *([w.reason or ""] if why else []),
         )
         for w in workers
     ]
-    return render_table(WORKER_COLUMNS, rows)
+    return render_table((*WORKER_COLUMNS, *([WHY_COLUMN] if why else [])), rows)
 
 
 JOB_COLUMNS = (
@@ -170,8 +187,11 @@ def jobs_table(jobs: Sequence[JobSummary], now: float, tz: tzinfo | None = None)
     return render_table(JOB_COLUMNS, rows)
 
 
-def status_text(job: JobSummary, now: float, tz: tzinfo | None = None) -> str:
-    """The job's state, then its tasks counted by state (every state, zeros included)."""
+def status_text(
+    job: JobSummary, now: float, tz: tzinfo | None = None, workers: str | None = None
+) -> str:
+    """The job's state, then its tasks counted by state (every state, zeros included);
+    ``workers``: what keeps the workers from computing, if anything."""
     ended = job.ended if job.ended is not None else now
     head = [
         ("JOB", job.id),
@@ -184,6 +204,11 @@ def status_text(job: JobSummary, now: float, tz: tzinfo | None = None) -> str:
     ]
     if job.message:
         head.append(("MESSAGE", job.message))
+    # Ready tasks that would wait forever as things stand: say why, as they wait.
+    for why, n in sorted(job.unrunnable.items()):
+        head.append(("CANNOT RUN", f"{n} task{'s' if n != 1 else ''}: {why}"))
+    if workers:
+        head.append(("WORKERS", workers))
     label = max(len(k) for k, _ in head)
     lines = [f"{k.ljust(label)}  {v}" for k, v in head]
     # The known states in their life order, then any the coordinator added.

@@ -22,6 +22,7 @@ from xwch.config import resolve_endpoint, xwch_home
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
 from xwch.logs import start_logging
+from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
 from xwch.transfer.rates import parse_rate
 
@@ -89,7 +90,7 @@ def _usage_error(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-async def _run(reactor: Any, service: WarehouseService) -> None:
+async def _run(reactor: Any, service: WarehouseService, coordinator: JsonApi) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     raise_open_file_limit()
     service.startService()
@@ -100,6 +101,9 @@ async def _run(reactor: Any, service: WarehouseService) -> None:
         await service.when_registered()
         freeze_what_is_loaded()
         print(f"{PROGRAM} listening on {url}", flush=True)
+        # The other coordinators of the platform, to go to when this one dies.
+        learning = keep_learning(reactor, coordinator)
+        reactor.addSystemEventTrigger("before", "shutdown", learning.stop)
         await service.when_failed()
     except Exception:
         # The service has logged why; the exit status says it failed.
@@ -151,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     service.resource.network.download.set_rate(args.download_cap)
 
     def run(reactor: Any) -> Deferred[None]:
-        return Deferred.fromCoroutine(_run(reactor, service))
+        return Deferred.fromCoroutine(_run(reactor, service, coordinator))
 
     react(run)
 

@@ -1,7 +1,8 @@
 """``xwch-worker``: a volunteer worker.
 
 xwch-worker [run] [--coordinator URL] [--token T] [--slots K] [--data DIR] [--site NAME]
-            [--name NAME]
+            [--name NAME] [--spawn-coordinator --db URL [--spawn-listen ENDPOINT]
+            [--spawn-after S] [--spawn-public-url URL]]
 xwch-worker install --coordinator URL --token T [--data DIR] [--site NAME] [--name NAME]
             [--slots K] [PREFERENCES]
 xwch-worker uninstall
@@ -24,17 +25,25 @@ from pathlib import Path
 from typing import NoReturn
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorCore, IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTCP, IReactorTime
 from twisted.internet.task import react
 
 from xwch import add_version_flag
 from xwch.config import Endpoint, read_toml, resolve_endpoint, xwch_home
+from xwch.detached import launcher as detached_launcher
 from xwch.errors import ConfigurationError
 from xwch.http import make_http_client
 from xwch.logs import start_logging
+from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded
 
 from .benchmark import measure_performance
+from .coordinator_starter import (
+    DEFAULT_AFTER,
+    DEFAULT_LISTEN,
+    CoordinatorStarter,
+    SpawnSettings,
+)
 from .host import probe_host
 from .install import Setup, install, uninstall
 from .link import RegistrationRefused
@@ -63,6 +72,7 @@ class RunSettings:
     name: str | None
     preferences: Preferences
     config: Path
+    spawn: SpawnSettings | None = None
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -102,6 +112,35 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)")
     run.add_argument("--token", metavar="T", help="a token of role worker (or XWCH_TOKEN)")
     _add_worker_flags(run)
+    spawn = run.add_argument_group(
+        "starting a coordinator (trusted machines that may reach the store)"
+    )
+    spawn.add_argument(
+        "--spawn-coordinator",
+        action="store_true",
+        help="when no coordinator answers for --spawn-after seconds, start one here on the "
+        "store --db, and register with it",
+    )
+    spawn.add_argument("--db", metavar="URL", help="the store of the coordinator started")
+    spawn.add_argument(
+        "--spawn-listen",
+        metavar="ENDPOINT",
+        default=DEFAULT_LISTEN,
+        help="where the coordinator started listens (default %(default)s)",
+    )
+    spawn.add_argument(
+        "--spawn-after",
+        metavar="S",
+        type=float,
+        default=DEFAULT_AFTER,
+        help="seconds without an answer before starting one (default %(default)g)",
+    )
+    spawn.add_argument(
+        "--spawn-public-url",
+        metavar="URL",
+        help="the URL others reach the coordinator started at (default: the address it "
+        "listens on; give it when workers of other machines are to reach it)",
+    )
 
     setup = commands.add_parser(
         "install",
@@ -201,7 +240,26 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         name=name,
         preferences=preferences,
         config=_config(),
+        spawn=spawn_settings(args),
     )
+
+
+def spawn_settings(args: argparse.Namespace) -> SpawnSettings | None:
+    """How to start a coordinator (None: never); a usage error exits 2 with the reason."""
+    if not args.spawn_coordinator:
+        if args.db is not None:
+            _usage_error("--db goes with --spawn-coordinator")
+        return None
+    if not args.db:
+        _usage_error("--spawn-coordinator needs --db URL, the store of the coordinator started")
+    if not args.spawn_after > 0:
+        _usage_error(f"--spawn-after must be a positive number of seconds, not {args.spawn_after}")
+    if not args.spawn_listen.strip():
+        _usage_error("--spawn-listen must not be empty")
+    public = args.spawn_public_url
+    if public is not None and not public.startswith(("http://", "https://")):
+        _usage_error(f"--spawn-public-url must start with http:// or https://, not {public!r}")
+    return SpawnSettings(args.db, args.spawn_listen, args.spawn_after, public)
 
 
 async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
@@ -235,6 +293,16 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
     )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
     reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]
+    if settings.spawn is not None:
+        starter = CoordinatorStarter(
+            clock,
+            coordinator,
+            detached_launcher(IReactorProcess(reactor)),
+            settings.spawn,
+            settings.data,
+        )
+        reactor.addSystemEventTrigger("before", "shutdown", starter.stopService)  # type: ignore[misc]
+        starter.startService()
     volunteer.startService()
     try:
         worker_id = await volunteer.service.when_registered()
@@ -242,6 +310,9 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         print(f"{PROGRAM}: {e}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_REFUSED) from None
     print(f"{PROGRAM} registered as {worker_id}", flush=True)
+    # The other coordinators of the platform, to go to when this one dies.
+    learning = keep_learning(clock, coordinator)
+    reactor.addSystemEventTrigger("before", "shutdown", learning.stop)  # type: ignore[misc]
     # Until a signal stops the reactor.
     await Deferred()
 

@@ -2,7 +2,9 @@
 
 The coordinator declares a worker lost after a few beats missed, and answers each with the
 attempts it no longer wants run (``cancel``). A Work Alive that fails is not retried: the next
-tick is the retry.
+tick is the retry. Each beat says whether the worker is suspended, and why; a suspension or a
+resumption is told at once (:meth:`AliveBeat.beat_now`), not a period later, so that users see
+the worker's true state.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class AliveLink(Protocol):
         running: Sequence[RunningAttempt],
         evicted: Sequence[str],
         transfers: TransfersReport | None,
+        waiting: Sequence[str] = (),
+        suspended: str | None = None,
     ) -> list[str]: ...
 
 
@@ -50,7 +54,8 @@ class AliveBeat:
 
     ``held``: the attempts to list; ``evictions``: the cache's evictions to tell (optional);
     ``transfers``: this worker's transfers since the last beat (optional); ``in_background``:
-    how the service runs a beat (logged if it fails, awaited at shutdown).
+    how the service runs a beat (logged if it fails, awaited at shutdown); ``suspended``: why
+    the worker computes nothing now (None: it computes).
     """
 
     log = Logger()
@@ -64,8 +69,10 @@ class AliveBeat:
         in_background: Callable[[Coroutine[Any, Any, None], str], Deferred[None]],
         evictions: EvictionLog | None = None,
         transfers: Callable[[], TransfersReport] | None = None,
+        suspended: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._reactor = reactor
+        self._suspended = suspended
         self._link = link
         self._held = held
         self._drop = drop
@@ -87,6 +94,12 @@ class AliveBeat:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
 
+    def beat_now(self) -> None:
+        """One Work Alive now, besides the periodic ones (the worker suspended or resumed);
+        nothing before the first registration, which carries the state itself."""
+        if self._loop is not None and self._loop.running:
+            self._tick()
+
     def _loop_failed(self, failure: Failure) -> None:
         self.log.failure("the work alive loop failed", failure)
 
@@ -96,16 +109,19 @@ class AliveBeat:
     async def _send(self) -> None:
         if self._link.lost:
             return
+        held = self._held()
         running = [
             RunningAttempt(h.attempt, "suspended" if h.state == "suspended" else "running")
-            for h in self._held()
+            for h in held
         ]
+        # Held ahead, not started: their tasks are "assigned" for users, not "running".
+        waiting = [h.attempt for h in held if h.state == "waiting"]
         # Optional: lets the coordinator's catalog forget what this worker no longer caches.
         evicted = self._evictions.take_evicted() if self._evictions is not None else []
         # Optional: this worker's transfers since the last WA, for the coordinator's load estimate.
         transfers = self._transfers() if self._transfers is not None else None
         try:
-            cancel = await self._link.alive(running, evicted, transfers)
+            cancel = await self._link.alive(running, evicted, transfers, waiting, self._suspended())
         except (Unreachable, ApiError, ProtocolError, WorkerLost) as e:
             if self._evictions is not None:
                 self._evictions.restore_evicted(evicted)

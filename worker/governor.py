@@ -5,7 +5,9 @@ From the volunteer's :class:`Preferences` and the machine's :class:`HostReadings
 1. outside the allowed hours: suspended;
 2. the user touched keyboard or mouse less than ``idle_minutes`` ago: suspended (an unknown idle
    time counts as idle);
-3. other programs use more than ``max_cpu_load`` percent of the CPUs: suspended, until their load
+3. with ``suspend_on_battery``, the machine runs on its battery: suspended (a machine without a
+   battery, or one that cannot tell, never is);
+4. other programs use more than ``max_cpu_load`` percent of the CPUs: suspended, until their load
    has stayed below it for :attr:`Governor.CALM_PERIOD` (so a worker does not flap on a
    machine hovering at the limit).
 
@@ -75,6 +77,8 @@ class Governor(Service):
         self.since: float | None = None
         self.idle_seconds: float | None = None
         self.other_cpu_load: float | None = None
+        # Whether the machine ran on its battery at the last check (None: not asked, unknown).
+        self.battery: bool | None = None
         self._busy = False
         self._calm_since: float | None = None
         self.slots = preferences.max_cpus.slots(cores)
@@ -141,10 +145,12 @@ class Governor(Service):
             return "outside the allowed hours " + ",".join(str(r) for r in p.hours)
         idle = self.idle_seconds
         if p.idle_minutes > 0 and idle is not None and idle < p.idle_minutes * 60:
-            return (
-                f"the computer is in use (idle {idle / 60:.1f} min, "
-                f"{p.idle_minutes:g} min required)"
-            )
+            # Without the idle time itself (the status shows it): the reason reaches the
+            # coordinator and users, and stays the same while the suspension lasts.
+            return f"the computer is in use ({p.idle_minutes:g} min idle required)"
+        self.battery = self._readings.on_battery() if p.suspend_on_battery else None
+        if self.battery:
+            return "on battery"
         if self._busy:
             return f"other programs keep the CPUs busy (limit {p.max_cpu_load:g}%)"
         return None
@@ -172,4 +178,5 @@ class Governor(Service):
             "slots": self.slots,
             "idle_seconds": self.idle_seconds,
             "other_cpu_load": self.other_cpu_load,
+            "on_battery": self.battery,
         }

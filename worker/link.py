@@ -147,8 +147,11 @@ class CoordinatorLink:
         cache_contents: CacheContents | None = None,
         on_registered: Callable[[float], None] = lambda interval: None,
         on_lost: Callable[[], None] = lambda: None,
+        suspended: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._reactor = reactor
+        # Why the worker computes nothing now (None: it computes), told in every registration.
+        self._suspended = suspended
         self._coordinator = coordinator
         self.facts = facts
         self._pacer = pacer
@@ -256,11 +259,13 @@ class CoordinatorLink:
         )
 
     def _registration_facts(self) -> HostFacts:
-        """The host facts, with what the cache holds: the scheduler sends work to its data."""
+        """The host facts, with what the cache holds (the scheduler sends work to its data) and
+        whether the worker is suspended."""
+        facts = replace(self.facts, suspended=self._suspended())
         if self._cache_contents is None:
-            return self.facts
+            return facts
         cached = self._cache_contents()[:CACHE_REPORT_MAX]
-        return replace(self.facts, cached=tuple(sorted({d[:CACHE_PREFIX] for d in cached})))
+        return replace(facts, cached=tuple(sorted({d[:CACHE_PREFIX] for d in cached})))
 
     def _declared_lost(self, worker_id: str | None) -> None:
         """The coordinator forgot ``worker_id`` (404 unknown_worker): register again.
@@ -339,14 +344,23 @@ class CoordinatorLink:
         running: Sequence[RunningAttempt],
         evicted: Sequence[str],
         transfers: TransfersReport | None,
+        waiting: Sequence[str] = (),
+        suspended: str | None = None,
     ) -> list[str]:
         """One Work Alive (the next tick tries again); the attempts the coordinator cancels.
 
         ``evicted``: objects dropped from the cache, so the coordinator's catalog forgets them;
         ``transfers``: this worker's transfers since the last, for its load estimate (both
-        optional). Raises :class:`WorkerLost` if the coordinator does not know this worker.
+        optional); ``suspended``: why the worker computes nothing now (None: it computes).
+        Raises :class:`WorkerLost` if the coordinator does not know this worker.
         """
-        body = WorkAlive(running=tuple(running), evicted=tuple(evicted), transfers=transfers)
+        body = WorkAlive(
+            running=tuple(running),
+            evicted=tuple(evicted),
+            transfers=transfers,
+            waiting=tuple(waiting),
+            suspended=suspended,
+        )
         worker_id = self.worker_id
         try:
             reply = await self._coordinator.post_as(self._worker_path("/alive"), AliveAnswer, body)

@@ -92,6 +92,8 @@ class Preferences:
     idle_minutes: float = 0.0
     # Percent of the whole machine; None: never suspend for other programs' load.
     max_cpu_load: float | None = None
+    # Suspend while the machine runs on its battery (a laptop unplugged).
+    suspend_on_battery: bool = False
     # Bytes; None: the machine's memory.
     memory_per_task: int | None = None
     cpu_time_per_task: int = 24 * 3600
@@ -115,6 +117,7 @@ class Preferences:
             "max_cpus": str(self.max_cpus),
             "idle_minutes": self.idle_minutes,
             "max_cpu_load": self.max_cpu_load,
+            "suspend_on_battery": self.suspend_on_battery,
             "memory_per_task": self.memory_per_task,
             "cpu_time_per_task": self.cpu_time_per_task,
             "file_size_per_task": self.file_size_per_task,
@@ -219,6 +222,17 @@ def _clock(minute: int) -> str:
     return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
+def parse_yes_no(value: object, key: str) -> bool:
+    """A TOML boolean, or as a flag's text: yes/no, true/false, on/off, 1/0."""
+    if isinstance(value, bool):
+        return value
+    words = {"yes": True, "true": True, "on": True, "1": True}
+    words |= {"no": False, "false": False, "off": False, "0": False}
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise ConfigurationError(f"{key}: expected yes or no, not {value!r}")
+
+
 def _count(value: object, key: str) -> int:
     number = parse_number(value, key, 1)
     if number != int(number):
@@ -241,8 +255,9 @@ class PreferenceKey:
     parse: Callable[[object, str], Any]
     help: str
     metavar: str
-    # Written to worker.toml as a number (else as the string given).
+    # Written to worker.toml as a number, or as a boolean (else as the string given).
     numeric: bool = False
+    boolean: bool = False
 
     @property
     def flag(self) -> str:
@@ -250,7 +265,9 @@ class PreferenceKey:
 
     def toml_value(self, text: str) -> object:
         """What ``install --flag TEXT`` writes to worker.toml (checked first)."""
-        self.parse(text, self.flag)
+        parsed = self.parse(text, self.flag)
+        if self.boolean:
+            return bool(parsed)
         if self.numeric:
             number = float(text)
             return int(number) if number == int(number) else number
@@ -272,6 +289,13 @@ KEYS = (
         "suspend while other programs use more than this percentage of the CPUs",
         "PERCENT",
         numeric=True,
+    ),
+    PreferenceKey(
+        "suspend_on_battery",
+        parse_yes_no,
+        "suspend while the machine runs on its battery (default no)",
+        "yes|no",
+        boolean=True,
     ),
     PreferenceKey(
         "memory_per_task",

@@ -42,6 +42,9 @@ class HostReadings(Protocol):
         """Percent (0-100) of the whole machine's CPU that programs other than the worker and
         the process groups ``ours`` used since the previous call; None for the first call."""
 
+    def on_battery(self) -> bool | None:
+        """Whether the machine runs on its battery now; None when it has none or cannot tell."""
+
 
 def tty_idle_seconds(dev: Path, now: float) -> float | None:
     """Seconds since the most recent input on a terminal under ``dev``; None if none found."""
@@ -209,6 +212,17 @@ class SystemReadings:
             return None
         others = (busy - previous[1]) - max(0.0, mine - previous[2])
         return max(0.0, min(100.0, 100.0 * others / elapsed))
+
+    # Power
+
+    def on_battery(self) -> bool | None:
+        try:
+            battery = psutil.sensors_battery()
+        except (AttributeError, OSError, RuntimeError):
+            return None  # a platform psutil cannot read batteries on
+        if battery is None or battery.power_plugged is None:
+            return None
+        return not battery.power_plugged
 
 
 def our_cpu_seconds(groups: Collection[int]) -> float:

@@ -121,6 +121,7 @@ class WorkerService(Service):
             cache_contents,
             on_registered=self._registered,
             on_lost=self.wake,
+            suspended=lambda: self.suspended,
         )
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots
@@ -157,6 +158,7 @@ class WorkerService(Service):
             self._background.run,
             evictions,
             pacer.transfer_report if isinstance(pacer, TransferReporter) else None,
+            suspended=lambda: self.suspended,
         )
         self._wakeup: Deferred[None] | None = None
 
@@ -242,7 +244,8 @@ class WorkerService(Service):
         """Stop the attempts' processes and ask for no work until :meth:`resume`.
 
         Work Alive goes on, listing the attempts as suspended, so the coordinator does not
-        declare this worker lost.
+        declare this worker lost; one goes at once, so that users see the worker suspended and
+        why. A new reason while suspended goes with the next beat.
         """
         was = self.suspended
         self.suspended = reason
@@ -254,6 +257,7 @@ class WorkerService(Service):
             self._work_called_off = True
             self._asking_work.cancel()
         self._attempts.suspend()
+        self._alive.beat_now()
 
     def resume(self) -> None:
         """Continue the suspended attempts and ask for work again."""
@@ -261,6 +265,7 @@ class WorkerService(Service):
             return
         self.suspended = None
         self._attempts.resume()
+        self._alive.beat_now()
         self.wake()
 
     def give_back_held(self, why: str) -> None:

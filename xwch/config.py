@@ -93,8 +93,14 @@ def resolve_endpoint(
             "no coordinator: give --coordinator URL, set XWCH_COORDINATOR, "
             f'or write coordinator = "URL" in {home / files[0]}'
         )
-    if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"coordinator URL must start with http:// or https://: {url}")
+    # Several coordinators of one platform: comma-separated, any one that answers is enough.
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ConfigurationError(f"no coordinator URL in {url!r}")
+    for one in urls:
+        if not one.startswith(("http://", "https://")):
+            raise ConfigurationError(f"coordinator URL must start with http:// or https://: {one}")
+    url = ",".join(u.rstrip("/") for u in urls)
     if not token:
         raise ConfigurationError(
             f'no token: give --token T, set XWCH_TOKEN, or write token = "T" in {home / files[0]}'

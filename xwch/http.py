@@ -57,6 +57,11 @@ M = TypeVar("M")
 _UNREACHABLE = (ConnectError, ConnectionLost, DNSLookupError, TimeoutError, ResponseFailed)
 
 REQUEST_TIMEOUT = 60.0
+# Redirects followed in one call (a standby coordinator sends callers to the one serving).
+MAX_REDIRECTS = 3
+# Tells a coordinator which of its fellow members this call found not answering, so that it
+# does not send the call there again.
+UNREACHABLE_HEADER = b"x-xwch-unreachable"
 
 
 # How much one read off a connection takes at most. Twisted's 64 KiB makes an 8 MiB packet 128
@@ -245,7 +250,11 @@ class JsonApi:
         timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.http = http
-        self.base_url = base_url.rstrip("/")
+        # One URL, or several comma-separated: members of one platform (several coordinators
+        # on one store), any of which answers. Calls go to one; when it does not answer they
+        # go to the next, and a member that redirects (it stands by) sends them to another.
+        self.urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
+        self.base_url = self.urls[0] if self.urls else base_url.rstrip("/")
         self.token = token
         self._reactor = reactor
         self._timeout = timeout
@@ -290,19 +299,64 @@ class JsonApi:
         return decode(raw or b"{}", answer, getattr(answer, "WHERE", answer.__name__))
 
     async def exchange(self, method: str, path: str, body: object | None) -> tuple[str, bytes, int]:
-        """``(url, answer's body, status)`` of one call; raises ApiError or Unreachable."""
-        url = self.base_url + path
+        """``(url, answer's body, status)`` of one call; raises ApiError or Unreachable.
+
+        A URL that does not answer is left for the next of :attr:`urls` (each tried once per
+        call); a ``307``/``308`` redirect is followed with the same method and body, and the
+        URL it names is used from then on."""
         data = None if body is None else encode(body)
+        tried: set[str] = set()
+        redirects = 0
+        # Where the call was redirected from, to go back to if the target does not answer.
+        redirected_from: str | None = None
+        while True:
+            try:
+                url, raw, code = await self._exchange_once(method, path, data, tried)
+            except Unreachable:
+                tried.add(self.base_url)
+                if redirected_from is not None and redirected_from not in tried:
+                    # Sent to a member that does not answer (it just died): back to the one
+                    # that sent us, told so, which waits for another to serve.
+                    self.base_url, redirected_from = redirected_from, None
+                    continue
+                untried = [u for u in self.urls if u not in tried]
+                if not untried:
+                    raise
+                self.base_url = untried[0]
+                continue
+            except _Redirect as redirect:
+                redirects += 1
+                if redirects > MAX_REDIRECTS:
+                    raise ApiError(
+                        redirect.code, "redirect_loop", f"{method} {path}: too many redirects"
+                    ) from None
+                redirected_from = self.base_url
+                self.base_url = _base_of(redirect.location, path)
+                if self.base_url not in self.urls:
+                    self.urls.append(self.base_url)
+                continue
+            return url, raw, code
+
+    async def _exchange_once(
+        self, method: str, path: str, data: bytes | None, unreachable: set[str]
+    ) -> tuple[str, bytes, int]:
+        url = self.base_url + path
         try:
             if isinstance(self.http, PooledHttpClient) and url.isascii():
-                response: Any = await self._direct(self.http, method, url, data)
+                response: Any = await self._direct(self.http, method, url, data, unreachable)
             else:
                 headers = self.headers()
+                if unreachable:
+                    headers[UNREACHABLE_HEADER] = [",".join(sorted(unreachable)).encode()]
                 if data is not None:
                     headers[b"content-type"] = [b"application/json"]
                 response = await self.http.request(
                     method, url, headers=headers, data=data, timeout=self._timeout
                 )
+            if response.code in (307, 308):
+                location = response.headers.getRawHeaders(b"location")
+                if location:
+                    raise _Redirect(response.code, location[0].decode("utf-8", "replace"))
             if response.code >= 400:
                 raise await decode_error(response)
             raw = await response.content()
@@ -311,17 +365,20 @@ class JsonApi:
         return url, raw, response.code
 
     def _direct(
-        self, http: PooledHttpClient, method: str, url: str, data: bytes | None
+        self,
+        http: PooledHttpClient,
+        method: str,
+        url: str,
+        data: bytes | None,
+        unreachable: set[str] = frozenset(),  # type: ignore[assignment]
     ) -> Deferred[Answer]:
         """One exchange on the client's bare ``Agent``; a timeout is a silence (Unreachable)."""
+        headers = self._agent_headers(data is not None)
+        if unreachable:
+            headers = headers.copy()
+            headers.setRawHeaders(UNREACHABLE_HEADER, [",".join(sorted(unreachable)).encode()])
         d = Deferred.fromCoroutine(
-            agent_exchange(
-                http.agent,
-                method.encode("ascii"),
-                url.encode("ascii"),
-                self._agent_headers(data is not None),
-                data,
-            )
+            agent_exchange(http.agent, method.encode("ascii"), url.encode("ascii"), headers, data)
         )
         d.addTimeout(self._timeout, self._reactor or http.reactor, _timed_out(url))
         return d
@@ -337,6 +394,21 @@ class JsonApi:
 
     async def post_as(self, path: str, answer: type[M], body: object | None = None) -> M:
         return await self.request("POST", path, answer, {} if body is None else body)
+
+
+class _Redirect(Exception):
+    def __init__(self, code: int, location: str) -> None:
+        self.code = code
+        self.location = location
+
+
+def _base_of(location: str, path: str) -> str:
+    """The base URL a redirect for ``path`` points at (``http://c2:8750`` of
+    ``http://c2:8750/api/v1/work``)."""
+    if location.endswith(path):
+        return location[: len(location) - len(path)].rstrip("/")
+    scheme, _, rest = location.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
 
 
 def _timed_out(url: str) -> Callable[[object, float], object]:

@@ -1,6 +1,7 @@
 """``xwch-local``: the whole platform on this machine, as separate processes on loopback.
 
-Starts a coordinator (SQLite in ``$XWCH_HOME``), M warehouses and N workers of K slots, writes
+Starts a coordinator (SQLite in ``$XWCH_HOME``; or several on one PostgreSQL store with
+``--coordinators N --db URL``), M warehouses and N workers of K slots, writes
 ``$XWCH_HOME/client.toml`` so ``xwch-client`` needs no flags, prints the coordinator's URL on a
 line of its own, and runs until SIGINT or SIGTERM, when it stops every process it started.
 
@@ -64,9 +65,11 @@ class LocalPlatform:
         self.started = False
         self.monitor = ChildMonitor(reactor, out, restart=restart, on_ready=self._child_ready)
 
-    def spawn(self, name: str, marker: str, args: Sequence[str]) -> Child:
+    def spawn(self, name: str, marker: str, args: Sequence[str], home: Path | None = None) -> Child:
+        """Start ``python ARGS`` as ``name``, with ``XWCH_HOME`` set to ``home`` (default: the
+        local run's own)."""
         env = dict(os.environ)
-        env["XWCH_HOME"] = str(self.home)
+        env["XWCH_HOME"] = str(self.home if home is None else home)
         env["PYTHONUNBUFFERED"] = "1"
         return self.monitor.add_child(
             name, marker, [self.python, *args], env, self.home / "logs" / f"{name}.log"
@@ -79,9 +82,13 @@ class LocalPlatform:
         ready; the caller stops the rest.
         """
         self.monitor.startService()
-        (url,) = await self.monitor.wait_ready([self._coordinator(args)])
-        self.url = url
-        pin_address(self.monitor.children["coordinator"], url)
+        coordinators = [self._coordinator(args, i) for i in range(1, args.coordinators + 1)]
+        urls = await self.monitor.wait_ready(coordinators)
+        for child, address in zip(coordinators, urls, strict=True):
+            pin_address(child, address)
+        self.url = urls[0]
+        # Every part is given every coordinator: any one that answers is enough.
+        url = ",".join(urls)
         warehouses = [
             self._warehouse(i, url, tokens["warehouse"], args)
             for i in range(1, args.warehouses + 1)
@@ -98,18 +105,22 @@ class LocalPlatform:
         write_toml(self.home / "client.toml", {"coordinator": url, "token": tokens["client"]})
         self.started = True
         self.write_state()
-        return url
+        return self.url
 
-    def _coordinator(self, args: argparse.Namespace) -> Child:
+    def _coordinator(self, args: argparse.Namespace, number: int) -> Child:
         heartbeat = args.heartbeat_interval
+        # The first on --port; the others of several on any free port.
+        port = args.port if number == 1 else 0
+        store = [] if args.db is None else ["--db", args.db, "--lease", str(args.lease)]
         return self.spawn(
-            "coordinator",
+            "coordinator" if number == 1 else f"coordinator-{number}",
             COORDINATOR_READY,
             [
                 "-m",
                 "xwch.coordinator",
+                *store,
                 "--listen",
-                f"tcp:{args.port}:interface=127.0.0.1",
+                f"tcp:{port}:interface=127.0.0.1",
                 "--alive-interval",
                 str(args.alive_interval),
                 "--heartbeat-interval",
@@ -147,6 +158,10 @@ class LocalPlatform:
         )
 
     def _worker(self, i: int, url: str, token: str, host: str, args: argparse.Namespace) -> Child:
+        # Its own XWCH_HOME, in its own folder: a worker reads worker.toml there (and
+        # client.toml), so the volunteer's own ~/.xwch/worker.toml, written by `xwch-worker
+        # install`, would otherwise suspend these workers by that volunteer's preferences.
+        folder = self.home / f"worker-{i}"
         return self.spawn(
             f"worker-{i}",
             WORKER_READY,
@@ -160,12 +175,13 @@ class LocalPlatform:
                 "--slots",
                 str(args.slots),
                 "--data",
-                str(self.home / f"worker-{i}"),
+                str(folder),
                 "--name",
                 f"{host}-w{i}",
                 "--site",
                 _site(i, args.sites),
             ],
+            home=folder,
         )
 
     def _child_ready(self, child: Child) -> None:
@@ -195,6 +211,7 @@ class LocalPlatform:
                 "url": self.url,
                 "restarts": coordinator.restarts,
             },
+            "coordinators": entries("coordinator", "url"),
             "warehouses": entries("warehouse-", "url"),
             "workers": entries("worker-", "id"),
             "pid": os.getpid(),
@@ -214,13 +231,13 @@ def pin_address(child: Child, url: str) -> None:
         args += ["--public-url", url]
 
 
-def _create_tokens(home: Path) -> dict[str, str]:
+def _create_tokens(home: Path, db: str | None) -> dict[str, str]:
     from xwch.coordinator.__main__ import create_token
     from xwch.store.database import default_url
 
     folder = home / "coordinator"
     folder.mkdir(parents=True, exist_ok=True)
-    url = default_url(folder)
+    url = db or default_url(folder)
     return {
         role: create_token(url, role, f"xwch-local {role}")
         for role in ("client", "worker", "warehouse")
@@ -236,7 +253,7 @@ async def run(reactor: Any, args: argparse.Namespace, out: IO[str] = sys.stderr)
         "before", "shutdown", lambda: Deferred.fromCoroutine(platform.stop())
     )
     try:
-        url = await platform.start(args, _create_tokens(home))
+        url = await platform.start(args, _create_tokens(home, args.db))
     except StartFailed:
         # Reported already, with the end of the child's log.
         await platform.stop()
@@ -323,6 +340,25 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between the coordinator's scanner rounds (default 2)",
     )
     parser.add_argument(
+        "--coordinators",
+        type=int,
+        default=1,
+        metavar="N",
+        help="coordinators to start on one store (default 1; more need --db postgresql://...)",
+    )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="the coordinators' store (default: SQLite in $XWCH_HOME/coordinator)",
+    )
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="with --db: how long a silent coordinator keeps the lead (default 10)",
+    )
+    parser.add_argument(
         "--no-restart",
         action="store_true",
         help="do not start again a process that stopped unexpectedly",
@@ -344,7 +380,14 @@ def flag_problem(args: argparse.Namespace) -> str | None:
         value = getattr(args, name)
         if value < least:
             return f"--{name} must be at least {least}, not {value}"
-    for name in ("alive_interval", "heartbeat_interval", "scan_interval"):
+    if args.coordinators < 1:
+        return f"--coordinators must be at least 1, not {args.coordinators}"
+    if args.coordinators > 1 and not (args.db or "").startswith("postgresql://"):
+        return (
+            f"--coordinators {args.coordinators}: several coordinators share one PostgreSQL "
+            "store; give --db postgresql://..."
+        )
+    for name in ("alive_interval", "heartbeat_interval", "scan_interval", "lease"):
         value = getattr(args, name)
         if not value > 0:
             return f"--{name.replace('_', '-')} must be a positive number of seconds, not {value}"

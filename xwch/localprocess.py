@@ -121,13 +121,18 @@ def _alive(p: psutil.Process) -> bool:
         return False
 
 
+def _within(folder: str | None, home: Path) -> bool:
+    return folder is not None and (Path(folder) == home or home in Path(folder).parents)
+
+
 def processes_in(home: Path) -> list[psutil.Process]:
-    """The processes running with ``XWCH_HOME`` set to ``home``: an xwch-local there, its
-    children and theirs (they inherit it), even once xwch-local itself has exited."""
+    """The processes running with ``XWCH_HOME`` set to ``home`` or a folder in it: an
+    xwch-local there, its children and theirs (they inherit it; workers have their own home
+    inside), even once xwch-local itself has exited."""
     found = []
     for p in psutil.process_iter():
         try:
-            if p.environ().get("XWCH_HOME") == str(home) and _alive(p):
+            if _within(p.environ().get("XWCH_HOME"), home) and _alive(p):
                 found.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

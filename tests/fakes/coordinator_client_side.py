@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,8 @@ class FakeJob:
     script: list[Step] = field(default_factory=list)
     tasks: list[dict[str, Any]] = field(default_factory=list)
     logs: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    # Changes made one at a time, each before answering a request for logs (time passing).
+    log_script: list[Callable[[], None]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> JobSummary:
@@ -173,7 +175,10 @@ class FakeCoordinator:
             case ("GET", ["jobs", job_id, "tasks"]):
                 return {"tasks": self._job(job_id).tasks}
             case ("GET", ["jobs", job_id, "tasks", task, "logs"]):
-                return self._logs(self._job(job_id), task, query)
+                job = self._job(job_id)
+                if job.log_script:
+                    job.log_script.pop(0)()
+                return self._logs(job, task, query)
             case ("POST", ["jobs", job_id, "cancel"]):
                 job = self._job(job_id)
                 if job.state == "running":

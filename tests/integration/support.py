@@ -94,5 +94,12 @@ def wait_for(predicate: Callable[[], T | None], timeout: float, what: str) -> T:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def hours_away() -> str:
+    """A worker.toml line under which a worker computes nothing for the next three hours (its
+    allowed hours start then, local time): a worker suspended for as long as a test runs."""
+    start = (time.localtime().tm_hour + 3) % 24
+    return f'hours = "{start:02d}:00-{(start + 1) % 24:02d}:00"\n'
+
+
 def tasks_of(platform: LocalPlatformProcess, job_id: str) -> dict[str, dict[str, Any]]:
     return {t["id"]: t for t in client_json(platform, "tasks", job_id)["tasks"]}

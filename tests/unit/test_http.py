@@ -122,3 +122,84 @@ class DirectCallTests(TestCase):
         clock.advance(0.1)
         failure = self.failureResultOf(call, Unreachable)
         self.assertIn("no answer", str(failure.value))
+
+
+class Standby(Resource):
+    """A coordinator standing by: sends every call to ``target``, unless the call says it
+    found ``target`` not answering; then it answers itself."""
+
+    isLeaf = True
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+        self.told: list[str | None] = []
+
+    def render(self, request: Request) -> bytes:
+        told = _header(request, b"x-xwch-unreachable")
+        self.told.append(told)
+        if told is not None and self.target in told.split(","):
+            request.setHeader(b"content-type", b"application/json")
+            return json.dumps({"served_by": "standby"}).encode()
+        request.setResponseCode(307)
+        request.setHeader(b"location", (self.target + (request.uri or b"").decode()).encode())
+        return json.dumps({"error": "elsewhere", "message": "served elsewhere"}).encode()
+
+
+class SeveralCoordinatorsTests(TestCase):
+    """A part given several coordinators goes to another when one does not answer, and where
+    a standby sends it."""
+
+    async def _listen(self, resource: Resource) -> str:
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port: IListeningPort = await endpoint.listen(Site(resource))
+        self.addCleanup(port.stopListening)
+        return f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+
+    async def _dead_url(self) -> str:
+        """The URL of a port nobody listens on any more."""
+        endpoint = TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        port: IListeningPort = await endpoint.listen(Site(Resource()))
+        url = f"http://127.0.0.1:{port.getHost().port}"  # type: ignore[attr-defined]
+        await port.stopListening()
+        return url
+
+    def _client(self, urls: str) -> JsonApi:
+        http = make_http_client(IReactorTCP(reactor))
+        assert http.pool is not None
+        self.addCleanup(http.pool.closeCachedConnections)
+        return JsonApi(http, urls, "s3cret")
+
+    async def test_a_coordinator_that_does_not_answer_is_left_for_the_next(self) -> None:
+        dead, live = await self._dead_url(), await self._listen(Echo())
+        api = self._client(f"{dead},{live}/")
+        answer: Any = await api.post("/things", {"n": 1})
+        self.assertEqual(answer["body"], {"n": 1})
+        self.assertEqual(api.base_url, live)  # and stays there
+
+    async def test_none_answering_is_unreachable(self) -> None:
+        api = self._client(f"{await self._dead_url()},{await self._dead_url()}")
+        with self.assertRaises(Unreachable):
+            await api.get("/things")
+
+    async def test_a_redirect_is_followed_with_its_method_and_body_and_remembered(self) -> None:
+        serving = await self._listen(Echo())
+        standby = Standby(serving)
+        api = self._client(await self._listen(standby))
+        answer: Any = await api.post("/things?wait=1", {"n": 2})
+        self.assertEqual(
+            (answer["method"], answer["path"], answer["body"]), ("POST", "/things", {"n": 2})
+        )
+        self.assertEqual(api.base_url, serving)
+        await api.get("/again")
+        self.assertEqual(len(standby.told), 1)  # the second call went straight there
+
+    async def test_sent_to_a_coordinator_that_does_not_answer_it_goes_back_and_says_so(
+        self,
+    ) -> None:
+        dead = await self._dead_url()
+        standby = Standby(dead)
+        api = self._client(await self._listen(standby))
+        answer: Any = await api.get("/things")
+        self.assertEqual(answer, {"served_by": "standby"})
+        self.assertEqual(standby.told, [None, dead])

@@ -124,6 +124,10 @@ class LocalPlatformTests(SynchronousTestCase):
             p.print(f"{WAREHOUSE_READY} http://127.0.0.1:500{n}\n")
         workers = self.reactor.of("xwch.worker")
         self.assertEqual(len(workers), 2)
+        for n, p in enumerate(workers, 1):
+            # Never the volunteer's own ~/.xwch: its worker.toml is not these workers'.
+            self.assertEqual(p.env["XWCH_HOME"], str(self.home / f"worker-{n}"))
+            self.assertEqual(p.argv[p.argv.index("--data") + 1], str(self.home / f"worker-{n}"))
         self.assertNoResult(started)
         for n, p in enumerate(workers, 1):
             p.print(f"{WORKER_READY} w{n}\n")

@@ -33,6 +33,7 @@ class ScriptedReadings:
     def __init__(self) -> None:
         self.idle: float | None = None
         self.load: float | None = None
+        self.battery: bool | None = None
         self.groups: list[Collection[int]] = []
 
     def idle_seconds(self) -> float | None:
@@ -41,6 +42,9 @@ class ScriptedReadings:
     def other_cpu_load(self, ours: Collection[int]) -> float | None:
         self.groups.append(ours)
         return self.load
+
+    def on_battery(self) -> bool | None:
+        return self.battery
 
 
 class FakeTarget:
@@ -111,6 +115,22 @@ class GovernorTests(SynchronousTestCase):
         self.readings.idle = 1.0
         self.clock.advance(Governor.CHECK_PERIOD)
         self.assertTrue(self.target.events[-1].startswith("suspend: the computer is in use"))
+
+    def test_suspends_on_battery_when_asked_to(self) -> None:
+        """With suspend_on_battery the worker stops while the machine is unplugged and resumes
+        when it is plugged in; without it, or without a battery, it computes."""
+        self.readings.battery = True
+        governor = self.governor(Preferences())
+        self.assertEqual(self.target.events, [])
+        governor.update(Preferences(suspend_on_battery=True))
+        self.assertEqual(self.target.events, ["suspend: on battery"])
+        self.assertEqual(governor.describe()["on_battery"], True)
+        self.readings.battery = False
+        self.clock.advance(Governor.CHECK_PERIOD)
+        self.assertEqual(self.target.events[-1], "resume")
+        self.readings.battery = None  # no battery, or no way to tell
+        self.clock.advance(Governor.CHECK_PERIOD)
+        self.assertEqual(self.target.events[-1], "resume")
 
     def test_unknown_idle_time_counts_as_idle(self) -> None:
         """A machine whose idle time cannot be read (headless) computes."""

@@ -177,6 +177,8 @@ def test_install_command_takes_preferences_as_flags(
             "2M",
             "--hours",
             "22:00-07:00",
+            "--suspend-on-battery",
+            "yes",
         ]
     )
     config = tmp_path / "xwch" / "worker.toml"
@@ -185,6 +187,7 @@ def test_install_command_takes_preferences_as_flags(
         "token": "T",
         "max_cpus": "50%",
         "idle_minutes": 5,
+        "suspend_on_battery": True,
         "download_rate": "2M",
         "hours": "22:00-07:00",
     }

@@ -28,6 +28,7 @@ def test_every_preference_reads_from_worker_toml(tmp_path: Path) -> None:
         'max_cpus = "50%"\n'
         "idle_minutes = 5\n"
         "max_cpu_load = 25\n"
+        "suspend_on_battery = true\n"
         'memory_per_task = "2G"\n'
         'cpu_time_per_task = "90m"\n'
         'file_size_per_task = "512M"\n'
@@ -42,6 +43,7 @@ def test_every_preference_reads_from_worker_toml(tmp_path: Path) -> None:
         max_cpus=CpuShare(percent=50),
         idle_minutes=5,
         max_cpu_load=25,
+        suspend_on_battery=True,
         memory_per_task=2 << 30,
         cpu_time_per_task=90 * 60,
         file_size_per_task=512 << 20,
@@ -70,6 +72,7 @@ def test_a_missing_file_means_the_defaults(tmp_path: Path) -> None:
         ({"hours": "07:00-07:00"}, "is empty"),
         ({"idle_minuts": 5}, "unknown key 'idle_minuts'"),
         ({"cpu_time_per_task": "1 week"}, "cpu_time_per_task: expected seconds"),
+        ({"suspend_on_battery": "maybe"}, "suspend_on_battery: expected yes or no"),
     ],
 )
 def test_mistakes_are_named(doc: dict[str, object], message: str) -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
 
 from xwch.worker.readings import (
     SystemReadings,
@@ -114,3 +118,16 @@ def test_our_cpu_counts_the_worker_itself() -> None:
     before = our_cpu_seconds([])
     sum(i * i for i in range(300_000))
     assert our_cpu_seconds([os.getpgid(0)]) >= before
+
+
+def test_on_battery_reads_the_power_supply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unplugged is on battery; plugged in is not; no battery (or no way to tell) is unknown."""
+    readings = SystemReadings()
+    for battery, expected in [
+        (SimpleNamespace(percent=50, power_plugged=False), True),
+        (SimpleNamespace(percent=50, power_plugged=True), False),
+        (SimpleNamespace(percent=50, power_plugged=None), None),
+        (None, None),
+    ]:
+        monkeypatch.setattr(psutil, "sensors_battery", lambda battery=battery: battery)
+        assert readings.on_battery() is expected

@@ -735,10 +735,42 @@ class WorkerServiceTests(ServiceHarness):
         self.service.resume()
         self.clock.advance(10.0)
         states = [body["running"] for _, body in self.coordinator.alive_bodies]
+        suspended = [{"attempt": "a1", "state": "suspended"}]
+        running = [{"attempt": "a1", "state": "running"}]
+        # Told at once on each change, then with each beat.
+        self.assertEqual(states, [suspended, suspended, running, running])
+
+    def test_a_suspension_and_its_reason_reach_the_coordinator_at_once(self) -> None:
+        """Suspending sends a Work Alive at once with the reason; every beat carries it while
+        it lasts (the newest reason), and resuming sends one at once without it."""
+        self.start()
+        self.assertEqual(self.coordinator.alive_bodies, [])
+        self.service.suspend("the computer is in use (5 min idle required)")
+        self.service.suspend("outside the allowed hours 22:00-07:00")
         self.assertEqual(
-            states,
-            [[{"attempt": "a1", "state": "suspended"}], [{"attempt": "a1", "state": "running"}]],
+            [body.get("suspended") for _, body in self.coordinator.alive_bodies],
+            ["the computer is in use (5 min idle required)"],
         )
+        self.clock.advance(10.0)
+        self.service.resume()
+        self.assertEqual(
+            [body.get("suspended") for _, body in self.coordinator.alive_bodies],
+            [
+                "the computer is in use (5 min idle required)",
+                "outside the allowed hours 22:00-07:00",
+                None,
+            ],
+        )
+
+    def test_a_worker_suspended_before_it_registers_says_so_in_its_registration(self) -> None:
+        """A worker started outside its hours registers as suspended, with the reason."""
+        self.service.suspend("outside the allowed hours 22:00-07:00")
+        self.start()
+        self.assertEqual(
+            [r.suspended for r in self.coordinator.registrations],
+            ["outside the allowed hours 22:00-07:00"],
+        )
+        self.assertEqual(self.coordinator.work_requests, [])
 
     def test_attempts_assigned_while_suspending_start_suspended(self) -> None:
         """Work that arrives after the worker suspended (a request already sent) waits too."""

@@ -32,7 +32,7 @@ def snapshot() -> dict[str, Any]:
         "attempts": [{"attempt": "a1", "job": "j1", "task": "tile-3", "state": "suspended"}],
         "governor": {
             "computing": False,
-            "reason": "the computer is in use (idle 0.5 min, 5 min required)",
+            "reason": "the computer is in use (5 min idle required)",
             "suspended_since": NOW - 90,
             "idle_seconds": 30.0,
             "other_cpu_load": 12.0,

@@ -55,8 +55,26 @@ def _parser() -> argparse.ArgumentParser:
         "--groups",
         type=int,
         metavar="N",
-        help="logical groups of workers, spread over the live coordinators "
-        "(default: one per live coordinator)",
+        help="logical groups of workers (default 1: the coordinator holding it serves the "
+        "platform, the others stand by; only 1 in this version)",
+    )
+    parser.add_argument(
+        "--min-workers",
+        type=int,
+        metavar="N",
+        help="while serving, start workers with --worker-command when fewer than N are live",
+    )
+    parser.add_argument(
+        "--worker-command",
+        metavar="CMD",
+        help="shell command that starts one worker (a local process, ssh, a batch "
+        "submission); it sees XWCH_COORDINATOR and XWCH_START_ID",
+    )
+    parser.add_argument(
+        "--worker-start-interval",
+        type=float,
+        metavar="S",
+        help="least time between two worker starts (default 5)",
     )
     parser.add_argument(
         "--alive-interval",
@@ -159,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "heartbeat_interval",
         "warehouse_timeout",
         "lease",
+        "worker_start_interval",
     ):
         value = getattr(args, name)
         if value is not None and not value > 0:
@@ -167,8 +186,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of bytes/s")
-    if args.groups is not None and args.groups < 1:
-        parser.error("--groups must be at least 1")
+    if args.groups is not None and args.groups != 1:
+        parser.error(
+            "--groups: only 1 in this version (one coordinator serves, the others stand by; "
+            "sharing the work between groups is not built yet)"
+        )
+    if args.min_workers is not None and args.min_workers < 1:
+        parser.error("--min-workers must be at least 1")
+    if (args.min_workers is None) != (args.worker_command is None):
+        parser.error("--min-workers and --worker-command go together")
+    if args.worker_command is not None and not args.worker_command.strip():
+        parser.error("--worker-command must not be empty")
+    if args.worker_start_interval is not None and args.min_workers is None:
+        parser.error("--worker-start-interval goes with --min-workers and --worker-command")
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
@@ -220,6 +250,10 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
         public_url=args.public_url.rstrip("/") if args.public_url else None,
         lease=args.lease,
         groups=args.groups,
+        min_workers=args.min_workers or 0,
+        worker_command=args.worker_command,
+        worker_start_interval=args.worker_start_interval,
+        worker_log=(args.data or xwch_home() / "coordinator") / "started-workers.log",
     )
     raise_open_file_limit()
     try:

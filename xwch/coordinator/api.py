@@ -20,12 +20,14 @@ from xwch.coordinator.openapi import openapi_document
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.tasks import (
     BadResult,
+    Dropped,
     JobStillRunning,
     MissingObjects,
     NotYourAttempt,
     TasksManager,
     UnknownJob,
 )
+from xwch.coordinator.unrunnable import counted
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import ApiRequest, HttpError, Route
 from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
@@ -36,6 +38,7 @@ from xwch.protocol.client import (
     ResultFile,
     ResultList,
     TaskList,
+    WorkerInfo,
     WorkerList,
 )
 from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
@@ -83,7 +86,8 @@ from xwch.protocol.worker import (
 from xwch.store import jobs as job_queries
 from xwch.store import nodes
 from xwch.store.database import Database
-from xwch.store.records import TokenRecord
+from xwch.store.group_locks import NotHeld
+from xwch.store.records import TokenRecord, WorkerRecord
 
 CLIENT = (ROLE_CLIENT,)
 WORKER = (ROLE_WORKER,)
@@ -114,6 +118,14 @@ def map_error(e: Exception) -> HttpError | None:
         return HttpError(409, "job_running", str(e))
     if isinstance(e, NoWarehouse):
         return HttpError(503, "no_warehouse", str(e), retry_after=5.0)
+    if isinstance(e, Dropped):
+        return HttpError(503, "reloading", str(e), retry_after=1.0)
+    if isinstance(e, NotHeld):
+        # This coordinator lost the lead (it was frozen past its lease) and stands by now:
+        # asked again, it sends the caller to the one serving.
+        return HttpError(
+            503, "not_serving", "this coordinator just lost the lead; ask again", retry_after=1.0
+        )
     return None
 
 
@@ -366,7 +378,13 @@ class CoordinatorApi:
         summary = await self._db.read(job_queries.job_summary_thd, job_id)
         if summary is None:
             raise HttpError(404, "not_found", f"no job {job_id}")
+        reasons = self._unrunnable(job_id)
+        if reasons:
+            summary = msgspec.structs.replace(summary, unrunnable=counted(reasons))
         return summary
+
+    def _unrunnable(self, job_id: str) -> dict[str, str]:
+        return self._tasks.unrunnable(job_id, self._workers.live_platforms())
 
     async def job(self, req: ApiRequest) -> tuple[int, Any]:
         job_id = req.params["job"]
@@ -380,6 +398,9 @@ class CoordinatorApi:
     async def job_tasks(self, req: ApiRequest) -> tuple[int, Any]:
         await self._summary(req.params["job"])
         rows = await self._db.read(job_queries.list_tasks_thd, req.params["job"])
+        reasons = self._unrunnable(req.params["job"])
+        if reasons:
+            rows = [msgspec.structs.replace(r, why=reasons.get(r.id)) for r in rows]
         return 200, TaskList(tasks=tuple(rows))
 
     async def logs(self, req: ApiRequest) -> tuple[int, Any]:
@@ -430,13 +451,32 @@ class CoordinatorApi:
 
     async def list_workers(self, req: ApiRequest) -> tuple[int, Any]:
         known = {w.id: w for w in await self._db.read(nodes.list_workers_thd)}
-        # The store counts tasks done; memory knows who is alive and when each was last heard.
-        for live in self._workers.list():
-            stored = known.get(live.id)
-            tasks_done = stored.tasks_done if stored is not None else live.tasks_done
-            known[live.id] = replace(live, tasks_done=tasks_done)
-        rows = sorted(known.values(), key=lambda w: (w.state != "alive", w.name, w.id))
-        return 200, WorkerList(workers=tuple(w.info() for w in rows))
+        # The store counts tasks done; memory knows who is alive (or suspended, and why), when
+        # each was last heard and how many attempts each holds.
+        for record in self._workers.list():
+            stored = known.get(record.id)
+            tasks_done = stored.tasks_done if stored is not None else record.tasks_done
+            known[record.id] = replace(record, tasks_done=tasks_done)
+        # Live workers first by name; then the lost, the most recently heard first, so that
+        # the workers that stopped under one name read newest to oldest.
+        live = sorted(
+            (w for w in known.values() if w.id in self._workers.workers),
+            key=lambda w: (w.name, w.id),
+        )
+        lost = sorted(
+            (w for w in known.values() if w.id not in self._workers.workers),
+            key=lambda w: (-w.last_heard, w.id),
+        )
+        return 200, WorkerList(workers=tuple(self._worker_info(w) for w in live + lost))
+
+    def _worker_info(self, worker: WorkerRecord) -> WorkerInfo:
+        if worker.id not in self._workers.workers:
+            return worker.info()
+        return msgspec.structs.replace(
+            worker.info(),
+            reason=self._workers.suspended.get(worker.id),
+            busy=self._workers.busy_slots(worker.id),
+        )
 
     async def status(self, req: ApiRequest) -> tuple[int, Any]:
         return 200, {
@@ -541,7 +581,12 @@ class CoordinatorApi:
         alive: WorkAlive = req.body
         worker_id = req.params["worker"]
         cancels, _ = await self._workers.alive(
-            req.token, worker_id, list(alive.running), list(alive.evicted)
+            req.token,
+            worker_id,
+            list(alive.running),
+            list(alive.evicted),
+            waiting=list(alive.waiting),
+            suspended=alive.suspended,
         )
         # The worker's transfers since its last WA feed the load estimate of its link.
         if alive.transfers is not None:

@@ -1,46 +1,53 @@
 """Builds the coordinator: the store, the four managers and the web front, in dependency order.
 
-``make_coordinator`` does the asynchronous preparation first (schema migration, recovery of
-running jobs, workers and catalog from the store), then returns a service tree whose
-``startService`` is quick: it starts timers and listens.
+``make_coordinator`` does the asynchronous preparation first (schema migration and, for a
+store's only coordinator, the recovery of running jobs, workers and catalog from the store:
+``managers.py``), then returns a service tree whose ``startService`` is quick: it starts timers
+and listens. On a PostgreSQL store, which several coordinators may share, the managers are
+built when this member takes the lead instead (``leadership.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorTime
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IReactorProcess,
+    IReactorTime,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
-from xwch.coordinator.api import CoordinatorApi, map_error
-from xwch.coordinator.auth import Authenticator
+from xwch.coordinator.api import CoordinatorApi
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest, copy_requester
-from xwch.coordinator.endings import JobEndings
-from xwch.coordinator.estimates import TransferEstimates
 from xwch.coordinator.groups import GroupLocks
-from xwch.coordinator.locality import LocalityScheduler
+from xwch.coordinator.leadership import ApiSwitch, Leadership
+from xwch.coordinator.managers import Managers, ManagersConfig, make_managers
 from xwch.coordinator.members import DEFAULT_LEASE, Membership
-from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scanner import Scanner
-from xwch.coordinator.scheduler import POLICY_FIFO, POLICY_LOCALITY, FifoScheduler, Scheduler
+from xwch.coordinator.scheduler import POLICY_LOCALITY, Scheduler
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.waiting import WorkWaitingRoom
-from xwch.coordinator.web import JsonRequest, JsonRouter
+from xwch.coordinator.web import JsonRequest
+from xwch.coordinator.worker_starter import WorkerStarter, live_workers
 from xwch.coordinator.workers import WorkersManager
-from xwch.dashboard.assembly import Dashboard, make_dashboard
+from xwch.detached import launcher
 from xwch.http import make_http_client
-from xwch.protocol.wire import API_PREFIX
 from xwch.store import tokens
 from xwch.store.database import Database
+from xwch.store.group_locks import Fence
 
 
 @dataclass(frozen=True)
@@ -63,8 +70,15 @@ class CoordinatorConfig:
     public_url: str | None = None
     # How long a silent member of the platform keeps what it holds.
     lease: float = DEFAULT_LEASE
-    # How many logical groups of workers (None: one per live member).
+    # How many logical groups of workers (None: one, the lead group; see leadership.py).
     groups: int | None = None
+    # Workers started while the platform has fewer live ones (see worker_starter.py): how
+    # many are wanted, the shell command that starts one, the least time between two starts,
+    # and the file the command's output goes to.
+    min_workers: int = 0
+    worker_command: str | None = None
+    worker_start_interval: float | None = None
+    worker_log: Path | None = None
 
 
 class StoreService(Service):
@@ -80,20 +94,6 @@ class StoreService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.db.stop()
-
-
-class HeldRequests(Service):
-    """Answers, when the coordinator stops, the requests held open until something happens:
-    Work Requests waiting for work, polls waiting for a job's end."""
-
-    def __init__(self, waiting: WorkWaitingRoom, endings: JobEndings) -> None:
-        self._waiting = waiting
-        self._endings = endings
-
-    def stopService(self) -> None:
-        super().stopService()
-        self._waiting.close()
-        self._endings.close()
 
 
 class QuietSite(Site):
@@ -176,57 +176,95 @@ class WebService(Service):
         return f"http://{host}:{getattr(address, 'port', 0)}"
 
 
+class Standby(Exception):
+    """This member does not serve the platform now: another member holding the lead does."""
+
+
 class Coordinator(MultiService):
-    """The coordinator's service tree, with handles on its parts for tests and tools."""
+    """The coordinator's service tree, with handles on its parts for tests and tools.
+
+    The managers (tasks, workers, scheduler...) are those of this member while it serves the
+    platform; a standby member of several has none (see ``leadership.py``).
+    """
 
     def __init__(
         self,
         db: Database,
-        tasks: TasksManager,
-        workers: WorkersManager,
-        scheduler: Scheduler,
-        communication: CommunicationManager,
-        catalog: Catalog,
-        scanner: Scanner,
         web: WebService,
-        api: CoordinatorApi,
         membership: Membership,
         groups: GroupLocks,
+        leadership: Leadership | None,
         public_url: str | None = None,
-        dashboard: Dashboard | None = None,
     ) -> None:
         super().__init__()
         self.db = db
-        self.tasks = tasks
-        self.workers = workers
-        self.scheduler = scheduler
-        self.communication = communication
-        self.catalog = catalog
-        self.scanner = scanner
         self.web = web
-        self.api = api
         self.membership = membership
         self.groups = groups
+        self.leadership = leadership
         self.public_url = public_url
-        self.dashboard = dashboard
-        self.waiting = api.waiting
         self.root = web.root
+        self.managers: Managers | None = None
         # Dependency order: the store first in, last out.
         StoreService(db).setServiceParent(self)
-        workers.setServiceParent(self)
-        scanner.setServiceParent(self)
         web.setServiceParent(self)
         # Joins once listening; leaves before the web front stops answering.
         membership.setServiceParent(self)
         groups.setServiceParent(self)
-        # Stopped first: requests held open are answered before the rest stops.
-        HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
-        if dashboard is not None:
-            # Its event streams are held requests too: ended as the coordinator stops.
-            dashboard.live.setServiceParent(self)
+        if leadership is not None:
+            leadership.setServiceParent(self)
+
+    def serve(self, managers: Managers | None) -> None:
+        """Attach the managers that serve the platform (None: stand by)."""
+        if managers is not None:
+            managers.api.membership = self.membership
+            managers.api.groups = self.groups
+        self.managers = managers
+
+    def _serving(self) -> Managers:
+        if self.managers is None:
+            raise Standby("this coordinator stands by: another member serves the platform")
+        return self.managers
+
+    @property
+    def tasks(self) -> TasksManager:
+        return self._serving().tasks
+
+    @property
+    def workers(self) -> WorkersManager:
+        return self._serving().workers
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self._serving().scheduler
+
+    @property
+    def communication(self) -> CommunicationManager:
+        return self._serving().communication
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._serving().catalog
+
+    @property
+    def scanner(self) -> Scanner:
+        return self._serving().scanner
+
+    @property
+    def api(self) -> CoordinatorApi:
+        return self._serving().api
+
+    @property
+    def waiting(self) -> WorkWaitingRoom:
+        return self._serving().waiting
 
     def url(self) -> str:
         return self.public_url or self.web.url()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.leadership is None and self.managers is not None:
+            self.managers.startService()
 
     def stopService(self) -> Deferred[None]:
         # The member leaves the store before anything stops: MultiService stops its children
@@ -234,22 +272,52 @@ class Coordinator(MultiService):
         # Its groups first, free at once for the others to take.
         left = maybeDeferred(self.groups.stopService)
         left.addBoth(lambda _: self.membership.stopService())
+        if self.leadership is None and self.managers is not None:
+            managers = self.managers
+            # Requests held open are answered before the rest stops.
+            left.addBoth(lambda _: managers.stopService())
         return cast("Deferred[None]", left.addBoth(lambda _: MultiService.stopService(self)))
 
 
-def make_scheduler(
-    config: CoordinatorConfig, catalog: Catalog, communication: CommunicationManager
-) -> Scheduler:
-    if config.scheduler == POLICY_FIFO:
-        return FifoScheduler()
-    if config.scheduler != POLICY_LOCALITY:
-        raise ValueError(f"unknown scheduling policy {config.scheduler!r}")
-    estimates = TransferEstimates(
-        catalog, communication.estimator.estimate, config.site_rate, config.wan_rate
+class ServedByManagers(Resource):
+    """A resource of the managers serving the platform, or 503 on a standby."""
+
+    isLeaf = True
+
+    def __init__(self, coordinator: Coordinator, pick: Callable[[Managers], Resource]) -> None:
+        super().__init__()
+        self._coordinator = coordinator
+        self._pick = pick
+
+    def render(self, request: Request) -> bytes | int:
+        managers = self._coordinator.managers
+        if managers is None:
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"this coordinator stands by: see the one that serves the platform\n"
+        return self._pick(managers).render(request)  # type: ignore[no-any-return]
+
+
+def managers_config(config: CoordinatorConfig) -> ManagersConfig:
+    return ManagersConfig(
+        alive_interval=config.alive_interval,
+        alive_timeout=config.alive_timeout,
+        replicas=config.replicas,
+        scan_interval=config.scan_interval,
+        heartbeat_interval=config.heartbeat_interval,
+        warehouse_timeout=config.warehouse_timeout,
+        scheduler=config.scheduler,
+        site_rate=config.site_rate,
+        wan_rate=config.wan_rate,
     )
-    scheduler = LocalityScheduler(estimates)
-    catalog.on_stored.append(scheduler.object_stored)
-    return scheduler
+
+
+def _load(coordinator: Coordinator | None) -> tuple[int, int]:
+    """(workers known, attempts running) of a member, told at each renewal."""
+    managers = None if coordinator is None else coordinator.managers
+    if managers is None:
+        return 0, 0
+    return len(managers.workers.workers), managers.tasks.counts().get("running", 0)
 
 
 async def make_coordinator(
@@ -258,70 +326,61 @@ async def make_coordinator(
     db: Database | None = None,
     request_copy: CopyRequest | None = None,
 ) -> Coordinator:
-    """Prepare the store and memory, and build the (not yet started) service tree."""
+    """Prepare the store (and, for the store's only coordinator, the managers from it), and
+    build the (not yet started) service tree."""
     db = db or Database(cast(Any, reactor), config.db_url)
     db.start()
+    # Several coordinators may share a PostgreSQL store; SQLite has one (store_lock.py).
+    shared = db.engine.dialect.name == "postgresql"
+    copy = request_copy or copy_requester(make_http_client(cast(Any, reactor)))
+    tuning = managers_config(config)
     try:
         await db.migrate()
         key = await db.read(tokens.capability_key_thd)
-        catalog = Catalog(reactor, db, key, config.heartbeat_interval, config.warehouse_timeout)
-        await catalog.load()
-        communication = CommunicationManager(reactor=reactor)
-        scheduler = make_scheduler(config, catalog, communication)
-        tasks = TasksManager(reactor, db, catalog, scheduler)
-        await tasks.recover()
-        workers = WorkersManager(
-            reactor, db, tasks, communication, config.alive_interval, config.alive_timeout
-        )
-        await workers.load()
+        managers = None if shared else await make_managers(tuning, reactor, db, key, copy)
     except BaseException:
         db.stop()
         raise
-    if request_copy is None:
-        request_copy = copy_requester(make_http_client(cast(Any, reactor)))
-    if isinstance(scheduler, LocalityScheduler):
-        tasks.prefetcher = Prefetcher(reactor, catalog, request_copy, scheduler.site_slots)
-    scanner = Scanner(
-        reactor, tasks, workers, catalog, request_copy, config.replicas, config.scan_interval
-    )
-    waiting = WorkWaitingRoom(reactor, lambda: len(scheduler))
-    tasks.on_ready.append(waiting.work_appeared)
-    api = CoordinatorApi(db, tasks, workers, catalog, communication, waiting)
-    api.scanner = scanner
-    authenticator = Authenticator(db)
-    dashboard = make_dashboard(
-        reactor, api, db, tasks, workers, catalog, communication, authenticator
-    )
     root = Resource()
-    routes = dashboard.observer.wrap([*api.routes(), *dashboard.routes])
-    router = JsonRouter(API_PREFIX, routes, authenticator, map_error)
-    root.putChild(b"api", router)
-    root.putChild(b"dashboard", dashboard.resource)
-    root.putChild(b"metrics", dashboard.metrics_resource)
     web = WebService(cast(IReactorCore, reactor), config.listen, root)
+    holder: list[Coordinator] = []
     membership = Membership(
         reactor,
         db,
         web.when_listening,
         lambda: config.public_url or web.url(),
-        lambda: (len(workers.workers), tasks.counts().get("running", 0)),
+        lambda: _load(holder[0] if holder else None),
         config.lease,
     )
-    api.membership = membership
-    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups)
-    api.groups = groups
-    return Coordinator(
-        db,
-        tasks,
-        workers,
-        scheduler,
-        communication,
-        catalog,
-        scanner,
-        web,
-        api,
-        membership,
-        groups,
-        config.public_url,
-        dashboard,
-    )
+    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups or 1)
+    leadership = None
+    if shared:
+
+        def build(fence: Fence) -> Awaitable[Managers]:
+            return make_managers(tuning, reactor, db, key, copy, fence)
+
+        leadership = Leadership(reactor, membership, groups, build, lambda m: holder[0].serve(m))
+        # A standby holds a request until a member serves: at most a lease and a little.
+        root.putChild(b"api", ApiSwitch(leadership, lambda: config.lease + 5.0))
+    else:
+        assert managers is not None
+        root.putChild(b"api", managers.router)
+    coordinator = Coordinator(db, web, membership, groups, leadership, config.public_url)
+    holder.append(coordinator)
+    # The dashboard and the metrics belong to the managers, which a standby has not (yet).
+    root.putChild(b"dashboard", ServedByManagers(coordinator, lambda m: m.dashboard.resource))
+    root.putChild(b"metrics", ServedByManagers(coordinator, lambda m: m.dashboard.metrics_resource))
+    if managers is not None:
+        coordinator.serve(managers)
+    if config.min_workers > 0 and config.worker_command:
+        WorkerStarter(
+            reactor,
+            lambda: live_workers(coordinator.managers),
+            launcher(cast(IReactorProcess, reactor)),
+            config.min_workers,
+            config.worker_command,
+            config.worker_log or Path("worker-command.log"),
+            coordinator.url,
+            config.worker_start_interval,
+        ).setServiceParent(coordinator)
+    return coordinator

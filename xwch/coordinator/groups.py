@@ -8,8 +8,9 @@ it. Every member computes the same shares from the same table, so the spread set
 round or two of a member joining or dying, and no group ever has two holders: taking one is a
 conditional update in the store (``store/group_locks.py``).
 
-There are as many groups as ``--groups``, and at least one per live member so that each can
-hold one; groups, once made, stay.
+There are as many groups as ``--groups`` (the coordinator's default is one: see
+``leadership.py``), or, left unset, one per live member so that each can hold one; groups, once
+made, stay.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xwch.coordinator.members import Membership
 from xwch.store import group_locks
@@ -53,12 +55,26 @@ def fair_share(groups: int, live: Sequence[str], me: str) -> int:
 
 
 def plan(locks: Sequence[GroupLock], live: Sequence[str], me: str) -> Plan:
-    """What ``me`` should take and let go, given every lock and the live members."""
+    """What ``me`` should take and let go, given every lock and the live members.
+
+    A member keeps what it holds as long as the spread stays even within one group: a group
+    changing hands stops its holder's work for a moment (with one group and two members, the
+    second to arrive must not take the group from the first)."""
     share = fair_share(len(locks), live, me)
     mine = [lock.id for lock in locks if lock.holder == me and lock.held]
-    if len(mine) > share:
-        return Plan(claim=(), release=tuple(sorted(mine)[share:]))
     live_set = set(live)
+    most = -(-len(locks) // max(len(live_set), 1))
+    least = len(locks) // max(len(live_set), 1)
+    holding = {member: 0 for member in live_set}
+    for lock in locks:
+        if lock.held and lock.holder in holding:
+            holding[lock.holder] += 1
+    someone_short = any(n < least for m, n in holding.items() if m != me)
+    keep = max(least, share) if someone_short else most
+    if len(mine) > keep:
+        return Plan(claim=(), release=tuple(sorted(mine)[keep:]))
+    if len(mine) >= share:
+        return Plan(claim=(), release=())
     free = [
         lock.id
         for lock in locks
@@ -89,6 +105,11 @@ class GroupLocks(Service):
         self._configured = groups
         self.held: dict[str, int] = {}
         self._rounds: LoopingCall | None = None
+        self._failing = False
+        # Told (group, epoch) when this member takes a group, and (group) when it lets one go
+        # or finds it taken by another.
+        self.on_gained: list[Callable[[str, int], None]] = []
+        self.on_lost: list[Callable[[str], None]] = []
 
     @property
     def lease(self) -> float:
@@ -103,13 +124,25 @@ class GroupLocks(Service):
             return
         self._rounds = LoopingCall(self._round)
         self._rounds.clock = self._reactor
-        self._rounds.start(self.lease / self.ROUNDS_PER_LEASE, now=False)
+        # The first round at once: a lone member serves as soon as it listens.
+        self._rounds.start(self.lease / self.ROUNDS_PER_LEASE, now=True)
 
     def _round(self) -> Deferred[None]:
         d = ensureDeferred(self.balance())
-        # Logged, not raised: a LoopingCall stops for good on an error.
-        d.addErrback(lambda f: self.log.warn("groups: a round failed: {error}", error=f.value))
+        d.addCallbacks(self._round_done, self._round_failed)
         return d
+
+    def _round_done(self, _: object) -> None:
+        if self._failing:
+            self._failing = False
+            self.log.info("groups: rounds work again")
+
+    def _round_failed(self, failure: Failure) -> None:
+        # Logged once a series, not raised: a LoopingCall stops for good on an error, and a
+        # store restarting fails every round until it is back.
+        if not self._failing:
+            self._failing = True
+            self.log.warn("groups: a round failed: {error}; trying each round", error=failure.value)
 
     async def balance(self) -> None:
         """One round: renew, then take or let go toward this member's fair share."""
@@ -121,17 +154,23 @@ class GroupLocks(Service):
                     "groups: {group} was taken by another member (epoch {epoch} is stale); "
                     "letting it go",
                     group=group,
-                    epoch=self.held.pop(group),
+                    epoch=self.held[group],
                 )
+                self.let_go(group)
+        else:
+            # Writes commit in order: past this one, this member's own registration (asked
+            # for when it started listening) is in the store for the read below.
+            await self._db.write(group_locks.nothing_thd)
         live = [m.id for m in await self._membership.members() if m.live]
         if me not in live:
             return  # not renewed in the store yet: no share until then
-        count = max(self._configured or 1, len(live))
+        count = self._configured if self._configured is not None else max(1, len(live))
         await self._db.write(group_locks.ensure_groups_thd, group_ids(count))
         locks = await self._db.read(group_locks.locks_thd, now)
         todo = plan(locks, live, me)
         for group in todo.release:
-            epoch = self.held.pop(group)
+            epoch = self.held[group]
+            self.let_go(group)
             await self._db.write(group_locks.release_thd, group, me, epoch)
             self.log.info("groups: let {group} go to even the spread", group=group)
         for group in todo.claim:
@@ -139,6 +178,15 @@ class GroupLocks(Service):
             if taken is not None:
                 self.held[group] = taken
                 self.log.info("groups: holding {group} (epoch {epoch})", group=group, epoch=taken)
+                for gained in list(self.on_gained):
+                    gained(group, taken)
+
+    def let_go(self, group: str) -> None:
+        """Forget ``group`` (taken by another, or given up), and tell who listens."""
+        if self.held.pop(group, None) is None:
+            return
+        for lost in list(self.on_lost):
+            lost(group)
 
     def locks(self) -> Deferred[list[GroupLock]]:
         """Every group's lock, by id."""

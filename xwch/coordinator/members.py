@@ -114,6 +114,10 @@ class Membership(Service):
         )
         return d
 
+    def url(self) -> str:
+        """Where this member answers."""
+        return self._url()
+
     def members(self) -> Deferred[list[MemberRecord]]:
         """Every member the store knows, live ones first."""
         return self._db.read(members.members_thd, self.lease, self._reactor.seconds())

@@ -23,11 +23,14 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from xwch import dag
 from xwch.coordinator.catalog import Catalog
@@ -36,15 +39,23 @@ from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
+from xwch.coordinator.unrunnable import unrunnable_tasks
 from xwch.errors import XwchError
 from xwch.protocol.objects import BinaryRef, InputFile
 from xwch.protocol.wire import (
+    ATTEMPT_CANCELLED,
+    ATTEMPT_FAILED,
+    ATTEMPT_GIVEN_BACK,
+    ATTEMPT_LOST,
+    ATTEMPT_RUNNING,
+    ATTEMPT_SUCCEEDED,
     JOB_CANCELLED,
     JOB_DONE,
     JOB_ENDED_STATES,
     JOB_FAILED,
     JOB_RUNNING,
     OUTCOME_SUCCEEDED,
+    TASK_ASSIGNED,
     TASK_BLOCKED,
     TASK_CANCELLED,
     TASK_DONE,
@@ -55,6 +66,7 @@ from xwch.protocol.wire import (
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
 from xwch.store.database import Database
+from xwch.store.group_locks import Fence, NotHeld
 from xwch.store.records import (
     AttemptUpdate,
     Change,
@@ -67,13 +79,8 @@ from xwch.store.records import (
     TaskUpdate,
 )
 
-# Attempt states in the store.
-ATTEMPT_RUNNING = "running"
-ATTEMPT_SUCCEEDED = "succeeded"
-ATTEMPT_FAILED = "failed"
-ATTEMPT_LOST = "lost"
-ATTEMPT_CANCELLED = "cancelled"
-ATTEMPT_GIVEN_BACK = "given-back"
+T = TypeVar("T")
+
 
 # Whether a worker id belongs to the caller's token (a lost worker that registered again
 # speaks for its old attempts).
@@ -96,6 +103,10 @@ class MissingObjects(XwchError):
         super().__init__(
             f"{len(self.digests)} object(s) are not stored at any warehouse: upload them first"
         )
+
+
+class Dropped(XwchError):
+    """A change decided by a tasks' manager whose memory was dropped (see close)."""
 
 
 class NotYourAttempt(XwchError):
@@ -125,6 +136,9 @@ class Attempt:
     # A duplicate of a slow attempt near the end of its job (see speculation.py): the first
     # of the two to succeed wins; neither is a "duplicate" for the scanner to repair.
     speculative: bool = False
+    # Whether its worker said it started (a worker holds attempts ahead of its free slots):
+    # until then its task is "assigned" in the store, not "running".
+    begun: bool = False
 
 
 @dataclass
@@ -218,6 +232,52 @@ class TasksManager:
         # Callers waiting for a job to end, and the jobs ended whose end is not stored yet.
         self.endings = JobEndings(reactor)
         self.ending: set[str] = set()
+        # With several coordinators on one store: the group lock every change is made under
+        # (None: this coordinator is the store's only one). A change it no longer holds is
+        # refused by the store, and each of ``on_fenced`` is told (the member steps down).
+        self.fence: Fence | None = None
+        self.on_fenced: list[Callable[[NotHeld], None]] = []
+        # Told of any other change that could not be written (the store unreachable): memory
+        # is then ahead of the store, and whoever owns this manager rebuilds it from the store.
+        self.on_unwritten: list[Callable[[BaseException], None]] = []
+        self._closed = False
+
+    def _fence(self) -> tuple[Fence | None, float]:
+        return self.fence, self._reactor.seconds()
+
+    def close(self) -> None:
+        """No more changes: this manager's memory was dropped (its member lost the lead, or
+        rebuilds it from the store); a request still under way must not write what it decided
+        from it."""
+        self._closed = True
+        self.on_fenced.clear()
+        self.on_unwritten.clear()
+
+    def _record(self, change: Change) -> Deferred[None]:
+        """Write one decision to the store, under this member's fence."""
+        return self._write(job_queries.apply_change_thd, change)
+
+    def _write(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
+        """``fn(conn, *args, fence, now)`` on the writer thread; its failure told to whoever
+        listens (see ``on_fenced`` and ``on_unwritten``)."""
+        if self._closed:
+            return fail(Dropped("this coordinator's memory was dropped; ask again"))
+        return self._fenced(self._db.write(fn, *args, *self._fence()))
+
+    def _fenced(self, written: Deferred[T]) -> Deferred[T]:
+
+        def refused(failure: Failure) -> Failure:
+            error = failure.value
+            assert error is not None
+            if isinstance(error, NotHeld):
+                for listener in list(self.on_fenced):
+                    listener(error)
+            else:
+                for unwritten in list(self.on_unwritten):
+                    unwritten(error)
+            return failure
+
+        return written.addErrback(refused)
 
     # Jobs
 
@@ -251,7 +311,7 @@ class TasksManager:
             # The wire form just checked, as sent: parsed again the same way on a restart.
             spec=json.dumps(wire, separators=(",", ":")),
         )
-        await self._db.write(job_queries.create_job_thd, row, new_tasks)
+        await self._write(job_queries.create_job_thd, row, new_tasks)
         self._adopt(state)
         self.log.info(
             "job {job} ({name}) created with {n} tasks", job=job_id, name=job.name, n=len(new_tasks)
@@ -337,7 +397,8 @@ class TasksManager:
         state.priority = r.row.priority
         for saved in r.tasks:
             t = state.tasks[saved.task_id]
-            t.state = saved.state
+            # "assigned" is the store's word for a running task whose attempt has not begun.
+            t.state = TASK_RUNNING if saved.state == TASK_ASSIGNED else saved.state
             t.failures = saved.failures
             t.attempts = saved.attempts
             t.outputs = dict(saved.outputs)
@@ -353,10 +414,12 @@ class TasksManager:
         recovered: list[RecoveredJob] = await self._db.read(job_queries.recover_running_jobs_thd)
         for r in recovered:
             state = self._restore(r)
+            stored = {t.task_id: t.state for t in r.tasks}
             for a in r.running:
                 attempt = Attempt(
                     a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
                 )
+                attempt.begun = stored.get(a.task_id) == TASK_RUNNING
                 self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
@@ -391,7 +454,7 @@ class TasksManager:
                     TaskUpdate(job_id, ids, {"state": state_name, "failures": 0, "ended": None})
                 )
         change.job_updates.append(JobUpdate(job_id, JOB_RUNNING, None, None))
-        await self._db.write(job_queries.apply_change_thd, change)
+        await self._record(change)
         self._adopt(state)
         self.log.info("job {job} retried: {n} tasks run again", job=job_id, n=len(again))
 
@@ -402,7 +465,7 @@ class TasksManager:
             return False
         change = Change()
         self._end_job(job, JOB_CANCELLED, "cancelled by the user", change)
-        await self._db.write(job_queries.apply_change_thd, change)
+        await self._record(change)
         return True
 
     def _end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
@@ -489,7 +552,7 @@ class TasksManager:
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
         if lineage:
-            await self._db.write(job_queries.apply_change_thd, lineage)
+            await self._record(lineage)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
         idle = slots if idle_slots is None else min(slots, idle_slots)
         duplicates = self._stragglers_for(worker, idle - len(picked)) if self.speculate else []
@@ -544,16 +607,16 @@ class TasksManager:
                     job_id,
                     (task_id,),
                     {
-                        "state": TASK_RUNNING,
+                        "state": TASK_ASSIGNED,
                         "attempts": t.attempts,
                         "worker": worker_name,
-                        "started": now,
+                        "started": None,
                         "ended": None,
                     },
                 )
             )
         try:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
         except Exception:
             # Not durable, so not given: the tasks are ready again for the next request.
             for attempt in started:
@@ -795,6 +858,11 @@ class TasksManager:
                 task=t.spec.id,
             )
         self._forget_attempt(attempt, result.duration if succeeded else None)
+        if not attempt.begun:
+            # It ran between two Work Alives: it started then, by its own account.
+            change.task_updates.append(
+                TaskUpdate(job.id, (t.spec.id,), {"started": now - result.duration})
+            )
         change.attempt_updates.append(
             AttemptUpdate(
                 id=attempt.id,
@@ -828,7 +896,7 @@ class TasksManager:
             t.failed_on.add(worker_id)
             reason = result.error or f"exit status {result.exit_code}"
             self._task_failed(job, t, now, reason, change)
-        await self._db.write(job_queries.apply_change_thd, change)
+        await self._record(change)
         return True
 
     def _task_done(self, job: JobState, t: TaskState, now: float, change: Change) -> None:
@@ -916,7 +984,7 @@ class TasksManager:
             self.health.forget(worker_id)
             self.scheduler.worker_gone(worker_id)
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
 
     async def give_back(self, worker_id: str, attempt_ids: Iterable[str]) -> None:
         """A stopping worker returns attempts: they run again without counting as failures."""
@@ -938,7 +1006,7 @@ class TasksManager:
                 self._make_ready(job, t)
                 change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
 
     async def alive(
         self,
@@ -946,8 +1014,12 @@ class TasksManager:
         reported: Iterable[str],
         same_owner: SameOwner = _nobody,
         grace: float = 30.0,
+        waiting: Iterable[str] = (),
     ) -> list[str]:
         """A Work Alive: the attempts the worker must kill.
+
+        ``waiting``: those of ``reported`` it holds ahead, not started yet; the tasks of the
+        others are running from now on, if they were only assigned.
 
         Those are the cancelled ones, and any it runs that the coordinator does not know —
         except an attempt presumed lost whose task is unfinished: a worker back from an outage
@@ -961,9 +1033,20 @@ class TasksManager:
         change = Change()
         reported = list(reported)
         self._reclaim_unclaimed(worker_id, set(reported), grace, change)
+        not_begun = set(waiting)
+        now = self._reactor.seconds()
         for attempt_id in reported:
             attempt = self.attempts.get(attempt_id)
             if attempt is not None and attempt.worker_id == worker_id:
+                if not attempt.begun and attempt_id not in not_begun:
+                    attempt.begun = True
+                    change.task_updates.append(
+                        TaskUpdate(
+                            attempt.job_id,
+                            (attempt.task_id,),
+                            {"state": TASK_RUNNING, "started": now},
+                        )
+                    )
                 continue
             late = (
                 None
@@ -975,7 +1058,7 @@ class TasksManager:
                 continue
             self._readopt(late, worker_id, change)
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
         return sorted(cancel)
 
     def _reclaim_unclaimed(
@@ -1031,6 +1114,14 @@ class TasksManager:
             worker=worker_id,
         )
 
+    def unrunnable(self, job_id: str, live_platforms: Collection[str]) -> dict[str, str]:
+        """The ready tasks of a running job that no live worker can run, with why."""
+        job = self.jobs.get(job_id)
+        if job is None:
+            return {}
+        ready = {t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TASK_READY}
+        return unrunnable_tasks(ready, job.platforms, live_platforms)
+
     def running_on(self, worker_id: str) -> list[str]:
         return sorted(self._by_worker.get(worker_id, ()))
 
@@ -1082,7 +1173,7 @@ class TasksManager:
                         AttemptUpdate(attempt_id, ATTEMPT_CANCELLED, now, error="duplicate attempt")
                     )
         if change:
-            await self._db.write(job_queries.apply_change_thd, change)
+            await self._record(change)
         return len(change.attempt_updates)
 
     async def repair_abandoned(self, known_workers: Iterable[str]) -> int:

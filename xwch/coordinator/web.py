@@ -154,7 +154,7 @@ class JsonRouter(Resource):
     def _last_resort(self, failure: Failure, request: Request) -> None:
         self.log.failure("unexpected error serving {path}", failure, path=request.path)
         if not request.finished and not request.startedWriting:
-            _write_json(request, 500, {"error": "internal", "message": "internal error"})
+            write_json(request, 500, {"error": "internal", "message": "internal error"})
 
     async def _serve(self, request: Request) -> None:
         try:
@@ -176,7 +176,7 @@ class JsonRouter(Resource):
             status, answer = mapped.status, body
         if request.channel is None or request.finished:
             return  # the caller went away
-        _write_json(request, status, answer)
+        write_json(request, status, answer)
 
     async def _dispatch(self, request: Request) -> tuple[int, Any]:
         path = (request.path or b"").decode("utf-8", "replace")
@@ -258,7 +258,7 @@ def _body(request: Request, kind: type[Message] | str | None) -> Any:
         raise HttpError(400, "bad_request", f"the body is not valid JSON: {e}") from None
 
 
-def _write_json(request: Request, status: int, answer: Any) -> None:
+def write_json(request: Request, status: int, answer: Any) -> None:
     data = encode(answer)
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")

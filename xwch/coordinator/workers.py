@@ -3,6 +3,8 @@
 Handles the four signals of the XtremWeb-CH design: Register Request (host facts), Work Request
 (performance and free slots), Work Alive (running attempts) and Work Result. A worker whose
 Work Alive signals stop for ``alive_timeout`` is declared lost, and its attempts are relaunched.
+A worker that its volunteer's preferences suspend says so, and why, in its Register Request and
+every Work Alive: it is listed ``suspended`` with that reason until it says it computes again.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from xwch.store.records import TokenRecord, WorkerRecord
 WORKER_ALIVE = "alive"
 WORKER_LOST = "lost"
 WORKER_QUARANTINED = "quarantined"
+WORKER_SUSPENDED = "suspended"
 
 
 class UnknownWorker(XwchError):
@@ -73,6 +76,9 @@ class WorkersManager(Service):
         # Token of each worker declared lost: back under a new id, it speaks for its attempts.
         self._lost_owners: dict[str, int] = {}
         self._heard: dict[str, float] = {}
+        # Why each suspended worker computes nothing, as it last said. In memory only: a
+        # coordinator started again hears it with the next Work Alive, seconds later.
+        self.suspended: dict[str, str] = {}
         self._checker = LoopingCall(self._check_and_flush)
         self._checker.clock = reactor
         self._checking: Deferred[None] | None = None
@@ -115,6 +121,7 @@ class WorkersManager(Service):
         )
         await self._db.write(nodes.add_worker_thd, record)
         self.workers[record.id] = record
+        self._note_suspension(record.id, facts.suspended)
         if facts.cached:
             self._tasks.scheduler.worker_cache(record.id, facts.cached)
         self._tasks.scheduler.worker_seen(_view(record))
@@ -172,8 +179,11 @@ class WorkersManager(Service):
         worker_id: str,
         running: Sequence[RunningAttempt],
         evicted: Sequence[str] = (),
+        waiting: Sequence[str] = (),
+        suspended: str | None = None,
     ) -> tuple[list[str], Policy]:
         self.get(worker_id, token)
+        self._note_suspension(worker_id, suspended)
         if evicted:
             self._tasks.scheduler.objects_evicted(worker_id, evicted)
         # Three beats: an attempt given since the worker's last Work Alive is not missing yet.
@@ -182,6 +192,7 @@ class WorkersManager(Service):
             [r.attempt for r in running],
             self._same_owner(token),
             grace=3 * self.alive_interval,
+            waiting=waiting,
         )
         return cancels, self._communication.policy()
 
@@ -193,13 +204,42 @@ class WorkersManager(Service):
         self.get(worker_id, token)
         await self._tasks.give_back(worker_id, attempts)
 
+    def live_platforms(self) -> set[str]:
+        """The platforms of the workers alive now."""
+        return {w.platform for w in self.workers.values() if w.state == WORKER_ALIVE}
+
+    def _note_suspension(self, worker_id: str, reason: str | None) -> None:
+        was = self.suspended.get(worker_id)
+        if reason == was:
+            return
+        if reason is None:
+            del self.suspended[worker_id]
+            self.log.info("worker {id} computes again", id=worker_id)
+            return
+        self.suspended[worker_id] = reason
+        if was is None:
+            self.log.info("worker {id} suspended: {reason}", id=worker_id, reason=reason)
+
+    def state_of(self, worker_id: str) -> str:
+        """A live worker's state as users see it: quarantined (the coordinator keeps work from
+        it), suspended (its volunteer does), or alive."""
+        if self._tasks.health.is_quarantined(worker_id):
+            return WORKER_QUARANTINED
+        if worker_id in self.suspended:
+            return WORKER_SUSPENDED
+        return WORKER_ALIVE
+
+    def busy_slots(self, worker_id: str) -> int:
+        """Slots of a live worker holding an attempt: those it holds, at most its slots (it may
+        hold more, fetched ahead, waiting for a slot)."""
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            return 0
+        return min(worker.slots, len(self._tasks.running_on(worker_id)))
+
     def list(self) -> list[WorkerRecord]:
         return [
-            replace(
-                w,
-                last_heard=self._heard.get(w.id, w.last_heard),
-                state=WORKER_QUARANTINED if self._tasks.health.is_quarantined(w.id) else w.state,
-            )
+            replace(w, last_heard=self._heard.get(w.id, w.last_heard), state=self.state_of(w.id))
             for w in self.workers.values()
         ]
 
@@ -225,6 +265,7 @@ class WorkersManager(Service):
             worker = self.workers.pop(worker_id)
             self._lost_owners[worker_id] = worker.token_id
             self._heard.pop(worker_id, None)
+            self.suspended.pop(worker_id, None)
             self.log.warn(
                 "worker {id} ({name}) lost: silent for more than {timeout:.0f} s",
                 id=worker_id,

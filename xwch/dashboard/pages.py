@@ -201,6 +201,9 @@ def logs_page(job_id: str, log: AttemptLog) -> str:
 def worker_state(row: WorkerRow) -> tuple[str, str]:
     """The state shown, and why when there is a why."""
     state = row.info.state
+    if state == "suspended":
+        # The reason the worker gave, as its volunteer's preferences say.
+        return state, row.info.reason or "its volunteer's preferences"
     if state != "alive":
         return state, ""
     if row.signals.suspended:

@@ -139,7 +139,9 @@ class DashboardViews:
         return tuple(
             WorkerRow(
                 info=w,
-                busy=self._busy_slots(w.id) if w.state != "lost" else 0,
+                busy=(w.busy if w.busy is not None else self._busy_slots(w.id))
+                if w.state != "lost"
+                else 0,
                 signals=self._observer.workers.get(w.id, WorkerSignals()),
             )
             for w in answer.workers

@@ -34,6 +34,8 @@ class JobSummary(Message, frozen=True):
     total: int
     counts: Mapping[str, int] = {}
     message: str | None = None
+    # Why ready tasks cannot run (no live worker can take them) -> how many.
+    unrunnable: Mapping[str, int] = {}
 
     @property
     def has_ended(self) -> bool:
@@ -57,6 +59,8 @@ class TaskInfo(Message, frozen=True):
     attempts: int
     started: float | None
     ended: float | None
+    # A ready task no live worker can run: why.
+    why: str | None = None
 
 
 class TaskList(Message, frozen=True):
@@ -78,6 +82,10 @@ class WorkerInfo(Message, frozen=True):
     tasks_done: int
     last_heard: float | None
     site: str | None = None
+    # Why it computes nothing now (its volunteer's preferences), with state "suspended".
+    reason: str | None = None
+    # Slots holding an attempt, of ``slots``; None from a coordinator that does not say.
+    busy: int | None = None
 
 
 class WorkerList(Message, frozen=True):

@@ -38,6 +38,9 @@ from xwch.protocol.wire import (
 Count = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(ge=0)]
 CachePrefix = Annotated[str, Meta(pattern=f"^[0-9a-f]{{{CACHE_PREFIX}}}$")]
+# Why a worker computes nothing now, in the volunteer's terms ("the computer is in use"),
+# shown to users as is: one line, bounded.
+SuspendReason = Annotated[str, Meta(min_length=1, max_length=200)]
 
 
 class Policy(Message, frozen=True):
@@ -69,6 +72,9 @@ class HostFacts(Message, frozen=True, omit_defaults=True):
     cached: Annotated[tuple[CachePrefix, ...], Meta(max_length=CACHE_REPORT_MAX)] = ()
     # The protocol the worker speaks; 0: a worker from before versions were exchanged.
     protocol: int = 0
+    # Why it computes nothing now (its volunteer's preferences); None: it computes. Optional:
+    # a worker started outside its hours is shown suspended from its registration on.
+    suspended: SuspendReason | None = None
 
 
 class Registered(Message, frozen=True):
@@ -249,8 +255,14 @@ class WorkAlive(Message, frozen=True, omit_defaults=True):
     WHERE: ClassVar[str] = "alive"
 
     running: tuple[RunningAttempt, ...]
+    # Those of ``running`` held ahead that have not started (waiting for a slot): their tasks
+    # are "assigned", not "running". Its own field, so that either side may be older.
+    waiting: tuple[str, ...] = ()
     transfers: TransfersReport | None = None
     evicted: tuple[Digest, ...] = ()
+    # Why the worker computes nothing now (None: it computes); sent in every WA, and in one
+    # sent at once when it suspends or resumes. Optional: absent from older workers.
+    suspended: SuspendReason | None = None
 
 
 class AliveAnswer(Message, frozen=True):

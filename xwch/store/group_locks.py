@@ -27,12 +27,28 @@ class NotHeld(XwchError):
 
 
 @dataclass(frozen=True)
+class Fence:
+    """What a holder's changes are conditioned on: ``member`` holds ``group`` at ``epoch``."""
+
+    group: str
+    member: str
+    epoch: int
+
+    def check_thd(self, conn: sa.Connection, now: float) -> None:
+        check_held_thd(conn, self.group, self.member, self.epoch, now)
+
+
+@dataclass(frozen=True)
 class GroupLock:
     id: str
     holder: str | None
     epoch: int
     # Whether the holder's lease still runs (by the database's clock).
     held: bool
+
+
+def nothing_thd(_conn: sa.Connection) -> None:
+    """A write that writes nothing: it commits after every write asked for before it."""
 
 
 def ensure_groups_thd(conn: sa.Connection, ids: Iterable[str]) -> None:

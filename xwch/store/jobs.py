@@ -10,8 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
-from xwch.protocol.wire import JOB_RUNNING, TASK_STATES
+from xwch.protocol.wire import ATTEMPT_RUNNING, JOB_RUNNING, TASK_STATES
 from xwch.store.driver import execute_plain
+from xwch.store.group_locks import Fence
 from xwch.store.nodes import add_inline_objects_thd
 from xwch.store.records import (
     AttemptUpdate,
@@ -29,7 +30,16 @@ from xwch.store.schema import attempts, jobs, outputs, tasks, workers
 INSERT_BATCH = 5000
 
 
-def create_job_thd(conn: sa.Connection, job: JobRow, new_tasks: Sequence[NewTask]) -> None:
+def create_job_thd(
+    conn: sa.Connection,
+    job: JobRow,
+    new_tasks: Sequence[NewTask],
+    fence: Fence | None = None,
+    now: float = 0.0,
+) -> None:
+    """Store a new job and its tasks; refused (NotHeld) unless ``fence`` still holds."""
+    if fence is not None:
+        fence.check_thd(conn, now)
     conn.execute(
         jobs.insert().values(
             id=job.id,
@@ -61,8 +71,17 @@ def create_job_thd(conn: sa.Connection, job: JobRow, new_tasks: Sequence[NewTask
         conn.execute(tasks.insert(), rows[start : start + INSERT_BATCH])
 
 
-def apply_change_thd(conn: sa.Connection, change: Change) -> None:
-    """Write one decision of the tasks' manager, all or nothing."""
+def apply_change_thd(
+    conn: sa.Connection, change: Change, fence: Fence | None = None, now: float = 0.0
+) -> None:
+    """Write one decision of the tasks' manager, all or nothing.
+
+    With several coordinators on one store, ``fence`` is the group lock the decision was made
+    under: checked in the same transaction, a holder that lost it has its change refused
+    (:class:`~xwch.store.group_locks.NotHeld`) and nothing is written.
+    """
+    if fence is not None:
+        fence.check_thd(conn, now)
     if change.new_attempts:
         execute_plain(
             conn,
@@ -75,7 +94,7 @@ def apply_change_thd(conn: sa.Connection, change: Change) -> None:
                     "task_id": a.task_id,
                     "number": a.number,
                     "worker_id": a.worker_id,
-                    "state": "running",
+                    "state": ATTEMPT_RUNNING,
                     "started": a.started,
                     "ended": None,
                     "exit_code": None,
@@ -395,7 +414,9 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
             speculative=bool(a.speculative),
         )
         for a in conn.execute(
-            sa.select(attempts).where(attempts.c.job_id == r.id, attempts.c.state == "running")
+            sa.select(attempts).where(
+                attempts.c.job_id == r.id, attempts.c.state == ATTEMPT_RUNNING
+            )
         )
     )
     return RecoveredJob(row=row, tasks=task_rows, running=running)

@@ -241,6 +241,31 @@ def test_status_shows_state_and_counts(fake: FakeCoordinator, tmp_path: Path) ->
     assert "running" in out.stdout and "blocked" in out.stdout
 
 
+def test_status_of_a_running_job_says_why_no_worker_computes(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """`status` of a running job tells when the workers are suspended, and why; not once the
+    job has ended."""
+    fake.workers = [_worker(state="suspended", reason="outside the allowed hours 22:00-07:00")]
+    fake.add_job(script=[Step("running", {"ready": 2})])
+    out = run_cli(["status", "job-1"], fake, tmp_path)
+    assert "WORKERS   1/1 workers suspended: outside the allowed hours 22:00-07:00" in out.stdout
+    fake.add_job(script=[DONE])
+    out = run_cli(["status", "job-2"], fake, tmp_path)
+    assert "WORKERS" not in out.stdout
+
+
+def test_submit_wait_says_when_the_workers_are_suspended(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """The progress of `submit --wait` tells that the workers are suspended, and why."""
+    fake.workers = [_worker(state="suspended", reason="the computer is in use")]
+    fake.next_script = [Step("running", {"ready": 3}), DONE]
+    out = run_cli(["submit", "--wait", str(write_job(tmp_path / "src"))], fake, tmp_path)
+    assert out.status == EXIT_OK, out.stderr
+    assert "ready 3; 1/1 workers suspended: the computer is in use" in out.stderr
+
+
 @pytest.mark.parametrize(
     ("argv", "key"),
     [
@@ -248,13 +273,17 @@ def test_status_shows_state_and_counts(fake: FakeCoordinator, tmp_path: Path) ->
         (["tasks", "job-1", "--json"], "tasks"),
         (["workers", "--json"], "workers"),
         (["list", "--json"], "jobs"),
+        (["logs", "job-1", "a", "--json"], "stdout"),
+        (["cancel", "job-1", "--json"], "state"),
+        (["wait", "job-1", "--json"], "counts"),
     ],
 )
 def test_json_outputs_parse_as_json(
     fake: FakeCoordinator, tmp_path: Path, argv: list[str], key: str
 ) -> None:
     """Every --json output is one JSON document."""
-    job = fake.add_job()
+    job = fake.add_job(script=[DONE])
+    job.logs[("a", 1)] = _log(1, "succeeded", "out\n")
     job.tasks = [
         {
             "id": "a",
@@ -321,21 +350,78 @@ def test_tasks_table(fake: FakeCoordinator, tmp_path: Path) -> None:
 
 
 def test_workers_table(fake: FakeCoordinator, tmp_path: Path) -> None:
-    """`workers` shows memory in GiB and when each worker was last heard."""
-    fake.workers = [_worker(last_heard=fake.now - 3)]
+    """`workers` shows each worker's id, site, busy and total slots, memory in GiB and when
+    it was last heard."""
+    fake.workers = [_worker(last_heard=fake.now - 3, busy=1, site="lab")]
     out = run_cli(["workers"], fake, tmp_path)
-    assert out.stdout.splitlines()[1].split() == [
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == [
+        "ID",
+        "NAME",
+        "SITE",
+        "STATE",
+        "BUSY/SLOTS",
+        "ADDRESS",
+        "PLATFORM",
+        "CORES",
+        "MEMORY",
+        "GiB",
+        "DONE",
+        "LAST",
+        "HEARD",
+    ]
+    assert lines[1].split() == [
+        "w-1",
         "alice",
+        "lab",
         "alive",
+        "1/4",
         "10.0.0.2",
         "linux-x86_64",
         "8",
         "16.0",
-        "4",
         "12",
         "3s",
         "ago",
     ]
+
+
+def test_workers_shows_why_a_worker_is_suspended(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """A suspended worker's row ends with why its volunteer's preferences stop it."""
+    fake.workers = [
+        _worker(id="w-1", state="suspended", reason="the computer is in use (5 min idle required)"),
+        _worker(id="w-2"),
+    ]
+    out = run_cli(["workers"], fake, tmp_path)
+    header, first, second = out.stdout.splitlines()
+    assert header.endswith("LAST HEARD  WHY")
+    assert first.split()[3] == "suspended"
+    assert first.endswith("ago  the computer is in use (5 min idle required)")
+    assert second.endswith("ago")
+
+
+def test_workers_leaves_out_the_lost_unless_all(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """Lost workers are left out (standard error says how many and how to see them); --all
+    lists them too, each with its own id, in the coordinator's order."""
+    fake.workers = [
+        _worker(id="w-3"),
+        _worker(id="w-2", state="lost", busy=None),
+        _worker(id="w-1", state="lost", busy=None),
+    ]
+    out = run_cli(["workers"], fake, tmp_path)
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["w-3"]
+    assert out.stderr == "2 lost worker(s) not shown; --all shows them\n"
+    assert [w["id"] for w in run_cli(["workers", "--json"], fake, tmp_path).json()["workers"]] == [
+        "w-3"
+    ]
+    out = run_cli(["workers", "--all"], fake, tmp_path)
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    assert [(r[0], r[3], r[4]) for r in rows] == [
+        ("w-3", "alive", "0/4"),
+        ("w-2", "lost", "-/4"),
+        ("w-1", "lost", "-/4"),
+    ]
+    assert out.stderr == ""
 
 
 def test_coordinators_table_and_json(fake: FakeCoordinator, tmp_path: Path) -> None:
@@ -410,6 +496,109 @@ def test_logs_of_an_unknown_task_exits_2(fake: FakeCoordinator, tmp_path: Path) 
     assert "has no task zzz" in out.stderr
 
 
+def _log(n: int, state: str, out: str = "") -> dict[str, object]:
+    return {
+        "task": "a",
+        "attempt": n,
+        "state": state,
+        "exit_code": None if state == "running" else (0 if state == "succeeded" else 1),
+        "error": None,
+        "stdout": out,
+        "stderr": "",
+        "worker": "alice",
+    }
+
+
+def _task(state: str) -> dict[str, object]:
+    return {
+        "id": "a",
+        "state": state,
+        "cost": 1,
+        "worker": None,
+        "attempts": 0,
+        "started": None,
+        "ended": None,
+    }
+
+
+def test_logs_follow_prints_each_attempt_as_it_ends(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """`logs --follow` waits for the task's attempts: it prints the failed one and then its
+    retry, each once it has ended, says on standard error what it waits for, and exits 0 once
+    the task is done."""
+    job = fake.add_job()
+    job.tasks = [_task("ready")]
+
+    job.log_script = [
+        lambda: None,  # no attempt yet
+        lambda: job.logs.update({("a", 1): _log(1, "running")}),
+        lambda: job.logs.update({("a", 1): _log(1, "failed", "first\n")}),
+        lambda: job.logs.update({("a", 2): _log(2, "running")}),
+        lambda: None,
+        lambda: (
+            job.logs.update({("a", 2): _log(2, "succeeded", "second\n")}),
+            job.tasks.__setitem__(0, _task("done")),
+        ),
+    ]
+    out = run_cli(["logs", "job-1", "a", "--follow"], fake, tmp_path)
+    assert out.status == EXIT_OK, out.stderr
+    assert out.stdout == (
+        "task a, attempt 1 on alice: failed, exit code 1\n==> stdout <==\nfirst\n"
+        "==> stderr <==\n(empty)\n"
+        "task a, attempt 2 on alice: succeeded, exit code 0\n==> stdout <==\nsecond\n"
+        "==> stderr <==\n(empty)\n"
+    )
+    assert out.stderr.splitlines() == [
+        "task a is ready: waiting for its first attempt to end",
+        "task a, attempt 1 on alice: running; its output comes when it ends",
+        "task a, attempt 2 on alice: running; its output comes when it ends",
+        "task a done",
+    ]
+
+
+def test_logs_follow_of_a_failed_task_exits_1_with_json_lines(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """On a task that has ended, `logs --follow --json` prints its last attempt as one JSON
+    line and exits 1 if the task failed."""
+    job = fake.add_job()
+    job.tasks = [_task("failed")]
+    job.logs[("a", 3)] = _log(3, "failed", "boom\n")
+    out = run_cli(["logs", "job-1", "a", "--follow", "--json"], fake, tmp_path)
+    assert out.status == EXIT_JOB_FAILED
+    [line] = out.stdout.splitlines()
+    assert json.loads(line)["stdout"] == "boom\n"
+    assert out.stderr == "task a failed\n"
+
+
+def test_logs_follow_of_an_unknown_task_exits_2(fake: FakeCoordinator, tmp_path: Path) -> None:
+    fake.add_job().tasks = [_task("ready")]
+    out = run_cli(["logs", "job-1", "zzz", "--follow"], fake, tmp_path)
+    assert out.status == EXIT_USAGE
+    assert out.stderr == "xwch-client: job job-1 has no task zzz\n"
+
+
+def test_tasks_state_shows_only_tasks_in_those_states(
+    fake: FakeCoordinator, tmp_path: Path
+) -> None:
+    """`tasks --state` keeps the tasks in the state named, or in any of several."""
+    job = fake.add_job()
+    job.tasks = [
+        {**_task(state), "id": state} for state in ("done", "failed", "ready", "cancelled")
+    ]
+    out = run_cli(["tasks", "job-1", "--state", "failed"], fake, tmp_path)
+    assert [line.split()[0] for line in out.stdout.splitlines()[1:]] == ["failed"]
+    out = run_cli(["tasks", "job-1", "--state", "failed,cancelled", "--json"], fake, tmp_path)
+    assert [t["id"] for t in out.json()["tasks"]] == ["failed", "cancelled"]
+
+
+def test_tasks_state_of_no_such_state_exits_2(fake: FakeCoordinator, tmp_path: Path) -> None:
+    """An unknown state is a usage error naming it and the states there are; nothing is sent."""
+    out = run_cli(["tasks", "job-1", "--state", "finished"], fake, tmp_path)
+    assert out.status == EXIT_USAGE
+    assert "--state 'finished': finished is not a task state (one of blocked, ready" in out.stderr
+    assert fake.requests == []
+
+
 def test_cancel_stops_the_job(fake: FakeCoordinator, tmp_path: Path) -> None:
     """`cancel` cancels the job and says so."""
     fake.add_job()
@@ -456,7 +645,7 @@ def test_results_of_a_job_with_missing_objects_exit_2(
     assert "not stored" in out.stderr
 
 
-def _worker(last_heard: float = 0.0) -> dict[str, object]:
+def _worker(last_heard: float = 0.0, **extra: object) -> dict[str, object]:
     return {
         "id": "w-1",
         "name": "alice",
@@ -469,6 +658,8 @@ def _worker(last_heard: float = 0.0) -> dict[str, object]:
         "performance": 1.5,
         "tasks_done": 12,
         "last_heard": last_heard,
+        "busy": 0,
+        **extra,
     }
 
 

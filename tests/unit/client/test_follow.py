@@ -11,8 +11,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from xwch.client.coordinator import CoordinatorClient
 from xwch.client.follow import JobFollower, render_change, render_progress
+from xwch.client.workers_note import WorkersWatch, workers_note
 from xwch.errors import ApiError, Unreachable
-from xwch.protocol.client import JobSummary
+from xwch.protocol.client import JobSummary, WorkerInfo
 
 
 def summary(state: str = "running", **counts: int) -> JobSummary:
@@ -249,3 +250,89 @@ class FollowerTests(SynchronousTestCase):
         """An error other than busy or unreachable (an unknown job) ends the wait at once."""
         api = ScriptedApi([ApiError(404, "not_found", "no job j")])
         self.failureResultOf(self.follow(api, Clock()), ApiError)
+
+
+def worker(state: str = "alive", reason: str | None = None, wid: str = "w") -> WorkerInfo:
+    return WorkerInfo(
+        id=wid,
+        name="h",
+        state=state,
+        address="127.0.0.1",
+        platform="linux-x86_64",
+        cores=2,
+        memory=1,
+        slots=2,
+        performance=1.0,
+        tasks_done=0,
+        last_heard=0.0,
+        reason=reason,
+    )
+
+
+class WorkersNoteTests(SynchronousTestCase):
+    def test_nothing_is_said_while_the_workers_compute(self) -> None:
+        self.assertIsNone(workers_note([worker(), worker("lost")]))
+
+    def test_suspended_workers_are_counted_with_their_commonest_reason(self) -> None:
+        """The note counts the suspended among the live workers and gives the reason most of
+        them gave, saying when there are others."""
+        in_use = "the computer is in use (5 min idle required)"
+        self.assertEqual(
+            workers_note([worker("suspended", in_use), worker("suspended", in_use), worker()]),
+            f"2/3 workers suspended: {in_use}",
+        )
+        self.assertEqual(
+            workers_note([worker("suspended", in_use), worker("suspended", "outside hours")]),
+            f"2/2 workers suspended: {in_use} (and 1 other reason(s))",
+        )
+
+    def test_no_live_worker_is_said(self) -> None:
+        """With only lost workers (or none), nobody will run the job: the note says so."""
+        self.assertEqual(
+            workers_note([worker("lost")]), "no live worker: tasks wait until one registers"
+        )
+
+    def test_the_note_ends_the_progress_line(self) -> None:
+        line = render_progress({"ready": 8}, 8, 1.0, 200, note="2/2 workers suspended: x")
+        self.assertTrue(line.endswith("ready 8  2/2 workers suspended: x"))
+        self.assertEqual(
+            render_change(summary(ready=8), 1.0, "2/2 workers suspended: x"),
+            "[1s] running: 0/100 done, ready 8; 2/2 workers suspended: x",
+        )
+
+
+class FollowingWorkersTests(SynchronousTestCase):
+    def test_a_plain_line_is_written_when_the_workers_change(self) -> None:
+        """Following a job whose counts do not move, a worker's suspension and resumption each
+        write a line; the workers are asked at most once per WorkersWatch.INTERVAL."""
+        clock = Clock()
+        api = ScriptedApi([summary(ready=8)] * 12 + [summary("done", done=100)])
+        seen = [[worker()], [worker("suspended", "outside the allowed hours 22:00-07:00")]]
+        asked = []
+
+        async def workers() -> list[WorkerInfo]:
+            asked.append(clock.seconds())
+            return seen[0] if len(asked) == 1 else seen[1]
+
+        stream = io.StringIO()
+        follower = JobFollower(
+            cast(CoordinatorClient, api),
+            clock,
+            stream,
+            isatty=False,
+            workers=WorkersWatch(clock, workers),
+        )
+        follower.coordinator_waits = False
+        done = ensureDeferred(follower.follow("j"))
+        clock.pump([JobFollower.POLL_INTERVAL] * 12)
+        self.successResultOf(done)
+        self.assertEqual(asked, [0.0, 5.0, 10.0])
+        self.assertEqual(
+            stream.getvalue().splitlines(),
+            [
+                "[0ms] running: 0/100 done, ready 8",
+                "[5s] running: 0/100 done, ready 8; 1/1 workers suspended: "
+                "outside the allowed hours 22:00-07:00",
+                "[12s] done: 100/100 done",
+            ],
+        )

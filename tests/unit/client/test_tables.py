@@ -101,6 +101,7 @@ def test_status_counts_every_state_and_shows_the_message() -> None:
     assert counts == {
         "blocked": "0",
         "ready": "0",
+        "assigned": "0",
         "running": "0",
         "done": "2",
         "failed": "1",

@@ -11,7 +11,7 @@ from typing import Any
 from treq.testing import StubTreq
 from twisted.internet.defer import ensureDeferred
 
-from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
+from tests.unit.coordinator.harness import BINARY, CoordinatorTestCase, wire_job
 from xwch import capability
 from xwch.errors import CapabilityError
 from xwch.protocol.wire import INLINE_MOST, PROTOCOL_VERSION
@@ -19,7 +19,9 @@ from xwch.protocol.worker import HostFacts
 from xwch.store import tokens
 
 
-class ApiTests(CoordinatorTestCase):
+class ApiHarness(CoordinatorTestCase):
+    """The coordinator's HTTP API, called as its clients do."""
+
     def setUp(self) -> None:
         super().setUp()
         self.http = StubTreq(self.coordinator.root)
@@ -56,6 +58,8 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual(code, 201)
         return str(reg["worker_id"])
 
+
+class ApiTests(ApiHarness):
     def test_missing_or_unknown_token_is_refused(self) -> None:
         """Nothing is open: a request without a valid token gets 401 and a reason."""
         code, body, _ = self.call("GET", "/jobs")
@@ -273,6 +277,86 @@ class ApiTests(CoordinatorTestCase):
         code, listed, _ = self.call("GET", "/workers", role="client")
         [row] = listed["workers"]
         self.assertEqual((row["name"], row["state"], row["tasks_done"]), ("h", "alive", 1))
+
+    def test_a_suspended_worker_is_listed_suspended_with_its_reason(self) -> None:
+        """A Work Alive saying why the worker computes nothing shows it `suspended` with that
+        reason; one without shows it alive again."""
+        worker = self.register_worker()
+
+        def alive(**extra: Any) -> dict[str, Any]:
+            code, _, _ = self.call(
+                "POST", f"/workers/{worker}/alive", role="worker", body={"running": [], **extra}
+            )
+            self.assertEqual(code, 200)
+            [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+            return {k: row[k] for k in ("state", "reason")}
+
+        self.assertEqual(
+            alive(suspended="the computer is in use (5 min idle required)"),
+            {"state": "suspended", "reason": "the computer is in use (5 min idle required)"},
+        )
+        self.assertEqual(alive(), {"state": "alive", "reason": None})
+
+    def test_a_worker_registering_suspended_is_listed_suspended(self) -> None:
+        """A worker started outside its hours says so in its Register Request."""
+        facts = HostFacts(
+            "h",
+            "127.0.0.1",
+            "linux-x86_64",
+            2,
+            1,
+            2,
+            1.0,
+            protocol=PROTOCOL_VERSION,
+            suspended="outside the allowed hours 22:00-07:00",
+        )
+        code, _, _ = self.call("POST", "/workers", role="worker", body=facts.to_json())
+        self.assertEqual(code, 201)
+        [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual(
+            (row["state"], row["reason"]), ("suspended", "outside the allowed hours 22:00-07:00")
+        )
+
+    def test_a_suspension_reason_is_one_bounded_line(self) -> None:
+        """An empty or overlong reason is refused, naming the field."""
+        worker = self.register_worker()
+        for reason in ("", "x" * 201):
+            code, body, _ = self.call(
+                "POST",
+                f"/workers/{worker}/alive",
+                role="worker",
+                body={"running": [], "suspended": reason},
+            )
+            self.assertEqual(code, 400)
+            self.assertIn("alive.suspended", body["message"])
+
+    def test_workers_listing_says_how_many_slots_are_busy(self) -> None:
+        """Each live worker's row counts its slots holding an attempt."""
+        worker = self.register_worker()
+        [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual((row["busy"], row["slots"]), (0, 2))
+        self._first_attempt(worker, tasks=1)
+        [row] = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual((row["busy"], row["slots"]), (1, 2))
+
+    def test_lost_workers_come_after_the_live_ones_newest_first(self) -> None:
+        """Live workers by name, then the lost ones, the most recently heard first, each with
+        its own id: workers stopped under one name read newest to oldest."""
+        self.coordinator.startService()
+        self.addCleanup(self.coordinator.stopService)
+        workers = self.coordinator.workers
+        first = self.register_worker()
+        self.clock.advance(1)
+        second = self.register_worker()
+        for _ in range(5):
+            self.clock.advance(workers.alive_interval)
+        self.assertEqual(workers.workers, {})
+        third = self.register_worker()
+        rows = self.call("GET", "/workers", role="client")[1]["workers"]
+        self.assertEqual(
+            [(r["id"], r["state"], r["busy"]) for r in rows],
+            [(third, "alive", 0), (second, "lost", None), (first, "lost", None)],
+        )
 
     def _first_attempt(
         self, worker: str, tasks: int, outputs: Sequence[str] = ()
@@ -537,3 +621,36 @@ class ApiTests(CoordinatorTestCase):
         self.assertEqual([w["url"] for w in body["warehouses"]], ["http://127.0.0.1:9"])
         code, body, _ = self.call("GET", f"/objects/{digest_of('nothing')}", role="client")
         self.assertEqual(code, 404)
+
+
+class UnrunnableTests(ApiHarness):
+    """A ready task no live worker can run says why, in the job's summary and its tasks."""
+
+    def submit_for(self, platform: str) -> str:
+        wire = wire_job([{"id": "x"}, {"id": "y"}])
+        wire["binaries"] = {
+            "prog": {platform: {"digest": BINARY, "size": 6, "bundle": False, "entry": None}}
+        }
+        return self.submit(wire)
+
+    def test_no_worker_at_all_is_said(self) -> None:
+        job = self.submit_for("linux-x86_64")
+        _, summary, _ = self.call("GET", f"/jobs/{job}", role="client")
+        self.assertEqual(summary["unrunnable"], {"no worker is connected": 2})
+
+    def test_a_program_for_a_platform_no_live_worker_runs_is_said(self) -> None:
+        job = self.submit_for("linux-aarch64")
+        self.register_worker()  # linux-x86_64
+        _, summary, _ = self.call("GET", f"/jobs/{job}", role="client")
+        [(why, n)] = summary["unrunnable"].items()
+        self.assertEqual(n, 2)
+        self.assertIn("'prog' exists for linux-aarch64", why)
+        self.assertIn("live workers run linux-x86_64", why)
+        _, listed, _ = self.call("GET", f"/jobs/{job}/tasks", role="client")
+        self.assertEqual({t["why"] for t in listed["tasks"]}, {why})
+
+    def test_a_task_some_worker_can_run_is_not_explained(self) -> None:
+        job = self.submit_for("linux-x86_64")
+        self.register_worker()
+        _, summary, _ = self.call("GET", f"/jobs/{job}", role="client")
+        self.assertEqual(summary["unrunnable"], {})

@@ -222,7 +222,7 @@ class FaultToleranceTests(CoordinatorTestCase):
         # c's input is lost, so b runs again; b's input is lost too, so a runs first.
         [again] = self.work(worker)
         self.assertEqual((again.task, again.number), ("a", 2))
-        self.assertEqual(self.states(job), {"a": "running", "b": "blocked", "c": "blocked"})
+        self.assertEqual(self.states(job), {"a": "assigned", "b": "blocked", "c": "blocked"})
 
     def test_lost_client_upload_fails_the_job_with_a_clear_message(self) -> None:
         """If the only copies of an uploaded input are gone, the job fails saying so."""

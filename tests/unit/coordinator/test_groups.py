@@ -8,7 +8,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from tests.fakes.database import InlineDatabase
-from xwch.coordinator.groups import GroupLocks, fair_share, plan
+from xwch.coordinator.groups import GroupLocks, Plan, fair_share, plan
 from xwch.coordinator.members import Membership
 from xwch.store.group_locks import GroupLock
 
@@ -70,6 +70,16 @@ def held(*members: Member) -> list[list[str]]:
 
 def all_held(*members: Member) -> list[str]:
     return sorted(g for m in members for g in m.groups.held)
+
+
+def test_the_holder_of_one_group_keeps_it_when_a_second_member_arrives() -> None:
+    # Handing the group over would stop the work for a moment, and gain nothing.
+    locks = [GroupLock("g1", "c-b", 1, True)]
+    assert plan(locks, ["c-a", "c-b"], "c-b") == Plan(claim=(), release=())
+    assert plan(locks, ["c-a", "c-b"], "c-a") == Plan(claim=(), release=())
+    # Its holder gone, the group is free for the first by id.
+    lapsed = [GroupLock("g1", "c-b", 1, False)]
+    assert plan(lapsed, ["c-a"], "c-a") == Plan(claim=("g1",), release=())
 
 
 def test_groups_spread_over_members_and_move_when_one_dies_and_comes_back(

@@ -11,7 +11,7 @@ from tests.unit.coordinator.harness import BINARY, CoordinatorTestCase, diamond,
 from xwch.coordinator.tasks import BadResult, MissingObjects, NotYourAttempt, TasksManager
 from xwch.errors import JobFileError
 from xwch.protocol.objects import OutputFile
-from xwch.protocol.worker import Assignment, AttemptResult
+from xwch.protocol.worker import Assignment, AttemptResult, RunningAttempt
 from xwch.store import jobs as job_queries
 
 
@@ -54,7 +54,7 @@ class TaskStatesTests(CoordinatorTestCase):
         [a] = self.work(worker)
         self.assertEqual((a.task, a.number, a.inputs[0].digest), ("a", 1, digest_of("data")))
         self.assertEqual(set(a.sources), {BINARY, digest_of("data")})
-        self.assertEqual(self.states(job)["a"], "running")
+        self.assertEqual(self.states(job)["a"], "assigned")
         self.assertTrue(self.report_success(worker, a))
         self.assertEqual(
             self.states(job), {"a": "done", "b": "ready", "c": "ready", "d": "blocked"}
@@ -70,6 +70,34 @@ class TaskStatesTests(CoordinatorTestCase):
         self.report_success(worker, d)
         self.assertEqual(self.job_state(job).state, "done")
         self.assertEqual(self.coordinator.tasks.jobs, {})
+
+    def test_a_task_held_ahead_is_assigned_until_its_worker_starts_it(self) -> None:
+        """Handed out, a task is "assigned"; "running" once its worker says it started."""
+        job = self.submit(wire_job([{"id": "x"}]))
+        worker = self.register()
+        [a] = self.work(worker)
+
+        def alive(waiting: list[str]) -> None:
+            self.successResultOf(
+                ensureDeferred(
+                    self.coordinator.workers.alive(
+                        self.worker_token, worker, [RunningAttempt(a.attempt)], waiting=waiting
+                    )
+                )
+            )
+
+        def row() -> tuple[str, float | None]:
+            [info] = self.successResultOf(self.db.read(job_queries.list_tasks_thd, job))
+            return info.state, info.started
+
+        self.assertEqual(row(), ("assigned", None))
+        alive(waiting=[a.attempt])
+        self.assertEqual(row(), ("assigned", None))
+        self.clock.advance(2)
+        alive(waiting=[])
+        self.assertEqual(row(), ("running", self.clock.seconds()))
+        self.report_success(worker, a)
+        self.assertEqual(row()[0], "done")
 
     def test_failure_is_retried_then_fails_the_job(self) -> None:
         """A failing attempt is relaunched while retries last; then the task and job fail."""
@@ -169,7 +197,7 @@ class TaskStatesTests(CoordinatorTestCase):
             ensureDeferred(self.coordinator.workers.result(self.worker_token, worker, unstored)),
             MissingObjects,
         )
-        self.assertEqual(self.states(job)["x"], "running")
+        self.assertEqual(self.states(job)["x"], "assigned")
         self.assertTrue(self.report_success(worker, a))
 
     def test_small_outputs_travel_inline_to_readers_and_outlive_a_restart(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from twisted.trial.unittest import SynchronousTestCase
 
 from xwch.dashboard import pages
@@ -110,6 +111,11 @@ class EscapingTests(SynchronousTestCase):
         assert state == "suspended"
         assert "preferences" in why
         assert pages.worker_state(WorkerRow(info, 1, WorkerSignals()))[0] == "busy"
+        told = msgspec.structs.replace(info, state="suspended", reason="the computer is in use")
+        assert pages.worker_state(WorkerRow(told, 0, WorkerSignals())) == (
+            "suspended",
+            "the computer is in use",
+        )
 
 
 class DagTests(SynchronousTestCase):

@@ -1,0 +1,211 @@
+"""Several coordinators on one PostgreSQL store, as real processes on loopback: one serves,
+the others stand by and send callers to it; killed or frozen, it is replaced within its lease
+and no work is lost or recorded twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.backends import fresh_database, postgres_or_skip
+from tests.integration.support import (
+    client,
+    job_file,
+    running_platform,
+    script,
+    tasks_of,
+    wait_for,
+)
+from tests.private_postgres import PrivatePostgres
+from xwch.localprocess import LocalPlatformProcess
+from xwch.store.schema import attempts, coordinators, group_locks
+
+pytestmark = pytest.mark.integration
+
+LEASE = 3.0
+
+
+@pytest.fixture
+def private_server() -> Iterator[PrivatePostgres]:
+    server = PrivatePostgres()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[str]:
+    postgres_or_skip()
+    with fresh_database("postgresql", tmp_path) as url:
+        yield url
+
+
+def two_coordinators(home: Path, store: str) -> Any:
+    plain = store.replace("postgresql+psycopg://", "postgresql://")
+    extra = ["--coordinators", "2", "--db", plain, "--lease", str(LEASE)]
+    return running_platform(home, workers=2, slots=2, warehouses=1, extra=extra)
+
+
+def slow_job(folder: Path, tasks: int = 16, seconds: float = 1.0) -> Path:
+    slow = script(folder, "slow.sh", f'sleep {seconds}\necho "$1" > "$2"\n')
+    return job_file(
+        folder,
+        {
+            "name": "slow",
+            "binaries": {"slow": str(slow)},
+            "tasks": [
+                {
+                    "id": "t-{i}",
+                    "foreach": {"i": {"range": [0, tasks]}},
+                    "binary": "slow",
+                    "args": ["{i}", "out.txt"],
+                    "outputs": ["out.txt"],
+                }
+            ],
+        },
+    )
+
+
+def serving(platform: LocalPlatformProcess, store: str) -> dict[str, Any]:
+    """The coordinator of local.json holding the lead group, by the store (asking a
+    coordinator could reach the one frozen)."""
+
+    def find() -> dict[str, Any] | None:
+        engine = sa.create_engine(store)
+        try:
+            with engine.connect() as conn:
+                url = conn.execute(
+                    sa.select(coordinators.c.url)
+                    .select_from(
+                        group_locks.join(coordinators, coordinators.c.id == group_locks.c.holder)
+                    )
+                    .where(group_locks.c.id == "g1")
+                ).scalar()
+        finally:
+            engine.dispose()
+        for child in platform.state()["coordinators"]:
+            if child["url"] == url:
+                return child  # type: ignore[no-any-return]
+        return None
+
+    return wait_for(find, 60, "a coordinator to serve")
+
+
+def lead_epoch(store: str) -> int:
+    engine = sa.create_engine(store)
+    try:
+        with engine.connect() as conn:
+            epoch = conn.execute(
+                sa.select(group_locks.c.epoch).where(group_locks.c.id == "g1")
+            ).scalar()
+    finally:
+        engine.dispose()
+    return int(epoch or 0)
+
+
+def succeeded_attempts(store: str) -> dict[str, int]:
+    engine = sa.create_engine(store)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(attempts.c.task_id).where(attempts.c.state == "succeeded")
+            ).all()
+    finally:
+        engine.dispose()
+    counts: dict[str, int] = {}
+    for (task_id,) in rows:
+        counts[task_id] = counts.get(task_id, 0) + 1
+    return counts
+
+
+def submit(platform: LocalPlatformProcess, path: Path) -> str:
+    done = client(platform, "submit", str(path))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_serving_coordinator_killed_mid_job_is_replaced_and_nothing_runs_twice(
+    tmp_path: Path, store: str, native_build: Path
+) -> None:
+    with two_coordinators(tmp_path / "home", store) as platform:
+        job_id = submit(platform, slow_job(tmp_path))
+
+        def some_done() -> list[str]:
+            return [t for t, row in tasks_of(platform, job_id).items() if row["state"] == "done"]
+
+        done_before = wait_for(some_done, 120, "a first task to finish")
+        leader = serving(platform, store)
+        os.kill(leader["pid"], signal.SIGKILL)
+        waited = client(platform, "wait", job_id)
+        assert waited.returncode == 0, waited.stderr
+        tasks = tasks_of(platform, job_id)
+        assert {row["state"] for row in tasks.values()} == {"done"}
+        assert all(tasks[t]["attempts"] == 1 for t in done_before)
+        assert set(succeeded_attempts(store).values()) == {1}
+        # The lead changed hands: the standby, or the killed one started again (a new member).
+        assert lead_epoch(store) >= 2
+
+
+def test_a_frozen_coordinator_steps_down_when_thawed_and_nothing_is_recorded_twice(
+    tmp_path: Path, store: str, native_build: Path
+) -> None:
+    with two_coordinators(tmp_path / "home", store) as platform:
+        job_id = submit(platform, slow_job(tmp_path, tasks=12))
+        leader = serving(platform, store)
+        os.kill(leader["pid"], signal.SIGSTOP)
+        try:
+            # Frozen past its lease: the other takes over.
+            wait_for(
+                lambda: serving(platform, store)["url"] != leader["url"],
+                60,
+                "the other to take over",
+            )
+        finally:
+            os.kill(leader["pid"], signal.SIGCONT)
+        waited = client(platform, "wait", job_id)
+        assert waited.returncode == 0, waited.stderr
+        assert set(succeeded_attempts(store)) == {f"t-{i}" for i in range(12)}
+        assert set(succeeded_attempts(store).values()) == {1}
+        log = platform.home / "logs" / f"{leader['name']}.log"
+        wait_for(lambda: "lost g1" in log.read_text(), 60, "the thawed one to step down")
+
+
+def test_a_standby_sends_callers_to_the_serving_coordinator(
+    tmp_path: Path, store: str, native_build: Path
+) -> None:
+    with two_coordinators(tmp_path / "home", store) as platform:
+        leader = serving(platform, store)
+        [standby] = [c for c in platform.state()["coordinators"] if c["url"] != leader["url"]]
+        job_id = submit(platform, slow_job(tmp_path, tasks=2, seconds=0.1))
+        asked = client(platform, "--coordinator", standby["url"], "wait", job_id)
+        assert asked.returncode == 0, asked.stderr
+        status = client(platform, "--coordinator", standby["url"], "status", job_id)
+        assert status.returncode == 0 and "done" in status.stdout, status.stderr
+
+
+def test_the_store_restarted_mid_job_costs_nothing(
+    tmp_path: Path, private_server: PrivatePostgres, native_build: Path
+) -> None:
+    """PostgreSQL stopped for longer than the lease, then started again: the members retry,
+    one serves again from what the store holds, and the job ends with every task done once."""
+    store = private_server.url.replace("postgresql://", "postgresql+psycopg://")
+    with two_coordinators(tmp_path / "home", store) as platform:
+        job_id = submit(platform, slow_job(tmp_path))
+        wait_for(lambda: len(succeeded_attempts(store)) >= 2, 120, "a first tasks to finish")
+        private_server.stop()
+        # The outage itself, not a wait for something: longer than the lease.
+        time.sleep(LEASE + 2)
+        private_server.start()
+        waited = client(platform, "wait", job_id)
+        assert waited.returncode == 0, waited.stderr
+        assert set(succeeded_attempts(store)) == {f"t-{i}" for i in range(16)}
+        assert set(succeeded_attempts(store).values()) == {1}
