@@ -223,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the job's summary as JSON (with --wait: once it has ended)",
     )
 
+    dashboard = command(
+        "dashboard",
+        "a one-time link to the coordinator's web dashboard",
+        "Print, alone on a line, a link to the coordinator's dashboard with a login code that "
+        "works once, within five minutes, and open it in a browser where there is one. The "
+        "token stays here: the browser gets a session cookie of its own.",
+    )
+    dashboard.add_argument(
+        "--no-open", action="store_true", help="only print the link, open no browser"
+    )
+
     listing = command("list", "the jobs, newest first", "The jobs, newest first.")
     listing.add_argument("--json", action="store_true", help="print JSON")
 
@@ -297,11 +308,13 @@ async def run(
     isatty: bool | None = None,
     tz: tzinfo | None = None,
     cwd: Path | None = None,
+    open_url: Callable[[str], bool] | None = None,
 ) -> int:
     """Run one ``xwch-client`` command line; its exit status. Never raises for expected errors.
 
     ``http`` is a treq ``HTTPClient`` (or ``treq.testing.StubTreq``); ``environ`` replaces
-    ``os.environ`` for finding the coordinator; ``isatty`` forces the progress display style.
+    ``os.environ`` for finding the coordinator; ``isatty`` forces the progress display style;
+    ``open_url`` replaces opening a link in the browser.
     """
     parsed = _parse(argv, stdout, stderr)
     if isinstance(parsed, int):
@@ -318,6 +331,8 @@ async def run(
         tz=tz,
         cwd=cwd,
     )
+    if open_url is not None:
+        ctx.open_url = open_url
     try:
         return await COMMANDS[parsed.command](ctx, parsed)
     except XwchError as e:

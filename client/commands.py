@@ -23,6 +23,7 @@ from xwch.http import JsonApi
 from xwch.protocol.client import AttemptLog, JobSummary
 from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_DONE, TASK_FAILED
 
+from .browser import open_in_browser
 from .clock import now
 from .coordinator import CoordinatorClient
 from .follow import JobFollower
@@ -55,6 +56,8 @@ class Context:
     isatty: bool | None = None  # None: ask standard error
     tz: tzinfo | None = None  # None: the machine's local time
     cwd: Path | None = None  # None: the process's working directory
+    # Opens a URL in a browser; False when there is none (see browser.py).
+    open_url: Callable[[str], bool] = open_in_browser
     coordinator_url: str | None = field(default=None, init=False)
 
     def client(self, args: argparse.Namespace) -> CoordinatorClient:
@@ -293,6 +296,20 @@ async def cmd_network(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_dashboard(ctx: Context, args: argparse.Namespace) -> int:
+    api = ctx.client(args)
+    login = await api.dashboard_login()
+    url = api.url.rstrip("/") + login.path
+    # Alone on a line: scripts and tests read it.
+    ctx.out(url)
+    minutes = login.expires_in / 60
+    if not args.no_open and ctx.open_url(url):
+        ctx.note("opened in your browser")
+    else:
+        ctx.note(f"open it in a browser within {minutes:g} minutes; it works once")
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "submit": cmd_submit,
     "wait": cmd_wait,
@@ -306,4 +323,5 @@ COMMANDS: dict[str, Command] = {
     "retry": cmd_retry,
     "list": cmd_list,
     "network": cmd_network,
+    "dashboard": cmd_dashboard,
 }

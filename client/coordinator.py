@@ -14,6 +14,7 @@ from urllib.parse import quote
 from xwch.http import JsonApi
 from xwch.protocol.client import (
     AttemptLog,
+    DashboardLogin,
     JobCreated,
     JobList,
     JobSummary,
@@ -97,6 +98,10 @@ class CoordinatorClient:
         """The coordinators sharing the store, live ones first."""
         path = f"{API_PREFIX}/coordinators"
         return list((await self.api.get_as(path, CoordinatorList)).coordinators)
+
+    async def dashboard_login(self) -> DashboardLogin:
+        """A one-time login link of the coordinator's dashboard."""
+        return await self.api.post_as(f"{API_PREFIX}/dashboard/logins", DashboardLogin)
 
     async def uploads(self, objects: Iterable[ObjectRef], site: str | None = None) -> UploadPlan:
         """Which of ``objects`` some warehouse lacks, and where (at ``site``) to upload them."""

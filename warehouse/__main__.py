@@ -26,6 +26,7 @@ from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
 from xwch.transfer.rates import parse_rate
 
+from .metrics import ACCESS_PATH, MetricsAccess, coordinator_check
 from .node import WarehouseService
 from .objects import ObjectStore
 
@@ -133,8 +134,22 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     start_logging()
     coordinator = JsonApi(make_http_client(reactor), endpoint.url, endpoint.token, reactor)
+    # A scraper's token is checked by asking the coordinator with that token.
+    access = MetricsAccess(
+        reactor,
+        coordinator_check(
+            lambda token: JsonApi(coordinator.http, endpoint.url, token, reactor).get(ACCESS_PATH)
+        ),
+    )
     service = WarehouseService(
-        reactor, store, coordinator, args.public_url, args.site, args.listen, http=coordinator.http
+        reactor,
+        store,
+        coordinator,
+        args.public_url,
+        args.site,
+        args.listen,
+        http=coordinator.http,
+        metrics_access=access,
     )
     service.resource.network.upload.set_rate(args.upload_cap)
     service.resource.network.download.set_rate(args.download_cap)

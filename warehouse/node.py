@@ -40,6 +40,7 @@ from xwch.protocol.wire import API_PREFIX, PROTOCOL_VERSION
 from xwch.retry import RetryPolicy, equal_jitter, retrying
 
 from .blocking import BlockingRunner, ThreadPoolRunner
+from .metrics import MetricsAccess, MetricsResource
 from .objects import ObjectStore
 from .paced import PacedRequest
 from .replication import Replicator
@@ -147,6 +148,7 @@ class WarehouseService(MultiService):
         blocking: BlockingRunner | None = None,
         retry_policy: RetryPolicy | None = None,
         http: HTTPClient | None = None,
+        metrics_access: MetricsAccess | None = None,
     ) -> None:
         super().__init__()
         self._reactor = reactor
@@ -164,6 +166,7 @@ class WarehouseService(MultiService):
             # A real reactor provides IReactorFromThreads too; tests inject ``blocking``.
             blocking = ThreadPoolRunner(cast(IReactorFromThreads, reactor), self._pool)
         self.resource = WarehouseResource(store, self, reactor, blocking)
+        self.resource.putChild(b"metrics", MetricsResource(self.resource, metrics_access))
         if http is not None:
             self.resource.replicator = Replicator(
                 reactor, store, http, self._report_copy, pacer=self.resource.network.pacer

@@ -21,7 +21,7 @@ from twisted.web.server import Request
 
 from xwch.bundle import pack_bundle
 from xwch.client.transfers import Transfers
-from xwch.protocol.client import JobCreated, JobList, JobSummary
+from xwch.protocol.client import DashboardLogin, JobCreated, JobList, JobSummary
 from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
 from xwch.protocol.codec import ProtocolError, convert, encode
 from xwch.protocol.objects import (
@@ -118,6 +118,7 @@ class FakeCoordinator:
         self.forget_once: set[str] = set()  # digests to "lose" before the next job creation
         self.refuse_next_job: HttpError | None = None  # the answer to the next POST /jobs
         self.broken: HttpError | None = None  # when set, every request answers this error
+        self.login_codes = 0  # dashboard login links handed out
 
     # -- Test helpers
 
@@ -195,6 +196,10 @@ class FakeCoordinator:
                 return {"workers": self.workers}
             case ("GET", ["coordinators"]):
                 return CoordinatorList(coordinators=tuple(self.coordinators))
+            case ("POST", ["dashboard", "logins"]):
+                self.login_codes += 1
+                code = f"code{self.login_codes}"
+                return DashboardLogin(path=f"/dashboard/login?code={code}", expires_in=300.0)
         raise HttpError(404, "not_found", f"no route {method} {path}")
 
     def _job(self, job_id: str) -> FakeJob:

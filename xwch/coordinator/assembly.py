@@ -9,7 +9,7 @@ built when this member takes the lead instead (``leadership.py``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -26,7 +26,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from xwch.coordinator.api import CoordinatorApi
 from xwch.coordinator.catalog import Catalog
@@ -279,6 +279,25 @@ class Coordinator(MultiService):
         return cast("Deferred[None]", left.addBoth(lambda _: MultiService.stopService(self)))
 
 
+class ServedByManagers(Resource):
+    """A resource of the managers serving the platform, or 503 on a standby."""
+
+    isLeaf = True
+
+    def __init__(self, coordinator: Coordinator, pick: Callable[[Managers], Resource]) -> None:
+        super().__init__()
+        self._coordinator = coordinator
+        self._pick = pick
+
+    def render(self, request: Request) -> bytes | int:
+        managers = self._coordinator.managers
+        if managers is None:
+            request.setResponseCode(503)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"this coordinator stands by: see the one that serves the platform\n"
+        return self._pick(managers).render(request)  # type: ignore[no-any-return]
+
+
 def managers_config(config: CoordinatorConfig) -> ManagersConfig:
     return ManagersConfig(
         alive_interval=config.alive_interval,
@@ -348,6 +367,9 @@ async def make_coordinator(
         root.putChild(b"api", managers.router)
     coordinator = Coordinator(db, web, membership, groups, leadership, config.public_url)
     holder.append(coordinator)
+    # The dashboard and the metrics belong to the managers, which a standby has not (yet).
+    root.putChild(b"dashboard", ServedByManagers(coordinator, lambda m: m.dashboard.resource))
+    root.putChild(b"metrics", ServedByManagers(coordinator, lambda m: m.dashboard.metrics_resource))
     if managers is not None:
         coordinator.serve(managers)
     if config.min_workers > 0 and config.worker_command:

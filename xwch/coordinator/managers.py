@@ -30,6 +30,7 @@ from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRouter
 from xwch.coordinator.workers import WorkersManager
+from xwch.dashboard.assembly import Dashboard, make_dashboard
 from xwch.protocol.wire import API_PREFIX
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence
@@ -77,6 +78,7 @@ class Managers(MultiService):
         scanner: Scanner,
         api: CoordinatorApi,
         router: JsonRouter,
+        dashboard: Dashboard,
     ) -> None:
         super().__init__()
         self.catalog = catalog
@@ -87,11 +89,14 @@ class Managers(MultiService):
         self.scanner = scanner
         self.api = api
         self.router = router
+        self.dashboard = dashboard
         self.waiting = api.waiting
         workers.setServiceParent(self)
         scanner.setServiceParent(self)
         # Stopped first: requests held open are answered before the rest stops.
         HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
+        # Its event streams are held requests too: ended as the managers stop.
+        dashboard.live.setServiceParent(self)
 
 
 def make_scheduler(
@@ -141,7 +146,20 @@ async def make_managers(
     tasks.on_ready.append(waiting.work_appeared)
     api = CoordinatorApi(db, tasks, workers, catalog, communication, waiting)
     api.scanner = scanner
-    router = JsonRouter(API_PREFIX, api.routes(), Authenticator(db), map_error)
+    authenticator = Authenticator(db)
+    dashboard = make_dashboard(
+        reactor, api, db, tasks, workers, catalog, communication, authenticator
+    )
+    routes = dashboard.observer.wrap([*api.routes(), *dashboard.routes])
+    router = JsonRouter(API_PREFIX, routes, authenticator, map_error)
     return Managers(
-        catalog, communication, scheduler, tasks, workers, scanner, api, cast(Any, router)
+        catalog,
+        communication,
+        scheduler,
+        tasks,
+        workers,
+        scanner,
+        api,
+        cast(Any, router),
+        dashboard,
     )

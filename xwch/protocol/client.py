@@ -118,3 +118,13 @@ class ResultFile(Message, frozen=True):
 
 class ResultList(Message, frozen=True):
     results: tuple[ResultFile, ...]
+
+
+class DashboardLogin(Message, frozen=True):
+    """A login link of the dashboard (``POST /dashboard/logins``): the path on the coordinator,
+    with a code that works once, within ``expires_in`` seconds."""
+
+    WHERE: ClassVar[str] = "login"
+
+    path: str
+    expires_in: float

@@ -40,7 +40,9 @@ DIGEST_PATTERN = re.compile(DIGEST_REGEX)
 ROLE_CLIENT = "client"
 ROLE_WORKER = "worker"
 ROLE_WAREHOUSE = "warehouse"
-ROLES = (ROLE_CLIENT, ROLE_WORKER, ROLE_WAREHOUSE)
+# Reads /metrics and nothing else: what a Prometheus server is given.
+ROLE_METRICS = "metrics"
+ROLES = (ROLE_CLIENT, ROLE_WORKER, ROLE_WAREHOUSE, ROLE_METRICS)
 
 # Task and job states, as in docs/cli.md.
 TASK_BLOCKED = "blocked"

@@ -105,6 +105,8 @@ class Database:
         self._queued: list[_Write] = []
         # A group is due at the end of this turn, or being committed: new writes just queue.
         self._committing = False
+        # Told each group commit's duration (the metrics' histogram listens here).
+        self.on_commit: list[Callable[[float], None]] = []
 
     def start(self) -> None:
         if not self._started:
@@ -143,10 +145,16 @@ class Database:
 
     def _commit_next_group(self) -> None:
         group, self._queued = self._queued, []
+        started = cast(IReactorTime, self._reactor).seconds()
         d = deferToThreadPool(self._reactor, self._writer, self._commit_group_thd, group)
-        d.addBoth(self._group_ended, group)
+        d.addBoth(self._group_ended, group, started)
 
-    def _group_ended(self, outcomes: list[_Outcome] | Failure, group: list[_Write]) -> None:
+    def _group_ended(
+        self, outcomes: list[_Outcome] | Failure, group: list[_Write], started: float
+    ) -> None:
+        elapsed = cast(IReactorTime, self._reactor).seconds() - started
+        for listener in self.on_commit:
+            listener(elapsed)
         if isinstance(outcomes, Failure):
             # Not a write's failure (those are caught in the thread): the pool's, all fail.
             outcomes = [(False, outcomes)] * len(group)
