@@ -68,6 +68,9 @@ class DelayController:
         self._next_at = reactor.seconds()
         self.queueing_delay = 0.0
         self.last_delay: float | None = None
+        # Making way for others' traffic (see make_way), and the rate to take back after.
+        self._making_way = False
+        self._rate_before: float | None = None
 
     @property
     def rate(self) -> float | None:
@@ -82,6 +85,32 @@ class DelayController:
     def peak_throughput(self) -> float | None:
         """The best bytes per second a packet of this transfer made lately."""
         return self._peak.value()
+
+    @property
+    def making_way(self) -> bool:
+        return self._making_way
+
+    def make_way(self) -> None:
+        """Others' traffic goes this transfer's way (seen on the host's interfaces, where no
+        queue need build): down to MIN_RATE from the next packet on, until :meth:`take_back`.
+
+        The floor, not a share: a competitor that is a bulk flow wants the whole link, and a
+        call suffers from any burst; what others leave, XWCH cannot tell from here.
+        """
+        if self._making_way:
+            return
+        self._making_way = True
+        self._rate_before = self._rate
+        self._rate = self.MIN_RATE
+
+    def take_back(self) -> None:
+        """Others are gone: back to the rate held before making way (none, on a link XWCH had
+        to itself), which the delay control corrects from the next packet on."""
+        if not self._making_way:
+            return
+        self._making_way = False
+        self._rate = self._rate_before
+        self._next_at = self._reactor.seconds()
 
     def packet_size(self, largest: int) -> int:
         """The size of the next packet: ``largest`` unless the rate is low."""
@@ -125,6 +154,9 @@ class DelayController:
         return sample
 
     def _adjust(self, throughput: float | None, peak: float | None) -> None:
+        if self._making_way:
+            # The delays still teach the base delay; the rate stays at the floor till take_back.
+            return
         off_target = (self.TARGET - self.queueing_delay) / self.TARGET
         if off_target >= 0:
             if self._rate is None:

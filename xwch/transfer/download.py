@@ -270,7 +270,13 @@ class Downloader:
             packet_headers = dict(headers)
             packet_headers[b"range"] = f"bytes={first}-{first + length - 1}".encode("ascii")
             reply = await exchange(
-                self._http, "GET", url, self._reactor, packet_headers, chunked=True
+                self._http,
+                "GET",
+                url,
+                self._reactor,
+                packet_headers,
+                chunked=True,
+                arrived=lambda size: self._pacer.meter.on_wire(url, 0, size),
             )
             return _Asked(first, length, reply)
 

@@ -8,10 +8,12 @@ counters over the same period so the coordinator can tell XWCH's traffic from ev
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import psutil
 from twisted.internet.interfaces import IReactorTime
@@ -42,6 +44,17 @@ def host_interface_counters() -> tuple[int, int] | None:
         sent += counters.bytes_sent
         received += counters.bytes_recv
     return sent, received
+
+
+def is_loopback_url(url: str) -> bool:
+    """Traffic to this URL stays on the machine (and off its interfaces' counters)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -81,6 +94,26 @@ class TransferMeter:
         # Totals since the meter was made, for whoever watches a transfer (benchmarks, status).
         self.total_sent = 0
         self.total_received = 0
+        # XWCH's bytes over the interfaces (loopback peers excluded) as they leave and arrive,
+        # for telling others' traffic from XWCH's (:class:`~xwch.transfer.others.OtherTraffic`).
+        self._wire = [0, 0]
+        self._loopback: dict[str, bool] = {}
+
+    def wire_bytes(self) -> tuple[int, int]:
+        """XWCH's bytes sent and received over the interfaces so far, loopback excluded."""
+        return self._wire[0], self._wire[1]
+
+    def on_wire(self, peer: str, sent: int, received: int) -> None:
+        """Bytes that just left for ``peer`` or came from it (a piece of a packet, counted as
+        it comes off the socket, so the count keeps pace with the interface's)."""
+        loopback = self._loopback.get(peer)
+        if loopback is None:
+            if len(self._loopback) >= MAX_REPORTED_PEERS:
+                self._loopback.clear()
+            loopback = self._loopback[peer] = is_loopback_url(peer)
+        if not loopback:
+            self._wire[0] += sent
+            self._wire[1] += received
 
     def record(
         self, peer: str, sent: int, received: int, duration: float, rtt: float | None

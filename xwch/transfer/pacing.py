@@ -25,6 +25,7 @@ from xwch.protocol.worker import Policy, TransfersReport
 from xwch.transfer.bucket import TokenBucket, check_rate
 from xwch.transfer.delay import DelayController
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
+from xwch.transfer.others import OtherTraffic
 from xwch.transfer.slots import TransferSlots
 
 Direction = Literal["upload", "download"]
@@ -52,11 +53,15 @@ class PacketPacer:
         upload_bucket: TokenBucket | None = None,
         download_bucket: TokenBucket | None = None,
         interface: InterfaceCounters | None = host_interface_counters,
+        watch_others: bool = False,
     ) -> None:
         """``rate_cap`` caps both directions; ``upload_cap``/``download_cap`` one each.
 
         ``upload_bucket``/``download_bucket`` share caps with other senders (a warehouse's
-        copies and its answers).
+        copies and its answers). ``watch_others``: transfers make way while others' traffic
+        shows on the ``interface`` counters (:class:`~xwch.transfer.others.OtherTraffic`); a
+        party on a real host sets it, tests on a fake clock leave it (the host's counters are
+        not theirs).
         """
         check_rate(rate_cap)
         self._policy = policy
@@ -70,6 +75,11 @@ class PacketPacer:
         self._paced_one = False
         self.slots = TransferSlots(policy.max_transfers)
         self.meter = TransferMeter(reactor, interface)
+        self.others = (
+            OtherTraffic(reactor, interface, self.meter.wire_bytes)
+            if watch_others and interface is not None
+            else None
+        )
 
     @property
     def policy(self) -> Policy:
@@ -123,6 +133,7 @@ class PacketPacer:
         """The size of the next packet: the policy's, smaller under a cap or a busy path."""
         size = self._policy.packet_size
         if controller is not None:
+            self._watch_others(direction, controller)
             size = controller.packet_size(size)
         cap = self._bucket(direction).rate
         if cap is not None:
@@ -139,13 +150,24 @@ class PacketPacer:
         # The sleep is between two packets: the first one does not wait for it.
         sleep = self._policy.packet_sleep if self._paced_one else 0.0
         self._paced_one = True
-        own = controller.delay() if controller is not None else 0.0
+        own = 0.0
+        if controller is not None:
+            self._watch_others(direction, controller)
+            own = controller.delay()
         cap = self._bucket(direction).reserve(size, self.packet_size(direction))
         return max(sleep, own, cap, 0.0)
 
     def transfer_report(self) -> TransfersReport:
         """The transfers since the last report, for the coordinator (Work Alive)."""
         return self.meter.take_report()
+
+    def _watch_others(self, direction: Direction, controller: DelayController) -> None:
+        if self.others is None:
+            return
+        if self.others.present(0 if direction == UPLOAD else 1):
+            controller.make_way()
+        else:
+            controller.take_back()
 
     def _bucket(self, direction: Direction) -> TokenBucket:
         return self._upload if direction == UPLOAD else self._download

@@ -172,6 +172,8 @@ class Uploader:
             headers[PACKET_ENCODING_HEADER.encode("ascii")] = encoding.encode("ascii")
         url = f"{self._object_url}?offset={offset}&size={self._size}"
         reply = await exchange(self._http, "PUT", url, self._reactor, headers, body)
+        # Sent whether or not the warehouse took it: the interface counted it.
+        self._pacer.meter.on_wire(url, len(body), 0)
         if reply.code in (200, 201):
             rtt = self._controller.record(len(body), reply.duration, None)
             self._pacer.meter.record(self._url, len(body), 0, reply.duration, rtt)
