@@ -97,23 +97,44 @@ class TransferMeter:
         # XWCH's bytes over the interfaces (loopback peers excluded) as they leave and arrive,
         # for telling others' traffic from XWCH's (:class:`~xwch.transfer.others.OtherTraffic`).
         self._wire = [0, 0]
+        self._unsent = 0
         self._loopback: dict[str, bool] = {}
 
     def wire_bytes(self) -> tuple[int, int]:
         """XWCH's bytes sent and received over the interfaces so far, loopback excluded."""
         return self._wire[0], self._wire[1]
 
+    def unsent_bytes(self) -> int:
+        """Bytes of packets being sent (handed to a socket, not yet known to have left): some
+        may already be on the wire, uncounted by :meth:`wire_bytes`."""
+        return self._unsent
+
     def on_wire(self, peer: str, sent: int, received: int) -> None:
         """Bytes that just left for ``peer`` or came from it (a piece of a packet, counted as
         it comes off the socket, so the count keeps pace with the interface's)."""
+        if not self._is_loopback(peer):
+            self._wire[0] += sent
+            self._wire[1] += received
+
+    def sending(self, peer: str, size: int) -> None:
+        """A packet of ``size`` bytes handed to the socket for ``peer``, whose bytes leave as
+        the link takes them; :meth:`on_wire` counts them once it is answered."""
+        if not self._is_loopback(peer):
+            self._unsent += size
+
+    def sent(self, peer: str, size: int) -> None:
+        """The packet of :meth:`sending` is answered (or failed): its bytes have left."""
+        if not self._is_loopback(peer):
+            self._unsent = max(0, self._unsent - size)
+            self._wire[0] += size
+
+    def _is_loopback(self, peer: str) -> bool:
         loopback = self._loopback.get(peer)
         if loopback is None:
             if len(self._loopback) >= MAX_REPORTED_PEERS:
                 self._loopback.clear()
             loopback = self._loopback[peer] = is_loopback_url(peer)
-        if not loopback:
-            self._wire[0] += sent
-            self._wire[1] += received
+        return loopback
 
     def record(
         self, peer: str, sent: int, received: int, duration: float, rtt: float | None

@@ -30,6 +30,8 @@ from xwch.transfer.meter import InterfaceCounters
 
 # (bytes sent, bytes received) so far by XWCH over the interfaces (loopback peers excluded).
 OwnCounters = Callable[[], "tuple[int, int]"]
+# Bytes XWCH handed to sockets and may have sent already, not yet in OwnCounters.
+UnsentBytes = Callable[[], int]
 
 
 @dataclass(frozen=True)
@@ -63,11 +65,16 @@ class OtherTraffic:
     QUIET = 0.5
 
     def __init__(
-        self, reactor: IReactorTime, interface: InterfaceCounters, own: OwnCounters
+        self,
+        reactor: IReactorTime,
+        interface: InterfaceCounters,
+        own: OwnCounters,
+        unsent: UnsentBytes = lambda: 0,
     ) -> None:
         self._reactor = reactor
         self._interface = interface
         self._own = own
+        self._unsent = unsent
         self._samples: deque[_Sample] = deque()
         # When others were last seen sending and receiving (-inf: never).
         self._seen = [float("-inf"), float("-inf")]
@@ -95,11 +102,15 @@ class OtherTraffic:
         span = now - first.at
         if span < self.WINDOW / 2:
             return
+        # An upload's packet is counted once answered; the part of the one being sent that left
+        # already is XWCH's too: counted as if all had, so others are never overestimated.
+        # (A lone upload is sampled between two packets, when none is being sent.)
+        unsent = (self._unsent(), 0)
         rates = []
         for index in (0, 1):
             # Counters that went back (an interface gone) are no traffic.
             interface = max(0, sample.interface[index] - first.interface[index])
-            own = max(0, sample.own[index] - first.own[index])
+            own = max(0, sample.own[index] - first.own[index]) + unsent[index]
             others = max(0.0, interface - own * self.OVERHEAD) / span
             rates.append(others)
             if others > max(self.FLOOR, self.SLACK * own / span):

@@ -76,7 +76,7 @@ class PacketPacer:
         self.slots = TransferSlots(policy.max_transfers)
         self.meter = TransferMeter(reactor, interface)
         self.others = (
-            OtherTraffic(reactor, interface, self.meter.wire_bytes)
+            OtherTraffic(reactor, interface, self.meter.wire_bytes, self.meter.unsent_bytes)
             if watch_others and interface is not None
             else None
         )

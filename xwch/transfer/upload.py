@@ -171,12 +171,16 @@ class Uploader:
         if encoding is not None:
             headers[PACKET_ENCODING_HEADER.encode("ascii")] = encoding.encode("ascii")
         url = f"{self._object_url}?offset={offset}&size={self._size}"
-        reply = await exchange(self._http, "PUT", url, self._reactor, headers, body)
-        # Sent whether or not the warehouse took it: the interface counted it.
-        self._pacer.meter.on_wire(url, len(body), 0)
+        meter = self._pacer.meter
+        meter.sending(url, len(body))
+        try:
+            reply = await exchange(self._http, "PUT", url, self._reactor, headers, body)
+        finally:
+            # Answered or failed, the body has left (as much as will): the interface counted it.
+            meter.sent(url, len(body))
         if reply.code in (200, 201):
             rtt = self._controller.record(len(body), reply.duration, None)
-            self._pacer.meter.record(self._url, len(body), 0, reply.duration, rtt)
+            meter.record(self._url, len(body), 0, reply.duration, rtt)
         return reply
 
     def _headers(self) -> dict[bytes, bytes]:

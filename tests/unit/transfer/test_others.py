@@ -177,3 +177,58 @@ def test_the_meter_counts_only_bytes_that_cross_the_interfaces() -> None:
     meter.on_wire("http://localhost:8080/objects/x", 700, 0)
     meter.on_wire("http://10.0.0.2:8080/objects/x", 300, 0)
     assert meter.wire_bytes() == (300, 1000)
+
+
+def upload(
+    clock: Clock,
+    meter: TransferMeter,
+    host: FakeHost,
+    watch: OtherTraffic,
+    *,
+    call: float,
+    lone: bool = False,
+) -> list[bool]:
+    """Five seconds of an upload of 500 kB packets at the link's rate less ``call`` (others'
+    bytes/s beside it), counted as the real upload counts them (once answered); whether others
+    were present, asked every 10 ms (several transfers ask at any time) or, ``lone``, between
+    two packets (as a lone upload asks its pacer)."""
+    packet, rate, step = 500_000, (LINK - call) / FakeHost.OVERHEAD, 0.01
+    peer = "http://10.0.0.2:8080/objects/x"
+    seen = []
+    sending = 0
+    meter.sending(peer, packet)
+    for _ in range(500):
+        clock.advance(step)
+        host.interface[SENT] += int(rate * step * FakeHost.OVERHEAD + call * step)
+        sending += int(rate * step)
+        between = sending >= packet
+        if between:
+            meter.sent(peer, packet)
+            sending -= packet
+            if lone:
+                seen.append(watch.present(SENT))
+            meter.sending(peer, packet)
+        if not lone:
+            seen.append(watch.present(SENT))
+    meter.sent(peer, packet)  # the upload stops: its last packet is answered
+    return seen
+
+
+def test_an_upload_counted_per_packet_is_not_taken_for_others() -> None:
+    """An upload's packet is counted only once answered, a tenth of a second of the link at a
+    time: the packet being sent counts as XWCH's, so a lone upload is never taken for others."""
+    clock, host = Clock(), FakeHost()
+    meter = TransferMeter(clock, None)
+    watch = OtherTraffic(clock, host.counters, meter.wire_bytes, meter.unsent_bytes)
+    assert not any(upload(clock, meter, host, watch, call=0))
+
+
+def test_a_call_beside_a_lone_upload_is_seen() -> None:
+    """A 4 Mbit/s call beside a lone upload filling the rest of the link is seen: asked
+    between two packets, the upload's count is exact."""
+    clock, host = Clock(), FakeHost()
+    meter = TransferMeter(clock, None)
+    watch = OtherTraffic(clock, host.counters, meter.wire_bytes, meter.unsent_bytes)
+    assert not any(upload(clock, meter, host, watch, call=0, lone=True))
+    # Seen once the window has moved past the upload alone (half a second, five packets).
+    assert all(upload(clock, meter, host, watch, call=500_000, lone=True)[5:])
