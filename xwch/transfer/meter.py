@@ -8,9 +8,11 @@ counters over the same period so the coordinator can tell XWCH's traffic from ev
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -29,21 +31,37 @@ OTHER_PEERS = "other"
 
 
 def host_interface_counters() -> tuple[int, int] | None:
-    """Bytes sent and received by the host's network interfaces, loopback excluded.
-
-    Loopback carries traffic between processes of one machine, which shares no link with anyone.
-    """
+    """Bytes sent and received by the host's network interfaces (see :func:`counted_interfaces`)."""
     try:
         nics = psutil.net_io_counters(pernic=True)
     except (OSError, RuntimeError):
         return None
     sent = received = 0
-    for name, counters in nics.items():
-        if name.startswith("lo"):
-            continue
-        sent += counters.bytes_sent
-        received += counters.bytes_recv
+    for name in counted_interfaces(list(nics), has_device):
+        sent += nics[name].bytes_sent
+        received += nics[name].bytes_recv
     return sent, received
+
+
+def counted_interfaces(names: Sequence[str], physical: Callable[[str], bool]) -> list[str]:
+    """The interfaces whose bytes reach a link: the physical ones, or all but loopback when the
+    host has none (a container, a network namespace).
+
+    Loopback carries traffic between processes of one machine, which shares no link with
+    anyone. Virtual interfaces beside physical ones (a VPN's tunnel, a bridge and the veths of
+    containers) carry bytes that a physical interface carries too: counted twice, a volunteer's
+    own traffic through a VPN would read as someone else's.
+    """
+    names = [name for name in names if not name.startswith("lo")]
+    return [name for name in names if physical(name)] or names
+
+
+@functools.lru_cache(maxsize=64)
+def has_device(name: str) -> bool:
+    """Whether interface ``name`` is backed by a device (Linux's sysfs; elsewhere, taken so)."""
+    if not os.path.isdir("/sys/class/net"):
+        return True
+    return os.path.exists(f"/sys/class/net/{name}/device")
 
 
 def is_loopback_url(url: str) -> bool:
