@@ -435,6 +435,16 @@ def _fetch(args: argparse.Namespace) -> None:
             lambda: _say({"t": time.monotonic(), "bytes": meter.total_received})
         )
         ticker.start(args.every)
+    others = pacer.others
+    if others is not None:
+        # What the watch judges, a tenth of a second at a time: the bench tells from it how
+        # long XWCH made way, and whether it ever did so alone.
+        watch = task.LoopingCall(
+            lambda: _say(
+                {"watch": time.monotonic(), "others": others.rates[1], "present": others.present(1)}
+            )
+        )
+        watch.start(0.1)
     http = make_http_client(reactor)
     cap = capability.issue(KEY, capability.OP_GET, args.digest, WAREHOUSE_ID, time.time() + 3600)
 

@@ -59,7 +59,7 @@ from bench.netlab import (
 
 MB = 1e6
 # Seconds of each phase of a trial: XWCH alone, then beside the competitor, then alone again.
-ALONE = 6.0
+ALONE = 10.0
 COMPETE = 10.0
 RECOVER = 8.0
 CAP = 2_000_000.0
@@ -97,6 +97,9 @@ class Trial:
     recovery: float | None
     xwch_beside: float
     call: str = ""
+    # Seconds XWCH made way while alone (the watch mistaking its own bytes for others'), over
+    # its seconds alone: None when it does not watch.
+    false_way: float | None = None
 
 
 def competitors() -> tuple[list[Competitor], list[str]]:
@@ -211,6 +214,10 @@ class Competition:
         counted = self.counted()
         got = counted.bytes_at(started + COMPETE) - counted.bytes_at(started)
         call = self.call_figures(started) if self.competitor.flow == "udp" else ""
+        watched = [e for e in list(fetch.events) if "watch" in e]
+        alone_watch = [e for e in watched if e["watch"] < started] + [
+            e for e in watched if e["watch"] > stopped + 3.0
+        ]
         time.sleep(1.0)
         return Trial(
             share=got / alone if alone > 0 else 0.0,
@@ -221,6 +228,7 @@ class Competition:
             ),
             xwch_beside=fetch.rate(started + 2.0, started + COMPETE) / RATE_BYTES,
             call=call,
+            false_way=0.1 * sum(bool(e["present"]) for e in alone_watch) if watched else None,
         )
 
 
@@ -248,6 +256,8 @@ def report(trial: Trial) -> str:
         f"beside (s 2-10) {trial.xwch_beside:6.1%} | backed off after {seconds(trial.backoff)}, "
         f">= 90% again {seconds(trial.recovery)} after"
     )
+    if trial.false_way is not None:
+        line += f" | made way alone {trial.false_way:.1f} s"
     return line + (f"\n{'':18}call: {trial.call}" if trial.call else "")
 
 
