@@ -74,12 +74,19 @@ class PacketPacer:
         self._download = download_bucket or TokenBucket(download_cap, reactor)
         self._paced_one = False
         self.slots = TransferSlots(policy.max_transfers)
+        self._interface = interface
         self.meter = TransferMeter(reactor, interface)
-        self.others = (
-            OtherTraffic(reactor, interface, self.meter.wire_bytes, self.meter.unsent_bytes)
-            if watch_others and interface is not None
-            else None
-        )
+        self.others: OtherTraffic | None = None
+        if watch_others:
+            self.watch_host()
+
+    def watch_host(self) -> None:
+        """From the next packet on, transfers make way while others' traffic shows on the
+        interface counters (none to watch without them)."""
+        if self.others is None and self._interface is not None:
+            self.others = OtherTraffic(
+                self._reactor, self._interface, self.meter.wire_bytes, self.meter.unsent_bytes
+            )
 
     @property
     def policy(self) -> Policy:

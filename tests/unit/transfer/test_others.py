@@ -163,10 +163,15 @@ def test_a_pacer_makes_its_transfers_way_while_others_download() -> None:
 
 
 def test_a_pacer_not_told_to_watch_ignores_the_counters() -> None:
-    """Without watch_others (tests, benchmarks of the delay control alone) nobody is watched."""
+    """Without watch_others (tests, benchmarks of the delay control alone) nobody is watched,
+    until told to (a warehouse's copies); without counters, never."""
     host = FakeHost()
     pacer = PacketPacer(Policy(), None, Clock(), interface=host.counters)
     assert pacer.others is None
+    pacer.watch_host()
+    assert pacer.others is not None
+    blind = PacketPacer(Policy(), None, Clock(), interface=None, watch_others=True)
+    assert blind.others is None
 
 
 def test_the_meter_counts_only_bytes_that_cross_the_interfaces() -> None:
