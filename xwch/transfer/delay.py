@@ -71,6 +71,9 @@ class DelayController:
         # Making way for others' traffic (see make_way), and the rate to take back after.
         self._making_way = False
         self._rate_before: float | None = None
+        # The peer is on this machine (loopback): the packets cross no interface and share no
+        # link, so others' traffic on the interfaces is no reason to make way.
+        self.local = False
 
     @property
     def rate(self) -> float | None:

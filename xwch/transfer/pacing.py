@@ -171,7 +171,9 @@ class PacketPacer:
     def _watch_others(self, direction: Direction, controller: DelayController) -> None:
         if self.others is None:
             return
-        if self.others.present(0 if direction == UPLOAD else 1):
+        # Sampled whoever asks, so the window stays current for every transfer.
+        others = self.others.present(0 if direction == UPLOAD else 1)
+        if others and not controller.local:
             controller.make_way()
         else:
             controller.take_back()

@@ -33,6 +33,7 @@ from xwch.protocol.wire import (
 )
 from xwch.retry import Retry, RetryPolicy, equal_jitter
 from xwch.transfer.exchange import Reply, exchange
+from xwch.transfer.meter import is_loopback_url
 from xwch.transfer.pacing import UPLOAD, PacketPacer
 from xwch.transfer.packet import PacketCompressor
 
@@ -80,6 +81,7 @@ class Uploader:
         self._reactor = reactor
         self._retry = Retry(retry_policy or equal_jitter(self.BACKOFF_BASE, self.BACKOFF_CAP))
         self._controller = pacer.new_controller()
+        self._controller.local = is_loopback_url(url)
         self._compressor = PacketCompressor()
         self._session = secrets.token_hex(8).encode("ascii")
         self._failures = 0

@@ -237,3 +237,20 @@ def test_a_call_beside_a_lone_upload_is_seen() -> None:
     assert not any(upload(clock, meter, host, watch, call=0, lone=True))
     # Seen once the window has moved past the upload alone (half a second, five packets).
     assert all(upload(clock, meter, host, watch, call=500_000, lone=True)[5:])
+
+
+def test_a_transfer_over_loopback_never_makes_way() -> None:
+    """A transfer with a peer on the same machine shares no link: others' traffic on the
+    interfaces does not slow it."""
+    clock = Clock()
+    host = FakeHost()
+    pacer = PacketPacer(
+        Policy(packet_size=500_000), None, clock, interface=host.counters, watch_others=True
+    )
+    local = pacer.new_controller()
+    local.local = True
+    for _ in range(10):
+        clock.advance(STEP)
+        host.interface[RECEIVED] += int(LINK * STEP)
+        assert pacer.packet_size(DOWNLOAD, local) == 500_000
+    assert pacer.packet_size(DOWNLOAD, pacer.new_controller()) == DelayController.MIN_PACKET
