@@ -21,11 +21,13 @@ it prints:
 
 ``--baseline DIR`` runs the same trials, alternating, with the code of another checkout (made
 with ``git archive COMMIT xwch bench | tar -x -C DIR``): on a shared, noisy machine only
-figures of one run compare. ``--rounds N`` repeats the whole. ``--caps`` also measures the caps
-of issue 3 (a worker's download cap, a warehouse's upload cap, held within 5% over one-second
-windows).
+figures of one run compare. ``--unwatched`` adds this tree without the watch on the host's
+interfaces: what a competitor on another device behind the same router meets, the watch not
+seeing it. ``--rounds N`` repeats the whole. ``--only TEXT`` runs the competitors whose name
+contains it. ``--caps`` also measures the caps of issue 3 (a worker's download cap, a
+warehouse's upload cap, held within 5% over one-second windows).
 
-    sudo .venv/bin/python bench/network_share.py [--baseline DIR] [--rounds N] [--caps]
+    sudo .venv/bin/python bench/network_share.py [--baseline DIR] [--unwatched] [--rounds N]
 
 Needs root and iproute2; says why and exits 0 when they are missing. Prints figures; asserts
 nothing (the namespace tests in tests/integration check behaviour).
@@ -317,6 +319,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--caps", action="store_true", help="also measure the caps")
     parser.add_argument("--only", help="only the competitors whose name contains this")
+    parser.add_argument(
+        "--unwatched",
+        action="store_true",
+        help="also this tree without the watch on the host's interfaces: what a competitor on "
+        "another device (behind the same router) meets",
+    )
     args = parser.parse_args(argv)
     why = lab_unavailable()
     if why:
@@ -326,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.baseline is not None:
         variants.append(Variant("before", args.baseline.resolve(), ()))
     variants.append(Variant("after", ROOT, ("--watch",)))
+    if args.unwatched:
+        variants.append(Variant("unwatched", ROOT, ()))
     share_link(variants, args.rounds, args.only)
     if args.caps:
         caps()

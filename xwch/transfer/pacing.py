@@ -1,11 +1,14 @@
 """How long a sender waits before its next packet, and how big that packet is.
 
-Three things pace a transfer, and the strictest wins:
+Four things pace a transfer, and the strictest wins:
 
 - the communication manager's policy: a packet size and a sleep between two packets, which
   grows with the load it senses on the network;
 - the transfer's own :class:`~xwch.transfer.delay.DelayController`, which reacts within a round
   trip to the queueing delay its packets meet;
+- where the party watches its host (:meth:`PacketPacer.watch_host`), other programs' traffic on
+  the host's interfaces (:class:`~xwch.transfer.others.OtherTraffic`): while it goes a
+  transfer's way, the transfer makes way (its controller drops to its floor rate);
 - the volunteer's or operator's caps on upload and download rates: token buckets that hold at
   most one packet (:class:`~xwch.transfer.bucket.TokenBucket`). Under a cap a packet is at most
   :attr:`PacketPacer.CAP_PACKET_TIME` of it, so the rate over any one-second window stays within

@@ -122,14 +122,14 @@ def test_a_controller_making_way_drops_to_the_floor_and_takes_back_its_rate() ->
     controller.record(500_000, 0.1, 0.001)
     assert controller.rate is None
     controller.make_way()
-    assert controller.rate == DelayController.MIN_RATE
+    assert controller.making_way and controller.rate == DelayController.MIN_RATE
     assert controller.packet_size(500_000) == DelayController.MIN_PACKET
     for _ in range(10):
         clock.advance(controller.delay())
         controller.record(DelayController.MIN_PACKET, 0.01, 0.001)
         assert controller.rate == DelayController.MIN_RATE
     controller.take_back()
-    assert controller.rate is None
+    assert not controller.making_way and controller.rate is None
     assert controller.delay() == 0.0
 
 
