@@ -123,10 +123,10 @@ def test_a_controller_making_way_drops_to_the_floor_and_takes_back_its_rate() ->
     assert controller.rate is None
     controller.make_way()
     assert controller.making_way and controller.rate == DelayController.MIN_RATE
-    assert controller.packet_size(500_000) == DelayController.MIN_PACKET
+    assert controller.packet_size(500_000) == DelayController.WAY_PACKET
     for _ in range(10):
         clock.advance(controller.delay())
-        controller.record(DelayController.MIN_PACKET, 0.01, 0.001)
+        controller.record(DelayController.WAY_PACKET, 0.01, 0.001)
         assert controller.rate == DelayController.MIN_RATE
     controller.take_back()
     assert not controller.making_way and controller.rate is None
@@ -152,13 +152,13 @@ def test_a_pacer_makes_its_transfers_way_while_others_download() -> None:
 
     assert {carry(LINK, 0) for _ in range(10)} == {500_000}
     # Seen at the first step: a tenth of a second of a full link is 20% of the window.
-    assert [carry(30_000, LINK) for _ in range(10)] == [DelayController.MIN_PACKET] * 10
-    download.record(DelayController.MIN_PACKET, 0.01, 0.001)
-    assert download.delay() >= 0.4  # half a second per 16 KiB at 32 KiB/s, its wire time off
+    assert [carry(30_000, LINK) for _ in range(10)] == [DelayController.WAY_PACKET] * 10
+    download.record(DelayController.WAY_PACKET, 0.01, 0.001)
+    assert download.delay() >= 0.1  # an eighth of a second per 4 KiB at 32 KiB/s
     assert pacer.packet_size(UPLOAD, upload) == 500_000
     after = [carry(0, 0) for _ in range(20)]
     held = round(OtherTraffic.QUIET / STEP) - 1
-    assert after[:held] == [DelayController.MIN_PACKET] * held
+    assert after[:held] == [DelayController.WAY_PACKET] * held
     assert after[-1] == 500_000
 
 
@@ -253,4 +253,4 @@ def test_a_transfer_over_loopback_never_makes_way() -> None:
         clock.advance(STEP)
         host.interface[RECEIVED] += int(LINK * STEP)
         assert pacer.packet_size(DOWNLOAD, local) == 500_000
-    assert pacer.packet_size(DOWNLOAD, pacer.new_controller()) == DelayController.MIN_PACKET
+    assert pacer.packet_size(DOWNLOAD, pacer.new_controller()) == DelayController.WAY_PACKET
