@@ -96,6 +96,10 @@ class OtherTraffic:
         if counters is None:
             return
         sample = _Sample(now, counters, self._own())
+        if self._samples and now - self._samples[-1].at > 2 * self.WINDOW:
+            # Nobody asked for a while (no transfer ran): what crossed meanwhile is no news of
+            # now. The window starts afresh.
+            self._samples.clear()
         self._samples.append(sample)
         # Keep one sample at least WINDOW old: the start of the window judged.
         while len(self._samples) > 2 and now - self._samples[1].at >= self.WINDOW:

@@ -97,6 +97,17 @@ def test_others_are_present_until_quiet_for_a_second() -> None:
     assert not any(after[after.index(False) :])
 
 
+def test_a_window_left_from_before_a_pause_starts_afresh() -> None:
+    """Others' download that ended during a pause of XWCH's transfers (nobody asked the
+    watch) does not make the next transfer wait: only what crosses from now on counts."""
+    clock, host, watch = watching()
+    run(clock, host, watch, 1.0, xwch=LINK, others=0)
+    clock.advance(30.0)
+    host.carry(RECEIVED, 0, 20 * LINK)  # others' 100 MB, long done
+    clock.advance(30.0)
+    assert not any(run(clock, host, watch, 2.0, xwch=LINK, others=0))
+
+
 def test_each_direction_is_watched_apart() -> None:
     """Others' uploads do not make a download yield, and the other way round."""
     clock, host, watch = watching()
