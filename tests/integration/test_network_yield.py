@@ -146,9 +146,12 @@ def test_a_download_watching_the_host_makes_way_for_every_competitor(
     competitor: str, tmp_path: Path
 ) -> None:
     """Whatever the competitor (a bulk flow through a deep or short queue, BBR, a call), an
-    XWCH download watching the host's interfaces drops to a trickle within two seconds of its
-    start, having filled most of the link alone before."""
+    XWCH download watching the host's interfaces is down to a trickle a second and a half after
+    it starts, having filled most of the link alone before."""
     shape, flow = COMPETITORS[competitor]
+    why = lab_unavailable()
+    if why:
+        pytest.skip(why)
     if shape.get("aqm") and not qdisc_available("fq_codel"):
         pytest.skip("this kernel has no fq_codel (cubic-shallow-buffer stands in)")
     if flow == "bbr" and not congestion_available("bbr"):
