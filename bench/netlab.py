@@ -30,6 +30,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -68,6 +69,31 @@ def lab_unavailable() -> str | None:
         return f"cannot create a network namespace: {made.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", name], capture_output=True)
     return None
+
+
+def qdisc_available(kind: str) -> bool:
+    """Whether this kernel has the queue discipline ``kind`` (tried in a namespace of its own:
+    some kernels have few, and no modules to load)."""
+    name = f"xwch-probe-{secrets.token_hex(3)}"
+    if subprocess.run(["ip", "netns", "add", name], capture_output=True).returncode != 0:
+        return False
+    try:
+        tried = subprocess.run(
+            ["ip", "netns", "exec", name, "tc", "qdisc", "add", "dev", "lo", "root", kind],
+            capture_output=True,
+        )
+        return tried.returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def congestion_available(name: str) -> bool:
+    """Whether TCP congestion control ``name`` (``bbr``) is built in or loaded."""
+    try:
+        listed = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text()
+    except OSError:
+        return False
+    return name in listed.split()
 
 
 # -- the lab -------------------------------------------------------------------------------
@@ -184,10 +210,13 @@ class Namespaces:
         """Run ``argv`` to its end in the namespace of ``side``; its standard output."""
         return self._run("ip", "netns", "exec", self.names[side], *argv)
 
-    def popen(self, side: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
-        """Start ``argv`` in the namespace of ``side``, with this checkout on PYTHONPATH."""
-        env = dict(kwargs.pop("env", os.environ), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        kwargs.setdefault("cwd", str(ROOT))
+    def popen(
+        self, side: str, argv: Sequence[str], root: Path = ROOT, **kwargs: Any
+    ) -> subprocess.Popen[str]:
+        """Start ``argv`` in the namespace of ``side``, with the checkout ``root`` (this one
+        unless told) on PYTHONPATH."""
+        env = dict(kwargs.pop("env", os.environ), PYTHONPATH=str(root), PYTHONUNBUFFERED="1")
+        kwargs.setdefault("cwd", str(root))
         return subprocess.Popen(
             ["ip", "netns", "exec", self.names[side], *argv], text=True, env=env, **kwargs
         )
@@ -233,15 +262,19 @@ class Lab(Namespaces):
         latency: str = LATENCY,
         burst: str = BURST,
         mtu: int = MTU,
+        aqm: bool = False,
     ) -> None:
+        """``aqm``: the router shapes with htb and queues with fq_codel, as a home router with
+        smart queue management does (flows queued apart, each queue kept near 5 ms), instead of
+        one deep token-bucket queue of ``latency``."""
         super().__init__(("client", "router", "server"))
         try:
-            self._wire(rate, latency, burst, mtu)
+            self._wire(rate, latency, burst, mtu, aqm)
         except BaseException:
             self.close()
             raise
 
-    def _wire(self, rate: str | None, latency: str, burst: str, mtu: int) -> None:
+    def _wire(self, rate: str | None, latency: str, burst: str, mtu: int, aqm: bool) -> None:
         client, router, server = (self.names[s] for s in ("client", "router", "server"))
         # Interface names are per namespace: the same short names in every lab.
         self._run("ip", "link", "add", "c0", "netns", client, "type", "veth",
@@ -261,16 +294,25 @@ class Lab(Namespaces):
         for dev, address in (("r0", "10.77.1.254/24"), ("r1", "10.77.2.254/24")):
             self.exec("router", "ip", "link", "set", dev, "mtu", str(mtu), "up")
             self.exec("router", "ip", "addr", "add", address, "dev", dev)
-            if rate is not None:
+            if rate is not None and aqm:
+                self.exec("router", "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:",
+                          "htb", "default", "1")  # fmt: skip
+                self.exec("router", "tc", "class", "add", "dev", dev, "parent", "1:",
+                          "classid", "1:1", "htb", "rate", rate, "ceil", rate)  # fmt: skip
+                self.exec("router", "tc", "qdisc", "add", "dev", dev, "parent", "1:1",
+                          "fq_codel")  # fmt: skip
+            elif rate is not None:
                 self.exec("router", "tc", "qdisc", "add", "dev", dev, "root", "tbf",
                           "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
         self.exec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
-    def spawn(self, side: str, name: str, *args: str) -> Child:
-        """``python -m bench.netlab ARGS`` in the namespace of ``side`` (client or server)."""
+    def spawn(self, side: str, name: str, *args: str, root: Path = ROOT) -> Child:
+        """``python -m bench.netlab ARGS`` in the namespace of ``side`` (client or server), from
+        the checkout ``root`` (another one: a benchmark's baseline, the code before a change)."""
         popen = self.popen(
             side,
             [sys.executable, "-m", "bench.netlab", *args],
+            root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -367,6 +409,7 @@ def _fetch(args: argparse.Namespace) -> None:
     from xwch.protocol.objects import Source
     from xwch.protocol.worker import Policy
     from xwch.transfer import PacketPacer, download_object
+    from xwch.transfer.meter import host_interface_counters
 
     start_logging("info")
 
@@ -375,7 +418,8 @@ def _fetch(args: argparse.Namespace) -> None:
         None,
         reactor,
         download_cap=args.download_cap,
-        interface=None,
+        interface=host_interface_counters if args.watch else None,
+        watch_others=args.watch,
     )
     meter = pacer.meter
     if args.packets:
@@ -391,6 +435,16 @@ def _fetch(args: argparse.Namespace) -> None:
             lambda: _say({"t": time.monotonic(), "bytes": meter.total_received})
         )
         ticker.start(args.every)
+    others = pacer.others
+    if others is not None:
+        # What the watch judges, a tenth of a second at a time: the bench tells from it how
+        # long XWCH made way, and whether it ever did so alone.
+        watch = task.LoopingCall(
+            lambda: _say(
+                {"watch": time.monotonic(), "others": others.rates[1], "present": others.present(1)}
+            )
+        )
+        watch.start(0.1)
     http = make_http_client(reactor)
     cap = capability.issue(KEY, capability.OP_GET, args.digest, WAREHOUSE_ID, time.time() + 3600)
 
@@ -483,8 +537,63 @@ def _blast(args: argparse.Namespace) -> None:
     conn.connect((args.host, args.port))
     with conn:
         _say({"port": 0})
+        _say({"started": time.monotonic()})
         while True:
             conn.sendall(block)
+
+
+# A datagram of the constant-rate flow: its sequence number and when it was sent (monotonic).
+_DATAGRAM = struct.Struct("!Qd")
+
+
+def _udp_send(args: argparse.Namespace) -> None:
+    """A constant-rate UDP flow, as a video call sends: ``--size`` bytes every size/rate s."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    gap = args.size / args.rate
+    pad = b"\0" * (args.size - _DATAGRAM.size)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as conn:
+        started = time.monotonic()
+        _say({"port": 0})
+        _say({"started": started})
+        seq = 0
+        while True:
+            # On a schedule, not a sleep per datagram: a late wake-up is caught up, so the
+            # rate holds on a loaded machine.
+            due = started + seq * gap
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+            conn.sendto(_DATAGRAM.pack(seq, time.monotonic()) + pad, (args.host, args.port))
+            seq += 1
+
+
+def _udp_sink(args: argparse.Namespace) -> None:
+    """Receives the constant-rate flow: bytes as ``{"t", "bytes"}`` lines, and every datagram
+    as ``[seq, sent, received]`` in ``{"udp": [...]}`` lines, for loss, delay and jitter."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind((args.host, args.port))
+    _say({"port": server.getsockname()[1]})
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.settimeout(args.every)
+    total = 0
+    heard: list[list[float]] = []
+    last = time.monotonic()
+    while True:
+        try:
+            data = server.recv(1 << 16)
+        except TimeoutError:
+            data = b""
+        now = time.monotonic()
+        if len(data) >= _DATAGRAM.size:
+            total += len(data)
+            seq, sent = _DATAGRAM.unpack_from(data)
+            heard.append([seq, sent, now])
+        if now - last >= args.every:
+            _say({"t": now, "bytes": total})
+            if heard:
+                _say({"udp": heard})
+                heard = []
+            last = now
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -507,6 +616,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     fetch.add_argument("--packets", action="store_true")
     # The worker's cache downloads without fsync (worker/crashsafe.py); --durable as warehouses.
     fetch.add_argument("--durable", action="store_true")
+    # Watch the host's interface counters for others' traffic, as a worker does.
+    fetch.add_argument("--watch", action="store_true")
     sink = sub.add_parser("sink")
     sink.add_argument("--host", default="0.0.0.0")
     sink.add_argument("--port", type=int, default=0)
@@ -519,8 +630,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     blast.add_argument("host")
     blast.add_argument("port", type=int)
     blast.add_argument("--congestion", default="cubic")
+    udp_send = sub.add_parser("udp-send")
+    udp_send.add_argument("host")
+    udp_send.add_argument("port", type=int)
+    udp_send.add_argument("--rate", type=float, default=500_000.0)
+    udp_send.add_argument("--size", type=int, default=1000)
+    udp_sink = sub.add_parser("udp-sink")
+    udp_sink.add_argument("--host", default="0.0.0.0")
+    udp_sink.add_argument("--port", type=int, default=0)
+    udp_sink.add_argument("--every", type=float, default=0.1)
     args = parser.parse_args(argv)
-    commands = {"serve": _serve, "fetch": _fetch, "sink": _sink, "get": _get, "blast": _blast}
+    commands = {
+        "serve": _serve,
+        "fetch": _fetch,
+        "sink": _sink,
+        "get": _get,
+        "blast": _blast,
+        "udp-send": _udp_send,
+        "udp-sink": _udp_sink,
+    }
     commands[args.command](args)
 
 

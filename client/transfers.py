@@ -79,7 +79,8 @@ def real_transfers() -> Transfers:
     from xwch.transfer.upload import upload_file
 
     def make_pacer(reactor: IReactorTime, policy: Policy) -> object:
-        return PacketPacer(policy, None, reactor)
+        # The client's uploads and downloads make way for other programs' traffic too.
+        return PacketPacer(policy, None, reactor, watch_others=True)
 
     return Transfers(
         hash_file=sha256_file,

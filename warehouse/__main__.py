@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     service.resource.network.upload.set_rate(args.upload_cap)
     service.resource.network.download.set_rate(args.download_cap)
+    # The warehouse's own transfers (copies from other warehouses) make way for other programs'
+    # traffic on its host, as a worker's do; what it serves is paced by whoever asks for it.
+    service.resource.network.pacer.watch_host()
 
     def run(reactor: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, service, coordinator))

@@ -290,6 +290,7 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         preferences_path=settings.config,
         locate_site=lambda: nearest_site(coordinator, tcp_round_trip(IReactorTCP(reactor), clock)),
         native_launcher=launcher.path,
+        watch_others=True,
     )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
     reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]

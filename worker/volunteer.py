@@ -71,7 +71,10 @@ class Volunteer(MultiService):
         localtime: Callable[[float], time.struct_time] = time.localtime,
         locate_site: LocateSite | None = None,
         native_launcher: Path | None = None,
+        watch_others: bool = False,
     ) -> None:
+        """``watch_others``: transfers make way while other programs' traffic shows on the
+        host's interfaces (the real worker; tests on a fake clock leave it)."""
         super().__init__()
         self._reactor = reactor
         self._coordinator = coordinator
@@ -83,6 +86,7 @@ class Volunteer(MultiService):
             reactor=reactor,
             upload_cap=preferences.upload_rate,
             download_cap=preferences.download_rate,
+            watch_others=watch_others,
         )
         pacer = self.pacer
 

@@ -1,5 +1,8 @@
 """XWCH yields a busy link: in private network namespaces joined by a 40 Mbit/s shaped link, a
-bulk TCP flow that starts while an XWCH download runs gets (nearly) what it gets alone.
+bulk TCP flow that starts while an XWCH download runs gets (nearly) what it gets alone, and a
+download watching the host's interfaces makes way for every kind of competitor: CUBIC through a
+deep buffer, CUBIC behind fq_codel (or, where the kernel lacks it, a shallow buffer), BBR, and a
+constant-rate UDP flow like a video call.
 
 Needs root and iproute2 (as in CI); skipped, saying why, elsewhere. Timing-based only in that it
 measures rates over seconds, with generous margins; the namespaces and every process started in
@@ -11,11 +14,21 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.netlab import RATE_BYTES, Lab, lab_unavailable, make_object
+from bench.netlab import (
+    RATE_BYTES,
+    Child,
+    Lab,
+    congestion_available,
+    lab_unavailable,
+    make_object,
+    qdisc_available,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -33,17 +46,25 @@ def namespaces() -> set[str]:
     return {line.split()[0] for line in listed.splitlines() if line.strip()}
 
 
-@pytest.fixture
-def lab() -> Iterator[Lab]:
+@contextmanager
+def clean_lab(**shape: Any) -> Iterator[Lab]:
+    """A lab shaped as told (skipped, saying why, where namespaces cannot be made), checked at
+    the end for leftover processes and namespaces."""
     why = lab_unavailable()
     if why:
         pytest.skip(why)
     before = namespaces()
-    with Lab() as made:
+    with Lab(**shape) as made:
         spawned = made.children
         yield made
     assert all(child.popen.poll() is not None for child in spawned), "a process outlived the lab"
     assert namespaces() == before, "the lab's namespaces were not all removed"
+
+
+@pytest.fixture
+def lab() -> Iterator[Lab]:
+    with clean_lab() as made:
+        yield made
 
 
 def test_a_bulk_flow_gets_the_link_back_from_an_xwch_download(lab: Lab, tmp_path: Path) -> None:
@@ -81,3 +102,79 @@ def test_a_bulk_flow_gets_the_link_back_from_an_xwch_download(lab: Lab, tmp_path
     assert shared >= 0.8 * solo, (
         f"the bulk flow got {shared / solo:.0%} of its solo rate ({shared:.0f} of {solo:.0f} B/s)"
     )
+
+
+# A competitor: how the router queues (Lab's arguments), and the flow ("udp" for the call).
+COMPETITORS = {
+    "cubic-deep-buffer": ({"latency": "200ms"}, "cubic"),
+    "cubic-fq_codel": ({"aqm": True}, "cubic"),
+    # Where the kernel has no fq_codel: queues kept short by a shallow buffer, which is what
+    # defeats a delay target there too.
+    "cubic-shallow-buffer": ({"latency": "10ms"}, "cubic"),
+    "bbr-deep-buffer": ({"latency": "200ms"}, "bbr"),
+    "video-call-udp": ({"latency": "200ms"}, "udp"),
+}
+# XWCH's rate beside the competitor, measured from this long after it started...
+REACTION = 1.5
+# ... for this long, is at most this share of its rate alone (it drops to 32 KiB/s, under 1%).
+YIELDED = 0.3
+
+
+def start_competitor(lab: Lab, flow: str, tcp_port: str, udp_port: str) -> float:
+    """Start the competing flow from the server to the client; when it started sending."""
+    if flow == "udp":
+        child = lab.spawn("server", "call", "udp-send", lab.CLIENT_ADDRESS, udp_port)
+    else:
+        child = lab.spawn(
+            "server", "tcp", "blast", lab.CLIENT_ADDRESS, tcp_port, "--congestion", flow
+        )
+    return started_at(child)
+
+
+def started_at(child: Child, timeout: float = 20.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for event in list(child.events):
+            if "started" in event:
+                return float(event["started"])
+        time.sleep(0.01)
+    raise AssertionError(f"{child.name} did not start: {child.stderr()}")
+
+
+@pytest.mark.parametrize("competitor", sorted(COMPETITORS))
+def test_a_download_watching_the_host_makes_way_for_every_competitor(
+    competitor: str, tmp_path: Path
+) -> None:
+    """Whatever the competitor (a bulk flow through a deep or short queue, BBR, a call), an
+    XWCH download watching the host's interfaces is down to a trickle a second and a half after
+    it starts, having filled most of the link alone before."""
+    shape, flow = COMPETITORS[competitor]
+    why = lab_unavailable()
+    if why:
+        pytest.skip(why)
+    if shape.get("aqm") and not qdisc_available("fq_codel"):
+        pytest.skip("this kernel has no fq_codel (cubic-shallow-buffer stands in)")
+    if flow == "bbr" and not congestion_available("bbr"):
+        pytest.skip("this kernel has no tcp_bbr")
+    with clean_lab(**shape) as lab:
+        root = tmp_path / "warehouse"
+        digest, size = make_object(root, int(RATE_BYTES * 12))
+        tcp_port = str(lab.spawn("client", "sink", "sink").wait_port())
+        udp_port = str(lab.spawn("client", "udp-sink", "udp-sink").wait_port())
+        server = lab.spawn("server", "warehouse", "serve", str(root))
+        url = f"http://{lab.SERVER_ADDRESS}:{server.wait_port()}"
+        fetch = lab.spawn(
+            "client", "xwch", "fetch", url, digest, str(size), str(tmp_path / "out.bin"),
+            "--packet-size", "500000", "--watch",
+        )  # fmt: skip
+        time.sleep(XWCH_ALONE + 0.5)
+        now = time.monotonic()
+        alone = fetch.rate(now - XWCH_ALONE + 0.5, now)
+        assert alone > 0.6 * RATE_BYTES, f"XWCH alone got {alone:.0f} B/s"
+
+        started = start_competitor(lab, flow, tcp_port, udp_port)
+        time.sleep(REACTION + BOTH)
+        beside = fetch.rate(started + REACTION, started + REACTION + BOTH)
+        assert beside <= YIELDED * alone, (
+            f"beside {competitor}, XWCH kept {beside / alone:.0%} of its rate alone"
+        )

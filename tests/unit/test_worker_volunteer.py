@@ -103,3 +103,19 @@ class VolunteerTests(SynchronousTestCase):
         # The coordinator answered at most one write period before.
         self.assertLessEqual(status["written"] - status["last_contact"], StatusWriter.PERIOD)
         self.assertEqual(self.volunteer.service.suspended, status["governor"]["reason"])
+
+    def test_only_a_worker_told_to_watches_its_host(self) -> None:
+        """Built for a real host (as xwch-worker builds it), a worker's transfers watch the
+        host's interfaces for others' traffic; built on a test clock, they leave them alone."""
+        self.assertIsNone(self.volunteer.pacer.others)
+        watching = Volunteer(
+            self.clock,
+            self.api,
+            warehouses=None,  # type: ignore[arg-type]
+            data_dir=self.root / "other",
+            facts=FACTS,
+            preferences=load_preferences(self.config),
+            sandbox=Sandbox(landlock=False),
+            watch_others=True,
+        )
+        self.assertIsNotNone(watching.pacer.others)

@@ -21,16 +21,15 @@ XWCH alone fills is a link well used.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from twisted.internet.interfaces import IReactorTime
 
 from xwch.protocol.worker import TransfersReport
 from xwch.transfer.delay import DelayController
+from xwch.transfer.meter import is_loopback_url
 from xwch.transfer.window import WindowedExtreme, windowed_max, windowed_min
 
 LINK_WORKER = "worker"
@@ -71,17 +70,6 @@ class LinkEstimate:
 
 def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
-
-
-def is_loopback_url(url: str) -> bool:
-    """Traffic to this URL stays on the machine (and off its interfaces' counters)."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass

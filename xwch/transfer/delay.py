@@ -53,6 +53,11 @@ class DelayController:
     # 2% of the bytes).
     PACKET_TIME = 0.1
     MIN_PACKET = 16 * 1024
+    # ... except while making way for others: 4 KiB every eighth of a second at MIN_RATE. The
+    # headers weigh 10% there, some 3 kB/s, and the pacer looks at the host's counters before
+    # each packet, so the transfer takes the link back within an eighth of a second of the
+    # watch letting it (16 KiB packets would leave half a second between two looks).
+    WAY_PACKET = 4 * 1024
     # The longest wait between two packets: the delay is sampled at least once a second, so a
     # link that became free is noticed within a second or two.
     MAX_GAP = 1.0
@@ -68,6 +73,12 @@ class DelayController:
         self._next_at = reactor.seconds()
         self.queueing_delay = 0.0
         self.last_delay: float | None = None
+        # Making way for others' traffic (see make_way), and the rate to take back after.
+        self._making_way = False
+        self._rate_before: float | None = None
+        # The peer is on this machine (loopback): the packets cross no interface and share no
+        # link, so others' traffic on the interfaces is no reason to make way.
+        self.local = False
 
     @property
     def rate(self) -> float | None:
@@ -83,8 +94,36 @@ class DelayController:
         """The best bytes per second a packet of this transfer made lately."""
         return self._peak.value()
 
+    @property
+    def making_way(self) -> bool:
+        return self._making_way
+
+    def make_way(self) -> None:
+        """Others' traffic goes this transfer's way (seen on the host's interfaces, where no
+        queue need build): down to MIN_RATE from the next packet on, until :meth:`take_back`.
+
+        The floor, not a share: a competitor that is a bulk flow wants the whole link, and a
+        call suffers from any burst; what others leave, XWCH cannot tell from here.
+        """
+        if self._making_way:
+            return
+        self._making_way = True
+        self._rate_before = self._rate
+        self._rate = self.MIN_RATE
+
+    def take_back(self) -> None:
+        """Others are gone: back to the rate held before making way (none, on a link XWCH had
+        to itself), which the delay control corrects from the next packet on."""
+        if not self._making_way:
+            return
+        self._making_way = False
+        self._rate = self._rate_before
+        self._next_at = self._reactor.seconds()
+
     def packet_size(self, largest: int) -> int:
         """The size of the next packet: ``largest`` unless the rate is low."""
+        if self._making_way:
+            return min(largest, self.WAY_PACKET)
         if self._rate is None or largest <= self.MIN_PACKET:
             return largest
         return max(self.MIN_PACKET, min(largest, int(self._rate * self.PACKET_TIME)))
@@ -125,6 +164,9 @@ class DelayController:
         return sample
 
     def _adjust(self, throughput: float | None, peak: float | None) -> None:
+        if self._making_way:
+            # The delays still teach the base delay; the rate stays at the floor till take_back.
+            return
         off_target = (self.TARGET - self.queueing_delay) / self.TARGET
         if off_target >= 0:
             if self._rate is None:

@@ -44,6 +44,7 @@ from xwch.retry import Retry, RetryPolicy, equal_jitter
 from xwch.transfer.digest import BLOCK_SIZE
 from xwch.transfer.durable import fsync_directory
 from xwch.transfer.exchange import Reply, exchange
+from xwch.transfer.meter import is_loopback_url
 from xwch.transfer.pacing import DOWNLOAD, PacketPacer
 from xwch.transfer.packet import PACKET_CHECK_HEADERS, CorruptPacket, chunks_check, decode_chunks
 from xwch.transfer.sink import PartSink
@@ -209,6 +210,7 @@ class Downloader:
     async def _fetch_from(self, source: Source, sink: PartSink) -> None:
         """Fetch packets from one warehouse until done; raise at its first failure."""
         url = f"{source.url.rstrip('/')}/objects/{self._digest}"
+        self._controller.local = is_loopback_url(source.url)
         headers = {
             CAPABILITY_HEADER.encode("ascii"): source.capability.encode("ascii"),
             SESSION_HEADER.encode("ascii"): self._session.encode("ascii"),
@@ -270,7 +272,13 @@ class Downloader:
             packet_headers = dict(headers)
             packet_headers[b"range"] = f"bytes={first}-{first + length - 1}".encode("ascii")
             reply = await exchange(
-                self._http, "GET", url, self._reactor, packet_headers, chunked=True
+                self._http,
+                "GET",
+                url,
+                self._reactor,
+                packet_headers,
+                chunked=True,
+                arrived=lambda size: self._pacer.meter.on_wire(url, 0, size),
             )
             return _Asked(first, length, reply)
 

@@ -8,7 +8,7 @@ answer, good or bad, to :class:`Reply`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,7 @@ async def _exchange(
     data: bytes | None,
     reactor: IReactorTime,
     chunked: bool,
+    arrived: Callable[[int], None] | None,
 ) -> Reply:
     started = reactor.seconds()
     if not chunked and isinstance(http, PooledHttpClient) and url.isascii():
@@ -115,7 +116,15 @@ async def _exchange(
         # A packet of megabytes is kept in the pieces the socket gave, never joined: checked,
         # hashed and written piece by piece, it is copied once less. An error answer is read
         # whole, as Reply.error reads it again.
-        await treq.collect(response, chunks.append)
+        if arrived is None:
+            await treq.collect(response, chunks.append)
+        else:
+
+            def collect(chunk: bytes) -> None:
+                chunks.append(chunk)
+                arrived(len(chunk))
+
+            await treq.collect(response, collect)
     else:
         chunks.append(await response.content())
     return Reply(
@@ -137,14 +146,18 @@ async def exchange(
     data: bytes | None = None,
     timeout: float = REQUEST_TIMEOUT,
     chunked: bool = False,
+    arrived: Callable[[int], None] | None = None,
 ) -> Reply:
     """Send one request and read its whole answer; raise Unreachable if none came.
 
-    ``chunked``: a successful answer's body is kept in the pieces it arrived in (``chunks``).
+    ``chunked``: a successful answer's body is kept in the pieces it arrived in (``chunks``),
+    and ``arrived`` is told the size of each piece as it comes off the socket.
     """
     # The timeout covers the body too (treq's own covers only the headers), and is scheduled
     # on our reactor, so tests drive it with a Clock.
-    d = Deferred.fromCoroutine(_exchange(http, method, url, headers, data, reactor, chunked))
+    d = Deferred.fromCoroutine(
+        _exchange(http, method, url, headers, data, reactor, chunked, arrived)
+    )
     d.addTimeout(timeout, reactor)
     try:
         return await d

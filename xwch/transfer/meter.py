@@ -8,10 +8,14 @@ counters over the same period so the coordinator can tell XWCH's traffic from ev
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 import psutil
 from twisted.internet.interfaces import IReactorTime
@@ -27,21 +31,48 @@ OTHER_PEERS = "other"
 
 
 def host_interface_counters() -> tuple[int, int] | None:
-    """Bytes sent and received by the host's network interfaces, loopback excluded.
-
-    Loopback carries traffic between processes of one machine, which shares no link with anyone.
-    """
+    """Bytes sent and received by the host's network interfaces (see :func:`counted_interfaces`)."""
     try:
         nics = psutil.net_io_counters(pernic=True)
     except (OSError, RuntimeError):
         return None
     sent = received = 0
-    for name, counters in nics.items():
-        if name.startswith("lo"):
-            continue
-        sent += counters.bytes_sent
-        received += counters.bytes_recv
+    for name in counted_interfaces(list(nics), has_device):
+        sent += nics[name].bytes_sent
+        received += nics[name].bytes_recv
     return sent, received
+
+
+def counted_interfaces(names: Sequence[str], physical: Callable[[str], bool]) -> list[str]:
+    """The interfaces whose bytes reach a link: the physical ones, or all but loopback when the
+    host has none (a container, a network namespace).
+
+    Loopback carries traffic between processes of one machine, which shares no link with
+    anyone. Virtual interfaces beside physical ones (a VPN's tunnel, a bridge and the veths of
+    containers) carry bytes that a physical interface carries too: counted twice, a volunteer's
+    own traffic through a VPN would read as someone else's.
+    """
+    names = [name for name in names if not name.startswith("lo")]
+    return [name for name in names if physical(name)] or names
+
+
+@functools.lru_cache(maxsize=64)
+def has_device(name: str) -> bool:
+    """Whether interface ``name`` is backed by a device (Linux's sysfs; elsewhere, taken so)."""
+    if not os.path.isdir("/sys/class/net"):
+        return True
+    return os.path.exists(f"/sys/class/net/{name}/device")
+
+
+def is_loopback_url(url: str) -> bool:
+    """Traffic to this URL stays on the machine (and off its interfaces' counters)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -81,6 +112,47 @@ class TransferMeter:
         # Totals since the meter was made, for whoever watches a transfer (benchmarks, status).
         self.total_sent = 0
         self.total_received = 0
+        # XWCH's bytes over the interfaces (loopback peers excluded) as they leave and arrive,
+        # for telling others' traffic from XWCH's (:class:`~xwch.transfer.others.OtherTraffic`).
+        self._wire = [0, 0]
+        self._unsent = 0
+        self._loopback: dict[str, bool] = {}
+
+    def wire_bytes(self) -> tuple[int, int]:
+        """XWCH's bytes sent and received over the interfaces so far, loopback excluded."""
+        return self._wire[0], self._wire[1]
+
+    def unsent_bytes(self) -> int:
+        """Bytes of packets being sent (handed to a socket, not yet known to have left): some
+        may already be on the wire, uncounted by :meth:`wire_bytes`."""
+        return self._unsent
+
+    def on_wire(self, peer: str, sent: int, received: int) -> None:
+        """Bytes that just left for ``peer`` or came from it (a piece of a packet, counted as
+        it comes off the socket, so the count keeps pace with the interface's)."""
+        if not self._is_loopback(peer):
+            self._wire[0] += sent
+            self._wire[1] += received
+
+    def sending(self, peer: str, size: int) -> None:
+        """A packet of ``size`` bytes handed to the socket for ``peer``, whose bytes leave as
+        the link takes them; :meth:`on_wire` counts them once it is answered."""
+        if not self._is_loopback(peer):
+            self._unsent += size
+
+    def sent(self, peer: str, size: int) -> None:
+        """The packet of :meth:`sending` is answered (or failed): its bytes have left."""
+        if not self._is_loopback(peer):
+            self._unsent = max(0, self._unsent - size)
+            self._wire[0] += size
+
+    def _is_loopback(self, peer: str) -> bool:
+        loopback = self._loopback.get(peer)
+        if loopback is None:
+            if len(self._loopback) >= MAX_REPORTED_PEERS:
+                self._loopback.clear()
+            loopback = self._loopback[peer] = is_loopback_url(peer)
+        return loopback
 
     def record(
         self, peer: str, sent: int, received: int, duration: float, rtt: float | None

@@ -1,11 +1,14 @@
 """How long a sender waits before its next packet, and how big that packet is.
 
-Three things pace a transfer, and the strictest wins:
+Four things pace a transfer, and the strictest wins:
 
 - the communication manager's policy: a packet size and a sleep between two packets, which
   grows with the load it senses on the network;
 - the transfer's own :class:`~xwch.transfer.delay.DelayController`, which reacts within a round
   trip to the queueing delay its packets meet;
+- where the party watches its host (:meth:`PacketPacer.watch_host`), other programs' traffic on
+  the host's interfaces (:class:`~xwch.transfer.others.OtherTraffic`): while it goes a
+  transfer's way, the transfer makes way (its controller drops to its floor rate);
 - the volunteer's or operator's caps on upload and download rates: token buckets that hold at
   most one packet (:class:`~xwch.transfer.bucket.TokenBucket`). Under a cap a packet is at most
   :attr:`PacketPacer.CAP_PACKET_TIME` of it, so the rate over any one-second window stays within
@@ -25,6 +28,7 @@ from xwch.protocol.worker import Policy, TransfersReport
 from xwch.transfer.bucket import TokenBucket, check_rate
 from xwch.transfer.delay import DelayController
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
+from xwch.transfer.others import OtherTraffic
 from xwch.transfer.slots import TransferSlots
 
 Direction = Literal["upload", "download"]
@@ -52,11 +56,15 @@ class PacketPacer:
         upload_bucket: TokenBucket | None = None,
         download_bucket: TokenBucket | None = None,
         interface: InterfaceCounters | None = host_interface_counters,
+        watch_others: bool = False,
     ) -> None:
         """``rate_cap`` caps both directions; ``upload_cap``/``download_cap`` one each.
 
         ``upload_bucket``/``download_bucket`` share caps with other senders (a warehouse's
-        copies and its answers).
+        copies and its answers). ``watch_others``: transfers make way while others' traffic
+        shows on the ``interface`` counters (:class:`~xwch.transfer.others.OtherTraffic`); a
+        party on a real host sets it, tests on a fake clock leave it (the host's counters are
+        not theirs).
         """
         check_rate(rate_cap)
         self._policy = policy
@@ -69,7 +77,19 @@ class PacketPacer:
         self._download = download_bucket or TokenBucket(download_cap, reactor)
         self._paced_one = False
         self.slots = TransferSlots(policy.max_transfers)
+        self._interface = interface
         self.meter = TransferMeter(reactor, interface)
+        self.others: OtherTraffic | None = None
+        if watch_others:
+            self.watch_host()
+
+    def watch_host(self) -> None:
+        """From the next packet on, transfers make way while others' traffic shows on the
+        interface counters (none to watch without them)."""
+        if self.others is None and self._interface is not None:
+            self.others = OtherTraffic(
+                self._reactor, self._interface, self.meter.wire_bytes, self.meter.unsent_bytes
+            )
 
     @property
     def policy(self) -> Policy:
@@ -123,6 +143,7 @@ class PacketPacer:
         """The size of the next packet: the policy's, smaller under a cap or a busy path."""
         size = self._policy.packet_size
         if controller is not None:
+            self._watch_others(direction, controller)
             size = controller.packet_size(size)
         cap = self._bucket(direction).rate
         if cap is not None:
@@ -139,13 +160,26 @@ class PacketPacer:
         # The sleep is between two packets: the first one does not wait for it.
         sleep = self._policy.packet_sleep if self._paced_one else 0.0
         self._paced_one = True
-        own = controller.delay() if controller is not None else 0.0
+        own = 0.0
+        if controller is not None:
+            self._watch_others(direction, controller)
+            own = controller.delay()
         cap = self._bucket(direction).reserve(size, self.packet_size(direction))
         return max(sleep, own, cap, 0.0)
 
     def transfer_report(self) -> TransfersReport:
         """The transfers since the last report, for the coordinator (Work Alive)."""
         return self.meter.take_report()
+
+    def _watch_others(self, direction: Direction, controller: DelayController) -> None:
+        if self.others is None:
+            return
+        # Sampled whoever asks, so the window stays current for every transfer.
+        others = self.others.present(0 if direction == UPLOAD else 1)
+        if others and not controller.local:
+            controller.make_way()
+        else:
+            controller.take_back()
 
     def _bucket(self, direction: Direction) -> TokenBucket:
         return self._upload if direction == UPLOAD else self._download

@@ -33,6 +33,7 @@ from xwch.protocol.wire import (
 )
 from xwch.retry import Retry, RetryPolicy, equal_jitter
 from xwch.transfer.exchange import Reply, exchange
+from xwch.transfer.meter import is_loopback_url
 from xwch.transfer.pacing import UPLOAD, PacketPacer
 from xwch.transfer.packet import PacketCompressor
 
@@ -80,6 +81,7 @@ class Uploader:
         self._reactor = reactor
         self._retry = Retry(retry_policy or equal_jitter(self.BACKOFF_BASE, self.BACKOFF_CAP))
         self._controller = pacer.new_controller()
+        self._controller.local = is_loopback_url(url)
         self._compressor = PacketCompressor()
         self._session = secrets.token_hex(8).encode("ascii")
         self._failures = 0
@@ -171,10 +173,16 @@ class Uploader:
         if encoding is not None:
             headers[PACKET_ENCODING_HEADER.encode("ascii")] = encoding.encode("ascii")
         url = f"{self._object_url}?offset={offset}&size={self._size}"
-        reply = await exchange(self._http, "PUT", url, self._reactor, headers, body)
+        meter = self._pacer.meter
+        meter.sending(url, len(body))
+        try:
+            reply = await exchange(self._http, "PUT", url, self._reactor, headers, body)
+        finally:
+            # Answered or failed, the body has left (as much as will): the interface counted it.
+            meter.sent(url, len(body))
         if reply.code in (200, 201):
             rtt = self._controller.record(len(body), reply.duration, None)
-            self._pacer.meter.record(self._url, len(body), 0, reply.duration, rtt)
+            meter.record(self._url, len(body), 0, reply.duration, rtt)
         return reply
 
     def _headers(self) -> dict[bytes, bytes]:

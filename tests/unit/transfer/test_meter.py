@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 from xwch.protocol.codec import convert
 from xwch.protocol.wire import MAX_REPORTED_PEERS
 from xwch.protocol.worker import TransfersReport
-from xwch.transfer.meter import OTHER_PEERS, TransferMeter
+from xwch.transfer.meter import OTHER_PEERS, TransferMeter, counted_interfaces
 from xwch.transfer.rates import format_rate, parse_rate
 
 
@@ -74,3 +74,12 @@ def test_rates_print_for_people() -> None:
         "512 B/s",
         "4.2 MB/s",
     )
+
+
+def test_only_physical_interfaces_count_when_the_host_has_some() -> None:
+    """A VPN's tunnel and containers' bridges carry bytes a physical interface carries too: left
+    out beside a physical interface; in a container or namespace with none, all but loopback."""
+    physical = {"eth0", "wlan0"}.__contains__
+    names = ["lo", "eth0", "wlan0", "wg0", "docker0", "veth12ab"]
+    assert counted_interfaces(names, physical) == ["eth0", "wlan0"]
+    assert counted_interfaces(["lo", "eth0@if7", "c0"], lambda _: False) == ["eth0@if7", "c0"]
