@@ -23,7 +23,7 @@ from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, make_http_client
 from xwch.logs import start_logging
 from xwch.member_list import keep_learning
-from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
+from xwch.startup import freeze_what_is_loaded, raise_open_file_limit, stop_once_on_signals
 from xwch.transfer.rates import parse_rate
 
 from .metrics import ACCESS_PATH, MetricsAccess, coordinator_check
@@ -93,6 +93,7 @@ def _usage_error(message: str) -> NoReturn:
 async def _run(reactor: Any, service: WarehouseService, coordinator: JsonApi) -> None:
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
     raise_open_file_limit()
+    stop_once_on_signals(reactor)
     service.startService()
     try:
         url = await service.when_listening()

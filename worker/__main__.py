@@ -35,7 +35,7 @@ from xwch.errors import ConfigurationError
 from xwch.http import make_http_client
 from xwch.logs import start_logging
 from xwch.member_list import keep_learning
-from xwch.startup import freeze_what_is_loaded
+from xwch.startup import freeze_what_is_loaded, stop_once_on_signals
 
 from .benchmark import measure_performance
 from .coordinator_starter import (
@@ -264,6 +264,7 @@ def spawn_settings(args: argparse.Namespace) -> SpawnSettings | None:
 
 async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
     clock = IReactorTime(reactor)
+    stop_once_on_signals(reactor)
     host = probe_host()
     if settings.name is not None:
         host = replace(host, name=settings.name)

@@ -33,6 +33,7 @@ from xwch.config import DEFAULT_PORT, write_toml, xwch_home
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.errors import StartFailed
 from xwch.localmonitor import Child, ChildMonitor
+from xwch.startup import stop_once_on_signals
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -247,6 +248,7 @@ def _create_tokens(home: Path, db: str | None) -> dict[str, str]:
 async def run(reactor: Any, args: argparse.Namespace, out: IO[str] = sys.stderr) -> None:
     home = xwch_home()
     home.mkdir(parents=True, exist_ok=True)
+    stop_once_on_signals(reactor)
     platform = LocalPlatform(reactor, home, out, restart=not args.no_restart)
     # SIGINT/SIGTERM stop the reactor; shutdown waits for every child to stop first.
     reactor.addSystemEventTrigger(

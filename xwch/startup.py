@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import gc
 import resource
+import signal
 from collections.abc import Callable
+from typing import Any
 
 
 def freeze_what_is_loaded() -> None:
@@ -46,3 +48,23 @@ def raise_open_file_limit(
             return soft
         return wanted
     return soft
+
+
+def stop_once_on_signals(reactor: Any) -> None:
+    """SIGTERM or SIGINT stop the reactor once; another while it stops is ignored.
+
+    Twisted's own handlers call ``reactor.stop`` at every signal, and the second, while the
+    reactor is already stopping (a supervisor that signals twice, Ctrl-C pressed again), logs a
+    ReactorNotRunning traceback. Call it from within the running reactor: Twisted installs its
+    handlers as it starts.
+    """
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stopping:
+            return
+        stopping.append(signum)
+        (reactor.sigInt if signum == signal.SIGINT else reactor.sigTerm)(signum, None)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)

@@ -1,55 +1,49 @@
-"""What every program does once started (xwch/startup.py)."""
+"""A second SIGTERM or SIGINT while the reactor stops is ignored (no ReactorNotRunning)."""
 
 from __future__ import annotations
 
-import resource
+import signal
+from collections.abc import Iterator
 
-from xwch.startup import OPEN_FILES_WANTED, raise_open_file_limit
+import pytest
 
-
-class Limits:
-    """Stands in for getrlimit/setrlimit."""
-
-    def __init__(self, soft: int, hard: int, refuse: bool = False) -> None:
-        self.soft, self.hard, self.refuse = soft, hard, refuse
-
-    def get(self, which: int) -> tuple[int, int]:
-        assert which == resource.RLIMIT_NOFILE
-        return self.soft, self.hard
-
-    def set(self, which: int, limits: tuple[int, int]) -> None:
-        if self.refuse:
-            raise ValueError("not permitted")
-        self.soft, self.hard = limits
+from xwch.startup import stop_once_on_signals
 
 
-def test_the_soft_limit_rises_to_the_hard_one() -> None:
-    limits = Limits(1024, 4096)
-    assert raise_open_file_limit(limits.get, limits.set) == 4096
-    assert (limits.soft, limits.hard) == (4096, 4096)
+class FakeReactor:
+    def __init__(self) -> None:
+        self.told: list[str] = []
+
+    def sigTerm(self, number: int, frame: object) -> None:
+        self.told.append("term")
+
+    def sigInt(self, number: int, frame: object) -> None:
+        self.told.append("int")
 
 
-def test_a_high_hard_limit_is_not_taken_whole() -> None:
-    limits = Limits(1024, resource.RLIM_INFINITY)
-    assert raise_open_file_limit(limits.get, limits.set) == OPEN_FILES_WANTED
+@pytest.fixture
+def restored_handlers() -> Iterator[None]:
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
 
 
-def test_a_soft_limit_already_high_is_left_alone() -> None:
-    limits = Limits(100_000, 200_000)
-    assert raise_open_file_limit(limits.get, limits.set) == 100_000
-    assert limits.soft == 100_000
+@pytest.mark.usefixtures("restored_handlers")
+def test_the_first_signal_stops_and_the_others_are_ignored() -> None:
+    reactor = FakeReactor()
+    stop_once_on_signals(reactor)
+    handler = signal.getsignal(signal.SIGTERM)
+    assert callable(handler)
+    handler(signal.SIGTERM, None)
+    handler(signal.SIGTERM, None)
+    signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # type: ignore[operator]
+    assert reactor.told == ["term"]
 
 
-def test_a_refusal_keeps_the_limit_as_it_was() -> None:
-    limits = Limits(1024, 4096, refuse=True)
-    assert raise_open_file_limit(limits.get, limits.set) == 1024
-
-
-def test_the_real_limit_is_raised_within_what_is_allowed() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    try:
-        now = raise_open_file_limit()
-        assert now >= soft
-        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+@pytest.mark.usefixtures("restored_handlers")
+def test_ctrl_c_stops_as_sigint() -> None:
+    reactor = FakeReactor()
+    stop_once_on_signals(reactor)
+    signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # type: ignore[operator]
+    assert reactor.told == ["int"]

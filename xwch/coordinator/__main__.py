@@ -232,7 +232,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
     from twisted.internet.error import CannotListenError
 
     from xwch.coordinator.assembly import CoordinatorConfig, make_coordinator
-    from xwch.startup import freeze_what_is_loaded, raise_open_file_limit
+    from xwch.startup import freeze_what_is_loaded, raise_open_file_limit, stop_once_on_signals
     from xwch.store.schema import SchemaTooNew
 
     config = CoordinatorConfig(
@@ -256,6 +256,7 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
         worker_log=(args.data or xwch_home() / "coordinator") / "started-workers.log",
     )
     raise_open_file_limit()
+    stop_once_on_signals(reactor)
     try:
         coordinator = await make_coordinator(config, reactor)  # type: ignore[arg-type]
     except (DBAPIError, SchemaTooNew) as e:
