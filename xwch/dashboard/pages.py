@@ -31,7 +31,7 @@ NONE = "\u2013"
 # Rows of a job's task table at most.
 TABLE_MOST = 1000
 # The order of the progress bar's parts: what is finished first, what waits last.
-BAR_ORDER = ("done", "failed", "cancelled", "running", "ready", "blocked")
+BAR_ORDER = ("done", "failed", "cancelled", "running", "assigned", "ready", "blocked")
 
 
 def frame(title: str, current: str, main: str) -> str:
@@ -164,7 +164,8 @@ def table_rows(tasks: Sequence[TaskInfo]) -> list[TaskInfo]:
     table of 100,000 rows helps nobody and costs the coordinator a render at every refresh."""
     if len(tasks) <= TABLE_MOST:
         return list(tasks)
-    urgent = [i for i, t in enumerate(tasks) if t.state in ("failed", "running")][:TABLE_MOST]
+    first = ("failed", "running", "assigned")
+    urgent = [i for i, t in enumerate(tasks) if t.state in first][:TABLE_MOST]
     chosen = set(urgent)
     for i in range(len(tasks)):
         if len(chosen) >= TABLE_MOST:
