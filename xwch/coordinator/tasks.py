@@ -858,11 +858,11 @@ class TasksManager:
                 task=t.spec.id,
             )
         self._forget_attempt(attempt, result.duration if succeeded else None)
-        if not attempt.begun:
-            # It ran between two Work Alives: it started then, by its own account.
-            change.task_updates.append(
-                TaskUpdate(job.id, (t.spec.id,), {"started": now - result.duration})
-            )
+        # It ran between two Work Alives: it started then, by its own account (written with
+        # the task's end when it succeeded: one row update fewer a task).
+        started = None if attempt.begun else now - result.duration
+        if started is not None and not succeeded:
+            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"started": started}))
         change.attempt_updates.append(
             AttemptUpdate(
                 id=attempt.id,
@@ -890,7 +890,7 @@ class TasksManager:
             change.outputs.extend(
                 OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
             )
-            self._task_done(job, t, now, change)
+            self._task_done(job, t, now, change, started)
         else:
             self.health.failed(worker_id)
             t.failed_on.add(worker_id)
@@ -899,7 +899,9 @@ class TasksManager:
         await self._record(change)
         return True
 
-    def _task_done(self, job: JobState, t: TaskState, now: float, change: Change) -> None:
+    def _task_done(
+        self, job: JobState, t: TaskState, now: float, change: Change, started: float | None = None
+    ) -> None:
         if t.relaunch is not None and t.relaunch.active():
             t.relaunch.cancel()
         self.scheduler.remove((job.id, t.spec.id))
@@ -907,9 +909,10 @@ class TasksManager:
         self._cancel_running(t, now, "another attempt finished first", change)
         t.state = TASK_DONE
         job.remaining -= 1
-        change.task_updates.append(
-            TaskUpdate(job.id, (t.spec.id,), {"state": TASK_DONE, "ended": now})
-        )
+        values: dict[str, object] = {"state": TASK_DONE, "ended": now}
+        if started is not None:
+            values["started"] = started
+        change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), values))
         newly_ready = []
         for dependent_id in t.dependents:
             dependent = job.tasks[dependent_id]
