@@ -289,7 +289,7 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
         if figures.errors:
             print(f"        last error: {figures.last_error}", flush=True)
         previous = (target, rss)
-        if not lat or p99 > 1.0:
+        if lat and p99 > 1.0:
             break
     for w in workers:
         w.stopped = True
