@@ -37,7 +37,7 @@ from xwch.coordinator.leadership import ApiSwitch, Leadership
 from xwch.coordinator.managers import Managers, ManagersConfig, make_managers
 from xwch.coordinator.members import DEFAULT_LEASE, Membership
 from xwch.coordinator.scanner import Scanner
-from xwch.coordinator.scheduler import POLICY_LOCALITY, Scheduler
+from xwch.coordinator.scheduler import Scheduler
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRequest
@@ -50,22 +50,12 @@ from xwch.store.database import Database
 from xwch.store.group_locks import Fence
 
 
-@dataclass(frozen=True)
-class CoordinatorConfig:
+@dataclass(frozen=True, kw_only=True)
+class CoordinatorConfig(ManagersConfig):
+    """Everything a coordinator is started with: the managers' settings and its own."""
+
     db_url: str
     listen: str = "tcp:8750"
-    alive_interval: float | None = None
-    alive_timeout: float | None = None
-    # How many warehouses should hold each object (capped by how many there are).
-    replicas: int = 2
-    scan_interval: float | None = None
-    heartbeat_interval: float | None = None
-    warehouse_timeout: float | None = None
-    # The scheduling policy: "locality" (data locality, speed, fair share) or "fifo".
-    scheduler: str = POLICY_LOCALITY
-    # Default transfer rates (bytes/s) within a site and between sites, until measured.
-    site_rate: float | None = None
-    wan_rate: float | None = None
     # The URL other parts reach this coordinator at (default: the address it listens on).
     public_url: str | None = None
     # How long a silent member of the platform keeps what it holds.
@@ -298,20 +288,6 @@ class ServedByManagers(Resource):
         return self._pick(managers).render(request)  # type: ignore[no-any-return]
 
 
-def managers_config(config: CoordinatorConfig) -> ManagersConfig:
-    return ManagersConfig(
-        alive_interval=config.alive_interval,
-        alive_timeout=config.alive_timeout,
-        replicas=config.replicas,
-        scan_interval=config.scan_interval,
-        heartbeat_interval=config.heartbeat_interval,
-        warehouse_timeout=config.warehouse_timeout,
-        scheduler=config.scheduler,
-        site_rate=config.site_rate,
-        wan_rate=config.wan_rate,
-    )
-
-
 def _load(coordinator: Coordinator | None) -> tuple[int, int]:
     """(workers known, attempts running) of a member, told at each renewal."""
     managers = None if coordinator is None else coordinator.managers
@@ -333,11 +309,10 @@ async def make_coordinator(
     # Several coordinators may share a PostgreSQL store; SQLite has one (store_lock.py).
     shared = db.engine.dialect.name == "postgresql"
     copy = request_copy or copy_requester(make_http_client(cast(Any, reactor)))
-    tuning = managers_config(config)
     try:
         await db.migrate()
         key = await db.read(tokens.capability_key_thd)
-        managers = None if shared else await make_managers(tuning, reactor, db, key, copy)
+        managers = None if shared else await make_managers(config, reactor, db, key, copy)
     except BaseException:
         db.stop()
         raise
@@ -357,7 +332,7 @@ async def make_coordinator(
     if shared:
 
         def build(fence: Fence) -> Awaitable[Managers]:
-            return make_managers(tuning, reactor, db, key, copy, fence)
+            return make_managers(config, reactor, db, key, copy, fence)
 
         leadership = Leadership(reactor, membership, groups, build, lambda m: holder[0].serve(m))
         # A standby holds a request until a member serves: at most a lease and a little.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 
 from xwch.coordinator.api import CoordinatorApi, map_error
@@ -36,17 +37,22 @@ from xwch.store.database import Database
 from xwch.store.group_locks import Fence
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ManagersConfig:
-    """What the managers are tuned by (see ``CoordinatorConfig`` for each)."""
+    """What the managers are tuned by; ``CoordinatorConfig`` adds the rest of a coordinator's
+    settings."""
 
+    # Seconds between a worker's Work Alive signals, and the silence after which it is lost.
     alive_interval: float | None = None
     alive_timeout: float | None = None
+    # How many warehouses should hold each object (capped by how many there are).
     replicas: int = 2
     scan_interval: float | None = None
     heartbeat_interval: float | None = None
     warehouse_timeout: float | None = None
+    # The scheduling policy: "locality" (data locality, speed, fair share) or "fifo".
     scheduler: str = POLICY_LOCALITY
+    # Default transfer rates (bytes/s) within a site and between sites, until measured.
     site_rate: float | None = None
     wan_rate: float | None = None
 
@@ -97,6 +103,10 @@ class Managers(MultiService):
         HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
         # Its event streams are held requests too: ended as the managers stop.
         dashboard.live.setServiceParent(self)
+
+    def stopService(self) -> Deferred[None]:
+        self.dashboard.unhook()
+        return cast("Deferred[None]", super().stopService())
 
 
 def make_scheduler(
