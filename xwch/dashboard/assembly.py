@@ -8,7 +8,7 @@ through the API's handlers (``views``), the workers' signals as they pass the AP
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,9 @@ class Dashboard:
     resource: DashboardResource
     metrics_resource: MetricsResource
     routes: list[Route]  # the API's routes for login codes and metrics access
+    # Takes the dashboard's listener off the store, which outlives it: a member builds new
+    # managers, and a new dashboard, each time it takes the lead.
+    unhook: Callable[[], None]
 
 
 def make_dashboard(
@@ -58,6 +61,11 @@ def make_dashboard(
     metrics = CoordinatorMetrics()
     communication.on_work_request_served.append(metrics.work_request_seconds.observe)
     db.on_commit.append(metrics.commit_seconds.observe)
+
+    def unhook() -> None:
+        if metrics.commit_seconds.observe in db.on_commit:
+            db.on_commit.remove(metrics.commit_seconds.observe)
+
     traffic = TrafficHistory(
         clock, peer_sites(lambda: {w.url: w.site for w in catalog.warehouses.values()})
     )
@@ -146,4 +154,5 @@ def make_dashboard(
                 "Whether a token may read metrics (warehouses ask it of their scrapers' tokens)",
             ),
         ],
+        unhook=unhook,
     )

@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.unit.coordinator.harness import CoordinatorTestCase
 from xwch.coordinator.leadership import Leadership, NoneServing
 from xwch.store.group_locks import GroupLock
 from xwch.store.members import MemberRecord
@@ -83,3 +84,15 @@ class ServingUrlTests(SynchronousTestCase):
         d = ensureDeferred(self.leadership.serving_url(3.0))
         self.clock.advance(3.5)
         self.failureResultOf(d, NoneServing)
+
+
+class DroppedManagersTests(CoordinatorTestCase):
+    def test_managers_stopped_leave_no_listener_on_the_store(self) -> None:
+        """A member builds new managers each time it takes the lead; the store, which outlives
+        them, must not keep the old ones' listeners."""
+        managers = self.coordinator.managers
+        assert managers is not None
+        self.assertEqual(len(self.db.on_commit), 1)
+        managers.startService()
+        managers.stopService()
+        self.assertEqual(self.db.on_commit, [])
