@@ -13,7 +13,7 @@ Any other treq-like client (``StubTreq`` in tests) is called through ``request``
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -338,7 +338,7 @@ class JsonApi:
             return url, raw, code
 
     async def _exchange_once(
-        self, method: str, path: str, data: bytes | None, unreachable: set[str]
+        self, method: str, path: str, data: bytes | None, unreachable: Collection[str]
     ) -> tuple[str, bytes, int]:
         url = self.base_url + path
         try:
@@ -370,7 +370,7 @@ class JsonApi:
         method: str,
         url: str,
         data: bytes | None,
-        unreachable: set[str] = frozenset(),  # type: ignore[assignment]
+        unreachable: Collection[str] = (),
     ) -> Deferred[Answer]:
         """One exchange on the client's bare ``Agent``; a timeout is a silence (Unreachable)."""
         headers = self._agent_headers(data is not None)
