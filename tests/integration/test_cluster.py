@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tests.integration.support import (
 )
 from tests.private_postgres import PrivatePostgres
 from xwch.localprocess import LocalPlatformProcess
+from xwch.protocol.wire import ATTEMPT_SUCCEEDED
 from xwch.store.schema import attempts, coordinators, group_locks
 
 pytestmark = pytest.mark.integration
@@ -75,25 +77,29 @@ def slow_job(folder: Path, tasks: int = 16, seconds: float = 1.0) -> Path:
     )
 
 
+def read_store(store: str, query: sa.Select[Any]) -> list[Any]:
+    """The rows of one query on the store, read from this test's own connection."""
+    engine = sa.create_engine(store)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(query).all())
+    finally:
+        engine.dispose()
+
+
 def serving(platform: LocalPlatformProcess, store: str) -> dict[str, Any]:
     """The coordinator of local.json holding the lead group, by the store (asking a
     coordinator could reach the one frozen)."""
 
     def find() -> dict[str, Any] | None:
-        engine = sa.create_engine(store)
-        try:
-            with engine.connect() as conn:
-                url = conn.execute(
-                    sa.select(coordinators.c.url)
-                    .select_from(
-                        group_locks.join(coordinators, coordinators.c.id == group_locks.c.holder)
-                    )
-                    .where(group_locks.c.id == "g1")
-                ).scalar()
-        finally:
-            engine.dispose()
+        rows = read_store(
+            store,
+            sa.select(coordinators.c.url)
+            .select_from(group_locks.join(coordinators, coordinators.c.id == group_locks.c.holder))
+            .where(group_locks.c.id == "g1"),
+        )
         for child in platform.state()["coordinators"]:
-            if child["url"] == url:
+            if rows and child["url"] == rows[0].url:
                 return child  # type: ignore[no-any-return]
         return None
 
@@ -101,30 +107,16 @@ def serving(platform: LocalPlatformProcess, store: str) -> dict[str, Any]:
 
 
 def lead_epoch(store: str) -> int:
-    engine = sa.create_engine(store)
-    try:
-        with engine.connect() as conn:
-            epoch = conn.execute(
-                sa.select(group_locks.c.epoch).where(group_locks.c.id == "g1")
-            ).scalar()
-    finally:
-        engine.dispose()
-    return int(epoch or 0)
+    rows = read_store(store, sa.select(group_locks.c.epoch).where(group_locks.c.id == "g1"))
+    return int(rows[0].epoch) if rows else 0
 
 
 def succeeded_attempts(store: str) -> dict[str, int]:
-    engine = sa.create_engine(store)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(attempts.c.task_id).where(attempts.c.state == "succeeded")
-            ).all()
-    finally:
-        engine.dispose()
-    counts: dict[str, int] = {}
-    for (task_id,) in rows:
-        counts[task_id] = counts.get(task_id, 0) + 1
-    return counts
+    """Task id -> how many of its attempts the store has as succeeded."""
+    rows = read_store(
+        store, sa.select(attempts.c.task_id).where(attempts.c.state == ATTEMPT_SUCCEEDED)
+    )
+    return dict(Counter(row.task_id for row in rows))
 
 
 def submit(platform: LocalPlatformProcess, path: Path) -> str:
