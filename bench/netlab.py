@@ -4,7 +4,10 @@ A :class:`Lab` is two private network namespaces (a client host and a server hos
 through a third (a router) whose interfaces are shaped with ``tc`` (a token bucket of ``rate``
 with a queue of ``latency``, MTU 1500 like an Ethernet link), and the processes started in them,
 each reporting on standard output. It is removed, processes and all, when the ``with`` block
-ends.
+ends. Asked, the client's side of the router is a home network: a ``laptop`` (another device)
+beside the client on the router's bridge, and the router answering UPnP as a home router does
+(``miniupnpd``, Debian's package of the daemon many routers run), counting its Internet side;
+the shaped link is then the home's line, between the router and an ISP's.
 
 Run as a program, this module is one of those processes::
 
@@ -85,6 +88,13 @@ def qdisc_available(kind: str) -> bool:
         return tried.returncode == 0
     finally:
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def gateway_unavailable() -> str | None:
+    """Why the lab's router cannot answer UPnP here (None: it can)."""
+    if shutil.which("miniupnpd") is None:
+        return "miniupnpd is not installed (apt-get install miniupnpd)"
+    return None
 
 
 def congestion_available(name: str) -> bool:
@@ -171,6 +181,16 @@ def stop_process(popen: subprocess.Popen[Any], timeout: float = 5.0) -> None:
             popen.wait()
 
 
+class Daemon:
+    """A process in the lab that reports nothing (its output goes to a file)."""
+
+    def __init__(self, popen: subprocess.Popen[Any]) -> None:
+        self.popen = popen
+
+    def stop(self) -> None:
+        stop_process(self.popen)
+
+
 class Stoppable(Protocol):
     """What a lab stops when it closes: :class:`Child`, or a bench's own process wrapper."""
 
@@ -254,7 +274,9 @@ class Lab(Namespaces):
     """
 
     CLIENT_ADDRESS = "10.77.1.1"
+    LAPTOP_ADDRESS = "10.77.1.2"
     SERVER_ADDRESS = "10.77.2.1"
+    ROUTER_LAN = "10.77.1.254"
 
     def __init__(
         self,
@@ -263,11 +285,17 @@ class Lab(Namespaces):
         burst: str = BURST,
         mtu: int = MTU,
         aqm: bool = False,
+        home: bool = False,
     ) -> None:
         """``aqm``: the router shapes with htb and queues with fq_codel, as a home router with
         smart queue management does (flows queued apart, each queue kept near 5 ms), instead of
-        one deep token-bucket queue of ``latency``."""
-        super().__init__(("client", "router", "server"))
+        one deep token-bucket queue of ``latency``. ``home``: the client is one device of a
+        home network, a ``laptop`` beside it behind the same router, which answers UPnP
+        (:meth:`start_gateway`), and an ISP's router between it and the server (see
+        :meth:`_wire_home`)."""
+        roles = ("client", "router", "server") + (("laptop", "isp") if home else ())
+        super().__init__(roles)
+        self.home = home
         try:
             self._wire(rate, latency, burst, mtu, aqm)
         except BaseException:
@@ -275,39 +303,126 @@ class Lab(Namespaces):
             raise
 
     def _wire(self, rate: str | None, latency: str, burst: str, mtu: int, aqm: bool) -> None:
+        if self.home:
+            self._wire_home(rate, latency, burst, mtu, aqm)
+            return
         client, router, server = (self.names[s] for s in ("client", "router", "server"))
         # Interface names are per namespace: the same short names in every lab.
         self._run("ip", "link", "add", "c0", "netns", client, "type", "veth",
                   "peer", "name", "r0", "netns", router)  # fmt: skip
         self._run("ip", "link", "add", "s0", "netns", server, "type", "veth",
                   "peer", "name", "r1", "netns", router)  # fmt: skip
-        plan = [
-            ("client", "c0", f"{self.CLIENT_ADDRESS}/24", "10.77.1.254"),
+        self._hosts(
+            mtu,
+            ("client", "c0", f"{self.CLIENT_ADDRESS}/24", self.ROUTER_LAN),
             ("server", "s0", f"{self.SERVER_ADDRESS}/24", "10.77.2.254"),
-        ]
+        )
+        self.exec("router", "ip", "link", "set", "lo", "up")
+        for dev, address in (("r0", f"{self.ROUTER_LAN}/24"), ("r1", "10.77.2.254/24")):
+            self.exec("router", "ip", "link", "set", dev, "mtu", str(mtu), "up")
+            self.exec("router", "ip", "addr", "add", address, "dev", dev)
+            self._shape("router", dev, rate, latency, burst, aqm)
+        self.exec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def _wire_home(self, rate: str | None, latency: str, burst: str, mtu: int, aqm: bool) -> None:
+        """client and laptop on the home router's bridge; the router's Internet side (``r1``)
+        to an ISP's router, whose queue towards the home is the bottleneck of downloads (a
+        modem's line: its drops never reach the home router's counters), and the server
+        beyond it; the home router's own queue towards the ISP, the bottleneck of uploads."""
+        n = self.names
+        self._run("ip", "link", "add", "c0", "netns", n["client"], "type", "veth",
+                  "peer", "name", "r0", "netns", n["router"])  # fmt: skip
+        self._run("ip", "link", "add", "l0", "netns", n["laptop"], "type", "veth",
+                  "peer", "name", "r2", "netns", n["router"])  # fmt: skip
+        self._run("ip", "link", "add", "r1", "netns", n["router"], "type", "veth",
+                  "peer", "name", "i1", "netns", n["isp"])  # fmt: skip
+        self._run("ip", "link", "add", "s0", "netns", n["server"], "type", "veth",
+                  "peer", "name", "i0", "netns", n["isp"])  # fmt: skip
+        self._hosts(
+            mtu,
+            ("client", "c0", f"{self.CLIENT_ADDRESS}/24", self.ROUTER_LAN),
+            ("laptop", "l0", f"{self.LAPTOP_ADDRESS}/24", self.ROUTER_LAN),
+            ("server", "s0", f"{self.SERVER_ADDRESS}/24", "10.77.2.254"),
+            ("router", "r1", "10.77.3.1/24", "10.77.3.254"),
+        )
+        # The home's devices on one bridge, the router's LAN side.
+        self.exec("router", "ip", "link", "add", "br0", "type", "bridge")
+        for port in ("r0", "r2"):
+            self.exec("router", "ip", "link", "set", port, "mtu", str(mtu), "master", "br0")
+            self.exec("router", "ip", "link", "set", port, "up")
+        self.exec("router", "ip", "link", "set", "br0", "mtu", str(mtu), "up")
+        self.exec("router", "ip", "addr", "add", f"{self.ROUTER_LAN}/24", "dev", "br0")
+        self.exec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self._shape("router", "r1", rate, latency, burst, aqm)
+        self.exec("isp", "ip", "link", "set", "lo", "up")
+        for dev, address in (("i0", "10.77.2.254/24"), ("i1", "10.77.3.254/24")):
+            self.exec("isp", "ip", "link", "set", dev, "mtu", str(mtu), "up")
+            self.exec("isp", "ip", "addr", "add", address, "dev", dev)
+        self.exec("isp", "ip", "route", "add", "10.77.1.0/24", "via", "10.77.3.1")
+        self.exec("isp", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self._shape("isp", "i1", rate, latency, burst, aqm)
+
+    def _hosts(self, mtu: int, *plan: tuple[str, str, str, str]) -> None:
+        """Each (side, device, address, gateway): the device up with its address and the
+        default route through the gateway."""
         for side, dev, address, gateway in plan:
             self.exec(side, "ip", "link", "set", "lo", "up")
             self.exec(side, "ip", "link", "set", dev, "mtu", str(mtu), "up")
             self.exec(side, "ip", "addr", "add", address, "dev", dev)
             self.exec(side, "ip", "route", "add", "default", "via", gateway)
-        self.exec("router", "ip", "link", "set", "lo", "up")
-        for dev, address in (("r0", "10.77.1.254/24"), ("r1", "10.77.2.254/24")):
-            self.exec("router", "ip", "link", "set", dev, "mtu", str(mtu), "up")
-            self.exec("router", "ip", "addr", "add", address, "dev", dev)
-            if rate is not None and aqm:
-                self.exec("router", "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:",
-                          "htb", "default", "1")  # fmt: skip
-                self.exec("router", "tc", "class", "add", "dev", dev, "parent", "1:",
-                          "classid", "1:1", "htb", "rate", rate, "ceil", rate)  # fmt: skip
-                self.exec("router", "tc", "qdisc", "add", "dev", dev, "parent", "1:1",
-                          "fq_codel")  # fmt: skip
-            elif rate is not None:
-                self.exec("router", "tc", "qdisc", "add", "dev", dev, "root", "tbf",
-                          "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
-        self.exec("router", "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def _shape(
+        self, side: str, dev: str, rate: str | None, latency: str, burst: str, aqm: bool
+    ) -> None:
+        """What ``dev`` of ``side`` sends goes at ``rate`` through its queue (see __init__)."""
+        if rate is not None and aqm:
+            self.exec(side, "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:",
+                      "htb", "default", "1")  # fmt: skip
+            self.exec(side, "tc", "class", "add", "dev", dev, "parent", "1:",
+                      "classid", "1:1", "htb", "rate", rate, "ceil", rate)  # fmt: skip
+            self.exec(side, "tc", "qdisc", "add", "dev", dev, "parent", "1:1",
+                      "fq_codel")  # fmt: skip
+        elif rate is not None:
+            self.exec(side, "tc", "qdisc", "add", "dev", dev, "root", "tbf",
+                      "rate", rate, "burst", burst, "latency", latency)  # fmt: skip
+
+    def start_gateway(self, config_dir: Path) -> None:
+        """The router answers UPnP on the home's side, counting its Internet side (``r1``), as
+        a home router running miniupnpd does; stopped with the lab."""
+        assert self.home, "a gateway needs the home network (home=True)"
+        config = config_dir / "miniupnpd.conf"
+        config.write_text(
+            "ext_ifname=r1\n"
+            "listening_ip=br0\n"
+            "port=0\n"
+            "enable_upnp=yes\n"
+            "enable_natpmp=no\n"
+            "secure_mode=yes\n"
+            "system_uptime=yes\n"
+            f"uuid=00000000-0000-4000-8000-{secrets.token_hex(6)}\n"
+            "deny 0-65535 0.0.0.0/0 0-65535\n"
+        )
+        log = config_dir / "miniupnpd.log"
+        with log.open("w") as out:
+            popen = self.popen(
+                "router",
+                ["miniupnpd", "-d", "-f", str(config), "-P", str(config_dir / "miniupnpd.pid")],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.children.append(Daemon(popen))
+        # Ready when it listens for the description's requests (on a port it picks).
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            if popen.poll() is not None:
+                raise RuntimeError(f"miniupnpd did not start: {log.read_text()[-2000:]}")
+            if "miniupnpd" in self.exec("router", "ss", "-ltnpH"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"miniupnpd did not listen within 10 s: {log.read_text()[-2000:]}")
 
     def spawn(self, side: str, name: str, *args: str, root: Path = ROOT) -> Child:
-        """``python -m bench.netlab ARGS`` in the namespace of ``side`` (client or server), from
+        """``python -m bench.netlab ARGS`` in the namespace of ``side`` (client, laptop, server), from
         the checkout ``root`` (another one: a benchmark's baseline, the code before a change)."""
         popen = self.popen(
             side,
@@ -421,6 +536,10 @@ def _fetch(args: argparse.Namespace) -> None:
         interface=host_interface_counters if args.watch else None,
         watch_others=args.watch,
     )
+    if args.watch_gateway:
+        from twisted.internet.threads import deferToThread
+
+        pacer.watch_gateway(deferToThread)
     meter = pacer.meter
     if args.packets:
         record = meter.record
@@ -435,13 +554,17 @@ def _fetch(args: argparse.Namespace) -> None:
             lambda: _say({"t": time.monotonic(), "bytes": meter.total_received})
         )
         ticker.start(args.every)
-    others = pacer.others
-    if others is not None:
-        # What the watch judges, a tenth of a second at a time: the bench tells from it how
+    watches = [w for w in (pacer.others, pacer.gateway) if w is not None]
+    if watches:
+        # What the watches judge, a tenth of a second at a time: the bench tells from it how
         # long XWCH made way, and whether it ever did so alone.
         watch = task.LoopingCall(
             lambda: _say(
-                {"watch": time.monotonic(), "others": others.rates[1], "present": others.present(1)}
+                {
+                    "watch": time.monotonic(),
+                    "others": max(w.rates[1] for w in watches),
+                    "present": any([w.present(1) for w in watches]),
+                }
             )
         )
         watch.start(0.1)
@@ -618,6 +741,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     fetch.add_argument("--durable", action="store_true")
     # Watch the host's interface counters for others' traffic, as a worker does.
     fetch.add_argument("--watch", action="store_true")
+    # ... and the home router's counters, found over UPnP, as a worker does.
+    fetch.add_argument("--watch-gateway", action="store_true")
     sink = sub.add_parser("sink")
     sink.add_argument("--host", default="0.0.0.0")
     sink.add_argument("--port", type=int, default=0)

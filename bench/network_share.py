@@ -22,12 +22,14 @@ it prints:
 ``--baseline DIR`` runs the same trials, alternating, with the code of another checkout (made
 with ``git archive COMMIT xwch bench | tar -x -C DIR``): on a shared, noisy machine only
 figures of one run compare. ``--unwatched`` adds this tree without the watch on the host's
-interfaces: what a competitor on another device behind the same router meets, the watch not
-seeing it. ``--rounds N`` repeats the whole. ``--only TEXT`` runs the competitors whose name
+interfaces. ``--home`` puts the competitor on another device of the client's home network (a
+laptop behind the same router, whose traffic never crosses the client's interfaces) and makes
+the router answer UPnP (miniupnpd); its variants are XWCH watching its host only (what such a
+competitor met before) and watching the router's counters too. ``--rounds N`` repeats the whole. ``--only TEXT`` runs the competitors whose name
 contains it. ``--caps`` also measures the caps of issue 3 (a worker's download cap, a
 warehouse's upload cap, held within 5% over one-second windows).
 
-    sudo .venv/bin/python bench/network_share.py [--baseline DIR] [--unwatched] [--rounds N]
+    sudo .venv/bin/python bench/network_share.py [--baseline DIR] [--unwatched] [--home] [--rounds N]
 
 Needs root and iproute2; says why and exits 0 when they are missing. Prints figures; asserts
 nothing (the namespace tests in tests/integration check behaviour).
@@ -53,6 +55,7 @@ from bench.netlab import (
     Child,
     Lab,
     congestion_available,
+    gateway_unavailable,
     lab_unavailable,
     make_object,
     qdisc_available,
@@ -124,10 +127,18 @@ def competitors() -> tuple[list[Competitor], list[str]]:
     return found, notes
 
 
-def make_lab(queue: str) -> Lab:
+def make_lab(queue: str, home: bool, config_dir: Path) -> Lab:
     if queue == "fq_codel":
-        return Lab(aqm=True)
-    return Lab(latency=SHALLOW if queue == "shallow" else DEEP)
+        lab = Lab(aqm=True, home=home)
+    else:
+        lab = Lab(latency=SHALLOW if queue == "shallow" else DEEP, home=home)
+    if home:
+        try:
+            lab.start_gateway(config_dir)
+        except BaseException:
+            lab.close()
+            raise
+    return lab
 
 
 class Competition:
@@ -138,9 +149,12 @@ class Competition:
         self.competitor = competitor
         self.digest, self.size = digest, size
         self.tmp = root
-        self.sink = lab.spawn("client", "sink", "sink")
+        # Where the competitor's bytes go: the client itself, or the other device of its home.
+        self.target_side = "laptop" if lab.home else "client"
+        self.target = lab.LAPTOP_ADDRESS if lab.home else lab.CLIENT_ADDRESS
+        self.sink = lab.spawn(self.target_side, "sink", "sink")
         self.sink_port = str(self.sink.wait_port())
-        self.udp = lab.spawn("client", "udp-sink", "udp-sink")
+        self.udp = lab.spawn(self.target_side, "udp-sink", "udp-sink")
         self.udp_port = str(self.udp.wait_port())
         server = lab.spawn("server", "warehouse", "serve", str(root / "warehouse"))
         self.url = f"http://{lab.SERVER_ADDRESS}:{server.wait_port()}"
@@ -150,12 +164,12 @@ class Competition:
         """Start the competing flow; it and when it started sending."""
         if self.competitor.flow == "udp":
             child = self.lab.spawn(
-                "server", "call", "udp-send", self.lab.CLIENT_ADDRESS, self.udp_port,
+                "server", "call", "udp-send", self.target, self.udp_port,
                 "--rate", str(CALL_RATE),
             )  # fmt: skip
         else:
             child = self.lab.spawn(
-                "server", "tcp", "blast", self.lab.CLIENT_ADDRESS, self.sink_port,
+                "server", "tcp", "blast", self.target, self.sink_port,
                 "--congestion", self.competitor.flow,
             )  # fmt: skip
         deadline = time.monotonic() + 20.0
@@ -280,7 +294,9 @@ def summary(name: str, trials: Sequence[Trial]) -> str:
     )
 
 
-def share_link(variants: Sequence[Variant], rounds: int, only: str | None) -> None:
+def share_link(
+    variants: Sequence[Variant], rounds: int, only: str | None, home: bool = False
+) -> None:
     found, notes = competitors()
     found = [c for c in found if only is None or only.lower() in c.name.lower()]
     for note in notes:
@@ -290,10 +306,15 @@ def share_link(variants: Sequence[Variant], rounds: int, only: str | None) -> No
         f"packets of {PACKET / MB:.1f} MB; each trial: XWCH alone {ALONE:.0f} s, beside the "
         f"competitor {COMPETE:.0f} s, alone again {RECOVER:.0f} s"
     )
+    if home:
+        print("the competitor is another device of the client's home, behind the same router")
     for competitor in found:
         print(f"\n== {competitor.name}")
         results: dict[str, list[Trial]] = {v.name: [] for v in variants}
-        with tempfile.TemporaryDirectory() as tmp, make_lab(competitor.queue) as lab:
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            make_lab(competitor.queue, home, Path(tmp)) as lab,
+        ):
             size = int(RATE_BYTES * (ALONE + COMPETE + RECOVER + 10))
             digest, size = make_object(Path(tmp) / "warehouse", size)
             competition = Competition(lab, competitor, Path(tmp), digest, size)
@@ -320,15 +341,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--caps", action="store_true", help="also measure the caps")
     parser.add_argument("--only", help="only the competitors whose name contains this")
     parser.add_argument(
+        "--home",
+        action="store_true",
+        help="the competitor on another device behind the same router, which answers UPnP: "
+        "XWCH watching its host only, against watching the router's counters too",
+    )
+    parser.add_argument(
         "--unwatched",
         action="store_true",
         help="also this tree without the watch on the host's interfaces: what a competitor on "
         "another device (behind the same router) meets",
     )
     args = parser.parse_args(argv)
-    why = lab_unavailable()
+    why = lab_unavailable() or (gateway_unavailable() if args.home else None)
     if why:
         print(f"skipped: {why}")
+        return 0
+    if args.home:
+        variants = [
+            Variant("host only", ROOT, ("--watch",)),
+            Variant("+ router", ROOT, ("--watch", "--watch-gateway")),
+        ]
+        share_link(variants, args.rounds, args.only, home=True)
         return 0
     variants = []
     if args.baseline is not None:

@@ -107,6 +107,8 @@ class Preferences:
     # Empty: any time.
     hours: tuple[HourRange, ...] = ()
     suspend_limit_minutes: float = 30.0
+    # Make way to other devices' traffic too, as the home router counts it (over UPnP).
+    watch_router: bool = True
 
     def allowed_at(self, minute_of_day: int) -> bool:
         return not self.hours or any(r.contains(minute_of_day) for r in self.hours)
@@ -127,6 +129,7 @@ class Preferences:
             "download_rate": self.download_rate,
             "hours": ",".join(str(r) for r in self.hours),
             "suspend_limit_minutes": self.suspend_limit_minutes,
+            "watch_router": self.watch_router,
         }
 
 
@@ -327,6 +330,13 @@ KEYS = (
         "give attempts back after being suspended this long",
         "MIN",
         numeric=True,
+    ),
+    PreferenceKey(
+        "watch_router",
+        parse_yes_no,
+        "make way to other devices' traffic, as the home router counts it over UPnP (default yes)",
+        "yes|no",
+        boolean=True,
     ),
 )
 _BY_NAME = {key.name: key for key in KEYS}

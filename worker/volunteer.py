@@ -24,6 +24,7 @@ from treq.client import HTTPClient
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorFDSet, IReactorProcess, IReactorTime
+from twisted.internet.threads import deferToThread
 
 from xwch.http import JsonApi
 from xwch.protocol.objects import Source
@@ -74,7 +75,8 @@ class Volunteer(MultiService):
         watch_others: bool = False,
     ) -> None:
         """``watch_others``: transfers make way while other programs' traffic shows on the
-        host's interfaces (the real worker; tests on a fake clock leave it)."""
+        host's interfaces, and (preference ``watch_router``) other devices' traffic on the home
+        router's counters (the real worker; tests on a fake clock leave it)."""
         super().__init__()
         self._reactor = reactor
         self._coordinator = coordinator
@@ -88,6 +90,8 @@ class Volunteer(MultiService):
             download_cap=preferences.download_rate,
             watch_others=watch_others,
         )
+        self._watch_others = watch_others
+        self._watch_router(preferences)
         pacer = self.pacer
 
         async def fetch(sources: Sequence[Source], digest: str, size: int, dest: Path) -> None:
@@ -179,6 +183,13 @@ class Volunteer(MultiService):
 
         return Deferred.fromCoroutine(stop())
 
+    def _watch_router(self, preferences: Preferences) -> None:
+        if self._watch_others and preferences.watch_router:
+            # miniupnpc blocks: the router is asked from the reactor's thread pool.
+            self.pacer.watch_gateway(deferToThread)
+        else:
+            self.pacer.gateway = None
+
     def apply(self, preferences: Preferences) -> None:
         """New preferences, in force at once (per-task limits: for attempts starting from now)."""
         self.preferences = preferences
@@ -186,6 +197,7 @@ class Volunteer(MultiService):
         self.cache.set_limit(preferences.cache_limit)
         self.pacer.set_upload_cap(preferences.upload_rate)
         self.pacer.set_download_cap(preferences.download_rate)
+        self._watch_router(preferences)
 
     def attempt_sandbox(self) -> Sandbox:
         """The sandbox of an attempt starting now."""

@@ -2,7 +2,9 @@
 bulk TCP flow that starts while an XWCH download runs gets (nearly) what it gets alone, and a
 download watching the host's interfaces makes way for every kind of competitor: CUBIC through a
 deep buffer, CUBIC behind fq_codel (or, where the kernel lacks it, a shallow buffer), BBR, and a
-constant-rate UDP flow like a video call.
+constant-rate UDP flow like a video call; and a download watching the home router's counters
+(read over UPnP from the miniupnpd daemon many home routers run) makes way for the same
+competitors on another device of the home, whose traffic never crosses the host.
 
 Needs root and iproute2 (as in CI); skipped, saying why, elsewhere. Timing-based only in that it
 measures rates over seconds, with generous margins; the namespaces and every process started in
@@ -25,6 +27,7 @@ from bench.netlab import (
     Child,
     Lab,
     congestion_available,
+    gateway_unavailable,
     lab_unavailable,
     make_object,
     qdisc_available,
@@ -88,6 +91,7 @@ def test_a_bulk_flow_gets_the_link_back_from_an_xwch_download(lab: Lab, tmp_path
         "client", "xwch", "fetch", url, digest, str(size), str(tmp_path / "out.bin"),
         "--packet-size", "500000",
     )  # fmt: skip
+    flowing(fetch)
     time.sleep(XWCH_ALONE + 0.5)
     now = time.monotonic()
     alone = fetch.rate(now - XWCH_ALONE + 0.5, now)
@@ -120,15 +124,27 @@ REACTION = 1.5
 YIELDED = 0.3
 
 
-def start_competitor(lab: Lab, flow: str, tcp_port: str, udp_port: str) -> float:
-    """Start the competing flow from the server to the client; when it started sending."""
+def start_competitor(
+    lab: Lab, flow: str, tcp_port: str, udp_port: str, to: str = Lab.CLIENT_ADDRESS
+) -> float:
+    """Start the competing flow from the server to ``to`` (the client); when it started
+    sending."""
     if flow == "udp":
-        child = lab.spawn("server", "call", "udp-send", lab.CLIENT_ADDRESS, udp_port)
+        child = lab.spawn("server", "call", "udp-send", to, udp_port)
     else:
-        child = lab.spawn(
-            "server", "tcp", "blast", lab.CLIENT_ADDRESS, tcp_port, "--congestion", flow
-        )
+        child = lab.spawn("server", "tcp", "blast", to, tcp_port, "--congestion", flow)
     return started_at(child)
+
+
+def flowing(fetch: Child, timeout: float = 30.0) -> None:
+    """Once the download's first bytes have arrived (a Python process starts slowly on a busy
+    machine: its rate alone is measured from there)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(total > 0 for _, total in list(fetch.samples)):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{fetch.name} got nothing: {fetch.stderr()}")
 
 
 def started_at(child: Child, timeout: float = 20.0) -> float:
@@ -167,6 +183,7 @@ def test_a_download_watching_the_host_makes_way_for_every_competitor(
             "client", "xwch", "fetch", url, digest, str(size), str(tmp_path / "out.bin"),
             "--packet-size", "500000", "--watch",
         )  # fmt: skip
+        flowing(fetch)
         time.sleep(XWCH_ALONE + 0.5)
         now = time.monotonic()
         alone = fetch.rate(now - XWCH_ALONE + 0.5, now)
@@ -177,4 +194,46 @@ def test_a_download_watching_the_host_makes_way_for_every_competitor(
         beside = fetch.rate(started + REACTION, started + REACTION + BOTH)
         assert beside <= YIELDED * alone, (
             f"beside {competitor}, XWCH kept {beside / alone:.0%} of its rate alone"
+        )
+
+
+@pytest.mark.parametrize("competitor", sorted(COMPETITORS))
+def test_a_download_watching_the_router_makes_way_for_another_device(
+    competitor: str, tmp_path: Path
+) -> None:
+    """The competitor now runs on another device of the client's home (its bytes never cross
+    the client's interfaces): an XWCH download watching the home router's counters is down to
+    a trickle a second and a half after it starts, having filled most of the link alone."""
+    shape, flow = COMPETITORS[competitor]
+    why = lab_unavailable() or gateway_unavailable()
+    if why:
+        pytest.skip(why)
+    if shape.get("aqm") and not qdisc_available("fq_codel"):
+        pytest.skip("this kernel has no fq_codel (cubic-shallow-buffer stands in)")
+    if flow == "bbr" and not congestion_available("bbr"):
+        pytest.skip("this kernel has no tcp_bbr")
+    with clean_lab(home=True, **shape) as lab:
+        lab.start_gateway(tmp_path)
+        root = tmp_path / "warehouse"
+        digest, size = make_object(root, int(RATE_BYTES * 12))
+        tcp_port = str(lab.spawn("laptop", "sink", "sink").wait_port())
+        udp_port = str(lab.spawn("laptop", "udp-sink", "udp-sink").wait_port())
+        server = lab.spawn("server", "warehouse", "serve", str(root))
+        url = f"http://{lab.SERVER_ADDRESS}:{server.wait_port()}"
+        fetch = lab.spawn(
+            "client", "xwch", "fetch", url, digest, str(size), str(tmp_path / "out.bin"),
+            "--packet-size", "500000", "--watch", "--watch-gateway",
+        )  # fmt: skip
+        flowing(fetch)
+        time.sleep(XWCH_ALONE + 0.5)
+        now = time.monotonic()
+        alone = fetch.rate(now - XWCH_ALONE + 0.5, now)
+        assert alone > 0.6 * RATE_BYTES, f"XWCH alone got {alone:.0f} B/s"
+
+        started = start_competitor(lab, flow, tcp_port, udp_port, to=lab.LAPTOP_ADDRESS)
+        time.sleep(REACTION + BOTH)
+        beside = fetch.rate(started + REACTION, started + REACTION + BOTH)
+        assert beside <= YIELDED * alone, (
+            f"beside {competitor} on another device, XWCH kept {beside / alone:.0%} of its "
+            "rate alone"
         )

@@ -38,6 +38,7 @@ def test_every_preference_reads_from_worker_toml(tmp_path: Path) -> None:
         'download_rate = "500K/s"\n'
         'hours = "22:00-07:00, 12:00-13:30"\n'
         "suspend_limit_minutes = 10\n"
+        "watch_router = false\n"
     )
     assert load_preferences(path) == Preferences(
         max_cpus=CpuShare(percent=50),
@@ -53,6 +54,7 @@ def test_every_preference_reads_from_worker_toml(tmp_path: Path) -> None:
         download_rate=500 * 1024.0,
         hours=(HourRange(22 * 60, 7 * 60), HourRange(12 * 60, 13 * 60 + 30)),
         suspend_limit_minutes=10,
+        watch_router=False,
     )
 
 
@@ -73,6 +75,7 @@ def test_a_missing_file_means_the_defaults(tmp_path: Path) -> None:
         ({"idle_minuts": 5}, "unknown key 'idle_minuts'"),
         ({"cpu_time_per_task": "1 week"}, "cpu_time_per_task: expected seconds"),
         ({"suspend_on_battery": "maybe"}, "suspend_on_battery: expected yes or no"),
+        ({"watch_router": 2}, "watch_router: expected yes or no"),
     ],
 )
 def test_mistakes_are_named(doc: dict[str, object], message: str) -> None:

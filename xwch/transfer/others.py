@@ -15,7 +15,8 @@ enough that the bytes still in the kernel's socket buffers (counted by the inter
 by XWCH) weigh little against those of the window.
 
 What it cannot see: traffic of other devices behind the same router (a family's laptop) never
-crosses this host's interfaces; there the delay controller is the only guard.
+crosses this host's interfaces; the router's counters show it (:mod:`xwch.transfer.gateway`),
+and where no router tells, the delay controller is the only guard.
 """
 
 from __future__ import annotations
@@ -42,11 +43,10 @@ class _Sample:
     own: tuple[int, int]
 
 
-class OtherTraffic:
-    """Tells a sender whether others' traffic goes its way on this host's interfaces."""
+class TrafficJudge:
+    """Judges whether others' traffic goes each way, from samples of a device's byte counters
+    and of XWCH's own bytes taken at the same moments (:meth:`judge`)."""
 
-    # Counters are read at most ten times a second (a read of /proc/net/dev costs ~0.1 ms).
-    SAMPLE_PERIOD = 0.1
     # Others' rate is judged over this long: at 5 MB/s, the 64 KiB a socket read takes at once
     # is 2.6% of a window's bytes.
     WINDOW = 0.5
@@ -65,6 +65,57 @@ class OtherTraffic:
     # traffic often comes in bursts (a page, a sync) that taking the link between two would hit.
     # Half a second: with the window, XWCH is back about a second after others stop.
     QUIET = 0.5
+    # Samples further apart than this are no window: what crossed between them is no news of
+    # now (nobody asked for a while, or the device did not answer).
+    STALE = 2 * WINDOW
+
+    def __init__(self) -> None:
+        self._samples: deque[_Sample] = deque()
+        # When others were last seen sending and receiving (-inf: never).
+        self._seen = [float("-inf"), float("-inf")]
+        self.rates: tuple[float, float] = (0.0, 0.0)
+
+    def seen_within_quiet(self, index: int, now: float) -> bool:
+        """Whether others' traffic was seen in the QUIET seconds before ``now``."""
+        return now - self._seen[index] < self.QUIET
+
+    def judge(
+        self,
+        at: float,
+        counters: tuple[int, int],
+        own: tuple[int, int],
+        unsent: tuple[int, int] = (0, 0),
+    ) -> None:
+        """Add a sample: the device's counters and XWCH's own bytes (sent, received) at
+        ``at``, and XWCH's bytes on their way, not yet in ``own``."""
+        sample = _Sample(at, counters, own)
+        if self._samples and at - self._samples[-1].at > self.STALE:
+            self._samples.clear()
+        self._samples.append(sample)
+        # Keep one sample at least WINDOW old: the start of the window judged.
+        while len(self._samples) > 2 and at - self._samples[1].at >= self.WINDOW:
+            self._samples.popleft()
+        first = self._samples[0]
+        span = at - first.at
+        if span < self.WINDOW / 2:
+            return
+        rates = []
+        for index in (0, 1):
+            # Counters that went back (an interface gone) are no traffic.
+            device = max(0, sample.interface[index] - first.interface[index])
+            mine = max(0, sample.own[index] - first.own[index]) + unsent[index]
+            others = max(0.0, device - mine * self.OVERHEAD) / span
+            rates.append(others)
+            if others > max(self.FLOOR, self.SLACK * mine / span):
+                self._seen[index] = at
+        self.rates = (rates[0], rates[1])
+
+
+class OtherTraffic(TrafficJudge):
+    """Tells a sender whether others' traffic goes its way on this host's interfaces."""
+
+    # Counters are read at most ten times a second (a read of /proc/net/dev costs ~0.1 ms).
+    SAMPLE_PERIOD = 0.1
 
     def __init__(
         self,
@@ -73,52 +124,28 @@ class OtherTraffic:
         own: OwnCounters,
         unsent: UnsentBytes = lambda: 0,
     ) -> None:
+        super().__init__()
         self._reactor = reactor
         self._interface = interface
         self._own = own
         self._unsent = unsent
-        self._samples: deque[_Sample] = deque()
-        # When others were last seen sending and receiving (-inf: never).
-        self._seen = [float("-inf"), float("-inf")]
-        self.rates: tuple[float, float] = (0.0, 0.0)
+        self._last_read = float("-inf")
 
     def present(self, index: int) -> bool:
         """Whether others' traffic was seen in the last QUIET seconds; ``index`` 0 for what
         this host sends, 1 for what it receives."""
         now = self._reactor.seconds()
         self._sample(now)
-        return now - self._seen[index] < self.QUIET
+        return self.seen_within_quiet(index, now)
 
     def _sample(self, now: float) -> None:
-        if self._samples and now - self._samples[-1].at < self.SAMPLE_PERIOD:
+        if now - self._last_read < self.SAMPLE_PERIOD:
             return
         counters = self._interface()
         if counters is None:
             return
-        sample = _Sample(now, counters, self._own())
-        if self._samples and now - self._samples[-1].at > 2 * self.WINDOW:
-            # Nobody asked for a while (no transfer ran): what crossed meanwhile is no news of
-            # now. The window starts afresh.
-            self._samples.clear()
-        self._samples.append(sample)
-        # Keep one sample at least WINDOW old: the start of the window judged.
-        while len(self._samples) > 2 and now - self._samples[1].at >= self.WINDOW:
-            self._samples.popleft()
-        first = self._samples[0]
-        span = now - first.at
-        if span < self.WINDOW / 2:
-            return
+        self._last_read = now
         # An upload's packet is counted once answered; the part of the one being sent that left
         # already is XWCH's too: counted as if all had, so others are never overestimated.
         # (A lone upload is sampled between two packets, when none is being sent.)
-        unsent = (self._unsent(), 0)
-        rates = []
-        for index in (0, 1):
-            # Counters that went back (an interface gone) are no traffic.
-            interface = max(0, sample.interface[index] - first.interface[index])
-            own = max(0, sample.own[index] - first.own[index]) + unsent[index]
-            others = max(0.0, interface - own * self.OVERHEAD) / span
-            rates.append(others)
-            if others > max(self.FLOOR, self.SLACK * own / span):
-                self._seen[index] = now
-        self.rates = (rates[0], rates[1])
+        self.judge(now, counters, self._own(), (self._unsent(), 0))

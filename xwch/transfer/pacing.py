@@ -7,8 +7,10 @@ Four things pace a transfer, and the strictest wins:
 - the transfer's own :class:`~xwch.transfer.delay.DelayController`, which reacts within a round
   trip to the queueing delay its packets meet;
 - where the party watches its host (:meth:`PacketPacer.watch_host`), other programs' traffic on
-  the host's interfaces (:class:`~xwch.transfer.others.OtherTraffic`): while it goes a
-  transfer's way, the transfer makes way (its controller drops to its floor rate);
+  the host's interfaces (:class:`~xwch.transfer.others.OtherTraffic`), and where it watches
+  its home router (:meth:`PacketPacer.watch_gateway`), other devices' traffic over the
+  router's Internet side (:class:`~xwch.transfer.gateway.GatewayTraffic`): while either goes
+  a transfer's way, the transfer makes way (its controller drops to its floor rate);
 - the volunteer's or operator's caps on upload and download rates: token buckets that hold at
   most one packet (:class:`~xwch.transfer.bucket.TokenBucket`). Under a cap a packet is at most
   :attr:`PacketPacer.CAP_PACKET_TIME` of it, so the rate over any one-second window stays within
@@ -27,6 +29,7 @@ from twisted.internet.interfaces import IReactorTime
 from xwch.protocol.worker import Policy, TransfersReport
 from xwch.transfer.bucket import TokenBucket, check_rate
 from xwch.transfer.delay import DelayController
+from xwch.transfer.gateway import GatewayTraffic, RunBlocking
 from xwch.transfer.meter import InterfaceCounters, TransferMeter, host_interface_counters
 from xwch.transfer.others import OtherTraffic
 from xwch.transfer.slots import TransferSlots
@@ -80,6 +83,7 @@ class PacketPacer:
         self._interface = interface
         self.meter = TransferMeter(reactor, interface)
         self.others: OtherTraffic | None = None
+        self.gateway: GatewayTraffic | None = None
         if watch_others:
             self.watch_host()
 
@@ -90,6 +94,16 @@ class PacketPacer:
             self.others = OtherTraffic(
                 self._reactor, self._interface, self.meter.wire_bytes, self.meter.unsent_bytes
             )
+
+    def watch_gateway(self, run_blocking: RunBlocking) -> GatewayTraffic:
+        """From the next packet on, transfers also make way while other devices' traffic
+        shows on the home router's counters (found over UPnP when a transfer first asks;
+        ``run_blocking`` runs the router's blocking calls off the reactor thread)."""
+        if self.gateway is None:
+            self.gateway = GatewayTraffic(
+                self._reactor, self.meter.wire_bytes, run_blocking, unsent=self.meter.unsent_bytes
+            )
+        return self.gateway
 
     @property
     def policy(self) -> Policy:
@@ -172,11 +186,13 @@ class PacketPacer:
         return self.meter.take_report()
 
     def _watch_others(self, direction: Direction, controller: DelayController) -> None:
-        if self.others is None:
+        if self.others is None and self.gateway is None:
             return
-        # Sampled whoever asks, so the window stays current for every transfer.
-        others = self.others.present(0 if direction == UPLOAD else 1)
-        if others and not controller.local:
+        index = 0 if direction == UPLOAD else 1
+        # Both asked whoever asks, so their windows stay current for every transfer.
+        on_host = self.others is not None and self.others.present(index)
+        over_router = self.gateway is not None and self.gateway.present(index)
+        if (on_host or over_router) and not controller.local:
             controller.make_way()
         else:
             controller.take_back()
