@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -323,16 +322,15 @@ def test_task_dependencies_join_data_edges_and_after() -> None:
     assert Task("t", "b", inputs=inputs, after=("c",)).dependencies() == {"a", "c"}
 
 
-def test_hundred_thousand_map_tasks_and_a_glob_reduce_load_quickly(project: Path) -> None:
-    """A 100,000-task map and a reduce reading map-*/out.txt load in a few seconds."""
-    started = time.perf_counter()
+def test_hundred_thousand_map_tasks_and_a_glob_reduce_load(project: Path) -> None:
+    """A 100,000-task map and a reduce reading map-*/out.txt load, the glob matching every map
+    task (how long it takes: bench/scheduler.py submit)."""
     job = load(
         doc(
             task("map-{i}", foreach={"i": {"range": [0, 100_000]}}, outputs=["out.txt"]),
             task("reduce", inputs={"parts/": "map-*/out.txt"}, outputs=["total"]),
         )
     )
-    assert time.perf_counter() - started < 10
     assert len(job.tasks[-1].inputs) == 100_000
     assert job.tasks[-1].inputs[-1].local == "parts/map-99999/out.txt"
 
@@ -737,8 +735,8 @@ def test_foreach_shapes(project: Path, foreach: dict[str, Any], path: str, probl
 
 
 def test_foreach_over_a_million_is_rejected_before_expansion(project: Path) -> None:
-    """A foreach of 1,000,001 tasks is refused at once, without building them."""
-    started = time.perf_counter()
+    """A foreach of 1,000,001 tasks is refused without building them: the second case, 10**18
+    tasks, could not be built in this machine's memory at all."""
     rejected(
         doc(task("t-{i}", foreach={"i": {"range": [0, MAX_TASKS + 1]}})),
         "tasks[0].foreach",
@@ -749,7 +747,6 @@ def test_foreach_over_a_million_is_rejected_before_expansion(project: Path) -> N
         "tasks[0].foreach",
         "more than the limit",
     )
-    assert time.perf_counter() - started < 1
 
 
 def test_job_over_a_million_tasks_in_total(project: Path) -> None:
