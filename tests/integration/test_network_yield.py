@@ -164,37 +164,10 @@ def test_a_download_watching_the_host_makes_way_for_every_competitor(
     """Whatever the competitor (a bulk flow through a deep or short queue, BBR, a call), an
     XWCH download watching the host's interfaces is down to a trickle a second and a half after
     it starts, having filled most of the link alone before."""
-    shape, flow = COMPETITORS[competitor]
-    why = lab_unavailable()
-    if why:
-        pytest.skip(why)
-    if shape.get("aqm") and not qdisc_available("fq_codel"):
-        pytest.skip("this kernel has no fq_codel (cubic-shallow-buffer stands in)")
-    if flow == "bbr" and not congestion_available("bbr"):
-        pytest.skip("this kernel has no tcp_bbr")
-    with clean_lab(**shape) as lab:
-        root = tmp_path / "warehouse"
-        digest, size = make_object(root, int(RATE_BYTES * 12))
-        tcp_port = str(lab.spawn("client", "sink", "sink").wait_port())
-        udp_port = str(lab.spawn("client", "udp-sink", "udp-sink").wait_port())
-        server = lab.spawn("server", "warehouse", "serve", str(root))
-        url = f"http://{lab.SERVER_ADDRESS}:{server.wait_port()}"
-        fetch = lab.spawn(
-            "client", "xwch", "fetch", url, digest, str(size), str(tmp_path / "out.bin"),
-            "--packet-size", "500000", "--watch",
-        )  # fmt: skip
-        flowing(fetch)
-        time.sleep(XWCH_ALONE + 0.5)
-        now = time.monotonic()
-        alone = fetch.rate(now - XWCH_ALONE + 0.5, now)
-        assert alone > 0.6 * RATE_BYTES, f"XWCH alone got {alone:.0f} B/s"
-
-        started = start_competitor(lab, flow, tcp_port, udp_port)
-        time.sleep(REACTION + BOTH)
-        beside = fetch.rate(started + REACTION, started + REACTION + BOTH)
-        assert beside <= YIELDED * alone, (
-            f"beside {competitor}, XWCH kept {beside / alone:.0%} of its rate alone"
-        )
+    alone, beside = download_beside(competitor, tmp_path, home=False)
+    assert beside <= YIELDED * alone, (
+        f"beside {competitor}, XWCH kept {beside / alone:.0%} of its rate alone"
+    )
 
 
 @pytest.mark.parametrize("competitor", sorted(COMPETITORS))
@@ -204,25 +177,38 @@ def test_a_download_watching_the_router_makes_way_for_another_device(
     """The competitor now runs on another device of the client's home (its bytes never cross
     the client's interfaces): an XWCH download watching the home router's counters is down to
     a trickle a second and a half after it starts, having filled most of the link alone."""
+    alone, beside = download_beside(competitor, tmp_path, home=True)
+    assert beside <= YIELDED * alone, (
+        f"beside {competitor} on another device, XWCH kept {beside / alone:.0%} of its rate alone"
+    )
+
+
+def download_beside(competitor: str, tmp_path: Path, home: bool) -> tuple[float, float]:
+    """An XWCH download watching its host (and, ``home``, its router) alone on the link, then
+    beside ``competitor`` (on the client, or on the home's other device): its rates (B/s)
+    alone, and beside from REACTION seconds after the competitor started. Skips, saying why,
+    where the lab or this competitor cannot run."""
     shape, flow = COMPETITORS[competitor]
-    why = lab_unavailable() or gateway_unavailable()
+    why = lab_unavailable() or (gateway_unavailable() if home else None)
     if why:
         pytest.skip(why)
     if shape.get("aqm") and not qdisc_available("fq_codel"):
         pytest.skip("this kernel has no fq_codel (cubic-shallow-buffer stands in)")
     if flow == "bbr" and not congestion_available("bbr"):
         pytest.skip("this kernel has no tcp_bbr")
-    with clean_lab(home=True, **shape) as lab:
-        lab.start_gateway(tmp_path)
+    side, watch = ("laptop", ("--watch", "--watch-gateway")) if home else ("client", ("--watch",))
+    with clean_lab(home=home, **shape) as lab:
+        if home:
+            lab.start_gateway(tmp_path)
         root = tmp_path / "warehouse"
         digest, size = make_object(root, int(RATE_BYTES * 12))
-        tcp_port = str(lab.spawn("laptop", "sink", "sink").wait_port())
-        udp_port = str(lab.spawn("laptop", "udp-sink", "udp-sink").wait_port())
+        tcp_port = str(lab.spawn(side, "sink", "sink").wait_port())
+        udp_port = str(lab.spawn(side, "udp-sink", "udp-sink").wait_port())
         server = lab.spawn("server", "warehouse", "serve", str(root))
         url = f"http://{lab.SERVER_ADDRESS}:{server.wait_port()}"
         fetch = lab.spawn(
             "client", "xwch", "fetch", url, digest, str(size), str(tmp_path / "out.bin"),
-            "--packet-size", "500000", "--watch", "--watch-gateway",
+            "--packet-size", "500000", *watch,
         )  # fmt: skip
         flowing(fetch)
         time.sleep(XWCH_ALONE + 0.5)
@@ -230,10 +216,7 @@ def test_a_download_watching_the_router_makes_way_for_another_device(
         alone = fetch.rate(now - XWCH_ALONE + 0.5, now)
         assert alone > 0.6 * RATE_BYTES, f"XWCH alone got {alone:.0f} B/s"
 
-        started = start_competitor(lab, flow, tcp_port, udp_port, to=lab.LAPTOP_ADDRESS)
+        to = lab.LAPTOP_ADDRESS if home else lab.CLIENT_ADDRESS
+        started = start_competitor(lab, flow, tcp_port, udp_port, to=to)
         time.sleep(REACTION + BOTH)
-        beside = fetch.rate(started + REACTION, started + REACTION + BOTH)
-        assert beside <= YIELDED * alone, (
-            f"beside {competitor} on another device, XWCH kept {beside / alone:.0%} of its "
-            "rate alone"
-        )
+        return alone, fetch.rate(started + REACTION, started + REACTION + BOTH)
