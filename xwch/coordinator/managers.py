@@ -158,7 +158,7 @@ async def make_managers(
     api.scanner = scanner
     authenticator = Authenticator(db)
     dashboard = make_dashboard(
-        reactor, api, db, tasks, workers, catalog, communication, authenticator
+        reactor, api, db, tasks, workers, catalog, communication, authenticator, capability_key
     )
     routes = dashboard.observer.wrap([*api.routes(), *dashboard.routes])
     router = JsonRouter(API_PREFIX, routes, authenticator, map_error)

@@ -22,7 +22,7 @@ from xwch.coordinator.web import ApiRequest, Authenticator, Route
 from xwch.coordinator.workers import WorkersManager
 from xwch.dashboard import pages
 from xwch.dashboard.live import LiveUpdates
-from xwch.dashboard.logins import LoginDesk
+from xwch.dashboard.logins import LoginDesk, session_key
 from xwch.dashboard.metrics import CoordinatorMetrics
 from xwch.dashboard.observer import SignalObserver
 from xwch.dashboard.resources import METRICS_ROLES, DashboardResource, MetricsResource
@@ -57,7 +57,10 @@ def make_dashboard(
     catalog: Catalog,
     communication: CommunicationManager,
     authenticate: Authenticator,
+    store_secret: bytes,
 ) -> Dashboard:
+    """``store_secret``: the store's own secret, from which every member derives the key of the
+    dashboard's sessions (logins.py)."""
     metrics = CoordinatorMetrics()
     communication.on_work_request_served.append(metrics.work_request_seconds.observe)
     db.on_commit.append(metrics.commit_seconds.observe)
@@ -94,7 +97,7 @@ def make_dashboard(
         )
 
     live = LiveUpdates(clock, fingerprint)
-    logins = LoginDesk(clock)
+    logins = LoginDesk(clock, session_key(store_secret))
 
     async def issue_login(req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None

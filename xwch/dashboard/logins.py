@@ -2,12 +2,22 @@
 
 A client token never reaches the browser. ``xwch-client dashboard`` asks, with its token, for a
 login code; the code works once and for :attr:`LoginDesk.CODE_LIFETIME` seconds, and opening it
-gives the browser a session id in an HttpOnly, SameSite=Strict cookie. Codes and sessions live
-in memory only: a restarted coordinator asks for a new link, which costs one command.
+gives the browser a session in an HttpOnly, SameSite=Strict cookie.
+
+Codes live in the memory of the member that issued them: the link is opened within seconds, at
+the member the client asked. A session is the browser's for a working day, and the member that
+opened it may die or lose the lead meanwhile: so a session is no record in anyone's memory but
+a sealed note (who opened it, until when) that any member of the platform checks, sealed with a
+key every member derives from the store's own secret (:func:`session_key`). A restarted
+coordinator, or another member taking over, still recognises it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 from dataclasses import dataclass
 
@@ -22,6 +32,12 @@ class Session:
     expires: float
 
 
+def session_key(store_secret: bytes) -> bytes:
+    """The key sealing dashboard sessions, derived from the store's secret (the one capabilities
+    are signed with): the same on every member, and of no use for anything else."""
+    return hmac.new(store_secret, b"xwch dashboard sessions", hashlib.sha256).digest()
+
+
 class LoginDesk:
     """Issues login codes, trades each for a session once, and recognises sessions."""
 
@@ -31,10 +47,12 @@ class LoginDesk:
     # A working day: a dashboard left open on a wall screen keeps working through it.
     SESSION_LIFETIME = 12 * 3600.0
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, key: bytes) -> None:
+        """``clock``: the reactor's (seconds since the epoch, so that members agree on when a
+        session ends); ``key``: :func:`session_key` of the store's secret."""
         self._clock = clock
+        self._key = key
         self._codes: dict[str, tuple[str, float]] = {}
-        self._sessions: dict[str, Session] = {}
 
     def issue_code(self, owner: str) -> str:
         self._forget_expired()
@@ -43,7 +61,7 @@ class LoginDesk:
         return code
 
     def open_session(self, code: str) -> str | None:
-        """A new session id for a valid code, which is spent; None for an unknown, spent or
+        """A new session for a valid code, which is spent; None for an unknown, spent or
         expired code."""
         found = self._codes.pop(code, None)
         if found is None:
@@ -52,24 +70,44 @@ class LoginDesk:
         now = self._clock.seconds()
         if now > until:
             return None
-        session_id = secrets.token_urlsafe(32)
-        self._sessions[session_id] = Session(owner, now + self.SESSION_LIFETIME)
-        return session_id
+        # The nonce makes two sessions of one owner opened in one second two different notes.
+        note = json.dumps([owner, now + self.SESSION_LIFETIME, secrets.token_hex(8)])
+        payload = _encode(note.encode("utf-8"))
+        return f"{payload}.{self._seal(payload)}"
 
     def session(self, session_id: str | None) -> Session | None:
+        """The session a cookie holds; None for no cookie, a note not sealed by this platform's
+        key (forged, altered, cut), or one past its end."""
         if not session_id:
             return None
-        found = self._sessions.get(session_id)
-        if found is None:
+        payload, dot, seal = session_id.partition(".")
+        if not dot or not hmac.compare_digest(seal, self._seal(payload)):
             return None
-        if self._clock.seconds() > found.expires:
-            del self._sessions[session_id]
+        try:
+            owner, expires, _nonce = json.loads(_decode(payload))
+        except (ValueError, TypeError):
             return None
-        return found
+        if not isinstance(owner, str) or not isinstance(expires, (int, float)):
+            return None
+        if self._clock.seconds() > expires:
+            return None
+        return Session(owner, float(expires))
+
+    def _seal(self, payload: str) -> str:
+        return _encode(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
 
     def _forget_expired(self) -> None:
         now = self._clock.seconds()
         for code in [c for c, (_, until) in self._codes.items() if now > until]:
             del self._codes[code]
-        for sid in [s for s, session in self._sessions.items() if now > session.expires]:
-            del self._sessions[sid]
+
+
+def _encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _decode(text: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (ValueError, UnicodeEncodeError) as e:
+        raise ValueError(str(e)) from e
