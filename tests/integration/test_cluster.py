@@ -4,9 +4,11 @@ and no work is lost or recorded twice."""
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import signal
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,11 +127,26 @@ def submit(platform: LocalPlatformProcess, path: Path) -> str:
     return done.stdout.strip()
 
 
+def dashboard_browser(platform: LocalPlatformProcess) -> urllib.request.OpenerDirector:
+    """A browser (cookies kept, redirects followed) logged in to the dashboard by the link of
+    `xwch-client dashboard`."""
+    done = client(platform, "dashboard", "--no-open")
+    assert done.returncode == 0, done.stderr
+    jar = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(done.stdout.strip(), timeout=30) as page:
+        assert page.status == 200
+    assert [c.name for c in jar], "the login set no cookie"
+    return browser
+
+
 def test_the_serving_coordinator_killed_mid_job_is_replaced_and_nothing_runs_twice(
     tmp_path: Path, store: str, native_build: Path
 ) -> None:
+    """... and a browser logged in to the dashboard before stays logged in at the new one."""
     with two_coordinators(tmp_path / "home", store) as platform:
         job_id = submit(platform, slow_job(tmp_path))
+        browser = dashboard_browser(platform)
 
         def some_done() -> list[str]:
             return [t for t, row in tasks_of(platform, job_id).items() if row["state"] == "done"]
@@ -145,6 +162,9 @@ def test_the_serving_coordinator_killed_mid_job_is_replaced_and_nothing_runs_twi
         assert set(succeeded_attempts(store).values()) == {1}
         # The lead changed hands: the standby, or the killed one started again (a new member).
         assert lead_epoch(store) >= 2
+        # A session the dead member opened: a 401 (log in again) would raise here.
+        with browser.open(serving(platform, store)["url"] + "/dashboard/", timeout=30) as page:
+            assert page.status == 200
 
 
 def test_a_frozen_coordinator_steps_down_when_thawed_and_nothing_is_recorded_twice(
