@@ -44,6 +44,7 @@ from xwch.protocol.worker import (
 )
 from xwch.retry import RetryPolicy, equal_jitter, retrying
 
+from .last_registration import LastRegistration
 from .sites import Nearest
 
 
@@ -148,8 +149,12 @@ class CoordinatorLink:
         on_registered: Callable[[float], None] = lambda interval: None,
         on_lost: Callable[[], None] = lambda: None,
         suspended: Callable[[], str | None] = lambda: None,
+        last: LastRegistration | None = None,
     ) -> None:
+        """``last``: where the id of the last registration is kept across restarts, to be
+        named as replaced by the next one (last_registration.py)."""
         self._reactor = reactor
+        self._last = last
         # Why the worker computes nothing now (None: it computes), told in every registration.
         self._suspended = suspended
         self._coordinator = coordinator
@@ -213,6 +218,8 @@ class CoordinatorLink:
             raise refused from None
         worker_id, interval = registered.worker_id, registered.alive_interval
         self.worker_id = worker_id
+        if self._last is not None:
+            self._last.write(worker_id)
         self.alive_interval = interval
         self.lost = False
         self._registrations += 1
@@ -261,7 +268,10 @@ class CoordinatorLink:
     def _registration_facts(self) -> HostFacts:
         """The host facts, with what the cache holds (the scheduler sends work to its data) and
         whether the worker is suspended."""
-        facts = replace(self.facts, suspended=self._suspended())
+        # The registration this one replaces: this process's previous one (declared lost), or
+        # that of the worker's previous run.
+        previous = self.worker_id or (self._last.read() if self._last is not None else None)
+        facts = replace(self.facts, suspended=self._suspended(), replaces=previous)
         if self._cache_contents is None:
             return facts
         cached = self._cache_contents()[:CACHE_REPORT_MAX]

@@ -53,6 +53,7 @@ from .alive import AliveBeat, EvictionLog
 from .attempt_runner import AttemptFactory, AttemptRunner
 from .attempts import HeldAttempt
 from .background import BackgroundWork
+from .last_registration import LastRegistration
 from .link import (
     CacheContents,
     Coordinator,
@@ -108,6 +109,7 @@ class WorkerService(Service):
         locate_site: LocateSite | None = None,
         cache_contents: CacheContents | None = None,
         work_ahead: bool = False,
+        last_registration: LastRegistration | None = None,
     ) -> None:
         self._reactor = reactor
         self._work_ahead = work_ahead
@@ -122,6 +124,7 @@ class WorkerService(Service):
             on_registered=self._registered,
             on_lost=self.wake,
             suspended=lambda: self.suspended,
+            last=last_registration,
         )
         # Attempts run at once: the registered slots, or fewer by the volunteer's preferences.
         self._slots = facts.slots

@@ -40,6 +40,7 @@ from .crashsafe import begin_run, current_boot_id, end_run
 from .executor import AttemptExecutor
 from .files import remove_tree
 from .governor import Governor
+from .last_registration import LastRegistration
 from .link import LocateSite
 from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
@@ -156,6 +157,7 @@ class Volunteer(MultiService):
             locate_site=locate_site,
             cache_contents=lambda: self.cache.digests(CACHE_REPORT_MAX),
             work_ahead=True,
+            last_registration=LastRegistration(data_dir / "last-registration"),
         )
         self.governor = Governor(
             reactor,

@@ -196,6 +196,37 @@ def test_late_result_after_relaunch_is_recorded_once(tmp_path: Path, native_buil
         assert summary["counts"]["done"] == 1
 
 
+def test_a_worker_killed_and_started_again_hands_its_task_on_at_once(
+    tmp_path: Path, native_build: Path
+) -> None:
+    """SIGKILL the only worker mid-task; xwch-local starts it again: its new registration
+    names the old one, whose task runs again at once. Work Alive every 60 s would otherwise
+    keep the dead registration's task waiting three minutes, past this test's deadline."""
+    extra = ["--alive-interval", "60"]
+    with running_platform(
+        tmp_path / "home", workers=1, slots=1, warehouses=1, extra=extra
+    ) as platform:
+        doc = {
+            "name": "restarted",
+            "binaries": {"spin": str(NATIVE / "spin")},
+            "tasks": [{"id": "slow", "binary": "spin", "args": ["--sleep", "3", "out.txt"],
+                       "outputs": ["out.txt"]}],
+        }  # fmt: skip
+        job_id = submit(platform, job_file(tmp_path, doc))
+        wait_for(
+            lambda: tasks_of(platform, job_id)["slow"]["state"] in ("assigned", "running"),
+            60,
+            "the task to start",
+        )
+        [worker] = platform.state()["workers"]
+        os.kill(worker["pid"], signal.SIGKILL)
+        wait_for(lambda: tasks_of(platform, job_id)["slow"]["state"] == "done", 60, "the rerun")
+        assert tasks_of(platform, job_id)["slow"]["attempts"] == 2
+        listed = client_json(platform, "workers", "--all")
+        states = sorted(w["state"] for w in listed["workers"])
+        assert states == ["alive", "lost"], listed
+
+
 def test_poison_task_fails_for_good_and_retry_reruns_what_failed(
     tmp_path: Path, native_build: Path
 ) -> None:

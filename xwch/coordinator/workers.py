@@ -120,6 +120,7 @@ class WorkersManager(Service):
             last_heard=now,
         )
         await self._db.write(nodes.add_worker_thd, record)
+        await self._replaced_by(record, token, facts.replaces)
         self.workers[record.id] = record
         self._note_suspension(record.id, facts.suspended)
         if facts.cached:
@@ -133,6 +134,19 @@ class WorkersManager(Service):
             slots=record.slots,
         )
         return record
+
+    async def _replaced_by(
+        self, record: WorkerRecord, token: TokenRecord, replaces: str | None
+    ) -> None:
+        """A worker started again names its previous registration: that process is gone, so
+        its attempts go to others now, not once its silence times out. Only a live worker of
+        the same token and name is replaced (a worker cannot push out another's)."""
+        old = self.workers.get(replaces) if replaces is not None else None
+        if old is None or old.token_id != token.id or old.name != record.name:
+            return
+        assert replaces is not None
+        await self._declare_lost(replaces, f"started again as {record.id}", record.registered)
+        await self._tasks.workers_lost([replaces])
 
     def get(self, worker_id: str, token: TokenRecord) -> WorkerRecord:
         """The worker, heard just now; raises if unknown, lost, or not this token's."""
@@ -262,17 +276,9 @@ class WorkersManager(Service):
             if now - heard > self.alive_timeout:
                 lost.append(worker_id)
         for worker_id in lost:
-            worker = self.workers.pop(worker_id)
-            self._lost_owners[worker_id] = worker.token_id
-            self._heard.pop(worker_id, None)
-            self.suspended.pop(worker_id, None)
-            self.log.warn(
-                "worker {id} ({name}) lost: silent for more than {timeout:.0f} s",
-                id=worker_id,
-                name=worker.name,
-                timeout=self.alive_timeout,
+            await self._declare_lost(
+                worker_id, f"silent for more than {self.alive_timeout:.0f} s", now
             )
-            await self._db.write(nodes.set_worker_state_thd, worker_id, WORKER_LOST, now)
         if lost:
             await self._tasks.workers_lost(lost)
         if self._heard:
@@ -281,6 +287,16 @@ class WorkersManager(Service):
                 if worker_id in self.workers:
                     self.workers[worker_id] = replace(self.workers[worker_id], last_heard=when)
             await self._db.write(nodes.touch_workers_thd, flushed)
+
+    async def _declare_lost(self, worker_id: str, why: str, now: float) -> None:
+        """Forget ``worker_id`` (its token may speak for its attempts under a new id); the
+        caller relaunches its attempts."""
+        worker = self.workers.pop(worker_id)
+        self._lost_owners[worker_id] = worker.token_id
+        self._heard.pop(worker_id, None)
+        self.suspended.pop(worker_id, None)
+        self.log.warn("worker {id} ({name}) lost: {why}", id=worker_id, name=worker.name, why=why)
+        await self._db.write(nodes.set_worker_state_thd, worker_id, WORKER_LOST, now)
 
 
 def _view(worker: WorkerRecord) -> WorkerView:

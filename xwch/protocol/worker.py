@@ -75,6 +75,10 @@ class HostFacts(Message, frozen=True, omit_defaults=True):
     # Why it computes nothing now (its volunteer's preferences); None: it computes. Optional:
     # a worker started outside its hours is shown suspended from its registration on.
     suspended: SuspendReason | None = None
+    # The id this worker's installation was registered under before it started again (kept in
+    # its data folder): that registration's process is gone, and its attempts with it, so the
+    # coordinator need not wait for its silence to time out. Optional both ways.
+    replaces: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
 
 
 class Registered(Message, frozen=True):

@@ -148,10 +148,17 @@ class CoordinatorTestCase(SynchronousTestCase):
     def submit(self, wire: dict[str, Any]) -> str:
         return self.successResultOf(_d(self.coordinator.tasks.submit(wire, owner=self.client.id)))
 
-    def register(self, name: str = "host", platform: str = "linux-x86_64", slots: int = 2) -> str:
-        facts = HostFacts(name, "127.0.0.1", platform, 2, 2**30, slots, 1.0)
+    def register(
+        self,
+        name: str = "host",
+        platform: str = "linux-x86_64",
+        slots: int = 2,
+        replaces: str | None = None,
+        token: Any = None,
+    ) -> str:
+        facts = HostFacts(name, "127.0.0.1", platform, 2, 2**30, slots, 1.0, replaces=replaces)
         record = self.successResultOf(
-            _d(self.coordinator.workers.register(self.worker_token, facts))
+            _d(self.coordinator.workers.register(token or self.worker_token, facts))
         )
         return record.id
 

@@ -88,6 +88,33 @@ class FaultToleranceTests(CoordinatorTestCase):
         self.assertEqual([o.digest for o in outputs], [digest_of("xo")])
         self.assertEqual(self.summary(job).state, "done")
 
+    def test_a_worker_started_again_hands_its_attempts_on_at_once(self) -> None:
+        """A worker that restarted names the registration it replaces: that one is lost at
+        once (not once its silence times out) and its attempt goes to another worker."""
+        job = self.submit(wire_job([{"id": "x", "outputs": ["o"]}]))
+        first = self.register("first")
+        [a] = self.work(first)
+        self.start()
+        again = self.register("first", replaces=first)
+        workers = self.coordinator.workers
+        self.assertNotIn(first, workers.workers)
+        self.assertIn(again, workers.workers)
+        self.clock.advance(TasksManager.RELAUNCH_BACKOFF)
+        [b] = self.work(again)
+        self.assertEqual(b.task, a.task)
+        self.assertNotEqual(b.attempt, a.attempt)
+        self.assertTrue(self.report(again, b))
+        self.assertEqual(self.states(job), {"x": "done"})
+
+    def test_only_a_workers_own_registration_is_replaced(self) -> None:
+        """Another name, another token or an unknown id replaces nothing."""
+        first = self.register("first")
+        workers = self.coordinator.workers
+        self.register("second", replaces=first)
+        self.register("first", replaces=first, token=self.token("worker"))
+        self.register("first", replaces="k000000000000")
+        self.assertIn(first, workers.workers)
+
     def test_late_result_for_a_finished_task_is_discarded(self) -> None:
         """Once the relaunched attempt has finished the task, a late result changes nothing."""
         job = self.submit(wire_job([{"id": "x", "outputs": ["o"]}, {"id": "y", "after": ["x"]}]))
