@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
+import msgspec
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTCP, IReactorTime
 from twisted.internet.task import react
@@ -51,6 +52,7 @@ from .native_launcher import native_launcher_for_worker
 from .preferences import KEYS, Preferences, load_preferences
 from .sites import nearest_site, tcp_round_trip
 from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
+from .trust import trusted_keys
 from .volunteer import Volunteer
 
 PROGRAM = "xwch-worker"
@@ -73,6 +75,8 @@ class RunSettings:
     preferences: Preferences
     config: Path
     spawn: SpawnSettings | None = None
+    # Signed programs: the keys whose programs alone it runs (none: any program).
+    trusted_keys: frozenset[str] = frozenset()
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +94,14 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the name shown for this worker (default: the host name); tells apart several "
         "workers on one machine",
+    )
+    parser.add_argument(
+        "--trust",
+        metavar="KEY",
+        action="append",
+        default=[],
+        help="run only programs signed by this key (ed25519:BASE64, as `xwch-client keys "
+        "create` prints it); repeatable; else trusted_keys in worker.toml; none: any program",
     )
 
 
@@ -232,6 +244,10 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     site = args.site if args.site is not None else values.get("site")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         _usage_error("--name must not be empty")
+    try:
+        trusted = trusted_keys(args.trust, values.get("trusted_keys"), str(_config()))
+    except ConfigurationError as e:
+        _usage_error(str(e))
     return RunSettings(
         endpoint=endpoint,
         slots=slots,
@@ -241,6 +257,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         preferences=preferences,
         config=_config(),
         spawn=spawn_settings(args),
+        trusted_keys=trusted,
     )
 
 
@@ -269,6 +286,7 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
     if settings.name is not None:
         host = replace(host, name=settings.name)
     facts = host.facts(settings.slots or host.cores, measure_performance(), settings.site)
+    facts = msgspec.structs.replace(facts, trusted_keys=tuple(sorted(settings.trusted_keys)))
     http = make_http_client(IReactorTCP(reactor))
     launcher = native_launcher_for_worker(settings.data / "bin")
     if launcher.path is None:
@@ -335,6 +353,11 @@ def install_values(args: argparse.Namespace) -> dict[str, object]:
     for name in ("site", "name"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
+    if args.trust:
+        try:
+            values["trusted_keys"] = sorted(trusted_keys(args.trust, None, str(_config())))
+        except ConfigurationError as e:
+            _usage_error(str(e))
     for key in KEYS:
         raw = getattr(args, key.name)
         if raw is None:

@@ -384,7 +384,9 @@ class CoordinatorApi:
         return summary
 
     def _unrunnable(self, job_id: str) -> dict[str, str]:
-        return self._tasks.unrunnable(job_id, self._workers.live_platforms())
+        return self._tasks.unrunnable(
+            job_id, self._workers.live_platforms(), self._workers.live_trust()
+        )
 
     async def job(self, req: ApiRequest) -> tuple[int, Any]:
         job_id = req.params["job"]
