@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
+
 from xwch.errors import ConfigurationError
 
 DEFAULT_PORT = 8750
@@ -34,22 +36,18 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigurationError(f"{path}: {e}") from None
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
 def write_toml(path: Path, values: Mapping[str, object], mode: int = 0o600) -> None:
-    """Write flat ``key = value`` TOML atomically, readable by its owner only (it holds tokens)."""
+    """Write ``values`` as TOML atomically, readable by its owner only (it holds tokens).
+
+    tomli-w escapes what TOML requires (newlines, DEL and the other control characters), so
+    whatever is written here :func:`read_toml` reads back as it was; None values are left out.
+    """
+    try:
+        text = tomli_w.dumps({key: v for key, v in values.items() if v is not None})
+    except TypeError as e:
+        raise TypeError(f"cannot write to TOML: {e}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    text = "".join(f"{key} = {_toml_value(v)}\n" for key, v in values.items() if v is not None)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
