@@ -68,7 +68,14 @@ def _connection_options() -> argparse.ArgumentParser:
         "--token",
         metavar="T",
         default=argparse.SUPPRESS,
-        help="a client token (else XWCH_TOKEN, else client.toml)",
+        help="a client token (else XWCH_TOKEN, else client.toml); visible in process "
+        "listings: prefer --token-file",
+    )
+    options.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="a file holding the client token alone on a line (else XWCH_TOKEN_FILE)",
     )
     return options
 

@@ -76,6 +76,7 @@ class Context:
             getattr(args, "token", None),
             files=("client.toml",),
             environ=self.environ,
+            token_file=getattr(args, "token_file", None),
         )
         self.coordinator_url = endpoint.url
         return CoordinatorClient(JsonApi(self.http, endpoint.url, endpoint.token, self.reactor))

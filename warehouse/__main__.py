@@ -47,6 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--token", metavar="T", help="a token of role warehouse (or XWCH_TOKEN)")
     parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="a file holding the token alone on a line, kept out of process listings "
+        "(or XWCH_TOKEN_FILE)",
+    )
+    parser.add_argument(
         "--data", metavar="DIR", type=Path, help="where objects are kept ($XWCH_HOME/warehouse)"
     )
     parser.add_argument(
@@ -114,7 +120,9 @@ async def _run(reactor: Any, service: WarehouseService, coordinator: JsonApi) ->
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        endpoint = resolve_endpoint(args.coordinator, args.token, files=("warehouse.toml",))
+        endpoint = resolve_endpoint(
+            args.coordinator, args.token, files=("warehouse.toml",), token_file=args.token_file
+        )
     except ConfigurationError as e:
         _usage_error(str(e))
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):

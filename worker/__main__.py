@@ -123,6 +123,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)")
     run.add_argument("--token", metavar="T", help="a token of role worker (or XWCH_TOKEN)")
+    run.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="a file holding the token alone on a line, kept out of process listings",
+    )
     _add_worker_flags(run)
     spawn = run.add_argument_group(
         "starting a coordinator (trusted machines that may reach the store)"
@@ -165,6 +170,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.add_argument("--coordinator", metavar="URL", help="the coordinator")
     setup.add_argument("--token", metavar="T", help="a token of role worker")
+    setup.add_argument(
+        "--token-file", metavar="PATH", help="a file holding the token alone on a line"
+    )
     _add_worker_flags(setup)
     prefs = setup.add_argument_group("preferences")
     for key in KEYS:
@@ -226,7 +234,10 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     """Checked settings of ``run``; a usage error exits 2 with the reason."""
     try:
         endpoint = resolve_endpoint(
-            args.coordinator, args.token, files=(CONFIG_NAME, "client.toml")
+            args.coordinator,
+            args.token,
+            files=(CONFIG_NAME, "client.toml"),
+            token_file=args.token_file,
         )
         preferences = load_preferences(_config())
     except ConfigurationError as e:
@@ -340,7 +351,9 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
 def install_values(args: argparse.Namespace) -> dict[str, object]:
     """What ``install`` writes to worker.toml; a usage error exits 2 with the reason."""
     try:
-        endpoint = resolve_endpoint(args.coordinator, args.token, files=(CONFIG_NAME,))
+        endpoint = resolve_endpoint(
+            args.coordinator, args.token, files=(CONFIG_NAME,), token_file=args.token_file
+        )
     except ConfigurationError as e:
         _usage_error(str(e))
     values: dict[str, object] = {"coordinator": endpoint.url, "token": endpoint.token}

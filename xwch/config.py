@@ -64,19 +64,42 @@ class Endpoint:
     token: str
 
 
+def read_token_file(path: str, origin: str) -> str:
+    """The token held in the file ``path`` (its only line); a clear error naming ``origin``
+    (the flag or variable that gave the path) when it cannot be read or holds no token."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(64 * 1024)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigurationError(f"{origin} {path}: cannot read the token: {e}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1 or any(c.isspace() for c in lines[0]):
+        raise ConfigurationError(f"{origin} {path}: expected the token alone on one line")
+    return lines[0]
+
+
 def resolve_endpoint(
     url_flag: str | None,
     token_flag: str | None,
     files: tuple[str, ...] = ("client.toml",),
     environ: Mapping[str, str] | None = None,
+    token_file: str | None = None,
 ) -> Endpoint:
-    """The coordinator's URL and token, by the order of docs/cli.md."""
+    """The coordinator's URL and token, by the order of docs/cli.md.
+
+    The token may be given in a file (``--token-file``, ``XWCH_TOKEN_FILE``) or the environment
+    rather than on the command line, where any user's process listing shows it.
+    """
     env = os.environ if environ is None else environ
     url, token = url_flag, token_flag
     if url is None:
         url = env.get("XWCH_COORDINATOR") or None
+    if token is None and token_file is not None:
+        token = read_token_file(token_file, "--token-file")
     if token is None:
         token = env.get("XWCH_TOKEN") or None
+    if token is None and env.get("XWCH_TOKEN_FILE"):
+        token = read_token_file(env["XWCH_TOKEN_FILE"], "XWCH_TOKEN_FILE")
     home = Path(env.get("XWCH_HOME") or Path.home() / ".xwch")
     for name in files:
         if url is not None and token is not None:
@@ -101,6 +124,7 @@ def resolve_endpoint(
     url = ",".join(u.rstrip("/") for u in urls)
     if not token:
         raise ConfigurationError(
-            f'no token: give --token T, set XWCH_TOKEN, or write token = "T" in {home / files[0]}'
+            "no token: give --token-file PATH (or --token T), set XWCH_TOKEN or XWCH_TOKEN_FILE, "
+            f'or write token = "T" in {home / files[0]}'
         )
     return Endpoint(url=url.rstrip("/"), token=token)

@@ -66,11 +66,21 @@ class LocalPlatform:
         self.started = False
         self.monitor = ChildMonitor(reactor, out, restart=restart, on_ready=self._child_ready)
 
-    def spawn(self, name: str, marker: str, args: Sequence[str], home: Path | None = None) -> Child:
+    def spawn(
+        self,
+        name: str,
+        marker: str,
+        args: Sequence[str],
+        home: Path | None = None,
+        token: str | None = None,
+    ) -> Child:
         """Start ``python ARGS`` as ``name``, with ``XWCH_HOME`` set to ``home`` (default: the
-        local run's own)."""
+        local run's own) and ``XWCH_TOKEN`` to ``token``: in the environment, a token is not
+        shown by process listings, as it would be on the command line."""
         env = dict(os.environ)
         env["XWCH_HOME"] = str(self.home if home is None else home)
+        if token is not None:
+            env["XWCH_TOKEN"] = token
         env["PYTHONUNBUFFERED"] = "1"
         return self.monitor.add_child(
             name, marker, [self.python, *args], env, self.home / "logs" / f"{name}.log"
@@ -147,8 +157,6 @@ class LocalPlatform:
                 "xwch.warehouse",
                 "--coordinator",
                 url,
-                "--token",
-                token,
                 "--data",
                 str(self.home / f"warehouse-{i}"),
                 "--listen",
@@ -156,6 +164,7 @@ class LocalPlatform:
                 "--site",
                 _site(i, args.sites),
             ],
+            token=token,
         )
 
     def _worker(self, i: int, url: str, token: str, host: str, args: argparse.Namespace) -> Child:
@@ -171,8 +180,6 @@ class LocalPlatform:
                 "xwch.worker",
                 "--coordinator",
                 url,
-                "--token",
-                token,
                 "--slots",
                 str(args.slots),
                 "--data",
@@ -183,6 +190,7 @@ class LocalPlatform:
                 _site(i, args.sites),
             ],
             home=folder,
+            token=token,
         )
 
     def _child_ready(self, child: Child) -> None:
@@ -233,7 +241,7 @@ def pin_address(child: Child, url: str) -> None:
 
 
 def _create_tokens(home: Path, db: str | None) -> dict[str, str]:
-    from xwch.coordinator.__main__ import create_token
+    from xwch.coordinator.token_admin import create_token
     from xwch.store.database import default_url
 
     folder = home / "coordinator"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,6 +12,8 @@ from xwch.config import DEFAULT_PORT, xwch_home
 from xwch.coordinator.members import DEFAULT_LEASE
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.coordinator.store_lock import StoreHeld, StoreLock, hold_store
+from xwch.coordinator.token_admin import create_token, revoke_token, token_table
+from xwch.errors import ConfigurationError
 from xwch.protocol.wire import ROLES
 from xwch.store.database import default_url
 
@@ -139,8 +140,14 @@ def _parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="print a new token, alone on a line")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", help="who the token is for (default: the role)")
-    create.add_argument("--db", metavar="URL", dest="token_db")
-    create.add_argument("--data", metavar="DIR", type=Path, dest="token_data")
+    listing = token_sub.add_parser("list", help="the tokens in force: id, role, created, name")
+    revoke = token_sub.add_parser(
+        "revoke", help="revoke a token (refused everywhere within seconds)"
+    )
+    revoke.add_argument("which", metavar="ID|TOKEN", help="its id (see token list), or itself")
+    for command in (create, listing, revoke):
+        command.add_argument("--db", metavar="URL", dest="token_db")
+        command.add_argument("--data", metavar="DIR", type=Path, dest="token_data")
     return parser
 
 
@@ -150,21 +157,6 @@ def _db_url(db: str | None, data: Path | None) -> str:
     folder = data or xwch_home() / "coordinator"
     folder.mkdir(parents=True, exist_ok=True)
     return default_url(folder)
-
-
-def create_token(db_url: str, role: str, name: str) -> str:
-    """Create a token in the store at ``db_url`` (migrating it first if new)."""
-    from xwch.store.database import make_engine
-    from xwch.store.schema import migrate_thd
-    from xwch.store.tokens import create_token_thd
-
-    engine = make_engine(db_url)
-    try:
-        migrate_thd(engine)
-        with engine.begin() as conn:
-            return create_token_thd(conn, role, name, time.time())
-    finally:
-        engine.dispose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -206,9 +198,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "token":
         url = _db_url(args.token_db or args.db, args.token_data or args.data)
         try:
-            print(create_token(url, args.role, args.name or args.role), flush=True)
+            if args.token_command == "create":
+                print(create_token(url, args.role, args.name or args.role), flush=True)
+            elif args.token_command == "list":
+                print(token_table(url), end="", flush=True)
+            else:
+                revoke_token(url, args.which)
+                print(f"revoked token {args.which.strip()[:12]}", file=sys.stderr)
+        except ConfigurationError as e:
+            print(f"xwch-coordinator: {e}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
         except Exception as e:  # a wrong URL or unreachable database: say so, no traceback
-            print(f"xwch-coordinator: cannot create a token in {url}: {e}", file=sys.stderr)
+            print(
+                f"xwch-coordinator: cannot {args.token_command} tokens in {url}: {e}",
+                file=sys.stderr,
+            )
             sys.exit(EXIT_USAGE)
         return
     from twisted.internet import task
