@@ -47,6 +47,7 @@ from .coordinator_starter import (
 )
 from .host import probe_host
 from .install import Setup, install, uninstall
+from .install_check import InstallRefused, check_worker_token
 from .link import RegistrationRefused
 from .native_launcher import native_launcher_for_worker
 from .preferences import KEYS, Preferences, load_preferences
@@ -382,6 +383,20 @@ def install_values(args: argparse.Namespace) -> dict[str, object]:
     return values
 
 
+def _install(values: dict[str, object]) -> None:
+    """Check the coordinator and the token, then write worker.toml and the service: nothing
+    is written for a worker that could not start."""
+    url, token = str(values["coordinator"]), str(values["token"])
+    try:
+        name = check_worker_token(url, token)
+    except InstallRefused as e:
+        print(f"{PROGRAM}: {e}; nothing was installed", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_REFUSED) from None
+    print(f"the coordinator at {url} takes the token ({name or 'a worker token'})", flush=True)
+    for line in install(Setup.current(xwch_home()), values):
+        print(line)
+
+
 def _status(args: argparse.Namespace) -> int:
     path = _data_dir(args.data, _config_values()) / STATUS_FILE
     doc = read_status(path)
@@ -396,9 +411,7 @@ def _status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "install":
-        values = install_values(args)
-        for line in install(Setup.current(xwch_home()), values):
-            print(line)
+        _install(install_values(args))
         return
     if args.command == "uninstall":
         for line in uninstall(Setup.current(xwch_home())):
