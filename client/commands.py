@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from xwch.config import resolve_endpoint
 from xwch.dag import Job, load_job_file
 from xwch.errors import ConfigurationError
-from xwch.http import JsonApi
+from xwch.http import JsonApi, PooledHttpClient
 from xwch.protocol.client import AttemptLog, JobSummary
 from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_DONE, TASK_FAILED
 from xwch.signing import (
@@ -31,6 +31,7 @@ from xwch.signing import (
     load_key,
     load_key_if_any,
 )
+from xwch.tls import https_policy
 
 from .browser import open_in_browser
 from .clock import now
@@ -79,6 +80,11 @@ class Context:
             token_file=getattr(args, "token_file", None),
         )
         self.coordinator_url = endpoint.url
+        if endpoint.pin is not None and isinstance(self.http, PooledHttpClient):
+            # The token pins the platform's certificate: every https:// link must show it.
+            self.http.use_https_policy(
+                https_policy(endpoint.pin, lambda why: self.note(f"{PROGRAM}: {why}"))
+            )
         return CoordinatorClient(JsonApi(self.http, endpoint.url, endpoint.token, self.reactor))
 
     def home(self) -> Path:

@@ -37,6 +37,7 @@ from xwch.http import make_http_client
 from xwch.logs import start_logging
 from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded, stop_once_on_signals
+from xwch.tls import StopOnMismatch, https_policy
 
 from .benchmark import measure_performance
 from .coordinator_starter import (
@@ -78,6 +79,8 @@ class RunSettings:
     spawn: SpawnSettings | None = None
     # Signed programs: the keys whose programs alone it runs (none: any program).
     trusted_keys: frozenset[str] = frozenset()
+    # Stops the worker when a server shows another certificate than the token pins.
+    on_mismatch: StopOnMismatch | None = None
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -299,7 +302,10 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         host = replace(host, name=settings.name)
     facts = host.facts(settings.slots or host.cores, measure_performance(), settings.site)
     facts = msgspec.structs.replace(facts, trusted_keys=tuple(sorted(settings.trusted_keys)))
-    http = make_http_client(IReactorTCP(reactor))
+    # A token pinning the platform's certificate: every https:// link must show it.
+    http = make_http_client(
+        IReactorTCP(reactor), tls=https_policy(settings.endpoint.pin, settings.on_mismatch)
+    )
     launcher = native_launcher_for_worker(settings.data / "bin")
     if launcher.path is None:
         print(
@@ -421,12 +427,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(_status(args))
     settings = run_settings(args)
     start_logging()
+    from twisted.internet import reactor as global_reactor
+
+    mismatch = StopOnMismatch(PROGRAM, global_reactor.stop)
+    settings = replace(settings, on_mismatch=mismatch)
 
     def run(reactor: IReactorCore) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, settings))
 
     freeze_what_is_loaded()
-    react(run)
+    try:
+        react(run)
+    except SystemExit:
+        if mismatch.message is not None:
+            raise SystemExit(EXIT_REFUSED) from None
+        raise
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import tomli_w
 
 from xwch.errors import ConfigurationError
+from xwch.tls import split_token
 
 DEFAULT_PORT = 8750
 
@@ -62,6 +63,8 @@ class Endpoint:
 
     url: str
     token: str
+    # The SHA-256 of the platform's certificate, when the token pins one (see xwch.tls).
+    pin: str | None = None
 
 
 def read_token_file(path: str, origin: str) -> str:
@@ -127,4 +130,7 @@ def resolve_endpoint(
             "no token: give --token-file PATH (or --token T), set XWCH_TOKEN or XWCH_TOKEN_FILE, "
             f'or write token = "T" in {home / files[0]}'
         )
-    return Endpoint(url=url.rstrip("/"), token=token)
+    # A token made on a coordinator with --tls ends with its certificate's fingerprint: the
+    # secret alone is ever sent, the fingerprint checks whom it is sent to.
+    secret, pin = split_token(token)
+    return Endpoint(url=url.rstrip("/"), token=secret, pin=pin)

@@ -34,6 +34,7 @@ from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.errors import StartFailed
 from xwch.localmonitor import Child, ChildMonitor
 from xwch.startup import stop_once_on_signals
+from xwch.tls import TLS_FOLDER, TlsFiles, fingerprint, make_self_signed, pinned_token
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -64,6 +65,8 @@ class LocalPlatform:
         self.python = python
         self.url: str | None = None
         self.started = False
+        # The certificate every part serves with --tls (None: plain HTTP).
+        self.tls: TlsFiles | None = None
         self.monitor = ChildMonitor(reactor, out, restart=restart, on_ready=self._child_ready)
 
     def spawn(
@@ -145,6 +148,7 @@ class LocalPlatform:
                 args.scheduler,
                 "--replicas",
                 str(args.replicas),
+                *(["--tls"] if self.tls is not None else []),
             ],
         )
 
@@ -163,9 +167,16 @@ class LocalPlatform:
                 "tcp:0:interface=127.0.0.1",
                 "--site",
                 _site(i, args.sites),
+                *self._tls_flags(),
             ],
             token=token,
         )
+
+    def _tls_flags(self) -> list[str]:
+        """A warehouse serves the platform's certificate, the one the tokens pin."""
+        if self.tls is None:
+            return []
+        return ["--tls", "--cert", str(self.tls.cert), "--key", str(self.tls.key)]
 
     def _worker(self, i: int, url: str, token: str, host: str, args: argparse.Namespace) -> Child:
         # Its own XWCH_HOME, in its own folder: a worker reads worker.toml there (and
@@ -262,8 +273,16 @@ async def run(reactor: Any, args: argparse.Namespace, out: IO[str] = sys.stderr)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromCoroutine(platform.stop())
     )
+    tokens = _create_tokens(home, args.db)
+    if args.tls:
+        # Made here, before the coordinator starts (it takes it from the same folder), so that
+        # the tokens pin it; the warehouses serve it too.
+        files = make_self_signed(home / "coordinator" / TLS_FOLDER)
+        pin = fingerprint(files)
+        tokens = {role: pinned_token(token, pin) for role, token in tokens.items()}
+        platform.tls = files
     try:
-        url = await platform.start(args, _create_tokens(home, args.db))
+        url = await platform.start(args, tokens)
     except StartFailed:
         # Reported already, with the end of the child's log.
         await platform.stop()
@@ -379,6 +398,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="S",
         help="seconds between workers' Work Alive signals (default 2)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="every link over HTTPS, with one self-signed certificate the tokens pin",
     )
     return parser
 

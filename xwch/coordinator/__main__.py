@@ -16,6 +16,7 @@ from xwch.coordinator.token_admin import create_token, revoke_token, token_table
 from xwch.errors import ConfigurationError
 from xwch.protocol.wire import ROLES
 from xwch.store.database import default_url
+from xwch.tls import CERT_FILE, TLS_FOLDER, fingerprint_of_pem, pinned_token, tls_files
 
 EXIT_USAGE = 2
 
@@ -45,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the URL workers, warehouses and clients reach this coordinator at "
         "(default: the address it listens on)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS, with a certificate made on the first start in --data/tls (tokens "
+        "made afterwards pin it)",
+    )
+    parser.add_argument("--cert", metavar="PEM", help="with --key: the certificate to serve")
+    parser.add_argument("--key", metavar="PEM", help="the certificate's private key")
     parser.add_argument(
         "--lease",
         type=float,
@@ -140,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="print a new token, alone on a line")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", help="who the token is for (default: the role)")
+    create.add_argument(
+        "--cert",
+        metavar="PEM",
+        dest="token_cert",
+        help="the certificate the coordinator serves (default: --data/tls/cert.pem when the "
+        "coordinator made one): the token pins it",
+    )
     listing = token_sub.add_parser("list", help="the tokens in force: id, role, created, name")
     revoke = token_sub.add_parser(
         "revoke", help="revoke a token (refused everywhere within seconds)"
@@ -157,6 +173,20 @@ def _db_url(db: str | None, data: Path | None) -> str:
     folder = data or xwch_home() / "coordinator"
     folder.mkdir(parents=True, exist_ok=True)
     return default_url(folder)
+
+
+def _served_fingerprint(args: argparse.Namespace) -> str | None:
+    """The fingerprint of the certificate a coordinator of this data folder serves, if any."""
+    cert = args.token_cert
+    if cert is None:
+        made = (args.token_data or args.data or xwch_home() / "coordinator") / TLS_FOLDER
+        if not (made / CERT_FILE).exists():
+            return None
+        cert = made / CERT_FILE
+    try:
+        return fingerprint_of_pem(Path(cert).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigurationError(f"--cert {cert}: not a PEM certificate: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -199,7 +229,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         url = _db_url(args.token_db or args.db, args.token_data or args.data)
         try:
             if args.token_command == "create":
-                print(create_token(url, args.role, args.name or args.role), flush=True)
+                secret = create_token(url, args.role, args.name or args.role)
+                pin = _served_fingerprint(args)
+                print(secret if pin is None else pinned_token(secret, pin), flush=True)
             elif args.token_command == "list":
                 print(token_table(url), end="", flush=True)
             else:
@@ -239,7 +271,15 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
     from xwch.startup import freeze_what_is_loaded, raise_open_file_limit, stop_once_on_signals
     from xwch.store.schema import SchemaTooNew
 
+    try:
+        tls = tls_files(
+            args.tls, args.cert, args.key, (args.data or xwch_home() / "coordinator") / TLS_FOLDER
+        )
+    except ConfigurationError as e:
+        print(f"xwch-coordinator: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     config = CoordinatorConfig(
+        tls=tls,
         db_url=url,
         listen=args.listen,
         alive_interval=args.alive_interval,
