@@ -37,7 +37,7 @@ from xwch.http import make_http_client
 from xwch.logs import start_logging
 from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded, stop_once_on_signals
-from xwch.tls import StopOnMismatch, https_policy
+from xwch.tls import StopOnMismatch, https_policy, pinned_token
 
 from .benchmark import measure_performance
 from .coordinator_starter import (
@@ -363,7 +363,9 @@ def install_values(args: argparse.Namespace) -> dict[str, object]:
         )
     except ConfigurationError as e:
         _usage_error(str(e))
-    values: dict[str, object] = {"coordinator": endpoint.url, "token": endpoint.token}
+    # The token as given, its pin included: the installed worker pins the certificate too.
+    token = endpoint.token if endpoint.pin is None else pinned_token(endpoint.token, endpoint.pin)
+    values: dict[str, object] = {"coordinator": endpoint.url, "token": token}
     if args.slots is not None:
         if args.slots < 1:
             _usage_error(f"--slots must be at least 1, not {args.slots}")

@@ -269,3 +269,27 @@ def test_install_writes_the_trusted_keys_and_refuses_a_malformed_one(
         main(["install", "--coordinator", url, "--token", "T", "--trust", key])
     assert read_toml(tmp_path / "xwch" / "worker.toml")["trusted_keys"] == [key]
     main(["uninstall"])
+
+
+def test_install_with_a_pinned_token_sends_it_only_to_the_pinned_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Facing another certificate, install sends no token and writes nothing; facing the
+    pinned one, the token (its secret alone) reaches the server."""
+    from tests.fakes.recording_https import recording_https_server
+    from xwch.tls import pinned_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
+    with recording_https_server(tmp_path / "cert") as server:
+        wrong = pinned_token("xwch_worker_s", "cd" * 32)
+        with pytest.raises(SystemExit) as exit:
+            main(["install", "--coordinator", server.url, "--token", wrong])
+        assert exit.value.code == 3
+        assert "other than the one the token pins" in capsys.readouterr().err
+        assert server.requests == []
+        right = pinned_token("xwch_worker_s", server.fingerprint)
+        with pytest.raises(SystemExit):
+            main(["install", "--coordinator", server.url, "--token", right])
+        assert server.requests == [("GET", "/api/v1/token", "Bearer xwch_worker_s")]
+    assert not (tmp_path / "xwch").exists()
