@@ -68,7 +68,14 @@ def _connection_options() -> argparse.ArgumentParser:
         "--token",
         metavar="T",
         default=argparse.SUPPRESS,
-        help="a client token (else XWCH_TOKEN, else client.toml)",
+        help="a client token (else XWCH_TOKEN, else client.toml); visible in process "
+        "listings: prefer --token-file",
+    )
+    options.add_argument(
+        "--token-file",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="a file holding the client token alone on a line (else XWCH_TOKEN_FILE)",
     )
     return options
 
@@ -233,6 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--no-open", action="store_true", help="only print the link, open no browser"
     )
+
+    keys = command(
+        "keys",
+        "make or show this client's signing key",
+        "create: make an Ed25519 key pair in $XWCH_HOME (the private key readable by you "
+        "only) and print the public key alone on a line, as ed25519:BASE64; show: print it "
+        "again. With a key, submit signs each program of the job, and workers started with "
+        "--trust KEY run only programs signed by KEY.",
+    )
+    keys.add_argument("action", choices=("create", "show"), help="what to do")
 
     listing = command("list", "the jobs, newest first", "The jobs, newest first.")
     listing.add_argument("--json", action="store_true", help="print JSON")

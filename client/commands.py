@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
@@ -19,9 +20,18 @@ from twisted.internet.interfaces import IReactorTime
 
 from xwch.config import resolve_endpoint
 from xwch.dag import Job, load_job_file
-from xwch.http import JsonApi
+from xwch.errors import ConfigurationError
+from xwch.http import JsonApi, PooledHttpClient
 from xwch.protocol.client import AttemptLog, JobSummary
 from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_DONE, TASK_FAILED
+from xwch.signing import (
+    PRIVATE_KEY_FILE,
+    create_private_key,
+    format_public_key,
+    load_key,
+    load_key_if_any,
+)
+from xwch.tls import https_policy
 
 from .browser import open_in_browser
 from .clock import now
@@ -67,9 +77,20 @@ class Context:
             getattr(args, "token", None),
             files=("client.toml",),
             environ=self.environ,
+            token_file=getattr(args, "token_file", None),
         )
         self.coordinator_url = endpoint.url
+        if endpoint.pin is not None and isinstance(self.http, PooledHttpClient):
+            # The token pins the platform's certificate: every https:// link must show it.
+            self.http.use_https_policy(
+                https_policy(endpoint.pin, lambda why: self.note(f"{PROGRAM}: {why}"))
+            )
         return CoordinatorClient(JsonApi(self.http, endpoint.url, endpoint.token, self.reactor))
+
+    def home(self) -> Path:
+        """``$XWCH_HOME`` of this command's environment (default ``~/.xwch``)."""
+        env = os.environ if self.environ is None else self.environ
+        return Path(env.get("XWCH_HOME") or Path.home() / ".xwch")
 
     def out(self, text: str) -> None:
         self.stdout.write(text if text.endswith("\n") else text + "\n")
@@ -95,7 +116,12 @@ async def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     # an invalid file sends nothing (docs/job-file.md).
     job = ctx.load_job(Path(args.file))
     api = ctx.client(args)
-    job_id = await submit(api, ctx.http, job, ctx.reactor, ctx.note, ctx.transfers, site=args.site)
+    key = load_key_if_any(ctx.home())
+    if key is not None:
+        ctx.note(f"signing the job's programs with {format_public_key(key.public_key())}")
+    job_id = await submit(
+        api, ctx.http, job, ctx.reactor, ctx.note, ctx.transfers, site=args.site, signing_key=key
+    )
     # Alone on the first line, at once: scripts read it while --wait goes on.
     ctx.out(job_id)
     if not args.wait:
@@ -310,6 +336,22 @@ async def cmd_dashboard(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_keys(ctx: Context, args: argparse.Namespace) -> int:
+    home = ctx.home()
+    if args.action == "create":
+        public = create_private_key(home)
+        ctx.note(f"private key written to {home / PRIVATE_KEY_FILE} (readable by you only)")
+    else:
+        if load_key_if_any(home) is None:
+            raise ConfigurationError(
+                f"no signing key in {home}: make one with `{PROGRAM} keys create`"
+            )
+        public = load_key(home).public_key()
+    # Alone on a line: the volunteers' workers take it with --trust.
+    ctx.out(format_public_key(public))
+    return 0
+
+
 COMMANDS: dict[str, Command] = {
     "submit": cmd_submit,
     "wait": cmd_wait,
@@ -324,4 +366,5 @@ COMMANDS: dict[str, Command] = {
     "list": cmd_list,
     "network": cmd_network,
     "dashboard": cmd_dashboard,
+    "keys": cmd_keys,
 }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet.interfaces import IReactorTime
 
 from xwch.dag import PLATFORM_ANY, Job
@@ -22,6 +23,7 @@ from xwch.protocol.worker import Policy
 from .clock import now
 from .coordinator import CoordinatorClient
 from .humane import format_bytes, format_duration
+from .keys import signed_job
 from .transfers import BIG_TRANSFER, Progress, Transfers, real_transfers
 
 
@@ -124,13 +126,20 @@ async def submit(
     progress: Progress,
     transfers: Transfers | None = None,
     site: str | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> str:
-    """Upload what ``job`` needs (to a warehouse of ``site``) and create it; the new job's id."""
+    """Upload what ``job`` needs (to a warehouse of ``site``) and create it; the new job's id.
+
+    With ``signing_key``, each program of the job is signed (see client/keys.py).
+    """
     transfers = transfers or real_transfers()
     with tempfile.TemporaryDirectory(prefix="xwch-submit-") as scratch:
         local = collect_objects(job, transfers, Path(scratch))
         await upload_missing(api, http, local.values(), reactor, progress, transfers, site)
-        wire = job.with_digests({p: (o.digest, o.size) for p, o in local.items()}).to_wire()
+        stamped = job.with_digests({p: (o.digest, o.size) for p, o in local.items()})
+        if signing_key is not None:
+            stamped = signed_job(stamped, signing_key)
+        wire = stamped.to_wire()
         try:
             return await api.submit_job(wire)
         except ApiError as e:

@@ -24,6 +24,7 @@ from xwch.http import JsonApi, make_http_client
 from xwch.logs import start_logging
 from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded, raise_open_file_limit, stop_once_on_signals
+from xwch.tls import CERT_FILE, TLS_FOLDER, StopOnMismatch, fingerprint, https_policy, tls_files
 from xwch.transfer.rates import parse_rate
 
 from .metrics import ACCESS_PATH, MetricsAccess, coordinator_check
@@ -46,6 +47,20 @@ def _parser() -> argparse.ArgumentParser:
         "--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)"
     )
     parser.add_argument("--token", metavar="T", help="a token of role warehouse (or XWCH_TOKEN)")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS with the platform's certificate (--cert/--key, default the one a "
+        "coordinator of this XWCH_HOME made)",
+    )
+    parser.add_argument("--cert", metavar="PEM", help="the certificate to serve (with --key)")
+    parser.add_argument("--key", metavar="PEM", help="its private key")
+    parser.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="a file holding the token alone on a line, kept out of process listings "
+        "(or XWCH_TOKEN_FILE)",
+    )
     parser.add_argument(
         "--data", metavar="DIR", type=Path, help="where objects are kept ($XWCH_HOME/warehouse)"
     )
@@ -114,7 +129,9 @@ async def _run(reactor: Any, service: WarehouseService, coordinator: JsonApi) ->
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
-        endpoint = resolve_endpoint(args.coordinator, args.token, files=("warehouse.toml",))
+        endpoint = resolve_endpoint(
+            args.coordinator, args.token, files=("warehouse.toml",), token_file=args.token_file
+        )
     except ConfigurationError as e:
         _usage_error(str(e))
     if args.public_url is not None and not args.public_url.startswith(("http://", "https://")):
@@ -133,8 +150,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as e:
         _usage_error(f"--listen {args.listen}: {e}")
 
+    try:
+        tls = tls_files(args.tls, args.cert, args.key, _coordinator_tls_folder())
+    except ConfigurationError as e:
+        _usage_error(str(e))
+    if tls is not None and endpoint.pin is not None and fingerprint(tls) != endpoint.pin:
+        _usage_error(
+            "--cert is not the certificate the token pins: a warehouse serves the platform's "
+            "certificate (the coordinator's --cert/--key)"
+        )
     start_logging()
-    coordinator = JsonApi(make_http_client(reactor), endpoint.url, endpoint.token, reactor)
+    # A token pinning the platform's certificate: every https:// link must show it.
+    mismatch = StopOnMismatch(PROGRAM, reactor.stop)
+    http = make_http_client(reactor, tls=https_policy(endpoint.pin, mismatch))
+    coordinator = JsonApi(http, endpoint.url, endpoint.token, reactor)
     # A scraper's token is checked by asking the coordinator with that token.
     access = MetricsAccess(
         reactor,
@@ -151,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.listen,
         http=coordinator.http,
         metrics_access=access,
+        tls=tls,
     )
     service.resource.network.upload.set_rate(args.upload_cap)
     service.resource.network.download.set_rate(args.download_cap)
@@ -161,7 +191,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     def run(reactor: Any) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, service, coordinator))
 
-    react(run)
+    try:
+        react(run)
+    except SystemExit:
+        if mismatch.message is not None:
+            raise SystemExit(3) from None
+        raise
+
+
+def _coordinator_tls_folder() -> Path | None:
+    """Where a coordinator of this XWCH_HOME made its certificate (xwch-local's warehouses
+    serve it); None when there is none."""
+    folder = xwch_home() / "coordinator" / TLS_FOLDER
+    return folder if (folder / CERT_FILE).exists() else None
 
 
 if __name__ == "__main__":

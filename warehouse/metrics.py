@@ -3,8 +3,8 @@
 A warehouse holds no tokens (it checks capabilities signed by the coordinator), so it asks the
 coordinator whether a scraper's token may read metrics (``GET /api/v1/metrics/access`` with
 that token), and remembers a yes for :attr:`MetricsAccess.REMEMBER` seconds: Prometheus scrapes
-every few seconds, the coordinator need not be asked each time. A no is never remembered, so a
-token created a moment ago works at once.
+every few seconds, the coordinator need not be asked each time, and a revoked token is refused
+once that has passed. A no is never remembered, so a token created a moment ago works at once.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ TokenCheck = Callable[[str], Awaitable[bool]]
 class MetricsAccess:
     """Whether a bearer token may read this warehouse's metrics, as its coordinator says."""
 
-    REMEMBER = 60.0
+    # Short, so that a revoked token stops reading metrics within seconds.
+    REMEMBER = 5.0
 
     def __init__(self, clock: IReactorTime, ask: TokenCheck) -> None:
         self._clock = clock

@@ -38,6 +38,7 @@ from xwch.protocol.warehouse import (
 )
 from xwch.protocol.wire import API_PREFIX, PROTOCOL_VERSION
 from xwch.retry import RetryPolicy, equal_jitter, retrying
+from xwch.tls import TlsFiles, TLSServerEndpoint, server_options
 
 from .blocking import BlockingRunner, ThreadPoolRunner
 from .metrics import MetricsAccess, MetricsResource
@@ -100,7 +101,7 @@ class _QuietSite(Site):
         pass
 
 
-def default_url(address: IAddress) -> str:
+def default_url(address: IAddress, scheme: str = "http") -> str:
     """``http://<interface>:<port>``, with 127.0.0.1 for a wildcard bind."""
     host = str(getattr(address, "host", "127.0.0.1"))
     port = int(getattr(address, "port", 0))
@@ -110,7 +111,7 @@ def default_url(address: IAddress) -> str:
         host = "::1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def parse_registration(answer: WarehouseRegistered) -> Registration:
@@ -149,8 +150,11 @@ class WarehouseService(MultiService):
         retry_policy: RetryPolicy | None = None,
         http: HTTPClient | None = None,
         metrics_access: MetricsAccess | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
+        """``tls``: the certificate to serve HTTPS with (None: plain HTTP)."""
         super().__init__()
+        self._tls = tls
         self._reactor = reactor
         self.store = store
         self._coordinator = coordinator
@@ -237,9 +241,12 @@ class WarehouseService(MultiService):
 
     async def _start(self) -> None:
         endpoint = serverFromString(self._reactor, self._listen)
+        if self._tls is not None:
+            endpoint = TLSServerEndpoint(endpoint, server_options(self._tls))
         port: IListeningPort = await endpoint.listen(self.web_site)
         self.port = port
-        self.url = self._public_url or default_url(port.getHost())
+        scheme = "http" if self._tls is None else "https"
+        self.url = self._public_url or default_url(port.getHost(), scheme)
         log.info("listening on {url}", url=self.url)
         self._listening.fire(self.url)
         registration = await self._register_until_accepted()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NoReturn
 
+import msgspec
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorCore, IReactorProcess, IReactorTCP, IReactorTime
 from twisted.internet.task import react
@@ -36,6 +37,7 @@ from xwch.http import make_http_client
 from xwch.logs import start_logging
 from xwch.member_list import keep_learning
 from xwch.startup import freeze_what_is_loaded, stop_once_on_signals
+from xwch.tls import StopOnMismatch, https_policy, pinned_token
 
 from .benchmark import measure_performance
 from .coordinator_starter import (
@@ -46,11 +48,13 @@ from .coordinator_starter import (
 )
 from .host import probe_host
 from .install import Setup, install, uninstall
+from .install_check import InstallRefused, check_worker_token
 from .link import RegistrationRefused
 from .native_launcher import native_launcher_for_worker
 from .preferences import KEYS, Preferences, load_preferences
 from .sites import nearest_site, tcp_round_trip
 from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
+from .trust import trusted_keys
 from .volunteer import Volunteer
 
 PROGRAM = "xwch-worker"
@@ -73,6 +77,10 @@ class RunSettings:
     preferences: Preferences
     config: Path
     spawn: SpawnSettings | None = None
+    # Signed programs: the keys whose programs alone it runs (none: any program).
+    trusted_keys: frozenset[str] = frozenset()
+    # Stops the worker when a server shows another certificate than the token pins.
+    on_mismatch: StopOnMismatch | None = None
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +98,14 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the name shown for this worker (default: the host name); tells apart several "
         "workers on one machine",
+    )
+    parser.add_argument(
+        "--trust",
+        metavar="KEY",
+        action="append",
+        default=[],
+        help="run only programs signed by this key (ed25519:BASE64, as `xwch-client keys "
+        "create` prints it); repeatable; else trusted_keys in worker.toml; none: any program",
     )
 
 
@@ -111,6 +127,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--coordinator", metavar="URL", help="the coordinator (or XWCH_COORDINATOR)")
     run.add_argument("--token", metavar="T", help="a token of role worker (or XWCH_TOKEN)")
+    run.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="a file holding the token alone on a line, kept out of process listings",
+    )
     _add_worker_flags(run)
     spawn = run.add_argument_group(
         "starting a coordinator (trusted machines that may reach the store)"
@@ -153,6 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.add_argument("--coordinator", metavar="URL", help="the coordinator")
     setup.add_argument("--token", metavar="T", help="a token of role worker")
+    setup.add_argument(
+        "--token-file", metavar="PATH", help="a file holding the token alone on a line"
+    )
     _add_worker_flags(setup)
     prefs = setup.add_argument_group("preferences")
     for key in KEYS:
@@ -214,7 +238,10 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     """Checked settings of ``run``; a usage error exits 2 with the reason."""
     try:
         endpoint = resolve_endpoint(
-            args.coordinator, args.token, files=(CONFIG_NAME, "client.toml")
+            args.coordinator,
+            args.token,
+            files=(CONFIG_NAME, "client.toml"),
+            token_file=args.token_file,
         )
         preferences = load_preferences(_config())
     except ConfigurationError as e:
@@ -232,6 +259,10 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     site = args.site if args.site is not None else values.get("site")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         _usage_error("--name must not be empty")
+    try:
+        trusted = trusted_keys(args.trust, values.get("trusted_keys"), str(_config()))
+    except ConfigurationError as e:
+        _usage_error(str(e))
     return RunSettings(
         endpoint=endpoint,
         slots=slots,
@@ -241,6 +272,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         preferences=preferences,
         config=_config(),
         spawn=spawn_settings(args),
+        trusted_keys=trusted,
     )
 
 
@@ -269,7 +301,11 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
     if settings.name is not None:
         host = replace(host, name=settings.name)
     facts = host.facts(settings.slots or host.cores, measure_performance(), settings.site)
-    http = make_http_client(IReactorTCP(reactor))
+    facts = msgspec.structs.replace(facts, trusted_keys=tuple(sorted(settings.trusted_keys)))
+    # A token pinning the platform's certificate: every https:// link must show it.
+    http = make_http_client(
+        IReactorTCP(reactor), tls=https_policy(settings.endpoint.pin, settings.on_mismatch)
+    )
     launcher = native_launcher_for_worker(settings.data / "bin")
     if launcher.path is None:
         print(
@@ -322,10 +358,14 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
 def install_values(args: argparse.Namespace) -> dict[str, object]:
     """What ``install`` writes to worker.toml; a usage error exits 2 with the reason."""
     try:
-        endpoint = resolve_endpoint(args.coordinator, args.token, files=(CONFIG_NAME,))
+        endpoint = resolve_endpoint(
+            args.coordinator, args.token, files=(CONFIG_NAME,), token_file=args.token_file
+        )
     except ConfigurationError as e:
         _usage_error(str(e))
-    values: dict[str, object] = {"coordinator": endpoint.url, "token": endpoint.token}
+    # The token as given, its pin included: the installed worker pins the certificate too.
+    token = endpoint.token if endpoint.pin is None else pinned_token(endpoint.token, endpoint.pin)
+    values: dict[str, object] = {"coordinator": endpoint.url, "token": token}
     if args.slots is not None:
         if args.slots < 1:
             _usage_error(f"--slots must be at least 1, not {args.slots}")
@@ -335,6 +375,11 @@ def install_values(args: argparse.Namespace) -> dict[str, object]:
     for name in ("site", "name"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
+    if args.trust:
+        try:
+            values["trusted_keys"] = sorted(trusted_keys(args.trust, None, str(_config())))
+        except ConfigurationError as e:
+            _usage_error(str(e))
     for key in KEYS:
         raw = getattr(args, key.name)
         if raw is None:
@@ -344,6 +389,20 @@ def install_values(args: argparse.Namespace) -> dict[str, object]:
         except ConfigurationError as e:
             _usage_error(str(e))
     return values
+
+
+def _install(values: dict[str, object]) -> None:
+    """Check the coordinator and the token, then write worker.toml and the service: nothing
+    is written for a worker that could not start."""
+    url, token = str(values["coordinator"]), str(values["token"])
+    try:
+        name = check_worker_token(url, token)
+    except InstallRefused as e:
+        print(f"{PROGRAM}: {e}; nothing was installed", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_REFUSED) from None
+    print(f"the coordinator at {url} takes the token ({name or 'a worker token'})", flush=True)
+    for line in install(Setup.current(xwch_home()), values):
+        print(line)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -360,9 +419,7 @@ def _status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "install":
-        values = install_values(args)
-        for line in install(Setup.current(xwch_home()), values):
-            print(line)
+        _install(install_values(args))
         return
     if args.command == "uninstall":
         for line in uninstall(Setup.current(xwch_home())):
@@ -372,12 +429,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(_status(args))
     settings = run_settings(args)
     start_logging()
+    from twisted.internet import reactor as global_reactor
+
+    mismatch = StopOnMismatch(PROGRAM, global_reactor.stop)
+    settings = replace(settings, on_mismatch=mismatch)
 
     def run(reactor: IReactorCore) -> Deferred[None]:
         return Deferred.fromCoroutine(_run(reactor, settings))
 
     freeze_what_is_loaded()
-    react(run)
+    try:
+        react(run)
+    except SystemExit:
+        if mismatch.message is not None:
+            raise SystemExit(EXIT_REFUSED) from None
+        raise
 
 
 if __name__ == "__main__":

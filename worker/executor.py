@@ -48,6 +48,7 @@ from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
 from .releases import FolderReleases, off_reactor
 from .sandbox import Sandbox
 from .spawner import STATUS_FD, AttemptProcess, AttemptSpawner, DirectSpawner
+from .trust import program_refusal
 from .workfolders import TMP_DIR, WorkFolders, is_attempt_folder_name
 
 # What every program sees, whatever the worker's own environment holds: the volunteer's variables
@@ -174,8 +175,12 @@ class AttemptExecutor:
         spawner: AttemptSpawner | None = None,
         folders: WorkFolders | None = None,
         releases: FolderReleases | None = None,
+        trusted_keys: frozenset[str] = frozenset(),
     ) -> None:
+        """``trusted_keys``: the keys whose signed programs alone this worker runs (none: any
+        program)."""
         self.assignment = assignment
+        self._trusted_keys = trusted_keys
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
         self._cache = cache
@@ -310,6 +315,11 @@ class AttemptExecutor:
 
     async def _prepare(self) -> tuple[Path, str | None]:
         a = self.assignment
+        # Before anything is fetched or made executable: whatever the coordinator believes
+        # this worker trusts, a program it does not trust never becomes runnable here.
+        refused = program_refusal(a.binary, self._trusted_keys)
+        if refused is not None:
+            raise AttemptError(f"refused to run: {refused}")
         if self._folders.make_at_once(self.workdir):
             self._making = succeed(None)
         else:

@@ -38,7 +38,7 @@ from xwch.config import read_toml
 from xwch.errors import ConfigurationError
 
 # Keys of worker.toml that are not preferences: read once at start by ``xwch-worker run``.
-SETTINGS_KEYS = ("coordinator", "token", "site", "name", "slots", "data")
+SETTINGS_KEYS = ("coordinator", "token", "site", "name", "slots", "data", "trusted_keys")
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:I?B)?\s*(?:/S)?\s*$")

@@ -142,6 +142,7 @@ class Volunteer(MultiService):
                 spawner=self.spawner,
                 folders=folders,
                 releases=releases,
+                trusted_keys=frozenset(facts.trusted_keys),
             )
             self._executors.add(executor)
             return executor

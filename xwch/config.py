@@ -13,7 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import tomli_w
+
 from xwch.errors import ConfigurationError
+from xwch.tls import split_token
 
 DEFAULT_PORT = 8750
 
@@ -34,22 +37,18 @@ def read_toml(path: Path) -> dict[str, object]:
         raise ConfigurationError(f"{path}: {e}") from None
 
 
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{escaped}"'
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
 def write_toml(path: Path, values: Mapping[str, object], mode: int = 0o600) -> None:
-    """Write flat ``key = value`` TOML atomically, readable by its owner only (it holds tokens)."""
+    """Write ``values`` as TOML atomically, readable by its owner only (it holds tokens).
+
+    tomli-w escapes what TOML requires (newlines, DEL and the other control characters), so
+    whatever is written here :func:`read_toml` reads back as it was; None values are left out.
+    """
+    try:
+        text = tomli_w.dumps({key: v for key, v in values.items() if v is not None})
+    except TypeError as e:
+        raise TypeError(f"cannot write to TOML: {e}") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    text = "".join(f"{key} = {_toml_value(v)}\n" for key, v in values.items() if v is not None)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
@@ -64,6 +63,22 @@ class Endpoint:
 
     url: str
     token: str
+    # The SHA-256 of the platform's certificate, when the token pins one (see xwch.tls).
+    pin: str | None = None
+
+
+def read_token_file(path: str, origin: str) -> str:
+    """The token held in the file ``path`` (its only line); a clear error naming ``origin``
+    (the flag or variable that gave the path) when it cannot be read or holds no token."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read(64 * 1024)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigurationError(f"{origin} {path}: cannot read the token: {e}") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) != 1 or any(c.isspace() for c in lines[0]):
+        raise ConfigurationError(f"{origin} {path}: expected the token alone on one line")
+    return lines[0]
 
 
 def resolve_endpoint(
@@ -71,14 +86,23 @@ def resolve_endpoint(
     token_flag: str | None,
     files: tuple[str, ...] = ("client.toml",),
     environ: Mapping[str, str] | None = None,
+    token_file: str | None = None,
 ) -> Endpoint:
-    """The coordinator's URL and token, by the order of docs/cli.md."""
+    """The coordinator's URL and token, by the order of docs/cli.md.
+
+    The token may be given in a file (``--token-file``, ``XWCH_TOKEN_FILE``) or the environment
+    rather than on the command line, where any user's process listing shows it.
+    """
     env = os.environ if environ is None else environ
     url, token = url_flag, token_flag
     if url is None:
         url = env.get("XWCH_COORDINATOR") or None
+    if token is None and token_file is not None:
+        token = read_token_file(token_file, "--token-file")
     if token is None:
         token = env.get("XWCH_TOKEN") or None
+    if token is None and env.get("XWCH_TOKEN_FILE"):
+        token = read_token_file(env["XWCH_TOKEN_FILE"], "XWCH_TOKEN_FILE")
     home = Path(env.get("XWCH_HOME") or Path.home() / ".xwch")
     for name in files:
         if url is not None and token is not None:
@@ -103,6 +127,10 @@ def resolve_endpoint(
     url = ",".join(u.rstrip("/") for u in urls)
     if not token:
         raise ConfigurationError(
-            f'no token: give --token T, set XWCH_TOKEN, or write token = "T" in {home / files[0]}'
+            "no token: give --token-file PATH (or --token T), set XWCH_TOKEN or XWCH_TOKEN_FILE, "
+            f'or write token = "T" in {home / files[0]}'
         )
-    return Endpoint(url=url.rstrip("/"), token=token)
+    # A token made on a coordinator with --tls ends with its certificate's fingerprint: the
+    # secret alone is ever sent, the fingerprint checks whom it is sent to.
+    secret, pin = split_token(token)
+    return Endpoint(url=url.rstrip("/"), token=secret, pin=pin)

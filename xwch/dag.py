@@ -42,6 +42,7 @@ from xwch.dagcheck import (
 )
 from xwch.dagexpand import Draft, expand, parse_template
 from xwch.errors import JobFileError
+from xwch.signing import ProgramSignature, SignatureError, normalized_key, verify_program
 
 __all__ = [
     "MAX_TASKS",
@@ -75,6 +76,8 @@ class BinaryVariant:
     entry: str | None
     digest: str | None = None
     size: int | None = None
+    # Set by a client holding a signing key (see xwch.signing); None: unsigned.
+    signature: ProgramSignature | None = None
 
 
 @dataclass(frozen=True)
@@ -193,12 +196,18 @@ class Job:
             for platform, v in binary.variants.items():
                 if v.digest is None or v.size is None:
                     raise ValueError(f"binary {name!r} ({platform}) has no digest")
-                variants[platform] = {
+                form: dict[str, object] = {
                     "digest": v.digest,
                     "size": v.size,
                     "bundle": v.bundle,
                     "entry": v.entry,
                 }
+                if v.signature is not None:
+                    form["signature"] = {
+                        "key": v.signature.key,
+                        "signature": v.signature.signature,
+                    }
+                variants[platform] = form
             binaries[name] = variants
         files: dict[str, object] = {}
         for name, f in self.files.items():
@@ -551,7 +560,10 @@ def parse_wire_job(doc: object) -> Job:
             if platform != PLATFORM_ANY and not PLATFORM_RE.fullmatch(platform):
                 check.fail(platform_path, f"invalid platform {quote(platform)}")
             obj = check.record(
-                variant, platform_path, required=("digest", "size", "bundle", "entry")
+                variant,
+                platform_path,
+                required=("digest", "size", "bundle", "entry"),
+                optional=("signature",),
             )
             digest, size = _wire_digest(check, obj, platform_path)
             bundle = obj["bundle"]
@@ -564,7 +576,16 @@ def parse_wire_job(doc: object) -> Job:
                 check.local_name(entry, entry_where, "bundle entry")
             elif obj["entry"] is not None:
                 check.fail(entry_where, "must be null for a binary that is not a bundle")
-            variants[platform] = BinaryVariant(None, bundle, entry, digest, size)
+            signature = None
+            if "signature" in obj:
+                signature = _wire_signature(
+                    check,
+                    obj["signature"],
+                    key_path(platform_path, "signature"),
+                    digest,
+                    (binary_name, name),
+                )
+            variants[platform] = BinaryVariant(None, bundle, entry, digest, size, signature)
         if not variants:
             check.fail(where, "no platform")
         binaries[binary_name] = Binary(binary_name, variants)
@@ -623,6 +644,25 @@ def _wire_digest(check: Checker, obj: Mapping[str, object], path: str) -> tuple[
     if not DIGEST_RE.fullmatch(digest):
         check.fail(digest_path, f"invalid digest {quote(digest)}: expected 64 lowercase hex")
     return digest, check.integer(obj["size"], key_path(path, "size"), 0, SIZE_MAX)
+
+
+def _wire_signature(
+    check: Checker, value: object, path: str, digest: str, names: tuple[str, str]
+) -> ProgramSignature:
+    """A program's signature, checked here so that a forged, truncated or replayed one is
+    refused with the job rather than by every worker that trusts its key."""
+    obj = check.record(value, path, required=("key", "signature"))
+    signed = ProgramSignature(
+        check.string(obj["key"], key_path(path, "key")),
+        check.string(obj["signature"], key_path(path, "signature")),
+    )
+    program, job = names
+    try:
+        verify_program(signed, digest, program, job)
+    except SignatureError as e:
+        check.fail(path, str(e))
+    # One spelling of the key, so that workers' trusted keys compare equal to it.
+    return ProgramSignature(normalized_key(signed.key), signed.signature)
 
 
 def _wire_task(

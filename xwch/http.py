@@ -45,7 +45,13 @@ from twisted.web.client import (
 )
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IAgentEndpointFactory, IBodyProducer, IResponse
+from twisted.web.iweb import (
+    IAgent,
+    IAgentEndpointFactory,
+    IBodyProducer,
+    IPolicyForHTTPS,
+    IResponse,
+)
 from zope.interface import implementer
 
 from xwch.errors import ApiError, Unreachable
@@ -94,10 +100,15 @@ class _Endpoints:
     # A client talks to a coordinator and a few warehouses; past this, start afresh.
     MAX = 256
 
-    def __init__(self, reactor: IReactorTCP) -> None:
+    def __init__(self, reactor: IReactorTCP, tls: IPolicyForHTTPS | None = None) -> None:
         self._reactor = reactor
-        self._tls = BrowserLikePolicyForHTTPS()
+        # How https:// servers are checked: the public CAs, or a pinned certificate (xwch.tls).
+        self._tls = tls if tls is not None else BrowserLikePolicyForHTTPS()
         self._made: dict[tuple[bytes, bytes, int], IStreamClientEndpoint] = {}
+
+    def use_policy(self, tls: IPolicyForHTTPS) -> None:
+        self._tls = tls
+        self._made.clear()
 
     def endpointForURI(self, uri: URI) -> IStreamClientEndpoint:
         key = (uri.scheme, uri.host, uri.port)
@@ -120,23 +131,37 @@ class PooledHttpClient(HTTPClient):
     :class:`JsonApi`'s calls."""
 
     def __init__(
-        self, agent: IAgent, reactor: IReactorTime, pool: HTTPConnectionPool | None = None
+        self,
+        agent: IAgent,
+        reactor: IReactorTime,
+        pool: HTTPConnectionPool | None = None,
+        endpoints: _Endpoints | None = None,
     ) -> None:
         super().__init__(agent)
         self.agent = agent
         self.reactor = reactor
         self.pool = pool
+        self._endpoints = endpoints
+
+    def use_https_policy(self, tls: IPolicyForHTTPS) -> None:
+        """Check https:// servers by ``tls`` from now on (a pin learnt from the token)."""
+        if self._endpoints is not None:
+            self._endpoints.use_policy(tls)
 
 
-def make_http_client(reactor: IReactorTCP, persistent: bool = True) -> PooledHttpClient:
-    """A treq client with a connection pool, so packets reuse one connection."""
+def make_http_client(
+    reactor: IReactorTCP, persistent: bool = True, tls: IPolicyForHTTPS | None = None
+) -> PooledHttpClient:
+    """A treq client with a connection pool, so packets reuse one connection; ``tls`` checks
+    https:// servers (default: against the public CAs)."""
     pool = HTTPConnectionPool(reactor, persistent=persistent)
     pool._factory = _QuietClientFactory
     pool.maxPersistentPerHost = 8
     # Idle connections are dropped before a server would drop them under us.
     pool.cachedConnectionTimeout = 30
-    agent = cast(IAgent, Agent.usingEndpointFactory(reactor, _Endpoints(reactor), pool=pool))
-    return PooledHttpClient(agent, cast(IReactorTime, reactor), pool)
+    endpoints = _Endpoints(reactor, tls)
+    agent = cast(IAgent, Agent.usingEndpointFactory(reactor, endpoints, pool=pool))
+    return PooledHttpClient(agent, cast(IReactorTime, reactor), pool, endpoints)
 
 
 @implementer(IBodyProducer)

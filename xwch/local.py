@@ -34,6 +34,7 @@ from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.errors import StartFailed
 from xwch.localmonitor import Child, ChildMonitor
 from xwch.startup import stop_once_on_signals
+from xwch.tls import TLS_FOLDER, TlsFiles, fingerprint, make_self_signed, pinned_token
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -64,13 +65,25 @@ class LocalPlatform:
         self.python = python
         self.url: str | None = None
         self.started = False
+        # The certificate every part serves with --tls (None: plain HTTP).
+        self.tls: TlsFiles | None = None
         self.monitor = ChildMonitor(reactor, out, restart=restart, on_ready=self._child_ready)
 
-    def spawn(self, name: str, marker: str, args: Sequence[str], home: Path | None = None) -> Child:
+    def spawn(
+        self,
+        name: str,
+        marker: str,
+        args: Sequence[str],
+        home: Path | None = None,
+        token: str | None = None,
+    ) -> Child:
         """Start ``python ARGS`` as ``name``, with ``XWCH_HOME`` set to ``home`` (default: the
-        local run's own)."""
+        local run's own) and ``XWCH_TOKEN`` to ``token``: in the environment, a token is not
+        shown by process listings, as it would be on the command line."""
         env = dict(os.environ)
         env["XWCH_HOME"] = str(self.home if home is None else home)
+        if token is not None:
+            env["XWCH_TOKEN"] = token
         env["PYTHONUNBUFFERED"] = "1"
         return self.monitor.add_child(
             name, marker, [self.python, *args], env, self.home / "logs" / f"{name}.log"
@@ -135,6 +148,7 @@ class LocalPlatform:
                 args.scheduler,
                 "--replicas",
                 str(args.replicas),
+                *(["--tls"] if self.tls is not None else []),
             ],
         )
 
@@ -147,16 +161,22 @@ class LocalPlatform:
                 "xwch.warehouse",
                 "--coordinator",
                 url,
-                "--token",
-                token,
                 "--data",
                 str(self.home / f"warehouse-{i}"),
                 "--listen",
                 "tcp:0:interface=127.0.0.1",
                 "--site",
                 _site(i, args.sites),
+                *self._tls_flags(),
             ],
+            token=token,
         )
+
+    def _tls_flags(self) -> list[str]:
+        """A warehouse serves the platform's certificate, the one the tokens pin."""
+        if self.tls is None:
+            return []
+        return ["--tls", "--cert", str(self.tls.cert), "--key", str(self.tls.key)]
 
     def _worker(self, i: int, url: str, token: str, host: str, args: argparse.Namespace) -> Child:
         # Its own XWCH_HOME, in its own folder: a worker reads worker.toml there (and
@@ -171,8 +191,6 @@ class LocalPlatform:
                 "xwch.worker",
                 "--coordinator",
                 url,
-                "--token",
-                token,
                 "--slots",
                 str(args.slots),
                 "--data",
@@ -183,6 +201,7 @@ class LocalPlatform:
                 _site(i, args.sites),
             ],
             home=folder,
+            token=token,
         )
 
     def _child_ready(self, child: Child) -> None:
@@ -233,7 +252,7 @@ def pin_address(child: Child, url: str) -> None:
 
 
 def _create_tokens(home: Path, db: str | None) -> dict[str, str]:
-    from xwch.coordinator.__main__ import create_token
+    from xwch.coordinator.token_admin import create_token
     from xwch.store.database import default_url
 
     folder = home / "coordinator"
@@ -254,8 +273,16 @@ async def run(reactor: Any, args: argparse.Namespace, out: IO[str] = sys.stderr)
     reactor.addSystemEventTrigger(
         "before", "shutdown", lambda: Deferred.fromCoroutine(platform.stop())
     )
+    tokens = _create_tokens(home, args.db)
+    if args.tls:
+        # Made here, before the coordinator starts (it takes it from the same folder), so that
+        # the tokens pin it; the warehouses serve it too.
+        files = make_self_signed(home / "coordinator" / TLS_FOLDER)
+        pin = fingerprint(files)
+        tokens = {role: pinned_token(token, pin) for role, token in tokens.items()}
+        platform.tls = files
     try:
-        url = await platform.start(args, _create_tokens(home, args.db))
+        url = await platform.start(args, tokens)
     except StartFailed:
         # Reported already, with the end of the child's log.
         await platform.stop()
@@ -371,6 +398,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="S",
         help="seconds between workers' Work Alive signals (default 2)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="every link over HTTPS, with one self-signed certificate the tokens pin",
     )
     return parser
 

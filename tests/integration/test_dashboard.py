@@ -72,7 +72,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
 
 def token(platform: LocalPlatformProcess, role: str) -> str:
     """A new token of ``role`` in the platform's store, made as an operator would."""
-    from xwch.coordinator.__main__ import create_token
+    from xwch.coordinator.token_admin import create_token
     from xwch.store.database import default_url
 
     return create_token(default_url(platform.home / "coordinator"), role, f"test {role}")

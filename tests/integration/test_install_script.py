@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.token_check import token_check_server
 from tests.integration.support import ROOT
 
 pytestmark = pytest.mark.integration
@@ -121,23 +122,25 @@ def test_installs_the_wheel_beside_it_into_its_own_virtualenv(tmp_path: Path) ->
     script = Path(shutil.copy(SCRIPT, dist))
     home = tmp_path / "home"
     home.mkdir()
-    done = run_script(
-        script,
-        home,
-        "--coordinator",
-        "http://coord.example:8750",
-        "--token",
-        "w-token",
-        "--idle-minutes",
-        "5",
-        timeout=INSTALL_TIMEOUT,
-    )
+    # install checks the coordinator and the token before writing anything.
+    with token_check_server({"w-token": "worker"}) as coordinator:
+        done = run_script(
+            script,
+            home,
+            "--coordinator",
+            coordinator,
+            "--token",
+            "w-token",
+            "--idle-minutes",
+            "5",
+            timeout=INSTALL_TIMEOUT,
+        )
     assert done.returncode == 0, done.stderr
     venv = home / ".xwch" / "venv"
     assert f"install-worker.sh: installing XWCH from {wheel} into {venv}" in done.stderr
     config = tomllib.loads((home / ".xwch" / "worker.toml").read_text())
     assert config == {
-        "coordinator": "http://coord.example:8750",
+        "coordinator": coordinator,
         "token": "w-token",
         "idle_minutes": 5,
     }

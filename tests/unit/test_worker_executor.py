@@ -474,3 +474,84 @@ class FolderOffReactorTests(SynchronousTestCase):
         reactor.pool.run_queued()  # ...then removed
         self.successResultOf(discarded)
         self.assertFalse(executor.workdir.exists())
+
+
+class SignedProgramTests(TestCase):
+    """A worker that trusts keys checks each program itself, whatever the coordinator sent."""
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        root = Path(self.mktemp()).absolute()
+        self.warehouse = FakeWarehouse()
+        self.cache = ObjectCache(root / "cache", self.warehouse.fetch)
+        self.work = root / "work"
+        self.key = Ed25519PrivateKey.generate()
+
+    def assignment(self, script: str) -> Assignment:
+        digest, size = self.warehouse.put(f"#!/bin/sh\n{script}\n".encode())
+        return Assignment(
+            attempt="a1",
+            job="j1",
+            task="t1",
+            number=1,
+            binary=BinaryRef(digest=digest, size=size, name="prog"),
+            args=(),
+            env={},
+            inputs=(),
+            outputs=(),
+            sources={digest: (SOURCE,)},
+        )
+
+    def trusting_executor(self, assignment: Assignment) -> AttemptExecutor:
+        from xwch.signing import format_public_key
+
+        executor = AttemptExecutor(
+            reactor,
+            self.cache,
+            self.work,
+            assignment,
+            trusted_keys=frozenset({format_public_key(self.key.public_key())}),
+        )
+        self.addCleanup(executor.kill)
+        self.addCleanup(executor.discard)
+        return executor
+
+    def signed_by(self, assignment: Assignment, key: Any, job_name: str) -> Assignment:
+        from xwch.protocol.objects import ProgramSigned
+        from xwch.signing import sign_program
+
+        binary = replace(assignment.binary, name="prog")
+        signature = sign_program(key, binary.digest, "prog", job_name)
+        signed = ProgramSigned(signature.key, signature.signature)
+        return replace(assignment, binary=replace(binary, signed=signed, job_name=job_name))
+
+    async def test_an_unsigned_program_is_refused_before_it_is_fetched(self) -> None:
+        """Sent an unsigned program (a coordinator told wrong), the worker refuses it with the
+        reason, and never fetches it nor makes it executable."""
+        assignment = self.assignment("echo ran")
+        done = await self.trusting_executor(assignment).run()
+        self.assertEqual(done.result.outcome, OUTCOME_FAILED)
+        self.assertIn("refused to run: program 'prog' is not signed", done.result.error or "")
+        self.assertEqual(self.warehouse.fetched, [])
+        self.assertFalse(self.cache.program_path(assignment.binary.digest).exists())
+
+    async def test_a_program_signed_by_another_key_or_for_another_job_is_refused(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+        stranger = self.signed_by(self.assignment("echo ran"), Ed25519PrivateKey.generate(), "j")
+        done = await self.trusting_executor(stranger).run()
+        self.assertIn("a key this worker does not trust", done.result.error or "")
+        replayed = self.signed_by(self.assignment("echo ran"), self.key, "another job")
+        replayed = replace(replayed, binary=replace(replayed.binary, job_name="this job"))
+        done = await self.trusting_executor(replayed).run()
+        self.assertIn("does not verify", done.result.error or "")
+        self.assertEqual(self.warehouse.fetched, [])
+
+    async def test_a_program_signed_by_a_trusted_key_runs(self) -> None:
+        assignment = self.signed_by(self.assignment("echo ran"), self.key, "the job")
+        done = await self.trusting_executor(assignment).run()
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        self.assertEqual(done.result.stdout, "ran\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes.token_check import token_check_server
 from xwch.config import read_toml
 from xwch.worker.__main__ import main
 from xwch.worker.install import UNIT_NAME, Setup, install, uninstall
@@ -162,41 +163,68 @@ def test_install_command_takes_preferences_as_flags(
     monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
     monkeypatch.setenv("XWCH_NO_SYSTEMCTL", "1")
     monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
-    main(
-        [
-            "install",
-            "--coordinator",
-            "http://coord:8750",
-            "--token",
-            "T",
-            "--max-cpus",
-            "50%",
-            "--idle-minutes",
-            "5",
-            "--download-rate",
-            "2M",
-            "--hours",
-            "22:00-07:00",
-            "--suspend-on-battery",
-            "yes",
-        ]
-    )
-    config = tmp_path / "xwch" / "worker.toml"
-    assert read_toml(config) == {
-        "coordinator": "http://coord:8750",
-        "token": "T",
-        "max_cpus": "50%",
-        "idle_minutes": 5,
-        "suspend_on_battery": True,
-        "download_rate": "2M",
-        "hours": "22:00-07:00",
-    }
-    assert load_preferences(config).download_rate == 2 << 20
-    unit = tmp_path / ".config" / "systemd" / "user" / UNIT_NAME
-    assert unit.exists()
-    assert f"wrote {unit}" in capsys.readouterr().out
-    main(["uninstall"])
-    assert not unit.exists() and not config.exists()
+    with token_check_server({"T": "worker"}) as url:
+        main(
+            [
+                "install",
+                "--coordinator",
+                url,
+                "--token",
+                "T",
+                "--max-cpus",
+                "50%",
+                "--idle-minutes",
+                "5",
+                "--download-rate",
+                "2M",
+                "--hours",
+                "22:00-07:00",
+                "--suspend-on-battery",
+                "yes",
+            ]
+        )
+        config = tmp_path / "xwch" / "worker.toml"
+        assert read_toml(config) == {
+            "coordinator": url,
+            "token": "T",
+            "max_cpus": "50%",
+            "idle_minutes": 5,
+            "suspend_on_battery": True,
+            "download_rate": "2M",
+            "hours": "22:00-07:00",
+        }
+        assert load_preferences(config).download_rate == 2 << 20
+        unit = tmp_path / ".config" / "systemd" / "user" / UNIT_NAME
+        assert unit.exists()
+        assert f"wrote {unit}" in capsys.readouterr().out
+        main(["uninstall"])
+        assert not unit.exists() and not config.exists()
+
+
+def test_install_checks_the_coordinator_and_the_token_before_writing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown token, a token of another role, or no coordinator answering: exit 3 with
+    the reason, and nothing written."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
+    monkeypatch.setenv("XWCH_NO_SYSTEMCTL", "1")
+    with token_check_server({"W": "worker", "C": "client"}) as url:
+        for token, why in (
+            ("unknown", "refused the token: unknown token"),
+            ("C", "the token is of role 'client': a worker needs a token of role 'worker'"),
+        ):
+            with pytest.raises(SystemExit) as exit:
+                main(["install", "--coordinator", url, "--token", token])
+            assert exit.value.code == 3
+            assert why in capsys.readouterr().err
+    # The server has stopped: its port answers no more.
+    with pytest.raises(SystemExit) as exit:
+        main(["install", "--coordinator", url, "--token", "W"])
+    assert exit.value.code == 3
+    assert "no coordinator answers" in capsys.readouterr().err
+    assert not (tmp_path / "xwch").exists()
+    assert not (tmp_path / ".config").exists()
 
 
 def test_install_command_refuses_a_bad_preference(
@@ -219,3 +247,49 @@ def test_installer_script_is_valid_shell() -> None:
     text = script.read_text()
     assert 'xwch-worker" install' in text or "xwch-worker install" in text
     assert os.access(script, os.X_OK)
+
+
+def test_install_writes_the_trusted_keys_and_refuses_a_malformed_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--trust KEY goes to worker.toml as trusted_keys; a key of another type is exit 2."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from xwch.signing import format_public_key
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
+    monkeypatch.setenv("XWCH_NO_SYSTEMCTL", "1")
+    key = format_public_key(Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(SystemExit) as exit:
+        main(["install", "--coordinator", "http://c", "--token", "T", "--trust", "rsa:AAAA"])
+    assert exit.value.code == 2
+    assert "--trust: key of the wrong type 'rsa'" in capsys.readouterr().err
+    with token_check_server({"T": "worker"}) as url:
+        main(["install", "--coordinator", url, "--token", "T", "--trust", key])
+    assert read_toml(tmp_path / "xwch" / "worker.toml")["trusted_keys"] == [key]
+    main(["uninstall"])
+
+
+def test_install_with_a_pinned_token_sends_it_only_to_the_pinned_certificate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Facing another certificate, install sends no token and writes nothing; facing the
+    pinned one, the token (its secret alone) reaches the server."""
+    from tests.fakes.recording_https import recording_https_server
+    from xwch.tls import pinned_token
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XWCH_HOME", str(tmp_path / "xwch"))
+    with recording_https_server(tmp_path / "cert") as server:
+        wrong = pinned_token("xwch_worker_s", "cd" * 32)
+        with pytest.raises(SystemExit) as exit:
+            main(["install", "--coordinator", server.url, "--token", wrong])
+        assert exit.value.code == 3
+        assert "other than the one the token pins" in capsys.readouterr().err
+        assert server.requests == []
+        right = pinned_token("xwch_worker_s", server.fingerprint)
+        with pytest.raises(SystemExit):
+            main(["install", "--coordinator", server.url, "--token", right])
+        assert server.requests == [("GET", "/api/v1/token", "Bearer xwch_worker_s")]
+    assert not (tmp_path / "xwch").exists()

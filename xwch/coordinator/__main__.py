@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,8 +12,11 @@ from xwch.config import DEFAULT_PORT, xwch_home
 from xwch.coordinator.members import DEFAULT_LEASE
 from xwch.coordinator.scheduler import POLICIES, POLICY_LOCALITY
 from xwch.coordinator.store_lock import StoreHeld, StoreLock, hold_store
+from xwch.coordinator.token_admin import create_token, revoke_token, token_table
+from xwch.errors import ConfigurationError
 from xwch.protocol.wire import ROLES
 from xwch.store.database import default_url
+from xwch.tls import CERT_FILE, TLS_FOLDER, fingerprint_of_pem, pinned_token, tls_files
 
 EXIT_USAGE = 2
 
@@ -44,6 +46,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the URL workers, warehouses and clients reach this coordinator at "
         "(default: the address it listens on)",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve HTTPS, with a certificate made on the first start in --data/tls (tokens "
+        "made afterwards pin it)",
+    )
+    parser.add_argument("--cert", metavar="PEM", help="with --key: the certificate to serve")
+    parser.add_argument("--key", metavar="PEM", help="the certificate's private key")
     parser.add_argument(
         "--lease",
         type=float,
@@ -139,8 +149,21 @@ def _parser() -> argparse.ArgumentParser:
     create = token_sub.add_parser("create", help="print a new token, alone on a line")
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--name", help="who the token is for (default: the role)")
-    create.add_argument("--db", metavar="URL", dest="token_db")
-    create.add_argument("--data", metavar="DIR", type=Path, dest="token_data")
+    create.add_argument(
+        "--cert",
+        metavar="PEM",
+        dest="token_cert",
+        help="the certificate the coordinator serves (default: --data/tls/cert.pem when the "
+        "coordinator made one): the token pins it",
+    )
+    listing = token_sub.add_parser("list", help="the tokens in force: id, role, created, name")
+    revoke = token_sub.add_parser(
+        "revoke", help="revoke a token (refused everywhere within seconds)"
+    )
+    revoke.add_argument("which", metavar="ID|TOKEN", help="its id (see token list), or itself")
+    for command in (create, listing, revoke):
+        command.add_argument("--db", metavar="URL", dest="token_db")
+        command.add_argument("--data", metavar="DIR", type=Path, dest="token_data")
     return parser
 
 
@@ -152,19 +175,18 @@ def _db_url(db: str | None, data: Path | None) -> str:
     return default_url(folder)
 
 
-def create_token(db_url: str, role: str, name: str) -> str:
-    """Create a token in the store at ``db_url`` (migrating it first if new)."""
-    from xwch.store.database import make_engine
-    from xwch.store.schema import migrate_thd
-    from xwch.store.tokens import create_token_thd
-
-    engine = make_engine(db_url)
+def _served_fingerprint(args: argparse.Namespace) -> str | None:
+    """The fingerprint of the certificate a coordinator of this data folder serves, if any."""
+    cert = args.token_cert
+    if cert is None:
+        made = (args.token_data or args.data or xwch_home() / "coordinator") / TLS_FOLDER
+        if not (made / CERT_FILE).exists():
+            return None
+        cert = made / CERT_FILE
     try:
-        migrate_thd(engine)
-        with engine.begin() as conn:
-            return create_token_thd(conn, role, name, time.time())
-    finally:
-        engine.dispose()
+        return fingerprint_of_pem(Path(cert).read_bytes())
+    except (OSError, ValueError) as e:
+        raise ConfigurationError(f"--cert {cert}: not a PEM certificate: {e}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -206,9 +228,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "token":
         url = _db_url(args.token_db or args.db, args.token_data or args.data)
         try:
-            print(create_token(url, args.role, args.name or args.role), flush=True)
+            if args.token_command == "create":
+                secret = create_token(url, args.role, args.name or args.role)
+                pin = _served_fingerprint(args)
+                print(secret if pin is None else pinned_token(secret, pin), flush=True)
+            elif args.token_command == "list":
+                print(token_table(url), end="", flush=True)
+            else:
+                revoke_token(url, args.which)
+                print(f"revoked token {args.which.strip()[:12]}", file=sys.stderr)
+        except ConfigurationError as e:
+            print(f"xwch-coordinator: {e}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
         except Exception as e:  # a wrong URL or unreachable database: say so, no traceback
-            print(f"xwch-coordinator: cannot create a token in {url}: {e}", file=sys.stderr)
+            print(
+                f"xwch-coordinator: cannot {args.token_command} tokens in {url}: {e}",
+                file=sys.stderr,
+            )
             sys.exit(EXIT_USAGE)
         return
     from twisted.internet import task
@@ -235,7 +271,15 @@ async def _run(reactor: object, args: argparse.Namespace, url: str, lock: StoreL
     from xwch.startup import freeze_what_is_loaded, raise_open_file_limit, stop_once_on_signals
     from xwch.store.schema import SchemaTooNew
 
+    try:
+        tls = tls_files(
+            args.tls, args.cert, args.key, (args.data or xwch_home() / "coordinator") / TLS_FOLDER
+        )
+    except ConfigurationError as e:
+        print(f"xwch-coordinator: {e}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     config = CoordinatorConfig(
+        tls=tls,
         db_url=url,
         listen=args.listen,
         alive_interval=args.alive_interval,

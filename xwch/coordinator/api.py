@@ -237,6 +237,13 @@ class CoordinatorApi:
                 self.coordinators,
                 "The coordinators sharing this store: where each answers, live or lost",
             ),
+            r(
+                "GET",
+                "/token",
+                EVERY_ROLE,
+                self.token_info,
+                "The role and name of the token used (a part checks its token before use)",
+            ),
             # Workers
             r("POST", "/workers", WORKER, self.register_worker, "Register Request", HostFacts),
             r(
@@ -384,7 +391,9 @@ class CoordinatorApi:
         return summary
 
     def _unrunnable(self, job_id: str) -> dict[str, str]:
-        return self._tasks.unrunnable(job_id, self._workers.live_platforms())
+        return self._tasks.unrunnable(
+            job_id, self._workers.live_platforms(), self._workers.live_trust()
+        )
 
     async def job(self, req: ApiRequest) -> tuple[int, Any]:
         job_id = req.params["job"]
@@ -496,6 +505,10 @@ class CoordinatorApi:
                 for w in self._catalog.warehouses.values()
             ],
         }
+
+    async def token_info(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        return 200, {"role": req.token.role, "name": req.token.name}
 
     async def coordinators(self, req: ApiRequest) -> tuple[int, Any]:
         assert self.membership is not None

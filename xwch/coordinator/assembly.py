@@ -48,6 +48,7 @@ from xwch.http import make_http_client
 from xwch.store import tokens
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence
+from xwch.tls import TlsFiles, TLSServerEndpoint, fingerprint, https_policy, server_options
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +70,8 @@ class CoordinatorConfig(ManagersConfig):
     worker_command: str | None = None
     worker_start_interval: float | None = None
     worker_log: Path | None = None
+    # The certificate it serves HTTPS with (None: plain HTTP); see xwch.tls.
+    tls: TlsFiles | None = None
 
 
 class StoreService(Service):
@@ -100,9 +103,12 @@ class WebService(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, description: str, root: Resource) -> None:
+    def __init__(
+        self, reactor: Any, description: str, root: Resource, tls: TlsFiles | None = None
+    ) -> None:
         self._reactor = reactor
         self._description = description
+        self._tls = tls
         self.root = root
         self._site = QuietSite(root)
         self._site.noisy = False
@@ -114,6 +120,8 @@ class WebService(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self._reactor, self._description)
+        if self._tls is not None:
+            endpoint = TLSServerEndpoint(endpoint, server_options(self._tls))
         d = endpoint.listen(self._site)
 
         def listening(port: IListeningPort) -> None:
@@ -163,7 +171,8 @@ class WebService(Service):
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}:{getattr(address, 'port', 0)}"
+        scheme = "http" if self._tls is None else "https"
+        return f"{scheme}://{host}:{getattr(address, 'port', 0)}"
 
 
 class Standby(Exception):
@@ -308,7 +317,9 @@ async def make_coordinator(
     db.start()
     # Several coordinators may share a PostgreSQL store; SQLite has one (store_lock.py).
     shared = db.engine.dialect.name == "postgresql"
-    copy = request_copy or copy_requester(make_http_client(cast(Any, reactor)))
+    # Warehouses serve the platform's certificate (xwch.tls): the coordinator pins its own.
+    pinned = None if config.tls is None else https_policy(fingerprint(config.tls))
+    copy = request_copy or copy_requester(make_http_client(cast(Any, reactor), tls=pinned))
     try:
         await db.migrate()
         key = await db.read(tokens.capability_key_thd)
@@ -317,7 +328,7 @@ async def make_coordinator(
         db.stop()
         raise
     root = Resource()
-    web = WebService(cast(IReactorCore, reactor), config.listen, root)
+    web = WebService(cast(IReactorCore, reactor), config.listen, root, config.tls)
     holder: list[Coordinator] = []
     membership = Membership(
         reactor,

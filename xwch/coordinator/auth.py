@@ -1,6 +1,8 @@
-"""Who is calling: bearer tokens checked against the store, known ones remembered."""
+"""Who is calling: bearer tokens checked against the store, known ones remembered briefly."""
 
 from __future__ import annotations
+
+from twisted.internet.interfaces import IReactorTime
 
 from xwch.store import tokens
 from xwch.store.database import Database
@@ -8,17 +10,30 @@ from xwch.store.records import TokenRecord
 
 
 class Authenticator:
-    """Resolves tokens to their records; ``xwch-coordinator token create`` may add tokens at any
-    time from another process, so an unknown token is always looked up again."""
+    """Resolves tokens to their records.
 
-    def __init__(self, db: Database) -> None:
+    ``xwch-coordinator token create`` and ``token revoke`` change the tokens at any time from
+    another process: an unknown token is always looked up again, and a known one is remembered
+    for :attr:`REMEMBER` seconds only, so a revoked token is refused within that long.
+    """
+
+    # Short enough that a revocation takes effect "within seconds"; long enough that a busy
+    # platform's requests (hundreds a second from one worker token) cost one read per period.
+    REMEMBER = 2.0
+
+    def __init__(self, db: Database, clock: IReactorTime) -> None:
         self._db = db
-        self._known: dict[str, TokenRecord] = {}
+        self._clock = clock
+        self._known: dict[str, tuple[TokenRecord, float]] = {}
 
     async def __call__(self, token: str) -> TokenRecord | None:
-        record = self._known.get(token)
+        now = self._clock.seconds()
+        known = self._known.get(token)
+        if known is not None and known[1] > now:
+            return known[0]
+        record = await self._db.read(tokens.find_token_thd, token)
         if record is None:
-            record = await self._db.read(tokens.find_token_thd, token)
-            if record is not None:
-                self._known[token] = record
+            self._known.pop(token, None)
+        else:
+            self._known[token] = (record, now + self.REMEMBER)
         return record

@@ -156,7 +156,7 @@ async def make_managers(
     tasks.on_ready.append(waiting.work_appeared)
     api = CoordinatorApi(db, tasks, workers, catalog, communication, waiting)
     api.scanner = scanner
-    authenticator = Authenticator(db)
+    authenticator = Authenticator(db, reactor)
     dashboard = make_dashboard(
         reactor, api, db, tasks, workers, catalog, communication, authenticator, capability_key
     )

@@ -48,6 +48,8 @@ class WorkerView:
     site: str = DEFAULT_SITE
     # The slots it registered with: how much work its site can take at once.
     slots: int = 1
+    # The keys whose signed programs alone it runs (empty: any program); see trust.py.
+    trusted_keys: frozenset[str] = frozenset()
 
 
 @dataclass(eq=False)

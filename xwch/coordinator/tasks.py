@@ -33,15 +33,16 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xwch import dag
+from xwch.coordinator import trust
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
-from xwch.coordinator.unrunnable import unrunnable_tasks
+from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
 from xwch.errors import XwchError
-from xwch.protocol.objects import BinaryRef, InputFile
+from xwch.protocol.objects import InputFile
 from xwch.protocol.wire import (
     ATTEMPT_CANCELLED,
     ATTEMPT_FAILED,
@@ -544,7 +545,12 @@ class TasksManager:
         lineage = Change()
 
         def accept(key: TaskKey) -> bool:
-            t = self.jobs[key[0]].tasks[key[1]]
+            job = self.jobs[key[0]]
+            t = job.tasks[key[1]]
+            # A worker that trusts keys gets only programs signed by one of them.
+            binary = job.spec.binaries[t.spec.binary]
+            if not trust.worker_accepts(worker.platform, worker.trusted_keys, binary):
+                return False
             # A task that failed here goes to another worker while one has not failed it.
             if worker.id in t.failed_on and len(t.failed_on) < workers_alive:
                 return False
@@ -655,6 +661,9 @@ class TasksManager:
                     or attempt.worker_id == worker.id
                     or worker.id in t.failed_on
                     or (platforms is not None and worker.platform not in platforms)
+                    or not trust.worker_accepts(
+                        worker.platform, worker.trusted_keys, job.spec.binaries[t.spec.binary]
+                    )
                 ):
                     continue
                 slowness = job.stragglers.slowness(now - attempt.started, t.spec.cost)
@@ -754,9 +763,7 @@ class TasksManager:
             job=job.id,
             task=spec.id,
             number=attempt.number,
-            binary=BinaryRef(
-                variant.digest, variant.size, variant.bundle, variant.entry, name=spec.binary
-            ),
+            binary=trust.binary_ref(variant, spec.binary, job.name),
             args=tuple(spec.args),
             env=dict(spec.env),
             inputs=tuple(inputs),
@@ -1117,13 +1124,23 @@ class TasksManager:
             worker=worker_id,
         )
 
-    def unrunnable(self, job_id: str, live_platforms: Collection[str]) -> dict[str, str]:
-        """The ready tasks of a running job that no live worker can run, with why."""
+    def unrunnable(
+        self,
+        job_id: str,
+        live_platforms: Collection[str],
+        live_trust: Collection[tuple[str, frozenset[str]]] = (),
+    ) -> dict[str, str]:
+        """The ready tasks of a running job that no live worker can run, with why.
+
+        ``live_trust``: each live worker's platform and trusted keys (signed programs).
+        """
         job = self.jobs.get(job_id)
         if job is None:
             return {}
         ready = {t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TASK_READY}
-        return unrunnable_tasks(ready, job.platforms, live_platforms)
+        reasons = untrusted_tasks(ready, job.spec.binaries, live_trust)
+        reasons.update(unrunnable_tasks(ready, job.platforms, live_platforms))
+        return reasons
 
     def running_on(self, worker_id: str) -> list[str]:
         return sorted(self._by_worker.get(worker_id, ()))

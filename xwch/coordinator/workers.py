@@ -79,6 +79,10 @@ class WorkersManager(Service):
         # Why each suspended worker computes nothing, as it last said. In memory only: a
         # coordinator started again hears it with the next Work Alive, seconds later.
         self.suspended: dict[str, str] = {}
+        # The keys each worker trusts (signed programs), as its Register Request said; absent:
+        # it runs any program. In memory only: a worker that trusts keys refuses unsigned work
+        # on its own side anyway.
+        self.trusted: dict[str, frozenset[str]] = {}
         self._checker = LoopingCall(self._check_and_flush)
         self._checker.clock = reactor
         self._checking: Deferred[None] | None = None
@@ -88,7 +92,7 @@ class WorkersManager(Service):
         now = self._reactor.seconds()
         for w in await self._db.read(nodes.active_workers_thd):
             self.workers[w.id] = replace(w, last_heard=now)
-            self._tasks.scheduler.worker_seen(_view(w))
+            self._tasks.scheduler.worker_seen(self._view(w))
 
     def startService(self) -> None:
         super().startService()
@@ -122,10 +126,12 @@ class WorkersManager(Service):
         await self._db.write(nodes.add_worker_thd, record)
         await self._replaced_by(record, token, facts.replaces)
         self.workers[record.id] = record
+        if facts.trusted_keys:
+            self.trusted[record.id] = frozenset(facts.trusted_keys)
         self._note_suspension(record.id, facts.suspended)
         if facts.cached:
             self._tasks.scheduler.worker_cache(record.id, facts.cached)
-        self._tasks.scheduler.worker_seen(_view(record))
+        self._tasks.scheduler.worker_seen(self._view(record))
         self.log.info(
             "worker {id} registered: {name} ({platform}, {slots} slots)",
             id=record.id,
@@ -170,7 +176,7 @@ class WorkersManager(Service):
         if performance > 0 and performance != worker.performance:
             worker = replace(worker, performance=performance)
             self.workers[worker_id] = worker
-        view = _view(worker)
+        view = self._view(worker)
         slots = min(free_slots, worker.slots * self.MOST_PER_SLOT)
         return await self._tasks.assign(
             view,
@@ -221,6 +227,17 @@ class WorkersManager(Service):
     def live_platforms(self) -> set[str]:
         """The platforms of the workers alive now."""
         return {w.platform for w in self.workers.values() if w.state == WORKER_ALIVE}
+
+    def live_trust(self) -> set[tuple[str, frozenset[str]]]:
+        """The platform and trusted keys of each worker alive now (none: it runs anything)."""
+        return {
+            (w.platform, self.trusted.get(w.id, frozenset()))
+            for w in self.workers.values()
+            if w.state == WORKER_ALIVE
+        }
+
+    def _view(self, worker: WorkerRecord) -> WorkerView:
+        return replace(_view(worker), trusted_keys=self.trusted.get(worker.id, frozenset()))
 
     def _note_suspension(self, worker_id: str, reason: str | None) -> None:
         was = self.suspended.get(worker_id)
@@ -295,6 +312,7 @@ class WorkersManager(Service):
         self._lost_owners[worker_id] = worker.token_id
         self._heard.pop(worker_id, None)
         self.suspended.pop(worker_id, None)
+        self.trusted.pop(worker_id, None)
         self.log.warn("worker {id} ({name}) lost: {why}", id=worker_id, name=worker.name, why=why)
         await self._db.write(nodes.set_worker_state_thd, worker_id, WORKER_LOST, now)
 

@@ -55,6 +55,13 @@ class InputFile(Message, frozen=True):
     size: Size
 
 
+class ProgramSigned(Message, frozen=True):
+    """Who signed a program (``ed25519:BASE64``) and the signature (base64); see xwch.signing."""
+
+    key: str
+    signature: str
+
+
 class BinaryRef(Message, frozen=True):
     """The program an attempt runs: a single executable, or a bundle archive and its entry."""
 
@@ -65,6 +72,10 @@ class BinaryRef(Message, frozen=True):
     # The job file's name for it (``binaries`` key): what a failure to start it is told by,
     # rather than the worker's cache path. Optional: a message without it reads the same.
     name: str | None = None
+    # Its signature, over its digest, ``name`` and ``job_name`` (the name of the job it runs
+    # for); absent when the job's client signed nothing. A worker that trusts keys checks it.
+    signed: ProgramSigned | None = None
+    job_name: str | None = None
 
     def __post_init__(self) -> None:
         if self.bundle and not self.entry:

@@ -34,8 +34,11 @@ from xwch.protocol.wire import (
     PROTOCOL_VERSION,
     Outcome,
 )
+from xwch.signing import SignatureError, normalized_key
 
 Count = Annotated[int, Meta(ge=0)]
+# More keys than any volunteer would trust: a bound on what one Register Request makes us check.
+MAX_TRUSTED_KEYS = 64
 Seconds = Annotated[float, Meta(ge=0)]
 CachePrefix = Annotated[str, Meta(pattern=f"^[0-9a-f]{{{CACHE_PREFIX}}}$")]
 # Why a worker computes nothing now, in the volunteer's terms ("the computer is in use"),
@@ -79,6 +82,17 @@ class HostFacts(Message, frozen=True, omit_defaults=True):
     # its data folder): that registration's process is gone, and its attempts with it, so the
     # coordinator need not wait for its silence to time out. Optional both ways.
     replaces: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
+    # The public keys (``ed25519:BASE64``) whose signed programs alone it runs; empty: it runs
+    # any program. Optional: older workers trust no key.
+    trusted_keys: Annotated[tuple[str, ...], Meta(max_length=MAX_TRUSTED_KEYS)] = ()
+
+    def __post_init__(self) -> None:
+        if self.trusted_keys:
+            try:
+                keys = tuple(normalized_key(k) for k in self.trusted_keys)
+            except SignatureError as e:
+                raise ValueError(f"trusted_keys: {e}") from None
+            msgspec.structs.force_setattr(self, "trusted_keys", keys)
 
 
 class Registered(Message, frozen=True):

@@ -45,3 +45,23 @@ def capability_key_thd(conn: sa.Connection) -> bytes:
         sa.select(settings.c.value).where(settings.c.key == "capability_key")
     ).scalar_one()
     return bytes.fromhex(value)
+
+
+def list_tokens_thd(conn: sa.Connection) -> list[tuple[int, str, str, float]]:
+    """Every token in force: (id, role, name, created), oldest first. Secrets are not kept."""
+    rows = conn.execute(
+        sa.select(tokens.c.id, tokens.c.role, tokens.c.name, tokens.c.created).order_by(tokens.c.id)
+    )
+    return [(r.id, r.role, r.name, r.created) for r in rows]
+
+
+def revoke_token_thd(conn: sa.Connection, token_id: int | None, token: str | None) -> bool:
+    """Remove the token with ``token_id``, or the one whose secret is ``token``; whether one
+    was there. The row goes: records naming its id (jobs, workers) stay, but nobody can use
+    it any more."""
+    where = (
+        tokens.c.id == token_id
+        if token_id is not None
+        else tokens.c.digest == token_digest(token or "")
+    )
+    return conn.execute(tokens.delete().where(where)).rowcount > 0
