@@ -92,6 +92,8 @@ class WorkersManager(Service):
         now = self._reactor.seconds()
         for w in await self._db.read(nodes.active_workers_thd):
             self.workers[w.id] = replace(w, last_heard=now)
+            if w.trusted_keys:
+                self.trusted[w.id] = frozenset(w.trusted_keys)
             self._tasks.scheduler.worker_seen(self._view(w))
 
     def startService(self) -> None:
@@ -122,6 +124,7 @@ class WorkersManager(Service):
             state=WORKER_ALIVE,
             registered=now,
             last_heard=now,
+            trusted_keys=tuple(facts.trusted_keys),
         )
         await self._db.write(nodes.add_worker_thd, record)
         await self._replaced_by(record, token, facts.replaces)

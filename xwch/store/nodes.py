@@ -29,6 +29,7 @@ def _worker(r: sa.Row[object]) -> WorkerRecord:
         registered=m["registered"],
         last_heard=m["last_heard"],
         tasks_done=m["tasks_done"],
+        trusted_keys=tuple((m["trusted_keys"] or "").split()),
     )
 
 
@@ -45,6 +46,7 @@ def add_worker_thd(conn: sa.Connection, w: WorkerRecord) -> None:
             slots=w.slots,
             performance=w.performance,
             site=w.site,
+            trusted_keys=" ".join(w.trusted_keys) or None,
             state=w.state,
             registered=w.registered,
             last_heard=w.last_heard,

@@ -55,6 +55,8 @@ class WorkerRecord:
     registered: float
     last_heard: float
     tasks_done: int = 0
+    # The public keys whose signed programs alone it runs (none: any program).
+    trusted_keys: tuple[str, ...] = ()
 
     def info(self) -> WorkerInfo:
         """What clients are told of this worker."""

@@ -123,6 +123,9 @@ workers = sa.Table(
     sa.Column("registered", sa.Float, nullable=False),
     sa.Column("last_heard", sa.Float, nullable=False),
     sa.Column("tasks_done", sa.Integer, nullable=False, default=0),
+    # The public keys whose signed programs alone it runs, space-separated; null: any program
+    # (version 5).
+    sa.Column("trusted_keys", sa.Text),
 )
 
 warehouses = sa.Table(
@@ -206,11 +209,20 @@ def _coordinators_v4(conn: sa.Connection) -> None:
     group_locks.create(conn, checkfirst=True)
 
 
+def _worker_trusted_keys_v5(conn: sa.Connection) -> None:
+    # What a worker trusts outlives the coordinator that registered it: another member taking
+    # over, or this one restarted, offers it only the work it accepts.
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("workers")}
+    if "trusted_keys" not in columns:
+        conn.execute(sa.text("ALTER TABLE workers ADD COLUMN trusted_keys TEXT"))
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _speculative_attempts_v2,
     _inline_objects_v3,
     _coordinators_v4,
+    _worker_trusted_keys_v5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,12 +7,14 @@ import base64
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from twisted.internet.defer import Deferred
 
 from tests.unit.coordinator.harness import BINARY, wire_job
 from tests.unit.coordinator.test_api import ApiHarness
 from xwch.protocol.wire import PROTOCOL_VERSION
 from xwch.protocol.worker import HostFacts
 from xwch.signing import format_public_key, sign_program
+from xwch.store import tokens
 
 KEY = Ed25519PrivateKey.generate()
 PUBLIC = format_public_key(KEY.public_key())
@@ -149,3 +151,22 @@ class SignedProgramsTests(ApiHarness):
             code, answer, _ = self.call("POST", "/workers", role="worker", body=body)
             self.assertEqual(code, 400, bad)
             self.assertIn("trusted_keys", answer["message"])
+
+    def test_what_a_worker_trusts_outlives_its_coordinator(self) -> None:
+        """A coordinator started again on the store (or another member taking over) knows what
+        each live worker trusts, and offers it no work it would refuse."""
+        trusting = self.register(PUBLIC, name="careful")
+        restarted = self.build()
+        self.assertEqual(restarted.workers.trusted.get(trusting), frozenset({PUBLIC}))
+        self.successResultOf(
+            Deferred.fromCoroutine(
+                restarted.tasks.submit(wire_job([{"id": "u"}], name="plain"), owner=self.client.id)
+            )
+        )
+        with self.db.engine.begin() as conn:
+            token = tokens.find_token_thd(conn, self.secrets["worker"])
+        assert token is not None
+        given = self.successResultOf(
+            Deferred.fromCoroutine(restarted.workers.work_request(token, trusting, 1.0, 2))
+        )
+        self.assertEqual(given, [])
