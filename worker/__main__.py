@@ -48,10 +48,10 @@ from .host import probe_host
 from .install import Setup, install, uninstall
 from .link import RegistrationRefused
 from .native_launcher import native_launcher_for_worker
-from .preferences import KEYS, Preferences, load_preferences
+from .preferences import KEYS, Preferences, load_preferences, parse_size
 from .sites import nearest_site, tcp_round_trip
 from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
-from .volunteer import Volunteer
+from .volunteer import DEFAULT_MAX_CHECKPOINT, Volunteer
 
 PROGRAM = "xwch-worker"
 DEFAULT_COMMAND = "run"
@@ -73,6 +73,7 @@ class RunSettings:
     preferences: Preferences
     config: Path
     spawn: SpawnSettings | None = None
+    max_checkpoint: int = DEFAULT_MAX_CHECKPOINT
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +91,13 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="the name shown for this worker (default: the host name); tells apart several "
         "workers on one machine",
+    )
+    parser.add_argument(
+        "--max-checkpoint",
+        metavar="SIZE",
+        default="1GiB",
+        help="the largest task checkpoint this worker saves, such as 200M or 2G (default 1GiB); "
+        "a bigger one is not saved, with a warning in the task's log",
     )
 
 
@@ -232,6 +240,10 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
     site = args.site if args.site is not None else values.get("site")
     if name is not None and (not isinstance(name, str) or not name.strip()):
         _usage_error("--name must not be empty")
+    try:
+        max_checkpoint = parse_size(args.max_checkpoint, "--max-checkpoint")
+    except ConfigurationError as e:
+        _usage_error(str(e))
     return RunSettings(
         endpoint=endpoint,
         slots=slots,
@@ -241,6 +253,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         preferences=preferences,
         config=_config(),
         spawn=spawn_settings(args),
+        max_checkpoint=max_checkpoint,
     )
 
 
@@ -292,6 +305,7 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         locate_site=lambda: nearest_site(coordinator, tcp_round_trip(IReactorTCP(reactor), clock)),
         native_launcher=launcher.path,
         watch_others=True,
+        max_checkpoint=settings.max_checkpoint,
     )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
     reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]

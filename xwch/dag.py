@@ -745,8 +745,7 @@ def _check_checkpoint(
     if i is not None:
         check.fail(
             where(i),
-            f"{quote(paths[i])} is inside the checkpoint directory {quote(checkpoint)}"
-            + context(),
+            f"{quote(paths[i])} is inside the checkpoint directory {quote(checkpoint)}" + context(),
         )
 
 

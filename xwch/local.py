@@ -181,6 +181,7 @@ class LocalPlatform:
                 f"{host}-w{i}",
                 "--site",
                 _site(i, args.sites),
+                *(["--max-checkpoint", args.max_checkpoint] if args.max_checkpoint else []),
             ],
             home=folder,
         )
@@ -371,6 +372,11 @@ def _parser() -> argparse.ArgumentParser:
         default=2.0,
         metavar="S",
         help="seconds between workers' Work Alive signals (default 2)",
+    )
+    parser.add_argument(
+        "--max-checkpoint",
+        metavar="SIZE",
+        help="the largest task checkpoint the workers save (default: theirs, 1GiB)",
     )
     return parser
 
