@@ -130,9 +130,10 @@ class Checkpointer:
         if self._stopped:
             return Deferred.fromCoroutine(_nothing())
         if self._saving is None:
-            self._saving = Deferred.fromCoroutine(self._save())
-            self._saving.addBoth(self._saved)
-            return _follow(self._saving)
+            saving = self._saving = Deferred.fromCoroutine(self._save())
+            # May fire at once (and forget itself) when nothing had to wait.
+            saving.addBoth(self._saved)
+            return _follow(saving)
         if self._again is None:
             again: Deferred[None] = Deferred()
             self._again = again
