@@ -90,6 +90,8 @@ class Checkpointer:
         # The manifest of the last checkpoint saved or restored (None: none yet).
         self.last_saved: str | None = None
         self.saves = 0
+        # Bytes of objects stored at warehouses by this attempt's saves (before compression).
+        self.sent_bytes = 0
         self._loop: LoopingCall | None = None
         self._saving: Deferred[None] | None = None
         # A save asked for while one runs: it goes once that one ends (the state may be newer).
@@ -209,7 +211,7 @@ class Checkpointer:
         files = {**snapshot.staged, digest: manifest_path}
         sizes = {**manifest.chunks(), digest: len(encoded)}
         try:
-            await self._upload(files, sizes)
+            sent = await self._upload(files, sizes)
             try:
                 answer = await self._report(manifest, digest, len(encoded))
             except ApiError as e:
@@ -217,7 +219,8 @@ class Checkpointer:
                     raise
                 # A chunk thought to be at a warehouse was dropped since: send them all.
                 self._known.clear()
-                await self._upload(self._all_files(snapshot.manifest, files), sizes)
+                files = self._all_files(snapshot.manifest, files)
+                sent += await self._upload(files, sizes)
                 answer = await self._report(manifest, digest, len(encoded))
         except (XwchError, OSError) as e:
             self.log.warn(
@@ -235,12 +238,13 @@ class Checkpointer:
         self.last_saved = digest
         self._known.update(manifest.chunks())
         self._identities = snapshot.identities
+        self.sent_bytes += sent
         self.log.info(
-            "checkpoint {manifest} of attempt {attempt} saved ({bytes} bytes, {sent} chunks sent)",
+            "checkpoint {manifest} of attempt {attempt} saved: {content} bytes, {sent} sent",
             manifest=digest[:12],
             attempt=self._attempt_id,
-            bytes=manifest.content,
-            sent=len(snapshot.staged),
+            content=manifest.content,
+            sent=sent,
         )
 
     def _all_files(self, manifest: Manifest, staged: dict[str, Path]) -> dict[str, Path]:
@@ -259,13 +263,16 @@ class Checkpointer:
                 offset += chunk.size
         return files
 
-    async def _upload(self, files: dict[str, Path], sizes: dict[str, int]) -> None:
-        """Store at a warehouse those of ``files`` no warehouse holds."""
+    async def _upload(self, files: dict[str, Path], sizes: dict[str, int]) -> int:
+        """Store at a warehouse those of ``files`` no warehouse holds; the bytes sent."""
         refs = [ObjectRef(d, sizes[d]) for d in files]
         plan = await self._link.upload_plan(refs)
+        sent = 0
         for digest, capability in plan.missing:
             if digest in files:
                 await self._store_object(plan.url, digest, sizes[digest], files[digest], capability)
+                sent += sizes[digest]
+        return sent
 
     async def _report(self, manifest: Manifest, digest: str, size: int) -> CheckpointRecorded:
         return await self._link.checkpoint_saved(

@@ -95,11 +95,12 @@ def waited(platform: LocalPlatformProcess, job_id: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_task_resumes_from_its_checkpoint_after_its_worker_is_killed(
+def test_a_task_resumes_from_its_checkpoint_after_its_worker_is_killed_and_drops_it_when_done(
     tmp_path: Path, native_build: Path
 ) -> None:
     """SIGKILL the worker running a checkpointing task: the relaunched attempt starts at the
-    step last saved, not at step 0, and the task ends with the right output."""
+    step last saved, not at step 0, and the task ends with the right output; then its
+    checkpoints leave the warehouse."""
     with running_platform(tmp_path / "home", workers=2, slots=1, warehouses=1) as platform:
         job_id = submit(platform, tmp_path, steps_job())
         running = checkpointed_twice(platform, job_id)
@@ -112,6 +113,8 @@ def test_a_task_resumes_from_its_checkpoint_after_its_worker_is_killed(
         got = client(platform, "results", job_id, "-o", str(tmp_path / "results"))
         assert got.returncode == 0, got.stderr
         assert (tmp_path / "results" / "long" / "out.txt").read_text() == "30 steps done\n"
+        # The task is done: its checkpoints are dropped from the warehouse.
+        wait_for(lambda: not stored_manifests(platform.home), WAITING, "checkpoints dropped")
 
 
 def state_chunks(steps: int) -> dict[str, int]:
@@ -119,10 +122,10 @@ def state_chunks(steps: int) -> dict[str, int]:
     return {hashlib.sha256(f"step {k}\n".encode()).hexdigest(): k for k in range(steps + 1)}
 
 
-def stored_manifests(warehouse: Path) -> dict[str, dict[str, Any]]:
-    """The checkpoint manifests a warehouse holds: digest -> manifest."""
+def stored_manifests(home: Path) -> dict[str, dict[str, Any]]:
+    """The checkpoint manifests the platform's warehouses hold: digest -> manifest."""
     found = {}
-    for path in warehouse.glob("**/objects/??/*"):
+    for path in home.glob("warehouse-*/objects/??/*"):
         head = path.read_bytes()[:9]
         if head == b'{"dirs":[':
             found[path.name] = json.loads(path.read_bytes())
@@ -148,7 +151,7 @@ def test_a_corrupt_checkpoint_is_passed_over_for_the_one_before(
                 digest = state["chunks"][0][0]
                 by_step[steps_of[digest]] = digest
             latest = max(by_step)
-            for path in platform.home.glob(f"**/objects/??/{by_step[latest]}"):
+            for path in platform.home.glob(f"warehouse-*/objects/??/{by_step[latest]}"):
                 path.write_bytes(path.read_bytes().replace(b"step", b"xtep"))
         finally:
             os.kill(worker["pid"], signal.SIGKILL)
