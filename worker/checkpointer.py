@@ -18,7 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredSemaphore,
+    FirstError,
+    gatherResults,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -58,6 +64,9 @@ class Checkpointer:
     """Saves one attempt's checkpoint directory; ``note`` writes to the task's log."""
 
     log = Logger()
+
+    # Objects stored at once by a save.
+    UPLOADS_AT_ONCE = 4
 
     def __init__(
         self,
@@ -267,12 +276,25 @@ class Checkpointer:
         """Store at a warehouse those of ``files`` no warehouse holds; the bytes sent."""
         refs = [ObjectRef(d, sizes[d]) for d in files]
         plan = await self._link.upload_plan(refs)
-        sent = 0
-        for digest, capability in plan.missing:
-            if digest in files:
-                await self._store_object(plan.url, digest, sizes[digest], files[digest], capability)
-                sent += sizes[digest]
-        return sent
+        wanted = [(d, capability) for d, capability in plan.missing if d in files]
+        # Chunks are small objects, each a request and a report to the coordinator: a few at
+        # once keep the link busy (the pacer still bounds the worker's transfers and rate).
+        gate = DeferredSemaphore(self.UPLOADS_AT_ONCE)
+
+        async def store_one(digest: str, capability: str) -> None:
+            await self._store_object(plan.url, digest, sizes[digest], files[digest], capability)
+
+        def store(digest: str, capability: str) -> Deferred[None]:
+            return Deferred.fromCoroutine(store_one(digest, capability))
+
+        try:
+            await gatherResults(
+                [gate.run(store, d, capability) for d, capability in wanted], consumeErrors=True
+            )
+        except FirstError as e:
+            error = e.subFailure.value
+            raise error if isinstance(error, Exception) else e from None
+        return sum(sizes[d] for d, _ in wanted)
 
     async def _report(self, manifest: Manifest, digest: str, size: int) -> CheckpointRecorded:
         return await self._link.checkpoint_saved(
