@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 
 static const char usage[] =
     "usage: steps [--steps N] [--sleep SECONDS] [--work MILLIONS] [--state-mib M]\n"
@@ -32,28 +31,6 @@ static const char usage[] =
     "  A task of N steps that keeps its progress in DIR and resumes from it.\n";
 
 #define MIB (1024L * 1024L)
-
-static double now(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        xw_die("clock_gettime failed: %s", strerror(errno));
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void doze(double seconds)
-{
-    struct timespec req, rem;
-    req.tv_sec = (time_t)seconds;
-    req.tv_nsec = (long)((seconds - (double)req.tv_sec) * 1e9);
-    if (req.tv_nsec > 999999999L)
-        req.tv_nsec = 999999999L;
-    while (nanosleep(&req, &rem) != 0) {
-        if (errno != EINTR)
-            xw_die("nanosleep failed: %s", strerror(errno));
-        req = rem;
-    }
-}
 
 static volatile double sink;
 
@@ -141,16 +118,21 @@ static unsigned char *load_blob(const char *dir, long mib)
     return blob;
 }
 
-/* Change PERCENT of the blob, in regions of 1 MiB at places chosen by STEP. */
+/* Change PERCENT of the blob, in regions of 1 MiB of new pseudo-random bytes at places chosen
+ * by STEP (anywhere: not aligned to anything a checkpoint's chunks would be). */
 static void change_blob(unsigned char *blob, long mib, long percent, long step)
 {
     long regions = mib * percent / 100, r;
     uint32_t seed = (uint32_t)step * 2654435761u + 1u;
+    size_t i;
     if (regions < 1 && percent > 0)
         regions = 1;
     for (r = 0; r < regions; r++) {
         size_t offset = (size_t)(next_random(&seed) % (uint32_t)((mib - 1) * MIB + 1));
-        memset(blob + offset, (int)(step & 0xff), (size_t)MIB);
+        for (i = 0; i + 4 <= (size_t)MIB; i += 4) {
+            uint32_t value = next_random(&seed);
+            memcpy(blob + offset + i, &value, 4);
+        }
     }
 }
 
@@ -218,12 +200,12 @@ int main(int argc, char **argv)
     if (mib > 0)
         blob = load_blob(pos[0], mib);
     for (i = step; i < steps; i++) {
-        double started = now();
+        double started = xw_now();
         work(millions);
-        printf("steps: step %ld work %.4f\n", i, now() - started);
+        printf("steps: step %ld work %.4f\n", i, xw_now() - started);
         fflush(stdout);
         if (sleep_seconds > 0)
-            doze(sleep_seconds);
+            xw_doze(sleep_seconds);
         if (blob != NULL) {
             change_blob(blob, mib, percent, i);
             replace_file(pos[0], "blob", blob, (size_t)mib * MIB);

@@ -1,9 +1,9 @@
 """Checkpoints: what an assignment tells of its task's checkpoint, and what a worker reports
 each time it saved one (``POST /workers/{id}/checkpoints``).
 
-A saved checkpoint is a *manifest* object (:mod:`xwch.checkpoint.manifest`) listing the files
-of the checkpoint directory, each as the digests of its chunks; the chunks are objects of their
-own, so a save sends only the chunks no warehouse holds yet.
+A saved checkpoint is a *manifest* object (:mod:`xwch.worker.checkpoint_manifest`) listing
+the files of the checkpoint directory, each as the digests of its chunks; the chunks are
+objects of their own, so a save sends only the chunks no warehouse holds yet.
 """
 
 from __future__ import annotations
