@@ -132,6 +132,8 @@ class WorkerService(Service):
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
         self._stopping = False
+        # Attempts whose checkpoints are being saved before they are given back.
+        self._giving_back: set[str] = set()
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
@@ -279,15 +281,25 @@ class WorkerService(Service):
     def give_back_held(self, why: str) -> None:
         """Kill the attempts whose program has not ended, and give them back to run elsewhere
         (their checkpoints saved first)."""
-        given = [h.attempt for h in self.held_attempts() if h.state != "reporting"]
+        given = [
+            h.attempt
+            for h in self.held_attempts()
+            if h.state != "reporting" and h.attempt not in self._giving_back
+        ]
         if not given:
             return
+        # Asked again at each of the governor's checks while the checkpoints are saved: those
+        # on their way back are not given twice.
+        self._giving_back.update(given)
         self._background.run(self._save_then_give_back(given, why), "giveback")
 
     async def _save_then_give_back(self, given: Sequence[str], why: str) -> None:
-        await self._saved_checkpoints()
-        for attempt_id in given:
-            self._attempts.drop(attempt_id, f"given back: {why}")
+        try:
+            await self._saved_checkpoints()
+            for attempt_id in given:
+                self._attempts.drop(attempt_id, f"given back: {why}")
+        finally:
+            self._giving_back.difference_update(given)
         await self._give_back(given)
 
     async def _saved_checkpoints(self) -> None:
