@@ -15,6 +15,7 @@ A save never fails the attempt: whatever goes wrong is logged and the next perio
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -37,6 +38,7 @@ from xwch.protocol.objects import ObjectRef
 from .checkpoint_manifest import Chunk, Manifest
 from .checkpoint_restore import FetchObject, restore_checkpoint
 from .checkpoint_snapshot import (
+    Fingerprints,
     Identity,
     Snapshot,
     SnapshotTooBig,
@@ -96,6 +98,7 @@ class Checkpointer:
         # Chunks known to be at a warehouse: those of the checkpoint restored and of each save.
         self._known: set[str] = set()
         self._identities: dict[Identity, tuple[Chunk, ...]] = {}
+        self._fingerprints: Fingerprints = {}
         # The manifest of the last checkpoint saved or restored (None: none yet).
         self.last_saved: str | None = None
         self.saves = 0
@@ -181,12 +184,15 @@ class Checkpointer:
         self._staging.mkdir(parents=True, exist_ok=True)
         try:
             snapshot = await self._blocking(
-                take_snapshot,
-                self.directory,
-                self._staging,
-                frozenset(self._known),
-                dict(self._identities),
-                self._limit,
+                partial(
+                    take_snapshot,
+                    self.directory,
+                    self._staging,
+                    frozenset(self._known),
+                    dict(self._identities),
+                    self._limit,
+                    fingerprints=dict(self._fingerprints),
+                )
             )
         except SnapshotTooBig as e:
             if not self._too_big_told:
@@ -247,6 +253,7 @@ class Checkpointer:
         self.last_saved = digest
         self._known.update(manifest.chunks())
         self._identities = snapshot.identities
+        self._fingerprints = snapshot.fingerprints
         self.sent_bytes += sent
         self.log.info(
             "checkpoint {manifest} of attempt {attempt} saved: {content} bytes, {sent} sent",

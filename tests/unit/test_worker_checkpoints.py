@@ -111,6 +111,28 @@ def test_known_chunks_and_unchanged_files_are_not_staged_again(ck: Path, staging
     assert second.manifest.files[0] == first.manifest.files[0]
 
 
+def test_a_rewritten_file_is_cut_into_the_same_chunks_as_a_fresh_read(
+    ck: Path, staging: Path
+) -> None:
+    """A file renamed over with a few bytes changed: its unchanged chunks, known by their
+    quick hash at the same place, are the same as if every chunk were hashed anew, and only
+    the changed one is staged."""
+    data = bytearray(os.urandom(4 * CHUNK_SIZE + 100))
+    (ck / "blob").write_bytes(data)
+    first = take_snapshot(ck, staging, (), {}, LIMIT)
+    data[2 * CHUNK_SIZE + 7] ^= 1
+    replace(ck / "blob", bytes(data))
+    known = set(first.manifest.chunks())
+    (staging / "2").mkdir()
+    (staging / "3").mkdir()
+    again = take_snapshot(
+        ck, staging / "2", known, first.identities, LIMIT, fingerprints=first.fingerprints
+    )
+    fresh = take_snapshot(ck, staging / "3", (), {}, LIMIT)
+    assert again.manifest == fresh.manifest
+    assert list(again.staged) == [sha(bytes(data[2 * CHUNK_SIZE : 3 * CHUNK_SIZE]))]
+
+
 def test_a_file_renamed_over_while_the_snapshot_is_taken_makes_it_start_again(
     ck: Path, staging: Path
 ) -> None:
