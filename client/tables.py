@@ -69,9 +69,11 @@ TASK_COLUMNS = (
 
 
 def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None) -> str:
-    """One row a task; DURATION runs on to ``now`` for a task still running. A WHY column
-    says, when some ready task cannot run, what holds it back."""
+    """One row a task; DURATION runs on to ``now`` for a task still running. A CHECKPOINT
+    column, when some task saved one, tells when its last was recorded. A WHY column says, when
+    some ready task cannot run, what holds it back."""
     why = any(t.why for t in tasks)
+    checkpoints = any(t.checkpointed is not None for t in tasks)
     rows = [
         (
             t.id,
@@ -82,11 +84,13 @@ def tasks_table(tasks: Sequence[TaskInfo], now: float, tz: tzinfo | None = None)
             format_clock(t.started, tz),
             format_clock(t.ended, tz),
             _took(t, now),
+            *((format_clock(t.checkpointed, tz),) if checkpoints else ()),
             *((t.why or "",) if why else ()),
         )
         for t in tasks
     ]
-    return render_table(TASK_COLUMNS + ((Column("WHY"),) if why else ()), rows)
+    extra = ((Column("CHECKPOINT"),) if checkpoints else ()) + ((Column("WHY"),) if why else ())
+    return render_table(TASK_COLUMNS + extra, rows)
 
 
 COORDINATOR_COLUMNS = (

@@ -14,45 +14,22 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const char usage[] = "usage: spin [--sleep] SECONDS [OUT]\n"
                             "  Burns CPU (or sleeps, with --sleep) for SECONDS, then writes OUT.\n";
-
-static double now(void)
-{
-    struct timespec ts;
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-        xw_die("clock_gettime failed: %s", strerror(errno));
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static volatile double sink;
 
 static void burn(double seconds)
 {
-    double end = now() + seconds, x = 1.0;
+    double end = xw_now() + seconds, x = 1.0;
     long k;
-    while (now() < end) {
+    while (xw_now() < end) {
         for (k = 0; k < 100000; k++)
             x = x * 1.0000001 + 1e-9; /* stays finite: about 1.01 per outer loop at most */
         if (x > 1e6)
             x = 1.0;
         sink = x;
-    }
-}
-
-static void doze(double seconds)
-{
-    struct timespec req, rem;
-    req.tv_sec = (time_t)seconds;
-    req.tv_nsec = (long)((seconds - (double)req.tv_sec) * 1e9);
-    if (req.tv_nsec > 999999999L)
-        req.tv_nsec = 999999999L;
-    while (nanosleep(&req, &rem) != 0) {
-        if (errno != EINTR)
-            xw_die("nanosleep failed: %s", strerror(errno));
-        req = rem;
     }
 }
 
@@ -89,7 +66,7 @@ int main(int argc, char **argv)
            pos[0]);
     fflush(stdout);
     if (sleep_mode)
-        doze(seconds);
+        xw_doze(seconds);
     else
         burn(seconds);
 

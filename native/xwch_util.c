@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/types.h>
 
 const char *xw_prog = "xwch";
@@ -334,4 +335,26 @@ void xw_counts_write(const xw_counts *t, const char *path)
         fprintf(f, "%s\t%" PRIu64 "\n", v[i]->key, v[i]->count);
     xw_close_out(f, path);
     free(v);
+}
+
+double xw_now(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+        xw_die("clock_gettime failed: %s", strerror(errno));
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+void xw_doze(double seconds)
+{
+    struct timespec req, rem;
+    req.tv_sec = (time_t)seconds;
+    req.tv_nsec = (long)((seconds - (double)req.tv_sec) * 1e9);
+    if (req.tv_nsec > 999999999L)
+        req.tv_nsec = 999999999L;
+    while (nanosleep(&req, &rem) != 0) {
+        if (errno != EINTR)
+            xw_die("nanosleep failed: %s", strerror(errno));
+        req = rem;
+    }
 }

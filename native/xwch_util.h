@@ -55,6 +55,11 @@ void xw_close_out(FILE *f, const char *path);
 char **xw_find_files(const char *dir, const char *suffix, size_t *count);
 void xw_free_list(char **list, size_t count);
 
+/* Seconds on the monotonic clock (for durations); dies if there is none. */
+double xw_now(void);
+/* Sleep SECONDS (fractional), through signal interruptions; dies on error. */
+void xw_doze(double seconds);
+
 /* Rows [*y0, *y1) of band I of N of an image H rows high (bands differ by at most one row). */
 void xw_band(long i, long n, long h, long *y0, long *y1);
 

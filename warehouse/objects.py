@@ -149,6 +149,17 @@ class ObjectStore:
                 self._count += 1
         return size
 
+    def remove(self, digest: str) -> bool:
+        """Delete a stored object (the coordinator says nobody needs it); whether it was here.
+        A reader that has it open keeps reading it: the name goes, not the bytes."""
+        try:
+            self._object_path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        with self._lock:
+            self._count -= 1
+        return True
+
     def discard_partial(self, digest: str) -> None:
         """Forget an upload in progress."""
         with self._lock:

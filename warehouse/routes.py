@@ -218,7 +218,7 @@ class _ObjectsResource(Resource):
 
 
 class _ObjectResource(JsonResource):
-    """``/objects/{digest}``: read (GET, HEAD) and write (PUT) one object."""
+    """``/objects/{digest}``: read (GET, HEAD), write (PUT) and delete (DELETE) one object."""
 
     def __init__(self, root: WarehouseResource, digest: str) -> None:
         super().__init__()
@@ -281,6 +281,20 @@ class _ObjectResource(JsonResource):
         # reactor nor fills the memory.
         stream(request, network, root.store.open_read(digest), first, length)
         return NOT_DONE_YET
+
+    @refusing
+    def render_DELETE(self, request: Request) -> bytes | int:
+        """Delete the object, with a capability of op ``delete`` (only the coordinator signs
+        one, for checkpoints superseded or of tasks that are over)."""
+        root, digest = self._root, self._digest
+        root.authorize(request, capability.OP_DELETE, digest)
+
+        async def removed() -> tuple[int, object]:
+            async with root.writing(digest):
+                gone = await root.blocking(root.store.remove, digest)
+            return 200, {"removed": gone}
+
+        return root.answer_later(request, removed)
 
     @refusing
     def render_PUT(self, request: Request) -> bytes | int:

@@ -51,11 +51,11 @@ from .install import Setup, install, uninstall
 from .install_check import InstallRefused, check_worker_token
 from .link import RegistrationRefused
 from .native_launcher import native_launcher_for_worker
-from .preferences import KEYS, Preferences, load_preferences
+from .preferences import KEYS, Preferences, load_preferences, parse_size
 from .sites import nearest_site, tcp_round_trip
 from .status import STATUS_FILE, ContactRecorder, format_status, is_running, read_status
 from .trust import trusted_keys
-from .volunteer import Volunteer
+from .volunteer import DEFAULT_MAX_CHECKPOINT, Volunteer
 
 PROGRAM = "xwch-worker"
 DEFAULT_COMMAND = "run"
@@ -81,6 +81,7 @@ class RunSettings:
     trusted_keys: frozenset[str] = frozenset()
     # Stops the worker when a server shows another certificate than the token pins.
     on_mismatch: StopOnMismatch | None = None
+    max_checkpoint: int = DEFAULT_MAX_CHECKPOINT
 
 
 def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
@@ -106,6 +107,13 @@ def _add_worker_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="run only programs signed by this key (ed25519:BASE64, as `xwch-client keys "
         "create` prints it); repeatable; else trusted_keys in worker.toml; none: any program",
+    )
+    parser.add_argument(
+        "--max-checkpoint",
+        metavar="SIZE",
+        default="1GiB",
+        help="the largest task checkpoint this worker saves, such as 200M or 2G (default 1GiB); "
+        "a bigger one is not saved, with a warning in the task's log",
     )
 
 
@@ -261,6 +269,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         _usage_error("--name must not be empty")
     try:
         trusted = trusted_keys(args.trust, values.get("trusted_keys"), str(_config()))
+        max_checkpoint = parse_size(args.max_checkpoint, "--max-checkpoint")
     except ConfigurationError as e:
         _usage_error(str(e))
     return RunSettings(
@@ -273,6 +282,7 @@ def run_settings(args: argparse.Namespace) -> RunSettings:
         config=_config(),
         spawn=spawn_settings(args),
         trusted_keys=trusted,
+        max_checkpoint=max_checkpoint,
     )
 
 
@@ -328,6 +338,7 @@ async def _run(reactor: IReactorCore, settings: RunSettings) -> None:
         locate_site=lambda: nearest_site(coordinator, tcp_round_trip(IReactorTCP(reactor), clock)),
         native_launcher=launcher.path,
         watch_others=True,
+        max_checkpoint=settings.max_checkpoint,
     )
     # Registered before starting: SIGINT or SIGTERM stop the reactor, which gives back first.
     reactor.addSystemEventTrigger("before", "shutdown", volunteer.stopService)  # type: ignore[misc]

@@ -13,9 +13,9 @@ of it in return is :class:`PullLoop`.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -50,6 +50,13 @@ class PullLoop(Protocol):
 
     def wake(self) -> None:
         """An attempt is gone: there is room for more work."""
+
+
+@runtime_checkable
+class Checkpointing(Protocol):
+    """An attempt that may save its checkpoint on demand (an :class:`AttemptExecutor`)."""
+
+    def save_checkpoint(self) -> Deferred[None]: ...
 
 
 class ResultSender(Protocol):
@@ -125,6 +132,17 @@ class AttemptRunner:
         for record in self._held.values():
             if not record.dropped and not record.reporting:
                 record.attempt.suspend()
+
+    def save_checkpoints(self) -> Deferred[Any]:
+        """Stop the programs that keep a checkpoint and save it; fires once every save ended."""
+        saves = [
+            record.attempt.save_checkpoint()
+            for record in self._held.values()
+            if not record.dropped
+            and not record.reporting
+            and isinstance(record.attempt, Checkpointing)
+        ]
+        return gatherResults(saves, consumeErrors=True)
 
     def resume(self) -> None:
         for record in self._held.values():

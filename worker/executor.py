@@ -43,6 +43,7 @@ from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.transfer.digest import sha256_file
 
 from .cache import ObjectCache
+from .checkpointer import Checkpointer
 from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
 from .releases import FolderReleases, off_reactor
@@ -176,9 +177,10 @@ class AttemptExecutor:
         folders: WorkFolders | None = None,
         releases: FolderReleases | None = None,
         trusted_keys: frozenset[str] = frozenset(),
+        checkpoints: Callable[[AttemptExecutor], Checkpointer] | None = None,
     ) -> None:
         """``trusted_keys``: the keys whose signed programs alone this worker runs (none: any
-        program)."""
+        program). ``checkpoints``: makes the saver of an assignment that has a checkpoint."""
         self.assignment = assignment
         self._trusted_keys = trusted_keys
         self._reactor = reactor
@@ -212,6 +214,15 @@ class AttemptExecutor:
         self._suspended_total = 0.0
         self._gate: Deferred[None] | None = None
         self._pinned: list[str] = []
+        # Lines for the task's log from the worker itself (checkpoints restored or not saved),
+        # kept until the program's standard error is collected.
+        self._notes: list[str] = []
+        self._process: _TaskProcess | None = None
+        self.checkpoints = (
+            checkpoints(self)
+            if checkpoints is not None and assignment.checkpoint is not None
+            else None
+        )
 
     @property
     def process_group(self) -> int | None:
@@ -246,9 +257,27 @@ class AttemptExecutor:
             return self._failed(ERROR_KILLED)
         return await self._execute(program, sha256)
 
+    def note(self, line: str) -> None:
+        """Add a line of the worker's own to the task's log (its standard error)."""
+        data = (line + "\n").encode()
+        if self._process is not None:
+            self._process.stderr.feed(data)
+        else:
+            self._notes.append(line)
+
+    def save_checkpoint(self) -> Deferred[None]:
+        """Stop the program where it is and save its checkpoint (the worker is stopping);
+        fires once saved or given up, at once for an attempt that keeps none."""
+        if self.checkpoints is None or self._group is None or self._exited or self._killed:
+            return succeed(None)
+        self.suspend(save=False)
+        return self.checkpoints.save()
+
     def kill(self) -> None:
         """Stop the attempt now: its downloads, or every process it started."""
         self._killed = True
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         if self._preparing is not None:
             self._preparing.cancel()
         elif self._gate is not None:
@@ -256,8 +285,9 @@ class AttemptExecutor:
         else:
             self._kill_group()
 
-    def suspend(self) -> None:
-        """Stop every process of the attempt where it is (SIGSTOP), its timeout with it."""
+    def suspend(self, save: bool = True) -> None:
+        """Stop every process of the attempt where it is (SIGSTOP), its timeout with it; with
+        ``save``, its checkpoint is saved as the program left it."""
         if self.suspended or self._killed:
             return
         now = _now(self._clock)
@@ -268,6 +298,9 @@ class AttemptExecutor:
             self._remaining = max(0.0, self._deadline - now)
         self._signal_group(signal.SIGSTOP)
         self.log.info("attempt {attempt} suspended", attempt=self.assignment.attempt)
+        if save and self.checkpoints is not None and self._group is not None and not self._exited:
+            # Stopped, the program changes nothing while it is read: the best moment.
+            self.checkpoints.save()
 
     def resume(self) -> None:
         """Continue a suspended attempt (SIGCONT) and its timeout."""
@@ -289,6 +322,11 @@ class AttemptExecutor:
         for digest in self._pinned:
             self._cache.unpin(digest)
         self._pinned.clear()
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
+            off_reactor(self._reactor, self.checkpoints.discard).addErrback(
+                lambda f: self.log.warn("cannot remove staged checkpoint: {e}", e=f.value)
+            )
         making, self._making = self._making, None
         if making is not None and not making.called:
             # Killed while its folder was being made: removed once made, not before.
@@ -342,6 +380,9 @@ class AttemptExecutor:
                     item.digest, item.size, a.sources.get(item.digest, ())
                 )
             _place(source, destination, link=self._sandbox.user is not None)
+        if self.checkpoints is not None:
+            # The checkpoint saved by an earlier attempt, or an empty directory.
+            await self.checkpoints.restore()
         if self._sandbox.user is not None:
             self._hand_over(self._sandbox.user.uid, self._sandbox.user.gid)
         return program, sha256
@@ -401,7 +442,9 @@ class AttemptExecutor:
 
     async def _execute(self, program: Path, sha256: str | None) -> CompletedAttempt:
         a = self.assignment
-        process = _TaskProcess(self._on_exited)
+        process = self._process = _TaskProcess(self._on_exited)
+        for line in self._notes:
+            process.stderr.feed((line + "\n").encode())
         launcher_argv = [
             *self._sandbox.launcher_options(self.workdir, sha256),
             "--status-fd",
@@ -438,7 +481,12 @@ class AttemptExecutor:
         )
         if a.timeout is not None:
             self._arm_timer(a.timeout)
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         await process.ended
+        if self.checkpoints is not None:
+            # Its end is the task's (or the attempt's): nothing more worth saving.
+            self.checkpoints.stop()
         reason = process.reason
         assert reason is not None
         ended = _now(self._clock)

@@ -23,6 +23,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from xwch.errors import ApiError, Unreachable, XwchError
+from xwch.protocol.checkpoints import CheckpointRecorded, CheckpointSaved
 from xwch.protocol.codec import Message, ProtocolError, ProtocolVersionError, decode
 from xwch.protocol.objects import ObjectRef, UploadsRequest
 from xwch.protocol.objects import UploadPlan as WireUploadPlan
@@ -387,6 +388,12 @@ class CoordinatorLink:
     async def give_back(self, attempts: Sequence[str]) -> None:
         """Hand ``attempts`` back to run elsewhere; one try (stopping does not wait long)."""
         await self._coordinator.post(self._worker_path("/giveback"), GiveBack(tuple(attempts)))
+
+    async def checkpoint_saved(self, saved: CheckpointSaved) -> CheckpointRecorded:
+        """Tell the coordinator an attempt's checkpoint is stored (its objects are)."""
+        return await self._call(
+            lambda: self._worker_path("/checkpoints"), saved, CheckpointRecorded
+        )
 
     # Uploads plan
 

@@ -85,6 +85,9 @@ class WorkerService(Service):
     IDLE_POLL_MAX = 2.0
     # How long stopping may take to give attempts back and see them end.
     GIVEBACK_TIMEOUT = 5.0
+    # How long stopping, or giving attempts back, waits for their checkpoints to be saved: a
+    # big checkpoint over a slow link may take long, a volunteer's shutdown may not.
+    CHECKPOINT_PATIENCE = 30.0
     # Work ahead: only while attempts hold their slot less than this (a moving average), for
     # then the round trip to the coordinator is a large part of each. Longer attempts are
     # better left to whichever worker frees a slot first.
@@ -132,6 +135,8 @@ class WorkerService(Service):
         # Why the worker is suspended (see suspend()); None while it may compute.
         self.suspended: str | None = None
         self._stopping = False
+        # Attempts whose checkpoints are being saved before they are given back.
+        self._giving_back: set[str] = set()
         # Slots asked for by requests not answered yet (a WR, and the WRS carrying one): the
         # main loop must not ask for them again meanwhile, or the worker would get too much work.
         self._asking = 0
@@ -271,14 +276,43 @@ class WorkerService(Service):
         self._alive.beat_now()
         self.wake()
 
+    @property
+    def link(self) -> CoordinatorLink:
+        """This worker's one way to the coordinator (checkpoints report through it too)."""
+        return self._link
+
     def give_back_held(self, why: str) -> None:
-        """Kill the attempts whose program has not ended, and give them back to run elsewhere."""
-        given = [h.attempt for h in self.held_attempts() if h.state != "reporting"]
+        """Kill the attempts whose program has not ended, and give them back to run elsewhere
+        (their checkpoints saved first)."""
+        given = [
+            h.attempt
+            for h in self.held_attempts()
+            if h.state != "reporting" and h.attempt not in self._giving_back
+        ]
         if not given:
             return
-        for attempt_id in given:
-            self._attempts.drop(attempt_id, f"given back: {why}")
-        self._background.run(self._give_back(given), "giveback")
+        # Asked again at each of the governor's checks while the checkpoints are saved: those
+        # on their way back are not given twice.
+        self._giving_back.update(given)
+        self._background.run(self._save_then_give_back(given, why), "giveback")
+
+    async def _save_then_give_back(self, given: Sequence[str], why: str) -> None:
+        try:
+            await self._saved_checkpoints()
+            for attempt_id in given:
+                self._attempts.drop(attempt_id, f"given back: {why}")
+        finally:
+            self._giving_back.difference_update(given)
+        await self._give_back(given)
+
+    async def _saved_checkpoints(self) -> None:
+        """The held attempts' checkpoints saved, within CHECKPOINT_PATIENCE."""
+        saved = self._attempts.save_checkpoints()
+        saved.addTimeout(self.CHECKPOINT_PATIENCE, self._reactor)
+        try:
+            await saved
+        except (TimeoutError, CancelledError):
+            self.log.warn("gave attempts back before their checkpoints were saved")
 
     # The pull loop
 
@@ -390,6 +424,7 @@ class WorkerService(Service):
         self._alive.stop()
         if self._main is not None:
             self._main.cancel()
+        await self._saved_checkpoints()
         given = self.running_attempts()
         for attempt_id in given:
             self._attempts.drop(attempt_id, "given back: the worker is stopping")

@@ -36,20 +36,24 @@ from xwch.transfer.upload import upload_file
 
 from .attempts import Attempt
 from .cache import ObjectCache
+from .checkpointer import Checkpointer
 from .crashsafe import begin_run, current_boot_id, end_run
-from .executor import AttemptExecutor
+from .executor import AttemptExecutor, local_path
 from .files import remove_tree
 from .governor import Governor
 from .last_registration import LastRegistration
 from .link import LocateSite
 from .preferences import Preferences, PreferencesWatcher
 from .readings import HostReadings, SystemReadings
-from .releases import FolderReleases
+from .releases import FolderReleases, off_reactor
 from .sandbox import Sandbox, plan_sandbox
 from .service import WorkerService
 from .spawner import AttemptSpawner, ForkServerSpawner, NativeSpawner
 from .status import STATUS_FILE, StatusWriter
 from .workfolders import WorkFolders
+
+# The most bytes of a task's checkpoint a worker saves unless told otherwise (--max-checkpoint).
+DEFAULT_MAX_CHECKPOINT = 1 << 30
 
 # Traversable by the sandbox user (not listable): a worker running as root runs tasks as nobody,
 # who must reach the programs and the working directories.
@@ -74,10 +78,12 @@ class Volunteer(MultiService):
         locate_site: LocateSite | None = None,
         native_launcher: Path | None = None,
         watch_others: bool = False,
+        max_checkpoint: int = DEFAULT_MAX_CHECKPOINT,
     ) -> None:
         """``watch_others``: transfers make way while other programs' traffic shows on the
         host's interfaces, and (preference ``watch_router``) other devices' traffic on the home
-        router's counters (the real worker; tests on a fake clock leave it)."""
+        router's counters (the real worker; tests on a fake clock leave it).
+        ``max_checkpoint``: the most bytes of a task's checkpoint this worker saves."""
         super().__init__()
         self._reactor = reactor
         self._coordinator = coordinator
@@ -131,6 +137,31 @@ class Volunteer(MultiService):
         self._executors: weakref.WeakSet[AttemptExecutor] = weakref.WeakSet()
         folders = WorkFolders(work_root)
         releases = FolderReleases(reactor, folders)
+        # Chunks of checkpoints on their way to a warehouse, a folder per attempt.
+        staging_root = data_dir / "checkpoints"
+        remove_tree(staging_root)
+        cache = self.cache
+
+        def checkpointer(executor: AttemptExecutor) -> Checkpointer:
+            a = executor.assignment
+            assert a.checkpoint is not None
+
+            def fetch(digest: str, size: int) -> Deferred[Path]:
+                return Deferred.fromCoroutine(cache.ensure(digest, size, a.sources.get(digest, ())))
+
+            return Checkpointer(
+                reactor,
+                a.attempt,
+                a.checkpoint,
+                local_path(executor.workdir, a.checkpoint.path.rstrip("/")),
+                staging_root / a.attempt,
+                max_checkpoint,
+                self.service.link,
+                store,
+                fetch,
+                lambda call, *args: off_reactor(reactor, call, *args),
+                executor.note,
+            )
 
         def new_attempt(assignment: Assignment) -> Attempt:
             executor = AttemptExecutor(
@@ -143,6 +174,7 @@ class Volunteer(MultiService):
                 folders=folders,
                 releases=releases,
                 trusted_keys=frozenset(facts.trusted_keys),
+                checkpoints=checkpointer,
             )
             self._executors.add(executor)
             return executor

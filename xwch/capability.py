@@ -17,6 +17,8 @@ from xwch.errors import CapabilityError
 
 OP_GET = "get"
 OP_PUT = "put"
+# Deleting an object: the coordinator drops checkpoints nobody needs any more.
+OP_DELETE = "delete"
 # In place of a digest in a put capability: any object may be stored. A worker gets one with each
 # assignment for its outputs, so small outputs go straight to its warehouse without a round trip
 # to the coordinator for a capability per digest. It grants no more than a worker could already

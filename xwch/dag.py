@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from xwch.dagcheck import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_COST,
     DEFAULT_PRIORITY,
     DEFAULT_RETRIES,
@@ -32,6 +33,7 @@ from xwch.dagcheck import (
     TaskIndex,
     entry_path,
     find_clash,
+    inside_checkpoint,
     is_glob,
     item_path,
     json_object_from_pairs,
@@ -117,6 +119,10 @@ class Task:
     timeout: float | None = None
     # Ordering-only edges, as expanded task ids.
     after: tuple[str, ...] = ()
+    # The directory (ending in /) the program keeps its checkpoint in, saved every
+    # ``checkpoint_every`` seconds and restored for a relaunched attempt; None: none.
+    checkpoint: str | None = None
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
 
     def dependencies(self) -> set[str]:
         """The ids of the tasks this one waits for: those it reads from, and ``after``."""
@@ -231,7 +237,7 @@ def _task_to_wire(task: Task) -> dict[str, object]:
         else {"local": i.local, "task": i.task, "output": i.output}
         for i in task.inputs
     ]
-    return {
+    wire: dict[str, object] = {
         "id": task.id,
         "binary": task.binary,
         "args": list(task.args),
@@ -243,6 +249,11 @@ def _task_to_wire(task: Task) -> dict[str, object]:
         "timeout": None if task.timeout is None else _wire_number(task.timeout),
         "after": list(task.after),
     }
+    # Only when set: a job without checkpoints reads the same to a coordinator that predates them.
+    if task.checkpoint is not None:
+        wire["checkpoint"] = task.checkpoint
+        wire["checkpoint_every"] = _wire_number(task.checkpoint_every)
+    return wire
 
 
 def _wire_number(number: float) -> int | float:
@@ -431,6 +442,7 @@ class _JobFileParser:
 
         paths = [i.local for i in inputs] + list(draft.outputs)
         _check_placement(self.check, paths, origin, draft.context)
+        _check_checkpoint(self.check, t.checkpoint, paths, origin, draft.context)
         return Task(
             id=draft.id,
             binary=t.binary,
@@ -442,6 +454,8 @@ class _JobFileParser:
             retries=t.retries,
             timeout=t.timeout,
             after=self._after(draft),
+            checkpoint=t.checkpoint,
+            checkpoint_every=t.checkpoint_every,
         )
 
     def _resolve(self, draft: Draft, key: str, ref: str, where: str) -> list[InputRef]:
@@ -537,6 +551,8 @@ _WIRE_TASK_KEYS = (
     "timeout",
     "after",
 )
+# Keys a client may leave out (older clients never send them).
+_WIRE_TASK_OPTIONAL = ("checkpoint", "checkpoint_every")
 
 
 def parse_wire_job(doc: object) -> Job:
@@ -673,7 +689,7 @@ def _wire_task(
     files: Mapping[str, FileEntry],
 ) -> Task:
     # Paths are spelled inline here: this runs for up to a million tasks.
-    obj = check.record(value, path, required=_WIRE_TASK_KEYS)
+    obj = check.record(value, path, required=_WIRE_TASK_KEYS, optional=_WIRE_TASK_OPTIONAL)
     task_id = check.string(obj["id"], f"{path}.id")
     if not TASK_ID_RE.fullmatch(task_id):
         check.fail(f"{path}.id", f"invalid task id {quote(task_id)}: use {TASK_ID_RULE}")
@@ -709,7 +725,17 @@ def _wire_task(
         k = i - len(inputs)
         return f"{path}.inputs[{i}].local" if k < 0 else f"{path}.outputs[{k}]"
 
-    _check_placement(check, [i.local for i in inputs] + list(outputs), origin, str)
+    placed = [i.local for i in inputs] + list(outputs)
+    _check_placement(check, placed, origin, str)
+    checkpoint = None
+    checkpoint_every = DEFAULT_CHECKPOINT_EVERY
+    if "checkpoint" in obj:
+        checkpoint = check.checkpoint(obj["checkpoint"], f"{path}.checkpoint")
+        _check_checkpoint(check, checkpoint, placed, origin, str)
+    if "checkpoint_every" in obj:
+        checkpoint_every = check.checkpoint_every(
+            obj["checkpoint_every"], f"{path}.checkpoint_every", checkpoint
+        )
     timeout = obj["timeout"]
     return Task(
         id=task_id,
@@ -722,6 +748,8 @@ def _wire_task(
         retries=check.integer(obj["retries"], f"{path}.retries", 0, INT32_MAX),
         timeout=None if timeout is None else check.positive(timeout, f"{path}.timeout"),
         after=tuple(dict.fromkeys(check.strings(obj["after"], f"{path}.after"))),
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
 
 
@@ -740,6 +768,25 @@ def _wire_output(
 
 
 # -- Rules shared by both forms -------------------------------------------------------------
+
+
+def _check_checkpoint(
+    check: Checker,
+    checkpoint: str | None,
+    paths: Sequence[str],
+    where: Callable[[int], str],
+    context: Callable[[], str],
+) -> None:
+    """Reject an input or output placed in the checkpoint directory (a restored checkpoint
+    replaces that directory whole)."""
+    if checkpoint is None:
+        return
+    i = inside_checkpoint(checkpoint, paths)
+    if i is not None:
+        check.fail(
+            where(i),
+            f"{quote(paths[i])} is inside the checkpoint directory {quote(checkpoint)}" + context(),
+        )
 
 
 def _check_placement(

@@ -35,6 +35,8 @@ MAX_TASKS = 1_000_000
 DEFAULT_COST = 1.0
 DEFAULT_RETRIES = 3
 DEFAULT_PRIORITY = 0
+# Seconds between two saves of a task's checkpoint directory (docs/job-file.md).
+DEFAULT_CHECKPOINT_EVERY = 60.0
 # The store keeps priorities and retry counts in 32-bit columns and sizes in 64-bit ones.
 INT32_MAX = 2**31 - 1
 SIZE_MAX = 2**63 - 1
@@ -221,6 +223,22 @@ class Checker:
             self.fail(path, f"{what} {quote(name)} {problem}")
         return name
 
+    def checkpoint(self, value: object, path: str) -> str:
+        """A task's checkpoint directory: a local name ending in ``/``."""
+        name = self.string(value, path)
+        if not name.endswith("/"):
+            self.fail(path, f"checkpoint {quote(name)} must name a directory: end it with /")
+        problem = self.local_problem(name[:-1])
+        if problem is not None:
+            self.fail(path, f"checkpoint {quote(name)} {problem}")
+        return name
+
+    def checkpoint_every(self, value: object, path: str, checkpoint: str | None) -> float:
+        """How often a checkpoint is saved; only with a checkpoint directory."""
+        if checkpoint is None:
+            self.fail(path, 'checkpoint_every needs "checkpoint", the directory to save')
+        return self.positive(value, path)
+
     def local_problem(self, name: str) -> str | None:
         """:func:`local_name_problem`, remembering the names found valid."""
         if name in self._valid_locals:
@@ -262,6 +280,15 @@ def local_name_problem(name: str) -> str | None:
             return "has a . component"
         if len(part.encode()) > COMPONENT_MAX_BYTES:
             return f"has a component longer than {COMPONENT_MAX_BYTES} bytes"
+    return None
+
+
+def inside_checkpoint(checkpoint: str, paths: Sequence[str]) -> int | None:
+    """The index of the first of ``paths`` at or under the ``checkpoint`` directory, or None:
+    a restored checkpoint replaces that directory whole, so no input or output may live there."""
+    for i, path in enumerate(paths):
+        if path == checkpoint[:-1] or path.startswith(checkpoint):
+            return i
     return None
 
 

@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from xwch.dagcheck import (
+    DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_COST,
     DEFAULT_RETRIES,
     INT32_MAX,
@@ -45,6 +46,8 @@ TASK_KEYS = (
     "timeout",
     "after",
     "foreach",
+    "checkpoint",
+    "checkpoint_every",
 )
 
 Values = Sequence[str] | range
@@ -118,6 +121,8 @@ class Template:
     retries: int
     timeout: float | None
     after: Texts
+    checkpoint: str | None
+    checkpoint_every: float
 
 
 @dataclass(slots=True)
@@ -177,6 +182,14 @@ def parse_template(check: Checker, value: object, path: str, binaries: Collectio
         inputs.append((where, Text(key, slots), Text(check.string(ref, where), slots)))
     env = check.env(obj.get("env", {}), key_path(path, "env"))
     timeout = obj.get("timeout")  # null is taken as "no timeout", as in the wire form
+    checkpoint = None
+    if "checkpoint" in obj:
+        checkpoint = check.checkpoint(obj["checkpoint"], key_path(path, "checkpoint"))
+    checkpoint_every = DEFAULT_CHECKPOINT_EVERY
+    if "checkpoint_every" in obj:
+        checkpoint_every = check.checkpoint_every(
+            obj["checkpoint_every"], key_path(path, "checkpoint_every"), checkpoint
+        )
     return Template(
         path=path,
         variables=variables,
@@ -194,6 +207,8 @@ def parse_template(check: Checker, value: object, path: str, binaries: Collectio
         ),
         timeout=None if timeout is None else check.positive(timeout, key_path(path, "timeout")),
         after=texts("after"),
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
     )
 
 

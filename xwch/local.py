@@ -199,6 +199,7 @@ class LocalPlatform:
                 f"{host}-w{i}",
                 "--site",
                 _site(i, args.sites),
+                *(["--max-checkpoint", args.max_checkpoint] if args.max_checkpoint else []),
             ],
             home=folder,
             token=token,
@@ -403,6 +404,11 @@ def _parser() -> argparse.ArgumentParser:
         "--tls",
         action="store_true",
         help="every link over HTTPS, with one self-signed certificate the tokens pin",
+    )
+    parser.add_argument(
+        "--max-checkpoint",
+        metavar="SIZE",
+        help="the largest task checkpoint the workers save (default: theirs, 1GiB)",
     )
     return parser
 

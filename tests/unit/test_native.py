@@ -31,7 +31,7 @@ MANDELBROT_IMAGE_SHA256 = "41809ad80f777af153810843e6a60c3bf94bad985983118e74176
 # SHA-256 of reduce/total.tsv of the wordcount example.
 WORDCOUNT_TOTAL_SHA256 = "2c43fedaa4e2884b02bd78b9c0177def65dd40a6f32073be33a8116b2eed5f8c"
 
-PROGRAMS = ["mandel", "merge", "wc-map", "wc-reduce", "fail", "spin", "cat2", "noop"]
+PROGRAMS = ["mandel", "merge", "wc-map", "wc-reduce", "fail", "spin", "cat2", "noop", "steps"]
 
 
 @pytest.fixture(scope="module")
@@ -443,3 +443,32 @@ def test_example_job_files_are_consistent(build: Path, example: str) -> None:
     for ref in dag.get("results", []):
         task_id, output = ref.split("/", 1)
         assert output in outputs[task_id]
+
+
+def test_steps_keeps_its_step_and_resumes_from_it(build: Path, tmp_path: Path) -> None:
+    """`steps` keeps the step it reached in DIR/state (through a rename, never a .tmp left
+    behind) and a second run resumes there; OUT says the same whatever the interruptions."""
+    proc = run(build, "steps", "--steps", "3", "--sleep", "0", "ck", "out.txt", cwd=tmp_path)
+    assert "steps: started at step 0" in proc.stdout
+    assert (tmp_path / "ck" / "state").read_text() == "step 3\n"
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["state"]
+    (tmp_path / "ck" / "state").write_text("step 1\n")
+    proc = run(build, "steps", "--steps", "3", "--sleep", "0", "ck", "out.txt", cwd=tmp_path)
+    assert "steps: resumed at step 1" in proc.stdout
+    assert proc.stdout.count("work") == 2
+    assert (tmp_path / "out.txt").read_text() == "3 steps done\n"
+
+
+def test_steps_keeps_a_big_state_when_asked(build: Path, tmp_path: Path) -> None:
+    """--state-mib M keeps M MiB in DIR/blob, the same bytes for the same steps taken."""
+    for folder in ("a", "b"):
+        args = ("--steps", "2", "--sleep", "0", "--state-mib", "2", f"{folder}/ck", "out")
+        (tmp_path / folder).mkdir()
+        run(build, "steps", *args, cwd=tmp_path)
+    blob = (tmp_path / "a" / "ck" / "blob").read_bytes()
+    assert len(blob) == 2 * 1024 * 1024
+    assert blob == (tmp_path / "b" / "ck" / "blob").read_bytes()
+    proc = run(
+        build, "steps", "--steps", "2", "--bogus", "1", "ck", "out", cwd=tmp_path, check=False
+    )
+    assert proc.returncode == 2 and "unknown option --bogus" in proc.stderr

@@ -311,7 +311,7 @@ def test_oversize_packet_gets_400(wh: InMemoryWarehouse, monkeypatch: pytest.Mon
 
 def test_unknown_method_and_route_answer_json(wh: InMemoryWarehouse) -> None:
     """A wrong method gets 405 and an unknown route 404, both with a JSON error body."""
-    code, _, body = answer(call(wh, "DELETE", f"/objects/{DIGEST}"))
+    code, _, body = answer(call(wh, "PATCH", f"/objects/{DIGEST}"))
     assert (code, body["error"]) == (405, "method_not_allowed")
     code, _, body = answer(call(wh, "GET", "/nowhere"))
     assert (code, body["error"]) == (404, "not_found")

@@ -64,6 +64,19 @@ class FakeResults:
         pass
 
 
+class CheckpointingAttempt(FakeAttempt):
+    """An attempt that keeps a checkpoint: each save ends when the test says."""
+
+    def __init__(self, a: Assignment) -> None:
+        super().__init__(a)
+        self.saves: list[Deferred[None]] = []
+
+    def save_checkpoint(self) -> Deferred[None]:
+        saved: Deferred[None] = Deferred()
+        self.saves.append(saved)
+        return saved
+
+
 class AttemptRunnerTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.pull = FakePull()
@@ -84,7 +97,8 @@ class AttemptRunnerTests(SynchronousTestCase):
     def new_attempt(self, a: Assignment) -> FakeAttempt:
         if a.attempt == "..":
             raise ValueError("not an attempt id")
-        attempt = self.attempts[a.attempt] = FakeAttempt(a)
+        kind = CheckpointingAttempt if a.attempt.startswith("ck") else FakeAttempt
+        attempt = self.attempts[a.attempt] = kind(a)
         return attempt
 
     def in_background(self, work: Coroutine[Any, Any, None], what: str) -> Deferred[None]:
@@ -143,3 +157,15 @@ class AttemptRunnerTests(SynchronousTestCase):
         self.runner.drop("a2", "given back: the worker is stopping")
         self.assertEqual(len(self.runner), 0)
         self.assertEqual(self.failures, [])
+
+    def test_saving_checkpoints_waits_for_the_attempts_that_keep_one(self) -> None:
+        """Stopping or giving back saves the checkpoints of the running attempts that keep
+        one, and goes on once every save has ended."""
+        self.runner.start([assignment("ck1"), assignment("plain")])
+        saved = self.runner.save_checkpoints()
+        attempt = self.attempts["ck1"]
+        assert isinstance(attempt, CheckpointingAttempt)
+        [save] = attempt.saves
+        self.assertNoResult(saved)
+        save.callback(None)
+        self.successResultOf(saved)

@@ -32,6 +32,7 @@ from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import ApiRequest, HttpError, Route
 from xwch.coordinator.workers import UnknownWorker, WorkersManager, WrongOwner
 from xwch.errors import JobFileError
+from xwch.protocol.checkpoints import CheckpointRecorded, CheckpointSaved
 from xwch.protocol.client import (
     JobCreated,
     JobList,
@@ -277,6 +278,14 @@ class CoordinatorApi:
                 self.give_back,
                 "Give attempts back",
                 GiveBack,
+            ),
+            r(
+                "POST",
+                "/workers/{worker}/checkpoints",
+                WORKER,
+                self.checkpoint_saved,
+                "A running attempt's checkpoint is stored: record it as its task's latest",
+                CheckpointSaved,
             ),
             # Warehouses
             r(
@@ -674,6 +683,15 @@ class CoordinatorApi:
         give_back: GiveBack = req.body
         await self._workers.give_back(req.token, req.params["worker"], list(give_back.attempts))
         return 200, {}
+
+    async def checkpoint_saved(self, req: ApiRequest) -> tuple[int, Any]:
+        assert req.token is not None
+        worker_id = req.params["worker"]
+        self._workers.get(worker_id, req.token)
+        book = self._tasks.checkpoints
+        if book is None:
+            return 200, CheckpointRecorded(recorded=False)
+        return 200, await book.record(worker_id, req.body)
 
     # Warehouses
 

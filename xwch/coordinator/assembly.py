@@ -30,8 +30,10 @@ from twisted.web.server import Request, Site
 
 from xwch.coordinator.api import CoordinatorApi
 from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.checkpoints import DropRequest
 from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest, copy_requester
+from xwch.coordinator.drops import drop_requester
 from xwch.coordinator.groups import GroupLocks
 from xwch.coordinator.leadership import ApiSwitch, Leadership
 from xwch.coordinator.managers import Managers, ManagersConfig, make_managers
@@ -310,6 +312,7 @@ async def make_coordinator(
     reactor: IReactorTime,
     db: Database | None = None,
     request_copy: CopyRequest | None = None,
+    request_drop: DropRequest | None = None,
 ) -> Coordinator:
     """Prepare the store (and, for the store's only coordinator, the managers from it), and
     build the (not yet started) service tree."""
@@ -319,11 +322,18 @@ async def make_coordinator(
     shared = db.engine.dialect.name == "postgresql"
     # Warehouses serve the platform's certificate (xwch.tls): the coordinator pins its own.
     pinned = None if config.tls is None else https_policy(fingerprint(config.tls))
-    copy = request_copy or copy_requester(make_http_client(cast(Any, reactor), tls=pinned))
+    # Tests that fake copies and give no deletions get none (their clock has no network).
+    http = make_http_client(cast(Any, reactor), tls=pinned) if request_copy is None else None
+    copy = request_copy or copy_requester(cast(Any, http))
+    drop = request_drop or (drop_requester(http) if http is not None else None)
     try:
         await db.migrate()
         key = await db.read(tokens.capability_key_thd)
-        managers = None if shared else await make_managers(config, reactor, db, key, copy)
+        managers = (
+            None
+            if shared
+            else await make_managers(config, reactor, db, key, copy, request_drop=drop)
+        )
     except BaseException:
         db.stop()
         raise
@@ -343,7 +353,7 @@ async def make_coordinator(
     if shared:
 
         def build(fence: Fence) -> Awaitable[Managers]:
-            return make_managers(config, reactor, db, key, copy, fence)
+            return make_managers(config, reactor, db, key, copy, fence, drop)
 
         leadership = Leadership(reactor, membership, groups, build, lambda m: holder[0].serve(m))
         # A standby holds a request until a member serves: at most a lease and a little.

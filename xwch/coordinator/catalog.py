@@ -155,6 +155,16 @@ class Catalog:
                 holders.discard(warehouse_id)
         self._locate(warehouse_id, objects)
 
+    async def forget_objects(self, warehouse_id: str, digests: Sequence[str]) -> None:
+        """A warehouse deleted these objects (at the coordinator's request)."""
+        await self._db.write(nodes.remove_locations_thd, warehouse_id, list(digests))
+        for digest in digests:
+            holders = self._locations.get(digest)
+            if holders is not None:
+                holders.discard(warehouse_id)
+                if not holders:
+                    del self._locations[digest]
+
     def hold_inline(self, objects: dict[str, bytes]) -> None:
         """Keep these small objects (their bytes checked, and written to the store by the
         caller in the same transaction as what refers to them)."""
@@ -254,6 +264,12 @@ class Catalog:
         )
         self._upload_targets[warehouse.id] = (expires, target)
         return target
+
+    def delete_capability(self, warehouse: WarehouseRecord, digest: str) -> str:
+        expires = self._reactor.seconds() + capability.DEFAULT_LIFETIME
+        return capability.issue(
+            self.capability_key, capability.OP_DELETE, digest, warehouse.id, expires
+        )
 
     def put_capability(self, warehouse: WarehouseRecord, digest: str) -> str:
         expires = self._reactor.seconds() + capability.DEFAULT_LIFETIME

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from xwch.coordinator.api import CoordinatorApi, map_error
 from xwch.coordinator.auth import Authenticator
 from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.checkpoints import CheckpointBook, DropRequest
 from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest
 from xwch.coordinator.endings import JobEndings
@@ -131,6 +132,7 @@ async def make_managers(
     capability_key: bytes,
     request_copy: CopyRequest,
     fence: Fence | None = None,
+    request_drop: DropRequest | None = None,
 ) -> Managers:
     """Managers rebuilt from what the store holds (catalog, running jobs, workers), not yet
     started; every change of tasks they make is conditioned on ``fence``."""
@@ -143,6 +145,7 @@ async def make_managers(
     tasks = TasksManager(reactor, db, catalog, scheduler)
     tasks.fence = fence
     await tasks.recover()
+    await CheckpointBook(reactor, db, tasks, catalog, request_drop).recover()
     workers = WorkersManager(
         reactor, db, tasks, communication, config.alive_interval, config.alive_timeout
     )

@@ -25,7 +25,7 @@ import json
 import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -79,6 +79,9 @@ from xwch.store.records import (
     RecoveredJob,
     TaskUpdate,
 )
+
+if TYPE_CHECKING:
+    from xwch.coordinator.checkpoints import CheckpointBook
 
 T = TypeVar("T")
 
@@ -242,6 +245,8 @@ class TasksManager:
         # is then ahead of the store, and whoever owns this manager rebuilds it from the store.
         self.on_unwritten: list[Callable[[BaseException], None]] = []
         self._closed = False
+        # The tasks' checkpoints (checkpoints.py), which set themselves here.
+        self.checkpoints: CheckpointBook | None = None
 
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
@@ -257,6 +262,18 @@ class TasksManager:
     def _record(self, change: Change) -> Deferred[None]:
         """Write one decision to the store, under this member's fence."""
         return self._write(job_queries.apply_change_thd, change)
+
+    def write(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
+        """A write of a collaborator (checkpoints) on this manager's path: in decision order,
+        under its fence."""
+        return self._write(fn, *args)
+
+    def job_objects(self, job: JobState) -> set[str]:
+        """The objects a running job names: its files, binaries and its tasks' outputs."""
+        digests = _job_digests(job.spec)
+        for t in job.tasks.values():
+            digests.update(d for d, _size in t.outputs.values())
+        return digests
 
     def _write(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
         """``fn(conn, *args, fence, now)`` on the writer thread; its failure told to whoever
@@ -488,6 +505,8 @@ class TasksManager:
                 TaskUpdate(job.id, tuple(to_cancel), {"state": TASK_CANCELLED, "ended": now})
             )
         change.job_updates.append(JobUpdate(job.id, state, now, message))
+        if self.checkpoints is not None:
+            self.checkpoints.tasks_over(job.id)
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
         self.ending.add(job.id)
@@ -756,6 +775,10 @@ class TasksManager:
             assert found is not None
             inputs.append(InputFile(path=ref.local, digest=found[0], size=found[1]))
         digests = {variant.digest} | {i.digest for i in inputs}
+        checkpoint = None
+        if self.checkpoints is not None:
+            checkpoint, saved = self.checkpoints.plan(job.id, spec)
+            digests |= saved
         # Small inputs kept here travel in the assignment itself; the rest is read at warehouses.
         inline = {i.digest: c for i in inputs if (c := self._catalog.inline(i.digest)) is not None}
         return Assignment(
@@ -772,6 +795,7 @@ class TasksManager:
             sources={d: self._catalog.sources(d, site) for d in sorted(digests - inline.keys())},
             upload=self._catalog.upload_target(site),
             inline=inline,
+            checkpoint=checkpoint,
         )
 
     def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
@@ -916,6 +940,8 @@ class TasksManager:
         self._cancel_running(t, now, "another attempt finished first", change)
         t.state = TASK_DONE
         job.remaining -= 1
+        if self.checkpoints is not None:
+            self.checkpoints.tasks_over(job.id, [t.spec.id])
         values: dict[str, object] = {"state": TASK_DONE, "ended": now}
         if started is not None:
             values["started"] = started

@@ -61,6 +61,8 @@ class TaskInfo(Message, frozen=True):
     ended: float | None
     # A ready task no live worker can run: why.
     why: str | None = None
+    # When its last checkpoint was recorded (a Unix time); None: it has none.
+    checkpointed: float | None = None
 
 
 class TaskList(Message, frozen=True):

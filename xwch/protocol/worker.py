@@ -16,6 +16,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 from msgspec import Meta
 
+from xwch.protocol.checkpoints import CheckpointPlan
 from xwch.protocol.codec import Message
 from xwch.protocol.objects import (
     BinaryRef,
@@ -143,6 +144,9 @@ class Assignment(Message, frozen=True, omit_defaults=True):
     upload: Source | None = None
     # digest -> bytes, for the inputs the coordinator keeps itself (INLINE_MOST at most).
     inline: Mapping[str, bytes] = {}
+    # The task's checkpoint (None: it keeps none); the objects of the checkpoints to restore
+    # are in ``sources``. Optional: older workers ignore it and start from scratch.
+    checkpoint: CheckpointPlan | None = None
 
     def __post_init__(self) -> None:
         if self.inline:

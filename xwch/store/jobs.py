@@ -337,6 +337,7 @@ def list_tasks_thd(conn: sa.Connection, job_id: str) -> list[TaskInfo]:
             tasks.c.attempts,
             tasks.c.started,
             tasks.c.ended,
+            tasks.c.checkpointed,
         )
         .where(tasks.c.job_id == job_id)
         .order_by(tasks.c.position)
@@ -350,6 +351,7 @@ def list_tasks_thd(conn: sa.Connection, job_id: str) -> list[TaskInfo]:
             attempts=r.attempts,
             started=r.started,
             ended=r.ended,
+            checkpointed=r.checkpointed,
         )
         for r in conn.execute(query)
     ]

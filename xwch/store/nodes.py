@@ -150,6 +150,17 @@ def _insert_new_locations(dialect: str) -> sa.Insert:
     return postgresql.insert(object_locations).on_conflict_do_nothing()
 
 
+def remove_locations_thd(conn: sa.Connection, warehouse_id: str, digests: Sequence[str]) -> None:
+    """A warehouse no longer holds these objects (they were deleted there)."""
+    for start in range(0, len(digests), 500):
+        conn.execute(
+            object_locations.delete().where(
+                object_locations.c.warehouse_id == warehouse_id,
+                object_locations.c.digest.in_(list(digests[start : start + 500])),
+            )
+        )
+
+
 def replace_locations_thd(
     conn: sa.Connection, warehouse_id: str, objects: Sequence[tuple[str, int]]
 ) -> None:

@@ -70,6 +70,8 @@ tasks = sa.Table(
     sa.Column("worker", sa.String(128)),
     sa.Column("started", sa.Float),
     sa.Column("ended", sa.Float),
+    # When the task's last checkpoint was recorded (version 6); None: never.
+    sa.Column("checkpointed", sa.Float),
 )
 sa.Index("tasks_by_state", tasks.c.job_id, tasks.c.state)
 
@@ -104,6 +106,22 @@ outputs = sa.Table(
     sa.Column("name", sa.String(512), primary_key=True),
     sa.Column("digest", sa.String(64), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
+)
+
+# The checkpoints saved for running tasks (version 6), the latest few per task: ``chunks`` is
+# the JSON list of the chunk digests its manifest names (what to keep at warehouses, and what
+# to drop once no checkpoint names them).
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("job_id", sa.String(32), primary_key=True),
+    sa.Column("task_id", sa.String(128), primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("manifest", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("content", sa.BigInteger, nullable=False),
+    sa.Column("chunks", sa.Text, nullable=False),
+    sa.Column("taken", sa.Float, nullable=False),
 )
 
 workers = sa.Table(
@@ -217,12 +235,20 @@ def _worker_trusted_keys_v5(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE workers ADD COLUMN trusted_keys TEXT"))
 
 
+def _checkpoints_v6(conn: sa.Connection) -> None:
+    checkpoints.create(conn, checkfirst=True)
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("tasks")}
+    if "checkpointed" not in columns:
+        conn.execute(sa.text("ALTER TABLE tasks ADD COLUMN checkpointed FLOAT"))
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _speculative_attempts_v2,
     _inline_objects_v3,
     _coordinators_v4,
     _worker_trusted_keys_v5,
+    _checkpoints_v6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

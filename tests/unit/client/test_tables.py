@@ -76,6 +76,17 @@ def test_running_task_duration_runs_to_now() -> None:
     assert row == ["t", "running", "1.5", "w", "2", "11:58:30", "-", "1m30s"]
 
 
+def test_a_checkpoint_column_tells_when_each_tasks_last_checkpoint_was_saved() -> None:
+    """Only when some task saved one; the others show a dash."""
+    saved = TaskInfo("a", "running", 1, "w", 1, NOON - 90, None, checkpointed=NOON - 30)
+    other = TaskInfo("b", "ready", 1, None, 0, None, None)
+    header, *rows = tasks_table([saved, other], NOON, UTC).splitlines()
+    assert header.split()[-1] == "CHECKPOINT"
+    assert rows[0].split()[-1] == "11:59:30"
+    assert rows[1].split()[-1] == "-"
+    assert "CHECKPOINT" not in tasks_table([other], NOON, UTC)
+
+
 def test_jobs_table_shows_done_over_total() -> None:
     """The jobs table shows DONE/TOTAL from the counts."""
     job = JobSummary("j1", "mandel", "running", 0, NOON - 60, None, 16, {"done": 4})
