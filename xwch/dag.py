@@ -41,6 +41,15 @@ from xwch.dagcheck import (
     topological_order,
 )
 from xwch.dagexpand import Draft, expand, parse_template
+from xwch.dagreplication import KEYS as REPLICATION_KEYS
+from xwch.dagreplication import (
+    Replication,
+    ReplicationKeys,
+    check_job_keys_used,
+    from_wire,
+    parse_keys,
+    resolve,
+)
 from xwch.errors import JobFileError
 
 __all__ = [
@@ -114,6 +123,8 @@ class Task:
     timeout: float | None = None
     # Ordering-only edges, as expanded task ids.
     after: tuple[str, ...] = ()
+    # Results checked by replication (None: the first result is taken).
+    replication: Replication | None = None
 
     def dependencies(self) -> set[str]:
         """The ids of the tasks this one waits for: those it reads from, and ``after``."""
@@ -216,6 +227,13 @@ class Job:
 
 
 def _task_to_wire(task: Task) -> dict[str, object]:
+    wire = _plain_task_to_wire(task)
+    if task.replication is not None:
+        wire.update(task.replication.to_wire())
+    return wire
+
+
+def _plain_task_to_wire(task: Task) -> dict[str, object]:
     inputs: list[dict[str, str | None]] = [
         {"local": i.local, "file": i.file}
         if i.file is not None
@@ -287,6 +305,7 @@ class _JobFileParser:
         self.files: dict[str, FileEntry] = {}
         self.index = TaskIndex(())
         self.outputs_of: dict[str, tuple[str, ...]] = {}
+        self.replication = ReplicationKeys()
 
     def parse(self, doc: object) -> Job:
         check = self.check
@@ -296,7 +315,7 @@ class _JobFileParser:
             doc,
             "",
             required=("name", "binaries", "tasks"),
-            optional=("files", "results", "priority"),
+            optional=("files", "results", "priority", *REPLICATION_KEYS),
         )
         name = check.name(top["name"], "name", "job name")
         priority = check.integer(
@@ -304,6 +323,7 @@ class _JobFileParser:
         )
         self.binaries = self._binaries(top["binaries"])
         self.files = self._files(top.get("files", {}))
+        self.replication = parse_keys(check, top, "", self.binaries)
         task_values = check.array(top["tasks"], "tasks")
         if not task_values:
             check.fail("tasks", "a job needs at least one task")
@@ -315,6 +335,7 @@ class _JobFileParser:
         self.index = TaskIndex([d.id for d in drafts])
         self.outputs_of = {d.id: d.outputs for d in drafts}
         tasks = _ordered(check, [self._task(d) for d in drafts])
+        check_job_keys_used(check, self.replication, tasks)
         if "results" in top:
             results = self._results(top["results"])
         else:
@@ -433,6 +454,7 @@ class _JobFileParser:
             retries=t.retries,
             timeout=t.timeout,
             after=self._after(draft),
+            replication=resolve(self.check, self.replication, t.replication, draft.context()),
         )
 
     def _resolve(self, draft: Draft, key: str, ref: str, where: str) -> list[InputRef]:
@@ -633,7 +655,7 @@ def _wire_task(
     files: Mapping[str, FileEntry],
 ) -> Task:
     # Paths are spelled inline here: this runs for up to a million tasks.
-    obj = check.record(value, path, required=_WIRE_TASK_KEYS)
+    obj = check.record(value, path, required=_WIRE_TASK_KEYS, optional=REPLICATION_KEYS)
     task_id = check.string(obj["id"], f"{path}.id")
     if not TASK_ID_RE.fullmatch(task_id):
         check.fail(f"{path}.id", f"invalid task id {quote(task_id)}: use {TASK_ID_RULE}")
@@ -682,6 +704,7 @@ def _wire_task(
         retries=check.integer(obj["retries"], f"{path}.retries", 0, INT32_MAX),
         timeout=None if timeout is None else check.positive(timeout, f"{path}.timeout"),
         after=tuple(dict.fromkeys(check.strings(obj["after"], f"{path}.after"))),
+        replication=from_wire(check, obj, path, binaries),
     )
 
 

@@ -32,6 +32,8 @@ from xwch.dagcheck import (
     key_path,
     quote,
 )
+from xwch.dagreplication import KEYS as REPLICATION_KEYS
+from xwch.dagreplication import ReplicationKeys, parse_keys
 
 TASK_KEYS = (
     "id",
@@ -45,6 +47,7 @@ TASK_KEYS = (
     "timeout",
     "after",
     "foreach",
+    *REPLICATION_KEYS,
 )
 
 Values = Sequence[str] | range
@@ -118,6 +121,7 @@ class Template:
     retries: int
     timeout: float | None
     after: Texts
+    replication: ReplicationKeys
 
 
 @dataclass(slots=True)
@@ -194,6 +198,7 @@ def parse_template(check: Checker, value: object, path: str, binaries: Collectio
         ),
         timeout=None if timeout is None else check.positive(timeout, key_path(path, "timeout")),
         after=texts("after"),
+        replication=parse_keys(check, obj, path, binaries),
     )
 
 

@@ -37,6 +37,9 @@ from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
+from xwch.coordinator.reliability import Record, Reliability
+from xwch.coordinator.replicated import ReplicatedTasks
+from xwch.coordinator.replication import Replicas
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
 from xwch.coordinator.unrunnable import unrunnable_tasks
@@ -65,6 +68,7 @@ from xwch.protocol.wire import (
 )
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
+from xwch.store import reliability as reliability_queries
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence, NotHeld
 from xwch.store.records import (
@@ -241,6 +245,8 @@ class TasksManager:
         # is then ahead of the store, and whoever owns this manager rebuilds it from the store.
         self.on_unwritten: list[Callable[[BaseException], None]] = []
         self._closed = False
+        # Tasks whose results are checked by replication (quorum), and workers' reliability.
+        self.replicated = ReplicatedTasks(self, Replicas(Reliability()))
 
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
@@ -411,6 +417,8 @@ class TasksManager:
 
     async def recover(self) -> None:
         """Rebuild memory from the store after a (re)start: every running job resumes."""
+        records = await self._db.read(reliability_queries.load_records_thd)
+        self.replicated.replicas.reliability = Reliability(records)
         recovered: list[RecoveredJob] = await self._db.read(job_queries.recover_running_jobs_thd)
         for r in recovered:
             state = self._restore(r)
@@ -489,6 +497,7 @@ class TasksManager:
         change.job_updates.append(JobUpdate(job.id, state, now, message))
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
+        self.replicated.replicas.forget_job(job.id)
         self.ending.add(job.id)
         self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
@@ -539,7 +548,11 @@ class TasksManager:
         ``idle_slots``: how many of ``slots`` have nothing to run (None: all); the others are
         asked for ahead, and get no duplicate of a straggler, which would wait there.
         """
-        if slots <= 0 or self.health.is_quarantined(worker.id):
+        if (
+            slots <= 0
+            or self.health.is_quarantined(worker.id)
+            or self.replicated.replicas.distrusted(worker.id)
+        ):
             return []
         lineage = Change()
 
@@ -547,6 +560,8 @@ class TasksManager:
             t = self.jobs[key[0]].tasks[key[1]]
             # A task that failed here goes to another worker while one has not failed it.
             if worker.id in t.failed_on and len(t.failed_on) < workers_alive:
+                return False
+            if not self.replicated.accepts(self.jobs[key[0]], t, worker.id):
                 return False
             return self._inputs_present(key, lineage)
 
@@ -579,6 +594,7 @@ class TasksManager:
             )
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
+            self.replicated.started(job, t, worker.id)
             started.append(attempt)
             if self.prefetcher is not None:
                 self.prefetcher.started((job_id, task_id))
@@ -652,6 +668,7 @@ class TasksManager:
                 platforms = job.platforms[t.spec.binary]
                 if (
                     len(t.running) != 1
+                    or t.spec.replication is not None
                     or attempt.worker_id == worker.id
                     or worker.id in t.failed_on
                     or (platforms is not None and worker.platform not in platforms)
@@ -848,6 +865,8 @@ class TasksManager:
             missing = self._catalog.missing(o.digest for o in result.outputs if o.content is None)
             if missing:
                 raise MissingObjects(missing)
+            if t.spec.replication is not None:
+                self.replicated.check(job, t, worker_id)
         now = self._reactor.seconds()
         change = Change()
         if late:
@@ -875,7 +894,10 @@ class TasksManager:
                 worker_id=worker_id if worker_id != attempt.worker_id else None,
             )
         )
-        if succeeded:
+        if succeeded and t.spec.replication is not None:
+            self.health.succeeded(worker_id)
+            self.replicated.take_result(job, t, attempt, worker_id, result, now, change, started)
+        elif succeeded:
             job.stragglers.finished(result.duration, t.spec.cost)
             self.health.succeeded(worker_id)
             change.tasks_done_by_worker[worker_id] = 1
@@ -938,6 +960,8 @@ class TasksManager:
         if t.running:
             # Another attempt of the task is still running: it may yet succeed.
             change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"failures": t.failures}))
+            # A replicated task wants a replica in place of this one.
+            self.replicated.offer(job, t)
             return
         poisoned = len(t.failed_on) >= self.POISON_WORKERS
         if t.failures <= t.spec.retries and not poisoned:
@@ -955,17 +979,47 @@ class TasksManager:
                 retries=t.spec.retries,
             )
             return
+        if poisoned:
+            why = f"failed on {len(t.failed_on)} different workers"
+        else:
+            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
+        self.fail_for_good(job, t, now, f"{why}: {reason}", change)
+
+    def fail_for_good(
+        self, job: JobState, t: TaskState, now: float, why: str, change: Change
+    ) -> None:
+        """``t`` fails with no retry, and its job with it."""
+        if t.relaunch is not None and t.relaunch.active():
+            t.relaunch.cancel()
+        self.scheduler.remove((job.id, t.spec.id))
+        self._cancel_running(t, now, "its task failed", change)
         t.state = TASK_FAILED
         change.task_updates.append(
             TaskUpdate(
                 job.id, (t.spec.id,), {"state": TASK_FAILED, "failures": t.failures, "ended": now}
             )
         )
-        if poisoned:
-            why = f"failed on {len(t.failed_on)} different workers"
-        else:
-            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
-        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}: {reason}", change)
+        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}", change)
+
+    # Hooks of replicated tasks (replicated.py)
+
+    task_done = _task_done
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def offer_replica(self, job: JobState, t: TaskState) -> None:
+        """Ready for one more replica while others run: the task stays ``running``."""
+        if self.scheduler.is_ready((job.id, t.spec.id)):
+            return
+        self._make_ready(job, t)
+        t.state = TASK_RUNNING
+
+    def write_reliability(self, records: Sequence[Record]) -> None:
+        """Workers' reliability records, written after the change that counted them."""
+        written = self._write(reliability_queries.save_records_thd, records)
+        written.addErrback(lambda f: self.log.failure("reliability records not written", f))
 
     async def workers_lost(self, worker_ids: Iterable[str]) -> None:
         """Workers stopped signalling: their attempts count as failed and run again elsewhere."""
@@ -1147,6 +1201,9 @@ class TasksManager:
                 if t.state == TASK_RUNNING and not t.running:
                     self._make_ready(job, t)
                     repaired += 1
+                elif t.state == TASK_RUNNING and t.spec.replication is not None:
+                    # Replicas given back or never received are replaced here.
+                    self.replicated.offer(job, t)
                 elif (
                     t.state == TASK_READY
                     and not waiting
@@ -1164,7 +1221,8 @@ class TasksManager:
             for t in job.tasks.values():
                 # A speculative attempt races a slow one on purpose: it is no duplicate.
                 plain = {a for a in t.running if not self.attempts[a].speculative}
-                if len(plain) < 2:
+                # Replicas of a task run on several workers on purpose, too.
+                if len(plain) < 2 or t.spec.replication is not None:
                     continue
                 keep = min(plain, key=lambda a: (self.attempts[a].started, a))
                 for attempt_id in sorted(plain - {keep}):

@@ -32,6 +32,8 @@ WORKER_ALIVE = "alive"
 WORKER_LOST = "lost"
 WORKER_QUARANTINED = "quarantined"
 WORKER_SUSPENDED = "suspended"
+# Lost too many votes on replicated results (reliability.py): never given work again.
+WORKER_DISTRUSTED = "distrusted"
 
 
 class UnknownWorker(XwchError):
@@ -89,6 +91,7 @@ class WorkersManager(Service):
         for w in await self._db.read(nodes.active_workers_thd):
             self.workers[w.id] = replace(w, last_heard=now)
             self._tasks.scheduler.worker_seen(_view(w))
+            self._seen_by_replicas(w)
 
     def startService(self) -> None:
         super().startService()
@@ -125,6 +128,7 @@ class WorkersManager(Service):
         if facts.cached:
             self._tasks.scheduler.worker_cache(record.id, facts.cached)
         self._tasks.scheduler.worker_seen(_view(record))
+        self._seen_by_replicas(record)
         self.log.info(
             "worker {id} registered: {name} ({platform}, {slots} slots)",
             id=record.id,
@@ -133,6 +137,12 @@ class WorkersManager(Service):
             slots=record.slots,
         )
         return record
+
+    def _seen_by_replicas(self, worker: WorkerRecord) -> None:
+        # Replicas of a task go to different hosts; reliability outlives registrations under
+        # the volunteer's token and the worker's name.
+        identity = f"{worker.token_id}/{worker.name}"
+        self._tasks.replicated.replicas.worker_seen(worker.id, worker.address, identity)
 
     def get(self, worker_id: str, token: TokenRecord) -> WorkerRecord:
         """The worker, heard just now; raises if unknown, lost, or not this token's."""
@@ -223,6 +233,8 @@ class WorkersManager(Service):
     def state_of(self, worker_id: str) -> str:
         """A live worker's state as users see it: quarantined (the coordinator keeps work from
         it), suspended (its volunteer does), or alive."""
+        if self._tasks.replicated.replicas.distrusted(worker_id):
+            return WORKER_DISTRUSTED
         if self._tasks.health.is_quarantined(worker_id):
             return WORKER_QUARANTINED
         if worker_id in self.suspended:
@@ -264,6 +276,7 @@ class WorkersManager(Service):
         for worker_id in lost:
             worker = self.workers.pop(worker_id)
             self._lost_owners[worker_id] = worker.token_id
+            self._tasks.replicated.replicas.worker_gone(worker_id)
             self._heard.pop(worker_id, None)
             self.suspended.pop(worker_id, None)
             self.log.warn(

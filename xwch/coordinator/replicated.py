@@ -1,0 +1,205 @@
+"""What the tasks' manager does differently for a task whose results are checked by
+replication (``quorum`` in the job file).
+
+The tasks' manager calls these hooks at a few points: when it picks a task for a worker
+(:meth:`ReplicatedTasks.accepts`), once an attempt starts (:meth:`~ReplicatedTasks.started`),
+when an attempt of the task fails or goes (:meth:`~ReplicatedTasks.offer`) and when a replica
+returns its result (:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the
+scheduler's ready set while it wants more replicas, so replicas start on several workers at
+once, each picked by the scheduler's usual policy (locality, speed, fair share).
+
+The canonical result is the outputs of the first result of the winning group: they are the
+task's outputs, what later tasks read and what ``results`` downloads. The other results are
+kept in the attempts' records only (their ``error`` says how they fared in the vote).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from xwch.coordinator.replication import Replicas, Returned, returned_result
+from xwch.coordinator.vote import AGREED, FAILED
+from xwch.protocol.wire import ATTEMPT_FAILED, TASK_READY, TASK_RUNNING
+from xwch.protocol.worker import AttemptResult
+from xwch.store.records import AttemptUpdate, Change, OutputRow
+
+if TYPE_CHECKING:
+    from xwch.coordinator.tasks import Attempt, JobState, TasksManager, TaskState
+
+
+class ReplicatedTasks:
+    """The replication hooks of one :class:`~xwch.coordinator.tasks.TasksManager`."""
+
+    log = Logger()
+
+    def __init__(self, manager: TasksManager, replicas: Replicas) -> None:
+        self._manager = manager
+        self.replicas = replicas
+
+    def _holders(self, t: TaskState) -> set[str]:
+        attempts = self._manager.attempts
+        return {attempts[a].worker_id for a in t.running if a in attempts}
+
+    def accepts(self, job: JobState, t: TaskState, worker_id: str) -> bool:
+        """Whether ``worker_id`` may take (one more replica of) ``t``."""
+        if t.spec.replication is None:
+            return True
+        return self.replicas.accepts((job.id, t.spec.id), worker_id, self._holders(t))
+
+    def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
+        """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
+        if t.spec.replication is None:
+            return
+        self.replicas.plan((job.id, t.spec.id), t.spec.replication, worker_id)
+        self.offer(job, t)
+
+    def offer(self, job: JobState, t: TaskState) -> None:
+        """Keep ``t`` ready for other workers while it wants more replicas than run."""
+        if t.spec.replication is None or t.state != TASK_RUNNING:
+            return
+        key = (job.id, t.spec.id)
+        if self.replicas.wanted(key, len(t.running)) > 0:
+            self._manager.offer_replica(job, t)
+
+    def check(self, job: JobState, t: TaskState, worker_id: str) -> None:
+        """Refuse, before anything changes, a second result of one worker for ``t``."""
+        vote = self.replicas.vote_of((job.id, t.spec.id))
+        if vote is not None and any(r.worker == worker_id for r in vote.returned):
+            self.log.warn(
+                "worker {worker} sent a second result for task {task} of job {job}: refused",
+                worker=worker_id,
+                task=t.spec.id,
+                job=job.id,
+            )
+            # cast() raises the error the worker is answered with.
+            self.replicas.cast((job.id, t.spec.id), _nothing(worker_id), running=len(t.running))
+
+    def take_result(
+        self,
+        job: JobState,
+        t: TaskState,
+        attempt: Attempt,
+        worker_id: str,
+        result: AttemptResult,
+        now: float,
+        change: Change,
+        started: float | None,
+    ) -> None:
+        """A replica succeeded: count its ballot, and act on what the vote decides."""
+        replication = t.spec.replication
+        assert replication is not None
+        key = (job.id, t.spec.id)
+        if self.replicas.vote_of(key) is None:
+            # Its vote was forgotten (a restarted coordinator): it starts again from here.
+            self.replicas.plan(key, replication, worker_id)
+        returned = returned_result(
+            attempt.id,
+            worker_id,
+            [(o.name, o.digest, o.size) for o in result.outputs],
+            {o.digest: o.content for o in result.outputs if o.content is not None},
+            result.exit_code,
+            result.stdout,
+            result.stderr,
+            now,
+        )
+        verdict = self.replicas.cast(key, returned, running=len(t.running))
+        vote = self.replicas.vote_of(key)
+        assert vote is not None
+        if verdict.state == AGREED:
+            winners = [r for r in vote.returned if r.key == verdict.key]
+            losers = [r for r in vote.returned if r.key != verdict.key]
+            self._accept(job, t, winners[0], now, change)
+            for loser in losers:
+                change.attempt_updates.append(
+                    _rewritten(
+                        loser,
+                        f"outvoted: its outputs differ from those {len(winners)} "
+                        "other workers agreed on",
+                    )
+                )
+            self._count(winners, losers, single=vote.single)
+            self.replicas.forget(key)
+            self.log.info(
+                "task {task} of job {job}: {n} results agree{single}",
+                task=t.spec.id,
+                job=job.id,
+                n=len(winners),
+                single=" (one trusted worker, unconfirmed)" if vote.single else "",
+            )
+            self._manager.task_done(job, t, now, change, started)
+            return
+        if verdict.state == FAILED:
+            assert verdict.message is not None
+            for r in vote.returned:
+                change.attempt_updates.append(_rewritten(r, verdict.message))
+            self.replicas.forget(key)
+            self._manager.fail_for_good(job, t, now, verdict.message, change)
+            return
+        change.attempt_updates[-1] = replace(
+            change.attempt_updates[-1],
+            error=f"result {returned.key[:12]} waits for the vote: "
+            f"{vote.quorum} different workers must agree",
+        )
+        self.log.info(
+            "task {task} of job {job}: {n} result(s) in, waiting for {quorum} to agree",
+            task=t.spec.id,
+            job=job.id,
+            n=len(vote.returned),
+            quorum=vote.quorum,
+        )
+        if t.state == TASK_READY:
+            return
+        self.offer(job, t)
+
+    def _accept(
+        self, job: JobState, t: TaskState, canonical: Returned, now: float, change: Change
+    ) -> None:
+        t.outputs = {name: (digest, size) for name, digest, size in canonical.outputs}
+        inline = {
+            d: c for d, c in canonical.inline.items() if d in {o[1] for o in canonical.outputs}
+        }
+        if inline:
+            self._manager.catalog.hold_inline(inline)
+            change.inline_objects.update(inline)
+        change.outputs.extend(
+            OutputRow(job.id, t.spec.id, name, digest, size)
+            for name, digest, size in canonical.outputs
+        )
+        change.tasks_done_by_worker[canonical.worker] = 1
+        self._manager.scheduler.objects_cached(canonical.worker, [o[1] for o in canonical.outputs])
+
+    def _count(self, winners: list[Returned], losers: list[Returned], single: bool) -> None:
+        """Teach reliability who agreed and who did not; a single result proves nothing."""
+        if single:
+            return
+        identity = self.replicas.identity
+        records, newly = self.replicas.reliability.voted(
+            [identity(r.worker) for r in winners], [identity(r.worker) for r in losers]
+        )
+        self._manager.write_reliability(records)
+        for who in newly:
+            self.log.warn(
+                "worker {identity} lost {n} votes: it is distrusted and gets no more work",
+                identity=who,
+                n=self.replicas.reliability.DISTRUST_AFTER,
+            )
+
+
+def _nothing(worker_id: str) -> Returned:
+    return Returned("", worker_id, "", (), {}, None, "", "", 0.0)
+
+
+def _rewritten(r: Returned, error: str) -> AttemptUpdate:
+    """The record of a replica's attempt once the vote has judged it."""
+    return AttemptUpdate(
+        id=r.attempt,
+        state=ATTEMPT_FAILED,
+        ended=r.ended,
+        exit_code=r.exit_code,
+        error=error,
+        stdout=r.stdout,
+        stderr=r.stderr,
+    )

@@ -1,0 +1,161 @@
+"""Replicated tasks: which worker may take one more replica, and the ballots their results cast.
+
+The tasks' manager asks :class:`Replicas` whether a worker may take a replica of a task (a
+worker takes at most one replica of a task; replicas go to different hosts when enough hosts
+are live), how many more replicas a task wants now, and, for each result, what the vote
+(:mod:`xwch.coordinator.vote`) decides. An ``adaptive`` task is planned when its first attempt
+starts: a single attempt on a trusted worker (with a random share checked all the same), two
+agreeing results otherwise (:mod:`xwch.coordinator.reliability`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+from xwch.coordinator.reliability import Reliability
+from xwch.coordinator.vote import Ballot, Verdict, outputs_key, tally
+from xwch.dagreplication import Replication
+from xwch.errors import XwchError
+
+TaskKey = tuple[str, str]
+
+
+class SecondReplica(XwchError):
+    """A worker returned a second result for one task: one worker, one vote."""
+
+
+@dataclass(frozen=True)
+class Returned:
+    """A result kept until the vote decides, as the worker sent it."""
+
+    attempt: str
+    worker: str
+    key: str
+    outputs: tuple[tuple[str, str, int], ...]  # (name, digest, size)
+    inline: dict[str, bytes]
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    ended: float
+
+
+@dataclass
+class TaskVote:
+    """One replicated task's plan and the results it gathered so far."""
+
+    quorum: int
+    max_results: int
+    # An adaptive task given to a trusted worker alone: accepted on its word, unconfirmed.
+    single: bool = False
+    returned: list[Returned] = field(default_factory=list)
+
+    def ballots(self) -> list[Ballot]:
+        return [Ballot(r.worker, r.key) for r in self.returned]
+
+
+class Replicas:
+    """The votes of replicated tasks under way, and the hosts of the workers."""
+
+    def __init__(self, reliability: Reliability, chance: random.Random | None = None) -> None:
+        self.reliability = reliability
+        self._chance = chance or random.Random()
+        self._votes: dict[TaskKey, TaskVote] = {}
+        # worker id -> its host (the address it registered with) and its lasting identity.
+        self._hosts: dict[str, str] = {}
+        self._identities: dict[str, str] = {}
+        self._live: set[str] = set()
+
+    # Workers
+
+    def worker_seen(self, worker_id: str, host: str, identity: str) -> None:
+        self._hosts[worker_id] = host
+        self._identities[worker_id] = identity
+        self._live.add(worker_id)
+
+    def worker_gone(self, worker_id: str) -> None:
+        # Its host and identity are kept: a late result of its may still be counted.
+        self._live.discard(worker_id)
+
+    def identity(self, worker_id: str) -> str:
+        """What reliability is kept under: the same volunteer's worker across registrations."""
+        return self._identities.get(worker_id, worker_id)
+
+    def distrusted(self, worker_id: str) -> bool:
+        return self.reliability.distrusted(self.identity(worker_id))
+
+    # Tasks
+
+    def vote_of(self, key: TaskKey) -> TaskVote | None:
+        return self._votes.get(key)
+
+    def plan(self, key: TaskKey, replication: Replication, worker_id: str) -> TaskVote:
+        """The task's vote, made when its first attempt starts on ``worker_id``."""
+        vote = self._votes.get(key)
+        if vote is None:
+            quorum = replication.quorum
+            single = False
+            if replication.adaptive and self.reliability.trusted(self.identity(worker_id)):
+                # A trusted worker's result is still checked now and then, at random, so
+                # that trust once earned cannot be spent without being noticed.
+                single = self._chance.random() >= self.reliability.SPOT_CHECK
+                quorum = 1 if single else quorum
+            vote = TaskVote(quorum, max(quorum, replication.max_attempts), single=single)
+            self._votes[key] = vote
+        return vote
+
+    def accepts(self, key: TaskKey, worker_id: str, holders: Collection[str]) -> bool:
+        """Whether ``worker_id`` may take a replica, ``holders`` running the others."""
+        vote = self._votes.get(key)
+        if vote is None:
+            return True
+        taken = set(holders) | {r.worker for r in vote.returned}
+        if worker_id in taken:
+            return False
+        live_hosts = {self._hosts.get(w, w) for w in self._live}
+        if len(live_hosts) < vote.quorum:
+            return True  # too few hosts: different workers will do
+        host = self._hosts.get(worker_id, worker_id)
+        return host not in {self._hosts.get(w, w) for w in taken}
+
+    def wanted(self, key: TaskKey, running: int) -> int:
+        """How many more replicas should start now (0 for a task that is not replicated)."""
+        vote = self._votes.get(key)
+        if vote is None:
+            return 0
+        return tally(vote.ballots(), vote.quorum, vote.max_results, running).wanted
+
+    def cast(self, key: TaskKey, returned: Returned, running: int) -> Verdict:
+        """Count a result; raises :class:`SecondReplica` for a worker that already voted."""
+        vote = self._votes[key]
+        if any(r.worker == returned.worker for r in vote.returned):
+            raise SecondReplica(
+                f"worker {returned.worker} already returned a result for task {key[1]} "
+                f"of job {key[0]}: one worker, one result"
+            )
+        vote.returned.append(returned)
+        return tally(vote.ballots(), vote.quorum, vote.max_results, running)
+
+    def forget(self, key: TaskKey) -> TaskVote | None:
+        return self._votes.pop(key, None)
+
+    def forget_job(self, job_id: str) -> None:
+        for key in [k for k in self._votes if k[0] == job_id]:
+            del self._votes[key]
+
+
+def returned_result(
+    attempt: str,
+    worker: str,
+    outputs: Collection[tuple[str, str, int]],
+    inline: dict[str, bytes],
+    exit_code: int | None,
+    stdout: str,
+    stderr: str,
+    ended: float,
+) -> Returned:
+    """A successful attempt's result as a ballot of the vote."""
+    ordered = tuple(sorted(outputs))
+    key = outputs_key((name, digest) for name, digest, _ in ordered)
+    return Returned(attempt, worker, key, ordered, inline, exit_code, stdout, stderr, ended)
