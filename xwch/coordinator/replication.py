@@ -60,7 +60,7 @@ class Replicas:
 
     def __init__(self, reliability: Reliability, chance: random.Random | None = None) -> None:
         self.reliability = reliability
-        self._chance = chance or random.Random()
+        self.chance = chance or random.Random()
         self._votes: dict[TaskKey, TaskVote] = {}
         # worker id -> its host (the address it registered with) and its lasting identity.
         self._hosts: dict[str, str] = {}
@@ -99,7 +99,7 @@ class Replicas:
             if replication.adaptive and self.reliability.trusted(self.identity(worker_id)):
                 # A trusted worker's result is still checked now and then, at random, so
                 # that trust once earned cannot be spent without being noticed.
-                single = self._chance.random() >= self.reliability.SPOT_CHECK
+                single = self.chance.random() >= self.reliability.SPOT_CHECK
                 quorum = 1 if single else quorum
             vote = TaskVote(quorum, max(quorum, replication.max_attempts), single=single)
             self._votes[key] = vote
