@@ -22,7 +22,13 @@ from twisted.logger import Logger
 
 from xwch.coordinator.replication import Replicas, Returned, returned_result
 from xwch.coordinator.vote import AGREED, FAILED
-from xwch.protocol.wire import ATTEMPT_FAILED, TASK_READY, TASK_RUNNING
+from xwch.protocol.wire import (
+    ATTEMPT_FAILED,
+    ATTEMPT_SUCCEEDED,
+    TASK_DONE,
+    TASK_READY,
+    TASK_RUNNING,
+)
 from xwch.protocol.worker import AttemptResult
 from xwch.store.records import AttemptUpdate, Change, OutputRow
 
@@ -112,6 +118,9 @@ class ReplicatedTasks:
             winners = [r for r in vote.returned if r.key == verdict.key]
             losers = [r for r in vote.returned if r.key != verdict.key]
             self._accept(job, t, winners[0], now, change)
+            if vote.single:
+                identity = self.replicas.identity(winners[0].worker)
+                self.replicas.unconfirmed.setdefault(identity, {})[key] = winners[0]
             for loser in losers:
                 change.attempt_updates.append(
                     _rewritten(
@@ -120,8 +129,10 @@ class ReplicatedTasks:
                         "other workers agreed on",
                     )
                 )
-            self._count(winners, losers, single=vote.single)
+            if vote.checking is not None:
+                self._checked(job, t, vote.checking, winners[0], change)
             self.replicas.forget(key)
+            self._count(winners, losers, single=vote.single, now=now, change=change)
             self.log.info(
                 "task {task} of job {job}: {n} results agree{single}",
                 task=t.spec.id,
@@ -171,8 +182,16 @@ class ReplicatedTasks:
         change.tasks_done_by_worker[canonical.worker] = 1
         self._manager.scheduler.objects_cached(canonical.worker, [o[1] for o in canonical.outputs])
 
-    def _count(self, winners: list[Returned], losers: list[Returned], single: bool) -> None:
-        """Teach reliability who agreed and who did not; a single result proves nothing."""
+    def _count(
+        self,
+        winners: list[Returned],
+        losers: list[Returned],
+        single: bool,
+        now: float,
+        change: Change,
+    ) -> None:
+        """Teach reliability who agreed and who did not (a single result proves nothing), and
+        check again what a worker that lost a vote had returned unconfirmed."""
         if single:
             return
         identity = self.replicas.identity
@@ -186,17 +205,60 @@ class ReplicatedTasks:
                 identity=who,
                 n=self.replicas.reliability.DISTRUST_AFTER,
             )
+        for loser in losers:
+            self._check_again(identity(loser.worker), now, change)
+
+    def _check_again(self, identity: str, now: float, change: Change) -> None:
+        """Run again, on other workers, the tasks ``identity`` alone vouched for."""
+        for key, suspect in sorted(self.replicas.unconfirmed.pop(identity, {}).items()):
+            job = self._manager.jobs.get(key[0])
+            if job is None:
+                continue
+            t = job.tasks[key[1]]
+            replication = t.spec.replication
+            if replication is None or t.state != TASK_DONE:
+                continue
+            change.attempt_updates.append(
+                _rewritten(
+                    suspect,
+                    "accepted from one worker that has since lost a vote: checked again",
+                    ATTEMPT_SUCCEEDED,
+                )
+            )
+            self._manager.run_again(
+                job, t, now, change, why=f"its result came from {identity} alone, who lost a vote"
+            )
+            self.replicas.plan_check(key, replication, suspect)
+
+    def _checked(
+        self, job: JobState, t: TaskState, suspect: Returned, canonical: Returned, change: Change
+    ) -> None:
+        """A result accepted unconfirmed was checked: say so if it was wrong."""
+        if suspect.key == canonical.key:
+            self.log.info(
+                "task {task} of job {job}: the unconfirmed result was right",
+                task=t.spec.id,
+                job=job.id,
+            )
+            return
+        readers = sorted(d for d in t.dependents if job.tasks[d].state in (TASK_RUNNING, TASK_DONE))
+        note = (
+            f"task {t.spec.id}: a result accepted from one worker was found wrong and replaced"
+            + (f"; tasks that had read it: {', '.join(readers)}" if readers else "")
+        )
+        self.log.warn("job {job}: {note}", job=job.id, note=note)
+        self._manager.tell_job(job, note, change)
 
 
 def _nothing(worker_id: str) -> Returned:
     return Returned("", worker_id, "", (), {}, None, "", "", 0.0)
 
 
-def _rewritten(r: Returned, error: str) -> AttemptUpdate:
+def _rewritten(r: Returned, error: str, state: str = ATTEMPT_FAILED) -> AttemptUpdate:
     """The record of a replica's attempt once the vote has judged it."""
     return AttemptUpdate(
         id=r.attempt,
-        state=ATTEMPT_FAILED,
+        state=state,
         ended=r.ended,
         exit_code=r.exit_code,
         error=error,

@@ -50,6 +50,10 @@ class TaskVote:
     # An adaptive task given to a trusted worker alone: accepted on its word, unconfirmed.
     single: bool = False
     returned: list[Returned] = field(default_factory=list)
+    # A check of a result accepted unconfirmed (its worker lost a vote since): that result,
+    # and the workers that may not take part (they have said their word).
+    checking: Returned | None = None
+    excluded: frozenset[str] = frozenset()
 
     def ballots(self) -> list[Ballot]:
         return [Ballot(r.worker, r.key) for r in self.returned]
@@ -66,6 +70,9 @@ class Replicas:
         self._hosts: dict[str, str] = {}
         self._identities: dict[str, str] = {}
         self._live: set[str] = set()
+        # Results accepted on one trusted worker's word, by its identity, while their jobs
+        # run: checked again if that worker loses a vote.
+        self.unconfirmed: dict[str, dict[TaskKey, Returned]] = {}
 
     # Workers
 
@@ -105,12 +112,24 @@ class Replicas:
             self._votes[key] = vote
         return vote
 
+    def plan_check(self, key: TaskKey, replication: Replication, suspect: Returned) -> TaskVote:
+        """Check a result accepted on ``suspect``'s word: a full quorum of other workers."""
+        quorum = max(replication.quorum, 2)
+        vote = TaskVote(
+            quorum,
+            max(quorum, replication.max_attempts),
+            checking=suspect,
+            excluded=frozenset({suspect.worker}),
+        )
+        self._votes[key] = vote
+        return vote
+
     def accepts(self, key: TaskKey, worker_id: str, holders: Collection[str]) -> bool:
         """Whether ``worker_id`` may take a replica, ``holders`` running the others."""
         vote = self._votes.get(key)
         if vote is None:
             return True
-        taken = set(holders) | {r.worker for r in vote.returned}
+        taken = set(holders) | {r.worker for r in vote.returned} | vote.excluded
         if worker_id in taken:
             return False
         live_hosts = {self._hosts.get(w, w) for w in self._live}
@@ -143,6 +162,9 @@ class Replicas:
     def forget_job(self, job_id: str) -> None:
         for key in [k for k in self._votes if k[0] == job_id]:
             del self._votes[key]
+        for results in self.unconfirmed.values():
+            for key in [k for k in results if k[0] == job_id]:
+                del results[key]
 
 
 def returned_result(

@@ -179,6 +179,9 @@ class JobState:
     # Ids of its running attempts (for stragglers: a job near its end has few).
     running_attempts: set[str] = field(default_factory=set)
     stragglers: Stragglers = field(default_factory=Stragglers)
+    # What the job was told while it ran (a result found wrong after others had read it):
+    # its message in ``status``, kept when it ends done.
+    note: str | None = None
 
 
 def _platforms(binary: dag.Binary) -> frozenset[str] | None:
@@ -494,7 +497,7 @@ class TasksManager:
             change.task_updates.append(
                 TaskUpdate(job.id, tuple(to_cancel), {"state": TASK_CANCELLED, "ended": now})
             )
-        change.job_updates.append(JobUpdate(job.id, state, now, message))
+        change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
         self.replicated.replicas.forget_job(job.id)
@@ -725,14 +728,23 @@ class TasksManager:
             self._run_again(job, producer, now, change)
         return False
 
-    def _run_again(self, job: JobState, producer: TaskState, now: float, change: Change) -> None:
-        """Every copy of ``producer``'s outputs is gone: it runs again, and its readers wait."""
+    def _run_again(
+        self,
+        job: JobState,
+        producer: TaskState,
+        now: float,
+        change: Change,
+        why: str = "its outputs are lost",
+    ) -> None:
+        """Every copy of ``producer``'s outputs is gone (or they are suspect): it runs again,
+        and its readers wait."""
         if producer.state != TASK_DONE:
             return  # already on its way again
         self.log.warn(
-            "outputs of task {task} of job {job} are lost; running it again",
+            "task {task} of job {job} runs again: {why}",
             task=producer.spec.id,
             job=job.id,
+            why=why,
         )
         producer.outputs.clear()
         job.remaining += 1
@@ -1004,6 +1016,12 @@ class TasksManager:
     # Hooks of replicated tasks (replicated.py)
 
     task_done = _task_done
+    run_again = _run_again
+
+    def tell_job(self, job: JobState, note: str, change: Change) -> None:
+        """Say something about a running job in its ``status`` (and keep it at its end)."""
+        job.note = note
+        change.job_updates.append(JobUpdate(job.id, JOB_RUNNING, None, note))
 
     @property
     def catalog(self) -> Catalog:

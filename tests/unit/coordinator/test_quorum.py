@@ -195,3 +195,42 @@ class QuorumTests(CoordinatorTestCase):
         self.submit(wire_job([{"id": "x", "outputs": ["o.txt"], "quorum": "adaptive"}]))
         self.assertEqual(len(self.work(b)), 1)
         self.assertEqual(len(self.work(a)), 1)
+
+    def test_a_worker_losing_a_vote_has_its_unconfirmed_results_checked_again(self) -> None:
+        """A result accepted on a trusted worker's word alone runs again on other workers when
+        that worker loses a vote; found wrong, it is replaced and the job is told."""
+        a, b, c = self.register("a"), self.register("b"), self.register("c")
+        replicas = self.coordinator.tasks.replicated.replicas
+        replicas.reliability.voted([f"{self.worker_token.id}/a"] * Reliability.TRUST_AFTER, [])
+        replicas.reliability.SPOT_CHECK = 0.0  # this test wants no spot check
+        job = self.submit(
+            wire_job(
+                [
+                    {"id": "x", "outputs": ["o.txt"], "quorum": "adaptive"},
+                    {"id": "w", "after": ["x"], "quorum": 2, "outputs": ["w.txt"]},
+                ]
+            )
+        )
+        [single] = self.work(a)
+        self.assertEqual(self.work(b), [])
+        self.report(a, single, "wrong")
+        self.assertEqual(self.states(job), {"x": "done", "w": "ready"})
+        # a loses the vote on w.
+        [mine], [theirs] = self.work(a), self.work(b)
+        self.report(a, mine, "wrong")
+        self.report(b, theirs, "right")
+        [third] = self.work(c)
+        self.assertEqual(third.task, "w")
+        self.report(c, third, "right")
+        # x runs again, on b and c only.
+        self.assertEqual(self.states(job)["x"], "ready")
+        self.assertEqual(self.work(a), [])
+        [check_b], [check_c] = self.work(b), self.work(c)
+        self.assertEqual((check_b.task, check_c.task), ("x", "x"))
+        self.report(b, check_b, "right")
+        self.report(c, check_c, "right")
+        summary = self.job(job)
+        self.assertEqual(summary.state, "done")
+        self.assertIn("task x: a result accepted from one worker was found wrong", summary.message)
+        self.assertIn("tasks that had read it: w", summary.message)
+        self.assertIn("checked again", self.log(job, "x", single.number).error)
