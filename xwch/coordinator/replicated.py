@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from xwch.coordinator.replication import Replicas, Returned, returned_result
+from xwch.coordinator.replication import Replicas, Returned, TaskVote, returned_result
 from xwch.coordinator.vote import AGREED, FAILED
 from xwch.protocol.wire import (
     ATTEMPT_FAILED,
@@ -44,6 +44,16 @@ class ReplicatedTasks:
     def __init__(self, manager: TasksManager, replicas: Replicas) -> None:
         self._manager = manager
         self.replicas = replicas
+        # (job, comparing task) -> the task whose results it compares.
+        self._comparisons: dict[tuple[str, str], str] = {}
+
+    def forget_job(self, job_id: str) -> None:
+        self.replicas.forget_job(job_id)
+        for key in [k for k in self._comparisons if k[0] == job_id]:
+            del self._comparisons[key]
+
+    def is_comparison(self, job: JobState, t: TaskState) -> bool:
+        return (job.id, t.spec.id) in self._comparisons
 
     def _holders(self, t: TaskState) -> set[str]:
         attempts = self._manager.attempts
@@ -111,24 +121,43 @@ class ReplicatedTasks:
             result.stderr,
             now,
         )
-        verdict = self.replicas.cast(key, returned, running=len(t.running))
+        if replication.compare is not None and returned.inline:
+            # A compare program may read it: kept here (in memory) until the vote ends.
+            self._manager.catalog.hold_inline(returned.inline)
+        self.replicas.cast(key, returned, running=len(t.running))
+        _judge(
+            change,
+            returned,
+            f"result {returned.key[:12]} waits for the vote",
+            state=change.attempt_updates[-1].state,
+        )
+        self._decide(job, t, now, change, started)
+
+    def _decide(
+        self, job: JobState, t: TaskState, now: float, change: Change, started: float | None
+    ) -> None:
+        """Act on what the vote of ``t`` decides now."""
+        key = (job.id, t.spec.id)
         vote = self.replicas.vote_of(key)
-        assert vote is not None
+        assert vote is not None and t.spec.replication is not None
+        verdict = self.replicas.verdict(key, running=len(t.running))
         if verdict.state == AGREED:
-            winners = [r for r in vote.returned if r.key == verdict.key]
-            losers = [r for r in vote.returned if r.key != verdict.key]
+            self._stop_comparisons(job, vote, now, change)
+            winners = [r for r in vote.returned if vote.class_of(r.key) == verdict.key]
+            losers = [r for r in vote.returned if vote.class_of(r.key) != verdict.key]
             self._accept(job, t, winners[0], now, change)
             if vote.single:
                 identity = self.replicas.identity(winners[0].worker)
                 self.replicas.unconfirmed.setdefault(identity, {})[key] = winners[0]
             for loser in losers:
-                change.attempt_updates.append(
-                    _rewritten(
-                        loser,
-                        f"outvoted: its outputs differ from those {len(winners)} "
-                        "other workers agreed on",
-                    )
+                _judge(
+                    change,
+                    loser,
+                    f"outvoted: its outputs differ from those {len(winners)} "
+                    "other workers agreed on",
                 )
+            for winner in winners:
+                _judge(change, winner, None, state=ATTEMPT_SUCCEEDED)
             if vote.checking is not None:
                 self._checked(job, t, vote.checking, winners[0], change)
             self.replicas.forget(key)
@@ -142,18 +171,20 @@ class ReplicatedTasks:
             )
             self._manager.task_done(job, t, now, change, started)
             return
-        if verdict.state == FAILED:
+        compare = t.spec.replication.compare
+        if compare is not None:
+            for one, other in vote.pairs_to_compare():
+                pair = frozenset((vote.class_of(one.key), vote.class_of(other.key)))
+                task_id = self._manager.start_comparison(job, t, compare, one, other)
+                vote.comparing[task_id] = pair
+                self._comparisons[job.id, task_id] = t.spec.id
+        if verdict.state == FAILED and not vote.comparing:
             assert verdict.message is not None
             for r in vote.returned:
-                change.attempt_updates.append(_rewritten(r, verdict.message))
+                _judge(change, r, verdict.message)
             self.replicas.forget(key)
             self._manager.fail_for_good(job, t, now, verdict.message, change)
             return
-        change.attempt_updates[-1] = replace(
-            change.attempt_updates[-1],
-            error=f"result {returned.key[:12]} waits for the vote: "
-            f"{vote.quorum} different workers must agree",
-        )
         self.log.info(
             "task {task} of job {job}: {n} result(s) in, waiting for {quorum} to agree",
             task=t.spec.id,
@@ -161,9 +192,45 @@ class ReplicatedTasks:
             n=len(vote.returned),
             quorum=vote.quorum,
         )
-        if t.state == TASK_READY:
-            return
-        self.offer(job, t)
+        if t.state != TASK_READY:
+            self.offer(job, t)
+
+    # Compare programs
+
+    def _stop_comparisons(self, job: JobState, vote: TaskVote, now: float, change: Change) -> None:
+        """The vote is over: comparisons still under way are of no use."""
+        for task_id in list(vote.comparing):
+            comparison = job.tasks.get(task_id)
+            if comparison is not None:
+                self._manager.end_comparison(job, comparison, now, change)
+            self._comparisons.pop((job.id, task_id), None)
+        vote.comparing.clear()
+
+    def compared(
+        self, job: JobState, comparison: TaskState, agree: bool, now: float, change: Change
+    ) -> None:
+        """A compare program ended: ``agree`` when it exited 0."""
+        self._manager.end_comparison(job, comparison, now, change)
+        voted_id = self._comparisons.pop((job.id, comparison.spec.id))
+        t = job.tasks.get(voted_id)
+        vote = self.replicas.vote_of((job.id, voted_id))
+        if t is None or vote is None or comparison.spec.id not in vote.comparing:
+            return  # the vote ended meanwhile
+        pair = vote.comparing.pop(comparison.spec.id)
+        vote.compared.add(pair)
+        one, other = sorted(pair)
+        self.log.info(
+            "task {task} of job {job}: results {one} and {other} {agree}",
+            task=voted_id,
+            job=job.id,
+            one=one[:12],
+            other=other[:12],
+            agree="agree" if agree else "differ",
+        )
+        if agree:
+            vote.merge(one, other)
+        if t.state in (TASK_RUNNING, TASK_READY):
+            self._decide(job, t, now, change, None)
 
     def _accept(
         self, job: JobState, t: TaskState, canonical: Returned, now: float, change: Change
@@ -218,12 +285,11 @@ class ReplicatedTasks:
             replication = t.spec.replication
             if replication is None or t.state != TASK_DONE:
                 continue
-            change.attempt_updates.append(
-                _rewritten(
-                    suspect,
-                    "accepted from one worker that has since lost a vote: checked again",
-                    ATTEMPT_SUCCEEDED,
-                )
+            _judge(
+                change,
+                suspect,
+                "accepted from one worker that has since lost a vote: checked again",
+                ATTEMPT_SUCCEEDED,
             )
             self._manager.run_again(
                 job, t, now, change, why=f"its result came from {identity} alone, who lost a vote"
@@ -254,7 +320,20 @@ def _nothing(worker_id: str) -> Returned:
     return Returned("", worker_id, "", (), {}, None, "", "", 0.0)
 
 
-def _rewritten(r: Returned, error: str, state: str = ATTEMPT_FAILED) -> AttemptUpdate:
+def _judge(change: Change, r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> None:
+    """Record how the vote judged a replica's attempt, in place of what ``change`` already
+    says of it (an attempt is updated once per change: its row is written once)."""
+    update = _rewritten(r, error, state)
+    for i, earlier in enumerate(change.attempt_updates):
+        if earlier.id == r.attempt:
+            change.attempt_updates[i] = replace(
+                update, worker_id=earlier.worker_id, ended=earlier.ended
+            )
+            return
+    change.attempt_updates.append(update)
+
+
+def _rewritten(r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> AttemptUpdate:
     """The record of a replica's attempt once the vote has judged it."""
     return AttemptUpdate(
         id=r.attempt,

@@ -54,9 +54,48 @@ class TaskVote:
     # and the workers that may not take part (they have said their word).
     checking: Returned | None = None
     excluded: frozenset[str] = frozenset()
+    # With a compare program: results found to agree share a class, named by one of their
+    # keys; the pairs of classes compared already, and those being compared (by the id of
+    # the comparing task).
+    aliases: dict[str, str] = field(default_factory=dict)
+    compared: set[frozenset[str]] = field(default_factory=set)
+    comparing: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def class_of(self, key: str) -> str:
+        while key in self.aliases:
+            key = self.aliases[key]
+        return key
+
+    def merge(self, one: str, other: str) -> None:
+        """A compare program found these two results to agree."""
+        a, b = self.class_of(one), self.class_of(other)
+        if a != b:
+            # The class keeps the key of the result that came first.
+            order = [self.class_of(r.key) for r in self.returned]
+            first, second = (a, b) if order.index(a) <= order.index(b) else (b, a)
+            self.aliases[second] = first
 
     def ballots(self) -> list[Ballot]:
-        return [Ballot(r.worker, r.key) for r in self.returned]
+        return [Ballot(r.worker, self.class_of(r.key)) for r in self.returned]
+
+    def representatives(self) -> dict[str, Returned]:
+        """The first result of each class, in the order results came."""
+        firsts: dict[str, Returned] = {}
+        for r in self.returned:
+            firsts.setdefault(self.class_of(r.key), r)
+        return firsts
+
+    def pairs_to_compare(self) -> list[tuple[Returned, Returned]]:
+        """Classes not compared yet (nor being compared), two by two."""
+        firsts = list(self.representatives().items())
+        busy = set(self.comparing.values())
+        pairs = []
+        for i, (key, one) in enumerate(firsts):
+            for other_key, other in firsts[i + 1 :]:
+                pair = frozenset((key, other_key))
+                if pair not in self.compared and pair not in busy:
+                    pairs.append((one, other))
+        return pairs
 
 
 class Replicas:
@@ -141,7 +180,8 @@ class Replicas:
     def wanted(self, key: TaskKey, running: int) -> int:
         """How many more replicas should start now (0 for a task that is not replicated)."""
         vote = self._votes.get(key)
-        if vote is None:
+        if vote is None or vote.comparing:
+            # While a compare program runs, its answer may settle the vote.
             return 0
         return tally(vote.ballots(), vote.quorum, vote.max_results, running).wanted
 
@@ -154,6 +194,10 @@ class Replicas:
                 f"of job {key[0]}: one worker, one result"
             )
         vote.returned.append(returned)
+        return self.verdict(key, running)
+
+    def verdict(self, key: TaskKey, running: int) -> Verdict:
+        vote = self._votes[key]
         return tally(vote.ballots(), vote.quorum, vote.max_results, running)
 
     def forget(self, key: TaskKey) -> TaskVote | None:

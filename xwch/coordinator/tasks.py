@@ -20,6 +20,7 @@ job with a message saying so.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import secrets
@@ -39,7 +40,7 @@ from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.reliability import Record, Reliability
 from xwch.coordinator.replicated import ReplicatedTasks
-from xwch.coordinator.replication import Replicas
+from xwch.coordinator.replication import Replicas, Returned
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
 from xwch.coordinator.unrunnable import unrunnable_tasks
@@ -228,6 +229,7 @@ class TasksManager:
         # Attempts a worker must kill, told in its next Work Alive reply.
         self._cancels: dict[str, set[str]] = {}
         self._job_order = itertools.count()
+        self._comparisons = itertools.count(1)
         # Whether idle workers race stragglers near a job's end (see speculation.py).
         self.speculate = True
         # Ids of the running attempts of each worker (what its Work Alive should list).
@@ -500,7 +502,7 @@ class TasksManager:
         change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
-        self.replicated.replicas.forget_job(job.id)
+        self.replicated.forget_job(job.id)
         self.ending.add(job.id)
         self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
@@ -906,7 +908,10 @@ class TasksManager:
                 worker_id=worker_id if worker_id != attempt.worker_id else None,
             )
         )
-        if succeeded and t.spec.replication is not None:
+        if self.replicated.is_comparison(job, t) and result.exit_code is not None:
+            # A compare program's exit status is its answer, not a failure.
+            self.replicated.compared(job, t, succeeded, now, change)
+        elif succeeded and t.spec.replication is not None:
             self.health.succeeded(worker_id)
             self.replicated.take_result(job, t, attempt, worker_id, result, now, change, started)
         elif succeeded:
@@ -1033,6 +1038,56 @@ class TasksManager:
             return
         self._make_ready(job, t)
         t.state = TASK_RUNNING
+
+    def start_comparison(
+        self, job: JobState, t: TaskState, compare: str, one: Returned, other: Returned
+    ) -> str:
+        """Start a task running the program ``compare`` on two results of ``t``, found in its
+        folders ``a/`` and ``b/`` (its arguments); returns its id. It lives in memory only,
+        beside the job's tasks, with two placeholders holding the results it reads."""
+        base = (
+            t.spec.id
+            if len(t.spec.id) <= 100
+            else hashlib.sha256(t.spec.id.encode()).hexdigest()[:16]
+        )
+        task_id = f"{base}~compare-{next(self._comparisons)}"
+        inputs: list[dag.InputRef] = []
+        for side, r in (("a", one), ("b", other)):
+            holder = TaskState(
+                spec=dag.Task(id=f"{task_id}~{side}", binary=compare),
+                position=t.position,
+                state=TASK_CANCELLED,
+                outputs={name: (digest, size) for name, digest, size in r.outputs},
+            )
+            job.tasks[holder.spec.id] = holder
+            inputs += [
+                dag.InputRef(f"{side}/{name}", task=holder.spec.id, output=name)
+                for name, _, _ in r.outputs
+            ]
+        spec = dag.Task(
+            id=task_id,
+            binary=compare,
+            args=("a", "b"),
+            inputs=tuple(inputs),
+            env=t.spec.env,
+            timeout=t.spec.timeout,
+            retries=t.spec.retries,
+        )
+        comparison = TaskState(spec=spec, position=t.position, state=TASK_READY)
+        job.tasks[task_id] = comparison
+        self._make_ready(job, comparison)
+        return task_id
+
+    def end_comparison(
+        self, job: JobState, comparison: TaskState, now: float, change: Change
+    ) -> None:
+        """A comparison answered: it and its placeholders are forgotten."""
+        if comparison.relaunch is not None and comparison.relaunch.active():
+            comparison.relaunch.cancel()
+        self.scheduler.remove((job.id, comparison.spec.id))
+        self._cancel_running(comparison, now, "another attempt answered first", change)
+        for task_id in (comparison.spec.id, f"{comparison.spec.id}~a", f"{comparison.spec.id}~b"):
+            job.tasks.pop(task_id, None)
 
     def write_reliability(self, records: Sequence[Record]) -> None:
         """Workers' reliability records, written after the change that counted them."""

@@ -234,3 +234,50 @@ class QuorumTests(CoordinatorTestCase):
         self.assertIn("task x: a result accepted from one worker was found wrong", summary.message)
         self.assertIn("tasks that had read it: w", summary.message)
         self.assertIn("checked again", self.log(job, "x", single.number).error)
+
+    def compare_job(self) -> str:
+        wire = wire_job([{"id": "x", "outputs": ["o.txt"], "quorum": 2, "compare": "near"}])
+        wire["binaries"]["near"] = wire["binaries"]["prog"]
+        return self.submit(wire)
+
+    def answer(self, worker_id: str, a: Assignment, code: int) -> None:
+        outcome = "succeeded" if code == 0 else "failed"
+        result = AttemptResult(a.attempt, outcome, exit_code=code)
+        self.successResultOf(
+            ensureDeferred(self.coordinator.workers.result(self.worker_token, worker_id, result))
+        )
+
+    def test_a_compare_program_on_a_worker_decides_that_two_results_agree(self) -> None:
+        """Results that differ are handed to the job's compare program, run like a task on a
+        worker with one result in a/ and the other in b/; its exit 0 makes them agree."""
+        job = self.compare_job()
+        a, b = self.register("a"), self.register("b")
+        [first], [second] = self.work(a), self.work(b)
+        self.report(a, first, "1.0000001")
+        self.report(b, second, "1.0000002")
+        [comparison] = self.work(a)
+        self.assertEqual(comparison.args, ("a", "b"))
+        self.assertEqual(
+            {(i.path, i.digest) for i in comparison.inputs},
+            {("a/o.txt", digest_of("1.0000001o.txt")), ("b/o.txt", digest_of("1.0000002o.txt"))},
+        )
+        self.assertEqual(self.states(job)["x"], "assigned")
+        self.answer(a, comparison, 0)
+        self.assertEqual(self.states(job)["x"], "done")
+        self.assertEqual(self.job(job).state, "done")
+
+    def test_a_compare_program_that_says_no_asks_for_another_replica(self) -> None:
+        job = self.compare_job()
+        a, b, c = self.register("a"), self.register("b"), self.register("c")
+        [first], [second] = self.work(a), self.work(b)
+        self.report(a, first, "1.0")
+        self.report(b, second, "7.0")
+        [comparison] = self.work(c)
+        # No replica starts while the comparison runs: its answer may settle the vote.
+        self.assertEqual(self.work(c), [])
+        self.answer(c, comparison, 1)
+        [third] = self.work(c)
+        self.assertEqual(third.task, "x")
+        self.report(c, third, "1.0")
+        self.assertEqual(self.states(job)["x"], "done")
+        self.assertIn("outvoted", self.log(job, "x", second.number).error)
