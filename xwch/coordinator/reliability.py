@@ -2,9 +2,10 @@
 or distrusted.
 
 A result that won a vote counts as agreed for its worker; one that lost counts as disagreed.
-``TRUST_AFTER`` agreed results in a row make a worker trusted (an ``adaptive`` task then runs
-once on it, and a share ``SPOT_CHECK`` of those is replicated all the same); any lost vote
-ends the run. ``DISTRUST_AFTER`` lost votes make it distrusted for good: it gets no more work.
+A worker is trusted after ``TRUST_AFTER`` agreed results in a row, as long as it lost at most
+one vote per ``TRUST_RATIO`` it won (an ``adaptive`` task then runs once on it, and a share
+``SPOT_CHECK`` of those is replicated all the same); any lost vote ends the run.
+``DISTRUST_AFTER`` lost votes make it distrusted for good: it gets no more work.
 
 Records are kept under a worker's lasting identity (its token and name: the same volunteer's
 worker across registrations and restarts) and written to the store with each change.
@@ -31,9 +32,12 @@ class Reliability:
     """Every worker's :class:`Record`, in memory, loaded from and written to the store."""
 
     # Results agreed in a row before a worker is trusted with single attempts (as BOINC's
-    # adaptive replication, a run of valid results rather than a ratio, so one lost vote
-    # costs the trust at once).
-    TRUST_AFTER = 10
+    # adaptive replication, a run of valid results, so one lost vote costs the trust at once).
+    # A worker wrong one time in five makes such a run from its start one time in a hundred.
+    TRUST_AFTER = 20
+    # And votes won per vote lost, over its whole record: a worker that is often wrong does
+    # not earn trust back with one lucky run.
+    TRUST_RATIO = 50
     # The least share of a trusted worker's single attempts that are replicated anyway.
     SPOT_CHECK = 0.1
     # Lost votes after which a worker is distrusted: one may be bad luck (a flipped bit), a
@@ -48,7 +52,11 @@ class Reliability:
 
     def trusted(self, identity: str) -> bool:
         r = self.record(identity)
-        return not r.distrusted and r.streak >= self.TRUST_AFTER
+        return (
+            not r.distrusted
+            and r.streak >= self.TRUST_AFTER
+            and r.disagreed * self.TRUST_RATIO <= r.agreed
+        )
 
     def distrusted(self, identity: str) -> bool:
         return self.record(identity).distrusted

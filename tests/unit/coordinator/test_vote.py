@@ -86,6 +86,13 @@ def test_trust_comes_from_a_run_of_agreed_results_and_goes_with_a_lost_vote() ->
     reliability.voted([], ["w"])
     assert not reliability.trusted("w")
     assert reliability.record("w").agreed == Reliability.TRUST_AFTER
+    # A new run is not enough while the worker lost more than one vote in TRUST_RATIO.
+    for _ in range(Reliability.TRUST_AFTER):
+        reliability.voted(["w"], [])
+    assert reliability.trusted("w") == (2 * Reliability.TRUST_AFTER >= Reliability.TRUST_RATIO)
+    while reliability.record("w").agreed < Reliability.TRUST_RATIO:
+        reliability.voted(["w"], [])
+    assert reliability.trusted("w")
 
 
 def test_a_few_lost_votes_distrust_a_worker_for_good() -> None:
