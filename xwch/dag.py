@@ -454,7 +454,7 @@ class _JobFileParser:
             retries=t.retries,
             timeout=t.timeout,
             after=self._after(draft),
-            replication=resolve(self.check, self.replication, t.replication, draft.context()),
+            replication=resolve(self.check, self.replication, t.replication, draft.context),
         )
 
     def _resolve(self, draft: Draft, key: str, ref: str, where: str) -> list[InputRef]:

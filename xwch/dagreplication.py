@@ -10,7 +10,7 @@ as they come (a quorum of 1). The wire form carries every task's resolved keys, 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -101,9 +101,10 @@ def _quorum(check: Checker, value: object, where: str) -> int | str:
 
 
 def resolve(
-    check: Checker, job: ReplicationKeys, task: ReplicationKeys, context: str = ""
+    check: Checker, job: ReplicationKeys, task: ReplicationKeys, context: Callable[[], str] = str
 ) -> Replication | None:
-    """The task's replication: its own keys over the job's. ``context`` ends messages."""
+    """The task's replication: its own keys over the job's. ``context()`` ends messages (built
+    only on failure: this runs for every task)."""
     quorum = task.quorum if task.quorum is not None else job.quorum
     if quorum is None or quorum == 1:
         # Keys that would do nothing are a mistake of the author's, not something to ignore.
@@ -111,7 +112,7 @@ def resolve(
             if getattr(task, key) is not None:
                 check.fail(
                     key_path(task.path, key),
-                    f"{key} needs a quorum (the task's quorum is 1)" + context,
+                    f"{key} needs a quorum (the task's quorum is 1)" + context(),
                 )
         return None
     adaptive = quorum == ADAPTIVE
@@ -125,7 +126,7 @@ def resolve(
         check.fail(
             key_path(where, "max_attempts"),
             f"{max_attempts} is less than the quorum ({needed}): "
-            "the task could never gather enough results" + context,
+            "the task could never gather enough results" + context(),
         )
     compare = task.compare if task.compare is not None else job.compare
     return Replication(needed, max_attempts, adaptive, compare)
@@ -148,6 +149,9 @@ def from_wire(
     check: Checker, obj: Mapping[str, object], path: str, binaries: Collection[str]
 ) -> Replication | None:
     """A task's replication from its wire form (absent keys: none)."""
+    # The common case first: this runs for up to a million tasks.
+    if "quorum" not in obj and "max_attempts" not in obj and "compare" not in obj:
+        return None
     keys = parse_keys(check, obj, path, binaries)
     if keys.quorum is None and (keys.max_attempts is not None or keys.compare is not None):
         check.fail(path, "max_attempts and compare need a quorum")

@@ -124,13 +124,9 @@ class ReplicatedTasks:
         if replication.compare is not None and returned.inline:
             # A compare program may read it: kept here (in memory) until the vote ends.
             self._manager.catalog.hold_inline(returned.inline)
+        # Its attempt is recorded as it came (succeeded); the vote rewrites the record only of
+        # a result it turns down: one row write fewer per replica that agrees.
         self.replicas.cast(key, returned, running=len(t.running))
-        _judge(
-            change,
-            returned,
-            f"result {returned.key[:12]} waits for the vote",
-            state=change.attempt_updates[-1].state,
-        )
         self._decide(job, t, now, change, started)
 
     def _decide(
@@ -156,13 +152,11 @@ class ReplicatedTasks:
                     f"outvoted: its outputs differ from those {len(winners)} "
                     "other workers agreed on",
                 )
-            for winner in winners:
-                _judge(change, winner, None, state=ATTEMPT_SUCCEEDED)
             if vote.checking is not None:
                 self._checked(job, t, vote.checking, winners[0], change)
             self.replicas.forget(key)
             self._count(winners, losers, single=vote.single, now=now, change=change)
-            self.log.info(
+            self.log.debug(
                 "task {task} of job {job}: {n} results agree{single}",
                 task=t.spec.id,
                 job=job.id,
@@ -185,7 +179,7 @@ class ReplicatedTasks:
             self.replicas.forget(key)
             self._manager.fail_for_good(job, t, now, verdict.message, change)
             return
-        self.log.info(
+        self.log.debug(
             "task {task} of job {job}: {n} result(s) in, waiting for {quorum} to agree",
             task=t.spec.id,
             job=job.id,

@@ -230,6 +230,7 @@ class TasksManager:
         self._cancels: dict[str, set[str]] = {}
         self._job_order = itertools.count()
         self._comparisons = itertools.count(1)
+        self._reliability_due: dict[str, Record] = {}
         # Whether idle workers race stragglers near a job's end (see speculation.py).
         self.speculate = True
         # Ids of the running attempts of each worker (what its Work Alive should list).
@@ -1090,9 +1091,19 @@ class TasksManager:
             job.tasks.pop(task_id, None)
 
     def write_reliability(self, records: Sequence[Record]) -> None:
-        """Workers' reliability records, written after the change that counted them."""
-        written = self._write(reliability_queries.save_records_thd, records)
-        written.addErrback(lambda f: self.log.failure("reliability records not written", f))
+        """Workers' reliability records, written once per turn of the reactor (each vote
+        changes two or three of them; many votes end in one turn under load). They are counts,
+        not decisions: a coordinator dying within that turn forgets one turn's votes."""
+        first = not self._reliability_due
+        self._reliability_due.update((r.identity, r) for r in records)
+        if first:
+            self._reactor.callLater(0, self._flush_reliability)
+
+    def _flush_reliability(self) -> None:
+        due, self._reliability_due = list(self._reliability_due.values()), {}
+        if due and not self._closed:
+            written = self._write(reliability_queries.save_records_thd, due)
+            written.addErrback(lambda f: self.log.failure("reliability records not written", f))
 
     async def workers_lost(self, worker_ids: Iterable[str]) -> None:
         """Workers stopped signalling: their attempts count as failed and run again elsewhere."""

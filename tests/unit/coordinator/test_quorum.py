@@ -95,6 +95,7 @@ class QuorumTests(CoordinatorTestCase):
         self.assertEqual(odd.state, "failed")
         self.assertIn("outvoted", odd.error)
         self.assertEqual(odd.stdout, "ok")
+        self.clock.advance(0)
         records = self.successResultOf(self.db.read(reliability_queries.load_records_thd))
         by_name = {r.identity.split("/")[1]: r for r in records}
         self.assertEqual((by_name["a"].disagreed, by_name["b"].agreed), (1, 1))
@@ -164,7 +165,9 @@ class QuorumTests(CoordinatorTestCase):
         self.assertEqual(states, {"cheat": "distrusted", "b": "alive", "c": "alive"})
         self.submit(wire_job([{"id": "z"}]))
         self.assertEqual(self.work(cheat), [])
-        # The record is in the store: a coordinator started again knows it.
+        # The record is in the store (written at the end of the turn): a coordinator started
+        # again knows it.
+        self.clock.advance(0)
         restarted = self.build()
         self.successResultOf(ensureDeferred(restarted.tasks.recover()))
         records = restarted.tasks.replicated.replicas.reliability.all()
