@@ -837,6 +837,12 @@ class TasksManager:
         """The running attempt, if it is still current; raises if another worker holds it."""
         attempt = self.attempts.get(attempt_id)
         if attempt is not None and attempt.worker_id != worker_id:
+            self.log.warn(
+                "worker {worker} spoke of attempt {attempt} of worker {holder}: refused",
+                worker=worker_id,
+                attempt=attempt_id,
+                holder=attempt.worker_id,
+            )
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         return attempt
 
