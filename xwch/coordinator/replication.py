@@ -11,6 +11,7 @@ agreeing results otherwise (:mod:`xwch.coordinator.reliability`).
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
@@ -109,6 +110,9 @@ class Replicas:
         self._hosts: dict[str, str] = {}
         self._identities: dict[str, str] = {}
         self._live: set[str] = set()
+        # How many live workers each host has: the number of distinct hosts, kept as they come
+        # and go rather than counted at each pick.
+        self._live_hosts: Counter[str] = Counter()
         # Results accepted on one trusted worker's word, by its identity, while their jobs
         # run: checked again if that worker loses a vote.
         self.unconfirmed: dict[str, dict[TaskKey, Returned]] = {}
@@ -116,13 +120,20 @@ class Replicas:
     # Workers
 
     def worker_seen(self, worker_id: str, host: str, identity: str) -> None:
+        self.worker_gone(worker_id)
         self._hosts[worker_id] = host
         self._identities[worker_id] = identity
         self._live.add(worker_id)
+        self._live_hosts[host] += 1
 
     def worker_gone(self, worker_id: str) -> None:
         # Its host and identity are kept: a late result of its may still be counted.
-        self._live.discard(worker_id)
+        if worker_id in self._live:
+            self._live.discard(worker_id)
+            host = self._hosts[worker_id]
+            self._live_hosts[host] -= 1
+            if not self._live_hosts[host]:
+                del self._live_hosts[host]
 
     def identity(self, worker_id: str) -> str:
         """What reliability is kept under: the same volunteer's worker across registrations."""
@@ -171,8 +182,7 @@ class Replicas:
         taken = set(holders) | {r.worker for r in vote.returned} | vote.excluded
         if worker_id in taken:
             return False
-        live_hosts = {self._hosts.get(w, w) for w in self._live}
-        if len(live_hosts) < vote.quorum:
+        if len(self._live_hosts) < vote.quorum:
             return True  # too few hosts: different workers will do
         host = self._hosts.get(worker_id, worker_id)
         return host not in {self._hosts.get(w, w) for w in taken}
