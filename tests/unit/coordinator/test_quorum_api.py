@@ -5,21 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.unit.coordinator import test_api
 from tests.unit.coordinator.harness import wire_job
 from tests.unit.coordinator.test_api import ApiHarness
 
-
-def result(attempt: str) -> dict[str, Any]:
-    return {
-        "attempt": attempt,
-        "outcome": "succeeded",
-        "exit_code": 0,
-        "error": None,
-        "outputs": [],
-        "stdout": "",
-        "stderr": "",
-        "duration": 0.1,
-    }
+result = test_api.ApiTests._result
 
 
 class QuorumApiTests(ApiHarness):
