@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from xwch.coordinator.replication import Replicas, Returned, TaskVote, returned_result
+from xwch.coordinator.replication import (
+    Replicas,
+    Returned,
+    SecondReplica,
+    TaskVote,
+    returned_result,
+)
 from xwch.coordinator.vote import AGREED, FAILED
 from xwch.protocol.wire import (
     ATTEMPT_FAILED,
@@ -82,16 +88,16 @@ class ReplicatedTasks:
 
     def check(self, job: JobState, t: TaskState, worker_id: str) -> None:
         """Refuse, before anything changes, a second result of one worker for ``t``."""
-        vote = self.replicas.vote_of((job.id, t.spec.id))
-        if vote is not None and any(r.worker == worker_id for r in vote.returned):
+        try:
+            self.replicas.check_voter((job.id, t.spec.id), worker_id)
+        except SecondReplica:
             self.log.warn(
                 "worker {worker} sent a second result for task {task} of job {job}: refused",
                 worker=worker_id,
                 task=t.spec.id,
                 job=job.id,
             )
-            # cast() raises the error the worker is answered with.
-            self.replicas.cast((job.id, t.spec.id), _nothing(worker_id), running=len(t.running))
+            raise
 
     def take_result(
         self,
@@ -308,10 +314,6 @@ class ReplicatedTasks:
         )
         self.log.warn("job {job}: {note}", job=job.id, note=note)
         self._manager.tell_job(job, note, change)
-
-
-def _nothing(worker_id: str) -> Returned:
-    return Returned("", worker_id, "", (), {}, None, "", "", 0.0)
 
 
 def _judge(change: Change, r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> None:

@@ -195,14 +195,19 @@ class Replicas:
             return 0
         return tally(vote.ballots(), vote.quorum, vote.max_results, running).wanted
 
-    def cast(self, key: TaskKey, returned: Returned, running: int) -> Verdict:
-        """Count a result; raises :class:`SecondReplica` for a worker that already voted."""
-        vote = self._votes[key]
-        if any(r.worker == returned.worker for r in vote.returned):
+    def check_voter(self, key: TaskKey, worker_id: str) -> None:
+        """Raise :class:`SecondReplica` if ``worker_id`` already returned a result for ``key``."""
+        vote = self._votes.get(key)
+        if vote is not None and any(r.worker == worker_id for r in vote.returned):
             raise SecondReplica(
-                f"worker {returned.worker} already returned a result for task {key[1]} "
+                f"worker {worker_id} already returned a result for task {key[1]} "
                 f"of job {key[0]}: one worker, one result"
             )
+
+    def cast(self, key: TaskKey, returned: Returned, running: int) -> Verdict:
+        """Count a result; raises :class:`SecondReplica` for a worker that already voted."""
+        self.check_voter(key, returned.worker)
+        vote = self._votes[key]
         vote.returned.append(returned)
         return self.verdict(key, running)
 
