@@ -57,7 +57,8 @@ def test_a_cheating_worker_is_outvoted_then_distrusted_and_the_results_are_right
         },
     )
     out = tmp_path / "results"
-    with running_platform(tmp_path / "home", workers=3, slots=1, warehouses=1) as platform:
+    # Two warehouses: outputs, the wrong ones too, are copied between them as usual.
+    with running_platform(tmp_path / "home", workers=3, slots=1, warehouses=2) as platform:
         done = client(platform, "submit", str(job), "--wait", "-o", str(out))
         assert done.returncode == 0, done.stderr
         job_id = done.stdout.splitlines()[0].strip()

@@ -7,6 +7,7 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, digest_of, wire_job
+from xwch.coordinator.assembly import Coordinator, CoordinatorConfig, make_coordinator
 from xwch.coordinator.reliability import Reliability
 from xwch.coordinator.replication import SecondReplica
 from xwch.protocol.objects import OutputFile
@@ -284,3 +285,15 @@ class QuorumTests(CoordinatorTestCase):
         self.report(c, third, "1.0")
         self.assertEqual(self.states(job)["x"], "done")
         self.assertIn("outvoted", self.log(job, "x", second.number).error)
+
+
+class FifoQuorumTests(QuorumTests):
+    """The same behaviour under the fifo scheduler: replication does not depend on a policy."""
+
+    def build(self) -> Coordinator:
+        config = CoordinatorConfig(db_url=self.url, alive_interval=5.0, scheduler="fifo")
+        return self.successResultOf(
+            ensureDeferred(
+                make_coordinator(config, self.clock, db=self.db, request_copy=self.copies.request)
+            )
+        )
