@@ -269,6 +269,9 @@ class QuorumTests(CoordinatorTestCase):
         self.answer(a, comparison, 0)
         self.assertEqual(self.states(job)["x"], "done")
         self.assertEqual(self.job(job).state, "done")
+        # Its run is kept as an attempt of a task of its own, for `logs`.
+        self.assertEqual(comparison.task, "x~compare-1")
+        self.assertEqual(self.log(job, "x~compare-1", 1).state, "succeeded")
 
     def test_a_compare_program_that_says_no_asks_for_another_replica(self) -> None:
         job = self.compare_job()
