@@ -15,11 +15,15 @@ kept in the attempts' records only (their ``error`` says how they fared in the v
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from xwch import dag
+from xwch.coordinator.reliability import Record
 from xwch.coordinator.replication import (
     Replicas,
     Returned,
@@ -31,11 +35,13 @@ from xwch.coordinator.vote import AGREED, FAILED
 from xwch.protocol.wire import (
     ATTEMPT_FAILED,
     ATTEMPT_SUCCEEDED,
+    TASK_CANCELLED,
     TASK_DONE,
     TASK_READY,
     TASK_RUNNING,
 )
 from xwch.protocol.worker import AttemptResult
+from xwch.store import reliability as reliability_queries
 from xwch.store.records import AttemptUpdate, Change, OutputRow
 
 if TYPE_CHECKING:
@@ -52,6 +58,9 @@ class ReplicatedTasks:
         self.replicas = replicas
         # (job, comparing task) -> the task whose results it compares.
         self._comparisons: dict[tuple[str, str], str] = {}
+        self._numbers = itertools.count(1)
+        # Workers' records changed by votes, written at the end of the turn.
+        self._records_due: dict[str, Record] = {}
 
     def forget_job(self, job_id: str) -> None:
         self.replicas.forget_job(job_id)
@@ -175,7 +184,7 @@ class ReplicatedTasks:
         if compare is not None:
             for one, other in vote.pairs_to_compare():
                 pair = frozenset((vote.class_of(one.key), vote.class_of(other.key)))
-                task_id = self._manager.start_comparison(job, t, compare, one, other)
+                task_id = self._start_comparison(job, t, compare, one, other)
                 vote.comparing[task_id] = pair
                 self._comparisons[job.id, task_id] = t.spec.id
         if verdict.state == FAILED and not vote.comparing:
@@ -202,15 +211,69 @@ class ReplicatedTasks:
         for task_id in list(vote.comparing):
             comparison = job.tasks.get(task_id)
             if comparison is not None:
-                self._manager.end_comparison(job, comparison, now, change)
+                self._end_comparison(job, comparison, now, change)
             self._comparisons.pop((job.id, task_id), None)
         vote.comparing.clear()
+
+    def _start_comparison(
+        self, job: JobState, t: TaskState, compare: str, one: Returned, other: Returned
+    ) -> str:
+        """Start a task running the program ``compare`` on two results of ``t``, found in its
+        folders ``a/`` and ``b/`` (its arguments); returns its id. It lives in memory only,
+        beside the job's tasks, with two placeholders holding the results it reads."""
+        # Imported here: tasks.py imports this module.
+        from xwch.coordinator.tasks import TaskState
+
+        # Attempts' task ids are at most 128 characters in the store.
+        base = (
+            t.spec.id
+            if len(t.spec.id) <= 100
+            else hashlib.sha256(t.spec.id.encode()).hexdigest()[:16]
+        )
+        task_id = f"{base}~compare-{next(self._numbers)}"
+        inputs: list[dag.InputRef] = []
+        for side, r in (("a", one), ("b", other)):
+            holder = TaskState(
+                spec=dag.Task(id=f"{task_id}~{side}", binary=compare),
+                position=t.position,
+                state=TASK_CANCELLED,
+                outputs={name: (digest, size) for name, digest, size in r.outputs},
+            )
+            job.tasks[holder.spec.id] = holder
+            inputs += [
+                dag.InputRef(f"{side}/{name}", task=holder.spec.id, output=name)
+                for name, _, _ in r.outputs
+            ]
+        spec = dag.Task(
+            id=task_id,
+            binary=compare,
+            args=("a", "b"),
+            inputs=tuple(inputs),
+            env=t.spec.env,
+            timeout=t.spec.timeout,
+            retries=t.spec.retries,
+        )
+        comparison = TaskState(spec=spec, position=t.position, state=TASK_READY)
+        job.tasks[task_id] = comparison
+        self._manager.make_ready(job, comparison)
+        return task_id
+
+    def _end_comparison(
+        self, job: JobState, comparison: TaskState, now: float, change: Change
+    ) -> None:
+        """A comparison answered: it and its placeholders are forgotten."""
+        if comparison.relaunch is not None and comparison.relaunch.active():
+            comparison.relaunch.cancel()
+        self._manager.scheduler.remove((job.id, comparison.spec.id))
+        self._manager.cancel_running(comparison, now, "another attempt answered first", change)
+        for task_id in (comparison.spec.id, f"{comparison.spec.id}~a", f"{comparison.spec.id}~b"):
+            job.tasks.pop(task_id, None)
 
     def compared(
         self, job: JobState, comparison: TaskState, agree: bool, now: float, change: Change
     ) -> None:
         """A compare program ended: ``agree`` when it exited 0."""
-        self._manager.end_comparison(job, comparison, now, change)
+        self._end_comparison(job, comparison, now, change)
         voted_id = self._comparisons.pop((job.id, comparison.spec.id))
         t = job.tasks.get(voted_id)
         vote = self.replicas.vote_of((job.id, voted_id))
@@ -265,7 +328,7 @@ class ReplicatedTasks:
         records, newly = self.replicas.reliability.voted(
             [identity(r.worker) for r in winners], [identity(r.worker) for r in losers]
         )
-        self._manager.write_reliability(records)
+        self._write_records(records)
         for who in newly:
             self.log.warn(
                 "worker {identity} lost {n} votes: it is distrusted and gets no more work",
@@ -274,6 +337,20 @@ class ReplicatedTasks:
             )
         for loser in losers:
             self._check_again(identity(loser.worker), now, change)
+
+    def _write_records(self, records: list[Record]) -> None:
+        """Workers' records, written once per turn of the reactor (each vote changes two or
+        three of them; many votes end in one turn under load). They are counts, not decisions:
+        a coordinator dying within that turn forgets one turn's votes."""
+        first = not self._records_due
+        self._records_due.update((r.identity, r) for r in records)
+        if first:
+            self._manager.reactor.callLater(0, self._flush_records)
+
+    def _flush_records(self) -> None:
+        due, self._records_due = list(self._records_due.values()), {}
+        if due:
+            self._manager.write_unawaited(reliability_queries.save_records_thd, due)
 
     def _check_again(self, identity: str, now: float, change: Change) -> None:
         """Run again, on other workers, the tasks ``identity`` alone vouched for."""

@@ -20,7 +20,6 @@ job with a message saying so.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import secrets
@@ -38,9 +37,9 @@ from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
-from xwch.coordinator.reliability import Record, Reliability
+from xwch.coordinator.reliability import Reliability
 from xwch.coordinator.replicated import ReplicatedTasks
-from xwch.coordinator.replication import Replicas, Returned
+from xwch.coordinator.replication import Replicas
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
 from xwch.coordinator.unrunnable import unrunnable_tasks
@@ -229,8 +228,6 @@ class TasksManager:
         # Attempts a worker must kill, told in its next Work Alive reply.
         self._cancels: dict[str, set[str]] = {}
         self._job_order = itertools.count()
-        self._comparisons = itertools.count(1)
-        self._reliability_due: dict[str, Record] = {}
         # Whether idle workers race stragglers near a job's end (see speculation.py).
         self.speculate = True
         # Ids of the running attempts of each worker (what its Work Alive should list).
@@ -1046,70 +1043,23 @@ class TasksManager:
         self._make_ready(job, t)
         t.state = TASK_RUNNING
 
-    def start_comparison(
-        self, job: JobState, t: TaskState, compare: str, one: Returned, other: Returned
-    ) -> str:
-        """Start a task running the program ``compare`` on two results of ``t``, found in its
-        folders ``a/`` and ``b/`` (its arguments); returns its id. It lives in memory only,
-        beside the job's tasks, with two placeholders holding the results it reads."""
-        base = (
-            t.spec.id
-            if len(t.spec.id) <= 100
-            else hashlib.sha256(t.spec.id.encode()).hexdigest()[:16]
-        )
-        task_id = f"{base}~compare-{next(self._comparisons)}"
-        inputs: list[dag.InputRef] = []
-        for side, r in (("a", one), ("b", other)):
-            holder = TaskState(
-                spec=dag.Task(id=f"{task_id}~{side}", binary=compare),
-                position=t.position,
-                state=TASK_CANCELLED,
-                outputs={name: (digest, size) for name, digest, size in r.outputs},
+    # Hooks of replicated tasks, continued: a comparison (replicated.py) is a task that lives in
+    # memory only, beside the job's tasks.
+
+    make_ready = _make_ready
+    cancel_running = _cancel_running
+
+    @property
+    def reactor(self) -> IReactorTime:
+        return self._reactor
+
+    def write_unawaited(self, fn: Callable[..., object], *args: object) -> None:
+        """``fn`` on the writer thread, after the writes queued before it; nothing waits for
+        it, so its failure is logged here."""
+        if not self._closed:
+            self._write(fn, *args).addErrback(
+                lambda f: self.log.failure("{fn} failed", f, fn=fn.__name__)
             )
-            job.tasks[holder.spec.id] = holder
-            inputs += [
-                dag.InputRef(f"{side}/{name}", task=holder.spec.id, output=name)
-                for name, _, _ in r.outputs
-            ]
-        spec = dag.Task(
-            id=task_id,
-            binary=compare,
-            args=("a", "b"),
-            inputs=tuple(inputs),
-            env=t.spec.env,
-            timeout=t.spec.timeout,
-            retries=t.spec.retries,
-        )
-        comparison = TaskState(spec=spec, position=t.position, state=TASK_READY)
-        job.tasks[task_id] = comparison
-        self._make_ready(job, comparison)
-        return task_id
-
-    def end_comparison(
-        self, job: JobState, comparison: TaskState, now: float, change: Change
-    ) -> None:
-        """A comparison answered: it and its placeholders are forgotten."""
-        if comparison.relaunch is not None and comparison.relaunch.active():
-            comparison.relaunch.cancel()
-        self.scheduler.remove((job.id, comparison.spec.id))
-        self._cancel_running(comparison, now, "another attempt answered first", change)
-        for task_id in (comparison.spec.id, f"{comparison.spec.id}~a", f"{comparison.spec.id}~b"):
-            job.tasks.pop(task_id, None)
-
-    def write_reliability(self, records: Sequence[Record]) -> None:
-        """Workers' reliability records, written once per turn of the reactor (each vote
-        changes two or three of them; many votes end in one turn under load). They are counts,
-        not decisions: a coordinator dying within that turn forgets one turn's votes."""
-        first = not self._reliability_due
-        self._reliability_due.update((r.identity, r) for r in records)
-        if first:
-            self._reactor.callLater(0, self._flush_reliability)
-
-    def _flush_reliability(self) -> None:
-        due, self._reliability_due = list(self._reliability_due.values()), {}
-        if due and not self._closed:
-            written = self._write(reliability_queries.save_records_thd, due)
-            written.addErrback(lambda f: self.log.failure("reliability records not written", f))
 
     async def workers_lost(self, worker_ids: Iterable[str]) -> None:
         """Workers stopped signalling: their attempts count as failed and run again elsewhere."""
