@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers = command(
         "workers",
         "the workers, one a row",
-        "One row a worker: id, name, site, state (alive, suspended, quarantined or lost), "
+        "One row a worker: id, name, site, state (alive, suspended, quarantined, distrusted or lost), "
         "slots busy and in all, address, platform, cores, memory (GiB), tasks done, last "
         "heard, and why a suspended worker computes nothing. Lost workers are left out "
         "unless --all.",

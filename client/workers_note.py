@@ -22,6 +22,7 @@ from .clock import now
 LOST = "lost"
 SUSPENDED = "suspended"
 QUARANTINED = "quarantined"
+DISTRUSTED = "distrusted"
 
 
 def workers_note(workers: Sequence[WorkerInfo]) -> str | None:
@@ -40,6 +41,9 @@ def workers_note(workers: Sequence[WorkerInfo]) -> str | None:
     quarantined = sum(1 for w in live if w.state == QUARANTINED)
     if quarantined:
         parts.append(f"{quarantined}/{len(live)} workers quarantined")
+    distrusted = sum(1 for w in live if w.state == DISTRUSTED)
+    if distrusted:
+        parts.append(f"{distrusted}/{len(live)} workers distrusted")
     return "; ".join(parts) or None
 
 

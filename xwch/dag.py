@@ -43,6 +43,15 @@ from xwch.dagcheck import (
     topological_order,
 )
 from xwch.dagexpand import Draft, expand, parse_template
+from xwch.dagreplication import KEYS as REPLICATION_KEYS
+from xwch.dagreplication import (
+    Replication,
+    ReplicationKeys,
+    check_job_keys_used,
+    from_wire,
+    parse_keys,
+    resolve,
+)
 from xwch.errors import JobFileError
 from xwch.signing import ProgramSignature, SignatureError, normalized_key, verify_program
 
@@ -123,6 +132,8 @@ class Task:
     # ``checkpoint_every`` seconds and restored for a relaunched attempt; None: none.
     checkpoint: str | None = None
     checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
+    # Results checked by replication (None: the first result is taken).
+    replication: Replication | None = None
 
     def dependencies(self) -> set[str]:
         """The ids of the tasks this one waits for: those it reads from, and ``after``."""
@@ -231,6 +242,13 @@ class Job:
 
 
 def _task_to_wire(task: Task) -> dict[str, object]:
+    wire = _plain_task_to_wire(task)
+    if task.replication is not None:
+        wire.update(task.replication.to_wire())
+    return wire
+
+
+def _plain_task_to_wire(task: Task) -> dict[str, object]:
     inputs: list[dict[str, str | None]] = [
         {"local": i.local, "file": i.file}
         if i.file is not None
@@ -307,6 +325,7 @@ class _JobFileParser:
         self.files: dict[str, FileEntry] = {}
         self.index = TaskIndex(())
         self.outputs_of: dict[str, tuple[str, ...]] = {}
+        self.replication = ReplicationKeys()
 
     def parse(self, doc: object) -> Job:
         check = self.check
@@ -316,7 +335,7 @@ class _JobFileParser:
             doc,
             "",
             required=("name", "binaries", "tasks"),
-            optional=("files", "results", "priority"),
+            optional=("files", "results", "priority", *REPLICATION_KEYS),
         )
         name = check.name(top["name"], "name", "job name")
         priority = check.integer(
@@ -324,6 +343,7 @@ class _JobFileParser:
         )
         self.binaries = self._binaries(top["binaries"])
         self.files = self._files(top.get("files", {}))
+        self.replication = parse_keys(check, top, "", self.binaries)
         task_values = check.array(top["tasks"], "tasks")
         if not task_values:
             check.fail("tasks", "a job needs at least one task")
@@ -335,6 +355,7 @@ class _JobFileParser:
         self.index = TaskIndex([d.id for d in drafts])
         self.outputs_of = {d.id: d.outputs for d in drafts}
         tasks = _ordered(check, [self._task(d) for d in drafts])
+        check_job_keys_used(check, self.replication, tasks)
         if "results" in top:
             results = self._results(top["results"])
         else:
@@ -456,6 +477,7 @@ class _JobFileParser:
             after=self._after(draft),
             checkpoint=t.checkpoint,
             checkpoint_every=t.checkpoint_every,
+            replication=resolve(self.check, self.replication, t.replication, draft.context),
         )
 
     def _resolve(self, draft: Draft, key: str, ref: str, where: str) -> list[InputRef]:
@@ -689,7 +711,9 @@ def _wire_task(
     files: Mapping[str, FileEntry],
 ) -> Task:
     # Paths are spelled inline here: this runs for up to a million tasks.
-    obj = check.record(value, path, required=_WIRE_TASK_KEYS, optional=_WIRE_TASK_OPTIONAL)
+    obj = check.record(
+        value, path, required=_WIRE_TASK_KEYS, optional=_WIRE_TASK_OPTIONAL + REPLICATION_KEYS
+    )
     task_id = check.string(obj["id"], f"{path}.id")
     if not TASK_ID_RE.fullmatch(task_id):
         check.fail(f"{path}.id", f"invalid task id {quote(task_id)}: use {TASK_ID_RULE}")
@@ -750,6 +774,7 @@ def _wire_task(
         after=tuple(dict.fromkeys(check.strings(obj["after"], f"{path}.after"))),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        replication=from_wire(check, obj, path, binaries),
     )
 
 

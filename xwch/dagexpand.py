@@ -33,6 +33,8 @@ from xwch.dagcheck import (
     key_path,
     quote,
 )
+from xwch.dagreplication import KEYS as REPLICATION_KEYS
+from xwch.dagreplication import ReplicationKeys, parse_keys
 
 TASK_KEYS = (
     "id",
@@ -48,6 +50,7 @@ TASK_KEYS = (
     "foreach",
     "checkpoint",
     "checkpoint_every",
+    *REPLICATION_KEYS,
 )
 
 Values = Sequence[str] | range
@@ -123,6 +126,7 @@ class Template:
     after: Texts
     checkpoint: str | None
     checkpoint_every: float
+    replication: ReplicationKeys
 
 
 @dataclass(slots=True)
@@ -209,6 +213,7 @@ def parse_template(check: Checker, value: object, path: str, binaries: Collectio
         after=texts("after"),
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
+        replication=parse_keys(check, obj, path, binaries),
     )
 
 

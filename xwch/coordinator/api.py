@@ -17,6 +17,7 @@ from xwch.coordinator.communication import Busy, CommunicationManager
 from xwch.coordinator.groups import GroupLocks
 from xwch.coordinator.members import Membership
 from xwch.coordinator.openapi import openapi_document
+from xwch.coordinator.replication import SecondReplica
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.tasks import (
     BadResult,
@@ -109,7 +110,7 @@ def map_error(e: Exception) -> HttpError | None:
         return HttpError(409, "missing_objects", str(e), {"digests": e.digests})
     if isinstance(e, UnknownWorker):
         return HttpError(404, "unknown_worker", str(e))
-    if isinstance(e, (WrongOwner, NotYourAttempt)):
+    if isinstance(e, (WrongOwner, NotYourAttempt, SecondReplica)):
         return HttpError(403, "forbidden", str(e))
     if isinstance(e, Busy):
         return HttpError(503, "busy", str(e), retry_after=e.retry_after)

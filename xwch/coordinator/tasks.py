@@ -38,6 +38,9 @@ from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.prefetch import Prefetcher
+from xwch.coordinator.reliability import Reliability
+from xwch.coordinator.replicated import ReplicatedTasks
+from xwch.coordinator.replication import Replicas
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import Stragglers
 from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
@@ -66,6 +69,7 @@ from xwch.protocol.wire import (
 )
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
+from xwch.store import reliability as reliability_queries
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence, NotHeld
 from xwch.store.records import (
@@ -179,6 +183,9 @@ class JobState:
     # Ids of its running attempts (for stragglers: a job near its end has few).
     running_attempts: set[str] = field(default_factory=set)
     stragglers: Stragglers = field(default_factory=Stragglers)
+    # What the job was told while it ran (a result found wrong after others had read it):
+    # its message in ``status``, kept when it ends done.
+    note: str | None = None
 
 
 def _platforms(binary: dag.Binary) -> frozenset[str] | None:
@@ -247,6 +254,8 @@ class TasksManager:
         self._closed = False
         # The tasks' checkpoints (checkpoints.py), which set themselves here.
         self.checkpoints: CheckpointBook | None = None
+        # Tasks whose results are checked by replication (quorum), and workers' reliability.
+        self.replicated = ReplicatedTasks(self, Replicas(Reliability()))
 
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
@@ -429,6 +438,8 @@ class TasksManager:
 
     async def recover(self) -> None:
         """Rebuild memory from the store after a (re)start: every running job resumes."""
+        records = await self._db.read(reliability_queries.load_records_thd)
+        self.replicated.replicas.reliability = Reliability(records)
         recovered: list[RecoveredJob] = await self._db.read(job_queries.recover_running_jobs_thd)
         for r in recovered:
             state = self._restore(r)
@@ -504,11 +515,12 @@ class TasksManager:
             change.task_updates.append(
                 TaskUpdate(job.id, tuple(to_cancel), {"state": TASK_CANCELLED, "ended": now})
             )
-        change.job_updates.append(JobUpdate(job.id, state, now, message))
+        change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
         if self.checkpoints is not None:
             self.checkpoints.tasks_over(job.id)
         del self.jobs[job.id]
         self.scheduler.job_ended(job.id)
+        self.replicated.forget_job(job.id)
         self.ending.add(job.id)
         self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
@@ -559,7 +571,11 @@ class TasksManager:
         ``idle_slots``: how many of ``slots`` have nothing to run (None: all); the others are
         asked for ahead, and get no duplicate of a straggler, which would wait there.
         """
-        if slots <= 0 or self.health.is_quarantined(worker.id):
+        if (
+            slots <= 0
+            or self.health.is_quarantined(worker.id)
+            or self.replicated.replicas.distrusted(worker.id)
+        ):
             return []
         lineage = Change()
 
@@ -572,6 +588,8 @@ class TasksManager:
                 return False
             # A task that failed here goes to another worker while one has not failed it.
             if worker.id in t.failed_on and len(t.failed_on) < workers_alive:
+                return False
+            if not self.replicated.accepts(self.jobs[key[0]], t, worker.id):
                 return False
             return self._inputs_present(key, lineage)
 
@@ -604,6 +622,7 @@ class TasksManager:
             )
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
+            self.replicated.started(job, t, worker.id)
             started.append(attempt)
             if self.prefetcher is not None:
                 self.prefetcher.started((job_id, task_id))
@@ -677,6 +696,7 @@ class TasksManager:
                 platforms = job.platforms[t.spec.binary]
                 if (
                     len(t.running) != 1
+                    or t.spec.replication is not None
                     or attempt.worker_id == worker.id
                     or worker.id in t.failed_on
                     or (platforms is not None and worker.platform not in platforms)
@@ -736,14 +756,23 @@ class TasksManager:
             self._run_again(job, producer, now, change)
         return False
 
-    def _run_again(self, job: JobState, producer: TaskState, now: float, change: Change) -> None:
-        """Every copy of ``producer``'s outputs is gone: it runs again, and its readers wait."""
+    def _run_again(
+        self,
+        job: JobState,
+        producer: TaskState,
+        now: float,
+        change: Change,
+        why: str = "its outputs are lost",
+    ) -> None:
+        """Every copy of ``producer``'s outputs is gone (or they are suspect): it runs again,
+        and its readers wait."""
         if producer.state != TASK_DONE:
             return  # already on its way again
         self.log.warn(
-            "outputs of task {task} of job {job} are lost; running it again",
+            "task {task} of job {job} runs again: {why}",
             task=producer.spec.id,
             job=job.id,
+            why=why,
         )
         producer.outputs.clear()
         job.remaining += 1
@@ -836,6 +865,12 @@ class TasksManager:
         """The running attempt, if it is still current; raises if another worker holds it."""
         attempt = self.attempts.get(attempt_id)
         if attempt is not None and attempt.worker_id != worker_id:
+            self.log.warn(
+                "worker {worker} spoke of attempt {attempt} of worker {holder}: refused",
+                worker=worker_id,
+                attempt=attempt_id,
+                holder=attempt.worker_id,
+            )
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         return attempt
 
@@ -879,6 +914,8 @@ class TasksManager:
             missing = self._catalog.missing(o.digest for o in result.outputs if o.content is None)
             if missing:
                 raise MissingObjects(missing)
+            if t.spec.replication is not None:
+                self.replicated.check(job, t, worker_id)
         now = self._reactor.seconds()
         change = Change()
         if late:
@@ -906,7 +943,13 @@ class TasksManager:
                 worker_id=worker_id if worker_id != attempt.worker_id else None,
             )
         )
-        if succeeded:
+        if self.replicated.is_comparison(job, t) and result.exit_code is not None:
+            # A compare program's exit status is its answer, not a failure.
+            self.replicated.compared(job, t, succeeded, now, change)
+        elif succeeded and t.spec.replication is not None:
+            self.health.succeeded(worker_id)
+            self.replicated.take_result(job, t, attempt, worker_id, result, now, change, started)
+        elif succeeded:
             job.stragglers.finished(result.duration, t.spec.cost)
             self.health.succeeded(worker_id)
             change.tasks_done_by_worker[worker_id] = 1
@@ -971,6 +1014,8 @@ class TasksManager:
         if t.running:
             # Another attempt of the task is still running: it may yet succeed.
             change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"failures": t.failures}))
+            # A replicated task wants a replica in place of this one.
+            self.replicated.offer(job, t)
             return
         poisoned = len(t.failed_on) >= self.POISON_WORKERS
         if t.failures <= t.spec.retries and not poisoned:
@@ -988,17 +1033,66 @@ class TasksManager:
                 retries=t.spec.retries,
             )
             return
+        if poisoned:
+            why = f"failed on {len(t.failed_on)} different workers"
+        else:
+            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
+        self.fail_for_good(job, t, now, f"{why}: {reason}", change)
+
+    def fail_for_good(
+        self, job: JobState, t: TaskState, now: float, why: str, change: Change
+    ) -> None:
+        """``t`` fails with no retry, and its job with it."""
+        if t.relaunch is not None and t.relaunch.active():
+            t.relaunch.cancel()
+        self.scheduler.remove((job.id, t.spec.id))
+        self._cancel_running(t, now, "its task failed", change)
         t.state = TASK_FAILED
         change.task_updates.append(
             TaskUpdate(
                 job.id, (t.spec.id,), {"state": TASK_FAILED, "failures": t.failures, "ended": now}
             )
         )
-        if poisoned:
-            why = f"failed on {len(t.failed_on)} different workers"
-        else:
-            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
-        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}: {reason}", change)
+        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}", change)
+
+    # Hooks of replicated tasks (replicated.py)
+
+    task_done = _task_done
+    run_again = _run_again
+
+    def tell_job(self, job: JobState, note: str, change: Change) -> None:
+        """Say something about a running job in its ``status`` (and keep it at its end)."""
+        job.note = note
+        change.job_updates.append(JobUpdate(job.id, JOB_RUNNING, None, note))
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog
+
+    def offer_replica(self, job: JobState, t: TaskState) -> None:
+        """Ready for one more replica while others run: the task stays ``running``."""
+        if self.scheduler.is_ready((job.id, t.spec.id)):
+            return
+        self._make_ready(job, t)
+        t.state = TASK_RUNNING
+
+    # Hooks of replicated tasks, continued: a comparison (replicated.py) is a task that lives in
+    # memory only, beside the job's tasks.
+
+    make_ready = _make_ready
+    cancel_running = _cancel_running
+
+    @property
+    def reactor(self) -> IReactorTime:
+        return self._reactor
+
+    def write_unawaited(self, fn: Callable[..., object], *args: object) -> None:
+        """``fn`` on the writer thread, after the writes queued before it; nothing waits for
+        it, so its failure is logged here."""
+        if not self._closed:
+            self._write(fn, *args).addErrback(
+                lambda f: self.log.failure("{fn} failed", f, fn=fn.__name__)
+            )
 
     async def workers_lost(self, worker_ids: Iterable[str]) -> None:
         """Workers stopped signalling: their attempts count as failed and run again elsewhere."""
@@ -1190,6 +1284,9 @@ class TasksManager:
                 if t.state == TASK_RUNNING and not t.running:
                     self._make_ready(job, t)
                     repaired += 1
+                elif t.state == TASK_RUNNING and t.spec.replication is not None:
+                    # Replicas given back or never received are replaced here.
+                    self.replicated.offer(job, t)
                 elif (
                     t.state == TASK_READY
                     and not waiting
@@ -1207,7 +1304,8 @@ class TasksManager:
             for t in job.tasks.values():
                 # A speculative attempt races a slow one on purpose: it is no duplicate.
                 plain = {a for a in t.running if not self.attempts[a].speculative}
-                if len(plain) < 2:
+                # Replicas of a task run on several workers on purpose, too.
+                if len(plain) < 2 or t.spec.replication is not None:
                     continue
                 keep = min(plain, key=lambda a: (self.attempts[a].started, a))
                 for attempt_id in sorted(plain - {keep}):

@@ -32,6 +32,8 @@ WORKER_ALIVE = "alive"
 WORKER_LOST = "lost"
 WORKER_QUARANTINED = "quarantined"
 WORKER_SUSPENDED = "suspended"
+# Lost too many votes on replicated results (reliability.py): never given work again.
+WORKER_DISTRUSTED = "distrusted"
 
 
 class UnknownWorker(XwchError):
@@ -95,6 +97,7 @@ class WorkersManager(Service):
             if w.trusted_keys:
                 self.trusted[w.id] = frozenset(w.trusted_keys)
             self._tasks.scheduler.worker_seen(self._view(w))
+            self._seen_by_replicas(w)
 
     def startService(self) -> None:
         super().startService()
@@ -135,6 +138,7 @@ class WorkersManager(Service):
         if facts.cached:
             self._tasks.scheduler.worker_cache(record.id, facts.cached)
         self._tasks.scheduler.worker_seen(self._view(record))
+        self._seen_by_replicas(record)
         self.log.info(
             "worker {id} registered: {name} ({platform}, {slots} slots)",
             id=record.id,
@@ -156,6 +160,12 @@ class WorkersManager(Service):
         assert replaces is not None
         await self._declare_lost(replaces, f"started again as {record.id}", record.registered)
         await self._tasks.workers_lost([replaces])
+
+    def _seen_by_replicas(self, worker: WorkerRecord) -> None:
+        # Replicas of a task go to different hosts; reliability outlives registrations under
+        # the volunteer's token and the worker's name.
+        identity = f"{worker.token_id}/{worker.name}"
+        self._tasks.replicated.replicas.worker_seen(worker.id, worker.address, identity)
 
     def get(self, worker_id: str, token: TokenRecord) -> WorkerRecord:
         """The worker, heard just now; raises if unknown, lost, or not this token's."""
@@ -257,6 +267,8 @@ class WorkersManager(Service):
     def state_of(self, worker_id: str) -> str:
         """A live worker's state as users see it: quarantined (the coordinator keeps work from
         it), suspended (its volunteer does), or alive."""
+        if self._tasks.replicated.replicas.distrusted(worker_id):
+            return WORKER_DISTRUSTED
         if self._tasks.health.is_quarantined(worker_id):
             return WORKER_QUARANTINED
         if worker_id in self.suspended:
@@ -316,6 +328,7 @@ class WorkersManager(Service):
         self._heard.pop(worker_id, None)
         self.suspended.pop(worker_id, None)
         self.trusted.pop(worker_id, None)
+        self._tasks.replicated.replicas.worker_gone(worker_id)
         self.log.warn("worker {id} ({name}) lost: {why}", id=worker_id, name=worker.name, why=why)
         await self._db.write(nodes.set_worker_state_thd, worker_id, WORKER_LOST, now)
 

@@ -12,7 +12,9 @@ from urllib.parse import quote
 from xwch.protocol.wire import TASK_STATES
 
 # States drawn with their own color; anything else is drawn as "unknown".
-KNOWN_STATES = frozenset((*TASK_STATES, "alive", "lost", "quarantined", "busy", "suspended"))
+KNOWN_STATES = frozenset(
+    (*TASK_STATES, "alive", "lost", "quarantined", "distrusted", "busy", "suspended")
+)
 
 
 def text(value: object) -> str:

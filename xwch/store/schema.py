@@ -201,6 +201,18 @@ group_locks = sa.Table(
     sa.Column("expires", sa.Float),
 )
 
+# Each worker's record in votes on replicated results (xwch.coordinator.reliability), under its
+# lasting identity (token and name), so trust and distrust outlive registrations and restarts.
+worker_reliability = sa.Table(
+    "worker_reliability",
+    metadata,
+    sa.Column("identity", sa.String(300), primary_key=True),
+    sa.Column("agreed", sa.Integer, nullable=False),
+    sa.Column("disagreed", sa.Integer, nullable=False),
+    sa.Column("streak", sa.Integer, nullable=False),
+    sa.Column("distrusted", sa.Boolean, nullable=False),
+)
+
 
 def _create_v1(conn: sa.Connection) -> None:
     metadata.create_all(conn)
@@ -242,6 +254,10 @@ def _checkpoints_v6(conn: sa.Connection) -> None:
         conn.execute(sa.text("ALTER TABLE tasks ADD COLUMN checkpointed FLOAT"))
 
 
+def _worker_reliability_v7(conn: sa.Connection) -> None:
+    worker_reliability.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _speculative_attempts_v2,
@@ -249,6 +265,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _coordinators_v4,
     _worker_trusted_keys_v5,
     _checkpoints_v6,
+    _worker_reliability_v7,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
