@@ -8,6 +8,10 @@ from the attempt currently running the task, and only once every object it names
 a warehouse; it is written to the store, under the tasks' manager's fence, before the worker
 is answered. Objects that no kept checkpoint, no output and no running job's file names any
 more are deleted from the warehouses that hold them (a capability of op ``delete`` each).
+
+A task checked by replication keeps no checkpoint: its replicas must reach their results apart,
+and a replica resumed from another's checkpoint would carry that one's mistakes (or lies) into
+its own vote.
 """
 
 from __future__ import annotations
@@ -94,7 +98,11 @@ class CheckpointBook:
         if job is None:
             return CheckpointRecorded(recorded=False)
         task = job.tasks[attempt.task_id]
-        if task.spec.checkpoint is None or task.state != TASK_RUNNING:
+        if (
+            task.spec.checkpoint is None
+            or task.spec.replication is not None
+            or task.state != TASK_RUNNING
+        ):
             return CheckpointRecorded(recorded=False)
         missing = self._catalog.missing([saved.manifest, *saved.chunks])
         if missing:
@@ -126,7 +134,9 @@ class CheckpointBook:
     def plan(self, job_id: str, spec: dag.Task) -> tuple[CheckpointPlan | None, set[str]]:
         """What an assignment of the task says of its checkpoint, and the objects whose
         sources it must carry."""
-        if spec.checkpoint is None:
+        if spec.checkpoint is None or spec.replication is not None:
+            # Replicas must reach their results apart: one resumed from another's checkpoint
+            # would carry that one's mistakes (or lies) into its own vote.
             return None, set()
         kept = self._kept.get((job_id, spec.id), [])
         restore = tuple(SavedCheckpoint(r.manifest, r.size, r.taken) for r in reversed(kept))

@@ -93,6 +93,23 @@ class CheckpointTests(CoordinatorTestCase):
         assert a.checkpoint is not None
         assert (a.checkpoint.path, a.checkpoint.every, a.checkpoint.restore) == ("ck/", 5.0, ())
 
+    def test_replicas_keep_no_checkpoint_to_share(self) -> None:
+        """A task checked by replication is given no checkpoint to save or restore, and a save
+        sent all the same is not recorded: a replica resumed from another's checkpoint would
+        vote with that one's result."""
+        job = self.submit(
+            wire_job([{"id": "long", "outputs": ["o"], "checkpoint": "ck/", "quorum": 2}])
+        )
+        self.jobs = [job]
+        first, second = self.register("first"), self.register("second")
+        [a] = self.work(first)
+        [b] = self.work(second)
+        assert (a.task, b.task) == ("long", "long")
+        assert a.checkpoint is None and b.checkpoint is None
+        answer = self.save(first, checkpoint(a.attempt, "1", "c1"))
+        assert answer == CheckpointRecorded(recorded=False)
+        assert self.stored() == []
+
     def test_a_checkpoint_of_the_running_attempt_is_recorded_with_its_time(self) -> None:
         """Recorded in the store before the answer; the task shows when."""
         job, worker, a = self.running_task()
