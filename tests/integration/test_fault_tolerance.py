@@ -170,7 +170,8 @@ def test_late_result_after_relaunch_is_recorded_once(tmp_path: Path, native_buil
 
         def running_on() -> str | None:
             row = tasks_of(platform, job_id)["slow"]
-            return row["worker"] if row["state"] == "running" else None
+            # "assigned" until the worker's next Work Alive, then "running" (see test_platform).
+            return row["worker"] if row["state"] in ("assigned", "running") else None
 
         first = wait_for(running_on, 60, "the task to start")
         frozen = next(
