@@ -18,6 +18,7 @@ until it is discarded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ from xwch.transfer.digest import sha256_file
 from .cache import ObjectCache
 from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
+from .program_identity import FileIdentity, VerifiedPrograms
 from .releases import FolderReleases, off_reactor
 from .sandbox import Sandbox
 from .spawner import STATUS_FD, AttemptProcess, AttemptSpawner, DirectSpawner
@@ -174,6 +176,7 @@ class AttemptExecutor:
         spawner: AttemptSpawner | None = None,
         folders: WorkFolders | None = None,
         releases: FolderReleases | None = None,
+        programs: VerifiedPrograms | None = None,
     ) -> None:
         self.assignment = assignment
         self._reactor = reactor
@@ -207,6 +210,9 @@ class AttemptExecutor:
         self._suspended_total = 0.0
         self._gate: Deferred[None] | None = None
         self._pinned: list[str] = []
+        # Program files the worker hashed itself, whose identity the launcher may trust.
+        self._programs = programs
+        self._trust: FileIdentity | None = None
 
     @property
     def process_group(self) -> int | None:
@@ -319,6 +325,10 @@ class AttemptExecutor:
         for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:
             self._pin(digest)
         program, sha256 = await self._program()
+        if sha256 is not None and self._programs is not None and self._sandbox.seals_cache:
+            self._trust = await self._programs.identity_for(
+                program, sha256, functools.partial(off_reactor, self._reactor)
+            )
         # One input after the other: an attempt holds one transfer at a time, so the number
         # of the worker's transfers stays bounded by its slots.
         for item in a.inputs:
@@ -393,7 +403,7 @@ class AttemptExecutor:
         a = self.assignment
         process = _TaskProcess(self._on_exited)
         launcher_argv = [
-            *self._sandbox.launcher_options(self.workdir, sha256),
+            *self._sandbox.launcher_options(self.workdir, sha256, self._trust),
             "--status-fd",
             str(STATUS_FD),
             "--",

@@ -41,6 +41,7 @@ from .files import remove_tree
 from .governor import Governor
 from .link import LocateSite
 from .preferences import Preferences, PreferencesWatcher
+from .program_identity import VerifiedPrograms
 from .readings import HostReadings, SystemReadings
 from .releases import FolderReleases
 from .sandbox import Sandbox, plan_sandbox
@@ -126,6 +127,7 @@ class Volunteer(MultiService):
         self._executors: weakref.WeakSet[AttemptExecutor] = weakref.WeakSet()
         folders = WorkFolders(work_root)
         releases = FolderReleases(reactor, folders)
+        programs = VerifiedPrograms()
 
         def new_attempt(assignment: Assignment) -> Attempt:
             executor = AttemptExecutor(
@@ -137,6 +139,7 @@ class Volunteer(MultiService):
                 spawner=self.spawner,
                 folders=folders,
                 releases=releases,
+                programs=programs,
             )
             self._executors.add(executor)
             return executor
