@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[bench]'      # Ray and Dask distributed, for benchmarks only
     .venv/bin/python bench/vs_ray.py [--tasks 2000] [--workers 2] [--slots 2] [--rounds 3]
-                                     [--only xwch,ray,dask]
+                                     [--only xwch,ray,dask] [--baseline PYTHON]
 
 Every task has the same body on the three platforms: the ``noop`` program (native/build) runs in
 a folder of its own with a small input (its index, as an argument) and writes it to its output
@@ -18,8 +18,12 @@ file, which is read back to the submitter.
 No platform's start-up is timed. Each round runs the three in a different order (the machine is
 shared: alternating spreads its load evenly); the figures are medians of the rounds. For XWCH it
 also prints the CPU per task of each of its processes over the timed window (psutil's
-``cpu_times`` of the coordinator, the warehouse and the workers, and of what the workers reaped:
-the launchers and the programs they became; the client's from ``getrusage``). Asserts nothing.
+``cpu_times`` of the coordinator, the warehouse and the workers, of the workers' spawn servers,
+and of what the workers or their servers reaped: the launchers and the programs; the client's
+from ``getrusage``). With ``--baseline
+PYTHON``, an interpreter of another checkout of XWCH (a virtual environment where it is installed),
+that XWCH runs too, as a fourth platform "before", for before/after figures of one run. Asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -57,10 +61,25 @@ class XwchRun:
     cpu: dict[str, float] = field(default_factory=dict)
 
 
-def _cpu_of(pid: int) -> tuple[float, float]:
-    """(own CPU seconds, CPU seconds of the children it reaped) of a running process."""
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system, times.children_user + times.children_system
+def _cpu_of(pid: int) -> tuple[float, float, float, float]:
+    """CPU seconds of a running process: its own, its reaped children's, and those of its
+    living children (a worker's spawn server) and of what they reaped."""
+    process = psutil.Process(pid)
+    times = process.cpu_times()
+    helpers = reaped = 0.0
+    for child in process.children():
+        try:
+            t = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        helpers += t.user + t.system
+        reaped += t.children_user + t.children_system
+    return (
+        times.user + times.system,
+        times.children_user + times.children_system,
+        helpers,
+        reaped,
+    )
 
 
 def _client_cpu() -> float:
@@ -68,11 +87,13 @@ def _client_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def time_xwch(tasks: int, workers: int, slots: int) -> XwchRun:
+def time_xwch(tasks: int, workers: int, slots: int, python: str = sys.executable) -> XwchRun:
     with tempfile.TemporaryDirectory(prefix="xwch-bench-") as tmp:
         folder = Path(tmp)
         (folder / "dag.json").write_text(json.dumps(noop_job(tasks)))
         platform = LocalPlatformProcess(folder / "home", workers=workers, slots=slots, warehouses=1)
+        # Its processes import the XWCH installed for ``python``.
+        platform.args[0] = python
         platform.start()
         try:
             state = platform.state()
@@ -83,7 +104,7 @@ def time_xwch(tasks: int, workers: int, slots: int) -> XwchRun:
             client_before = _client_cpu()
             started = time.monotonic()
             submitted = subprocess.run(
-                [sys.executable, "-m", "xwch.client", "submit", "--wait", str(folder / "dag.json")],
+                [python, "-m", "xwch.client", "submit", "--wait", str(folder / "dag.json")],
                 env=platform.env(),
                 cwd=folder,
                 capture_output=True,
@@ -97,7 +118,7 @@ def time_xwch(tasks: int, workers: int, slots: int) -> XwchRun:
                 raise RuntimeError(f"xwch-client submit failed: {submitted.stderr[-2000:]}")
             status = json.loads(
                 subprocess.run(
-                    [sys.executable, "-m", "xwch.client", "status", job_id, "--json"],
+                    [python, "-m", "xwch.client", "status", job_id, "--json"],
                     env=platform.env(),
                     capture_output=True,
                     text=True,
@@ -108,12 +129,15 @@ def time_xwch(tasks: int, workers: int, slots: int) -> XwchRun:
             platform.stop()
     cpu = {"client": client}
     for name in pids:
-        own = after[name][0] - before[name][0]
-        reaped = after[name][1] - before[name][1]
+        own, reaped, helpers, helped = (
+            a - b for a, b in zip(after[name], before[name], strict=True)
+        )
         kind = name.split("-")[0]
         cpu[kind] = cpu.get(kind, 0.0) + own
         if kind == "worker":
-            cpu["launcher+program"] = cpu.get("launcher+program", 0.0) + reaped
+            # Launchers and programs are reaped by the worker, or by its spawn server.
+            cpu["launcher+program"] = cpu.get("launcher+program", 0.0) + reaped + helped
+            cpu["spawn server"] = cpu.get("spawn server", 0.0) + helpers
     return XwchRun(elapsed, status["counts"]["done"], status["state"], cpu)
 
 
@@ -160,11 +184,14 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(PLATFORMS), help="platforms, comma-separated")
+    parser.add_argument("--baseline", help="the Python of another XWCH, run as 'before'")
     args = parser.parse_args()
     chosen = [p for p in args.only.split(",") if p]
     unknown = sorted(set(chosen) - set(PLATFORMS))
     if unknown:
         parser.error(f"unknown platform(s) {', '.join(unknown)}: choose among {PLATFORMS}")
+    if args.baseline is not None:
+        chosen.append("before")
     for platform, module in (("ray", "ray"), ("dask", "distributed")):
         if platform in chosen:
             try:
@@ -179,13 +206,16 @@ def main() -> int:
         f"W1: {n} noop tasks on {args.workers} workers x {args.slots} slots, {args.rounds} rounds"
     )
     rates: dict[str, list[float]] = {p: [] for p in chosen}
-    cpus: list[dict[str, float]] = []
+    cpus: dict[str, list[dict[str, float]]] = {"xwch": [], "before": []}
     runners: dict[str, Callable[[], str]] = {}
+    # A checkout's processes started from here would import its modules from the current
+    # folder first (python -m puts it on their path): run from a neutral one.
+    os.chdir(tempfile.gettempdir())
 
-    def xwch() -> str:
-        run = time_xwch(n, args.workers, args.slots)
-        rates["xwch"].append(n / run.seconds)
-        cpus.append(run.cpu)
+    def xwch(name: str = "xwch", python: str = sys.executable) -> str:
+        run = time_xwch(n, args.workers, args.slots, python)
+        rates[name].append(n / run.seconds)
+        cpus[name].append(run.cpu)
         return f"{run.done} done, {run.state}"
 
     def ray_() -> str:
@@ -198,7 +228,12 @@ def main() -> int:
         rates["dask"].append(n / seconds)
         return f"{right} right"
 
-    runners = {"xwch": xwch, "ray": ray_, "dask": dask}
+    runners = {
+        "xwch": xwch,
+        "ray": ray_,
+        "dask": dask,
+        "before": lambda: xwch("before", args.baseline),
+    }
     for round_number in range(args.rounds):
         # Each round starts with another platform.
         order = chosen[round_number % len(chosen) :] + chosen[: round_number % len(chosen)]
@@ -211,17 +246,24 @@ def main() -> int:
             )
     for platform in chosen:
         print(f"{platform:5s} tasks/s: {_summary(rates[platform])}")
-    if "xwch" in chosen:
+    for xwch_name in ("xwch", "before"):
+        if xwch_name not in chosen:
+            continue
         for other, goal in (("ray", 1.2), ("dask", 1.0)):
             if other in chosen:
-                ratio = statistics.median(rates["xwch"]) / statistics.median(rates[other])
-                print(f"XWCH / {other}: {ratio:.3f} (ratio of medians; goal >= {goal})")
-        print("XWCH CPU per task, ms (median of rounds):")
-        for name in cpus[0]:
-            per_task = [c[name] / n * 1000 for c in cpus]
-            print(f"  {name:17s} {statistics.median(per_task):6.3f}")
-        total = [sum(c.values()) / n * 1000 for c in cpus]
-        print(f"  {'all':17s} {statistics.median(total):6.3f}")
+                ratio = statistics.median(rates[xwch_name]) / statistics.median(rates[other])
+                print(f"{xwch_name} / {other}: {ratio:.3f} (ratio of medians; goal >= {goal})")
+    print("XWCH CPU per task, ms (median of rounds):" + ("   this / before" * ("before" in chosen)))
+    measured = [name for name in ("xwch", "before") if cpus[name]]
+    if measured:
+        for part in [*cpus[measured[0]][0], "all"]:
+            medians = [
+                statistics.median(
+                    (sum(c.values()) if part == "all" else c[part]) / n * 1000 for c in cpus[name]
+                )
+                for name in measured
+            ]
+            print(f"  {part:17s} " + "  ".join(f"{m:6.3f}" for m in medians))
     return 0
 
 

@@ -45,6 +45,8 @@
 extern char **environ;
 
 static int status_fd = -1;
+/* In a child of the spawn server (--serve): the request it serves, named in its refusal. */
+static long request_id = -1;
 
 /* ---- Reporting: one JSON line on the status pipe, one line on standard error ---------------- */
 
@@ -87,8 +89,12 @@ static void refuse(int code, const char *kind, const char *format, ...) {
     write_all(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     if (status_fd >= 0) {
         json_escape(message, escaped, sizeof escaped);
-        n = snprintf(line, sizeof line, "{\"kind\": \"%s\", \"message\": \"%s\"}\n", kind,
-                     escaped);
+        if (request_id >= 0)
+            n = snprintf(line, sizeof line, "{\"id\": %ld, \"kind\": \"%s\", \"message\": \"%s\"}\n",
+                         request_id, kind, escaped);
+        else
+            n = snprintf(line, sizeof line, "{\"kind\": \"%s\", \"message\": \"%s\"}\n", kind,
+                         escaped);
         write_all(status_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     }
     _exit(code);
@@ -653,11 +659,9 @@ static void default_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-int main(int argc, char **argv) {
-    options_t o;
+/* Everything from the working directory to the exec (see worker/launcher.py). */
+static void become_program(options_t o) {
     limit_t limits[MAX_LIMITS + 1];
-    parse_options(argc, argv, &o);
-    close_inherited(status_fd);
     if (o.cwd && chdir(o.cwd) != 0)
         refuse(EXIT_CANNOT_EXECUTE, SANDBOX, "cannot enter the working directory %s: %s", o.cwd,
                strerror(errno));
@@ -693,5 +697,15 @@ int main(int argc, char **argv) {
     execve(o.command[0], o.command, program_environment());
     if (errno == ENOENT) refuse(EXIT_NOT_FOUND, EXEC, "%s: not found", o.command[0]);
     refuse(EXIT_CANNOT_EXECUTE, EXEC, "cannot run %s: %s", o.command[0], strerror(errno));
+}
+
+#include "launch_server.h"
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--serve") == 0) return serve(argv[2]);
+    options_t o;
+    parse_options(argc, argv, &o);
+    close_inherited(status_fd);
+    become_program(o);
     return EXIT_CANNOT_EXECUTE;
 }

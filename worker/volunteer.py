@@ -40,6 +40,7 @@ from .executor import AttemptExecutor
 from .files import remove_tree
 from .governor import Governor
 from .link import LocateSite
+from .native_server import NativeServerSpawner, spawn_server_wanted
 from .preferences import Preferences, PreferencesWatcher
 from .program_identity import VerifiedPrograms
 from .readings import HostReadings, SystemReadings
@@ -117,7 +118,12 @@ class Volunteer(MultiService):
         )
         processes = IReactorProcess(reactor)
         self.spawner: AttemptSpawner
-        if native_launcher is not None:
+        if native_launcher is not None and spawn_server_wanted():
+            # Started at the first attempt; stopped last, once every attempt has ended.
+            spawn_server = NativeServerSpawner(reactor, str(native_launcher))
+            spawn_server.setServiceParent(self)
+            self.spawner = spawn_server
+        elif native_launcher is not None:
             self.spawner = NativeSpawner(IReactorFDSet(reactor), str(native_launcher))
         else:
             # Started at the first attempt; stopped last, once every attempt has ended.
