@@ -40,6 +40,7 @@ from .spawner import (
     STATUS_FD,
     AttemptProcess,
     ForkServerError,
+    NativeSpawner,
     _Child,
     _ChildTransport,
     _exit_reason,
@@ -52,6 +53,10 @@ from .spawner import (
 _READ_SIZE = 65536
 # The pipes a request carries: the program's standard output and error.
 _PIPES = 2
+# The largest request sent to the server: below its buffer (REQUEST_MAX in launch_server.h) and
+# what a socket's default send buffer lets one message carry (212,992 bytes on Linux). An attempt
+# whose arguments and environment take more starts its launcher with posix_spawn instead.
+REQUEST_MOST = 200_000
 # Set to 0 to start each attempt's launcher afresh (NativeSpawner) where the server would run.
 SWITCH = "XWCH_SPAWN_SERVER"
 
@@ -85,6 +90,10 @@ def encode_request(request_id: int, argv: Sequence[str], env: Mapping[str, str])
     if any("\0" in field for field in fields):
         raise ValueError("embedded null byte")
     return b"".join(field.encode("utf-8", "surrogateescape") + b"\0" for field in fields)
+
+
+class _TooLarge(Exception):
+    """A request bigger than :data:`REQUEST_MOST`: not for the server."""
 
 
 class _MessageReader(_Reader):
@@ -152,6 +161,8 @@ class _ServerConnection:
         request_id = self._next_id
         self._next_id += 1
         request = encode_request(request_id, ["--cwd", path, *launcher_argv], env)
+        if len(request) > REQUEST_MOST:
+            raise _TooLarge()
         ours: list[int] = []
         theirs: list[int] = []
         try:
@@ -257,6 +268,8 @@ class NativeServerSpawner(Service):
         # ``reactor`` provides IReactorProcess and IReactorFDSet.
         self._reactor = reactor
         self._launcher = launcher
+        # For the rare attempt too large to ask the server for.
+        self._direct = NativeSpawner(reactor, launcher)
         self._connection: _ServerConnection | None = None
         self._stopping = False
 
@@ -280,7 +293,10 @@ class NativeServerSpawner(Service):
             if not Path(self._launcher).exists():
                 self._rebuild()
             self._connection = _ServerConnection(self._reactor, self._launcher, self._lost)
-        return self._connection.spawn(process, launcher_argv, env, path)
+        try:
+            return self._connection.spawn(process, launcher_argv, env, path)
+        except _TooLarge:
+            return self._direct.spawn(process, launcher_argv, env, path)
 
     def startService(self) -> None:
         super().startService()
@@ -304,6 +320,7 @@ class NativeServerSpawner(Service):
             )
         self.log.warn("the native launcher was gone: rebuilt as {path}", path=built.path)
         self._launcher = str(built.path)
+        self._direct = NativeSpawner(self._reactor, self._launcher)
 
     def _lost(self, connection: _ServerConnection) -> None:
         if self._connection is connection:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 
+import msgspec
 import pytest
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
@@ -22,10 +23,11 @@ from tests.unit import test_worker_executor as executor_tests
 from tests.unit import test_worker_native_launcher as native_tests
 from tests.unit import test_worker_sandbox as sandbox_tests
 from tests.unit import test_worker_spawner as fork_server_tests
-from xwch.protocol.wire import OUTCOME_FAILED
+from xwch.protocol.wire import OUTCOME_FAILED, OUTCOME_SUCCEEDED
 from xwch.protocol.worker import Assignment
 from xwch.worker.executor import AttemptExecutor
 from xwch.worker.native_server import (
+    REQUEST_MOST,
     NativeServerSpawner,
     encode_request,
     spawn_server_wanted,
@@ -69,6 +71,17 @@ class SpawnServerExecutorTests(fork_server_tests.ForkServerExecutorTests):
         # ls's own descriptor for the folder it lists shows as the fourth.
         self.assertEqual(done.result.stdout.split()[:3], ["0", "1", "2"])
         self.assertLessEqual(len(done.result.stdout.split()), 4)
+
+    async def test_arguments_too_large_for_the_server_start_the_launcher_afresh(self) -> None:
+        """Arguments over what one message carries: the attempt still runs, with all of them."""
+        # Several: the kernel takes no single argument over 128 KiB.
+        args = ("x" * 50_000,) * (REQUEST_MOST // 50_000 + 1)
+        assignment = self.assignment('printf %s "$@" | wc -c')
+        done = await self.executor(
+            Assignment(**{**msgspec.structs.asdict(assignment), "args": args})
+        ).run()
+        self.assertEqual(done.result.outcome, OUTCOME_SUCCEEDED, done.result.error)
+        self.assertEqual(done.result.stdout.strip(), str(sum(map(len, args))))
 
     async def test_stdin_is_empty(self) -> None:
         done = await self.run_script("wc -c")
@@ -163,9 +176,12 @@ def test_an_interrupt_to_its_group_does_not_stop_the_server() -> None:
     """^C in xwch-local's terminal reaches every process of the group: the worker decides."""
     sock, server = _server()
     try:
-        server.send_signal(signal.SIGINT)
+        # Once it answers, it serves (and ignores SIGINT).
         sock.send(encode_request(1, ["--", "/bin/true"], {}))
         assert _answer(sock)["id"] == 1
+        server.send_signal(signal.SIGINT)
+        sock.send(encode_request(2, ["--", "/bin/true"], {}))
+        assert _answer(sock)["id"] == 2
     finally:
         sock.close()
         assert server.wait(60) == 0
