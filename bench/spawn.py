@@ -8,8 +8,8 @@ output and error read by the reactor. Two attempts run at a time, as on a worker
 Prints, per attempt, the CPU of the worker process plus its children (launcher, program, fork
 server: everything a worker's machine spends) and the wall time. Then the native launcher again,
 its program's bytes hashed (``--sha256``) against trusted by the identity the worker recorded
-(``--trust``, :mod:`xwch.worker.program_identity`), for ``noop`` padded to ``--program-size``
-bytes (default 20 MB: a program that links its libraries statically). Asserts nothing.
+(``--known-identity``, :mod:`xwch.worker.program_identity`), for ``noop`` padded to
+``--program-size`` bytes (default 20 MB: a program that links its libraries statically). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def _measure(
     digest = hashlib.sha256(program.read_bytes()).hexdigest()
     options = ["--sha256", digest]
     if trust:
-        options += ["--trust", FileIdentity.of(program.stat()).option()]
+        options += ["--known-identity", FileIdentity.of(program.stat()).option()]
     if landlock.abi_version() >= 1:
         options += ["--writable", str(work)]
     argv = [*options, "--status-fd", str(STATUS_FD), "--", str(program), "out.txt", "1\n"]

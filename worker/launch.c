@@ -1,7 +1,7 @@
 /*
  * xwch-launch: the attempt launcher of xwch.worker.launcher, in C.
  *
- *     xwch-launch [--sha256 HEX] [--trust DEV:INO:CTIME_NS:SIZE] [--user UID:GID]
+ *     xwch-launch [--sha256 HEX] [--known-identity DEV:INO:CTIME_NS:SIZE] [--user UID:GID]
  *                 [--writable DIR] [--processes N] [--status-fd FD] [--cwd DIR] -- PROGRAM [ARGS...]
  *
  * Same options, same steps, same order, same messages and exit statuses as the Python launcher
@@ -267,7 +267,7 @@ static void sha256_hex(sha256_t *s, char hex[65]) {
 
 /* ---- The steps ------------------------------------------------------------------------------ */
 
-/* A file's identity (worker/program_identity.py): what --trust names. */
+/* A file's identity (worker/program_identity.py): what --known-identity names. */
 typedef struct {
     unsigned long long device, inode, ctime_ns, size;
 } identity_t;
@@ -331,7 +331,7 @@ static void parse_options(int argc, char **argv, options_t *o) {
             o->writable = value;
         } else if (strcmp(name, "--cwd") == 0) {
             o->cwd = value;
-        } else if (strcmp(name, "--trust") == 0) {
+        } else if (strcmp(name, "--known-identity") == 0) {
             if (!parse_identity(value, &o->trust))
                 refuse(EXIT_CANNOT_EXECUTE, SANDBOX, "bad value for %s: '%s'", name, value);
             o->has_trust = 1;

@@ -6,7 +6,7 @@ needs the attempt's sandbox set up there. In this order, the launcher:
 1. makes a session of its own, hence a process group whose id is its pid, so that killing,
    stopping or continuing the attempt reaches every process it started with one ``killpg``;
 2. checks that the program's bytes hash to the digest they were sent under (``--sha256``), so a
-   program changed on disk since it was verified never runs; with ``--trust
+   program changed on disk since it was verified never runs; with ``--known-identity
    DEVICE:INODE:CTIME_NS:SIZE`` (the file's identity when the worker itself hashed it:
    :mod:`xwch.worker.program_identity`) it skips the hash if the file still has that identity,
    is a regular file of the launcher's user and writable by nobody;
@@ -77,8 +77,8 @@ class Options:
 
 
 def parse_options(argv: Sequence[str]) -> Options:
-    """``[--sha256 HEX] [--trust DEV:INO:CTIME_NS:SIZE] [--user UID:GID] [--writable DIR]
-    [--processes N] [--status-fd FD] [--cwd DIR] -- PROGRAM [ARGS...]``."""
+    """``[--sha256 HEX] [--known-identity DEV:INO:CTIME_NS:SIZE] [--user UID:GID]
+    [--writable DIR] [--processes N] [--status-fd FD] [--cwd DIR] -- PROGRAM [ARGS...]``."""
     argv = list(argv)
     if "--" not in argv:
         raise LaunchError("usage: python -m xwch.worker.launcher [OPTIONS] -- PROGRAM [ARGS...]")
@@ -104,7 +104,7 @@ def parse_options(argv: Sequence[str]) -> Options:
                 parsed.status_fd = int(value)
             elif name == "--cwd":
                 parsed.cwd = value
-            elif name == "--trust":
+            elif name == "--known-identity":
                 parsed.trust = parse_identity(value)
             else:
                 raise LaunchError(f"unknown option {name}")

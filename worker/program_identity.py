@@ -4,9 +4,9 @@ The launcher checks a program's bytes against their digest right before each run
 program that is the dearest step of every attempt (a 100 MB program, some 70 ms of CPU each time,
 with the CPU's SHA instructions). Once this worker has hashed a program file itself and seen it
 unchanged throughout, its attempts hand the launcher that file's identity (device, inode, ctime,
-size) with ``--trust``; the launcher then skips the hash if the file still has exactly that
-identity, is a regular file of the launcher's own user and nobody may write it, and hashes as
-before otherwise.
+size) with ``--known-identity``; the launcher then skips the hash if the file still has exactly
+that identity, is a regular file of the launcher's own user and nobody may write it, and hashes
+as before otherwise.
 
 Why a file with the same identity has the same bytes (docs/architecture.md, *Trusting a
 verified program*, says it at length):
@@ -58,12 +58,12 @@ class FileIdentity:
         return cls(st.st_dev, st.st_ino, st.st_ctime_ns, st.st_size)
 
     def option(self) -> str:
-        """The value of the launcher's ``--trust``."""
+        """The value of the launcher's ``--known-identity``."""
         return f"{self.device}:{self.inode}:{self.ctime_ns}:{self.size}"
 
 
 def parse_identity(value: str) -> FileIdentity:
-    """The identity of a ``--trust`` value; ValueError if it is not four numbers."""
+    """The identity of a ``--known-identity`` value; ValueError if it is not four numbers."""
     parts = value.split(":")
     # ASCII digits only, each below 2**64: what the C launcher's strtoull takes.
     if len(parts) != 4 or not all(part.isascii() and part.isdigit() for part in parts):

@@ -75,7 +75,7 @@ class Sandbox:
         if sha256 is not None:
             options += ["--sha256", sha256]
             if trust is not None and self.seals_cache:
-                options += ["--trust", trust.option()]
+                options += ["--known-identity", trust.option()]
         if self.processes is not None:
             options += ["--processes", str(self.processes)]
         if self.landlock:

@@ -1,8 +1,8 @@
 """A program the worker hashed once is trusted by its identity, and any change to it is caught.
 
 Three levels: :class:`VerifiedPrograms` (what the worker records), both launchers given
-``--trust`` (the C one and the Python one side by side, as in test_worker_native_launcher), and
-attempts run end to end through the native launcher with trust in force (every sandbox test
+``--known-identity`` (the C one and the Python one side by side, as in
+test_worker_native_launcher), and attempts run end to end through the native launcher with trust in force (every sandbox test
 again, and a program changed in place between two attempts).
 """
 
@@ -190,7 +190,7 @@ def test_a_trusted_identity_spares_the_hash(tmp_path: Path) -> None:
     would refuse is not even looked at."""
     program = sealed_program(tmp_path)
     trust = FileIdentity.of(program.stat()).option()
-    argv = ["--sha256", "0" * 64, "--trust", trust, "--", str(program)]
+    argv = ["--sha256", "0" * 64, "--known-identity", trust, "--", str(program)]
     python, native = _launch_both(tmp_path, argv)
     assert native == python == (0, None, "genuine\n")
 
@@ -199,7 +199,7 @@ def test_a_program_changed_in_place_after_it_was_trusted_is_refused(tmp_path: Pa
     program = sealed_program(tmp_path)
     trust = FileIdentity.of(program.stat()).option()
     change_in_place(program, PROGRAM.replace(b"genuine", b"evil!!!"))
-    argv = ["--sha256", DIGEST, "--trust", trust, "--", str(program)]
+    argv = ["--sha256", DIGEST, "--known-identity", trust, "--", str(program)]
     python, native = _launch_both(tmp_path, argv)
     assert native == python
     code, status, stdout = native  # type: ignore[misc]
@@ -211,7 +211,7 @@ def test_a_writable_program_is_hashed_whatever_its_identity(tmp_path: Path) -> N
     program = sealed_program(tmp_path)
     program.chmod(0o755)
     trust = FileIdentity.of(program.stat()).option()
-    argv = ["--sha256", "0" * 64, "--trust", trust, "--", str(program)]
+    argv = ["--sha256", "0" * 64, "--known-identity", trust, "--", str(program)]
     python, native = _launch_both(tmp_path, argv)
     assert native == python
     assert native[0] == 126  # type: ignore[index]
@@ -223,7 +223,7 @@ def test_a_program_of_another_user_is_hashed_whatever_its_identity(tmp_path: Pat
     program = sealed_program(tmp_path)
     os.chown(program, 65534, 65534)
     trust = FileIdentity.of(program.stat()).option()
-    argv = ["--sha256", "0" * 64, "--trust", trust, "--", str(program)]
+    argv = ["--sha256", "0" * 64, "--known-identity", trust, "--", str(program)]
     python, native = _launch_both(tmp_path, argv)
     assert native == python
     assert native[0] == 126  # type: ignore[index]
@@ -231,7 +231,7 @@ def test_a_program_of_another_user_is_hashed_whatever_its_identity(tmp_path: Pat
 
 @pytest.mark.parametrize("value", ["1:2:3", "x:1:2:3", "1:2:3:4:", "1:2:3:99999999999999999999"])
 def test_a_malformed_trust_is_refused_the_same_way(tmp_path: Path, value: str) -> None:
-    argv = ["--sha256", DIGEST, "--trust", value, "--", sys.executable, "-c", "pass"]
+    argv = ["--sha256", DIGEST, "--known-identity", value, "--", sys.executable, "-c", "pass"]
     python, native = _launch_both(tmp_path, argv)
     # Refused while the options are read, before the status pipe is theirs to write on.
     assert native == python == (126, None, "")
@@ -240,7 +240,7 @@ def test_a_malformed_trust_is_refused_the_same_way(tmp_path: Path, value: str) -
         [str(native_tests._launcher())],
     ):
         done = subprocess.run([*launcher, *argv], capture_output=True, text=True, timeout=60)
-        assert done.stderr == f"xwch-launcher: bad value for --trust: '{value}'\n"
+        assert done.stderr == f"xwch-launcher: bad value for --known-identity: '{value}'\n"
 
 
 # Attempts
@@ -292,7 +292,7 @@ class TrustedProgramSandboxTests(sandbox_tests.SandboxTests):
         return executor
 
     def trusts(self) -> list[bool]:
-        return ["--trust" in argv for argv in self.spawner.argvs]
+        return ["--known-identity" in argv for argv in self.spawner.argvs]
 
     async def test_the_program_is_trusted_from_its_first_attempt_on(self) -> None:
         """The worker hashes the program once, before the first attempt; every launcher is told
