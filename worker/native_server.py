@@ -21,18 +21,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
-from twisted.internet.error import ProcessTerminated
+from twisted.internet.defer import Deferred
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
-from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from .spawner import (
     SERVER_ENV,
@@ -40,11 +35,12 @@ from .spawner import (
     STATUS_FD,
     AttemptProcess,
     ForkServerError,
+    ForkServerSpawner,
     NativeSpawner,
     _Child,
     _ChildTransport,
+    _Connection,
     _exit_reason,
-    _kill_group,
     _Reader,
     _ServerProcess,
 )
@@ -57,6 +53,8 @@ _PIPES = 2
 # what a socket's default send buffer lets one message carry (212,992 bytes on Linux). An attempt
 # whose arguments and environment take more starts its launcher with posix_spawn instead.
 REQUEST_MOST = 200_000
+# Seconds a request may wait for room in the server's socket.
+SEND_PATIENCE = 5.0
 # Set to 0 to start each attempt's launcher afresh (NativeSpawner) where the server would run.
 SWITCH = "XWCH_SPAWN_SERVER"
 
@@ -119,17 +117,18 @@ class _MessageReader(_Reader):
         return None
 
 
-class _ServerConnection:
-    """One spawn server process and the worker's end of its socket."""
+class _ServerConnection(_Connection):
+    """One spawn server process and the worker's end of its socket: the fork server's
+    connection (children, pipes, ends, the server lost), with this server's conversation."""
 
-    log = Logger()
-
-    def __init__(self, reactor: Any, launcher: str, on_lost: Callable[[_ServerConnection], None]):
+    def __init__(self, reactor: Any, launcher: str, on_lost: Callable[[_Connection], None]):
+        # Not the fork server's __init__: another process, another kind of socket.
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._reactor = reactor
         self._on_lost = on_lost
         self._children: dict[int, _Child] = {}
         self._next_id = 0
+        self._buffer = b""
         self.server = _ServerProcess()
         try:
             reactor.spawnProcess(
@@ -144,6 +143,9 @@ class _ServerConnection:
             raise
         finally:
             theirs.close()
+        # A server that stops reading must not hold the reactor: a request waits this long for
+        # room (a burst of attempts may fill the socket's queue for a moment), no more.
+        ours.settimeout(SEND_PATIENCE)
         self._socket = ours
         self.lost = False
         # Reads a duplicate: the socket object keeps its own descriptor for sending.
@@ -185,31 +187,15 @@ class _ServerConnection:
             self._read_pipe(child, fd, child_fd)
         return child.started
 
-    def close(self) -> Deferred[None]:
-        """Close our end: the server sees end of file and exits; fires once it has."""
-        if not self.lost:
-            self._reader.close()
-        return self.server.ended
-
     def _send(self, request: bytes, fds: list[int]) -> None:
         try:
             socket.send_fds(self._socket, [request], fds)
-        except BlockingIOError:
-            # The server has stopped reading (a socket's room holds hundreds of requests).
+        except (BlockingIOError, TimeoutError):
+            # The server has stopped reading: it is replaced, and what it ran is killed.
             self._reader.close()
             raise ForkServerError("the spawn server does not answer") from None
         except OSError as e:
             raise ForkServerError(f"cannot ask the spawn server: {e.strerror or e}") from None
-
-    def _read_pipe(self, child: _Child, fd: int, child_fd: int) -> None:
-        def data(chunk: bytes) -> None:
-            child.process.childDataReceived(child_fd, chunk)
-
-        def closed() -> None:
-            child.open_pipes -= 1
-            self._maybe_ended(child)
-
-        _Reader(self._reactor, fd, data, closed)
 
     def _received(self, data: bytes) -> None:
         try:
@@ -231,56 +217,18 @@ class _ServerConnection:
         elif "status" in message:
             self._exited(child, _exit_reason(int(message["status"])))
 
-    def _exited(self, child: _Child, reason: Failure) -> None:
-        child.reason = reason
-        child.process.processExited(reason)
-        self._maybe_ended(child)
 
-    def _maybe_ended(self, child: _Child) -> None:
-        if child.open_pipes > 0 or child.reason is None:
-            return
-        self._children.pop(child.id, None)
-        child.process.processEnded(child.reason)
-
-    def _closed(self) -> None:
-        """The server is gone (stopped, or died): what it ran is no longer watched."""
-        self.lost = True
-        self._socket.close()
-        for child in list(self._children.values()):
-            if child.pid is None:
-                del self._children[child.id]
-                child.started.errback(ForkServerError("the spawn server ended"))
-            elif child.reason is None:
-                # Nobody would tell its end any more: kill the attempt, so that it ends and is
-                # reported (failed) rather than run on unsupervised.
-                _kill_group(child.pid)
-                self._exited(child, Failure(ProcessTerminated(signal=signal.SIGKILL)))
-        self._on_lost(self)
-
-
-class NativeServerSpawner(Service):
+class NativeServerSpawner(ForkServerSpawner):
     """Starts attempts through one spawn server, started at the first attempt and again if it
-    dies; stopping the service stops it (attempts have ended by then)."""
-
-    log = Logger()
+    dies; stopping the service stops it (attempts have ended by then). The fork server's
+    spawner, but for the server it starts."""
 
     def __init__(self, reactor: Any, launcher: str) -> None:
         # ``reactor`` provides IReactorProcess and IReactorFDSet.
-        self._reactor = reactor
+        super().__init__(reactor, python=launcher)
         self._launcher = launcher
         # For the rare attempt too large to ask the server for.
         self._direct = NativeSpawner(reactor, launcher)
-        self._connection: _ServerConnection | None = None
-        self._stopping = False
-
-    @property
-    def server_pid(self) -> int | None:
-        """The running server's pid (for tests and status)."""
-        connection = self._connection
-        if connection is None or connection.server.transport is None:
-            return None
-        pid = connection.server.transport.pid  # type: ignore[attr-defined]
-        return int(pid) if pid is not None else None
 
     def spawn(
         self,
@@ -298,18 +246,6 @@ class NativeServerSpawner(Service):
         except _TooLarge:
             return self._direct.spawn(process, launcher_argv, env, path)
 
-    def startService(self) -> None:
-        super().startService()
-        self._stopping = False
-
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        self._stopping = True
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return succeed(None)
-        return connection.close()
-
     def _rebuild(self) -> None:
         from .native_launcher import build_native_launcher
 
@@ -321,9 +257,3 @@ class NativeServerSpawner(Service):
         self.log.warn("the native launcher was gone: rebuilt as {path}", path=built.path)
         self._launcher = str(built.path)
         self._direct = NativeSpawner(self._reactor, self._launcher)
-
-    def _lost(self, connection: _ServerConnection) -> None:
-        if self._connection is connection:
-            self._connection = None
-            if not self._stopping:
-                self.log.error("the spawn server ended; starting another for the next attempt")
