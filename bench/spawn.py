@@ -1,12 +1,15 @@
 """CPU to start one attempt: the native launcher against the fork server (and a fresh Python).
 
-    .venv/bin/python bench/spawn.py [--attempts 500]
+    .venv/bin/python bench/spawn.py [--attempts 500] [--program-size BYTES]
 
 Each spawner starts ``noop`` (native/build) the way the executor does: launcher options with
 the program's digest and Landlock confinement to a working folder, a status pipe, standard
 output and error read by the reactor. Two attempts run at a time, as on a worker of two slots.
 Prints, per attempt, the CPU of the worker process plus its children (launcher, program, fork
-server: everything a worker's machine spends) and the wall time. Asserts nothing.
+server: everything a worker's machine spends) and the wall time. Then the native launcher again,
+its program's bytes hashed (``--sha256``) against trusted by the identity the worker recorded
+(``--known-identity``, :mod:`xwch.worker.program_identity`), for ``noop`` padded to
+``--program-size`` bytes (default 20 MB: a program that links its libraries statically). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from throughput import NOOP, build_native
 
 from xwch.worker import landlock
 from xwch.worker.native_launcher import build_native_launcher
+from xwch.worker.program_identity import FileIdentity
 from xwch.worker.spawner import (
     STATUS_FD,
     AttemptProcess,
@@ -55,13 +59,20 @@ def _cpu() -> float:
 
 
 async def _measure(
-    spawner: AttemptSpawner, attempts: int, work: Path, stop: Callable[[], Any] | None = None
+    spawner: AttemptSpawner,
+    attempts: int,
+    work: Path,
+    stop: Callable[[], Any] | None = None,
+    program: Path = NOOP,
+    trust: bool = False,
 ) -> tuple[float, float]:
-    digest = hashlib.sha256(NOOP.read_bytes()).hexdigest()
+    digest = hashlib.sha256(program.read_bytes()).hexdigest()
     options = ["--sha256", digest]
+    if trust:
+        options += ["--known-identity", FileIdentity.of(program.stat()).option()]
     if landlock.abi_version() >= 1:
         options += ["--writable", str(work)]
-    argv = [*options, "--status-fd", str(STATUS_FD), "--", str(NOOP), "out.txt", "1\n"]
+    argv = [*options, "--status-fd", str(STATUS_FD), "--", str(program), "out.txt", "1\n"]
 
     async def one() -> None:
         process = _Ended()
@@ -80,7 +91,16 @@ async def _measure(
     return (_cpu() - cpu) / done * 1000, wall / done * 1000
 
 
-async def _main(attempts: int) -> None:
+def _padded_noop(folder: Path, size: int) -> Path:
+    """``noop`` with zeros after its last section (still runnable), sealed as the cache's are."""
+    program = folder / "big-noop"
+    data = NOOP.read_bytes()
+    program.write_bytes(data + bytes(max(0, size - len(data))))
+    program.chmod(0o555)
+    return program
+
+
+async def _main(attempts: int, program_size: int) -> None:
     build_native()
     with tempfile.TemporaryDirectory(prefix="xwch-bench-spawn-") as tmp:
         work = Path(tmp) / "work"
@@ -102,6 +122,16 @@ async def _main(attempts: int) -> None:
             for name, spawner, count, stop in spawners:
                 cpu, wall = await _measure(spawner, count, work, stop)
                 print(f"{name:16s} {count:8d} {cpu:15.2f} {wall:16.2f}")
+            if native.path is not None:
+                big = _padded_noop(Path(tmp), program_size)
+                print(f"native launcher, a program of {big.stat().st_size / 1e6:.1f} MB:")
+                count = max(20, attempts // 10)
+                for trust in (False, True, False, True):
+                    cpu, wall = await _measure(
+                        native_spawner, count, work, program=big, trust=trust
+                    )
+                    name = "  trusted" if trust else "  hashed"
+                    print(f"{name:16s} {count:8d} {cpu:15.2f} {wall:16.2f}")
         finally:
             await fork_server.stopService()
 
@@ -109,10 +139,11 @@ async def _main(attempts: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--attempts", type=int, default=500)
+    parser.add_argument("--program-size", type=int, default=20_000_000)
     args = parser.parse_args()
-    defer.ensureDeferred(_main(args.attempts)).addErrback(lambda f: f.printTraceback()).addBoth(
-        lambda _: reactor.stop()
-    )
+    defer.ensureDeferred(_main(args.attempts, args.program_size)).addErrback(
+        lambda f: f.printTraceback()
+    ).addBoth(lambda _: reactor.stop())
     reactor.run()
     return 0
 

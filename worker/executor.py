@@ -18,6 +18,7 @@ until it is discarded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ from .cache import ObjectCache
 from .checkpointer import Checkpointer
 from .files import remove_tree
 from .launcher import LIMIT_PREFIX, REFUSED_DIGEST
+from .program_identity import FileIdentity, VerifiedPrograms
 from .releases import FolderReleases, off_reactor
 from .sandbox import Sandbox
 from .spawner import STATUS_FD, AttemptProcess, AttemptSpawner, DirectSpawner
@@ -178,6 +180,7 @@ class AttemptExecutor:
         releases: FolderReleases | None = None,
         trusted_keys: frozenset[str] = frozenset(),
         checkpoints: Callable[[AttemptExecutor], Checkpointer] | None = None,
+        programs: VerifiedPrograms | None = None,
     ) -> None:
         """``trusted_keys``: the keys whose signed programs alone this worker runs (none: any
         program). ``checkpoints``: makes the saver of an assignment that has a checkpoint."""
@@ -223,6 +226,9 @@ class AttemptExecutor:
             if checkpoints is not None and assignment.checkpoint is not None
             else None
         )
+        # Program files the worker hashed itself, whose identity the launcher may trust.
+        self._programs = programs
+        self._trust: FileIdentity | None = None
 
     @property
     def process_group(self) -> int | None:
@@ -367,6 +373,10 @@ class AttemptExecutor:
         for digest in [a.binary.digest, *(item.digest for item in a.inputs)]:
             self._pin(digest)
         program, sha256 = await self._program()
+        if sha256 is not None and self._programs is not None and self._sandbox.seals_cache:
+            self._trust = await self._programs.identity_for(
+                program, sha256, functools.partial(off_reactor, self._reactor)
+            )
         # One input after the other: an attempt holds one transfer at a time, so the number
         # of the worker's transfers stays bounded by its slots.
         for item in a.inputs:
@@ -446,7 +456,7 @@ class AttemptExecutor:
         for line in self._notes:
             process.stderr.feed((line + "\n").encode())
         launcher_argv = [
-            *self._sandbox.launcher_options(self.workdir, sha256),
+            *self._sandbox.launcher_options(self.workdir, sha256, self._trust),
             "--status-fd",
             str(STATUS_FD),
             "--",

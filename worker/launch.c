@@ -1,8 +1,8 @@
 /*
  * xwch-launch: the attempt launcher of xwch.worker.launcher, in C.
  *
- *     xwch-launch [--sha256 HEX] [--user UID:GID] [--writable DIR] [--processes N]
- *                 [--status-fd FD] [--cwd DIR] -- PROGRAM [ARGS...]
+ *     xwch-launch [--sha256 HEX] [--known-identity DEV:INO:CTIME_NS:SIZE] [--user UID:GID]
+ *                 [--writable DIR] [--processes N] [--status-fd FD] [--cwd DIR] -- PROGRAM [ARGS...]
  *
  * Same options, same steps, same order, same messages and exit statuses as the Python launcher
  * (worker/launcher.py holds the contract and its reasons; keep the two in step). What this adds
@@ -45,6 +45,8 @@
 extern char **environ;
 
 static int status_fd = -1;
+/* In a child of the spawn server (--serve): the request it serves, named in its refusal. */
+static long request_id = -1;
 
 /* ---- Reporting: one JSON line on the status pipe, one line on standard error ---------------- */
 
@@ -87,8 +89,12 @@ static void refuse(int code, const char *kind, const char *format, ...) {
     write_all(2, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     if (status_fd >= 0) {
         json_escape(message, escaped, sizeof escaped);
-        n = snprintf(line, sizeof line, "{\"kind\": \"%s\", \"message\": \"%s\"}\n", kind,
-                     escaped);
+        if (request_id >= 0)
+            n = snprintf(line, sizeof line, "{\"id\": %ld, \"kind\": \"%s\", \"message\": \"%s\"}\n",
+                         request_id, kind, escaped);
+        else
+            n = snprintf(line, sizeof line, "{\"kind\": \"%s\", \"message\": \"%s\"}\n", kind,
+                         escaped);
         write_all(status_fd, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
     }
     _exit(code);
@@ -261,9 +267,15 @@ static void sha256_hex(sha256_t *s, char hex[65]) {
 
 /* ---- The steps ------------------------------------------------------------------------------ */
 
+/* A file's identity (worker/program_identity.py): what --known-identity names. */
+typedef struct {
+    unsigned long long device, inode, ctime_ns, size;
+} identity_t;
+
 typedef struct {
     const char *sha256, *writable, *cwd;
-    int has_user, has_processes;
+    int has_user, has_processes, has_trust;
+    identity_t trust;
     uid_t uid;
     gid_t gid;
     long processes;
@@ -279,6 +291,21 @@ static int parse_long(const char *text, long *value) {
     *value = strtol(text, &end, 10);
     while (isspace((unsigned char)*end)) end++;
     return errno == 0 && *end == '\0';
+}
+
+/* Four decimal numbers joined by colons, as Python's parse_identity takes them. */
+static int parse_identity(const char *text, identity_t *identity) {
+    unsigned long long *fields[4] = {&identity->device, &identity->inode, &identity->ctime_ns,
+                                     &identity->size};
+    for (int i = 0; i < 4; i++) {
+        if (!isdigit((unsigned char)*text)) return 0;
+        char *end;
+        errno = 0;
+        *fields[i] = strtoull(text, &end, 10);
+        if (errno != 0 || *end != (i == 3 ? '\0' : ':')) return 0;
+        text = end + (i < 3);
+    }
+    return 1;
 }
 
 static void parse_options(int argc, char **argv, options_t *o) {
@@ -304,6 +331,10 @@ static void parse_options(int argc, char **argv, options_t *o) {
             o->writable = value;
         } else if (strcmp(name, "--cwd") == 0) {
             o->cwd = value;
+        } else if (strcmp(name, "--known-identity") == 0) {
+            if (!parse_identity(value, &o->trust))
+                refuse(EXIT_CANNOT_EXECUTE, SANDBOX, "bad value for %s: '%s'", name, value);
+            o->has_trust = 1;
         } else if (strcmp(name, "--user") == 0) {
             const char *colon = strchr(value, ':');
             long uid, gid;
@@ -451,6 +482,19 @@ static void verify_program(const char *path, const char *expected) {
                "the program's bytes do not match its digest %s (they hash to %s); refusing to "
                "run it",
                expected, actual);
+}
+
+/* Whether ``path`` is still the file the worker hashed: the same identity, a regular file of our
+ * own user that nobody may write (worker/program_identity.py says why that is enough). */
+static int identity_holds(const char *path, const identity_t *trusted) {
+    struct stat st;
+    if (stat(path, &st) != 0) return 0;
+    unsigned long long ctime_ns =
+        (unsigned long long)st.st_ctim.tv_sec * 1000000000ULL + (unsigned long long)st.st_ctim.tv_nsec;
+    return S_ISREG(st.st_mode) && st.st_uid == geteuid() && !(st.st_mode & 0222) &&
+           (unsigned long long)st.st_dev == trusted->device &&
+           (unsigned long long)st.st_ino == trusted->inode && ctime_ns == trusted->ctime_ns &&
+           (unsigned long long)st.st_size == trusted->size;
 }
 
 /* Tasks (processes and threads, as RLIMIT_NPROC counts them) that ``uid`` runs; -1: unknown.
@@ -615,18 +659,17 @@ static void default_signals(void) {
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
-int main(int argc, char **argv) {
-    options_t o;
+/* Everything from the working directory to the exec (see worker/launcher.py). */
+static void become_program(options_t o) {
     limit_t limits[MAX_LIMITS + 1];
-    parse_options(argc, argv, &o);
-    close_inherited(status_fd);
     if (o.cwd && chdir(o.cwd) != 0)
         refuse(EXIT_CANNOT_EXECUTE, SANDBOX, "cannot enter the working directory %s: %s", o.cwd,
                strerror(errno));
     size_t count = parse_limits(limits);
     /* A session of our own: the executor kills, stops and continues the whole group at once. */
     setsid();
-    if (o.sha256) verify_program(o.command[0], o.sha256);
+    if (o.sha256 && !(o.has_trust && identity_holds(o.command[0], &o.trust)))
+        verify_program(o.command[0], o.sha256);
     if (o.has_processes) {
         uid_t uid = o.has_user ? o.uid : getuid();
         /* Never for root: the kernel does not hold root to RLIMIT_NPROC. */
@@ -654,5 +697,15 @@ int main(int argc, char **argv) {
     execve(o.command[0], o.command, program_environment());
     if (errno == ENOENT) refuse(EXIT_NOT_FOUND, EXEC, "%s: not found", o.command[0]);
     refuse(EXIT_CANNOT_EXECUTE, EXEC, "cannot run %s: %s", o.command[0], strerror(errno));
+}
+
+#include "launch_server.h"
+
+int main(int argc, char **argv) {
+    if (argc == 3 && strcmp(argv[1], "--serve") == 0) return serve(argv[2]);
+    options_t o;
+    parse_options(argc, argv, &o);
+    close_inherited(status_fd);
+    become_program(o);
     return EXIT_CANNOT_EXECUTE;
 }

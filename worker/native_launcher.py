@@ -29,6 +29,8 @@ from pathlib import Path
 from .launcher import EXIT_CANNOT_EXECUTE
 
 SOURCE = Path(__file__).resolve().with_name("launch.c")
+# Included by launch.c: its spawn server (--serve), part of the same build.
+INCLUDED = ("launch_server.h",)
 # Static first: no dynamic loader to run on every attempt (a tenth of a millisecond); where the
 # C library has no static archive, the dynamic build does the same.
 _FLAG_SETS = (["-O2", "-static"], ["-O2"])
@@ -103,7 +105,12 @@ def build_native_launcher(
     if not tries:
         return NativeBuild(None, "no C compiler (cc, gcc or clang; or $CC) to build it")
     try:
-        code = source.read_bytes()
+        # What it includes is part of its identity: a change there is a new launcher too.
+        code = source.read_bytes() + b"".join(
+            included.read_bytes()
+            for included in (source.with_name(name) for name in INCLUDED)
+            if included.exists()
+        )
     except OSError as e:
         return NativeBuild(None, f"cannot read {source}: {e.strerror or e}")
     reasons = []
@@ -129,7 +136,8 @@ def _compile(command: list[str], flags: list[str], source: Path, target: Path) -
     partial = target.with_name(f".{target.name}.{os.getpid()}.part")
     try:
         done = subprocess.run(
-            [*command, *flags, "-o", str(partial), str(source)],
+            # Its includes are found beside it, or else beside the worker's own launch.c.
+            [*command, *flags, "-I", str(SOURCE.parent), "-o", str(partial), str(source)],
             capture_output=True,
             text=True,
             timeout=_COMPILE_SECONDS,

@@ -8,7 +8,8 @@ Each attempt gets (the launcher sets it up, see :mod:`xwch.worker.launcher`):
   and, for a worker running as root, a user of no privilege (``nobody``) whose file permissions
   protect the rest of the machine;
 - no privilege gain on exec (setuid programs do not elevate);
-- its program checked against its digest right before it runs.
+- its program checked against its digest right before it runs, or against the identity its file
+  had when the worker hashed it (:mod:`xwch.worker.program_identity`).
 
 What a machine can give is decided once, at start (:func:`plan_sandbox`), and logged: a worker
 as root drops to ``nobody`` only when ``nobody`` can reach the work and cache folders (every
@@ -27,6 +28,7 @@ from pathlib import Path
 from twisted.logger import Logger
 
 from . import landlock
+from .program_identity import FileIdentity
 
 log = Logger()
 
@@ -58,10 +60,22 @@ class Sandbox:
     # Processes beyond those the user already runs; None: no limit.
     processes: int | None = DEFAULT_PROCESSES
 
-    def launcher_options(self, workdir: Path, sha256: str | None) -> list[str]:
+    @property
+    def seals_cache(self) -> bool:
+        """Whether no task can change a file of the worker's cache: Landlock confines its writes
+        (opening for writing, truncating, renaming, linking) to its working directory, or it
+        runs as a user who owns none of them. Only then may the launcher trust a program's
+        identity instead of hashing it (:mod:`xwch.worker.program_identity`)."""
+        return self.landlock or self.user is not None
+
+    def launcher_options(
+        self, workdir: Path, sha256: str | None, trust: FileIdentity | None = None
+    ) -> list[str]:
         options: list[str] = []
         if sha256 is not None:
             options += ["--sha256", sha256]
+            if trust is not None and self.seals_cache:
+                options += ["--known-identity", trust.option()]
         if self.processes is not None:
             options += ["--processes", str(self.processes)]
         if self.landlock:

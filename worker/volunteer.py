@@ -43,7 +43,9 @@ from .files import remove_tree
 from .governor import Governor
 from .last_registration import LastRegistration
 from .link import LocateSite
+from .native_server import NativeServerSpawner, spawn_server_wanted
 from .preferences import Preferences, PreferencesWatcher
+from .program_identity import VerifiedPrograms
 from .readings import HostReadings, SystemReadings
 from .releases import FolderReleases, off_reactor
 from .sandbox import Sandbox, plan_sandbox
@@ -127,7 +129,12 @@ class Volunteer(MultiService):
         )
         processes = IReactorProcess(reactor)
         self.spawner: AttemptSpawner
-        if native_launcher is not None:
+        if native_launcher is not None and spawn_server_wanted():
+            # Started at the first attempt; stopped last, once every attempt has ended.
+            spawn_server = NativeServerSpawner(reactor, str(native_launcher))
+            spawn_server.setServiceParent(self)
+            self.spawner = spawn_server
+        elif native_launcher is not None:
             self.spawner = NativeSpawner(IReactorFDSet(reactor), str(native_launcher))
         else:
             # Started at the first attempt; stopped last, once every attempt has ended.
@@ -163,6 +170,8 @@ class Volunteer(MultiService):
                 executor.note,
             )
 
+        programs = VerifiedPrograms()
+
         def new_attempt(assignment: Assignment) -> Attempt:
             executor = AttemptExecutor(
                 processes,
@@ -175,6 +184,7 @@ class Volunteer(MultiService):
                 releases=releases,
                 trusted_keys=frozenset(facts.trusted_keys),
                 checkpoints=checkpointer,
+                programs=programs,
             )
             self._executors.add(executor)
             return executor
