@@ -30,7 +30,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 
 from .spawner import (
-    SERVER_ENV,
     SERVER_SOCKET_FD,
     STATUS_FD,
     AttemptProcess,
@@ -42,7 +41,7 @@ from .spawner import (
     _Connection,
     _exit_reason,
     _Reader,
-    _ServerProcess,
+    start_server,
 )
 
 # An answer or a refusal is a line of a few hundred bytes; a refusal's message at most 8 KiB.
@@ -123,26 +122,14 @@ class _ServerConnection(_Connection):
 
     def __init__(self, reactor: Any, launcher: str, on_lost: Callable[[_Connection], None]):
         # Not the fork server's __init__: another process, another kind of socket.
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._reactor = reactor
         self._on_lost = on_lost
         self._children: dict[int, _Child] = {}
         self._next_id = 0
         self._buffer = b""
-        self.server = _ServerProcess()
-        try:
-            reactor.spawnProcess(
-                self.server,
-                launcher,
-                [launcher, "--serve", str(SERVER_SOCKET_FD)],
-                env=dict(SERVER_ENV),
-                childFDs={0: "w", 1: "r", 2: "r", SERVER_SOCKET_FD: theirs.fileno()},
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        self.server, ours = start_server(
+            reactor, launcher, [launcher, "--serve", str(SERVER_SOCKET_FD)], socket.SOCK_SEQPACKET
+        )
         # A server that stops reading must not hold the reactor: a request waits this long for
         # room (a burst of attempts may fill the socket's queue for a moment), no more.
         ours.settimeout(SEND_PATIENCE)

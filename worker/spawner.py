@@ -348,32 +348,46 @@ class _ServerProcess(ProcessProtocol):
         self.ended.callback(None)
 
 
+def start_server(
+    reactor: Any, executable: str, argv: list[str], kind: socket.SocketKind
+) -> tuple[_ServerProcess, socket.socket]:
+    """Start a server process (the fork server, the native spawn server) with the other end of
+    a Unix socket pair of ``kind`` as its descriptor SERVER_SOCKET_FD; it and the worker's end."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, kind)
+    server = _ServerProcess()
+    try:
+        reactor.spawnProcess(
+            server,
+            executable,
+            argv,
+            env=dict(SERVER_ENV),
+            childFDs={0: "w", 1: "r", 2: "r", SERVER_SOCKET_FD: theirs.fileno()},
+        )
+    except BaseException:
+        ours.close()
+        raise
+    finally:
+        theirs.close()
+    return server, ours
+
+
 class _Connection:
     """One fork server process and the worker's end of its socket."""
 
     log = Logger()
 
     def __init__(self, reactor: Any, python: str, on_lost: Callable[[_Connection], None]) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._on_lost = on_lost
         self._children: dict[int, _Child] = {}
         self._next_id = 0
         self._buffer = b""
         self._reactor = reactor
-        self.server = _ServerProcess()
-        try:
-            reactor.spawnProcess(
-                self.server,
-                python,
-                [python, "-I", "-m", FORK_SERVER_MODULE, str(SERVER_SOCKET_FD)],
-                env=dict(SERVER_ENV),
-                childFDs={0: "w", 1: "r", 2: "r", SERVER_SOCKET_FD: theirs.fileno()},
-            )
-        except BaseException:
-            ours.close()
-            raise
-        finally:
-            theirs.close()
+        self.server, ours = start_server(
+            reactor,
+            python,
+            [python, "-I", "-m", FORK_SERVER_MODULE, str(SERVER_SOCKET_FD)],
+            socket.SOCK_STREAM,
+        )
         ours.setblocking(False)
         self._socket = ours
         self.lost = False
