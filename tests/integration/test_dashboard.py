@@ -255,6 +255,36 @@ def test_pages_need_a_session(dash: Dashboard) -> None:
     assert refused.value.code == 405
 
 
+def test_revoking_a_token_signs_its_open_dashboard_out(dash: Dashboard) -> None:
+    """A page opened with another client token's link, left open: once that token is revoked
+    (`xwch-coordinator token revoke`), the page's next live refresh is refused and it shows
+    that the session ended, with no action from the person looking at it."""
+    from xwch.coordinator.token_admin import revoke_token
+    from xwch.store.database import default_url
+
+    visitor = token(dash.platform, "client")
+    request = urllib.request.Request(
+        dash.url + "/api/v1/dashboard/logins",
+        data=b"",
+        method="POST",
+        headers={"Authorization": f"Bearer {visitor}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        path = json.loads(answer.read())["path"]
+    browser = dash.browser
+    try:
+        browser.get(dash.url + path)
+        wait_until(browser, lambda b: b.title.startswith("Jobs"), "the jobs page")
+        revoke_token(default_url(dash.platform.home / "coordinator"), visitor)
+        wait_until(browser, lambda b: b.title.startswith("Signed out"), "the session ended")
+        assert "revoked" in dash.text()
+        dash.shot("signed-out")
+    finally:
+        # The other tests' session, whatever happened here.
+        browser.get(dash.login_link())
+        wait_until(browser, lambda b: b.title.startswith("Jobs"), "the jobs page again")
+
+
 def test_metrics_read_back_with_prometheus_parser(dash: Dashboard) -> None:
     """/metrics answers a metrics token in the Prometheus format, which prometheus_client's
     own parser reads; other roles and no token are refused."""

@@ -25,6 +25,8 @@ class Authenticator:
         self._db = db
         self._clock = clock
         self._known: dict[str, tuple[TokenRecord, float]] = {}
+        # Token id -> until when it is known to be in force.
+        self._in_force: dict[int, float] = {}
 
     async def __call__(self, token: str) -> TokenRecord | None:
         now = self._clock.seconds()
@@ -37,3 +39,16 @@ class Authenticator:
         else:
             self._known[token] = (record, now + self.REMEMBER)
         return record
+
+    async def in_force(self, token_id: int) -> bool:
+        """Whether the token with ``token_id`` is not revoked: what a dashboard session opened
+        with it asks on each page, remembered as briefly as a token is."""
+        now = self._clock.seconds()
+        if self._in_force.get(token_id, 0.0) > now:
+            return True
+        found = await self._db.read(tokens.token_in_force_thd, token_id)
+        if found:
+            self._in_force[token_id] = now + self.REMEMBER
+        else:
+            self._in_force.pop(token_id, None)
+        return found

@@ -161,7 +161,16 @@ async def make_managers(
     api.scanner = scanner
     authenticator = Authenticator(db, reactor)
     dashboard = make_dashboard(
-        reactor, api, db, tasks, workers, catalog, communication, authenticator, capability_key
+        reactor,
+        api,
+        db,
+        tasks,
+        workers,
+        catalog,
+        communication,
+        authenticator,
+        authenticator.in_force,
+        capability_key,
     )
     routes = dashboard.observer.wrap([*api.routes(), *dashboard.routes])
     router = JsonRouter(API_PREFIX, routes, authenticator, map_error)

@@ -8,7 +8,7 @@ through the API's handlers (``views``), the workers' signals as they pass the AP
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +57,12 @@ def make_dashboard(
     catalog: Catalog,
     communication: CommunicationManager,
     authenticate: Authenticator,
+    token_in_force: Callable[[int], Awaitable[bool]],
     store_secret: bytes,
 ) -> Dashboard:
     """``store_secret``: the store's own secret, from which every member derives the key of the
-    dashboard's sessions (logins.py)."""
+    dashboard's sessions (logins.py); ``token_in_force``: whether a client token (by id) is not
+    revoked, asked for the session of every page."""
     metrics = CoordinatorMetrics()
     communication.on_work_request_served.append(metrics.work_request_seconds.observe)
     db.on_commit.append(metrics.commit_seconds.observe)
@@ -101,7 +103,7 @@ def make_dashboard(
 
     async def issue_login(req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
-        code = logins.issue_code(req.token.name)
+        code = logins.issue_code(req.token.name, req.token.id)
         return 201, DashboardLogin(
             path=f"{pages.BASE}/login?code={code}", expires_in=LoginDesk.CODE_LIFETIME
         )
@@ -139,7 +141,7 @@ def make_dashboard(
         metrics=metrics,
         views=views,
         live=live,
-        resource=DashboardResource(clock, logins, views, live),
+        resource=DashboardResource(clock, logins, token_in_force, views, live),
         metrics_resource=MetricsResource(authenticate, refresh, metrics.exposition),
         routes=[
             Route(

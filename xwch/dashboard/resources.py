@@ -43,6 +43,7 @@ SECURITY_HEADERS = {
     b"cache-control": b"no-store",
 }
 METRICS_ROLES = (ROLE_CLIENT, ROLE_METRICS)
+LOG_IN_AGAIN = "Open a fresh link: run `xwch-client dashboard` and follow the URL it prints."
 
 
 def _static(name: str) -> bytes:
@@ -56,11 +57,17 @@ class DashboardResource(Resource):
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, logins: LoginDesk, views: DashboardViews, live: LiveUpdates
+        self,
+        clock: IReactorTime,
+        logins: LoginDesk,
+        token_in_force: Callable[[int], Awaitable[bool]],
+        views: DashboardViews,
+        live: LiveUpdates,
     ) -> None:
         super().__init__()
         self._clock = clock
         self._logins = logins
+        self._token_in_force = token_in_force
         self._views = views
         self._live = live
 
@@ -84,19 +91,27 @@ class DashboardResource(Resource):
             request.setHeader(b"cache-control", b"max-age=300")
             return _static(where[1])
         cookie = request.getCookie(SESSION_COOKIE)
-        if self._logins.session(cookie.decode("ascii", "replace") if cookie else None) is None:
-            return self._html(
-                request,
-                401,
-                "Not logged in",
-                "Open a fresh link: run `xwch-client dashboard` and follow the URL it prints.",
-            )
-        if where == ["events"]:
-            self._live.open(request)
-            return NOT_DONE_YET
-        d = ensureDeferred(self._page(request, where))
+        session = self._logins.session(cookie.decode("ascii", "replace") if cookie else None)
+        if session is None:
+            return self._html(request, 401, "Not logged in", LOG_IN_AGAIN)
+        d = ensureDeferred(self._serve(request, where, session.token_id))
         d.addErrback(self._failed, request)
         return NOT_DONE_YET
+
+    async def _serve(self, request: Request, where: list[str], token_id: int) -> None:
+        if not await self._token_in_force(token_id):
+            body = self._html(
+                request,
+                401,
+                "Signed out",
+                "The token this session was opened with has been revoked. " + LOG_IN_AGAIN,
+            )
+            _write(request, 401, body, b"text/html; charset=utf-8")
+            return
+        if where == ["events"]:
+            self._live.open(request)
+            return
+        await self._page(request, where)
 
     def _login(self, request: Request) -> bytes:
         code = (request.args or {}).get(b"code", [b""])[-1].decode("ascii", "replace")

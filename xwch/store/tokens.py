@@ -40,6 +40,12 @@ def find_token_thd(conn: sa.Connection, token: str) -> TokenRecord | None:
     return None if row is None else TokenRecord(id=row.id, role=row.role, name=row.name)
 
 
+def token_in_force_thd(conn: sa.Connection, token_id: int) -> bool:
+    """Whether the token with ``token_id`` is still there (not revoked)."""
+    found = conn.execute(sa.select(tokens.c.id).where(tokens.c.id == token_id)).first()
+    return found is not None
+
+
 def capability_key_thd(conn: sa.Connection) -> bytes:
     value = conn.execute(
         sa.select(settings.c.value).where(settings.c.key == "capability_key")

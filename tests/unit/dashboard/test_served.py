@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from treq.testing import StubTreq
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, wire_job
+from xwch.coordinator.auth import Authenticator
 from xwch.dashboard.logins import LoginDesk
 from xwch.protocol.wire import PROTOCOL_VERSION
 from xwch.protocol.worker import HostFacts
@@ -88,6 +89,31 @@ class ServedTests(CoordinatorTestCase):
         self.assertEqual(headers.getRawHeaders(b"x-frame-options"), [b"DENY"])
         code, _, _ = self.request("POST", "/dashboard/", self.session())
         self.assertEqual(code, 405)
+
+    def test_revoking_the_token_ends_its_sessions(self) -> None:
+        """A session lasts only as long as the client token that opened it: once the token is
+        revoked (from another process, straight in the store), the session's pages and event
+        stream are refused within the time a token is remembered; another token's session
+        goes on."""
+        cookie = self.session()
+        with self.db.engine.begin() as conn:
+            other = tokens.create_token_thd(conn, "client", "bob", 0.0)
+        code, body, _ = self.request(
+            "POST", "/api/v1/dashboard/logins", {"Authorization": "Bearer " + other}
+        )
+        code, _, headers = self.request("GET", json.loads(body)["path"])
+        bobs = {"Cookie": headers.getRawHeaders(b"set-cookie")[0].decode().split(";")[0]}
+        code, _, _ = self.request("GET", "/dashboard/", cookie)
+        self.assertEqual(code, 200)
+        with self.db.engine.begin() as conn:
+            self.assertTrue(tokens.revoke_token_thd(conn, None, self.secrets["client"]))
+        self.clock.advance(Authenticator.REMEMBER + 0.1)
+        for path in ("/dashboard/", "/dashboard/workers?fragment=1", "/dashboard/events"):
+            code, body, _ = self.request("GET", path, cookie)
+            self.assertEqual(code, 401, path)
+            self.assertIn(b"revoked", body)
+        code, _, _ = self.request("GET", "/dashboard/", bobs)
+        self.assertEqual(code, 200)
 
     def test_pages_show_jobs_and_tasks_without_the_token(self) -> None:
         """The jobs page and a job's page show the job; no page holds the client's token."""

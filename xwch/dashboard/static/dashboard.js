@@ -18,6 +18,9 @@
     fetching = true;
     fetch(location.pathname + "?fragment=1", { credentials: "same-origin", cache: "no-store" })
       .then(function (answer) {
+        if (answer.status === 401) {
+          location.reload(); // the session ended (its token revoked): show why, in full
+        }
         if (!answer.ok) {
           throw new Error("HTTP " + answer.status);
         }
