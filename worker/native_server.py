@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +37,9 @@ from .spawner import (
     ForkServerSpawner,
     NativeSpawner,
     _Child,
-    _ChildTransport,
     _Connection,
-    _exit_reason,
     _Reader,
+    _ServerProcess,
     start_server,
 )
 
@@ -120,23 +119,23 @@ class _ServerConnection(_Connection):
     """One spawn server process and the worker's end of its socket: the fork server's
     connection (children, pipes, ends, the server lost), with this server's conversation."""
 
-    def __init__(self, reactor: Any, launcher: str, on_lost: Callable[[_Connection], None]):
-        # Not the fork server's __init__: another process, another kind of socket.
-        self._reactor = reactor
-        self._on_lost = on_lost
-        self._children: dict[int, _Child] = {}
-        self._next_id = 0
-        self._buffer = b""
-        self.server, ours = start_server(
-            reactor, launcher, [launcher, "--serve", str(SERVER_SOCKET_FD)], socket.SOCK_SEQPACKET
+    NAME = "spawn server"
+
+    def _start_server(self, launcher: str) -> tuple[_ServerProcess, socket.socket]:
+        server, ours = start_server(
+            self._reactor,
+            launcher,
+            [launcher, "--serve", str(SERVER_SOCKET_FD)],
+            socket.SOCK_SEQPACKET,
         )
         # A server that stops reading must not hold the reactor: a request waits this long for
         # room (a burst of attempts may fill the socket's queue for a moment), no more.
         ours.settimeout(SEND_PATIENCE)
-        self._socket = ours
-        self.lost = False
-        # Reads a duplicate: the socket object keeps its own descriptor for sending.
-        self._reader = _MessageReader(reactor, os.dup(ours.fileno()), self._received, self._closed)
+        return server, ours
+
+    def _read_socket(self, fd: int) -> _Reader:
+        # Whole messages: each is one answer (no lines to split).
+        return _MessageReader(self._reactor, fd, self._answered, self._closed)
 
     def spawn(
         self,
@@ -167,12 +166,7 @@ class _ServerConnection(_Connection):
         finally:
             for fd in theirs:
                 os.close(fd)
-        child = _Child(request_id, process, open_pipes=_PIPES)
-        self._children[request_id] = child
-        process.makeConnection(_ChildTransport(child))  # type: ignore[arg-type]
-        for fd, child_fd in zip(ours, (1, 2), strict=True):
-            self._read_pipe(child, fd, child_fd)
-        return child.started
+        return self._adopt(request_id, process, ours, (1, 2))
 
     def _send(self, request: bytes, fds: list[int]) -> None:
         try:
@@ -184,25 +178,13 @@ class _ServerConnection(_Connection):
         except OSError as e:
             raise ForkServerError(f"cannot ask the spawn server: {e.strerror or e}") from None
 
-    def _received(self, data: bytes) -> None:
-        try:
-            message = json.loads(data.decode("utf-8", "replace"))
-            child = self._children[message["id"]]
-        except (ValueError, KeyError, TypeError):
-            self.log.error("spawn server: unexpected answer {line!r}", line=data[:200])
-            return
-        if "pid" in message:
-            child.pid = int(message["pid"])
-            child.started.callback(child.pid)
-        elif "kind" in message:
+    def _other_answer(self, child: _Child, message: dict[str, Any]) -> None:
+        if "kind" in message:
             # The launcher's status line, as its status pipe would have carried it.
             line = {"kind": message["kind"], "message": message.get("message", "")}
             child.process.childDataReceived(STATUS_FD, json.dumps(line).encode() + b"\n")
-        elif "error" in message:
-            del self._children[message["id"]]
-            child.started.errback(ForkServerError(str(message["error"])))
-        elif "status" in message:
-            self._exited(child, _exit_reason(int(message["status"])))
+        else:
+            super()._other_answer(child, message)
 
 
 class NativeServerSpawner(ForkServerSpawner):

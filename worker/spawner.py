@@ -375,24 +375,50 @@ class _Connection:
     """One fork server process and the worker's end of its socket."""
 
     log = Logger()
+    # What the log calls the server.
+    NAME = "fork server"
 
-    def __init__(self, reactor: Any, python: str, on_lost: Callable[[_Connection], None]) -> None:
+    def __init__(self, reactor: Any, program: str, on_lost: Callable[[_Connection], None]) -> None:
+        """``program``: what runs the server (here the Python of the fork server)."""
         self._on_lost = on_lost
         self._children: dict[int, _Child] = {}
         self._next_id = 0
         self._buffer = b""
         self._reactor = reactor
-        self.server, ours = start_server(
-            reactor,
+        self.server, ours = self._start_server(program)
+        self._socket = ours
+        self.lost = False
+        # Reads a duplicate: the socket object keeps its own descriptor for sending.
+        self._reader = self._read_socket(os.dup(ours.fileno()))
+
+    def _start_server(self, python: str) -> tuple[_ServerProcess, socket.socket]:
+        server, ours = start_server(
+            self._reactor,
             python,
             [python, "-I", "-m", FORK_SERVER_MODULE, str(SERVER_SOCKET_FD)],
             socket.SOCK_STREAM,
         )
         ours.setblocking(False)
-        self._socket = ours
-        self.lost = False
-        # Reads a duplicate: the socket object keeps its own descriptor for sending.
-        self._reader = _Reader(reactor, os.dup(ours.fileno()), self._received, self._closed)
+        return server, ours
+
+    def _read_socket(self, fd: int) -> _Reader:
+        return _Reader(self._reactor, fd, self._received, self._closed)
+
+    def _adopt(
+        self,
+        request_id: int,
+        process: AttemptProcess,
+        pipes: Sequence[int],
+        child_fds: Sequence[int],
+    ) -> Deferred[int]:
+        """Follow the attempt asked for as ``request_id``: its protocol connected, ``pipes``
+        (our ends, carrying its ``child_fds``) read; fires with its pid once the server says."""
+        child = _Child(request_id, process, open_pipes=len(pipes))
+        self._children[request_id] = child
+        process.makeConnection(_ChildTransport(child))  # type: ignore[arg-type]
+        for fd, child_fd in zip(pipes, child_fds, strict=True):
+            self._read_pipe(child, fd, child_fd)
+        return child.started
 
     def spawn(
         self,
@@ -408,12 +434,7 @@ class _Connection:
         ).encode()
         with _attempt_descriptors() as (ours, theirs):
             self._send(line + b"\n", theirs)
-        child = _Child(request_id, process)
-        self._children[request_id] = child
-        process.makeConnection(_ChildTransport(child))  # type: ignore[arg-type]
-        for fd, child_fd in zip(ours, (1, 2, STATUS_FD), strict=True):
-            self._read_pipe(child, fd, child_fd)
-        return child.started
+        return self._adopt(request_id, process, ours, (1, 2, STATUS_FD))
 
     def close(self) -> Deferred[None]:
         """Close our end: the server sees end of file and exits; fires once it has."""
@@ -448,20 +469,31 @@ class _Connection:
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
-            try:
-                message = json.loads(line)
-                child = self._children[message["id"]]
-            except (ValueError, KeyError, TypeError):
-                self.log.error("fork server: unexpected answer {line!r}", line=line[:200])
-                continue
-            if "pid" in message:
-                child.pid = int(message["pid"])
-                child.started.callback(child.pid)
-            elif "error" in message:
-                del self._children[message["id"]]
-                child.started.errback(ForkServerError(str(message["error"])))
-            elif "status" in message:
-                self._exited(child, _exit_reason(int(message["status"])))
+            self._answered(line)
+
+    def _answered(self, data: bytes) -> None:
+        """One answer of the server (JSON): an attempt started, could not start, or ended."""
+        try:
+            message = json.loads(data.decode("utf-8", "replace"))
+            child = self._children[message["id"]]
+        except (ValueError, KeyError, TypeError):
+            self.log.error(
+                "{server}: unexpected answer {line!r}", server=self.NAME, line=data[:200]
+            )
+            return
+        if "pid" in message:
+            child.pid = int(message["pid"])
+            child.started.callback(child.pid)
+        elif "error" in message:
+            del self._children[message["id"]]
+            child.started.errback(ForkServerError(str(message["error"])))
+        elif "status" in message:
+            self._exited(child, _exit_reason(int(message["status"])))
+        else:
+            self._other_answer(child, message)
+
+    def _other_answer(self, child: _Child, message: dict[str, Any]) -> None:
+        self.log.error("{server}: unexpected answer {message!r}", server=self.NAME, message=message)
 
     def _exited(self, child: _Child, reason: Failure) -> None:
         child.reason = reason

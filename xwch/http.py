@@ -70,6 +70,11 @@ MAX_REDIRECTS = 3
 UNREACHABLE_HEADER = b"x-xwch-unreachable"
 
 
+def _unreachable_value(unreachable: Collection[str]) -> bytes:
+    """The header's value: the silent members' URLs, comma-separated, in a stable order."""
+    return ",".join(sorted(unreachable)).encode()
+
+
 # How much one read off a connection takes at most. Twisted's 64 KiB makes an 8 MiB packet 128
 # reads, each a trip through the reactor and five layers of HTTP parsing: on a fast link that was
 # a good part of a download's CPU. A read takes what the socket holds, so a bigger limit changes
@@ -372,7 +377,7 @@ class JsonApi:
             else:
                 headers = self.headers()
                 if unreachable:
-                    headers[UNREACHABLE_HEADER] = [",".join(sorted(unreachable)).encode()]
+                    headers[UNREACHABLE_HEADER] = [_unreachable_value(unreachable)]
                 if data is not None:
                     headers[b"content-type"] = [b"application/json"]
                 response = await self.http.request(
@@ -401,7 +406,7 @@ class JsonApi:
         headers = self._agent_headers(data is not None)
         if unreachable:
             headers = headers.copy()
-            headers.setRawHeaders(UNREACHABLE_HEADER, [",".join(sorted(unreachable)).encode()])
+            headers.setRawHeaders(UNREACHABLE_HEADER, [_unreachable_value(unreachable)])
         d = Deferred.fromCoroutine(
             agent_exchange(http.agent, method.encode("ascii"), url.encode("ascii"), headers, data)
         )
