@@ -25,7 +25,6 @@ from tests.unit import test_worker_sandbox as sandbox_tests
 from tests.unit import test_worker_spawner as fork_server_tests
 from xwch.protocol.wire import OUTCOME_FAILED, OUTCOME_SUCCEEDED
 from xwch.protocol.worker import Assignment
-from xwch.worker.executor import AttemptExecutor
 from xwch.worker.native_server import (
     REQUEST_MOST,
     NativeServerSpawner,
@@ -92,20 +91,6 @@ class SpawnServerSandboxTests(sandbox_tests.SandboxTests):
     def setUp(self) -> None:
         super().setUp()
         self.spawner = _start_spawner(self)
-
-    def executor(self, assignment: Assignment) -> AttemptExecutor:
-        executor = AttemptExecutor(
-            reactor,
-            self.cache,
-            self.work,
-            assignment,
-            sandbox=self.sandbox,
-            spawner=self.spawner,
-            folders=self.folders,
-        )
-        self.addCleanup(executor.discard)
-        self.addCleanup(executor.kill)
-        return executor
 
 
 # The conversation itself

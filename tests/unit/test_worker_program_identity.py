@@ -26,7 +26,6 @@ from tests.unit import test_worker_native_launcher as native_tests
 from tests.unit import test_worker_sandbox as sandbox_tests
 from xwch.protocol.wire import OUTCOME_FAILED, OUTCOME_SUCCEEDED
 from xwch.protocol.worker import Assignment
-from xwch.worker.executor import AttemptExecutor
 from xwch.worker.program_identity import (
     FileIdentity,
     VerifiedPrograms,
@@ -275,21 +274,6 @@ class TrustedProgramSandboxTests(sandbox_tests.SandboxTests):
         self.programs = VerifiedPrograms(now=always_settled)
         native = NativeSpawner(reactor, str(native_tests._launcher()))  # type: ignore[arg-type]
         self.spawner = _RecordingSpawner(native)
-
-    def executor(self, assignment: Assignment) -> AttemptExecutor:
-        executor = AttemptExecutor(
-            reactor,
-            self.cache,
-            self.work,
-            assignment,
-            sandbox=self.sandbox,
-            folders=self.folders,
-            spawner=self.spawner,
-            programs=self.programs,
-        )
-        self.addCleanup(executor.discard)
-        self.addCleanup(executor.kill)
-        return executor
 
     def trusts(self) -> list[bool]:
         return ["--known-identity" in argv for argv in self.spawner.argvs]

@@ -35,6 +35,7 @@ from xwch.worker.cache import ObjectCache
 from xwch.worker.executor import AttemptExecutor, CompletedAttempt
 from xwch.worker.files import remove_tree
 from xwch.worker.launcher import Options, process_limit
+from xwch.worker.program_identity import VerifiedPrograms
 from xwch.worker.sandbox import (
     SANDBOX_USER,
     Sandbox,
@@ -43,6 +44,7 @@ from xwch.worker.sandbox import (
     lookup_user,
     plan_sandbox,
 )
+from xwch.worker.spawner import AttemptSpawner
 from xwch.worker.workfolders import SPARE, TMP_DIR, WorkFolders
 
 PROCESS_LIMIT = 16
@@ -142,9 +144,21 @@ class SandboxTests(TestCase):
             return output.content
         return self.cache.path_for(output.digest).read_bytes()
 
+    # What starts the attempts' launchers (None: the executor's default), and the verified
+    # programs it trusts: subclasses run every test here again through another.
+    spawner: AttemptSpawner | None = None
+    programs: VerifiedPrograms | None = None
+
     def executor(self, assignment: Assignment) -> AttemptExecutor:
         executor = AttemptExecutor(
-            reactor, self.cache, self.work, assignment, sandbox=self.sandbox, folders=self.folders
+            reactor,
+            self.cache,
+            self.work,
+            assignment,
+            sandbox=self.sandbox,
+            folders=self.folders,
+            spawner=self.spawner,
+            programs=self.programs,
         )
         # Whatever a test does, no process of it outlives it.
         self.addCleanup(executor.discard)

@@ -104,20 +104,6 @@ class ForkServerSandboxTests(sandbox_tests.SandboxTests):
         super().setUp()
         self.spawner = _start_spawner(self)
 
-    def executor(self, assignment: Assignment) -> AttemptExecutor:
-        executor = AttemptExecutor(
-            reactor,
-            self.cache,
-            self.work,
-            assignment,
-            sandbox=self.sandbox,
-            spawner=self.spawner,
-            folders=self.folders,
-        )
-        self.addCleanup(executor.discard)
-        self.addCleanup(executor.kill)
-        return executor
-
 
 def _group_of(pid: int) -> int | None:
     try:
