@@ -20,7 +20,6 @@ import argparse
 import json
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,35 +33,11 @@ import treq
 from twisted.internet import defer, task
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from bench.lone_coordinator import start_coordinator, token
 from xwch.protocol.wire import PROTOCOL_VERSION
 
 BINARY = "ab" * 32  # the job's program: a digest the fake warehouse claims to hold
 PAGES = ("", "jobs/{job}", "workers", "network", "platform")
-
-
-def token(data: Path, role: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "xwch.coordinator", "token", "create", "--role", role,
-         "--data", str(data)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    return done.stdout.strip()
-
-
-def start_coordinator(data: Path) -> tuple[subprocess.Popen[str], str]:
-    def more_files() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (16384, 16384))
-
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "xwch.coordinator", "--data", str(data),
-         "--listen", "tcp:0:interface=127.0.0.1:backlog=4096", "--log-level", "error"],
-        stdout=subprocess.PIPE, text=True, preexec_fn=more_files,
-    )  # fmt: skip
-    assert popen.stdout is not None
-    for line in popen.stdout:
-        if "listening on" in line:
-            return popen, line.split("listening on", 1)[1].strip()
-    raise RuntimeError("the coordinator did not start")
 
 
 def wire_job(name: str, tasks: int, gather: bool) -> dict[str, Any]:
