@@ -50,6 +50,7 @@ from xwch.http import make_http_client
 from xwch.store import tokens
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence
+from xwch.store.notices import PostgresNotices
 from xwch.tls import TlsFiles, TLSServerEndpoint, fingerprint, https_policy, server_options
 
 
@@ -196,6 +197,7 @@ class Coordinator(MultiService):
         groups: GroupLocks,
         leadership: Leadership | None,
         public_url: str | None = None,
+        notices: PostgresNotices | None = None,
     ) -> None:
         super().__init__()
         self.db = db
@@ -208,6 +210,8 @@ class Coordinator(MultiService):
         self.managers: Managers | None = None
         # Dependency order: the store first in, last out.
         StoreService(db).setServiceParent(self)
+        if notices is not None:
+            notices.setServiceParent(self)
         web.setServiceParent(self)
         # Joins once listening; leaves before the web front stops answering.
         membership.setServiceParent(self)
@@ -340,6 +344,8 @@ async def make_coordinator(
     root = Resource()
     web = WebService(cast(IReactorCore, reactor), config.listen, root, config.tls)
     holder: list[Coordinator] = []
+    # Members of one store tell each other of groups let go, and of joining and leaving.
+    notices = PostgresNotices(reactor, db) if shared else None
     membership = Membership(
         reactor,
         db,
@@ -347,8 +353,9 @@ async def make_coordinator(
         lambda: config.public_url or web.url(),
         lambda: _load(holder[0] if holder else None),
         config.lease,
+        notices,
     )
-    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups or 1)
+    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups or 1, notices)
     leadership = None
     if shared:
 
@@ -361,7 +368,7 @@ async def make_coordinator(
     else:
         assert managers is not None
         root.putChild(b"api", managers.router)
-    coordinator = Coordinator(db, web, membership, groups, leadership, config.public_url)
+    coordinator = Coordinator(db, web, membership, groups, leadership, config.public_url, notices)
     holder.append(coordinator)
     # The dashboard and the metrics belong to the managers, which a standby has not (yet).
     root.putChild(b"dashboard", ServedByManagers(coordinator, lambda m: m.dashboard.resource))

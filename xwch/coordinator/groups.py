@@ -6,7 +6,9 @@ holds with its fair share of the groups among the live members, ordered by id: i
 it holds beyond its share, and takes free groups (or those whose holder's lease ran out) up to
 it. Every member computes the same shares from the same table, so the spread settles within a
 round or two of a member joining or dying, and no group ever has two holders: taking one is a
-conditional update in the store (``store/group_locks.py``).
+conditional update in the store (``store/group_locks.py``). A member that lets a group go, or
+joins or leaves, announces it (``store/notices.py``) and the others run a round at once: a
+member stopped cleanly hands its groups over in milliseconds, not at the next round.
 
 There are as many groups as ``--groups`` (the coordinator's default is one: see
 ``leadership.py``), or, left unset, one per live member so that each can hold one; groups, once
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -30,6 +32,7 @@ from xwch.coordinator.members import Membership
 from xwch.store import group_locks
 from xwch.store.database import Database
 from xwch.store.group_locks import GroupLock
+from xwch.store.notices import GROUPS, MEMBERS, Notices
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,14 @@ class GroupLocks(Service):
         membership: Membership,
         listening: Callable[[], Deferred[Any]],
         groups: int | None = None,
+        notices: Notices | None = None,
     ) -> None:
         self._reactor = reactor
+        self._notices = notices
+        self._unsubscribe: list[Callable[[], None]] = []
+        # A round under way (rounds never overlap), and whether a notice asked for another.
+        self._in_round = False
+        self._again = False
         self._db = db
         self._membership = membership
         self._listening = listening
@@ -126,11 +135,30 @@ class GroupLocks(Service):
         self._rounds.clock = self._reactor
         # The first round at once: a lone member serves as soon as it listens.
         self._rounds.start(self.lease / self.ROUNDS_PER_LEASE, now=True)
+        if self._notices is not None:
+            for channel in (GROUPS, MEMBERS):
+                self._unsubscribe.append(self._notices.subscribe(channel, self._noticed))
+
+    def _noticed(self) -> None:
+        """Another member let a group go, or joined or left: a round now, not at the next."""
+        if self._rounds is not None:
+            self._round()
 
     def _round(self) -> Deferred[None]:
+        if self._in_round:
+            self._again = True
+            return succeed(None)
+        self._in_round = True
         d = ensureDeferred(self.balance())
         d.addCallbacks(self._round_done, self._round_failed)
+        d.addBoth(self._round_ended)
         return d
+
+    def _round_ended(self, _: object) -> None:
+        self._in_round = False
+        if self._again and self._rounds is not None:
+            self._again = False
+            self._round()
 
     def _round_done(self, _: object) -> None:
         if self._failing:
@@ -173,6 +201,7 @@ class GroupLocks(Service):
             self.let_go(group)
             await self._db.write(group_locks.release_thd, group, me, epoch)
             self.log.info("groups: let {group} go to even the spread", group=group)
+            self._announce_release()
         for group in todo.claim:
             taken = await self._db.write(group_locks.claim_thd, group, me, self.lease, now)
             if taken is not None:
@@ -195,6 +224,9 @@ class GroupLocks(Service):
     def stopService(self) -> Deferred[None] | None:
         if self.running:
             super().stopService()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
         if self._rounds is None:
             return None
         self._rounds.stop()
@@ -206,3 +238,12 @@ class GroupLocks(Service):
         held, self.held = self.held, {}
         for group, epoch in held.items():
             await self._db.write(group_locks.release_thd, group, self._membership.id, epoch)
+        if held:
+            self._announce_release()
+
+    def _announce_release(self) -> None:
+        """Tell the others a group is free (a hint: not awaited; lost, it costs a round)."""
+        if self._notices is not None:
+            self._notices.publish(GROUPS).addErrback(
+                lambda f: self.log.warn("groups: no notice sent: {error}", error=f.value)
+            )

@@ -3,7 +3,8 @@
 Once it listens, a member writes its row in the store (an id of its own, the URL it answers at)
 and renews it every ``lease / RENEWALS_PER_LEASE`` seconds, with how many workers it knows and
 attempts it runs; stopping cleanly, it deletes the row. A member silent for ``lease`` seconds is
-lost: its row stays a while for ``xwch-client coordinators`` to show.
+lost: its row stays a while for ``xwch-client coordinators`` to show. Joining and leaving are
+announced (``store/notices.py``), so that the others spread the groups again at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twisted.logger import Logger
 from xwch.store import members
 from xwch.store.database import Database
 from xwch.store.members import MemberRecord
+from xwch.store.notices import MEMBERS, Notices
 
 # How long a silent member keeps what it holds (``--lease``).
 DEFAULT_LEASE = 10.0
@@ -44,8 +46,11 @@ class Membership(Service):
         url: Callable[[], str],
         load: Callable[[], tuple[int, int]],
         lease: float = DEFAULT_LEASE,
+        notices: Notices | None = None,
     ) -> None:
         self.id = "c-" + secrets.token_hex(4)
+        self._notices = notices
+        self._joined = False
         self.lease = lease
         self._reactor = reactor
         self._db = db
@@ -85,6 +90,9 @@ class Membership(Service):
             self.lease,
             self._reactor.seconds(),
         )
+        if not self._joined:
+            self._joined = True
+            self._announce()
         if self._failing:
             self._failing = False
             self.log.info("member {id}: renewing in the store again", id=self.id)
@@ -106,6 +114,7 @@ class Membership(Service):
         self._renewing.stop()
         self._renewing = None
         d = self._db.write(members.leave_thd, self.id)
+        d.addCallback(lambda _: self._announce())
         # A store that does not answer must not hold the stop: the others see this member
         # lost after its lease instead.
         d.addTimeout(self.LEAVE_TIMEOUT, self._reactor)
@@ -113,6 +122,14 @@ class Membership(Service):
             lambda f: self.log.warn("member {id}: could not leave: {e}", id=self.id, e=f.value)
         )
         return d
+
+    def _announce(self) -> None:
+        """Tell the other members that the live members changed (a hint: not awaited, and a
+        lost one costs them only a round's wait)."""
+        if self._notices is not None:
+            self._notices.publish(MEMBERS).addErrback(
+                lambda f: self.log.warn("member {id}: no notice sent: {e}", id=self.id, e=f.value)
+            )
 
     def url(self) -> str:
         """Where this member answers."""

@@ -11,6 +11,7 @@ from tests.fakes.database import InlineDatabase
 from xwch.coordinator.groups import GroupLocks, Plan, fair_share, plan
 from xwch.coordinator.members import Membership
 from xwch.store.group_locks import GroupLock
+from xwch.store.notices import LocalNotices
 
 LEASE = 9.0
 ROUND = LEASE / GroupLocks.ROUNDS_PER_LEASE
@@ -38,13 +39,26 @@ def test_a_member_takes_free_and_lapsed_groups_up_to_its_share() -> None:
 class Member:
     """A coordinator's membership and group locks, on a shared store and clock."""
 
-    def __init__(self, clock: Clock, db: InlineDatabase, member_id: str) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        db: InlineDatabase,
+        member_id: str,
+        notices: LocalNotices | None = None,
+        groups: int | None = None,
+    ) -> None:
         listening: Deferred[object] = Deferred()
         self.membership = Membership(
-            clock, db, lambda: listening, lambda: f"http://{member_id}", lambda: (0, 0), LEASE
+            clock,
+            db,
+            lambda: listening,
+            lambda: f"http://{member_id}",
+            lambda: (0, 0),
+            LEASE,
+            notices,
         )
         self.membership.id = member_id
-        self.groups = GroupLocks(clock, db, self.membership, lambda: listening)
+        self.groups = GroupLocks(clock, db, self.membership, lambda: listening, groups, notices)
         self.membership.startService()
         self.groups.startService()
         listening.callback(None)
@@ -113,3 +127,29 @@ def test_groups_spread_over_members_and_move_when_one_dies_and_comes_back(
     for _ in range(2):
         clock.advance(ROUND)
     assert all_held(a, b) == ["g1", "g2", "g3"]
+
+
+def test_a_member_stopping_cleanly_hands_its_groups_over_at_once_when_told(
+    tmp_path: Path,
+) -> None:
+    """With notices, the others take a stopping member's groups as soon as it lets them go
+    and leaves, not at their next round; a member joining is given its share as quickly."""
+    clock = Clock()
+    clock.advance(1000)
+    db = InlineDatabase(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    notices = LocalNotices(clock)
+    a, b, c = (Member(clock, db, name, notices, groups=3) for name in ("c-a", "c-b", "c-c"))
+    for _ in range(3):
+        clock.advance(ROUND)
+    assert held(a, b, c) == [["g1"], ["g2"], ["g3"]]
+
+    c.groups.stopService()
+    c.membership.stopService()
+    clock.advance(0)  # the notices arrive; no round has come
+    assert all_held(a, b) == ["g1", "g2", "g3"]
+
+    d = Member(clock, db, "c-d", notices, groups=3)
+    clock.advance(0)
+    # One of three groups for each of three: the holder of two let one go, announced, and the
+    # newcomer took it, all within the same instant.
+    assert sorted(len(g) for g in held(a, b, d)) == [1, 1, 1]
