@@ -32,14 +32,7 @@ from xwch.coordinator.replication import (
     returned_result,
 )
 from xwch.coordinator.vote import AGREED, FAILED
-from xwch.protocol.wire import (
-    ATTEMPT_FAILED,
-    ATTEMPT_SUCCEEDED,
-    TASK_CANCELLED,
-    TASK_DONE,
-    TASK_READY,
-    TASK_RUNNING,
-)
+from xwch.protocol.states import AttemptStatus, TaskStatus
 from xwch.protocol.worker import AttemptResult
 from xwch.store import reliability as reliability_queries
 from xwch.store.records import AttemptUpdate, Change, OutputRow
@@ -89,7 +82,7 @@ class ReplicatedTasks:
 
     def offer(self, job: JobState, t: TaskState) -> None:
         """Keep ``t`` ready for other workers while it wants more replicas than run."""
-        if t.spec.replication is None or t.state != TASK_RUNNING:
+        if t.spec.replication is None or t.state != TaskStatus.RUNNING:
             return
         key = (job.id, t.spec.id)
         if self.replicas.wanted(key, len(t.running)) > 0:
@@ -201,7 +194,7 @@ class ReplicatedTasks:
             n=len(vote.returned),
             quorum=vote.quorum,
         )
-        if t.state != TASK_READY:
+        if t.state != TaskStatus.READY:
             self.offer(job, t)
 
     # Compare programs
@@ -236,7 +229,7 @@ class ReplicatedTasks:
             holder = TaskState(
                 spec=dag.Task(id=f"{task_id}~{side}", binary=compare),
                 position=t.position,
-                state=TASK_CANCELLED,
+                state=TaskStatus.CANCELLED,
                 outputs={name: (digest, size) for name, digest, size in r.outputs},
             )
             job.tasks[holder.spec.id] = holder
@@ -253,7 +246,7 @@ class ReplicatedTasks:
             timeout=t.spec.timeout,
             retries=t.spec.retries,
         )
-        comparison = TaskState(spec=spec, position=t.position, state=TASK_READY)
+        comparison = TaskState(spec=spec, position=t.position, state=TaskStatus.READY)
         job.tasks[task_id] = comparison
         self._manager.make_ready(job, comparison)
         return task_id
@@ -292,7 +285,7 @@ class ReplicatedTasks:
         )
         if agree:
             vote.merge(one, other)
-        if t.state in (TASK_RUNNING, TASK_READY):
+        if t.state in (TaskStatus.RUNNING, TaskStatus.READY):
             self._decide(job, t, now, change, None)
 
     def _accept(
@@ -360,13 +353,13 @@ class ReplicatedTasks:
                 continue
             t = job.tasks[key[1]]
             replication = t.spec.replication
-            if replication is None or t.state != TASK_DONE:
+            if replication is None or t.state != TaskStatus.DONE:
                 continue
             _judge(
                 change,
                 suspect,
                 "accepted from one worker that has since lost a vote: checked again",
-                ATTEMPT_SUCCEEDED,
+                AttemptStatus.SUCCEEDED,
             )
             self._manager.run_again(
                 job, t, now, change, why=f"its result came from {identity} alone, who lost a vote"
@@ -384,7 +377,9 @@ class ReplicatedTasks:
                 job=job.id,
             )
             return
-        readers = sorted(d for d in t.dependents if job.tasks[d].state in (TASK_RUNNING, TASK_DONE))
+        readers = sorted(
+            d for d in t.dependents if job.tasks[d].state in (TaskStatus.RUNNING, TaskStatus.DONE)
+        )
         note = (
             f"task {t.spec.id}: a result accepted from one worker was found wrong and replaced"
             + (f"; tasks that had read it: {', '.join(readers)}" if readers else "")
@@ -393,7 +388,9 @@ class ReplicatedTasks:
         self._manager.tell_job(job, note, change)
 
 
-def _judge(change: Change, r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> None:
+def _judge(
+    change: Change, r: Returned, error: str | None, state: AttemptStatus = AttemptStatus.FAILED
+) -> None:
     """Record how the vote judged a replica's attempt, in place of what ``change`` already
     says of it (an attempt is updated once per change: its row is written once)."""
     update = _rewritten(r, error, state)
@@ -406,7 +403,9 @@ def _judge(change: Change, r: Returned, error: str | None, state: str = ATTEMPT_
     change.attempt_updates.append(update)
 
 
-def _rewritten(r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> AttemptUpdate:
+def _rewritten(
+    r: Returned, error: str | None, state: AttemptStatus = AttemptStatus.FAILED
+) -> AttemptUpdate:
     """The record of a replica's attempt once the vote has judged it."""
     return AttemptUpdate(
         id=r.attempt,

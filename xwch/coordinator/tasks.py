@@ -46,26 +46,14 @@ from xwch.coordinator.speculation import Stragglers
 from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
 from xwch.errors import XwchError
 from xwch.protocol.objects import InputFile
+from xwch.protocol.states import AttemptStatus, TaskStatus
 from xwch.protocol.wire import (
-    ATTEMPT_CANCELLED,
-    ATTEMPT_FAILED,
-    ATTEMPT_GIVEN_BACK,
-    ATTEMPT_LOST,
-    ATTEMPT_RUNNING,
-    ATTEMPT_SUCCEEDED,
     JOB_CANCELLED,
     JOB_DONE,
     JOB_ENDED_STATES,
     JOB_FAILED,
     JOB_RUNNING,
     OUTCOME_SUCCEEDED,
-    TASK_ASSIGNED,
-    TASK_BLOCKED,
-    TASK_CANCELLED,
-    TASK_DONE,
-    TASK_FAILED,
-    TASK_READY,
-    TASK_RUNNING,
 )
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
@@ -153,7 +141,7 @@ class Attempt:
 class TaskState:
     spec: dag.Task
     position: int
-    state: str
+    state: TaskStatus
     failures: int = 0
     attempts: int = 0
     # How many of the tasks it depends on are not done yet.
@@ -348,14 +336,14 @@ class TasksManager:
     def _build(self, job_id: str, job: dag.Job, owner: int, order: int) -> JobState:
         tasks: dict[str, TaskState] = {}
         for position, spec in enumerate(job.tasks):
-            tasks[spec.id] = TaskState(spec=spec, position=position, state=TASK_BLOCKED)
+            tasks[spec.id] = TaskState(spec=spec, position=position, state=TaskStatus.BLOCKED)
         for t in tasks.values():
             deps = t.spec.dependencies()
             t.waiting = len(deps)
             for dep in deps:
                 tasks[dep].dependents.append(t.spec.id)
             if not deps:
-                t.state = TASK_READY
+                t.state = TaskStatus.READY
         return JobState(
             id=job_id,
             name=job.name,
@@ -371,11 +359,11 @@ class TasksManager:
     def _adopt(self, state: JobState) -> None:
         self.jobs[state.id] = state
         for t in state.tasks.values():
-            if t.state == TASK_READY:
+            if t.state == TaskStatus.READY:
                 self._make_ready(state, t)
 
     def _make_ready(self, job: JobState, task: TaskState) -> None:
-        task.state = TASK_READY
+        task.state = TaskStatus.READY
         inputs = self._known_inputs(job, task)
         if self.prefetcher is not None:
             self.prefetcher.waiting((job.id, task.spec.id), inputs)
@@ -405,12 +393,12 @@ class TasksManager:
 
     def _make_ready_later(self, job: JobState, t: TaskState) -> None:
         """Ready again after the relaunch back-off; stays ``ready`` for users meanwhile."""
-        t.state = TASK_READY
+        t.state = TaskStatus.READY
         delay = min(self.RELAUNCH_BACKOFF * 2 ** max(t.failures - 1, 0), self.RELAUNCH_BACKOFF_MAX)
 
         def relaunch() -> None:
             t.relaunch = None
-            if self.jobs.get(job.id) is job and t.state == TASK_READY and not t.running:
+            if self.jobs.get(job.id) is job and t.state == TaskStatus.READY and not t.running:
                 self._make_ready(job, t)
 
         if t.relaunch is not None and t.relaunch.active():
@@ -425,15 +413,15 @@ class TasksManager:
         for saved in r.tasks:
             t = state.tasks[saved.task_id]
             # "assigned" is the store's word for a running task whose attempt has not begun.
-            t.state = TASK_RUNNING if saved.state == TASK_ASSIGNED else saved.state
+            t.state = TaskStatus.RUNNING if saved.state == TaskStatus.ASSIGNED else saved.state
             t.failures = saved.failures
             t.attempts = saved.attempts
             t.outputs = dict(saved.outputs)
         for t in state.tasks.values():
             t.waiting = sum(
-                1 for dep in t.spec.dependencies() if state.tasks[dep].state != TASK_DONE
+                1 for dep in t.spec.dependencies() if state.tasks[dep].state != TaskStatus.DONE
             )
-        state.remaining = sum(1 for t in state.tasks.values() if t.state != TASK_DONE)
+        state.remaining = sum(1 for t in state.tasks.values() if t.state != TaskStatus.DONE)
         return state
 
     async def recover(self) -> None:
@@ -448,11 +436,11 @@ class TasksManager:
                 attempt = Attempt(
                     a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
                 )
-                attempt.begun = stored.get(a.task_id) == TASK_RUNNING
+                attempt.begun = stored.get(a.task_id) == TaskStatus.RUNNING
                 self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
-                if t.state == TASK_READY or (t.state == TASK_RUNNING and not t.running):
+                if t.state == TaskStatus.READY or (t.state == TaskStatus.RUNNING and not t.running):
                     self._make_ready(state, t)
             self.log.info("job {job} resumed: {n} tasks left", job=state.id, n=state.remaining)
 
@@ -471,12 +459,17 @@ class TasksManager:
         change = Change()
         again = []
         for t in state.tasks.values():
-            if t.state in (TASK_FAILED, TASK_CANCELLED, TASK_READY, TASK_RUNNING):
+            if t.state in (
+                TaskStatus.FAILED,
+                TaskStatus.CANCELLED,
+                TaskStatus.READY,
+                TaskStatus.RUNNING,
+            ):
                 t.failures = 0
                 t.failed_on.clear()
-                t.state = TASK_READY if t.waiting == 0 else TASK_BLOCKED
+                t.state = TaskStatus.READY if t.waiting == 0 else TaskStatus.BLOCKED
                 again.append(t)
-        for state_name in (TASK_READY, TASK_BLOCKED):
+        for state_name in (TaskStatus.READY, TaskStatus.BLOCKED):
             ids = tuple(t.spec.id for t in again if t.state == state_name)
             if ids:
                 change.task_updates.append(
@@ -505,15 +498,15 @@ class TasksManager:
         for t in job.tasks.values():
             if t.relaunch is not None and t.relaunch.active():
                 t.relaunch.cancel()
-            if t.state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
+            if t.state in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED):
                 continue
             self.scheduler.remove((job.id, t.spec.id))
             self._cancel_running(t, now, "job ended", change)
-            t.state = TASK_CANCELLED
+            t.state = TaskStatus.CANCELLED
             to_cancel.append(t.spec.id)
         if to_cancel:
             change.task_updates.append(
-                TaskUpdate(job.id, tuple(to_cancel), {"state": TASK_CANCELLED, "ended": now})
+                TaskUpdate(job.id, tuple(to_cancel), {"state": TaskStatus.CANCELLED, "ended": now})
             )
         change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
         if self.checkpoints is not None:
@@ -551,7 +544,7 @@ class TasksManager:
             self._attempt_ended(attempt)
             self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
             change.attempt_updates.append(
-                AttemptUpdate(id=attempt_id, state=ATTEMPT_CANCELLED, ended=now, error=why)
+                AttemptUpdate(id=attempt_id, state=AttemptStatus.CANCELLED, ended=now, error=why)
             )
         t.running.clear()
 
@@ -610,7 +603,7 @@ class TasksManager:
             job = self.jobs[job_id]
             t = job.tasks[task_id]
             t.attempts += 1
-            t.state = TASK_RUNNING
+            t.state = TaskStatus.RUNNING
             attempt = Attempt(
                 "a" + secrets.token_hex(8),
                 job_id,
@@ -651,7 +644,7 @@ class TasksManager:
                     job_id,
                     (task_id,),
                     {
-                        "state": TASK_ASSIGNED,
+                        "state": TaskStatus.ASSIGNED,
                         "attempts": t.attempts,
                         "worker": worker_name,
                         "started": None,
@@ -766,7 +759,7 @@ class TasksManager:
     ) -> None:
         """Every copy of ``producer``'s outputs is gone (or they are suspect): it runs again,
         and its readers wait."""
-        if producer.state != TASK_DONE:
+        if producer.state != TaskStatus.DONE:
             return  # already on its way again
         self.log.warn(
             "task {task} of job {job} runs again: {why}",
@@ -779,19 +772,21 @@ class TasksManager:
         change.removed_outputs.append((job.id, producer.spec.id))
         self._make_ready(job, producer)
         change.task_updates.append(
-            TaskUpdate(job.id, (producer.spec.id,), {"state": TASK_READY, "ended": None})
+            TaskUpdate(job.id, (producer.spec.id,), {"state": TaskStatus.READY, "ended": None})
         )
         blocked = []
         for dependent_id in producer.dependents:
             dependent = job.tasks[dependent_id]
-            if dependent.state in (TASK_READY, TASK_BLOCKED):
+            if dependent.state in (TaskStatus.READY, TaskStatus.BLOCKED):
                 dependent.waiting += 1
-                if dependent.state == TASK_READY:
+                if dependent.state == TaskStatus.READY:
                     self.scheduler.remove((job.id, dependent_id))
-                    dependent.state = TASK_BLOCKED
+                    dependent.state = TaskStatus.BLOCKED
                     blocked.append(dependent_id)
         if blocked:
-            change.task_updates.append(TaskUpdate(job.id, tuple(blocked), {"state": TASK_BLOCKED}))
+            change.task_updates.append(
+                TaskUpdate(job.id, tuple(blocked), {"state": TaskStatus.BLOCKED})
+            )
 
     def _assignment(self, attempt: Attempt, worker: WorkerView, site: str | None) -> Assignment:
         job = self.jobs[attempt.job_id]
@@ -884,7 +879,11 @@ class TasksManager:
         if lost.worker_id != worker_id and not same_owner(lost.worker_id):
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         job = self.jobs.get(lost.job_id)
-        if job is None or job.tasks[lost.task_id].state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
+        if job is None or job.tasks[lost.task_id].state in (
+            TaskStatus.DONE,
+            TaskStatus.FAILED,
+            TaskStatus.CANCELLED,
+        ):
             del self.presumed_lost[attempt_id]
             return None
         return lost
@@ -934,7 +933,7 @@ class TasksManager:
         change.attempt_updates.append(
             AttemptUpdate(
                 id=attempt.id,
-                state=ATTEMPT_SUCCEEDED if succeeded else ATTEMPT_FAILED,
+                state=AttemptStatus.SUCCEEDED if succeeded else AttemptStatus.FAILED,
                 ended=now,
                 exit_code=result.exit_code,
                 error=result.error,
@@ -981,11 +980,11 @@ class TasksManager:
         self.scheduler.remove((job.id, t.spec.id))
         # The first result wins: any other attempt of the task is now useless.
         self._cancel_running(t, now, "another attempt finished first", change)
-        t.state = TASK_DONE
+        t.state = TaskStatus.DONE
         job.remaining -= 1
         if self.checkpoints is not None:
             self.checkpoints.tasks_over(job.id, [t.spec.id])
-        values: dict[str, object] = {"state": TASK_DONE, "ended": now}
+        values: dict[str, object] = {"state": TaskStatus.DONE, "ended": now}
         if started is not None:
             values["started"] = started
         change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), values))
@@ -993,15 +992,15 @@ class TasksManager:
         for dependent_id in t.dependents:
             dependent = job.tasks[dependent_id]
             dependent.waiting -= 1
-            if dependent.waiting == 0 and dependent.state == TASK_BLOCKED:
+            if dependent.waiting == 0 and dependent.state == TaskStatus.BLOCKED:
                 self._make_ready(job, dependent)
                 newly_ready.append(dependent_id)
-            elif self.prefetcher is not None and dependent.state == TASK_BLOCKED:
+            elif self.prefetcher is not None and dependent.state == TaskStatus.BLOCKED:
                 # Still waiting for others: its inputs may start towards it now.
                 self.prefetcher.waiting((job.id, dependent_id), self._known_inputs(job, dependent))
         if newly_ready:
             change.task_updates.append(
-                TaskUpdate(job.id, tuple(newly_ready), {"state": TASK_READY})
+                TaskUpdate(job.id, tuple(newly_ready), {"state": TaskStatus.READY})
             )
         if job.remaining == 0:
             self._end_job(job, JOB_DONE, None, change)
@@ -1021,7 +1020,9 @@ class TasksManager:
         if t.failures <= t.spec.retries and not poisoned:
             self._make_ready_later(job, t)
             change.task_updates.append(
-                TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY, "failures": t.failures})
+                TaskUpdate(
+                    job.id, (t.spec.id,), {"state": TaskStatus.READY, "failures": t.failures}
+                )
             )
             self.log.info(
                 "task {task} of job {job} failed ({reason}); relaunching "
@@ -1047,10 +1048,12 @@ class TasksManager:
             t.relaunch.cancel()
         self.scheduler.remove((job.id, t.spec.id))
         self._cancel_running(t, now, "its task failed", change)
-        t.state = TASK_FAILED
+        t.state = TaskStatus.FAILED
         change.task_updates.append(
             TaskUpdate(
-                job.id, (t.spec.id,), {"state": TASK_FAILED, "failures": t.failures, "ended": now}
+                job.id,
+                (t.spec.id,),
+                {"state": TaskStatus.FAILED, "failures": t.failures, "ended": now},
             )
         )
         self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}", change)
@@ -1074,7 +1077,7 @@ class TasksManager:
         if self.scheduler.is_ready((job.id, t.spec.id)):
             return
         self._make_ready(job, t)
-        t.state = TASK_RUNNING
+        t.state = TaskStatus.RUNNING
 
     # Hooks of replicated tasks, continued: a comparison (replicated.py) is a task that lives in
     # memory only, beside the job's tasks.
@@ -1105,9 +1108,11 @@ class TasksManager:
             self._forget_attempt(attempt)
             self.presumed_lost[attempt.id] = attempt
             change.attempt_updates.append(
-                AttemptUpdate(id=attempt.id, state=ATTEMPT_LOST, ended=now, error="worker lost")
+                AttemptUpdate(
+                    id=attempt.id, state=AttemptStatus.LOST, ended=now, error="worker lost"
+                )
             )
-            if job.state == JOB_RUNNING and t.state == TASK_RUNNING:
+            if job.state == JOB_RUNNING and t.state == TaskStatus.RUNNING:
                 self._task_failed(job, t, now, "worker lost", change)
         for worker_id in lost:
             self._cancels.pop(worker_id, None)
@@ -1129,12 +1134,14 @@ class TasksManager:
             self._forget_attempt(attempt)
             change.attempt_updates.append(
                 AttemptUpdate(
-                    id=attempt_id, state=ATTEMPT_GIVEN_BACK, ended=now, error="given back"
+                    id=attempt_id, state=AttemptStatus.GIVEN_BACK, ended=now, error="given back"
                 )
             )
-            if t.state == TASK_RUNNING and not t.running:
+            if t.state == TaskStatus.RUNNING and not t.running:
                 self._make_ready(job, t)
-                change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+                change.task_updates.append(
+                    TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.READY})
+                )
         if change:
             await self._record(change)
 
@@ -1174,7 +1181,7 @@ class TasksManager:
                         TaskUpdate(
                             attempt.job_id,
                             (attempt.task_id,),
-                            {"state": TASK_RUNNING, "started": now},
+                            {"state": TaskStatus.RUNNING, "started": now},
                         )
                     )
                 continue
@@ -1206,7 +1213,7 @@ class TasksManager:
             change.attempt_updates.append(
                 AttemptUpdate(
                     id=attempt.id,
-                    state=ATTEMPT_LOST,
+                    state=AttemptStatus.LOST,
                     ended=now,
                     error="its worker never received it",
                 )
@@ -1218,9 +1225,11 @@ class TasksManager:
                 task=t.spec.id,
                 worker=worker_id,
             )
-            if t.state == TASK_RUNNING and not t.running:
+            if t.state == TaskStatus.RUNNING and not t.running:
                 self._make_ready(job, t)
-                change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+                change.task_updates.append(
+                    TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.READY})
+                )
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
         del self.presumed_lost[attempt.id]
@@ -1228,14 +1237,18 @@ class TasksManager:
         t = job.tasks[attempt.task_id]
         attempt.worker_id = worker_id
         self._attempt_started(job, attempt)
-        if t.state == TASK_READY:
+        if t.state == TaskStatus.READY:
             if t.relaunch is not None and t.relaunch.active():
                 t.relaunch.cancel()
             self.scheduler.remove((job.id, t.spec.id))
-            t.state = TASK_RUNNING
-            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_RUNNING}))
+            t.state = TaskStatus.RUNNING
+            change.task_updates.append(
+                TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.RUNNING})
+            )
         change.attempt_updates.append(
-            AttemptUpdate(id=attempt.id, state=ATTEMPT_RUNNING, ended=None, worker_id=worker_id)
+            AttemptUpdate(
+                id=attempt.id, state=AttemptStatus.RUNNING, ended=None, worker_id=worker_id
+            )
         )
         self.log.info(
             "attempt {attempt} of task {task} is running again on worker {worker}",
@@ -1257,7 +1270,9 @@ class TasksManager:
         job = self.jobs.get(job_id)
         if job is None:
             return {}
-        ready = {t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TASK_READY}
+        ready = {
+            t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TaskStatus.READY
+        }
         reasons = untrusted_tasks(ready, job.spec.binaries, live_trust)
         reasons.update(unrunnable_tasks(ready, job.platforms, live_platforms))
         return reasons
@@ -1281,14 +1296,14 @@ class TasksManager:
         for job in self.jobs.values():
             for t in job.tasks.values():
                 waiting = t.relaunch is not None and t.relaunch.active()
-                if t.state == TASK_RUNNING and not t.running:
+                if t.state == TaskStatus.RUNNING and not t.running:
                     self._make_ready(job, t)
                     repaired += 1
-                elif t.state == TASK_RUNNING and t.spec.replication is not None:
+                elif t.state == TaskStatus.RUNNING and t.spec.replication is not None:
                     # Replicas given back or never received are replaced here.
                     self.replicated.offer(job, t)
                 elif (
-                    t.state == TASK_READY
+                    t.state == TaskStatus.READY
                     and not waiting
                     and not self.scheduler.is_ready((job.id, t.spec.id))
                 ):
@@ -1314,7 +1329,9 @@ class TasksManager:
                     t.running.discard(attempt_id)
                     self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
                     change.attempt_updates.append(
-                        AttemptUpdate(attempt_id, ATTEMPT_CANCELLED, now, error="duplicate attempt")
+                        AttemptUpdate(
+                            attempt_id, AttemptStatus.CANCELLED, now, error="duplicate attempt"
+                        )
                     )
         if change:
             await self._record(change)
