@@ -38,7 +38,8 @@ from xwch.store import reliability as reliability_queries
 from xwch.store.records import AttemptUpdate, Change, OutputRow
 
 if TYPE_CHECKING:
-    from xwch.coordinator.tasks import Attempt, JobState, TasksManager, TaskState
+    from xwch.coordinator.attempts import Attempt
+    from xwch.coordinator.tasks import JobState, TasksManager, TaskState
 
 
 class ReplicatedTasks:
@@ -63,15 +64,16 @@ class ReplicatedTasks:
     def is_comparison(self, job: JobState, t: TaskState) -> bool:
         return (job.id, t.spec.id) in self._comparisons
 
-    def _holders(self, t: TaskState) -> set[str]:
-        attempts = self._manager.attempts
-        return {attempts[a].worker_id for a in t.running if a in attempts}
+    def _running(self, job: JobState, t: TaskState) -> int:
+        return len(self._manager.attempts.of_task(job.id, t.spec.id))
 
     def accepts(self, job: JobState, t: TaskState, worker_id: str) -> bool:
         """Whether ``worker_id`` may take (one more replica of) ``t``."""
         if t.spec.replication is None:
             return True
-        return self.replicas.accepts((job.id, t.spec.id), worker_id, self._holders(t))
+        return self.replicas.accepts(
+            (job.id, t.spec.id), worker_id, self._manager.attempts.workers_of(job.id, t.spec.id)
+        )
 
     def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
         """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
@@ -85,7 +87,7 @@ class ReplicatedTasks:
         if t.spec.replication is None or t.state != TaskStatus.RUNNING:
             return
         key = (job.id, t.spec.id)
-        if self.replicas.wanted(key, len(t.running)) > 0:
+        if self.replicas.wanted(key, self._running(job, t)) > 0:
             self._manager.offer_replica(job, t)
 
     def check(self, job: JobState, t: TaskState, worker_id: str) -> None:
@@ -134,7 +136,7 @@ class ReplicatedTasks:
             self._manager.catalog.hold_inline(returned.inline)
         # Its attempt is recorded as it came (succeeded); the vote rewrites the record only of
         # a result it turns down: one row write fewer per replica that agrees.
-        self.replicas.cast(key, returned, running=len(t.running))
+        self.replicas.cast(key, returned, running=self._running(job, t))
         self._decide(job, t, now, change, started)
 
     def _decide(
@@ -144,7 +146,7 @@ class ReplicatedTasks:
         key = (job.id, t.spec.id)
         vote = self.replicas.vote_of(key)
         assert vote is not None and t.spec.replication is not None
-        verdict = self.replicas.verdict(key, running=len(t.running))
+        verdict = self.replicas.verdict(key, running=self._running(job, t))
         if verdict.state == AGREED:
             self._stop_comparisons(job, vote, now, change)
             winners = [r for r in vote.returned if vote.class_of(r.key) == verdict.key]
@@ -258,7 +260,7 @@ class ReplicatedTasks:
         if comparison.relaunch is not None and comparison.relaunch.active():
             comparison.relaunch.cancel()
         self._manager.scheduler.remove((job.id, comparison.spec.id))
-        self._manager.cancel_running(comparison, now, "another attempt answered first", change)
+        self._manager.cancel_running(job, comparison, now, "another attempt answered first", change)
         for task_id in (comparison.spec.id, f"{comparison.spec.id}~a", f"{comparison.spec.id}~b"):
             job.tasks.pop(task_id, None)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 
 from xwch import dag
 from xwch.coordinator import trust
+from xwch.coordinator.attempts import Attempt, AttemptLedger, NotYourAttempt
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
@@ -105,10 +106,6 @@ class Dropped(XwchError):
     """A change decided by a tasks' manager whose memory was dropped (see close)."""
 
 
-class NotYourAttempt(XwchError):
-    """A worker spoke of an attempt given to another worker."""
-
-
 class BadResult(XwchError):
     """A Work Result that cannot be right (outputs that were not declared, or missing)."""
 
@@ -122,22 +119,6 @@ class JobStillRunning(XwchError):
 
 
 @dataclass
-class Attempt:
-    id: str
-    job_id: str
-    task_id: str
-    number: int
-    worker_id: str
-    started: float
-    # A duplicate of a slow attempt near the end of its job (see speculation.py): the first
-    # of the two to succeed wins; neither is a "duplicate" for the scanner to repair.
-    speculative: bool = False
-    # Whether its worker said it started (a worker holds attempts ahead of its free slots):
-    # until then its task is "assigned" in the store, not "running".
-    begun: bool = False
-
-
-@dataclass
 class TaskState:
     spec: dag.Task
     position: int
@@ -148,7 +129,6 @@ class TaskState:
     waiting: int = 0
     dependents: list[str] = field(default_factory=list)
     outputs: dict[str, tuple[str, int]] = field(default_factory=dict)
-    running: set[str] = field(default_factory=set)
     # Workers on which an attempt of this task failed (not merely lost).
     failed_on: set[str] = field(default_factory=set)
     # A relaunch waits until then (back-off); None: no wait.
@@ -168,8 +148,6 @@ class JobState:
     # binary name -> the platforms it exists for (None: any platform).
     platforms: dict[str, frozenset[str] | None]
     state: str = JOB_RUNNING
-    # Ids of its running attempts (for stragglers: a job near its end has few).
-    running_attempts: set[str] = field(default_factory=set)
     stragglers: Stragglers = field(default_factory=Stragglers)
     # What the job was told while it ran (a result found wrong after others had read it):
     # its message in ``status``, kept when it ends done.
@@ -214,16 +192,11 @@ class TasksManager:
         self.scheduler = scheduler
         self.health = health or WorkerHealth(reactor)
         self.jobs: dict[str, JobState] = {}
-        self.attempts: dict[str, Attempt] = {}
-        # Attempts of workers declared lost: their late success may still count.
-        self.presumed_lost: dict[str, Attempt] = {}
-        # Attempts a worker must kill, told in its next Work Alive reply.
-        self._cancels: dict[str, set[str]] = {}
+        # Every running attempt, and those presumed lost or to be killed.
+        self.attempts = AttemptLedger()
         self._job_order = itertools.count()
         # Whether idle workers race stragglers near a job's end (see speculation.py).
         self.speculate = True
-        # Ids of the running attempts of each worker (what its Work Alive should list).
-        self._by_worker: dict[str, set[str]] = {}
         # Moves waiting tasks' inputs to where they will run (locality policy only).
         self.prefetcher: Prefetcher | None = None
         # Called whenever a task becomes ready (Work Requests waiting for work try again).
@@ -398,7 +371,11 @@ class TasksManager:
 
         def relaunch() -> None:
             t.relaunch = None
-            if self.jobs.get(job.id) is job and t.state == TaskStatus.READY and not t.running:
+            if (
+                self.jobs.get(job.id) is job
+                and t.state == TaskStatus.READY
+                and not self._attempts_of(job, t)
+            ):
                 self._make_ready(job, t)
 
         if t.relaunch is not None and t.relaunch.active():
@@ -440,7 +417,9 @@ class TasksManager:
                 self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
-                if t.state == TaskStatus.READY or (t.state == TaskStatus.RUNNING and not t.running):
+                if t.state == TaskStatus.READY or (
+                    t.state == TaskStatus.RUNNING and not self._attempts_of(state, t)
+                ):
                     self._make_ready(state, t)
             self.log.info("job {job} resumed: {n} tasks left", job=state.id, n=state.remaining)
 
@@ -501,7 +480,7 @@ class TasksManager:
             if t.state in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED):
                 continue
             self.scheduler.remove((job.id, t.spec.id))
-            self._cancel_running(t, now, "job ended", change)
+            self._cancel_running(job, t, now, "job ended", change)
             t.state = TaskStatus.CANCELLED
             to_cancel.append(t.spec.id)
         if to_cancel:
@@ -518,8 +497,7 @@ class TasksManager:
         self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
             self.prefetcher.forget_job(job.id)
-        for attempt_id in [a for a, att in self.presumed_lost.items() if att.job_id == job.id]:
-            del self.presumed_lost[attempt_id]
+        self.attempts.job_over(job.id)
         self.log.info(
             "job {job} {state}{message}",
             job=job.id,
@@ -537,16 +515,17 @@ class TasksManager:
         self.ending.discard(job_id)
         self.endings.ended(job_id)
 
-    def _cancel_running(self, t: TaskState, now: float, why: str, change: Change) -> None:
+    def _cancel_running(
+        self, job: JobState, t: TaskState, now: float, why: str, change: Change
+    ) -> None:
         """Tell the workers running attempts of ``t`` to kill them."""
-        for attempt_id in sorted(t.running):
-            attempt = self.attempts.pop(attempt_id)
+        for attempt_id in sorted(self._attempts_of(job, t)):
+            attempt = self.attempts[attempt_id]
             self._attempt_ended(attempt)
-            self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
+            self.attempts.kill(attempt)
             change.attempt_updates.append(
                 AttemptUpdate(id=attempt_id, state=AttemptStatus.CANCELLED, ended=now, error=why)
             )
-        t.running.clear()
 
     # Attempts
 
@@ -662,7 +641,7 @@ class TasksManager:
                 if owner is not None:
                     t = owner.tasks[attempt.task_id]
                     t.attempts -= 1
-                    if not t.running and not attempt.speculative:
+                    if not self._attempts_of(owner, t) and not attempt.speculative:
                         self._make_ready(owner, t)
             raise
         given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
@@ -681,14 +660,15 @@ class TasksManager:
         now = self._reactor.seconds()
         found: list[tuple[float, TaskKey]] = []
         for job in self.jobs.values():
-            if job.state != JOB_RUNNING or job.remaining > len(job.running_attempts):
+            running = self.attempts.of_job(job.id)
+            if job.state != JOB_RUNNING or job.remaining > len(running):
                 continue
-            for attempt_id in job.running_attempts:
+            for attempt_id in running:
                 attempt = self.attempts[attempt_id]
                 t = job.tasks[attempt.task_id]
                 platforms = job.platforms[t.spec.binary]
                 if (
-                    len(t.running) != 1
+                    len(self._attempts_of(job, t)) != 1
                     or t.spec.replication is not None
                     or attempt.worker_id == worker.id
                     or worker.id in t.failed_on
@@ -822,34 +802,27 @@ class TasksManager:
             checkpoint=checkpoint,
         )
 
+    def _attempts_of(self, job: JobState, t: TaskState) -> Set[str]:
+        """Ids of the running attempts of ``t``."""
+        return self.attempts.of_task(job.id, t.spec.id)
+
     def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
-        if self.attempts.pop(attempt.id, None) is not None:
+        if attempt.id in self.attempts:
             self._attempt_ended(attempt, seconds)
-        job = self.jobs.get(attempt.job_id)
-        if job is not None:
-            job.tasks[attempt.task_id].running.discard(attempt.id)
 
     def _attempt_started(
         self, job: JobState, attempt: Attempt, tell_scheduler: bool = True
     ) -> None:
-        """Hold ``attempt`` as running: in the task, the job, its worker's list, the scheduler."""
-        self.attempts[attempt.id] = attempt
-        job.tasks[attempt.task_id].running.add(attempt.id)
-        job.running_attempts.add(attempt.id)
-        self._by_worker.setdefault(attempt.worker_id, set()).add(attempt.id)
+        """Hold ``attempt`` as running: in the ledger and, unless told not to, the scheduler."""
+        self.attempts.started(attempt)
         if tell_scheduler:
             self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, attempt.worker_id)
 
     def _attempt_ended(self, attempt: Attempt, seconds: float | None = None) -> None:
-        """Tell the scheduler (fair share counts running attempts; durations teach it costs)."""
+        """Out of the ledger; tell the scheduler (fair share counts running attempts;
+        durations teach it costs)."""
+        self.attempts.ended(attempt)
         job = self.jobs.get(attempt.job_id)
-        if job is not None:
-            job.running_attempts.discard(attempt.id)
-        held = self._by_worker.get(attempt.worker_id)
-        if held is not None:
-            held.discard(attempt.id)
-            if not held:
-                del self._by_worker[attempt.worker_id]
         owner = job.owner if job is not None else -1
         cost = job.tasks[attempt.task_id].spec.cost if job is not None else 1.0
         self.scheduler.attempt_ended(
@@ -858,22 +831,13 @@ class TasksManager:
 
     def attempt_of(self, attempt_id: str, worker_id: str) -> Attempt | None:
         """The running attempt, if it is still current; raises if another worker holds it."""
-        attempt = self.attempts.get(attempt_id)
-        if attempt is not None and attempt.worker_id != worker_id:
-            self.log.warn(
-                "worker {worker} spoke of attempt {attempt} of worker {holder}: refused",
-                worker=worker_id,
-                attempt=attempt_id,
-                holder=attempt.worker_id,
-            )
-            raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
-        return attempt
+        return self.attempts.attempt_of(attempt_id, worker_id)
 
     def _late_attempt(
         self, attempt_id: str, worker_id: str, same_owner: SameOwner
     ) -> Attempt | None:
         """An attempt presumed lost, now heard of again from its worker (under a new id)."""
-        lost = self.presumed_lost.get(attempt_id)
+        lost = self.attempts.lost(attempt_id)
         if lost is None:
             return None
         if lost.worker_id != worker_id and not same_owner(lost.worker_id):
@@ -884,7 +848,7 @@ class TasksManager:
             TaskStatus.FAILED,
             TaskStatus.CANCELLED,
         ):
-            del self.presumed_lost[attempt_id]
+            self.attempts.forget_lost(attempt_id)
             return None
         return lost
 
@@ -918,7 +882,7 @@ class TasksManager:
         now = self._reactor.seconds()
         change = Change()
         if late:
-            del self.presumed_lost[attempt.id]
+            self.attempts.forget_lost(attempt.id)
             self.log.info(
                 "late result of attempt {attempt} (task {task}) accepted",
                 attempt=attempt.id,
@@ -979,7 +943,7 @@ class TasksManager:
             t.relaunch.cancel()
         self.scheduler.remove((job.id, t.spec.id))
         # The first result wins: any other attempt of the task is now useless.
-        self._cancel_running(t, now, "another attempt finished first", change)
+        self._cancel_running(job, t, now, "another attempt finished first", change)
         t.state = TaskStatus.DONE
         job.remaining -= 1
         if self.checkpoints is not None:
@@ -1010,7 +974,7 @@ class TasksManager:
     ) -> None:
         """An attempt failed or was lost: relaunch while retries last, else fail the job."""
         t.failures += 1
-        if t.running:
+        if self._attempts_of(job, t):
             # Another attempt of the task is still running: it may yet succeed.
             change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"failures": t.failures}))
             # A replicated task wants a replica in place of this one.
@@ -1047,7 +1011,7 @@ class TasksManager:
         if t.relaunch is not None and t.relaunch.active():
             t.relaunch.cancel()
         self.scheduler.remove((job.id, t.spec.id))
-        self._cancel_running(t, now, "its task failed", change)
+        self._cancel_running(job, t, now, "its task failed", change)
         t.state = TaskStatus.FAILED
         change.task_updates.append(
             TaskUpdate(
@@ -1102,11 +1066,11 @@ class TasksManager:
         lost = set(worker_ids)
         now = self._reactor.seconds()
         change = Change()
-        for attempt in [a for a in self.attempts.values() if a.worker_id in lost]:
+        for attempt in self.attempts.on_workers(lost):
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
             self._forget_attempt(attempt)
-            self.presumed_lost[attempt.id] = attempt
+            self.attempts.presume_lost(attempt)
             change.attempt_updates.append(
                 AttemptUpdate(
                     id=attempt.id, state=AttemptStatus.LOST, ended=now, error="worker lost"
@@ -1115,7 +1079,7 @@ class TasksManager:
             if job.state == JOB_RUNNING and t.state == TaskStatus.RUNNING:
                 self._task_failed(job, t, now, "worker lost", change)
         for worker_id in lost:
-            self._cancels.pop(worker_id, None)
+            self.attempts.worker_gone(worker_id)
             self.health.forget(worker_id)
             self.scheduler.worker_gone(worker_id)
         if change:
@@ -1137,7 +1101,7 @@ class TasksManager:
                     id=attempt_id, state=AttemptStatus.GIVEN_BACK, ended=now, error="given back"
                 )
             )
-            if t.state == TaskStatus.RUNNING and not t.running:
+            if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                 self._make_ready(job, t)
                 change.task_updates.append(
                     TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.READY})
@@ -1166,7 +1130,7 @@ class TasksManager:
         never reached it (the answer carrying it was lost): its task runs again, with no
         failure counted, and a late result of it still counts.
         """
-        cancel = self._cancels.pop(worker_id, set())
+        cancel = self.attempts.to_kill(worker_id)
         change = Change()
         reported = list(reported)
         self._reclaim_unclaimed(worker_id, set(reported), grace, change)
@@ -1202,14 +1166,14 @@ class TasksManager:
         self, worker_id: str, listed: set[str], grace: float, change: Change
     ) -> None:
         now = self._reactor.seconds()
-        for attempt_id in sorted(self._by_worker.get(worker_id, set()) - listed):
+        for attempt_id in sorted(set(self.attempts.running_on(worker_id)) - listed):
             attempt = self.attempts[attempt_id]
             if now - attempt.started <= grace:
                 continue  # its assignment may still be on its way
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
             self._forget_attempt(attempt)
-            self.presumed_lost[attempt.id] = attempt
+            self.attempts.presume_lost(attempt)
             change.attempt_updates.append(
                 AttemptUpdate(
                     id=attempt.id,
@@ -1225,18 +1189,17 @@ class TasksManager:
                 task=t.spec.id,
                 worker=worker_id,
             )
-            if t.state == TaskStatus.RUNNING and not t.running:
+            if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                 self._make_ready(job, t)
                 change.task_updates.append(
                     TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.READY})
                 )
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
-        del self.presumed_lost[attempt.id]
         job = self.jobs[attempt.job_id]
         t = job.tasks[attempt.task_id]
-        attempt.worker_id = worker_id
-        self._attempt_started(job, attempt)
+        self.attempts.readopt(attempt.id, worker_id)
+        self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, worker_id)
         if t.state == TaskStatus.READY:
             if t.relaunch is not None and t.relaunch.active():
                 t.relaunch.cancel()
@@ -1278,7 +1241,7 @@ class TasksManager:
         return reasons
 
     def running_on(self, worker_id: str) -> list[str]:
-        return sorted(self._by_worker.get(worker_id, ()))
+        return self.attempts.running_on(worker_id)
 
     def counts(self) -> Mapping[str, int]:
         """Tasks in memory by state, for the operator's view."""
@@ -1296,7 +1259,7 @@ class TasksManager:
         for job in self.jobs.values():
             for t in job.tasks.values():
                 waiting = t.relaunch is not None and t.relaunch.active()
-                if t.state == TaskStatus.RUNNING and not t.running:
+                if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                     self._make_ready(job, t)
                     repaired += 1
                 elif t.state == TaskStatus.RUNNING and t.spec.replication is not None:
@@ -1318,16 +1281,15 @@ class TasksManager:
         for job in self.jobs.values():
             for t in job.tasks.values():
                 # A speculative attempt races a slow one on purpose: it is no duplicate.
-                plain = {a for a in t.running if not self.attempts[a].speculative}
+                plain = {a for a in self._attempts_of(job, t) if not self.attempts[a].speculative}
                 # Replicas of a task run on several workers on purpose, too.
                 if len(plain) < 2 or t.spec.replication is not None:
                     continue
                 keep = min(plain, key=lambda a: (self.attempts[a].started, a))
                 for attempt_id in sorted(plain - {keep}):
-                    attempt = self.attempts.pop(attempt_id)
+                    attempt = self.attempts[attempt_id]
                     self._attempt_ended(attempt)
-                    t.running.discard(attempt_id)
-                    self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
+                    self.attempts.kill(attempt)
                     change.attempt_updates.append(
                         AttemptUpdate(
                             attempt_id, AttemptStatus.CANCELLED, now, error="duplicate attempt"
