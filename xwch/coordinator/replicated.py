@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from xwch import dag
+from xwch.coordinator.job_state import TaskState
 from xwch.coordinator.reliability import Record
 from xwch.coordinator.replication import (
     Replicas,
@@ -39,7 +40,8 @@ from xwch.store.records import AttemptUpdate, Change, OutputRow
 
 if TYPE_CHECKING:
     from xwch.coordinator.attempts import Attempt
-    from xwch.coordinator.tasks import JobState, TasksManager, TaskState
+    from xwch.coordinator.job_state import JobState
+    from xwch.coordinator.tasks import TasksManager
 
 
 class ReplicatedTasks:
@@ -216,9 +218,6 @@ class ReplicatedTasks:
         """Start a task running the program ``compare`` on two results of ``t``, found in its
         folders ``a/`` and ``b/`` (its arguments); returns its id. It lives in memory only,
         beside the job's tasks, with two placeholders holding the results it reads."""
-        # Imported here: tasks.py imports this module.
-        from xwch.coordinator.tasks import TaskState
-
         # Attempts' task ids are at most 128 characters in the store.
         base = (
             t.spec.id

@@ -24,11 +24,10 @@ import itertools
 import json
 import secrets
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -38,16 +37,24 @@ from xwch.coordinator.attempts import Attempt, AttemptLedger, NotYourAttempt
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
+from xwch.coordinator.job_state import JobState, TaskState, platforms_of
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.reliability import Reliability
 from xwch.coordinator.replicated import ReplicatedTasks
 from xwch.coordinator.replication import Replicas
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
-from xwch.coordinator.speculation import Stragglers
+from xwch.coordinator.transitions import (
+    attempt_begun,
+    move_attempt,
+    move_in_memory,
+    move_tasks,
+    move_to_assigned,
+    record_task_columns,
+)
 from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
 from xwch.errors import XwchError
 from xwch.protocol.objects import InputFile
-from xwch.protocol.states import AttemptStatus, TaskStatus
+from xwch.protocol.states import ENDED_TASK_STATES, AttemptStatus, TaskStatus
 from xwch.protocol.wire import (
     JOB_CANCELLED,
     JOB_DONE,
@@ -62,7 +69,6 @@ from xwch.store import reliability as reliability_queries
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence, NotHeld
 from xwch.store.records import (
-    AttemptUpdate,
     Change,
     JobRow,
     JobUpdate,
@@ -70,13 +76,17 @@ from xwch.store.records import (
     NewTask,
     OutputRow,
     RecoveredJob,
-    TaskUpdate,
 )
 
 if TYPE_CHECKING:
     from xwch.coordinator.checkpoints import CheckpointBook
 
 T = TypeVar("T")
+
+# The tasks of an ended job that ``retry`` runs again.
+_RETRIED = frozenset(
+    {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.READY, TaskStatus.RUNNING}
+)
 
 
 # Whether a worker id belongs to the caller's token (a lost worker that registered again
@@ -116,48 +126,6 @@ class UnknownJob(XwchError):
 
 class JobStillRunning(XwchError):
     """Only an ended job can be retried."""
-
-
-@dataclass
-class TaskState:
-    spec: dag.Task
-    position: int
-    state: TaskStatus
-    failures: int = 0
-    attempts: int = 0
-    # How many of the tasks it depends on are not done yet.
-    waiting: int = 0
-    dependents: list[str] = field(default_factory=list)
-    outputs: dict[str, tuple[str, int]] = field(default_factory=dict)
-    # Workers on which an attempt of this task failed (not merely lost).
-    failed_on: set[str] = field(default_factory=set)
-    # A relaunch waits until then (back-off); None: no wait.
-    relaunch: IDelayedCall | None = None
-
-
-@dataclass
-class JobState:
-    id: str
-    name: str
-    owner: int
-    priority: int
-    order: int
-    spec: dag.Job
-    tasks: dict[str, TaskState]
-    remaining: int
-    # binary name -> the platforms it exists for (None: any platform).
-    platforms: dict[str, frozenset[str] | None]
-    state: str = JOB_RUNNING
-    stragglers: Stragglers = field(default_factory=Stragglers)
-    # What the job was told while it ran (a result found wrong after others had read it):
-    # its message in ``status``, kept when it ends done.
-    note: str | None = None
-
-
-def _platforms(binary: dag.Binary) -> frozenset[str] | None:
-    if dag.PLATFORM_ANY in binary.variants:
-        return None
-    return frozenset(binary.variants)
 
 
 def _job_digests(job: dag.Job) -> set[str]:
@@ -316,7 +284,7 @@ class TasksManager:
             for dep in deps:
                 tasks[dep].dependents.append(t.spec.id)
             if not deps:
-                t.state = TaskStatus.READY
+                t.state = TaskStatus.READY  # a new task: no transition yet
         return JobState(
             id=job_id,
             name=job.name,
@@ -326,17 +294,18 @@ class TasksManager:
             spec=job,
             tasks=tasks,
             remaining=len(tasks),
-            platforms={name: _platforms(b) for name, b in job.binaries.items()},
+            platforms={name: platforms_of(b) for name, b in job.binaries.items()},
         )
 
     def _adopt(self, state: JobState) -> None:
         self.jobs[state.id] = state
         for t in state.tasks.values():
             if t.state == TaskStatus.READY:
-                self._make_ready(state, t)
+                self._queue_ready(state, t)
 
-    def _make_ready(self, job: JobState, task: TaskState) -> None:
-        task.state = TaskStatus.READY
+    def _queue_ready(self, job: JobState, task: TaskState) -> None:
+        """Offer a ready task (or a replicated one wanting one more replica) to workers: in the
+        scheduler's ready set, its inputs on their way, waiting workers woken."""
         inputs = self._known_inputs(job, task)
         if self.prefetcher is not None:
             self.prefetcher.waiting((job.id, task.spec.id), inputs)
@@ -364,9 +333,8 @@ class TasksManager:
                 inputs.append(found)
         return inputs
 
-    def _make_ready_later(self, job: JobState, t: TaskState) -> None:
-        """Ready again after the relaunch back-off; stays ``ready`` for users meanwhile."""
-        t.state = TaskStatus.READY
+    def _queue_ready_later(self, job: JobState, t: TaskState) -> None:
+        """Queued again after the relaunch back-off; ``ready`` for users meanwhile."""
         delay = min(self.RELAUNCH_BACKOFF * 2 ** max(t.failures - 1, 0), self.RELAUNCH_BACKOFF_MAX)
 
         def relaunch() -> None:
@@ -376,10 +344,9 @@ class TasksManager:
                 and t.state == TaskStatus.READY
                 and not self._attempts_of(job, t)
             ):
-                self._make_ready(job, t)
+                self._queue_ready(job, t)
 
-        if t.relaunch is not None and t.relaunch.active():
-            t.relaunch.cancel()
+        t.stop_relaunch()
         t.relaunch = self._reactor.callLater(delay, relaunch)
 
     def _restore(self, r: RecoveredJob) -> JobState:
@@ -389,7 +356,8 @@ class TasksManager:
         state.priority = r.row.priority
         for saved in r.tasks:
             t = state.tasks[saved.task_id]
-            # "assigned" is the store's word for a running task whose attempt has not begun.
+            # Memory as the store has it, no transition: "assigned" is the store's word for a
+            # running task whose attempt has not begun.
             t.state = TaskStatus.RUNNING if saved.state == TaskStatus.ASSIGNED else saved.state
             t.failures = saved.failures
             t.attempts = saved.attempts
@@ -417,10 +385,11 @@ class TasksManager:
                 self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
-                if t.state == TaskStatus.READY or (
-                    t.state == TaskStatus.RUNNING and not self._attempts_of(state, t)
-                ):
-                    self._make_ready(state, t)
+                if t.state == TaskStatus.RUNNING and not self._attempts_of(state, t):
+                    # Its attempts ended unrecorded: the store's row reads as ready.
+                    move_in_memory(state.id, [t], TaskStatus.READY)
+                if t.state == TaskStatus.READY:
+                    self._queue_ready(state, t)
             self.log.info("job {job} resumed: {n} tasks left", job=state.id, n=state.remaining)
 
     async def retry(self, job_id: str) -> None:
@@ -436,24 +405,14 @@ class TasksManager:
             )
         state = self._restore(r)
         change = Change()
-        again = []
-        for t in state.tasks.values():
-            if t.state in (
-                TaskStatus.FAILED,
-                TaskStatus.CANCELLED,
-                TaskStatus.READY,
-                TaskStatus.RUNNING,
-            ):
-                t.failures = 0
-                t.failed_on.clear()
-                t.state = TaskStatus.READY if t.waiting == 0 else TaskStatus.BLOCKED
-                again.append(t)
-        for state_name in (TaskStatus.READY, TaskStatus.BLOCKED):
-            ids = tuple(t.spec.id for t in again if t.state == state_name)
-            if ids:
-                change.task_updates.append(
-                    TaskUpdate(job_id, ids, {"state": state_name, "failures": 0, "ended": None})
-                )
+        again = [t for t in state.tasks.values() if t.state in _RETRIED]
+        for t in again:
+            t.failures = 0
+            t.failed_on.clear()
+        ready = [t for t in again if t.waiting == 0]
+        blocked = [t for t in again if t.waiting != 0]
+        move_tasks(job_id, ready, TaskStatus.READY, change, failures=0, ended=None)
+        move_tasks(job_id, blocked, TaskStatus.BLOCKED, change, failures=0, ended=None)
         change.job_updates.append(JobUpdate(job_id, JOB_RUNNING, None, None))
         await self._record(change)
         self._adopt(state)
@@ -475,18 +434,13 @@ class TasksManager:
         job.state = state
         to_cancel = []
         for t in job.tasks.values():
-            if t.relaunch is not None and t.relaunch.active():
-                t.relaunch.cancel()
-            if t.state in (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED):
+            t.stop_relaunch()
+            if t.state in ENDED_TASK_STATES:
                 continue
             self.scheduler.remove((job.id, t.spec.id))
             self._cancel_running(job, t, now, "job ended", change)
-            t.state = TaskStatus.CANCELLED
-            to_cancel.append(t.spec.id)
-        if to_cancel:
-            change.task_updates.append(
-                TaskUpdate(job.id, tuple(to_cancel), {"state": TaskStatus.CANCELLED, "ended": now})
-            )
+            to_cancel.append(t)
+        move_tasks(job.id, to_cancel, TaskStatus.CANCELLED, change, ended=now)
         change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
         if self.checkpoints is not None:
             self.checkpoints.tasks_over(job.id)
@@ -523,9 +477,7 @@ class TasksManager:
             attempt = self.attempts[attempt_id]
             self._attempt_ended(attempt)
             self.attempts.kill(attempt)
-            change.attempt_updates.append(
-                AttemptUpdate(id=attempt_id, state=AttemptStatus.CANCELLED, ended=now, error=why)
-            )
+            move_attempt(attempt, AttemptStatus.CANCELLED, change, ended=now, error=why)
 
     # Attempts
 
@@ -582,7 +534,16 @@ class TasksManager:
             job = self.jobs[job_id]
             t = job.tasks[task_id]
             t.attempts += 1
-            t.state = TaskStatus.RUNNING
+            # Running in memory; assigned in the store until its worker starts it.
+            move_to_assigned(
+                job_id,
+                t,
+                change,
+                attempts=t.attempts,
+                worker=worker_name,
+                started=None,
+                ended=None,
+            )
             attempt = Attempt(
                 "a" + secrets.token_hex(8),
                 job_id,
@@ -618,19 +579,6 @@ class TasksManager:
                     speculative=speculative,
                 )
             )
-            change.task_updates.append(
-                TaskUpdate(
-                    job_id,
-                    (task_id,),
-                    {
-                        "state": TaskStatus.ASSIGNED,
-                        "attempts": t.attempts,
-                        "worker": worker_name,
-                        "started": None,
-                        "ended": None,
-                    },
-                )
-            )
         try:
             await self._record(change)
         except Exception:
@@ -642,7 +590,9 @@ class TasksManager:
                     t = owner.tasks[attempt.task_id]
                     t.attempts -= 1
                     if not self._attempts_of(owner, t) and not attempt.speculative:
-                        self._make_ready(owner, t)
+                        # Nothing of it was written: the store's row is as it was.
+                        move_in_memory(owner.id, [t], TaskStatus.READY)
+                        self._queue_ready(owner, t)
             raise
         given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
         for assignment in given:
@@ -750,10 +700,8 @@ class TasksManager:
         producer.outputs.clear()
         job.remaining += 1
         change.removed_outputs.append((job.id, producer.spec.id))
-        self._make_ready(job, producer)
-        change.task_updates.append(
-            TaskUpdate(job.id, (producer.spec.id,), {"state": TaskStatus.READY, "ended": None})
-        )
+        move_tasks(job.id, [producer], TaskStatus.READY, change, ended=None)
+        self._queue_ready(job, producer)
         blocked = []
         for dependent_id in producer.dependents:
             dependent = job.tasks[dependent_id]
@@ -761,12 +709,8 @@ class TasksManager:
                 dependent.waiting += 1
                 if dependent.state == TaskStatus.READY:
                     self.scheduler.remove((job.id, dependent_id))
-                    dependent.state = TaskStatus.BLOCKED
-                    blocked.append(dependent_id)
-        if blocked:
-            change.task_updates.append(
-                TaskUpdate(job.id, tuple(blocked), {"state": TaskStatus.BLOCKED})
-            )
+                    blocked.append(dependent)
+        move_tasks(job.id, blocked, TaskStatus.BLOCKED, change)
 
     def _assignment(self, attempt: Attempt, worker: WorkerView, site: str | None) -> Assignment:
         job = self.jobs[attempt.job_id]
@@ -843,11 +787,7 @@ class TasksManager:
         if lost.worker_id != worker_id and not same_owner(lost.worker_id):
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         job = self.jobs.get(lost.job_id)
-        if job is None or job.tasks[lost.task_id].state in (
-            TaskStatus.DONE,
-            TaskStatus.FAILED,
-            TaskStatus.CANCELLED,
-        ):
+        if job is None or job.tasks[lost.task_id].state in ENDED_TASK_STATES:
             self.attempts.forget_lost(attempt_id)
             return None
         return lost
@@ -893,18 +833,17 @@ class TasksManager:
         # the task's end when it succeeded: one row update fewer a task).
         started = None if attempt.begun else now - result.duration
         if started is not None and not succeeded:
-            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"started": started}))
-        change.attempt_updates.append(
-            AttemptUpdate(
-                id=attempt.id,
-                state=AttemptStatus.SUCCEEDED if succeeded else AttemptStatus.FAILED,
-                ended=now,
-                exit_code=result.exit_code,
-                error=result.error,
-                stdout=result.stdout,
-                stderr=result.stderr,
-                worker_id=worker_id if worker_id != attempt.worker_id else None,
-            )
+            record_task_columns(job.id, t, change, started=started)
+        move_attempt(
+            attempt,
+            AttemptStatus.SUCCEEDED if succeeded else AttemptStatus.FAILED,
+            change,
+            ended=now,
+            exit_code=result.exit_code,
+            error=result.error,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            worker_id=worker_id if worker_id != attempt.worker_id else None,
         )
         if self.replicated.is_comparison(job, t) and result.exit_code is not None:
             # A compare program's exit status is its answer, not a failure.
@@ -939,33 +878,28 @@ class TasksManager:
     def _task_done(
         self, job: JobState, t: TaskState, now: float, change: Change, started: float | None = None
     ) -> None:
-        if t.relaunch is not None and t.relaunch.active():
-            t.relaunch.cancel()
+        t.stop_relaunch()
         self.scheduler.remove((job.id, t.spec.id))
         # The first result wins: any other attempt of the task is now useless.
         self._cancel_running(job, t, now, "another attempt finished first", change)
-        t.state = TaskStatus.DONE
+        # Its start time, when it is new, goes with its end: one row update fewer a task.
+        begun = {} if started is None else {"started": started}
+        move_tasks(job.id, [t], TaskStatus.DONE, change, ended=now, **begun)
         job.remaining -= 1
         if self.checkpoints is not None:
             self.checkpoints.tasks_over(job.id, [t.spec.id])
-        values: dict[str, object] = {"state": TaskStatus.DONE, "ended": now}
-        if started is not None:
-            values["started"] = started
-        change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), values))
         newly_ready = []
         for dependent_id in t.dependents:
             dependent = job.tasks[dependent_id]
             dependent.waiting -= 1
             if dependent.waiting == 0 and dependent.state == TaskStatus.BLOCKED:
-                self._make_ready(job, dependent)
-                newly_ready.append(dependent_id)
+                newly_ready.append(dependent)
             elif self.prefetcher is not None and dependent.state == TaskStatus.BLOCKED:
                 # Still waiting for others: its inputs may start towards it now.
                 self.prefetcher.waiting((job.id, dependent_id), self._known_inputs(job, dependent))
-        if newly_ready:
-            change.task_updates.append(
-                TaskUpdate(job.id, tuple(newly_ready), {"state": TaskStatus.READY})
-            )
+        move_tasks(job.id, newly_ready, TaskStatus.READY, change)
+        for dependent in newly_ready:
+            self._queue_ready(job, dependent)
         if job.remaining == 0:
             self._end_job(job, JOB_DONE, None, change)
 
@@ -976,18 +910,14 @@ class TasksManager:
         t.failures += 1
         if self._attempts_of(job, t):
             # Another attempt of the task is still running: it may yet succeed.
-            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"failures": t.failures}))
+            record_task_columns(job.id, t, change, failures=t.failures)
             # A replicated task wants a replica in place of this one.
             self.replicated.offer(job, t)
             return
         poisoned = len(t.failed_on) >= self.POISON_WORKERS
         if t.failures <= t.spec.retries and not poisoned:
-            self._make_ready_later(job, t)
-            change.task_updates.append(
-                TaskUpdate(
-                    job.id, (t.spec.id,), {"state": TaskStatus.READY, "failures": t.failures}
-                )
-            )
+            move_tasks(job.id, [t], TaskStatus.READY, change, failures=t.failures)
+            self._queue_ready_later(job, t)
             self.log.info(
                 "task {task} of job {job} failed ({reason}); relaunching "
                 "({n} of {retries} retries used)",
@@ -1008,18 +938,10 @@ class TasksManager:
         self, job: JobState, t: TaskState, now: float, why: str, change: Change
     ) -> None:
         """``t`` fails with no retry, and its job with it."""
-        if t.relaunch is not None and t.relaunch.active():
-            t.relaunch.cancel()
+        t.stop_relaunch()
         self.scheduler.remove((job.id, t.spec.id))
         self._cancel_running(job, t, now, "its task failed", change)
-        t.state = TaskStatus.FAILED
-        change.task_updates.append(
-            TaskUpdate(
-                job.id,
-                (t.spec.id,),
-                {"state": TaskStatus.FAILED, "failures": t.failures, "ended": now},
-            )
-        )
+        move_tasks(job.id, [t], TaskStatus.FAILED, change, failures=t.failures, ended=now)
         self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}", change)
 
     # Hooks of replicated tasks (replicated.py)
@@ -1040,13 +962,12 @@ class TasksManager:
         """Ready for one more replica while others run: the task stays ``running``."""
         if self.scheduler.is_ready((job.id, t.spec.id)):
             return
-        self._make_ready(job, t)
-        t.state = TaskStatus.RUNNING
+        self._queue_ready(job, t)
 
     # Hooks of replicated tasks, continued: a comparison (replicated.py) is a task that lives in
     # memory only, beside the job's tasks.
 
-    make_ready = _make_ready
+    make_ready = _queue_ready
     cancel_running = _cancel_running
 
     @property
@@ -1071,11 +992,7 @@ class TasksManager:
             t = job.tasks[attempt.task_id]
             self._forget_attempt(attempt)
             self.attempts.presume_lost(attempt)
-            change.attempt_updates.append(
-                AttemptUpdate(
-                    id=attempt.id, state=AttemptStatus.LOST, ended=now, error="worker lost"
-                )
-            )
+            move_attempt(attempt, AttemptStatus.LOST, change, ended=now, error="worker lost")
             if job.state == JOB_RUNNING and t.state == TaskStatus.RUNNING:
                 self._task_failed(job, t, now, "worker lost", change)
         for worker_id in lost:
@@ -1096,16 +1013,10 @@ class TasksManager:
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
             self._forget_attempt(attempt)
-            change.attempt_updates.append(
-                AttemptUpdate(
-                    id=attempt_id, state=AttemptStatus.GIVEN_BACK, ended=now, error="given back"
-                )
-            )
+            move_attempt(attempt, AttemptStatus.GIVEN_BACK, change, ended=now, error="given back")
             if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
-                self._make_ready(job, t)
-                change.task_updates.append(
-                    TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.READY})
-                )
+                move_tasks(job.id, [t], TaskStatus.READY, change)
+                self._queue_ready(job, t)
         if change:
             await self._record(change)
 
@@ -1140,14 +1051,7 @@ class TasksManager:
             attempt = self.attempts.get(attempt_id)
             if attempt is not None and attempt.worker_id == worker_id:
                 if not attempt.begun and attempt_id not in not_begun:
-                    attempt.begun = True
-                    change.task_updates.append(
-                        TaskUpdate(
-                            attempt.job_id,
-                            (attempt.task_id,),
-                            {"state": TaskStatus.RUNNING, "started": now},
-                        )
-                    )
+                    attempt_begun(attempt, change, now)
                 continue
             late = (
                 None
@@ -1174,13 +1078,8 @@ class TasksManager:
             t = job.tasks[attempt.task_id]
             self._forget_attempt(attempt)
             self.attempts.presume_lost(attempt)
-            change.attempt_updates.append(
-                AttemptUpdate(
-                    id=attempt.id,
-                    state=AttemptStatus.LOST,
-                    ended=now,
-                    error="its worker never received it",
-                )
+            move_attempt(
+                attempt, AttemptStatus.LOST, change, ended=now, error="its worker never received it"
             )
             self.log.warn(
                 "attempt {attempt} of task {task} never reached worker {worker}; "
@@ -1190,10 +1089,8 @@ class TasksManager:
                 worker=worker_id,
             )
             if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
-                self._make_ready(job, t)
-                change.task_updates.append(
-                    TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.READY})
-                )
+                move_tasks(job.id, [t], TaskStatus.READY, change)
+                self._queue_ready(job, t)
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
         job = self.jobs[attempt.job_id]
@@ -1201,18 +1098,10 @@ class TasksManager:
         self.attempts.readopt(attempt.id, worker_id)
         self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, worker_id)
         if t.state == TaskStatus.READY:
-            if t.relaunch is not None and t.relaunch.active():
-                t.relaunch.cancel()
+            t.stop_relaunch()
             self.scheduler.remove((job.id, t.spec.id))
-            t.state = TaskStatus.RUNNING
-            change.task_updates.append(
-                TaskUpdate(job.id, (t.spec.id,), {"state": TaskStatus.RUNNING})
-            )
-        change.attempt_updates.append(
-            AttemptUpdate(
-                id=attempt.id, state=AttemptStatus.RUNNING, ended=None, worker_id=worker_id
-            )
-        )
+            move_tasks(job.id, [t], TaskStatus.RUNNING, change)
+        move_attempt(attempt, AttemptStatus.RUNNING, change, ended=None, worker_id=worker_id)
         self.log.info(
             "attempt {attempt} of task {task} is running again on worker {worker}",
             attempt=attempt.id,
@@ -1260,7 +1149,9 @@ class TasksManager:
             for t in job.tasks.values():
                 waiting = t.relaunch is not None and t.relaunch.active()
                 if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
-                    self._make_ready(job, t)
+                    # Memory only, as at recovery: a running row with no attempt reads as ready.
+                    move_in_memory(job.id, [t], TaskStatus.READY)
+                    self._queue_ready(job, t)
                     repaired += 1
                 elif t.state == TaskStatus.RUNNING and t.spec.replication is not None:
                     # Replicas given back or never received are replaced here.
@@ -1270,7 +1161,7 @@ class TasksManager:
                     and not waiting
                     and not self.scheduler.is_ready((job.id, t.spec.id))
                 ):
-                    self._make_ready(job, t)
+                    self._queue_ready(job, t)
                     repaired += 1
         return repaired
 
@@ -1290,10 +1181,12 @@ class TasksManager:
                     attempt = self.attempts[attempt_id]
                     self._attempt_ended(attempt)
                     self.attempts.kill(attempt)
-                    change.attempt_updates.append(
-                        AttemptUpdate(
-                            attempt_id, AttemptStatus.CANCELLED, now, error="duplicate attempt"
-                        )
+                    move_attempt(
+                        attempt,
+                        AttemptStatus.CANCELLED,
+                        change,
+                        ended=now,
+                        error="duplicate attempt",
                     )
         if change:
             await self._record(change)
