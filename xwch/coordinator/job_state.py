@@ -57,6 +57,25 @@ class JobState:
     # its message in ``status``, kept when it ends done.
     note: str | None = None
 
+    def input_digest(self, ref: dag.InputRef) -> tuple[str, int] | None:
+        """(digest, size) of one input of a task: a file of the job, or an output of another
+        task (None while that task has not made it)."""
+        if ref.file is not None:
+            entry = self.spec.files[ref.file]
+            assert entry.digest is not None and entry.size is not None
+            return entry.digest, entry.size
+        assert ref.task is not None and ref.output is not None
+        return self.tasks[ref.task].outputs.get(ref.output)
+
+    def known_inputs(self, task: TaskState) -> list[tuple[str, int]]:
+        """(digest, size) of the task's inputs that exist: all of them once it is ready."""
+        inputs = []
+        for ref in task.spec.inputs:
+            found = self.input_digest(ref)
+            if found is not None:
+                inputs.append(found)
+        return inputs
+
 
 def platforms_of(binary: dag.Binary) -> frozenset[str] | None:
     if dag.PLATFORM_ANY in binary.variants:

@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 
 from xwch import dag
 from xwch.coordinator import trust
+from xwch.coordinator.assignments import assignment_for
 from xwch.coordinator.attempts import Attempt, AttemptLedger, NotYourAttempt
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
@@ -40,9 +41,11 @@ from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.job_state import JobState, TaskState, platforms_of
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.reliability import Reliability
+from xwch.coordinator.repairs import TaskRepairs
 from xwch.coordinator.replicated import ReplicatedTasks
 from xwch.coordinator.replication import Replicas
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
+from xwch.coordinator.speculation import stragglers_for
 from xwch.coordinator.transitions import (
     attempt_begun,
     move_attempt,
@@ -53,7 +56,6 @@ from xwch.coordinator.transitions import (
 )
 from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
 from xwch.errors import XwchError
-from xwch.protocol.objects import InputFile
 from xwch.protocol.states import ENDED_TASK_STATES, AttemptStatus, TaskStatus
 from xwch.protocol.wire import (
     JOB_CANCELLED,
@@ -185,6 +187,8 @@ class TasksManager:
         self.checkpoints: CheckpointBook | None = None
         # Tasks whose results are checked by replication (quorum), and workers' reliability.
         self.replicated = ReplicatedTasks(self, Replicas(Reliability()))
+        # What the scanner repairs (repairs.py).
+        self.repairs = TaskRepairs(self)
 
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
@@ -197,7 +201,7 @@ class TasksManager:
         self.on_fenced.clear()
         self.on_unwritten.clear()
 
-    def _record(self, change: Change) -> Deferred[None]:
+    def record(self, change: Change) -> Deferred[None]:
         """Write one decision to the store, under this member's fence."""
         return self._write(job_queries.apply_change_thd, change)
 
@@ -306,7 +310,7 @@ class TasksManager:
     def _queue_ready(self, job: JobState, task: TaskState) -> None:
         """Offer a ready task (or a replicated one wanting one more replica) to workers: in the
         scheduler's ready set, its inputs on their way, waiting workers woken."""
-        inputs = self._known_inputs(job, task)
+        inputs = job.known_inputs(task)
         if self.prefetcher is not None:
             self.prefetcher.waiting((job.id, task.spec.id), inputs)
         self.scheduler.add_ready(
@@ -323,15 +327,6 @@ class TasksManager:
         )
         for listener in self.on_ready:
             listener()
-
-    def _known_inputs(self, job: JobState, task: TaskState) -> list[tuple[str, int]]:
-        """(digest, size) of the task's inputs that exist: all of them once it is ready."""
-        inputs = []
-        for ref in task.spec.inputs:
-            found = self._input_digest(job, ref)
-            if found is not None:
-                inputs.append(found)
-        return inputs
 
     def _queue_ready_later(self, job: JobState, t: TaskState) -> None:
         """Queued again after the relaunch back-off; ``ready`` for users meanwhile."""
@@ -414,7 +409,7 @@ class TasksManager:
         move_tasks(job_id, ready, TaskStatus.READY, change, failures=0, ended=None)
         move_tasks(job_id, blocked, TaskStatus.BLOCKED, change, failures=0, ended=None)
         change.job_updates.append(JobUpdate(job_id, JOB_RUNNING, None, None))
-        await self._record(change)
+        await self.record(change)
         self._adopt(state)
         self.log.info("job {job} retried: {n} tasks run again", job=job_id, n=len(again))
 
@@ -425,7 +420,7 @@ class TasksManager:
             return False
         change = Change()
         self._end_job(job, JOB_CANCELLED, "cancelled by the user", change)
-        await self._record(change)
+        await self.record(change)
         return True
 
     def _end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
@@ -474,10 +469,13 @@ class TasksManager:
     ) -> None:
         """Tell the workers running attempts of ``t`` to kill them."""
         for attempt_id in sorted(self._attempts_of(job, t)):
-            attempt = self.attempts[attempt_id]
-            self._attempt_ended(attempt)
-            self.attempts.kill(attempt)
-            move_attempt(attempt, AttemptStatus.CANCELLED, change, ended=now, error=why)
+            self.cancel_attempt(self.attempts[attempt_id], now, why, change)
+
+    def cancel_attempt(self, attempt: Attempt, now: float, why: str, change: Change) -> None:
+        """``attempt`` is cancelled: its worker is told to kill it at its next Work Alive."""
+        self._attempt_ended(attempt)
+        self.attempts.kill(attempt)
+        move_attempt(attempt, AttemptStatus.CANCELLED, change, ended=now, error=why)
 
     # Attempts
 
@@ -519,10 +517,20 @@ class TasksManager:
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
         if lineage:
-            await self._record(lineage)
+            await self.record(lineage)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
         idle = slots if idle_slots is None else min(slots, idle_slots)
-        duplicates = self._stragglers_for(worker, idle - len(picked)) if self.speculate else []
+        duplicates = (
+            stragglers_for(
+                self.jobs.values(),
+                self.attempts,
+                worker,
+                idle - len(picked),
+                self._reactor.seconds(),
+            )
+            if self.speculate
+            else []
+        )
         if not picked and not duplicates:
             return []
         now = self._reactor.seconds()
@@ -580,7 +588,7 @@ class TasksManager:
                 )
             )
         try:
-            await self._record(change)
+            await self.record(change)
         except Exception:
             # Not durable, so not given: the tasks are ready again for the next request.
             for attempt in started:
@@ -594,53 +602,19 @@ class TasksManager:
                         move_in_memory(owner.id, [t], TaskStatus.READY)
                         self._queue_ready(owner, t)
             raise
-        given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
+        given = [
+            assignment_for(
+                self.jobs[a.job_id], a, worker.platform, site, self._catalog, self.checkpoints
+            )
+            for a in started
+            if a.id in self.attempts
+        ]
         for assignment in given:
             # The worker fetches them into its cache: tasks reading them are best run there.
             self.scheduler.objects_cached(
                 worker.id, [assignment.binary.digest, *(i.digest for i in assignment.inputs)]
             )
         return given
-
-    def _stragglers_for(self, worker: WorkerView, free: int) -> list[TaskKey]:
-        """Slow attempts ``worker`` could race, slowest first, in jobs whose every unfinished
-        task is running (near their end); at most one duplicate per task."""
-        if free <= 0:
-            return []
-        now = self._reactor.seconds()
-        found: list[tuple[float, TaskKey]] = []
-        for job in self.jobs.values():
-            running = self.attempts.of_job(job.id)
-            if job.state != JOB_RUNNING or job.remaining > len(running):
-                continue
-            for attempt_id in running:
-                attempt = self.attempts[attempt_id]
-                t = job.tasks[attempt.task_id]
-                platforms = job.platforms[t.spec.binary]
-                if (
-                    len(self._attempts_of(job, t)) != 1
-                    or t.spec.replication is not None
-                    or attempt.worker_id == worker.id
-                    or worker.id in t.failed_on
-                    or (platforms is not None and worker.platform not in platforms)
-                    or not trust.worker_accepts(
-                        worker.platform, worker.trusted_keys, job.spec.binaries[t.spec.binary]
-                    )
-                ):
-                    continue
-                slowness = job.stragglers.slowness(now - attempt.started, t.spec.cost)
-                if slowness is not None:
-                    found.append((slowness, (job.id, t.spec.id)))
-        found.sort(reverse=True)
-        return [key for _, key in found[:free]]
-
-    def _input_digest(self, job: JobState, ref: dag.InputRef) -> tuple[str, int] | None:
-        if ref.file is not None:
-            entry = job.spec.files[ref.file]
-            assert entry.digest is not None and entry.size is not None
-            return entry.digest, entry.size
-        assert ref.task is not None and ref.output is not None
-        return job.tasks[ref.task].outputs.get(ref.output)
 
     def _inputs_present(self, key: TaskKey, change: Change) -> bool:
         """True when every input of a ready task is stored somewhere; else start lineage."""
@@ -655,7 +629,7 @@ class TasksManager:
                 lost_uploads.append(f"binary {t.spec.binary!r}")
         lost_producers: list[TaskState] = []
         for ref in t.spec.inputs:
-            found = self._input_digest(job, ref)
+            found = job.input_digest(ref)
             if found is not None and self._catalog.has(found[0]):
                 continue
             if ref.file is not None:
@@ -711,40 +685,6 @@ class TasksManager:
                     self.scheduler.remove((job.id, dependent_id))
                     blocked.append(dependent)
         move_tasks(job.id, blocked, TaskStatus.BLOCKED, change)
-
-    def _assignment(self, attempt: Attempt, worker: WorkerView, site: str | None) -> Assignment:
-        job = self.jobs[attempt.job_id]
-        spec = job.tasks[attempt.task_id].spec
-        variant = job.spec.binaries[spec.binary].for_platform(worker.platform)
-        assert variant is not None and variant.digest is not None and variant.size is not None
-        inputs = []
-        for ref in spec.inputs:
-            found = self._input_digest(job, ref)
-            assert found is not None
-            inputs.append(InputFile(path=ref.local, digest=found[0], size=found[1]))
-        digests = {variant.digest} | {i.digest for i in inputs}
-        checkpoint = None
-        if self.checkpoints is not None:
-            checkpoint, saved = self.checkpoints.plan(job.id, spec)
-            digests |= saved
-        # Small inputs kept here travel in the assignment itself; the rest is read at warehouses.
-        inline = {i.digest: c for i in inputs if (c := self._catalog.inline(i.digest)) is not None}
-        return Assignment(
-            attempt=attempt.id,
-            job=job.id,
-            task=spec.id,
-            number=attempt.number,
-            binary=trust.binary_ref(variant, spec.binary, job.name),
-            args=tuple(spec.args),
-            env=dict(spec.env),
-            inputs=tuple(inputs),
-            outputs=tuple(spec.outputs),
-            timeout=spec.timeout,
-            sources={d: self._catalog.sources(d, site) for d in sorted(digests - inline.keys())},
-            upload=self._catalog.upload_target(site),
-            inline=inline,
-            checkpoint=checkpoint,
-        )
 
     def _attempts_of(self, job: JobState, t: TaskState) -> Set[str]:
         """Ids of the running attempts of ``t``."""
@@ -872,7 +812,7 @@ class TasksManager:
             t.failed_on.add(worker_id)
             reason = result.error or f"exit status {result.exit_code}"
             self._task_failed(job, t, now, reason, change)
-        await self._record(change)
+        await self.record(change)
         return True
 
     def _task_done(
@@ -896,7 +836,7 @@ class TasksManager:
                 newly_ready.append(dependent)
             elif self.prefetcher is not None and dependent.state == TaskStatus.BLOCKED:
                 # Still waiting for others: its inputs may start towards it now.
-                self.prefetcher.waiting((job.id, dependent_id), self._known_inputs(job, dependent))
+                self.prefetcher.waiting((job.id, dependent_id), job.known_inputs(dependent))
         move_tasks(job.id, newly_ready, TaskStatus.READY, change)
         for dependent in newly_ready:
             self._queue_ready(job, dependent)
@@ -1000,7 +940,7 @@ class TasksManager:
             self.health.forget(worker_id)
             self.scheduler.worker_gone(worker_id)
         if change:
-            await self._record(change)
+            await self.record(change)
 
     async def give_back(self, worker_id: str, attempt_ids: Iterable[str]) -> None:
         """A stopping worker returns attempts: they run again without counting as failures."""
@@ -1018,7 +958,7 @@ class TasksManager:
                 move_tasks(job.id, [t], TaskStatus.READY, change)
                 self._queue_ready(job, t)
         if change:
-            await self._record(change)
+            await self.record(change)
 
     async def alive(
         self,
@@ -1063,7 +1003,7 @@ class TasksManager:
                 continue
             self._readopt(late, worker_id, change)
         if change:
-            await self._record(change)
+            await self.record(change)
         return sorted(cancel)
 
     def _reclaim_unclaimed(
@@ -1140,63 +1080,13 @@ class TasksManager:
                 counts[t.state] = counts.get(t.state, 0) + 1
         return counts
 
-    # Repairs, run by the scanner
+    # Repairs, run by the scanner (repairs.py)
 
     def repair_orphans(self) -> int:
-        """Ready tasks nobody holds: put them back in the scheduler's ready set."""
-        repaired = 0
-        for job in self.jobs.values():
-            for t in job.tasks.values():
-                waiting = t.relaunch is not None and t.relaunch.active()
-                if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
-                    # Memory only, as at recovery: a running row with no attempt reads as ready.
-                    move_in_memory(job.id, [t], TaskStatus.READY)
-                    self._queue_ready(job, t)
-                    repaired += 1
-                elif t.state == TaskStatus.RUNNING and t.spec.replication is not None:
-                    # Replicas given back or never received are replaced here.
-                    self.replicated.offer(job, t)
-                elif (
-                    t.state == TaskStatus.READY
-                    and not waiting
-                    and not self.scheduler.is_ready((job.id, t.spec.id))
-                ):
-                    self._queue_ready(job, t)
-                    repaired += 1
-        return repaired
+        return self.repairs.orphans()
 
     async def repair_duplicates(self) -> int:
-        """Tasks held by several attempts: keep the one that started first."""
-        now = self._reactor.seconds()
-        change = Change()
-        for job in self.jobs.values():
-            for t in job.tasks.values():
-                # A speculative attempt races a slow one on purpose: it is no duplicate.
-                plain = {a for a in self._attempts_of(job, t) if not self.attempts[a].speculative}
-                # Replicas of a task run on several workers on purpose, too.
-                if len(plain) < 2 or t.spec.replication is not None:
-                    continue
-                keep = min(plain, key=lambda a: (self.attempts[a].started, a))
-                for attempt_id in sorted(plain - {keep}):
-                    attempt = self.attempts[attempt_id]
-                    self._attempt_ended(attempt)
-                    self.attempts.kill(attempt)
-                    move_attempt(
-                        attempt,
-                        AttemptStatus.CANCELLED,
-                        change,
-                        ended=now,
-                        error="duplicate attempt",
-                    )
-        if change:
-            await self._record(change)
-        return len(change.attempt_updates)
+        return await self.repairs.duplicates()
 
     async def repair_abandoned(self, known_workers: Iterable[str]) -> int:
-        """Running attempts whose worker is gone (not registered): they are lost."""
-        known = set(known_workers)
-        gone = {a.worker_id for a in self.attempts.values() if a.worker_id not in known}
-        count = sum(1 for a in self.attempts.values() if a.worker_id in gone)
-        if gone:
-            await self.workers_lost(gone)
-        return count
+        return await self.repairs.abandoned(known_workers)

@@ -2,7 +2,7 @@
 
 Each call checks the change against the table of allowed transitions, changes memory, and adds
 the change of the store's rows to the :class:`~xwch.store.records.Change` the tasks' manager
-then writes under its fence (``TasksManager._record``): memory and store cannot drift apart,
+then writes under its fence (``TasksManager.record``): memory and store cannot drift apart,
 because neither changes without the other. An impossible transition raises
 :class:`ImpossibleTransition` before anything changes, in memory or in the ``Change``.
 
