@@ -35,7 +35,7 @@ class TaskRepairs:
                 if t.state == TaskStatus.RUNNING and not running:
                     # Memory only, as at recovery: a running row with no attempt reads as ready.
                     move_in_memory(job.id, [t], TaskStatus.READY)
-                    manager.make_ready(job, t)
+                    manager.queue_ready(job, t)
                     repaired += 1
                 elif t.state == TaskStatus.RUNNING and t.spec.replication is not None:
                     # Replicas given back or never received are replaced here.
@@ -45,7 +45,7 @@ class TaskRepairs:
                     and not waiting
                     and not manager.scheduler.is_ready((job.id, t.spec.id))
                 ):
-                    manager.make_ready(job, t)
+                    manager.queue_ready(job, t)
                     repaired += 1
         return repaired
 

@@ -249,7 +249,7 @@ class ReplicatedTasks:
         )
         comparison = TaskState(spec=spec, position=t.position, state=TaskStatus.READY)
         job.tasks[task_id] = comparison
-        self._manager.make_ready(job, comparison)
+        self._manager.queue_ready(job, comparison)
         return task_id
 
     def _end_comparison(

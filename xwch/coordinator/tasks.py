@@ -10,12 +10,12 @@ Task states follow docs/cli.md: ``blocked`` until every task it depends on is do
 retry left; ``cancelled``. A job is done when every task is; it fails as soon as one task fails
 for good, and its other tasks are then cancelled.
 
-Failure handling: a failed or lost attempt is relaunched after a back-off while retries last; a
-task failing on ``POISON_WORKERS`` distinct workers fails for good; the first successful attempt
-of a task wins and the others are cancelled; a late success of an attempt presumed lost still
-counts if its task is unfinished; a ready task whose input has no copy left at any warehouse
-sends the task that produced it back to run (lineage), and a lost upload of the client fails the
-job with a message saying so.
+Its parts, each a module of its own: the attempt ledger (attempts.py) holds the running
+attempts; every change of a task's or an attempt's state goes through transitions.py, which
+changes memory and the store's ``Change`` in one call; what a result or a failure does, and
+lineage, is results.py; the scanner's repairs are repairs.py; an attempt's Assignment is
+assignments.py. This module keeps the jobs, hands out attempts, follows workers' signals (Work
+Alive, lost workers, attempts given back) and writes every decision under its fence.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from xwch.coordinator.reliability import Reliability
 from xwch.coordinator.repairs import TaskRepairs
 from xwch.coordinator.replicated import ReplicatedTasks
 from xwch.coordinator.replication import Replicas
+from xwch.coordinator.results import TaskResults
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
 from xwch.coordinator.speculation import stragglers_for
 from xwch.coordinator.transitions import (
@@ -52,7 +53,6 @@ from xwch.coordinator.transitions import (
     move_in_memory,
     move_tasks,
     move_to_assigned,
-    record_task_columns,
 )
 from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
 from xwch.errors import XwchError
@@ -61,7 +61,6 @@ from xwch.protocol.wire import (
     JOB_CANCELLED,
     JOB_DONE,
     JOB_ENDED_STATES,
-    JOB_FAILED,
     JOB_RUNNING,
     OUTCOME_SUCCEEDED,
 )
@@ -76,7 +75,6 @@ from xwch.store.records import (
     JobUpdate,
     NewAttempt,
     NewTask,
-    OutputRow,
     RecoveredJob,
 )
 
@@ -187,6 +185,8 @@ class TasksManager:
         self.checkpoints: CheckpointBook | None = None
         # Tasks whose results are checked by replication (quorum), and workers' reliability.
         self.replicated = ReplicatedTasks(self, Replicas(Reliability()))
+        # What a task's result, or its failure, does (results.py).
+        self.results = TaskResults(self)
         # What the scanner repairs (repairs.py).
         self.repairs = TaskRepairs(self)
 
@@ -305,9 +305,9 @@ class TasksManager:
         self.jobs[state.id] = state
         for t in state.tasks.values():
             if t.state == TaskStatus.READY:
-                self._queue_ready(state, t)
+                self.queue_ready(state, t)
 
-    def _queue_ready(self, job: JobState, task: TaskState) -> None:
+    def queue_ready(self, job: JobState, task: TaskState) -> None:
         """Offer a ready task (or a replicated one wanting one more replica) to workers: in the
         scheduler's ready set, its inputs on their way, waiting workers woken."""
         inputs = job.known_inputs(task)
@@ -328,7 +328,7 @@ class TasksManager:
         for listener in self.on_ready:
             listener()
 
-    def _queue_ready_later(self, job: JobState, t: TaskState) -> None:
+    def queue_ready_later(self, job: JobState, t: TaskState) -> None:
         """Queued again after the relaunch back-off; ``ready`` for users meanwhile."""
         delay = min(self.RELAUNCH_BACKOFF * 2 ** max(t.failures - 1, 0), self.RELAUNCH_BACKOFF_MAX)
 
@@ -339,7 +339,7 @@ class TasksManager:
                 and t.state == TaskStatus.READY
                 and not self._attempts_of(job, t)
             ):
-                self._queue_ready(job, t)
+                self.queue_ready(job, t)
 
         t.stop_relaunch()
         t.relaunch = self._reactor.callLater(delay, relaunch)
@@ -384,7 +384,7 @@ class TasksManager:
                     # Its attempts ended unrecorded: the store's row reads as ready.
                     move_in_memory(state.id, [t], TaskStatus.READY)
                 if t.state == TaskStatus.READY:
-                    self._queue_ready(state, t)
+                    self.queue_ready(state, t)
             self.log.info("job {job} resumed: {n} tasks left", job=state.id, n=state.remaining)
 
     async def retry(self, job_id: str) -> None:
@@ -419,11 +419,11 @@ class TasksManager:
         if job is None or job.state != JOB_RUNNING:
             return False
         change = Change()
-        self._end_job(job, JOB_CANCELLED, "cancelled by the user", change)
+        self.end_job(job, JOB_CANCELLED, "cancelled by the user", change)
         await self.record(change)
         return True
 
-    def _end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
+    def end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
         """End a job: every task not done is cancelled (unless it failed) and forgotten."""
         now = self._reactor.seconds()
         job.state = state
@@ -433,7 +433,7 @@ class TasksManager:
             if t.state in ENDED_TASK_STATES:
                 continue
             self.scheduler.remove((job.id, t.spec.id))
-            self._cancel_running(job, t, now, "job ended", change)
+            self.cancel_running(job, t, now, "job ended", change)
             to_cancel.append(t)
         move_tasks(job.id, to_cancel, TaskStatus.CANCELLED, change, ended=now)
         change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
@@ -464,7 +464,7 @@ class TasksManager:
         self.ending.discard(job_id)
         self.endings.ended(job_id)
 
-    def _cancel_running(
+    def cancel_running(
         self, job: JobState, t: TaskState, now: float, why: str, change: Change
     ) -> None:
         """Tell the workers running attempts of ``t`` to kill them."""
@@ -513,7 +513,7 @@ class TasksManager:
                 return False
             if not self.replicated.accepts(self.jobs[key[0]], t, worker.id):
                 return False
-            return self._inputs_present(key, lineage)
+            return self.results.inputs_present(key, lineage)
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
         if lineage:
@@ -592,7 +592,7 @@ class TasksManager:
         except Exception:
             # Not durable, so not given: the tasks are ready again for the next request.
             for attempt in started:
-                self._forget_attempt(attempt)
+                self.forget_attempt(attempt)
                 owner = self.jobs.get(attempt.job_id)
                 if owner is not None:
                     t = owner.tasks[attempt.task_id]
@@ -600,7 +600,7 @@ class TasksManager:
                     if not self._attempts_of(owner, t) and not attempt.speculative:
                         # Nothing of it was written: the store's row is as it was.
                         move_in_memory(owner.id, [t], TaskStatus.READY)
-                        self._queue_ready(owner, t)
+                        self.queue_ready(owner, t)
             raise
         given = [
             assignment_for(
@@ -616,81 +616,11 @@ class TasksManager:
             )
         return given
 
-    def _inputs_present(self, key: TaskKey, change: Change) -> bool:
-        """True when every input of a ready task is stored somewhere; else start lineage."""
-        job = self.jobs[key[0]]
-        t = job.tasks[key[1]]
-        binary = job.spec.binaries[t.spec.binary]
-        lost_uploads = []
-        # A binary built for one platform only is lost for everyone once its copies are gone.
-        if len(binary.variants) == 1:
-            [only] = binary.variants.values()
-            if only.digest and not self._catalog.has(only.digest):
-                lost_uploads.append(f"binary {t.spec.binary!r}")
-        lost_producers: list[TaskState] = []
-        for ref in t.spec.inputs:
-            found = job.input_digest(ref)
-            if found is not None and self._catalog.has(found[0]):
-                continue
-            if ref.file is not None:
-                lost_uploads.append(f"file {ref.file!r}")
-            else:
-                assert ref.task is not None
-                lost_producers.append(job.tasks[ref.task])
-        if not lost_uploads and not lost_producers:
-            return True
-        now = self._reactor.seconds()
-        if lost_uploads:
-            self._end_job(
-                job,
-                JOB_FAILED,
-                f"input {lost_uploads[0]} uploaded by the client is lost: no warehouse holding "
-                "it answers any more; submit the job again",
-                change,
-            )
-            return False
-        for producer in lost_producers:
-            self._run_again(job, producer, now, change)
-        return False
-
-    def _run_again(
-        self,
-        job: JobState,
-        producer: TaskState,
-        now: float,
-        change: Change,
-        why: str = "its outputs are lost",
-    ) -> None:
-        """Every copy of ``producer``'s outputs is gone (or they are suspect): it runs again,
-        and its readers wait."""
-        if producer.state != TaskStatus.DONE:
-            return  # already on its way again
-        self.log.warn(
-            "task {task} of job {job} runs again: {why}",
-            task=producer.spec.id,
-            job=job.id,
-            why=why,
-        )
-        producer.outputs.clear()
-        job.remaining += 1
-        change.removed_outputs.append((job.id, producer.spec.id))
-        move_tasks(job.id, [producer], TaskStatus.READY, change, ended=None)
-        self._queue_ready(job, producer)
-        blocked = []
-        for dependent_id in producer.dependents:
-            dependent = job.tasks[dependent_id]
-            if dependent.state in (TaskStatus.READY, TaskStatus.BLOCKED):
-                dependent.waiting += 1
-                if dependent.state == TaskStatus.READY:
-                    self.scheduler.remove((job.id, dependent_id))
-                    blocked.append(dependent)
-        move_tasks(job.id, blocked, TaskStatus.BLOCKED, change)
-
     def _attempts_of(self, job: JobState, t: TaskState) -> Set[str]:
         """Ids of the running attempts of ``t``."""
         return self.attempts.of_task(job.id, t.spec.id)
 
-    def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
+    def forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
         if attempt.id in self.attempts:
             self._attempt_ended(attempt, seconds)
 
@@ -717,7 +647,7 @@ class TasksManager:
         """The running attempt, if it is still current; raises if another worker holds it."""
         return self.attempts.attempt_of(attempt_id, worker_id)
 
-    def _late_attempt(
+    def late_attempt(
         self, attempt_id: str, worker_id: str, same_owner: SameOwner
     ) -> Attempt | None:
         """An attempt presumed lost, now heard of again from its worker (under a new id)."""
@@ -732,6 +662,8 @@ class TasksManager:
             return None
         return lost
 
+    # Results (results.py), and the hooks of replicated tasks (replicated.py)
+
     async def record_result(
         self, worker_id: str, result: AttemptResult, same_owner: SameOwner = _nobody
     ) -> bool:
@@ -740,7 +672,7 @@ class TasksManager:
         succeeded = result.outcome == OUTCOME_SUCCEEDED
         late = False
         if attempt is None:
-            attempt = self._late_attempt(result.attempt, worker_id, same_owner)
+            attempt = self.late_attempt(result.attempt, worker_id, same_owner)
             # A late failure changes nothing: the loss was already counted.
             if attempt is None or not succeeded:
                 return False
@@ -759,135 +691,28 @@ class TasksManager:
                 raise MissingObjects(missing)
             if t.spec.replication is not None:
                 self.replicated.check(job, t, worker_id)
-        now = self._reactor.seconds()
-        change = Change()
-        if late:
-            self.attempts.forget_lost(attempt.id)
-            self.log.info(
-                "late result of attempt {attempt} (task {task}) accepted",
-                attempt=attempt.id,
-                task=t.spec.id,
-            )
-        self._forget_attempt(attempt, result.duration if succeeded else None)
-        # It ran between two Work Alives: it started then, by its own account (written with
-        # the task's end when it succeeded: one row update fewer a task).
-        started = None if attempt.begun else now - result.duration
-        if started is not None and not succeeded:
-            record_task_columns(job.id, t, change, started=started)
-        move_attempt(
-            attempt,
-            AttemptStatus.SUCCEEDED if succeeded else AttemptStatus.FAILED,
-            change,
-            ended=now,
-            exit_code=result.exit_code,
-            error=result.error,
-            stdout=result.stdout,
-            stderr=result.stderr,
-            worker_id=worker_id if worker_id != attempt.worker_id else None,
-        )
-        if self.replicated.is_comparison(job, t) and result.exit_code is not None:
-            # A compare program's exit status is its answer, not a failure.
-            self.replicated.compared(job, t, succeeded, now, change)
-        elif succeeded and t.spec.replication is not None:
-            self.health.succeeded(worker_id)
-            self.replicated.take_result(job, t, attempt, worker_id, result, now, change, started)
-        elif succeeded:
-            job.stragglers.finished(result.duration, t.spec.cost)
-            self.health.succeeded(worker_id)
-            change.tasks_done_by_worker[worker_id] = 1
-            t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
-            # Small outputs came in the result: kept here, written with the result.
-            inline = {o.digest: o.content for o in result.outputs if o.content is not None}
-            if inline:
-                self._catalog.hold_inline(inline)
-                change.inline_objects.update(inline)
-            # The worker keeps its outputs in its cache: their readers are best run there.
-            self.scheduler.objects_cached(worker_id, [o.digest for o in result.outputs])
-            change.outputs.extend(
-                OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
-            )
-            self._task_done(job, t, now, change, started)
-        else:
-            self.health.failed(worker_id)
-            t.failed_on.add(worker_id)
-            reason = result.error or f"exit status {result.exit_code}"
-            self._task_failed(job, t, now, reason, change)
-        await self.record(change)
+        await self.results.take(attempt, worker_id, result, late)
         return True
 
-    def _task_done(
+    def task_done(
         self, job: JobState, t: TaskState, now: float, change: Change, started: float | None = None
     ) -> None:
-        t.stop_relaunch()
-        self.scheduler.remove((job.id, t.spec.id))
-        # The first result wins: any other attempt of the task is now useless.
-        self._cancel_running(job, t, now, "another attempt finished first", change)
-        # Its start time, when it is new, goes with its end: one row update fewer a task.
-        begun = {} if started is None else {"started": started}
-        move_tasks(job.id, [t], TaskStatus.DONE, change, ended=now, **begun)
-        job.remaining -= 1
-        if self.checkpoints is not None:
-            self.checkpoints.tasks_over(job.id, [t.spec.id])
-        newly_ready = []
-        for dependent_id in t.dependents:
-            dependent = job.tasks[dependent_id]
-            dependent.waiting -= 1
-            if dependent.waiting == 0 and dependent.state == TaskStatus.BLOCKED:
-                newly_ready.append(dependent)
-            elif self.prefetcher is not None and dependent.state == TaskStatus.BLOCKED:
-                # Still waiting for others: its inputs may start towards it now.
-                self.prefetcher.waiting((job.id, dependent_id), job.known_inputs(dependent))
-        move_tasks(job.id, newly_ready, TaskStatus.READY, change)
-        for dependent in newly_ready:
-            self._queue_ready(job, dependent)
-        if job.remaining == 0:
-            self._end_job(job, JOB_DONE, None, change)
+        self.results.task_done(job, t, now, change, started)
 
-    def _task_failed(
-        self, job: JobState, t: TaskState, now: float, reason: str, change: Change
+    def run_again(
+        self,
+        job: JobState,
+        producer: TaskState,
+        now: float,
+        change: Change,
+        why: str = "its outputs are lost",
     ) -> None:
-        """An attempt failed or was lost: relaunch while retries last, else fail the job."""
-        t.failures += 1
-        if self._attempts_of(job, t):
-            # Another attempt of the task is still running: it may yet succeed.
-            record_task_columns(job.id, t, change, failures=t.failures)
-            # A replicated task wants a replica in place of this one.
-            self.replicated.offer(job, t)
-            return
-        poisoned = len(t.failed_on) >= self.POISON_WORKERS
-        if t.failures <= t.spec.retries and not poisoned:
-            move_tasks(job.id, [t], TaskStatus.READY, change, failures=t.failures)
-            self._queue_ready_later(job, t)
-            self.log.info(
-                "task {task} of job {job} failed ({reason}); relaunching "
-                "({n} of {retries} retries used)",
-                task=t.spec.id,
-                job=job.id,
-                reason=reason,
-                n=t.failures,
-                retries=t.spec.retries,
-            )
-            return
-        if poisoned:
-            why = f"failed on {len(t.failed_on)} different workers"
-        else:
-            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
-        self.fail_for_good(job, t, now, f"{why}: {reason}", change)
+        self.results.run_again(job, producer, now, change, why)
 
     def fail_for_good(
         self, job: JobState, t: TaskState, now: float, why: str, change: Change
     ) -> None:
-        """``t`` fails with no retry, and its job with it."""
-        t.stop_relaunch()
-        self.scheduler.remove((job.id, t.spec.id))
-        self._cancel_running(job, t, now, "its task failed", change)
-        move_tasks(job.id, [t], TaskStatus.FAILED, change, failures=t.failures, ended=now)
-        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}", change)
-
-    # Hooks of replicated tasks (replicated.py)
-
-    task_done = _task_done
-    run_again = _run_again
+        self.results.fail_for_good(job, t, now, why, change)
 
     def tell_job(self, job: JobState, note: str, change: Change) -> None:
         """Say something about a running job in its ``status`` (and keep it at its end)."""
@@ -902,13 +727,7 @@ class TasksManager:
         """Ready for one more replica while others run: the task stays ``running``."""
         if self.scheduler.is_ready((job.id, t.spec.id)):
             return
-        self._queue_ready(job, t)
-
-    # Hooks of replicated tasks, continued: a comparison (replicated.py) is a task that lives in
-    # memory only, beside the job's tasks.
-
-    make_ready = _queue_ready
-    cancel_running = _cancel_running
+        self.queue_ready(job, t)
 
     @property
     def reactor(self) -> IReactorTime:
@@ -930,11 +749,11 @@ class TasksManager:
         for attempt in self.attempts.on_workers(lost):
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
-            self._forget_attempt(attempt)
+            self.forget_attempt(attempt)
             self.attempts.presume_lost(attempt)
             move_attempt(attempt, AttemptStatus.LOST, change, ended=now, error="worker lost")
             if job.state == JOB_RUNNING and t.state == TaskStatus.RUNNING:
-                self._task_failed(job, t, now, "worker lost", change)
+                self.results.task_failed(job, t, now, "worker lost", change)
         for worker_id in lost:
             self.attempts.worker_gone(worker_id)
             self.health.forget(worker_id)
@@ -952,11 +771,11 @@ class TasksManager:
                 continue
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
-            self._forget_attempt(attempt)
+            self.forget_attempt(attempt)
             move_attempt(attempt, AttemptStatus.GIVEN_BACK, change, ended=now, error="given back")
             if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                 move_tasks(job.id, [t], TaskStatus.READY, change)
-                self._queue_ready(job, t)
+                self.queue_ready(job, t)
         if change:
             await self.record(change)
 
@@ -996,7 +815,7 @@ class TasksManager:
             late = (
                 None
                 if attempt is not None
-                else self._late_attempt(attempt_id, worker_id, same_owner)
+                else self.late_attempt(attempt_id, worker_id, same_owner)
             )
             if late is None:
                 cancel.add(attempt_id)
@@ -1016,7 +835,7 @@ class TasksManager:
                 continue  # its assignment may still be on its way
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
-            self._forget_attempt(attempt)
+            self.forget_attempt(attempt)
             self.attempts.presume_lost(attempt)
             move_attempt(
                 attempt, AttemptStatus.LOST, change, ended=now, error="its worker never received it"
@@ -1030,7 +849,7 @@ class TasksManager:
             )
             if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                 move_tasks(job.id, [t], TaskStatus.READY, change)
-                self._queue_ready(job, t)
+                self.queue_ready(job, t)
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
         job = self.jobs[attempt.job_id]
