@@ -175,7 +175,7 @@ class ReplicatedTasks:
                 n=len(winners),
                 single=" (one trusted worker, unconfirmed)" if vote.single else "",
             )
-            self._manager.task_done(job, t, now, change, started)
+            self._manager.results.task_done(job, t, now, change, started)
             return
         compare = t.spec.replication.compare
         if compare is not None:
@@ -189,7 +189,7 @@ class ReplicatedTasks:
             for r in vote.returned:
                 _judge(change, r, verdict.message)
             self.replicas.forget(key)
-            self._manager.fail_for_good(job, t, now, verdict.message, change)
+            self._manager.results.fail_for_good(job, t, now, verdict.message, change)
             return
         self.log.debug(
             "task {task} of job {job}: {n} result(s) in, waiting for {quorum} to agree",
@@ -362,7 +362,7 @@ class ReplicatedTasks:
                 "accepted from one worker that has since lost a vote: checked again",
                 AttemptStatus.SUCCEEDED,
             )
-            self._manager.run_again(
+            self._manager.results.run_again(
                 job, t, now, change, why=f"its result came from {identity} alone, who lost a vote"
             )
             self.replicas.plan_check(key, replication, suspect)

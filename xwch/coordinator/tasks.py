@@ -662,7 +662,7 @@ class TasksManager:
             return None
         return lost
 
-    # Results (results.py), and the hooks of replicated tasks (replicated.py)
+    # Results (results.py)
 
     async def record_result(
         self, worker_id: str, result: AttemptResult, same_owner: SameOwner = _nobody
@@ -694,25 +694,7 @@ class TasksManager:
         await self.results.take(attempt, worker_id, result, late)
         return True
 
-    def task_done(
-        self, job: JobState, t: TaskState, now: float, change: Change, started: float | None = None
-    ) -> None:
-        self.results.task_done(job, t, now, change, started)
-
-    def run_again(
-        self,
-        job: JobState,
-        producer: TaskState,
-        now: float,
-        change: Change,
-        why: str = "its outputs are lost",
-    ) -> None:
-        self.results.run_again(job, producer, now, change, why)
-
-    def fail_for_good(
-        self, job: JobState, t: TaskState, now: float, why: str, change: Change
-    ) -> None:
-        self.results.fail_for_good(job, t, now, why, change)
+    # Hooks of replicated tasks (replicated.py), beside those of results.py
 
     def tell_job(self, job: JobState, note: str, change: Change) -> None:
         """Say something about a running job in its ``status`` (and keep it at its end)."""

@@ -43,12 +43,17 @@ def test_attempts_of_several_workers_are_listed_in_the_order_they_started() -> N
     assert [a.id for a in ledger.on_workers({"w1", "w2"})] == ["a0", "a1", "a3"]
 
 
-def test_a_worker_is_told_once_which_attempts_to_kill() -> None:
-    ledger = AttemptLedger()
-    a = attempt("a1")
+def ended(ledger: AttemptLedger, attempt_id: str) -> Attempt:
+    """An attempt that ran in ``ledger`` and ended."""
+    a = attempt(attempt_id)
     ledger.started(a)
     ledger.ended(a)
-    ledger.kill(a)
+    return a
+
+
+def test_a_worker_is_told_once_which_attempts_to_kill() -> None:
+    ledger = AttemptLedger()
+    ledger.kill(ended(ledger, "a1"))
     assert ledger.to_kill("w1") == {"a1"}
     assert ledger.to_kill("w1") == set()
 
@@ -63,9 +68,7 @@ def test_a_lost_worker_is_told_nothing_more() -> None:
 
 def test_an_attempt_presumed_lost_may_run_again_on_its_worker_under_a_new_id() -> None:
     ledger = AttemptLedger()
-    a = attempt("a1")
-    ledger.started(a)
-    ledger.ended(a)
+    a = ended(ledger, "a1")
     ledger.presume_lost(a)
     assert ledger.lost("a1") is a and "a1" not in ledger
     again = ledger.readopt("a1", "w1-again")
