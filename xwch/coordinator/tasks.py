@@ -202,7 +202,8 @@ class TasksManager:
         self.on_unwritten.clear()
 
     def record(self, change: Change) -> Deferred[None]:
-        """Write one decision to the store, under this member's fence."""
+        """Write one decision (the Change its transitions built) to the store, under this
+        member's fence."""
         return self._write(job_queries.apply_change_thd, change)
 
     def write(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
