@@ -30,7 +30,7 @@ from xwch.errors import (
     XwchError,
 )
 from xwch.http import make_http_client
-from xwch.protocol.wire import TASK_STATES
+from xwch.protocol.states import TaskStatus
 from xwch.startup import freeze_what_is_loaded
 
 from .commands import COMMANDS, PROGRAM, Context
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state",
         metavar="STATE",
         help="only tasks in this state, or in any of several separated by commas "
-        f"({', '.join(TASK_STATES)})",
+        f"({', '.join(TaskStatus)})",
     )
     tasks.add_argument("--json", action="store_true", help="print JSON")
 
@@ -284,11 +284,11 @@ def _parse(argv: Sequence[str], stdout: TextIO, stderr: TextIO) -> argparse.Name
 def _task_states(flag: str, parser: argparse.ArgumentParser) -> frozenset[str]:
     """The states of ``tasks --state``, checked against the states tasks have."""
     states = frozenset(s.strip() for s in flag.split(",") if s.strip())
-    unknown = sorted(states - set(TASK_STATES))
+    unknown = sorted(states - set(TaskStatus))
     if unknown or not states:
         parser.error(
             f"--state {flag!r}: {', '.join(unknown) or 'no state'} is not a task state "
-            f"(one of {', '.join(TASK_STATES)})"
+            f"(one of {', '.join(TaskStatus)})"
         )
     return states
 

@@ -23,7 +23,8 @@ from xwch.dag import Job, load_job_file
 from xwch.errors import ConfigurationError
 from xwch.http import JsonApi, PooledHttpClient
 from xwch.protocol.client import AttemptLog, JobSummary
-from xwch.protocol.wire import API_PREFIX, JOB_DONE, TASK_DONE, TASK_FAILED
+from xwch.protocol.states import TaskStatus
+from xwch.protocol.wire import API_PREFIX, JOB_DONE
 from xwch.signing import (
     PRIVATE_KEY_FILE,
     create_private_key,
@@ -160,7 +161,7 @@ async def _ended(
         return 0
     if job.message:
         ctx.note(job.message)
-    failed = [t.id for t in await api.tasks(job.id) if t.state == TASK_FAILED]
+    failed = [t.id for t in await api.tasks(job.id) if t.state == TaskStatus.FAILED]
     if failed:
         shown = ", ".join(failed[:FAILED_SHOWN])
         more = f" and {len(failed) - FAILED_SHOWN} more" if len(failed) > FAILED_SHOWN else ""
@@ -274,7 +275,7 @@ async def cmd_logs(ctx: Context, args: argparse.Namespace) -> int:
     follower = LogFollower(api, ctx.reactor, show, ctx.note)
     state = await follower.follow(args.job, args.task, args.attempt)
     ctx.note(f"task {args.task} {state}")
-    return 0 if state == TASK_DONE else 1
+    return 0 if state == TaskStatus.DONE else 1
 
 
 async def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
@@ -289,7 +290,7 @@ async def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
 async def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
     api = ctx.client(args)
     job = await api.retry(args.job)
-    left = job.total - job.count("done")
+    left = job.total - job.count(TaskStatus.DONE)
     if args.wait:
         # With --json, the one document printed is the job's summary once it has ended.
         if not args.json:

@@ -17,15 +17,7 @@ from twisted.internet.task import deferLater
 
 from xwch.errors import ApiError, Unreachable
 from xwch.protocol.client import JobSummary
-from xwch.protocol.wire import (
-    TASK_ASSIGNED,
-    TASK_BLOCKED,
-    TASK_CANCELLED,
-    TASK_DONE,
-    TASK_FAILED,
-    TASK_READY,
-    TASK_RUNNING,
-)
+from xwch.protocol.states import TaskStatus
 
 from .clock import now
 from .coordinator import CoordinatorClient
@@ -34,13 +26,13 @@ from .workers_note import WorkersWatch
 
 # States shown beside the bar, in the order a task lives them; "done" is the bar itself.
 SHOWN_STATES = (
-    TASK_ASSIGNED,
-    TASK_RUNNING,
-    TASK_ASSIGNED,
-    TASK_READY,
-    TASK_BLOCKED,
-    TASK_FAILED,
-    TASK_CANCELLED,
+    TaskStatus.ASSIGNED,
+    TaskStatus.RUNNING,
+    TaskStatus.ASSIGNED,
+    TaskStatus.READY,
+    TaskStatus.BLOCKED,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
 )
 # A bar narrower than MIN_BAR says nothing; one wider than MAX_BAR only pushes the numbers away.
 MIN_BAR = 10
@@ -63,7 +55,7 @@ def render_progress(
     workers from computing) comes last, cut if the line is too narrow. One column is left free
     because some terminals wrap a line that fills the whole width.
     """
-    done = counts.get(TASK_DONE, 0)
+    done = counts.get(TaskStatus.DONE, 0)
     fresh = max(0, done - done_before)
     rate = fresh / elapsed if elapsed > 0 else 0.0
     remaining = max(0, total - done)
@@ -92,7 +84,9 @@ def render_progress(
 def render_change(job: JobSummary, elapsed: float, note: str | None = None) -> str:
     """The plain line written when a job's counts change, for logs rather than terminals."""
     states = ", ".join(f"{s} {job.counts[s]}" for s in SHOWN_STATES if job.counts.get(s))
-    line = f"[{format_duration(elapsed)}] {job.state}: {job.count(TASK_DONE)}/{job.total} done"
+    line = (
+        f"[{format_duration(elapsed)}] {job.state}: {job.count(TaskStatus.DONE)}/{job.total} done"
+    )
     line += f", {states}" if states else ""
     return line + (f"; {note}" if note else "")
 
@@ -150,7 +144,7 @@ class JobFollower:
         start = now(self.reactor)
         try:
             job = await self._poll(job_id)
-            done_before = job.count(TASK_DONE)
+            done_before = job.count(TaskStatus.DONE)
             last_seen: tuple[str, list[tuple[str, int]], str | None] | None = None
             told: list[tuple[str, int]] = []
             while True:
@@ -196,10 +190,10 @@ class JobFollower:
     def _until_next_poll(self, job: JobSummary, done_before: int, elapsed: float) -> float:
         """Half the time the job seems to need to end (at its pace while followed), between
         POLL_SOONEST and POLL_INTERVAL."""
-        done = job.count(TASK_DONE)
+        done = job.count(TaskStatus.DONE)
         if done <= done_before or elapsed <= 0:
             return self.POLL_INTERVAL
-        settled = done + job.count(TASK_FAILED) + job.count(TASK_CANCELLED)
+        settled = done + job.count(TaskStatus.FAILED) + job.count(TaskStatus.CANCELLED)
         time_left = max(0, job.total - settled) * elapsed / (done - done_before)
         return min(self.POLL_INTERVAL, max(self.POLL_SOONEST, time_left / 2))
 

@@ -15,14 +15,14 @@ from twisted.internet.task import deferLater
 
 from xwch.errors import ApiError, Unreachable, XwchError
 from xwch.protocol.client import AttemptLog, TaskInfo
-from xwch.protocol.wire import TASK_CANCELLED, TASK_DONE, TASK_FAILED
+from xwch.protocol.states import TaskStatus
 
 from .clock import now
 from .coordinator import CoordinatorClient
 
 # Attempt states of an attempt whose program has not ended yet (its output is not in).
 UNFINISHED_ATTEMPTS = ("running", "assigned")
-ENDED_TASKS = (TASK_DONE, TASK_FAILED, TASK_CANCELLED)
+ENDED_TASKS = (TaskStatus.DONE, TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 class UnknownTask(XwchError):

@@ -13,7 +13,7 @@ from datetime import tzinfo
 
 from xwch.protocol.client import JobSummary, TaskInfo, WorkerInfo
 from xwch.protocol.cluster import CoordinatorInfo
-from xwch.protocol.wire import TASK_STATES
+from xwch.protocol.states import TaskStatus
 
 from .humane import NOTHING, format_ago, format_clock, format_day_clock, format_duration, format_gib
 
@@ -216,7 +216,8 @@ def status_text(
     label = max(len(k) for k, _ in head)
     lines = [f"{k.ljust(label)}  {v}" for k, v in head]
     # The known states in their life order, then any the coordinator added.
-    states = list(TASK_STATES) + sorted(s for s in job.counts if s not in TASK_STATES)
+    known = list(TaskStatus)
+    states = known + sorted(s for s in job.counts if s not in known)
     counts = render_table(
         (Column("TASK STATE"), Column("COUNT", right=True)),
         [(s, str(job.count(s))) for s in states],

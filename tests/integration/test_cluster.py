@@ -28,7 +28,7 @@ from tests.integration.support import (
 )
 from tests.private_postgres import PrivatePostgres
 from xwch.localprocess import LocalPlatformProcess
-from xwch.protocol.wire import ATTEMPT_SUCCEEDED
+from xwch.protocol.states import AttemptStatus
 from xwch.store.schema import attempts, coordinators, group_locks
 
 pytestmark = pytest.mark.integration
@@ -116,7 +116,7 @@ def lead_epoch(store: str) -> int:
 def succeeded_attempts(store: str) -> dict[str, int]:
     """Task id -> how many of its attempts the store has as succeeded."""
     rows = read_store(
-        store, sa.select(attempts.c.task_id).where(attempts.c.state == ATTEMPT_SUCCEEDED)
+        store, sa.select(attempts.c.task_id).where(attempts.c.state == AttemptStatus.SUCCEEDED)
     )
     return dict(Counter(row.task_id for row in rows))
 

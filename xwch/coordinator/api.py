@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from xwch.coordinator.attempts import NotYourAttempt
 from xwch.coordinator.catalog import Catalog, NoWarehouse
 from xwch.coordinator.communication import Busy, CommunicationManager
 from xwch.coordinator.groups import GroupLocks
@@ -24,7 +25,6 @@ from xwch.coordinator.tasks import (
     Dropped,
     JobStillRunning,
     MissingObjects,
-    NotYourAttempt,
     TasksManager,
     UnknownJob,
 )

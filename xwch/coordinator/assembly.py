@@ -47,6 +47,7 @@ from xwch.coordinator.worker_starter import WorkerStarter, live_workers
 from xwch.coordinator.workers import WorkersManager
 from xwch.detached import launcher
 from xwch.http import make_http_client
+from xwch.protocol.states import TaskStatus
 from xwch.store import tokens
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence
@@ -308,7 +309,7 @@ def _load(coordinator: Coordinator | None) -> tuple[int, int]:
     managers = None if coordinator is None else coordinator.managers
     if managers is None:
         return 0, 0
-    return len(managers.workers.workers), managers.tasks.counts().get("running", 0)
+    return len(managers.workers.workers), managers.tasks.counts().get(TaskStatus.RUNNING, 0)
 
 
 async def make_coordinator(

@@ -32,7 +32,7 @@ from xwch.protocol.checkpoints import (
     CheckpointSaved,
     SavedCheckpoint,
 )
-from xwch.protocol.wire import TASK_RUNNING
+from xwch.protocol.states import TaskStatus
 from xwch.store.checkpoints import (
     CheckpointRow,
     drop_checkpoints_thd,
@@ -101,7 +101,7 @@ class CheckpointBook:
         if (
             task.spec.checkpoint is None
             or task.spec.replication is not None
-            or task.state != TASK_RUNNING
+            or task.state != TaskStatus.RUNNING
         ):
             return CheckpointRecorded(recorded=False)
         missing = self._catalog.missing([saved.manifest, *saved.chunks])

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from xwch import dag
+from xwch.coordinator.job_state import TaskState
 from xwch.coordinator.reliability import Record
 from xwch.coordinator.replication import (
     Replicas,
@@ -32,20 +33,15 @@ from xwch.coordinator.replication import (
     returned_result,
 )
 from xwch.coordinator.vote import AGREED, FAILED
-from xwch.protocol.wire import (
-    ATTEMPT_FAILED,
-    ATTEMPT_SUCCEEDED,
-    TASK_CANCELLED,
-    TASK_DONE,
-    TASK_READY,
-    TASK_RUNNING,
-)
+from xwch.protocol.states import AttemptStatus, TaskStatus
 from xwch.protocol.worker import AttemptResult
 from xwch.store import reliability as reliability_queries
 from xwch.store.records import AttemptUpdate, Change, OutputRow
 
 if TYPE_CHECKING:
-    from xwch.coordinator.tasks import Attempt, JobState, TasksManager, TaskState
+    from xwch.coordinator.attempts import Attempt
+    from xwch.coordinator.job_state import JobState
+    from xwch.coordinator.tasks import TasksManager
 
 
 class ReplicatedTasks:
@@ -70,15 +66,16 @@ class ReplicatedTasks:
     def is_comparison(self, job: JobState, t: TaskState) -> bool:
         return (job.id, t.spec.id) in self._comparisons
 
-    def _holders(self, t: TaskState) -> set[str]:
-        attempts = self._manager.attempts
-        return {attempts[a].worker_id for a in t.running if a in attempts}
+    def _running(self, job: JobState, t: TaskState) -> int:
+        return len(self._manager.attempts.of_task(job.id, t.spec.id))
 
     def accepts(self, job: JobState, t: TaskState, worker_id: str) -> bool:
         """Whether ``worker_id`` may take (one more replica of) ``t``."""
         if t.spec.replication is None:
             return True
-        return self.replicas.accepts((job.id, t.spec.id), worker_id, self._holders(t))
+        return self.replicas.accepts(
+            (job.id, t.spec.id), worker_id, self._manager.attempts.workers_of(job.id, t.spec.id)
+        )
 
     def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
         """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
@@ -89,10 +86,10 @@ class ReplicatedTasks:
 
     def offer(self, job: JobState, t: TaskState) -> None:
         """Keep ``t`` ready for other workers while it wants more replicas than run."""
-        if t.spec.replication is None or t.state != TASK_RUNNING:
+        if t.spec.replication is None or t.state != TaskStatus.RUNNING:
             return
         key = (job.id, t.spec.id)
-        if self.replicas.wanted(key, len(t.running)) > 0:
+        if self.replicas.wanted(key, self._running(job, t)) > 0:
             self._manager.offer_replica(job, t)
 
     def check(self, job: JobState, t: TaskState, worker_id: str) -> None:
@@ -141,7 +138,7 @@ class ReplicatedTasks:
             self._manager.catalog.hold_inline(returned.inline)
         # Its attempt is recorded as it came (succeeded); the vote rewrites the record only of
         # a result it turns down: one row write fewer per replica that agrees.
-        self.replicas.cast(key, returned, running=len(t.running))
+        self.replicas.cast(key, returned, running=self._running(job, t))
         self._decide(job, t, now, change, started)
 
     def _decide(
@@ -151,7 +148,7 @@ class ReplicatedTasks:
         key = (job.id, t.spec.id)
         vote = self.replicas.vote_of(key)
         assert vote is not None and t.spec.replication is not None
-        verdict = self.replicas.verdict(key, running=len(t.running))
+        verdict = self.replicas.verdict(key, running=self._running(job, t))
         if verdict.state == AGREED:
             self._stop_comparisons(job, vote, now, change)
             winners = [r for r in vote.returned if vote.class_of(r.key) == verdict.key]
@@ -178,7 +175,7 @@ class ReplicatedTasks:
                 n=len(winners),
                 single=" (one trusted worker, unconfirmed)" if vote.single else "",
             )
-            self._manager.task_done(job, t, now, change, started)
+            self._manager.results.task_done(job, t, now, change, started)
             return
         compare = t.spec.replication.compare
         if compare is not None:
@@ -192,7 +189,7 @@ class ReplicatedTasks:
             for r in vote.returned:
                 _judge(change, r, verdict.message)
             self.replicas.forget(key)
-            self._manager.fail_for_good(job, t, now, verdict.message, change)
+            self._manager.results.fail_for_good(job, t, now, verdict.message, change)
             return
         self.log.debug(
             "task {task} of job {job}: {n} result(s) in, waiting for {quorum} to agree",
@@ -201,7 +198,7 @@ class ReplicatedTasks:
             n=len(vote.returned),
             quorum=vote.quorum,
         )
-        if t.state != TASK_READY:
+        if t.state != TaskStatus.READY:
             self.offer(job, t)
 
     # Compare programs
@@ -221,9 +218,6 @@ class ReplicatedTasks:
         """Start a task running the program ``compare`` on two results of ``t``, found in its
         folders ``a/`` and ``b/`` (its arguments); returns its id. It lives in memory only,
         beside the job's tasks, with two placeholders holding the results it reads."""
-        # Imported here: tasks.py imports this module.
-        from xwch.coordinator.tasks import TaskState
-
         # Attempts' task ids are at most 128 characters in the store.
         base = (
             t.spec.id
@@ -236,7 +230,7 @@ class ReplicatedTasks:
             holder = TaskState(
                 spec=dag.Task(id=f"{task_id}~{side}", binary=compare),
                 position=t.position,
-                state=TASK_CANCELLED,
+                state=TaskStatus.CANCELLED,
                 outputs={name: (digest, size) for name, digest, size in r.outputs},
             )
             job.tasks[holder.spec.id] = holder
@@ -253,9 +247,9 @@ class ReplicatedTasks:
             timeout=t.spec.timeout,
             retries=t.spec.retries,
         )
-        comparison = TaskState(spec=spec, position=t.position, state=TASK_READY)
+        comparison = TaskState(spec=spec, position=t.position, state=TaskStatus.READY)
         job.tasks[task_id] = comparison
-        self._manager.make_ready(job, comparison)
+        self._manager.queue_ready(job, comparison)
         return task_id
 
     def _end_comparison(
@@ -265,7 +259,7 @@ class ReplicatedTasks:
         if comparison.relaunch is not None and comparison.relaunch.active():
             comparison.relaunch.cancel()
         self._manager.scheduler.remove((job.id, comparison.spec.id))
-        self._manager.cancel_running(comparison, now, "another attempt answered first", change)
+        self._manager.cancel_running(job, comparison, now, "another attempt answered first", change)
         for task_id in (comparison.spec.id, f"{comparison.spec.id}~a", f"{comparison.spec.id}~b"):
             job.tasks.pop(task_id, None)
 
@@ -292,7 +286,7 @@ class ReplicatedTasks:
         )
         if agree:
             vote.merge(one, other)
-        if t.state in (TASK_RUNNING, TASK_READY):
+        if t.state in (TaskStatus.RUNNING, TaskStatus.READY):
             self._decide(job, t, now, change, None)
 
     def _accept(
@@ -360,15 +354,15 @@ class ReplicatedTasks:
                 continue
             t = job.tasks[key[1]]
             replication = t.spec.replication
-            if replication is None or t.state != TASK_DONE:
+            if replication is None or t.state != TaskStatus.DONE:
                 continue
             _judge(
                 change,
                 suspect,
                 "accepted from one worker that has since lost a vote: checked again",
-                ATTEMPT_SUCCEEDED,
+                AttemptStatus.SUCCEEDED,
             )
-            self._manager.run_again(
+            self._manager.results.run_again(
                 job, t, now, change, why=f"its result came from {identity} alone, who lost a vote"
             )
             self.replicas.plan_check(key, replication, suspect)
@@ -384,7 +378,9 @@ class ReplicatedTasks:
                 job=job.id,
             )
             return
-        readers = sorted(d for d in t.dependents if job.tasks[d].state in (TASK_RUNNING, TASK_DONE))
+        readers = sorted(
+            d for d in t.dependents if job.tasks[d].state in (TaskStatus.RUNNING, TaskStatus.DONE)
+        )
         note = (
             f"task {t.spec.id}: a result accepted from one worker was found wrong and replaced"
             + (f"; tasks that had read it: {', '.join(readers)}" if readers else "")
@@ -393,7 +389,9 @@ class ReplicatedTasks:
         self._manager.tell_job(job, note, change)
 
 
-def _judge(change: Change, r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> None:
+def _judge(
+    change: Change, r: Returned, error: str | None, state: AttemptStatus = AttemptStatus.FAILED
+) -> None:
     """Record how the vote judged a replica's attempt, in place of what ``change`` already
     says of it (an attempt is updated once per change: its row is written once)."""
     update = _rewritten(r, error, state)
@@ -406,7 +404,9 @@ def _judge(change: Change, r: Returned, error: str | None, state: str = ATTEMPT_
     change.attempt_updates.append(update)
 
 
-def _rewritten(r: Returned, error: str | None, state: str = ATTEMPT_FAILED) -> AttemptUpdate:
+def _rewritten(
+    r: Returned, error: str | None, state: AttemptStatus = AttemptStatus.FAILED
+) -> AttemptUpdate:
     """The record of a replica's attempt once the vote has judged it."""
     return AttemptUpdate(
         id=r.attempt,

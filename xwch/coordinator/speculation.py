@@ -17,6 +17,16 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from xwch.coordinator import trust
+from xwch.protocol.wire import JOB_RUNNING
+
+if TYPE_CHECKING:
+    from xwch.coordinator.attempts import AttemptLedger
+    from xwch.coordinator.job_state import JobState
+    from xwch.coordinator.scheduler import TaskKey, WorkerView
 
 
 class Stragglers:
@@ -53,3 +63,37 @@ class Stragglers:
         if elapsed <= self.SLOW_FACTOR * expected:
             return None
         return elapsed / expected if expected > 0 else float("inf")
+
+
+def stragglers_for(
+    jobs: Iterable[JobState], attempts: AttemptLedger, worker: WorkerView, free: int, now: float
+) -> list[TaskKey]:
+    """Slow attempts ``worker`` could race, slowest first, in jobs whose every unfinished
+    task is running (near their end); at most one duplicate per task."""
+    if free <= 0:
+        return []
+    found: list[tuple[float, TaskKey]] = []
+    for job in jobs:
+        running = attempts.of_job(job.id)
+        if job.state != JOB_RUNNING or job.remaining > len(running):
+            continue
+        for attempt_id in running:
+            attempt = attempts[attempt_id]
+            t = job.tasks[attempt.task_id]
+            platforms = job.platforms[t.spec.binary]
+            if (
+                len(attempts.of_task(job.id, t.spec.id)) != 1
+                or t.spec.replication is not None
+                or attempt.worker_id == worker.id
+                or worker.id in t.failed_on
+                or (platforms is not None and worker.platform not in platforms)
+                or not trust.worker_accepts(
+                    worker.platform, worker.trusted_keys, job.spec.binaries[t.spec.binary]
+                )
+            ):
+                continue
+            slowness = job.stragglers.slowness(now - attempt.started, t.spec.cost)
+            if slowness is not None:
+                found.append((slowness, (job.id, t.spec.id)))
+    found.sort(reverse=True)
+    return [key for _, key in found[:free]]

@@ -10,12 +10,12 @@ Task states follow docs/cli.md: ``blocked`` until every task it depends on is do
 retry left; ``cancelled``. A job is done when every task is; it fails as soon as one task fails
 for good, and its other tasks are then cancelled.
 
-Failure handling: a failed or lost attempt is relaunched after a back-off while retries last; a
-task failing on ``POISON_WORKERS`` distinct workers fails for good; the first successful attempt
-of a task wins and the others are cancelled; a late success of an attempt presumed lost still
-counts if its task is unfinished; a ready task whose input has no copy left at any warehouse
-sends the task that produced it back to run (lineage), and a lost upload of the client fails the
-job with a message saying so.
+Its parts, each a module of its own: the attempt ledger (attempts.py) holds the running
+attempts; every change of a task's or an attempt's state goes through transitions.py, which
+changes memory and the store's ``Change`` in one call; what a result or a failure does, and
+lineage, is results.py; the scanner's repairs are repairs.py; an attempt's Assignment is
+assignments.py. This module keeps the jobs, hands out attempts, follows workers' signals (Work
+Alive, lost workers, attempts given back) and writes every decision under its fence.
 """
 
 from __future__ import annotations
@@ -23,49 +23,46 @@ from __future__ import annotations
 import itertools
 import json
 import secrets
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence, Set
 from typing import TYPE_CHECKING, TypeVar
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from xwch import dag
 from xwch.coordinator import trust
+from xwch.coordinator.assignments import assignment_for
+from xwch.coordinator.attempts import Attempt, AttemptLedger, NotYourAttempt
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
+from xwch.coordinator.job_state import JobState, TaskState, platforms_of
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.reliability import Reliability
+from xwch.coordinator.repairs import TaskRepairs
 from xwch.coordinator.replicated import ReplicatedTasks
 from xwch.coordinator.replication import Replicas
+from xwch.coordinator.results import TaskResults
 from xwch.coordinator.scheduler import ReadyTask, Scheduler, TaskKey, WorkerView
-from xwch.coordinator.speculation import Stragglers
+from xwch.coordinator.speculation import stragglers_for
+from xwch.coordinator.transitions import (
+    attempt_begun,
+    move_attempt,
+    move_in_memory,
+    move_tasks,
+    move_to_assigned,
+)
 from xwch.coordinator.unrunnable import unrunnable_tasks, untrusted_tasks
 from xwch.errors import XwchError
-from xwch.protocol.objects import InputFile
+from xwch.protocol.states import ENDED_TASK_STATES, AttemptStatus, TaskStatus
 from xwch.protocol.wire import (
-    ATTEMPT_CANCELLED,
-    ATTEMPT_FAILED,
-    ATTEMPT_GIVEN_BACK,
-    ATTEMPT_LOST,
-    ATTEMPT_RUNNING,
-    ATTEMPT_SUCCEEDED,
     JOB_CANCELLED,
     JOB_DONE,
     JOB_ENDED_STATES,
-    JOB_FAILED,
     JOB_RUNNING,
     OUTCOME_SUCCEEDED,
-    TASK_ASSIGNED,
-    TASK_BLOCKED,
-    TASK_CANCELLED,
-    TASK_DONE,
-    TASK_FAILED,
-    TASK_READY,
-    TASK_RUNNING,
 )
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
@@ -73,21 +70,23 @@ from xwch.store import reliability as reliability_queries
 from xwch.store.database import Database
 from xwch.store.group_locks import Fence, NotHeld
 from xwch.store.records import (
-    AttemptUpdate,
     Change,
     JobRow,
     JobUpdate,
     NewAttempt,
     NewTask,
-    OutputRow,
     RecoveredJob,
-    TaskUpdate,
 )
 
 if TYPE_CHECKING:
     from xwch.coordinator.checkpoints import CheckpointBook
 
 T = TypeVar("T")
+
+# The tasks of an ended job that ``retry`` runs again.
+_RETRIED = frozenset(
+    {TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.READY, TaskStatus.RUNNING}
+)
 
 
 # Whether a worker id belongs to the caller's token (a lost worker that registered again
@@ -117,10 +116,6 @@ class Dropped(XwchError):
     """A change decided by a tasks' manager whose memory was dropped (see close)."""
 
 
-class NotYourAttempt(XwchError):
-    """A worker spoke of an attempt given to another worker."""
-
-
 class BadResult(XwchError):
     """A Work Result that cannot be right (outputs that were not declared, or missing)."""
 
@@ -131,67 +126,6 @@ class UnknownJob(XwchError):
 
 class JobStillRunning(XwchError):
     """Only an ended job can be retried."""
-
-
-@dataclass
-class Attempt:
-    id: str
-    job_id: str
-    task_id: str
-    number: int
-    worker_id: str
-    started: float
-    # A duplicate of a slow attempt near the end of its job (see speculation.py): the first
-    # of the two to succeed wins; neither is a "duplicate" for the scanner to repair.
-    speculative: bool = False
-    # Whether its worker said it started (a worker holds attempts ahead of its free slots):
-    # until then its task is "assigned" in the store, not "running".
-    begun: bool = False
-
-
-@dataclass
-class TaskState:
-    spec: dag.Task
-    position: int
-    state: str
-    failures: int = 0
-    attempts: int = 0
-    # How many of the tasks it depends on are not done yet.
-    waiting: int = 0
-    dependents: list[str] = field(default_factory=list)
-    outputs: dict[str, tuple[str, int]] = field(default_factory=dict)
-    running: set[str] = field(default_factory=set)
-    # Workers on which an attempt of this task failed (not merely lost).
-    failed_on: set[str] = field(default_factory=set)
-    # A relaunch waits until then (back-off); None: no wait.
-    relaunch: IDelayedCall | None = None
-
-
-@dataclass
-class JobState:
-    id: str
-    name: str
-    owner: int
-    priority: int
-    order: int
-    spec: dag.Job
-    tasks: dict[str, TaskState]
-    remaining: int
-    # binary name -> the platforms it exists for (None: any platform).
-    platforms: dict[str, frozenset[str] | None]
-    state: str = JOB_RUNNING
-    # Ids of its running attempts (for stragglers: a job near its end has few).
-    running_attempts: set[str] = field(default_factory=set)
-    stragglers: Stragglers = field(default_factory=Stragglers)
-    # What the job was told while it ran (a result found wrong after others had read it):
-    # its message in ``status``, kept when it ends done.
-    note: str | None = None
-
-
-def _platforms(binary: dag.Binary) -> frozenset[str] | None:
-    if dag.PLATFORM_ANY in binary.variants:
-        return None
-    return frozenset(binary.variants)
 
 
 def _job_digests(job: dag.Job) -> set[str]:
@@ -226,16 +160,11 @@ class TasksManager:
         self.scheduler = scheduler
         self.health = health or WorkerHealth(reactor)
         self.jobs: dict[str, JobState] = {}
-        self.attempts: dict[str, Attempt] = {}
-        # Attempts of workers declared lost: their late success may still count.
-        self.presumed_lost: dict[str, Attempt] = {}
-        # Attempts a worker must kill, told in its next Work Alive reply.
-        self._cancels: dict[str, set[str]] = {}
+        # Every running attempt, and those presumed lost or to be killed.
+        self.attempts = AttemptLedger()
         self._job_order = itertools.count()
         # Whether idle workers race stragglers near a job's end (see speculation.py).
         self.speculate = True
-        # Ids of the running attempts of each worker (what its Work Alive should list).
-        self._by_worker: dict[str, set[str]] = {}
         # Moves waiting tasks' inputs to where they will run (locality policy only).
         self.prefetcher: Prefetcher | None = None
         # Called whenever a task becomes ready (Work Requests waiting for work try again).
@@ -256,6 +185,10 @@ class TasksManager:
         self.checkpoints: CheckpointBook | None = None
         # Tasks whose results are checked by replication (quorum), and workers' reliability.
         self.replicated = ReplicatedTasks(self, Replicas(Reliability()))
+        # What a task's result, or its failure, does (results.py).
+        self.results = TaskResults(self)
+        # What the scanner repairs (repairs.py).
+        self.repairs = TaskRepairs(self)
 
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
@@ -268,8 +201,9 @@ class TasksManager:
         self.on_fenced.clear()
         self.on_unwritten.clear()
 
-    def _record(self, change: Change) -> Deferred[None]:
-        """Write one decision to the store, under this member's fence."""
+    def record(self, change: Change) -> Deferred[None]:
+        """Write one decision (the Change its transitions built) to the store, under this
+        member's fence."""
         return self._write(job_queries.apply_change_thd, change)
 
     def write(self, fn: Callable[..., T], *args: object) -> Deferred[T]:
@@ -348,14 +282,14 @@ class TasksManager:
     def _build(self, job_id: str, job: dag.Job, owner: int, order: int) -> JobState:
         tasks: dict[str, TaskState] = {}
         for position, spec in enumerate(job.tasks):
-            tasks[spec.id] = TaskState(spec=spec, position=position, state=TASK_BLOCKED)
+            tasks[spec.id] = TaskState(spec=spec, position=position, state=TaskStatus.BLOCKED)
         for t in tasks.values():
             deps = t.spec.dependencies()
             t.waiting = len(deps)
             for dep in deps:
                 tasks[dep].dependents.append(t.spec.id)
             if not deps:
-                t.state = TASK_READY
+                t.state = TaskStatus.READY  # a new task: no transition yet
         return JobState(
             id=job_id,
             name=job.name,
@@ -365,18 +299,19 @@ class TasksManager:
             spec=job,
             tasks=tasks,
             remaining=len(tasks),
-            platforms={name: _platforms(b) for name, b in job.binaries.items()},
+            platforms={name: platforms_of(b) for name, b in job.binaries.items()},
         )
 
     def _adopt(self, state: JobState) -> None:
         self.jobs[state.id] = state
         for t in state.tasks.values():
-            if t.state == TASK_READY:
-                self._make_ready(state, t)
+            if t.state == TaskStatus.READY:
+                self.queue_ready(state, t)
 
-    def _make_ready(self, job: JobState, task: TaskState) -> None:
-        task.state = TASK_READY
-        inputs = self._known_inputs(job, task)
+    def queue_ready(self, job: JobState, task: TaskState) -> None:
+        """Offer a ready task (or a replicated one wanting one more replica) to workers: in the
+        scheduler's ready set, its inputs on their way, waiting workers woken."""
+        inputs = job.known_inputs(task)
         if self.prefetcher is not None:
             self.prefetcher.waiting((job.id, task.spec.id), inputs)
         self.scheduler.add_ready(
@@ -394,27 +329,20 @@ class TasksManager:
         for listener in self.on_ready:
             listener()
 
-    def _known_inputs(self, job: JobState, task: TaskState) -> list[tuple[str, int]]:
-        """(digest, size) of the task's inputs that exist: all of them once it is ready."""
-        inputs = []
-        for ref in task.spec.inputs:
-            found = self._input_digest(job, ref)
-            if found is not None:
-                inputs.append(found)
-        return inputs
-
-    def _make_ready_later(self, job: JobState, t: TaskState) -> None:
-        """Ready again after the relaunch back-off; stays ``ready`` for users meanwhile."""
-        t.state = TASK_READY
+    def queue_ready_later(self, job: JobState, t: TaskState) -> None:
+        """Queued again after the relaunch back-off; ``ready`` for users meanwhile."""
         delay = min(self.RELAUNCH_BACKOFF * 2 ** max(t.failures - 1, 0), self.RELAUNCH_BACKOFF_MAX)
 
         def relaunch() -> None:
             t.relaunch = None
-            if self.jobs.get(job.id) is job and t.state == TASK_READY and not t.running:
-                self._make_ready(job, t)
+            if (
+                self.jobs.get(job.id) is job
+                and t.state == TaskStatus.READY
+                and not self._attempts_of(job, t)
+            ):
+                self.queue_ready(job, t)
 
-        if t.relaunch is not None and t.relaunch.active():
-            t.relaunch.cancel()
+        t.stop_relaunch()
         t.relaunch = self._reactor.callLater(delay, relaunch)
 
     def _restore(self, r: RecoveredJob) -> JobState:
@@ -424,16 +352,17 @@ class TasksManager:
         state.priority = r.row.priority
         for saved in r.tasks:
             t = state.tasks[saved.task_id]
-            # "assigned" is the store's word for a running task whose attempt has not begun.
-            t.state = TASK_RUNNING if saved.state == TASK_ASSIGNED else saved.state
+            # Memory as the store has it, no transition: "assigned" is the store's word for a
+            # running task whose attempt has not begun.
+            t.state = TaskStatus.RUNNING if saved.state == TaskStatus.ASSIGNED else saved.state
             t.failures = saved.failures
             t.attempts = saved.attempts
             t.outputs = dict(saved.outputs)
         for t in state.tasks.values():
             t.waiting = sum(
-                1 for dep in t.spec.dependencies() if state.tasks[dep].state != TASK_DONE
+                1 for dep in t.spec.dependencies() if state.tasks[dep].state != TaskStatus.DONE
             )
-        state.remaining = sum(1 for t in state.tasks.values() if t.state != TASK_DONE)
+        state.remaining = sum(1 for t in state.tasks.values() if t.state != TaskStatus.DONE)
         return state
 
     async def recover(self) -> None:
@@ -448,12 +377,15 @@ class TasksManager:
                 attempt = Attempt(
                     a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
                 )
-                attempt.begun = stored.get(a.task_id) == TASK_RUNNING
+                attempt.begun = stored.get(a.task_id) == TaskStatus.RUNNING
                 self._attempt_started(state, attempt)
             self.jobs[state.id] = state
             for t in state.tasks.values():
-                if t.state == TASK_READY or (t.state == TASK_RUNNING and not t.running):
-                    self._make_ready(state, t)
+                if t.state == TaskStatus.RUNNING and not self._attempts_of(state, t):
+                    # Its attempts ended unrecorded: the store's row reads as ready.
+                    move_in_memory(state.id, [t], TaskStatus.READY)
+                if t.state == TaskStatus.READY:
+                    self.queue_ready(state, t)
             self.log.info("job {job} resumed: {n} tasks left", job=state.id, n=state.remaining)
 
     async def retry(self, job_id: str) -> None:
@@ -469,21 +401,16 @@ class TasksManager:
             )
         state = self._restore(r)
         change = Change()
-        again = []
-        for t in state.tasks.values():
-            if t.state in (TASK_FAILED, TASK_CANCELLED, TASK_READY, TASK_RUNNING):
-                t.failures = 0
-                t.failed_on.clear()
-                t.state = TASK_READY if t.waiting == 0 else TASK_BLOCKED
-                again.append(t)
-        for state_name in (TASK_READY, TASK_BLOCKED):
-            ids = tuple(t.spec.id for t in again if t.state == state_name)
-            if ids:
-                change.task_updates.append(
-                    TaskUpdate(job_id, ids, {"state": state_name, "failures": 0, "ended": None})
-                )
+        again = [t for t in state.tasks.values() if t.state in _RETRIED]
+        for t in again:
+            t.failures = 0
+            t.failed_on.clear()
+        ready = [t for t in again if t.waiting == 0]
+        blocked = [t for t in again if t.waiting != 0]
+        move_tasks(job_id, ready, TaskStatus.READY, change, failures=0, ended=None)
+        move_tasks(job_id, blocked, TaskStatus.BLOCKED, change, failures=0, ended=None)
         change.job_updates.append(JobUpdate(job_id, JOB_RUNNING, None, None))
-        await self._record(change)
+        await self.record(change)
         self._adopt(state)
         self.log.info("job {job} retried: {n} tasks run again", job=job_id, n=len(again))
 
@@ -493,28 +420,23 @@ class TasksManager:
         if job is None or job.state != JOB_RUNNING:
             return False
         change = Change()
-        self._end_job(job, JOB_CANCELLED, "cancelled by the user", change)
-        await self._record(change)
+        self.end_job(job, JOB_CANCELLED, "cancelled by the user", change)
+        await self.record(change)
         return True
 
-    def _end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
+    def end_job(self, job: JobState, state: str, message: str | None, change: Change) -> None:
         """End a job: every task not done is cancelled (unless it failed) and forgotten."""
         now = self._reactor.seconds()
         job.state = state
         to_cancel = []
         for t in job.tasks.values():
-            if t.relaunch is not None and t.relaunch.active():
-                t.relaunch.cancel()
-            if t.state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
+            t.stop_relaunch()
+            if t.state in ENDED_TASK_STATES:
                 continue
             self.scheduler.remove((job.id, t.spec.id))
-            self._cancel_running(t, now, "job ended", change)
-            t.state = TASK_CANCELLED
-            to_cancel.append(t.spec.id)
-        if to_cancel:
-            change.task_updates.append(
-                TaskUpdate(job.id, tuple(to_cancel), {"state": TASK_CANCELLED, "ended": now})
-            )
+            self.cancel_running(job, t, now, "job ended", change)
+            to_cancel.append(t)
+        move_tasks(job.id, to_cancel, TaskStatus.CANCELLED, change, ended=now)
         change.job_updates.append(JobUpdate(job.id, state, now, message or job.note))
         if self.checkpoints is not None:
             self.checkpoints.tasks_over(job.id)
@@ -525,8 +447,7 @@ class TasksManager:
         self._reactor.callLater(0, self._announce_end, job.id)
         if self.prefetcher is not None:
             self.prefetcher.forget_job(job.id)
-        for attempt_id in [a for a, att in self.presumed_lost.items() if att.job_id == job.id]:
-            del self.presumed_lost[attempt_id]
+        self.attempts.job_over(job.id)
         self.log.info(
             "job {job} {state}{message}",
             job=job.id,
@@ -544,16 +465,18 @@ class TasksManager:
         self.ending.discard(job_id)
         self.endings.ended(job_id)
 
-    def _cancel_running(self, t: TaskState, now: float, why: str, change: Change) -> None:
+    def cancel_running(
+        self, job: JobState, t: TaskState, now: float, why: str, change: Change
+    ) -> None:
         """Tell the workers running attempts of ``t`` to kill them."""
-        for attempt_id in sorted(t.running):
-            attempt = self.attempts.pop(attempt_id)
-            self._attempt_ended(attempt)
-            self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
-            change.attempt_updates.append(
-                AttemptUpdate(id=attempt_id, state=ATTEMPT_CANCELLED, ended=now, error=why)
-            )
-        t.running.clear()
+        for attempt_id in sorted(self._attempts_of(job, t)):
+            self.cancel_attempt(self.attempts[attempt_id], now, why, change)
+
+    def cancel_attempt(self, attempt: Attempt, now: float, why: str, change: Change) -> None:
+        """``attempt`` is cancelled: its worker is told to kill it at its next Work Alive."""
+        self._attempt_ended(attempt)
+        self.attempts.kill(attempt)
+        move_attempt(attempt, AttemptStatus.CANCELLED, change, ended=now, error=why)
 
     # Attempts
 
@@ -591,14 +514,24 @@ class TasksManager:
                 return False
             if not self.replicated.accepts(self.jobs[key[0]], t, worker.id):
                 return False
-            return self._inputs_present(key, lineage)
+            return self.results.inputs_present(key, lineage)
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
         if lineage:
-            await self._record(lineage)
+            await self.record(lineage)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
         idle = slots if idle_slots is None else min(slots, idle_slots)
-        duplicates = self._stragglers_for(worker, idle - len(picked)) if self.speculate else []
+        duplicates = (
+            stragglers_for(
+                self.jobs.values(),
+                self.attempts,
+                worker,
+                idle - len(picked),
+                self._reactor.seconds(),
+            )
+            if self.speculate
+            else []
+        )
         if not picked and not duplicates:
             return []
         now = self._reactor.seconds()
@@ -610,7 +543,16 @@ class TasksManager:
             job = self.jobs[job_id]
             t = job.tasks[task_id]
             t.attempts += 1
-            t.state = TASK_RUNNING
+            # Running in memory; assigned in the store until its worker starts it.
+            move_to_assigned(
+                job_id,
+                t,
+                change,
+                attempts=t.attempts,
+                worker=worker_name,
+                started=None,
+                ended=None,
+            )
             attempt = Attempt(
                 "a" + secrets.token_hex(8),
                 job_id,
@@ -646,33 +588,28 @@ class TasksManager:
                     speculative=speculative,
                 )
             )
-            change.task_updates.append(
-                TaskUpdate(
-                    job_id,
-                    (task_id,),
-                    {
-                        "state": TASK_ASSIGNED,
-                        "attempts": t.attempts,
-                        "worker": worker_name,
-                        "started": None,
-                        "ended": None,
-                    },
-                )
-            )
         try:
-            await self._record(change)
+            await self.record(change)
         except Exception:
             # Not durable, so not given: the tasks are ready again for the next request.
             for attempt in started:
-                self._forget_attempt(attempt)
+                self.forget_attempt(attempt)
                 owner = self.jobs.get(attempt.job_id)
                 if owner is not None:
                     t = owner.tasks[attempt.task_id]
                     t.attempts -= 1
-                    if not t.running and not attempt.speculative:
-                        self._make_ready(owner, t)
+                    if not self._attempts_of(owner, t) and not attempt.speculative:
+                        # Nothing of it was written: the store's row is as it was.
+                        move_in_memory(owner.id, [t], TaskStatus.READY)
+                        self.queue_ready(owner, t)
             raise
-        given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
+        given = [
+            assignment_for(
+                self.jobs[a.job_id], a, worker.platform, site, self._catalog, self.checkpoints
+            )
+            for a in started
+            if a.id in self.attempts
+        ]
         for assignment in given:
             # The worker fetches them into its cache: tasks reading them are best run there.
             self.scheduler.objects_cached(
@@ -680,181 +617,27 @@ class TasksManager:
             )
         return given
 
-    def _stragglers_for(self, worker: WorkerView, free: int) -> list[TaskKey]:
-        """Slow attempts ``worker`` could race, slowest first, in jobs whose every unfinished
-        task is running (near their end); at most one duplicate per task."""
-        if free <= 0:
-            return []
-        now = self._reactor.seconds()
-        found: list[tuple[float, TaskKey]] = []
-        for job in self.jobs.values():
-            if job.state != JOB_RUNNING or job.remaining > len(job.running_attempts):
-                continue
-            for attempt_id in job.running_attempts:
-                attempt = self.attempts[attempt_id]
-                t = job.tasks[attempt.task_id]
-                platforms = job.platforms[t.spec.binary]
-                if (
-                    len(t.running) != 1
-                    or t.spec.replication is not None
-                    or attempt.worker_id == worker.id
-                    or worker.id in t.failed_on
-                    or (platforms is not None and worker.platform not in platforms)
-                    or not trust.worker_accepts(
-                        worker.platform, worker.trusted_keys, job.spec.binaries[t.spec.binary]
-                    )
-                ):
-                    continue
-                slowness = job.stragglers.slowness(now - attempt.started, t.spec.cost)
-                if slowness is not None:
-                    found.append((slowness, (job.id, t.spec.id)))
-        found.sort(reverse=True)
-        return [key for _, key in found[:free]]
+    def _attempts_of(self, job: JobState, t: TaskState) -> Set[str]:
+        """Ids of the running attempts of ``t``."""
+        return self.attempts.of_task(job.id, t.spec.id)
 
-    def _input_digest(self, job: JobState, ref: dag.InputRef) -> tuple[str, int] | None:
-        if ref.file is not None:
-            entry = job.spec.files[ref.file]
-            assert entry.digest is not None and entry.size is not None
-            return entry.digest, entry.size
-        assert ref.task is not None and ref.output is not None
-        return job.tasks[ref.task].outputs.get(ref.output)
-
-    def _inputs_present(self, key: TaskKey, change: Change) -> bool:
-        """True when every input of a ready task is stored somewhere; else start lineage."""
-        job = self.jobs[key[0]]
-        t = job.tasks[key[1]]
-        binary = job.spec.binaries[t.spec.binary]
-        lost_uploads = []
-        # A binary built for one platform only is lost for everyone once its copies are gone.
-        if len(binary.variants) == 1:
-            [only] = binary.variants.values()
-            if only.digest and not self._catalog.has(only.digest):
-                lost_uploads.append(f"binary {t.spec.binary!r}")
-        lost_producers: list[TaskState] = []
-        for ref in t.spec.inputs:
-            found = self._input_digest(job, ref)
-            if found is not None and self._catalog.has(found[0]):
-                continue
-            if ref.file is not None:
-                lost_uploads.append(f"file {ref.file!r}")
-            else:
-                assert ref.task is not None
-                lost_producers.append(job.tasks[ref.task])
-        if not lost_uploads and not lost_producers:
-            return True
-        now = self._reactor.seconds()
-        if lost_uploads:
-            self._end_job(
-                job,
-                JOB_FAILED,
-                f"input {lost_uploads[0]} uploaded by the client is lost: no warehouse holding "
-                "it answers any more; submit the job again",
-                change,
-            )
-            return False
-        for producer in lost_producers:
-            self._run_again(job, producer, now, change)
-        return False
-
-    def _run_again(
-        self,
-        job: JobState,
-        producer: TaskState,
-        now: float,
-        change: Change,
-        why: str = "its outputs are lost",
-    ) -> None:
-        """Every copy of ``producer``'s outputs is gone (or they are suspect): it runs again,
-        and its readers wait."""
-        if producer.state != TASK_DONE:
-            return  # already on its way again
-        self.log.warn(
-            "task {task} of job {job} runs again: {why}",
-            task=producer.spec.id,
-            job=job.id,
-            why=why,
-        )
-        producer.outputs.clear()
-        job.remaining += 1
-        change.removed_outputs.append((job.id, producer.spec.id))
-        self._make_ready(job, producer)
-        change.task_updates.append(
-            TaskUpdate(job.id, (producer.spec.id,), {"state": TASK_READY, "ended": None})
-        )
-        blocked = []
-        for dependent_id in producer.dependents:
-            dependent = job.tasks[dependent_id]
-            if dependent.state in (TASK_READY, TASK_BLOCKED):
-                dependent.waiting += 1
-                if dependent.state == TASK_READY:
-                    self.scheduler.remove((job.id, dependent_id))
-                    dependent.state = TASK_BLOCKED
-                    blocked.append(dependent_id)
-        if blocked:
-            change.task_updates.append(TaskUpdate(job.id, tuple(blocked), {"state": TASK_BLOCKED}))
-
-    def _assignment(self, attempt: Attempt, worker: WorkerView, site: str | None) -> Assignment:
-        job = self.jobs[attempt.job_id]
-        spec = job.tasks[attempt.task_id].spec
-        variant = job.spec.binaries[spec.binary].for_platform(worker.platform)
-        assert variant is not None and variant.digest is not None and variant.size is not None
-        inputs = []
-        for ref in spec.inputs:
-            found = self._input_digest(job, ref)
-            assert found is not None
-            inputs.append(InputFile(path=ref.local, digest=found[0], size=found[1]))
-        digests = {variant.digest} | {i.digest for i in inputs}
-        checkpoint = None
-        if self.checkpoints is not None:
-            checkpoint, saved = self.checkpoints.plan(job.id, spec)
-            digests |= saved
-        # Small inputs kept here travel in the assignment itself; the rest is read at warehouses.
-        inline = {i.digest: c for i in inputs if (c := self._catalog.inline(i.digest)) is not None}
-        return Assignment(
-            attempt=attempt.id,
-            job=job.id,
-            task=spec.id,
-            number=attempt.number,
-            binary=trust.binary_ref(variant, spec.binary, job.name),
-            args=tuple(spec.args),
-            env=dict(spec.env),
-            inputs=tuple(inputs),
-            outputs=tuple(spec.outputs),
-            timeout=spec.timeout,
-            sources={d: self._catalog.sources(d, site) for d in sorted(digests - inline.keys())},
-            upload=self._catalog.upload_target(site),
-            inline=inline,
-            checkpoint=checkpoint,
-        )
-
-    def _forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
-        if self.attempts.pop(attempt.id, None) is not None:
+    def forget_attempt(self, attempt: Attempt, seconds: float | None = None) -> None:
+        if attempt.id in self.attempts:
             self._attempt_ended(attempt, seconds)
-        job = self.jobs.get(attempt.job_id)
-        if job is not None:
-            job.tasks[attempt.task_id].running.discard(attempt.id)
 
     def _attempt_started(
         self, job: JobState, attempt: Attempt, tell_scheduler: bool = True
     ) -> None:
-        """Hold ``attempt`` as running: in the task, the job, its worker's list, the scheduler."""
-        self.attempts[attempt.id] = attempt
-        job.tasks[attempt.task_id].running.add(attempt.id)
-        job.running_attempts.add(attempt.id)
-        self._by_worker.setdefault(attempt.worker_id, set()).add(attempt.id)
+        """Hold ``attempt`` as running: in the ledger and, unless told not to, the scheduler."""
+        self.attempts.started(attempt)
         if tell_scheduler:
             self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, attempt.worker_id)
 
     def _attempt_ended(self, attempt: Attempt, seconds: float | None = None) -> None:
-        """Tell the scheduler (fair share counts running attempts; durations teach it costs)."""
+        """Out of the ledger; tell the scheduler (fair share counts running attempts;
+        durations teach it costs)."""
+        self.attempts.ended(attempt)
         job = self.jobs.get(attempt.job_id)
-        if job is not None:
-            job.running_attempts.discard(attempt.id)
-        held = self._by_worker.get(attempt.worker_id)
-        if held is not None:
-            held.discard(attempt.id)
-            if not held:
-                del self._by_worker[attempt.worker_id]
         owner = job.owner if job is not None else -1
         cost = job.tasks[attempt.task_id].spec.cost if job is not None else 1.0
         self.scheduler.attempt_ended(
@@ -863,31 +646,24 @@ class TasksManager:
 
     def attempt_of(self, attempt_id: str, worker_id: str) -> Attempt | None:
         """The running attempt, if it is still current; raises if another worker holds it."""
-        attempt = self.attempts.get(attempt_id)
-        if attempt is not None and attempt.worker_id != worker_id:
-            self.log.warn(
-                "worker {worker} spoke of attempt {attempt} of worker {holder}: refused",
-                worker=worker_id,
-                attempt=attempt_id,
-                holder=attempt.worker_id,
-            )
-            raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
-        return attempt
+        return self.attempts.attempt_of(attempt_id, worker_id)
 
-    def _late_attempt(
+    def late_attempt(
         self, attempt_id: str, worker_id: str, same_owner: SameOwner
     ) -> Attempt | None:
         """An attempt presumed lost, now heard of again from its worker (under a new id)."""
-        lost = self.presumed_lost.get(attempt_id)
+        lost = self.attempts.lost(attempt_id)
         if lost is None:
             return None
         if lost.worker_id != worker_id and not same_owner(lost.worker_id):
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         job = self.jobs.get(lost.job_id)
-        if job is None or job.tasks[lost.task_id].state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
-            del self.presumed_lost[attempt_id]
+        if job is None or job.tasks[lost.task_id].state in ENDED_TASK_STATES:
+            self.attempts.forget_lost(attempt_id)
             return None
         return lost
+
+    # Results (results.py)
 
     async def record_result(
         self, worker_id: str, result: AttemptResult, same_owner: SameOwner = _nobody
@@ -897,7 +673,7 @@ class TasksManager:
         succeeded = result.outcome == OUTCOME_SUCCEEDED
         late = False
         if attempt is None:
-            attempt = self._late_attempt(result.attempt, worker_id, same_owner)
+            attempt = self.late_attempt(result.attempt, worker_id, same_owner)
             # A late failure changes nothing: the loss was already counted.
             if attempt is None or not succeeded:
                 return False
@@ -916,149 +692,10 @@ class TasksManager:
                 raise MissingObjects(missing)
             if t.spec.replication is not None:
                 self.replicated.check(job, t, worker_id)
-        now = self._reactor.seconds()
-        change = Change()
-        if late:
-            del self.presumed_lost[attempt.id]
-            self.log.info(
-                "late result of attempt {attempt} (task {task}) accepted",
-                attempt=attempt.id,
-                task=t.spec.id,
-            )
-        self._forget_attempt(attempt, result.duration if succeeded else None)
-        # It ran between two Work Alives: it started then, by its own account (written with
-        # the task's end when it succeeded: one row update fewer a task).
-        started = None if attempt.begun else now - result.duration
-        if started is not None and not succeeded:
-            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"started": started}))
-        change.attempt_updates.append(
-            AttemptUpdate(
-                id=attempt.id,
-                state=ATTEMPT_SUCCEEDED if succeeded else ATTEMPT_FAILED,
-                ended=now,
-                exit_code=result.exit_code,
-                error=result.error,
-                stdout=result.stdout,
-                stderr=result.stderr,
-                worker_id=worker_id if worker_id != attempt.worker_id else None,
-            )
-        )
-        if self.replicated.is_comparison(job, t) and result.exit_code is not None:
-            # A compare program's exit status is its answer, not a failure.
-            self.replicated.compared(job, t, succeeded, now, change)
-        elif succeeded and t.spec.replication is not None:
-            self.health.succeeded(worker_id)
-            self.replicated.take_result(job, t, attempt, worker_id, result, now, change, started)
-        elif succeeded:
-            job.stragglers.finished(result.duration, t.spec.cost)
-            self.health.succeeded(worker_id)
-            change.tasks_done_by_worker[worker_id] = 1
-            t.outputs = {o.name: (o.digest, o.size) for o in result.outputs}
-            # Small outputs came in the result: kept here, written with the result.
-            inline = {o.digest: o.content for o in result.outputs if o.content is not None}
-            if inline:
-                self._catalog.hold_inline(inline)
-                change.inline_objects.update(inline)
-            # The worker keeps its outputs in its cache: their readers are best run there.
-            self.scheduler.objects_cached(worker_id, [o.digest for o in result.outputs])
-            change.outputs.extend(
-                OutputRow(job.id, t.spec.id, o.name, o.digest, o.size) for o in result.outputs
-            )
-            self._task_done(job, t, now, change, started)
-        else:
-            self.health.failed(worker_id)
-            t.failed_on.add(worker_id)
-            reason = result.error or f"exit status {result.exit_code}"
-            self._task_failed(job, t, now, reason, change)
-        await self._record(change)
+        await self.results.take(attempt, worker_id, result, late)
         return True
 
-    def _task_done(
-        self, job: JobState, t: TaskState, now: float, change: Change, started: float | None = None
-    ) -> None:
-        if t.relaunch is not None and t.relaunch.active():
-            t.relaunch.cancel()
-        self.scheduler.remove((job.id, t.spec.id))
-        # The first result wins: any other attempt of the task is now useless.
-        self._cancel_running(t, now, "another attempt finished first", change)
-        t.state = TASK_DONE
-        job.remaining -= 1
-        if self.checkpoints is not None:
-            self.checkpoints.tasks_over(job.id, [t.spec.id])
-        values: dict[str, object] = {"state": TASK_DONE, "ended": now}
-        if started is not None:
-            values["started"] = started
-        change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), values))
-        newly_ready = []
-        for dependent_id in t.dependents:
-            dependent = job.tasks[dependent_id]
-            dependent.waiting -= 1
-            if dependent.waiting == 0 and dependent.state == TASK_BLOCKED:
-                self._make_ready(job, dependent)
-                newly_ready.append(dependent_id)
-            elif self.prefetcher is not None and dependent.state == TASK_BLOCKED:
-                # Still waiting for others: its inputs may start towards it now.
-                self.prefetcher.waiting((job.id, dependent_id), self._known_inputs(job, dependent))
-        if newly_ready:
-            change.task_updates.append(
-                TaskUpdate(job.id, tuple(newly_ready), {"state": TASK_READY})
-            )
-        if job.remaining == 0:
-            self._end_job(job, JOB_DONE, None, change)
-
-    def _task_failed(
-        self, job: JobState, t: TaskState, now: float, reason: str, change: Change
-    ) -> None:
-        """An attempt failed or was lost: relaunch while retries last, else fail the job."""
-        t.failures += 1
-        if t.running:
-            # Another attempt of the task is still running: it may yet succeed.
-            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"failures": t.failures}))
-            # A replicated task wants a replica in place of this one.
-            self.replicated.offer(job, t)
-            return
-        poisoned = len(t.failed_on) >= self.POISON_WORKERS
-        if t.failures <= t.spec.retries and not poisoned:
-            self._make_ready_later(job, t)
-            change.task_updates.append(
-                TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY, "failures": t.failures})
-            )
-            self.log.info(
-                "task {task} of job {job} failed ({reason}); relaunching "
-                "({n} of {retries} retries used)",
-                task=t.spec.id,
-                job=job.id,
-                reason=reason,
-                n=t.failures,
-                retries=t.spec.retries,
-            )
-            return
-        if poisoned:
-            why = f"failed on {len(t.failed_on)} different workers"
-        else:
-            why = "failed after " + ("1 attempt" if t.failures == 1 else f"{t.failures} attempts")
-        self.fail_for_good(job, t, now, f"{why}: {reason}", change)
-
-    def fail_for_good(
-        self, job: JobState, t: TaskState, now: float, why: str, change: Change
-    ) -> None:
-        """``t`` fails with no retry, and its job with it."""
-        if t.relaunch is not None and t.relaunch.active():
-            t.relaunch.cancel()
-        self.scheduler.remove((job.id, t.spec.id))
-        self._cancel_running(t, now, "its task failed", change)
-        t.state = TASK_FAILED
-        change.task_updates.append(
-            TaskUpdate(
-                job.id, (t.spec.id,), {"state": TASK_FAILED, "failures": t.failures, "ended": now}
-            )
-        )
-        self._end_job(job, JOB_FAILED, f"task {t.spec.id} {why}", change)
-
-    # Hooks of replicated tasks (replicated.py)
-
-    task_done = _task_done
-    run_again = _run_again
+    # Hooks of replicated tasks (replicated.py), beside those of results.py
 
     def tell_job(self, job: JobState, note: str, change: Change) -> None:
         """Say something about a running job in its ``status`` (and keep it at its end)."""
@@ -1073,14 +710,7 @@ class TasksManager:
         """Ready for one more replica while others run: the task stays ``running``."""
         if self.scheduler.is_ready((job.id, t.spec.id)):
             return
-        self._make_ready(job, t)
-        t.state = TASK_RUNNING
-
-    # Hooks of replicated tasks, continued: a comparison (replicated.py) is a task that lives in
-    # memory only, beside the job's tasks.
-
-    make_ready = _make_ready
-    cancel_running = _cancel_running
+        self.queue_ready(job, t)
 
     @property
     def reactor(self) -> IReactorTime:
@@ -1099,22 +729,20 @@ class TasksManager:
         lost = set(worker_ids)
         now = self._reactor.seconds()
         change = Change()
-        for attempt in [a for a in self.attempts.values() if a.worker_id in lost]:
+        for attempt in self.attempts.on_workers(lost):
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
-            self._forget_attempt(attempt)
-            self.presumed_lost[attempt.id] = attempt
-            change.attempt_updates.append(
-                AttemptUpdate(id=attempt.id, state=ATTEMPT_LOST, ended=now, error="worker lost")
-            )
-            if job.state == JOB_RUNNING and t.state == TASK_RUNNING:
-                self._task_failed(job, t, now, "worker lost", change)
+            self.forget_attempt(attempt)
+            self.attempts.presume_lost(attempt)
+            move_attempt(attempt, AttemptStatus.LOST, change, ended=now, error="worker lost")
+            if job.state == JOB_RUNNING and t.state == TaskStatus.RUNNING:
+                self.results.task_failed(job, t, now, "worker lost", change)
         for worker_id in lost:
-            self._cancels.pop(worker_id, None)
+            self.attempts.worker_gone(worker_id)
             self.health.forget(worker_id)
             self.scheduler.worker_gone(worker_id)
         if change:
-            await self._record(change)
+            await self.record(change)
 
     async def give_back(self, worker_id: str, attempt_ids: Iterable[str]) -> None:
         """A stopping worker returns attempts: they run again without counting as failures."""
@@ -1126,17 +754,13 @@ class TasksManager:
                 continue
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
-            self._forget_attempt(attempt)
-            change.attempt_updates.append(
-                AttemptUpdate(
-                    id=attempt_id, state=ATTEMPT_GIVEN_BACK, ended=now, error="given back"
-                )
-            )
-            if t.state == TASK_RUNNING and not t.running:
-                self._make_ready(job, t)
-                change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+            self.forget_attempt(attempt)
+            move_attempt(attempt, AttemptStatus.GIVEN_BACK, change, ended=now, error="given back")
+            if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
+                move_tasks(job.id, [t], TaskStatus.READY, change)
+                self.queue_ready(job, t)
         if change:
-            await self._record(change)
+            await self.record(change)
 
     async def alive(
         self,
@@ -1159,7 +783,7 @@ class TasksManager:
         never reached it (the answer carrying it was lost): its task runs again, with no
         failure counted, and a late result of it still counts.
         """
-        cancel = self._cancels.pop(worker_id, set())
+        cancel = self.attempts.to_kill(worker_id)
         change = Change()
         reported = list(reported)
         self._reclaim_unclaimed(worker_id, set(reported), grace, change)
@@ -1169,47 +793,35 @@ class TasksManager:
             attempt = self.attempts.get(attempt_id)
             if attempt is not None and attempt.worker_id == worker_id:
                 if not attempt.begun and attempt_id not in not_begun:
-                    attempt.begun = True
-                    change.task_updates.append(
-                        TaskUpdate(
-                            attempt.job_id,
-                            (attempt.task_id,),
-                            {"state": TASK_RUNNING, "started": now},
-                        )
-                    )
+                    attempt_begun(attempt, change, now)
                 continue
             late = (
                 None
                 if attempt is not None
-                else self._late_attempt(attempt_id, worker_id, same_owner)
+                else self.late_attempt(attempt_id, worker_id, same_owner)
             )
             if late is None:
                 cancel.add(attempt_id)
                 continue
             self._readopt(late, worker_id, change)
         if change:
-            await self._record(change)
+            await self.record(change)
         return sorted(cancel)
 
     def _reclaim_unclaimed(
         self, worker_id: str, listed: set[str], grace: float, change: Change
     ) -> None:
         now = self._reactor.seconds()
-        for attempt_id in sorted(self._by_worker.get(worker_id, set()) - listed):
+        for attempt_id in sorted(set(self.attempts.running_on(worker_id)) - listed):
             attempt = self.attempts[attempt_id]
             if now - attempt.started <= grace:
                 continue  # its assignment may still be on its way
             job = self.jobs[attempt.job_id]
             t = job.tasks[attempt.task_id]
-            self._forget_attempt(attempt)
-            self.presumed_lost[attempt.id] = attempt
-            change.attempt_updates.append(
-                AttemptUpdate(
-                    id=attempt.id,
-                    state=ATTEMPT_LOST,
-                    ended=now,
-                    error="its worker never received it",
-                )
+            self.forget_attempt(attempt)
+            self.attempts.presume_lost(attempt)
+            move_attempt(
+                attempt, AttemptStatus.LOST, change, ended=now, error="its worker never received it"
             )
             self.log.warn(
                 "attempt {attempt} of task {task} never reached worker {worker}; "
@@ -1218,25 +830,20 @@ class TasksManager:
                 task=t.spec.id,
                 worker=worker_id,
             )
-            if t.state == TASK_RUNNING and not t.running:
-                self._make_ready(job, t)
-                change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+            if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
+                move_tasks(job.id, [t], TaskStatus.READY, change)
+                self.queue_ready(job, t)
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
-        del self.presumed_lost[attempt.id]
         job = self.jobs[attempt.job_id]
         t = job.tasks[attempt.task_id]
-        attempt.worker_id = worker_id
-        self._attempt_started(job, attempt)
-        if t.state == TASK_READY:
-            if t.relaunch is not None and t.relaunch.active():
-                t.relaunch.cancel()
+        self.attempts.readopt(attempt.id, worker_id)
+        self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, worker_id)
+        if t.state == TaskStatus.READY:
+            t.stop_relaunch()
             self.scheduler.remove((job.id, t.spec.id))
-            t.state = TASK_RUNNING
-            change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_RUNNING}))
-        change.attempt_updates.append(
-            AttemptUpdate(id=attempt.id, state=ATTEMPT_RUNNING, ended=None, worker_id=worker_id)
-        )
+            move_tasks(job.id, [t], TaskStatus.RUNNING, change)
+        move_attempt(attempt, AttemptStatus.RUNNING, change, ended=None, worker_id=worker_id)
         self.log.info(
             "attempt {attempt} of task {task} is running again on worker {worker}",
             attempt=attempt.id,
@@ -1257,13 +864,15 @@ class TasksManager:
         job = self.jobs.get(job_id)
         if job is None:
             return {}
-        ready = {t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TASK_READY}
+        ready = {
+            t.spec.id: t.spec.binary for t in job.tasks.values() if t.state == TaskStatus.READY
+        }
         reasons = untrusted_tasks(ready, job.spec.binaries, live_trust)
         reasons.update(unrunnable_tasks(ready, job.platforms, live_platforms))
         return reasons
 
     def running_on(self, worker_id: str) -> list[str]:
-        return sorted(self._by_worker.get(worker_id, ()))
+        return self.attempts.running_on(worker_id)
 
     def counts(self) -> Mapping[str, int]:
         """Tasks in memory by state, for the operator's view."""
@@ -1273,58 +882,13 @@ class TasksManager:
                 counts[t.state] = counts.get(t.state, 0) + 1
         return counts
 
-    # Repairs, run by the scanner
+    # Repairs, run by the scanner (repairs.py)
 
     def repair_orphans(self) -> int:
-        """Ready tasks nobody holds: put them back in the scheduler's ready set."""
-        repaired = 0
-        for job in self.jobs.values():
-            for t in job.tasks.values():
-                waiting = t.relaunch is not None and t.relaunch.active()
-                if t.state == TASK_RUNNING and not t.running:
-                    self._make_ready(job, t)
-                    repaired += 1
-                elif t.state == TASK_RUNNING and t.spec.replication is not None:
-                    # Replicas given back or never received are replaced here.
-                    self.replicated.offer(job, t)
-                elif (
-                    t.state == TASK_READY
-                    and not waiting
-                    and not self.scheduler.is_ready((job.id, t.spec.id))
-                ):
-                    self._make_ready(job, t)
-                    repaired += 1
-        return repaired
+        return self.repairs.orphans()
 
     async def repair_duplicates(self) -> int:
-        """Tasks held by several attempts: keep the one that started first."""
-        now = self._reactor.seconds()
-        change = Change()
-        for job in self.jobs.values():
-            for t in job.tasks.values():
-                # A speculative attempt races a slow one on purpose: it is no duplicate.
-                plain = {a for a in t.running if not self.attempts[a].speculative}
-                # Replicas of a task run on several workers on purpose, too.
-                if len(plain) < 2 or t.spec.replication is not None:
-                    continue
-                keep = min(plain, key=lambda a: (self.attempts[a].started, a))
-                for attempt_id in sorted(plain - {keep}):
-                    attempt = self.attempts.pop(attempt_id)
-                    self._attempt_ended(attempt)
-                    t.running.discard(attempt_id)
-                    self._cancels.setdefault(attempt.worker_id, set()).add(attempt_id)
-                    change.attempt_updates.append(
-                        AttemptUpdate(attempt_id, ATTEMPT_CANCELLED, now, error="duplicate attempt")
-                    )
-        if change:
-            await self._record(change)
-        return len(change.attempt_updates)
+        return await self.repairs.duplicates()
 
     async def repair_abandoned(self, known_workers: Iterable[str]) -> int:
-        """Running attempts whose worker is gone (not registered): they are lost."""
-        known = set(known_workers)
-        gone = {a.worker_id for a in self.attempts.values() if a.worker_id not in known}
-        count = sum(1 for a in self.attempts.values() if a.worker_id in gone)
-        if gone:
-            await self.workers_lost(gone)
-        return count
+        return await self.repairs.abandoned(known_workers)

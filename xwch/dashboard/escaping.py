@@ -9,11 +9,11 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
-from xwch.protocol.wire import TASK_STATES
+from xwch.protocol.states import TaskStatus
 
 # States drawn with their own color; anything else is drawn as "unknown".
 KNOWN_STATES = frozenset(
-    (*TASK_STATES, "alive", "lost", "quarantined", "distrusted", "busy", "suspended")
+    (*TaskStatus, "alive", "lost", "quarantined", "distrusted", "busy", "suspended")
 )
 
 

@@ -16,7 +16,7 @@ from xwch.dashboard.network_plot import draw_rates, human_rate
 from xwch.dashboard.views import JobView, NetworkView, WarehouseRow, WorkerRow
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
 from xwch.protocol.cluster import CoordinatorInfo
-from xwch.protocol.wire import TASK_STATES
+from xwch.protocol.states import TaskStatus
 
 BASE = "/dashboard"
 NAV = (
@@ -31,7 +31,15 @@ NONE = "\u2013"
 # Rows of a job's task table at most.
 TABLE_MOST = 1000
 # The order of the progress bar's parts: what is finished first, what waits last.
-BAR_ORDER = ("done", "failed", "cancelled", "running", "assigned", "ready", "blocked")
+BAR_ORDER = (
+    TaskStatus.DONE,
+    TaskStatus.FAILED,
+    TaskStatus.CANCELLED,
+    TaskStatus.RUNNING,
+    TaskStatus.ASSIGNED,
+    TaskStatus.READY,
+    TaskStatus.BLOCKED,
+)
 
 
 def frame(title: str, current: str, main: str) -> str:
@@ -90,7 +98,7 @@ def progress_bar(counts: Mapping[str, int], total: int) -> str:
 def legend() -> str:
     return (
         '<p class="legend">'
-        + "".join(f'<span class="swatch {state_class(s)}"></span>{s} ' for s in TASK_STATES)
+        + "".join(f'<span class="swatch {state_class(s)}"></span>{s} ' for s in TaskStatus)
         + "</p>"
     )
 
@@ -103,7 +111,7 @@ def jobs_page(jobs: Sequence[JobSummary], now: float) -> str:
         )
     rows = []
     for job in jobs:
-        done = job.count("done")
+        done = job.count(TaskStatus.DONE)
         rows.append(
             f'<tr class="job" data-job="{text(job.id)}">'
             f'<td><a href="{BASE}/jobs/{text(segment(job.id))}">{text(job.name)}</a>'
@@ -130,7 +138,7 @@ def job_page(view: JobView) -> str:
         f'<h1>{text(job.name)} <span class="state {state_class(job.state)}">{text(job.state)}'
         f'</span></h1><p class="sub">{text(job.id)}</p>{message}'
         f"{progress_bar(job.counts, job.total)}"
-        f'<p class="progress">{job.count("done")}/{job.total} tasks done</p>'
+        f'<p class="progress">{job.count(TaskStatus.DONE)}/{job.total} tasks done</p>'
     )
     drawing = draw_dag(view.graph.dependencies, states, f"{base}/tasks/")
     rows = []
@@ -164,7 +172,7 @@ def table_rows(tasks: Sequence[TaskInfo]) -> list[TaskInfo]:
     table of 100,000 rows helps nobody and costs the coordinator a render at every refresh."""
     if len(tasks) <= TABLE_MOST:
         return list(tasks)
-    first = ("failed", "running", "assigned")
+    first = (TaskStatus.FAILED, TaskStatus.RUNNING, TaskStatus.ASSIGNED)
     urgent = [i for i, t in enumerate(tasks) if t.state in first][:TABLE_MOST]
     chosen = set(urgent)
     for i in range(len(tasks)):

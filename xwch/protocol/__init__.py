@@ -1,6 +1,7 @@
 """The wire protocol: every request and answer of every route, each one a typed message.
 
-- :mod:`~xwch.protocol.wire`: names and limits (prefix, headers, roles, states, the version);
+- :mod:`~xwch.protocol.wire`: names and limits (prefix, headers, roles, job states, the version);
+- :mod:`~xwch.protocol.states`: a task's and an attempt's states, shared with the store;
 - :mod:`~xwch.protocol.codec`: the one codec, generated from the messages' field types;
 - :mod:`~xwch.protocol.objects`: objects by content, uploads and downloads;
 - :mod:`~xwch.protocol.worker`: a worker's signals (RR, WR, WA, WRS) and their answers;

@@ -44,34 +44,7 @@ ROLE_WAREHOUSE = "warehouse"
 ROLE_METRICS = "metrics"
 ROLES = (ROLE_CLIENT, ROLE_WORKER, ROLE_WAREHOUSE, ROLE_METRICS)
 
-# Task and job states, as in docs/cli.md.
-TASK_BLOCKED = "blocked"
-TASK_READY = "ready"
-# Handed to a worker that holds it ahead, not started yet (the store's state; the tasks'
-# manager counts it with the running ones).
-TASK_ASSIGNED = "assigned"
-TASK_RUNNING = "running"
-TASK_DONE = "done"
-TASK_FAILED = "failed"
-TASK_CANCELLED = "cancelled"
-TASK_STATES = (
-    TASK_BLOCKED,
-    TASK_READY,
-    TASK_ASSIGNED,
-    TASK_RUNNING,
-    TASK_DONE,
-    TASK_FAILED,
-    TASK_CANCELLED,
-)
-
-# An attempt's states in the store: running until its worker reports or is lost.
-ATTEMPT_RUNNING = "running"
-ATTEMPT_SUCCEEDED = "succeeded"
-ATTEMPT_FAILED = "failed"
-ATTEMPT_LOST = "lost"
-ATTEMPT_CANCELLED = "cancelled"
-ATTEMPT_GIVEN_BACK = "given-back"
-
+# Job states, as in docs/cli.md (a task's and an attempt's: states.py).
 JOB_RUNNING = "running"
 JOB_DONE = "done"
 JOB_FAILED = "failed"

@@ -10,7 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
-from xwch.protocol.wire import ATTEMPT_RUNNING, JOB_RUNNING, TASK_STATES
+from xwch.protocol.states import AttemptStatus, TaskStatus
+from xwch.protocol.wire import JOB_RUNNING
 from xwch.store.database import register_merge
 from xwch.store.driver import execute_plain, pipelined
 from xwch.store.group_locks import Fence
@@ -100,7 +101,7 @@ def _apply_thd(conn: sa.Connection, change: Change) -> None:
                     "task_id": a.task_id,
                     "number": a.number,
                     "worker_id": a.worker_id,
-                    "state": ATTEMPT_RUNNING,
+                    "state": AttemptStatus.RUNNING,
                     "started": a.started,
                     "ended": None,
                     "exit_code": None,
@@ -272,7 +273,9 @@ def _output_values(o: OutputRow) -> dict[str, Any]:
 def _summaries(conn: sa.Connection, rows: Sequence[Any]) -> list[JobSummary]:
     if not rows:
         return []
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TASK_STATES, 0))
+    counts: dict[str, dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys([s.value for s in TaskStatus], 0)
+    )
     ids = [r.id for r in rows]
     query = (
         sa.select(tasks.c.job_id, tasks.c.state, sa.func.count())
@@ -436,7 +439,7 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
     task_rows = tuple(
         RecoveredTask(
             task_id=t.task_id,
-            state=t.state,
+            state=TaskStatus(t.state),
             failures=t.failures,
             attempts=t.attempts,
             outputs=task_outputs.get(t.task_id, {}),
@@ -456,7 +459,7 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
         )
         for a in conn.execute(
             sa.select(attempts).where(
-                attempts.c.job_id == r.id, attempts.c.state == ATTEMPT_RUNNING
+                attempts.c.job_id == r.id, attempts.c.state == AttemptStatus.RUNNING
             )
         )
     )

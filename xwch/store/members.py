@@ -53,7 +53,8 @@ def renew_thd(
     Members lost for FORGET_AFTER_LEASES leases are forgotten meanwhile.
     """
     heard = database_now_thd(conn, now)
-    values = {"url": url, "last_heard": heard, "workers": workers, "running": running}
+    # By keyword: the column running counts attempts, it holds no state.
+    values = dict(url=url, last_heard=heard, workers=workers, running=running)
     updated = conn.execute(
         coordinators.update().where(coordinators.c.id == member).values(**values)
     ).rowcount

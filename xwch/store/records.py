@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xwch.protocol.client import WorkerInfo
+from xwch.protocol.states import AttemptStatus, TaskStatus
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class JobRow:
 class NewTask:
     task_id: str
     position: int
-    state: str
+    state: TaskStatus
     cost: float
     retries: int
 
@@ -103,7 +104,7 @@ class NewAttempt:
 @dataclass(frozen=True)
 class AttemptUpdate:
     id: str
-    state: str
+    state: AttemptStatus
     ended: float | None
     exit_code: int | None = None
     error: str | None = None
@@ -188,7 +189,7 @@ class Change:
 @dataclass(frozen=True)
 class RecoveredTask:
     task_id: str
-    state: str
+    state: TaskStatus
     failures: int
     attempts: int
     outputs: Mapping[str, tuple[str, int]]

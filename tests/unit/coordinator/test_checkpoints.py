@@ -7,8 +7,9 @@ from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, digest_of, wire_job
 from xwch.coordinator.assembly import Coordinator, CoordinatorConfig, make_coordinator
+from xwch.coordinator.attempts import NotYourAttempt
 from xwch.coordinator.checkpoints import CheckpointBook
-from xwch.coordinator.tasks import MissingObjects, NotYourAttempt, TasksManager
+from xwch.coordinator.tasks import MissingObjects, TasksManager
 from xwch.protocol.checkpoints import CheckpointRecorded, CheckpointSaved
 from xwch.protocol.objects import OutputFile
 from xwch.protocol.worker import Assignment, AttemptResult

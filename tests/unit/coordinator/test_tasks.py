@@ -8,7 +8,8 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import BINARY, CoordinatorTestCase, diamond, digest_of, wire_job
-from xwch.coordinator.tasks import BadResult, MissingObjects, NotYourAttempt, TasksManager
+from xwch.coordinator.attempts import NotYourAttempt
+from xwch.coordinator.tasks import BadResult, MissingObjects, TasksManager
 from xwch.errors import JobFileError
 from xwch.protocol.objects import OutputFile
 from xwch.protocol.worker import Assignment, AttemptResult, RunningAttempt
