@@ -98,6 +98,8 @@ class NewAttempt:
     started: float
     # A duplicate of a slow attempt (stragglers), which the scanner must not repair away.
     speculative: bool = False
+    # The checkpoint lineage it continues (a replica's number; 0: the task is not replicated).
+    lineage: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ class RecoveredAttempt:
     worker_id: str
     started: float
     speculative: bool = False
+    lineage: int = 0
 
 
 @dataclass(frozen=True)
