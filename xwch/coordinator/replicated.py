@@ -8,6 +8,10 @@ returns its result (:meth:`~ReplicatedTasks.take_result`). A replicated task sta
 scheduler's ready set while it wants more replicas, so replicas start on several workers at
 once, each picked by the scheduler's usual policy (locality, speed, fair share).
 
+A replicated task that keeps checkpoints gives each replica a lineage of its own
+(:mod:`xwch.coordinator.lineages`): :meth:`~ReplicatedTasks.lineage_for` says which one a worker
+would continue, and refuses a worker that contributed to another replica of the task.
+
 The canonical result is the outputs of the first result of the winning group: they are the
 task's outputs, what later tasks read and what ``results`` downloads. The other results are
 kept in the attempts' records only (their ``error`` says how they fared in the vote).
@@ -23,6 +27,7 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from xwch import dag
+from xwch.coordinator.lineages import ONLY_LINEAGE, Lineages
 from xwch.coordinator.reliability import Record
 from xwch.coordinator.replication import (
     Replicas,
@@ -59,11 +64,14 @@ class ReplicatedTasks:
         # (job, comparing task) -> the task whose results it compares.
         self._comparisons: dict[tuple[str, str], str] = {}
         self._numbers = itertools.count(1)
+        # The checkpoint lineages of replicas (tasks that keep checkpoints only).
+        self.lineages = Lineages()
         # Workers' records changed by votes, written at the end of the turn.
         self._records_due: dict[str, Record] = {}
 
     def forget_job(self, job_id: str) -> None:
         self.replicas.forget_job(job_id)
+        self.lineages.forget_job(job_id)
         for key in [k for k in self._comparisons if k[0] == job_id]:
             del self._comparisons[key]
 
@@ -76,15 +84,35 @@ class ReplicatedTasks:
 
     def accepts(self, job: JobState, t: TaskState, worker_id: str) -> bool:
         """Whether ``worker_id`` may take (one more replica of) ``t``."""
-        if t.spec.replication is None:
-            return True
-        return self.replicas.accepts((job.id, t.spec.id), worker_id, self._holders(t))
+        return self.lineage_for(job, t, worker_id) is not None
 
-    def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
-        """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
+    def lineage_for(self, job: JobState, t: TaskState, worker_id: str) -> int | None:
+        """The checkpoint lineage an attempt of ``t`` on ``worker_id`` would continue, or None
+        when that worker may take no replica of ``t``."""
+        if t.spec.replication is None:
+            return ONLY_LINEAGE
+        key = (job.id, t.spec.id)
+        holders = self._holders(t)
+        if t.spec.checkpoint is None:
+            # Nothing carries over from one attempt to the next: replicas need no lineage.
+            return ONLY_LINEAGE if self.replicas.accepts(key, worker_id, holders) else None
+        attempts = self._manager.attempts
+        running = {attempts[a].lineage for a in t.running if a in attempts}
+        for lineage in self.lineages.candidates(key, worker_id, running):
+            # Those who bear on the other replicas' ballots are kept apart from this one.
+            if self.replicas.accepts(key, worker_id, holders | self.lineages.others(key, lineage)):
+                return lineage
+        return None
+
+    def started(self, job: JobState, t: TaskState, worker_id: str, lineage: int) -> None:
+        """An attempt of ``t`` continuing ``lineage`` started on ``worker_id``: plan the vote,
+        offer more replicas."""
         if t.spec.replication is None:
             return
-        self.replicas.plan((job.id, t.spec.id), t.spec.replication, worker_id)
+        key = (job.id, t.spec.id)
+        if lineage != ONLY_LINEAGE:
+            self.lineages.join(key, lineage, worker_id)
+        self.replicas.plan(key, t.spec.replication, worker_id)
         self.offer(job, t)
 
     def offer(self, job: JobState, t: TaskState) -> None:
@@ -142,6 +170,8 @@ class ReplicatedTasks:
         # Its attempt is recorded as it came (succeeded); the vote rewrites the record only of
         # a result it turns down: one row write fewer per replica that agrees.
         self.replicas.cast(key, returned, running=len(t.running))
+        # Its lineage is over whatever the vote makes of it: no attempt continues it.
+        self.lineages.finish(key, attempt.lineage)
         self._decide(job, t, now, change, started)
 
     def _decide(
@@ -170,6 +200,7 @@ class ReplicatedTasks:
             if vote.checking is not None:
                 self._checked(job, t, vote.checking, winners[0], change)
             self.replicas.forget(key)
+            self.lineages.forget_task(key)
             self._count(winners, losers, single=vote.single, now=now, change=change)
             self.log.debug(
                 "task {task} of job {job}: {n} results agree{single}",
@@ -192,6 +223,7 @@ class ReplicatedTasks:
             for r in vote.returned:
                 _judge(change, r, verdict.message)
             self.replicas.forget(key)
+            self.lineages.forget_task(key)
             self._manager.fail_for_good(job, t, now, verdict.message, change)
             return
         self.log.debug(

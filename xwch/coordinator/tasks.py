@@ -147,6 +147,8 @@ class Attempt:
     # Whether its worker said it started (a worker holds attempts ahead of its free slots):
     # until then its task is "assigned" in the store, not "running".
     begun: bool = False
+    # The checkpoint lineage it continues: a replica's own (lineages.py), else 0.
+    lineage: int = 0
 
 
 @dataclass
@@ -446,7 +448,14 @@ class TasksManager:
             stored = {t.task_id: t.state for t in r.tasks}
             for a in r.running:
                 attempt = Attempt(
-                    a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
+                    a.id,
+                    r.row.id,
+                    a.task_id,
+                    a.number,
+                    a.worker_id,
+                    a.started,
+                    a.speculative,
+                    lineage=a.lineage,
                 )
                 attempt.begun = stored.get(a.task_id) == TASK_RUNNING
                 self._attempt_started(state, attempt)
@@ -578,6 +587,8 @@ class TasksManager:
         ):
             return []
         lineage = Change()
+        # The checkpoint lineage each picked task's attempt continues, as found when picked.
+        lineages: dict[TaskKey, int] = {}
 
         def accept(key: TaskKey) -> bool:
             job = self.jobs[key[0]]
@@ -589,8 +600,10 @@ class TasksManager:
             # A task that failed here goes to another worker while one has not failed it.
             if worker.id in t.failed_on and len(t.failed_on) < workers_alive:
                 return False
-            if not self.replicated.accepts(self.jobs[key[0]], t, worker.id):
+            continued = self.replicated.lineage_for(self.jobs[key[0]], t, worker.id)
+            if continued is None:
                 return False
+            lineages[key] = continued
             return self._inputs_present(key, lineage)
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
@@ -619,10 +632,11 @@ class TasksManager:
                 worker.id,
                 now,
                 speculative=speculative,
+                lineage=0 if speculative else lineages.get((job_id, task_id), 0),
             )
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
-            self.replicated.started(job, t, worker.id)
+            self.replicated.started(job, t, worker.id, attempt.lineage)
             started.append(attempt)
             if self.prefetcher is not None:
                 self.prefetcher.started((job_id, task_id))
@@ -644,6 +658,7 @@ class TasksManager:
                     worker_name,
                     now,
                     speculative=speculative,
+                    lineage=attempt.lineage,
                 )
             )
             change.task_updates.append(
@@ -806,7 +821,7 @@ class TasksManager:
         digests = {variant.digest} | {i.digest for i in inputs}
         checkpoint = None
         if self.checkpoints is not None:
-            checkpoint, saved = self.checkpoints.plan(job.id, spec)
+            checkpoint, saved = self.checkpoints.plan(job.id, spec, attempt.lineage)
             digests |= saved
         # Small inputs kept here travel in the assignment itself; the rest is read at warehouses.
         inline = {i.digest: c for i in inputs if (c := self._catalog.inline(i.digest)) is not None}
@@ -926,6 +941,7 @@ class TasksManager:
                 task=t.spec.id,
             )
         self._forget_attempt(attempt, result.duration if succeeded else None)
+        lineage_over = 0
         # It ran between two Work Alives: it started then, by its own account (written with
         # the task's end when it succeeded: one row update fewer a task).
         started = None if attempt.begun else now - result.duration
@@ -949,6 +965,7 @@ class TasksManager:
         elif succeeded and t.spec.replication is not None:
             self.health.succeeded(worker_id)
             self.replicated.take_result(job, t, attempt, worker_id, result, now, change, started)
+            lineage_over = attempt.lineage
         elif succeeded:
             job.stragglers.finished(result.duration, t.spec.cost)
             self.health.succeeded(worker_id)
@@ -971,6 +988,10 @@ class TasksManager:
             reason = result.error or f"exit status {result.exit_code}"
             self._task_failed(job, t, now, reason, change)
         await self._record(change)
+        if lineage_over and self.checkpoints is not None:
+            # No attempt continues this replica's lineage any more; dropped once its result is
+            # recorded, lest a coordinator dying in between lose both.
+            self.checkpoints.lineage_over(job.id, t.spec.id, lineage_over)
         return True
 
     def _task_done(
@@ -1135,6 +1156,10 @@ class TasksManager:
             if t.state == TASK_RUNNING and not t.running:
                 self._make_ready(job, t)
                 change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+            else:
+                # A replicated task wants a replica in place of this one (its other replicas
+                # run on).
+                self.replicated.offer(job, t)
         if change:
             await self._record(change)
 

@@ -1,0 +1,94 @@
+"""Checkpoint lineages of replicated tasks: which replica's checkpoints an attempt continues.
+
+A task checked by replication (``quorum``) that keeps checkpoints gives each replica a lineage
+of its own, numbered from 1 within the task (0 is the one lineage of a task not replicated):
+the attempt running the replica saves its checkpoints under that number, and only an attempt
+continuing that number restores them. Replicas must reach their results apart: one resumed
+from another's checkpoint would carry that one's mistakes, or lies, into its own ballot.
+
+A lineage is *free* when no attempt runs it and its replica has not returned a result: its
+worker was lost, gave the attempt back, or the attempt failed. The next replica started takes
+a free lineage before it opens a new one, so a lost replica's progress is continued rather
+than thrown away; a replica started once none is free (after a disagreement, say) begins a new
+lineage from scratch.
+
+Every worker that ran an attempt of a lineage is one of its *contributors*: the lineage's
+result depends on each of them. A contributor of one lineage may continue only that one: it
+never takes another replica of the task, and the other replicas keep to hosts other than the
+contributors' (the same rule as between replicas, :meth:`Replicas.accepts`). So each worker
+bears on at most one ballot of a task, even when a lineage crossed several workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+TaskKey = tuple[str, str]
+
+# The lineage of every task that is not replicated (and of every attempt of one).
+ONLY_LINEAGE = 0
+
+
+@dataclass
+class Lineage:
+    # Every worker that ran an attempt of it, in whatever way the attempt ended.
+    contributors: set[str] = field(default_factory=set)
+    # Its replica returned a result: nothing continues it any more.
+    over: bool = False
+
+
+class Lineages:
+    """The lineages of the replicated tasks under way, and who contributed to each."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[TaskKey, dict[int, Lineage]] = {}
+        # The highest number given in each task: numbers are never reused while the job runs,
+        # since the attempts' rows keep them (a restarted coordinator reads contributors back).
+        self._highest: dict[TaskKey, int] = {}
+
+    def of(self, key: TaskKey) -> dict[int, Lineage]:
+        return dict(self._tasks.get(key, {}))
+
+    def candidates(self, key: TaskKey, worker_id: str, running: Collection[int]) -> list[int]:
+        """The lineages a replica on ``worker_id`` could continue, in the order to try them:
+        a free one it contributed to, the other free ones, then a new one."""
+        lineages = self._tasks.get(key, {})
+        free = [n for n, ln in sorted(lineages.items()) if not ln.over and n not in running]
+        own = [n for n in free if worker_id in lineages[n].contributors]
+        others = [n for n in free if n not in own]
+        return [*own, *others, self._highest.get(key, 0) + 1]
+
+    def others(self, key: TaskKey, lineage: int) -> set[str]:
+        """The workers that contributed to the task's lineages other than ``lineage``."""
+        found: set[str] = set()
+        for n, ln in self._tasks.get(key, {}).items():
+            if n != lineage:
+                found |= ln.contributors
+        return found
+
+    def join(self, key: TaskKey, lineage: int, worker_id: str) -> None:
+        """An attempt continuing ``lineage`` starts on ``worker_id``."""
+        self._tasks.setdefault(key, {}).setdefault(lineage, Lineage()).contributors.add(worker_id)
+        self._highest[key] = max(self._highest.get(key, 0), lineage)
+
+    def finish(self, key: TaskKey, lineage: int) -> None:
+        """The replica of ``lineage`` returned its result."""
+        found = self._tasks.get(key, {}).get(lineage)
+        if found is not None:
+            found.over = True
+
+    def number_used(self, key: TaskKey, lineage: int) -> None:
+        """``lineage`` was given before a restart (its number is not to be given again)."""
+        self._highest[key] = max(self._highest.get(key, 0), lineage)
+
+    def forget_task(self, key: TaskKey) -> None:
+        """The task is over (its vote decided): its lineages with it. Their numbers stay used
+        (a check of its result later starts new lineages)."""
+        self._tasks.pop(key, None)
+
+    def forget_job(self, job_id: str) -> None:
+        for key in [k for k in self._highest if k[0] == job_id]:
+            del self._highest[key]
+        for key in [k for k in self._tasks if k[0] == job_id]:
+            del self._tasks[key]
