@@ -67,6 +67,11 @@ class Lineages:
                 found |= ln.contributors
         return found
 
+    def crossed(self, key: TaskKey, lineage: int) -> bool:
+        """Whether more than one worker ran ``lineage``."""
+        found = self._tasks.get(key, {}).get(lineage)
+        return found is not None and len(found.contributors) > 1
+
     def join(self, key: TaskKey, lineage: int, worker_id: str) -> None:
         """An attempt continuing ``lineage`` starts on ``worker_id``."""
         self._tasks.setdefault(key, {}).setdefault(lineage, Lineage()).contributors.add(worker_id)

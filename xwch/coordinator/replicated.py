@@ -164,6 +164,8 @@ class ReplicatedTasks:
             result.stderr,
             now,
         )
+        if self.lineages.crossed(key, attempt.lineage):
+            returned = replace(returned, shared=True)
         if replication.compare is not None and returned.inline:
             # A compare program may read it: kept here (in memory) until the vote ends.
             self._manager.catalog.hold_inline(returned.inline)
@@ -353,9 +355,14 @@ class ReplicatedTasks:
         change: Change,
     ) -> None:
         """Teach reliability who agreed and who did not (a single result proves nothing), and
-        check again what a worker that lost a vote had returned unconfirmed."""
+        check again what a worker that lost a vote had returned unconfirmed. A result that
+        continued another worker's checkpoints is left out: whichever of them erred, or lied,
+        cannot be told, and blaming the one that returned it would let a cheater leave bad
+        checkpoints behind to have honest workers distrusted."""
         if single:
             return
+        winners = [r for r in winners if not r.shared]
+        losers = [r for r in losers if not r.shared]
         identity = self.replicas.identity
         records, newly = self.replicas.reliability.voted(
             [identity(r.worker) for r in winners], [identity(r.worker) for r in losers]

@@ -40,6 +40,9 @@ class Returned:
     stdout: str
     stderr: str
     ended: float
+    # It continued checkpoints another worker saved: it depends on that worker too, so it
+    # teaches nothing of its own worker's reliability.
+    shared: bool = False
 
 
 @dataclass

@@ -13,6 +13,7 @@ from xwch.protocol.checkpoints import CheckpointRecorded, CheckpointSaved
 from xwch.protocol.objects import OutputFile
 from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
+from xwch.store import reliability as reliability_queries
 from xwch.store.checkpoints import load_checkpoints_thd
 
 
@@ -340,3 +341,20 @@ class ReplicaLineageTests(CheckpointTestCase):
         assert self.work(w0) == []
         [d] = self.work(w3)
         assert self.restored(d) == [digest_of("manifest b1")]
+
+    def test_a_result_that_crossed_workers_teaches_nothing_of_reliability(self) -> None:
+        """Outvoted, a replica that continued another worker's checkpoints does not count
+        against the worker that returned it: which of the two erred cannot be told."""
+        _job, [w0, w1, w2, w3], [a, b] = self.replicated_task(workers=4)
+        self.save(w0, checkpoint(a.attempt, "a1", "a-chunk"))
+        self.give_back(w0, a)
+        [c] = self.work(w2)
+        self.report(w2, c, "wrong")
+        self.report(w1, b, "right")
+        [d] = self.work(w3)
+        assert self.restored(d) == []
+        self.report(w3, d, "right")
+        self.clock.advance(0)
+        records = self.successResultOf(self.db.read(reliability_queries.load_records_thd))
+        by_name = {r.identity.split("/")[1]: (r.agreed, r.disagreed) for r in records}
+        assert by_name == {"w1": (1, 0), "w3": (1, 0)}
