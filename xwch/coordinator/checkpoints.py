@@ -106,6 +106,9 @@ class CheckpointBook:
             lineages.number_used(key, ran.lineage)
             if (*key, ran.lineage) in alive:
                 lineages.join(key, ran.lineage, ran.worker_id)
+        for a in self._tasks.attempts.values():
+            if a.lineage:
+                lineages.join((a.job_id, a.task_id), a.lineage, a.worker_id, a.id)
 
     def kept(self, job_id: str, task_id: str, lineage: int = 0) -> list[CheckpointRow]:
         """The kept checkpoints of one lineage of the task, oldest first."""

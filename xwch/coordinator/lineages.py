@@ -15,8 +15,10 @@ lineage from scratch.
 Every worker that ran an attempt of a lineage is one of its *contributors*: the lineage's
 result depends on each of them. A contributor of one lineage may continue only that one: it
 never takes another replica of the task, and the other replicas keep to hosts other than the
-contributors' (the same rule as between replicas, :meth:`Replicas.accepts`). So each worker
-bears on at most one ballot of a task, even when a lineage crossed several workers.
+contributors' (the same rule as between replicas, :meth:`Replicas.accepts`). An attempt
+presumed lost whose lineage was handed on is not taken back when heard of again: its result
+would be a second ballot of one replica. So each worker bears on at most one ballot of a task,
+even when a lineage crossed several workers.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Lineage:
     contributors: set[str] = field(default_factory=set)
     # Its replica returned a result: nothing continues it any more.
     over: bool = False
+    # The attempt that continued it last (None: not known since a restart).
+    last_attempt: str | None = None
 
 
 class Lineages:
@@ -72,10 +76,22 @@ class Lineages:
         found = self._tasks.get(key, {}).get(lineage)
         return found is not None and len(found.contributors) > 1
 
-    def join(self, key: TaskKey, lineage: int, worker_id: str) -> None:
-        """An attempt continuing ``lineage`` starts on ``worker_id``."""
-        self._tasks.setdefault(key, {}).setdefault(lineage, Lineage()).contributors.add(worker_id)
+    def join(
+        self, key: TaskKey, lineage: int, worker_id: str, attempt_id: str | None = None
+    ) -> None:
+        """An attempt continuing ``lineage`` (``attempt_id``, if known) runs on ``worker_id``."""
+        found = self._tasks.setdefault(key, {}).setdefault(lineage, Lineage())
+        found.contributors.add(worker_id)
+        if attempt_id is not None:
+            found.last_attempt = attempt_id
         self._highest[key] = max(self._highest.get(key, 0), lineage)
+
+    def continued_since(self, key: TaskKey, lineage: int, attempt_id: str) -> bool:
+        """Whether another attempt took ``lineage`` over from ``attempt_id`` (presumed lost),
+        or its replica's result is in: that attempt, heard of again, would run a second copy
+        of one replica, or cast a second ballot for it."""
+        found = self._tasks.get(key, {}).get(lineage)
+        return found is not None and (found.over or found.last_attempt != attempt_id)
 
     def finish(self, key: TaskKey, lineage: int) -> None:
         """The replica of ``lineage`` returned its result."""

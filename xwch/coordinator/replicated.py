@@ -104,16 +104,31 @@ class ReplicatedTasks:
                 return lineage
         return None
 
-    def started(self, job: JobState, t: TaskState, worker_id: str, lineage: int) -> None:
-        """An attempt of ``t`` continuing ``lineage`` started on ``worker_id``: plan the vote,
-        offer more replicas."""
+    def started(
+        self, job: JobState, t: TaskState, worker_id: str, lineage: int, attempt_id: str
+    ) -> None:
+        """Attempt ``attempt_id`` of ``t``, continuing ``lineage``, started on ``worker_id``:
+        plan the vote, offer more replicas."""
         if t.spec.replication is None:
             return
         key = (job.id, t.spec.id)
         if lineage != ONLY_LINEAGE:
-            self.lineages.join(key, lineage, worker_id)
+            self.lineages.join(key, lineage, worker_id, attempt_id)
         self.replicas.plan(key, t.spec.replication, worker_id)
         self.offer(job, t)
+
+    def continued_since(self, job: JobState, t: TaskState, attempt: Attempt) -> bool:
+        """Whether the replica of ``attempt``, presumed lost, was handed on since (or its
+        result is in): the attempt is not to be taken back."""
+        if attempt.lineage == ONLY_LINEAGE:
+            return False
+        return self.lineages.continued_since((job.id, t.spec.id), attempt.lineage, attempt.id)
+
+    def readopted(self, job: JobState, t: TaskState, attempt: Attempt) -> None:
+        """An attempt presumed lost runs again, on ``attempt.worker_id`` (its worker registered
+        again under another id): that id has contributed to its lineage too."""
+        if attempt.lineage != ONLY_LINEAGE:
+            self.lineages.join((job.id, t.spec.id), attempt.lineage, attempt.worker_id, attempt.id)
 
     def offer(self, job: JobState, t: TaskState) -> None:
         """Keep ``t`` ready for other workers while it wants more replicas than run."""

@@ -636,7 +636,7 @@ class TasksManager:
             )
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
-            self.replicated.started(job, t, worker.id, attempt.lineage)
+            self.replicated.started(job, t, worker.id, attempt.lineage, attempt.id)
             started.append(attempt)
             if self.prefetcher is not None:
                 self.prefetcher.started((job_id, task_id))
@@ -899,7 +899,11 @@ class TasksManager:
         if lost.worker_id != worker_id and not same_owner(lost.worker_id):
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         job = self.jobs.get(lost.job_id)
-        if job is None or job.tasks[lost.task_id].state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED):
+        if (
+            job is None
+            or job.tasks[lost.task_id].state in (TASK_DONE, TASK_FAILED, TASK_CANCELLED)
+            or self.replicated.continued_since(job, job.tasks[lost.task_id], lost)
+        ):
             del self.presumed_lost[attempt_id]
             return None
         return lost
@@ -1253,6 +1257,7 @@ class TasksManager:
         t = job.tasks[attempt.task_id]
         attempt.worker_id = worker_id
         self._attempt_started(job, attempt)
+        self.replicated.readopted(job, t, attempt)
         if t.state == TASK_READY:
             if t.relaunch is not None and t.relaunch.active():
                 t.relaunch.cancel()

@@ -358,3 +358,24 @@ class ReplicaLineageTests(CheckpointTestCase):
         records = self.successResultOf(self.db.read(reliability_queries.load_records_thd))
         by_name = {r.identity.split("/")[1]: (r.agreed, r.disagreed) for r in records}
         assert by_name == {"w1": (1, 0), "w3": (1, 0)}
+
+    def test_a_replica_handed_on_is_not_taken_back_from_its_late_worker(self) -> None:
+        """A worker presumed lost whose replica was handed on, heard of again, neither votes
+        for that replica nor runs it beside its new worker: one replica, one ballot."""
+        job, [w0, w1, w2], [a, b] = self.replicated_task(workers=3)
+        self.save(w0, checkpoint(a.attempt, "a1", "a-chunk"))
+        self.successResultOf(ensureDeferred(self.coordinator.tasks.workers_lost([w0])))
+        [c] = self.work(w2)
+        assert self.restored(c) == [digest_of("manifest a1")]
+        output = OutputFile("o", digest_of("late"), 3)
+        self.store_objects(output.digest)
+        late = AttemptResult(a.attempt, "succeeded", 0, outputs=(output,))
+        counted = self.successResultOf(
+            ensureDeferred(self.coordinator.workers.result(self.worker_token, w0, late))
+        )
+        assert counted is False
+        self.report(w1, b, "right")
+        assert self.book.kept(job, "long", 1) != []
+        self.report(w2, c, "right")
+        rows = self.successResultOf(self.db.read(job_queries.list_tasks_thd, job))
+        assert rows[0].state == "done"
