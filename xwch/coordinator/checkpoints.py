@@ -78,8 +78,11 @@ class CheckpointBook:
         self._kept: dict[LineageKey, list[CheckpointRow]] = {}
         # Sequence numbers are the task's, across its lineages: the highest is its latest.
         self._next_seq: dict[TaskKey, int] = {}
-        # Deletions at warehouses under way (awaited by tests and at shutdown).
+        # Deletions at warehouses under way (awaited by tests and at shutdown), and the
+        # objects they delete: a checkpoint naming one of those is refused until it is stored
+        # again (replicas of one program often save the very same chunks).
         self._dropping: set[Deferred[None]] = set()
+        self._being_dropped: set[str] = set()
         tasks.checkpoints = self
 
     async def recover(self) -> None:
@@ -129,7 +132,9 @@ class CheckpointBook:
         task = job.tasks[attempt.task_id]
         if task.spec.checkpoint is None or task.state != TASK_RUNNING:
             return await self._refused(worker_id, saved)
-        missing = self._catalog.missing([saved.manifest, *saved.chunks])
+        named = [saved.manifest, *saved.chunks]
+        # One being deleted counts as missing: stored again, it is named safely.
+        missing = sorted(set(self._catalog.missing(named)) | (set(named) & self._being_dropped))
         if missing:
             raise MissingObjects(missing)
         task_key = (attempt.job_id, attempt.task_id)
@@ -217,12 +222,13 @@ class CheckpointBook:
             for row in kept:
                 named |= row.objects()
         for digest in digests:
-            if digest in named:
+            if digest in named or digest in self._being_dropped:
                 continue
+            self._being_dropped.add(digest)
             dropping = Deferred.fromCoroutine(self._drop(digest))
             self._dropping.add(dropping)
             dropping.addErrback(self._drop_failed, digest)
-            dropping.addBoth(self._dropped, dropping)
+            dropping.addBoth(self._dropped, dropping, digest)
 
     async def _drop(self, digest: str) -> None:
         for warehouse in self._catalog.holders(digest):
@@ -245,8 +251,9 @@ class CheckpointBook:
     def _drop_failed(self, failure: Failure, digest: str) -> None:
         self.log.failure("dropping {digest} failed", failure, digest=digest)
 
-    def _dropped(self, _: object, dropping: Deferred[None]) -> None:
+    def _dropped(self, _: object, dropping: Deferred[None], digest: str) -> None:
         self._dropping.discard(dropping)
+        self._being_dropped.discard(digest)
 
     def dropping(self) -> Deferred[list[None]]:
         """Fires once the deletions under way have ended."""

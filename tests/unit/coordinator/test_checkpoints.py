@@ -3,7 +3,7 @@ its relaunch newest first, and dropped from warehouses once superseded or once t
 
 from __future__ import annotations
 
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, digest_of, wire_job
 from xwch.coordinator.assembly import Coordinator, CoordinatorConfig, make_coordinator
@@ -18,14 +18,27 @@ from xwch.store.checkpoints import load_checkpoints_thd
 
 
 class RecordedDrops:
-    """Stands in for warehouses asked to delete objects: records each request."""
+    """Stands in for warehouses asked to delete objects: records each request, and answers at
+    once or, while ``held``, when released."""
 
     def __init__(self) -> None:
         self.dropped: list[tuple[str, str]] = []
+        self.held = False
+        self._waiting: list[Deferred[None]] = []
 
     async def request(self, url: str, digest: str, capability: str) -> None:
         assert capability
         self.dropped.append((url, digest))
+        if self.held:
+            answer: Deferred[None] = Deferred()
+            self._waiting.append(answer)
+            await answer
+
+    def release(self) -> None:
+        self.held = False
+        waiting, self._waiting = self._waiting, []
+        for answer in waiting:
+            answer.callback(None)
 
 
 def checkpoint(attempt: str, name: str, *chunks: str) -> CheckpointSaved:
@@ -379,3 +392,24 @@ class ReplicaLineageTests(CheckpointTestCase):
         self.report(w2, c, "right")
         rows = self.successResultOf(self.db.read(job_queries.list_tasks_thd, job))
         assert rows[0].state == "done"
+
+    def test_a_chunk_being_dropped_is_not_named_by_another_replicas_save(self) -> None:
+        """Replicas of one program save the same chunks: one dropped from a superseded
+        checkpoint of one replica is refused in the other's save while it is being deleted,
+        and accepted once stored again, so no kept checkpoint names a deleted chunk."""
+        job, [w0, w1], [a, b] = self.replicated_task()
+        for n in (1, 2):
+            self.save(w0, checkpoint(a.attempt, f"a{n}", f"step {n}"))
+        self.drops.held = True
+        self.save(w0, checkpoint(a.attempt, "a3", "step 3"))
+        assert digest_of("step 1") in {d for _, d in self.drops.dropped}
+        same = checkpoint(b.attempt, "b1", "step 1")
+        self.store_objects(same.manifest)
+        failure = self.failureResultOf(ensureDeferred(self.book.record(w1, same)))
+        assert failure.check(MissingObjects)
+        assert failure.value.digests == [digest_of("step 1")]
+        assert self.book.kept(job, "long", 2) == []
+        self.drops.release()
+        self.successResultOf(self.book.dropping())
+        assert not self.coordinator.catalog.has(digest_of("step 1"))
+        assert self.save(w1, same).recorded
