@@ -244,26 +244,44 @@ def newer_checkpoint(
 
 
 def kill_programs_of(platform: LocalPlatformProcess, worker: dict[str, Any]) -> None:
-    """SIGKILL what still runs in ``worker``'s folder once the worker itself is killed: its
-    program, stopped by a suspension, would stay stopped for ever."""
+    """SIGKILL the task program left in ``worker``'s folder once the worker itself is killed:
+    stopped by a suspension, it would stay stopped for ever."""
     folder = platform.home / worker["name"]
     for p in psutil.process_iter():
         try:
-            if Path(p.cwd()).is_relative_to(folder):
+            if p.name() == "steps" and Path(p.cwd()).is_relative_to(folder):
                 p.kill()
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
+
+
+SAVED = re.compile(r"checkpoint ([0-9a-f]{12}) of attempt \S+ saved")
+
+
+def saved_steps(platform: LocalPlatformProcess, worker: dict[str, Any], steps: int) -> set[int]:
+    """The steps of the checkpoints ``worker``'s log says the coordinator recorded (those whose
+    manifest a warehouse still holds)."""
+    log = (platform.home / "logs" / f"{worker['name']}.log").read_text(errors="replace")
+    prefixes = set(SAVED.findall(log))
+    step_of = state_chunks(steps)
+    found = set()
+    for digest, manifest in stored_manifests(platform.home).items():
+        if digest[:12] in prefixes:
+            for f in manifest["files"]:
+                if f["path"] == "state" and f["chunks"][0][0] in step_of:
+                    found.add(step_of[f["chunks"][0][0]])
+    return found
 
 
 def test_a_killed_replica_resumes_from_its_own_checkpoints_and_the_quorum_is_reached(
     tmp_path: Path, native_build: Path
 ) -> None:
     """A task checked by a quorum of 2 runs as two replicas, each keeping checkpoints of its
-    own. One replica's worker is suspended (its checkpoints stay at an early step) while the
-    other runs well ahead; that worker is then killed with its program. Its replacement, on
-    the third worker, resumes at the step its own replica had saved: not from scratch, and not
-    from the other replica's later checkpoints. Both replicas agree and the job succeeds."""
-    steps = 80
+    own. One replica's worker is suspended (it saves its step then, and nothing after) while
+    the other runs well ahead; that worker is then killed with its program. Its replacement,
+    on the third worker, resumes at the very step its own replica saved: not from scratch, and
+    not from the other replica's later checkpoints. Both agree and the job succeeds."""
+    steps = 100
     with running_platform(tmp_path / "home", workers=3, slots=1, warehouses=1) as platform:
         doc = steps_job(steps=steps)
         doc["tasks"][0]["quorum"] = 2
@@ -279,17 +297,22 @@ def test_a_killed_replica_resumes_from_its_own_checkpoints_and_the_quorum_is_rea
         )
         victim, other = (worker_process(platform, str(log["worker"])) for log in logs)
         assert victim["name"] != other["name"]
-        # The victim's replica saves a few steps, then its worker is suspended: it stops the
-        # program and saves that step (and nothing after: its directory no longer changes).
-        wait_for(lambda: (step_reached(platform, victim) or 0) >= 6, WAITING, "victim's steps")
+        # Suspended early, so the other replica has a long way to run ahead: the victim's
+        # worker stops the program and saves the step it reached, and nothing after.
+        wait_for(lambda: (step_reached(platform, victim) or 0) >= 2, WAITING, "victim's steps")
         (platform.home / victim["name"] / "worker.toml").write_text(hours_away())
         wait_for(
             lambda: worker_state(platform, victim["name"].replace("worker-", "-w")) == "suspended",
             WAITING,
             "the victim's worker suspended",
         )
-        frozen = step_reached(platform, victim)
-        assert frozen is not None
+        frozen = wait_for(
+            lambda: (
+                (s := step_reached(platform, victim)) in saved_steps(platform, victim, steps) and s
+            ),
+            WAITING,
+            "the victim's step saved",
+        )
         # The other replica runs well ahead, with checkpoints recorded there.
         wait_for(
             lambda: (step_reached(platform, other) or 0) >= frozen + 10, WAITING, "steps ahead"
@@ -305,9 +328,8 @@ def test_a_killed_replica_resumes_from_its_own_checkpoints_and_the_quorum_is_rea
         waited(platform, job_id)
         resumed_log = str(logs_of(platform, job_id, 3)["stdout"])
         resumed = RESUMED.search(resumed_log)
-        assert resumed is not None, resumed_log
         # Its own replica's step: neither from scratch nor from the other replica, ahead.
-        assert 0 < int(resumed.group(1)) <= frozen, (frozen, resumed_log)
+        assert resumed is not None and int(resumed.group(1)) == frozen, (frozen, resumed_log)
         other_log = str(logs_of(platform, job_id, 2)["stdout"])
         assert "steps: started at step 0" in other_log and not RESUMED.search(other_log)
         task = long_task(platform, job_id)
