@@ -1250,6 +1250,8 @@ class TasksManager:
             if t.state == TASK_RUNNING and not t.running:
                 self._make_ready(job, t)
                 change.task_updates.append(TaskUpdate(job.id, (t.spec.id,), {"state": TASK_READY}))
+            else:
+                self.replicated.offer(job, t)
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
         del self.presumed_lost[attempt.id]
