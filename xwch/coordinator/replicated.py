@@ -2,9 +2,10 @@
 replication (``quorum`` in the job file).
 
 The tasks' manager calls these hooks at a few points: when it picks a task for a worker
-(:meth:`ReplicatedTasks.accepts`), once an attempt starts (:meth:`~ReplicatedTasks.started`),
-when an attempt of the task fails or goes (:meth:`~ReplicatedTasks.offer`) and when a replica
-returns its result (:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the
+(:meth:`ReplicatedTasks.lineage_for`, None when the worker may not take it), once an attempt
+starts (:meth:`~ReplicatedTasks.started`), when an attempt of the task fails or goes
+(:meth:`~ReplicatedTasks.offer`) and when a replica returns its result
+(:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the
 scheduler's ready set while it wants more replicas, so replicas start on several workers at
 once, each picked by the scheduler's usual policy (locality, speed, fair share).
 
@@ -81,10 +82,6 @@ class ReplicatedTasks:
     def _holders(self, t: TaskState) -> set[str]:
         attempts = self._manager.attempts
         return {attempts[a].worker_id for a in t.running if a in attempts}
-
-    def accepts(self, job: JobState, t: TaskState, worker_id: str) -> bool:
-        """Whether ``worker_id`` may take (one more replica of) ``t``."""
-        return self.lineage_for(job, t, worker_id) is not None
 
     def lineage_for(self, job: JobState, t: TaskState, worker_id: str) -> int | None:
         """The checkpoint lineage an attempt of ``t`` on ``worker_id`` would continue, or None
