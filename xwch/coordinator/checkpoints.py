@@ -98,15 +98,13 @@ class CheckpointBook:
     async def _recover_lineages(self, job_ids: list[str]) -> None:
         """Replicas' lineages that may still be continued: those with checkpoints kept or an
         attempt running, with every worker that ran them. The others (over, or lost before
-        their first checkpoint) are forgotten like the votes they belong to, but their numbers
-        are not given again."""
+        their first checkpoint) are forgotten like the votes they belong to."""
         lineages = self._tasks.replicated.lineages
         alive = set(self._kept) | {
             (a.job_id, a.task_id, a.lineage) for a in self._tasks.attempts.values() if a.lineage
         }
         for ran in await self._db.read(load_lineage_workers_thd, job_ids):
             key = (ran.job_id, ran.task_id)
-            lineages.number_used(key, ran.lineage)
             if (*key, ran.lineage) in alive:
                 lineages.join(key, ran.lineage, ran.worker_id)
         for a in self._tasks.attempts.values():

@@ -1,9 +1,10 @@
 """Checkpoint lineages of replicated tasks: which replica's checkpoints an attempt continues.
 
 A task checked by replication (``quorum``) that keeps checkpoints gives each replica a lineage
-of its own, numbered from 1 within the task (0 is the one lineage of a task not replicated):
-the attempt running the replica saves its checkpoints under that number, and only an attempt
-continuing that number restores them. Replicas must reach their results apart: one resumed
+of its own, named by the number of the attempt that opened it (0 is the one lineage of a task
+not replicated; attempt numbers never repeat within a task, through restarts and retries
+alike): the attempt running the replica saves its checkpoints under that number, and only an
+attempt continuing that number restores them. Replicas must reach their results apart: one resumed
 from another's checkpoint would carry that one's mistakes, or lies, into its own ballot.
 
 A lineage is *free* when no attempt runs it and its replica has not returned a result: its
@@ -30,6 +31,8 @@ TaskKey = tuple[str, str]
 
 # The lineage of every task that is not replicated (and of every attempt of one).
 ONLY_LINEAGE = 0
+# A lineage to open: it takes the number of the attempt that opens it.
+NEW_LINEAGE = -1
 
 
 @dataclass
@@ -47,9 +50,6 @@ class Lineages:
 
     def __init__(self) -> None:
         self._tasks: dict[TaskKey, dict[int, Lineage]] = {}
-        # The highest number given in each task: numbers are never reused while the job runs,
-        # since the attempts' rows keep them (a restarted coordinator reads contributors back).
-        self._highest: dict[TaskKey, int] = {}
 
     def of(self, key: TaskKey) -> dict[int, Lineage]:
         return dict(self._tasks.get(key, {}))
@@ -61,7 +61,7 @@ class Lineages:
         free = [n for n, ln in sorted(lineages.items()) if not ln.over and n not in running]
         own = [n for n in free if worker_id in lineages[n].contributors]
         others = [n for n in free if n not in own]
-        return [*own, *others, self._highest.get(key, 0) + 1]
+        return [*own, *others, NEW_LINEAGE]
 
     def others(self, key: TaskKey, lineage: int) -> set[str]:
         """The workers that contributed to the task's lineages other than ``lineage``."""
@@ -84,7 +84,6 @@ class Lineages:
         found.contributors.add(worker_id)
         if attempt_id is not None:
             found.last_attempt = attempt_id
-        self._highest[key] = max(self._highest.get(key, 0), lineage)
 
     def continued_since(self, key: TaskKey, lineage: int, attempt_id: str) -> bool:
         """Whether another attempt took ``lineage`` over from ``attempt_id`` (presumed lost),
@@ -99,17 +98,10 @@ class Lineages:
         if found is not None:
             found.over = True
 
-    def number_used(self, key: TaskKey, lineage: int) -> None:
-        """``lineage`` was given before a restart (its number is not to be given again)."""
-        self._highest[key] = max(self._highest.get(key, 0), lineage)
-
     def forget_task(self, key: TaskKey) -> None:
-        """The task is over (its vote decided): its lineages with it. Their numbers stay used
-        (a check of its result later starts new lineages)."""
+        """The task is over (its vote decided): its lineages with it."""
         self._tasks.pop(key, None)
 
     def forget_job(self, job_id: str) -> None:
-        for key in [k for k in self._highest if k[0] == job_id]:
-            del self._highest[key]
         for key in [k for k in self._tasks if k[0] == job_id]:
             del self._tasks[key]

@@ -37,6 +37,7 @@ from xwch.coordinator import trust
 from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
+from xwch.coordinator.lineages import NEW_LINEAGE
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.reliability import Reliability
 from xwch.coordinator.replicated import ReplicatedTasks
@@ -634,6 +635,9 @@ class TasksManager:
                 speculative=speculative,
                 lineage=0 if speculative else lineages.get((job_id, task_id), 0),
             )
+            if attempt.lineage == NEW_LINEAGE:
+                # Named after the attempt that opens it: attempt numbers never repeat.
+                attempt.lineage = attempt.number
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
             self.replicated.started(job, t, worker.id, attempt.lineage, attempt.id)

@@ -1,9 +1,9 @@
 """Queries about tasks' checkpoints: the latest few of each lineage of each running task, and
 which of their objects may be dropped from warehouses once no checkpoint names them any more.
 
-A task not replicated has one lineage, 0; each replica of a replicated task has its own,
-numbered from 1 (see ``xwch.coordinator.lineages``), and the workers of the attempts that
-continued it are read back from the attempts' rows.
+A task not replicated has one lineage, 0; each replica of a replicated task has its own, named
+by the number of the attempt that opened it (see ``xwch.coordinator.lineages``), and the
+workers of the attempts that continued it are read back from the attempts' rows.
 
 Writes take the tasks' manager's fence, like every change of tasks (see ``apply_change_thd``):
 a coordinator that lost its group cannot record or drop a checkpoint.

@@ -98,7 +98,8 @@ class NewAttempt:
     started: float
     # A duplicate of a slow attempt (stragglers), which the scanner must not repair away.
     speculative: bool = False
-    # The checkpoint lineage it continues (a replica's number; 0: the task is not replicated).
+    # The checkpoint lineage it continues (the number of the attempt that opened it; 0: the
+    # task is not replicated, or keeps no checkpoint).
     lineage: int = 0
 
 

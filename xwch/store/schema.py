@@ -92,8 +92,9 @@ attempts = sa.Table(
     sa.Column("stderr", sa.Text, nullable=False, default=""),
     # A duplicate of a slow attempt near the end of its job (version 2).
     sa.Column("speculative", sa.Boolean, nullable=False, server_default=sa.false()),
-    # The checkpoint lineage it continues (version 8): a replica's number within its task when
-    # the task is replicated and keeps checkpoints (see coordinator/lineages.py), else 0.
+    # The checkpoint lineage it continues (version 8) when its task is replicated and keeps
+    # checkpoints: the number of the attempt that opened it (see coordinator/lineages.py);
+    # else 0.
     sa.Column("lineage", sa.Integer, nullable=False, server_default="0"),
     # One attempt number per task: a second insert of the same attempt is a bug, not a retry.
     sa.UniqueConstraint("job_id", "task_id", "number", name="attempts_unique_number"),

@@ -332,6 +332,10 @@ class ReplicaLineageTests(CheckpointTestCase):
         self.report(w1, b, "two")
         [c] = self.work(w2)
         assert self.restored(c) == []
+        # A lineage is named after the attempt that opened it.
+        assert c.number == 3
+        self.save(w2, checkpoint(c.attempt, "c1", "c-chunk"))
+        assert [r.manifest for r in self.book.kept(job, "long", 3)] == [digest_of("manifest c1")]
         self.report(w2, c, "one")
         self.successResultOf(self.book.dropping())
         assert self.stored() == []
