@@ -4,8 +4,9 @@ A task checked by replication (``quorum``) that keeps checkpoints gives each rep
 of its own, named by the number of the attempt that opened it (0 is the one lineage of a task
 not replicated; attempt numbers never repeat within a task, through restarts and retries
 alike): the attempt running the replica saves its checkpoints under that number, and only an
-attempt continuing that number restores them. Replicas must reach their results apart: one resumed
-from another's checkpoint would carry that one's mistakes, or lies, into its own ballot.
+attempt continuing that number restores them. Replicas must reach their results apart: one
+resumed from another's checkpoint would carry that one's mistakes, or lies, into its own
+ballot.
 
 A lineage is *free* when no attempt runs it and its replica has not returned a result: its
 worker was lost, gave the attempt back, or the attempt failed. The next replica started takes
@@ -50,9 +51,6 @@ class Lineages:
 
     def __init__(self) -> None:
         self._tasks: dict[TaskKey, dict[int, Lineage]] = {}
-
-    def of(self, key: TaskKey) -> dict[int, Lineage]:
-        return dict(self._tasks.get(key, {}))
 
     def candidates(self, key: TaskKey, worker_id: str, running: Collection[int]) -> list[int]:
         """The lineages a replica on ``worker_id`` could continue, in the order to try them:

@@ -5,9 +5,9 @@ The tasks' manager calls these hooks at a few points: when it picks a task for a
 (:meth:`ReplicatedTasks.lineage_for`, None when the worker may not take it), once an attempt
 starts (:meth:`~ReplicatedTasks.started`), when an attempt of the task fails or goes
 (:meth:`~ReplicatedTasks.offer`) and when a replica returns its result
-(:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the
-scheduler's ready set while it wants more replicas, so replicas start on several workers at
-once, each picked by the scheduler's usual policy (locality, speed, fair share).
+(:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the scheduler's ready set
+while it wants more replicas, so replicas start on several workers at once, each picked by the
+scheduler's usual policy (locality, speed, fair share).
 
 A replicated task that keeps checkpoints gives each replica a lineage of its own
 (:mod:`xwch.coordinator.lineages`): :meth:`~ReplicatedTasks.lineage_for` says which one a worker
