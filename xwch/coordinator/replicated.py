@@ -101,18 +101,19 @@ class ReplicatedTasks:
                 return lineage
         return None
 
-    def started(
-        self, job: JobState, t: TaskState, worker_id: str, lineage: int, attempt_id: str
-    ) -> None:
-        """Attempt ``attempt_id`` of ``t``, continuing ``lineage``, started on ``worker_id``:
-        plan the vote, offer more replicas."""
+    def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
+        """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
         if t.spec.replication is None:
             return
-        key = (job.id, t.spec.id)
-        if lineage != ONLY_LINEAGE:
-            self.lineages.join(key, lineage, worker_id, attempt_id)
-        self.replicas.plan(key, t.spec.replication, worker_id)
+        self.replicas.plan((job.id, t.spec.id), t.spec.replication, worker_id)
         self.offer(job, t)
+
+    def given(self, attempt: Attempt) -> None:
+        """``attempt`` is written to the store: its worker contributes to its lineage. (Until
+        then, running, it keeps its worker apart from the other replicas all the same.)"""
+        if attempt.lineage != ONLY_LINEAGE:
+            key = (attempt.job_id, attempt.task_id)
+            self.lineages.join(key, attempt.lineage, attempt.worker_id, attempt.id)
 
     def continued_since(self, job: JobState, t: TaskState, attempt: Attempt) -> bool:
         """Whether the replica of ``attempt``, presumed lost, was handed on since (or its

@@ -640,7 +640,7 @@ class TasksManager:
                 attempt.lineage = attempt.number
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
-            self.replicated.started(job, t, worker.id, attempt.lineage, attempt.id)
+            self.replicated.started(job, t, worker.id)
             started.append(attempt)
             if self.prefetcher is not None:
                 self.prefetcher.started((job_id, task_id))
@@ -691,6 +691,9 @@ class TasksManager:
                     if not t.running and not attempt.speculative:
                         self._make_ready(owner, t)
             raise
+        for a in started:
+            if a.id in self.attempts:
+                self.replicated.given(a)
         given = [self._assignment(a, worker, site) for a in started if a.id in self.attempts]
         for assignment in given:
             # The worker fetches them into its cache: tasks reading them are best run there.
