@@ -1,8 +1,6 @@
 """Checkpoints survive the worker: real processes on loopback, the native ``steps`` program
-(native/steps.c), which keeps its step in ``checkpoint/state`` and resumes from it.
-
-Not covered here: checkpoints under a quorum (replicated attempts), which this branch has not.
-"""
+(native/steps.c), which keeps its step in ``checkpoint/state`` and resumes from it; under a
+quorum, each replica from its own checkpoints."""
 
 from __future__ import annotations
 
@@ -11,14 +9,18 @@ import json
 import os
 import re
 import signal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.integration.support import (
     NATIVE,
+    api_get,
     client,
+    client_json,
     hours_away,
     job_file,
     running_platform,
@@ -198,3 +200,141 @@ def test_a_task_given_back_after_a_long_suspension_resumes_elsewhere(
         assert task["worker"] != running["worker"]
         resumed = RESUMED.search(last_log(platform, job_id))
         assert resumed is not None and int(resumed.group(1)) > 0
+
+
+def replica_log(platform: LocalPlatformProcess, job_id: str, number: int) -> dict[str, Any] | None:
+    """The record of attempt ``number`` of the task, once it exists."""
+    log = api_get(platform, f"/jobs/{job_id}/tasks/long/logs?attempt={number}")
+    return None if log is None else dict(log)
+
+
+def logs_of(platform: LocalPlatformProcess, job_id: str, number: int) -> dict[str, Any]:
+    log = replica_log(platform, job_id, number)
+    assert log is not None, f"no attempt {number}"
+    return log
+
+
+def step_reached(platform: LocalPlatformProcess, worker: dict[str, Any]) -> int | None:
+    """The step the program on ``worker`` (a local.json entry, one slot) has written to its
+    checkpoint directory, read in the attempt's folder (left behind by a killed worker)."""
+    for path in (platform.home / worker["name"]).rglob("ck/state"):
+        found = re.fullmatch(r"step (\d+)\n", path.read_text())
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def worker_state(platform: LocalPlatformProcess, name: str) -> str:
+    rows = client_json(platform, "workers")["workers"]
+    return str(next(r["state"] for r in rows if str(r["name"]).endswith(name)))
+
+
+def checkpoint_recorded_after(platform: LocalPlatformProcess, job_id: str, count: int) -> None:
+    """Wait until the task's last checkpoint time has changed ``count`` times."""
+    seen = long_task(platform, job_id)["checkpointed"]
+    for n in range(count):
+        seen = wait_for(partial(newer_checkpoint, platform, job_id, seen), WAITING, f"save {n + 1}")
+
+
+def newer_checkpoint(
+    platform: LocalPlatformProcess, job_id: str, than: float | None
+) -> float | None:
+    latest = long_task(platform, job_id)["checkpointed"]
+    return latest if latest != than else None
+
+
+def kill_programs_of(platform: LocalPlatformProcess, worker: dict[str, Any]) -> None:
+    """SIGKILL the task program left in ``worker``'s folder once the worker itself is killed:
+    stopped by a suspension, it would stay stopped for ever."""
+    folder = platform.home / worker["name"]
+    for p in psutil.process_iter():
+        try:
+            if p.name() == "steps" and Path(p.cwd()).is_relative_to(folder):
+                p.kill()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+
+
+SAVED = re.compile(r"checkpoint ([0-9a-f]{12}) of attempt \S+ saved")
+
+
+def saved_steps(platform: LocalPlatformProcess, worker: dict[str, Any], steps: int) -> set[int]:
+    """The steps of the checkpoints ``worker``'s log says the coordinator recorded (those whose
+    manifest a warehouse still holds)."""
+    log = (platform.home / "logs" / f"{worker['name']}.log").read_text(errors="replace")
+    prefixes = set(SAVED.findall(log))
+    step_of = state_chunks(steps)
+    found = set()
+    for digest, manifest in stored_manifests(platform.home).items():
+        if digest[:12] in prefixes:
+            for f in manifest["files"]:
+                if f["path"] == "state" and f["chunks"][0][0] in step_of:
+                    found.add(step_of[f["chunks"][0][0]])
+    return found
+
+
+def test_a_killed_replica_resumes_from_its_own_checkpoints_and_the_quorum_is_reached(
+    tmp_path: Path, native_build: Path
+) -> None:
+    """A task checked by a quorum of 2 runs as two replicas, each keeping checkpoints of its
+    own. One replica's worker is suspended (it saves its step then, and nothing after) while
+    the other runs well ahead; that worker is then killed with its program. Its replacement,
+    on the third worker, resumes at the very step its own replica saved: not from scratch, and
+    not from the other replica's later checkpoints. Both agree and the job succeeds."""
+    steps = 100
+    with running_platform(tmp_path / "home", workers=3, slots=1, warehouses=1) as platform:
+        doc = steps_job(steps=steps)
+        doc["tasks"][0]["quorum"] = 2
+        job_id = submit(platform, tmp_path, doc)
+        logs = wait_for(
+            lambda: (
+                (a := replica_log(platform, job_id, 1))
+                and (b := replica_log(platform, job_id, 2))
+                and (a, b)
+            ),
+            WAITING,
+            "two replicas started",
+        )
+        victim, other = (worker_process(platform, str(log["worker"])) for log in logs)
+        assert victim["name"] != other["name"]
+        # Suspended early, so the other replica has a long way to run ahead: the victim's
+        # worker stops the program and saves the step it reached, and nothing after.
+        wait_for(lambda: (step_reached(platform, victim) or 0) >= 2, WAITING, "victim's steps")
+        (platform.home / victim["name"] / "worker.toml").write_text(hours_away())
+        wait_for(
+            lambda: worker_state(platform, victim["name"].replace("worker-", "-w")) == "suspended",
+            WAITING,
+            "the victim's worker suspended",
+        )
+        frozen = wait_for(
+            lambda: (
+                (s := step_reached(platform, victim)) in saved_steps(platform, victim, steps) and s
+            ),
+            WAITING,
+            "the victim's step saved",
+        )
+        # The other replica runs well ahead, with checkpoints recorded there.
+        wait_for(
+            lambda: (step_reached(platform, other) or 0) >= frozen + 10, WAITING, "steps ahead"
+        )
+        checkpoint_recorded_after(platform, job_id, 3)
+        os.kill(victim["pid"], signal.SIGKILL)
+        kill_programs_of(platform, victim)
+        replacement = wait_for(
+            lambda: replica_log(platform, job_id, 3), WAITING, "the killed replica replaced"
+        )
+        third = worker_process(platform, str(replacement["worker"]))
+        assert third["name"] not in (victim["name"], other["name"])
+        waited(platform, job_id)
+        resumed_log = str(logs_of(platform, job_id, 3)["stdout"])
+        resumed = RESUMED.search(resumed_log)
+        # Its own replica's step: neither from scratch nor from the other replica, ahead.
+        assert resumed is not None and int(resumed.group(1)) == frozen, (frozen, resumed_log)
+        other_log = str(logs_of(platform, job_id, 2)["stdout"])
+        assert "steps: started at step 0" in other_log and not RESUMED.search(other_log)
+        task = long_task(platform, job_id)
+        assert (task["state"], task["attempts"]) == ("done", 3), task
+        got = client(platform, "results", job_id, "-o", str(tmp_path / "results"))
+        assert got.returncode == 0, got.stderr
+        assert (tmp_path / "results" / "long" / "out.txt").read_text() == f"{steps} steps done\n"
+        wait_for(lambda: not stored_manifests(platform.home), WAITING, "checkpoints dropped")

@@ -37,7 +37,7 @@ def assignment_for(
     digests = {variant.digest} | {i.digest for i in inputs}
     checkpoint = None
     if checkpoints is not None:
-        checkpoint, saved = checkpoints.plan(job.id, spec)
+        checkpoint, saved = checkpoints.plan(job.id, spec, attempt.lineage)
         digests |= saved
     # Small inputs kept here travel in the assignment itself; the rest is read at warehouses.
     inline = {i.digest: c for i in inputs if (c := catalog.inline(i.digest)) is not None}

@@ -46,6 +46,8 @@ class Attempt:
     begun: bool = False
     # Changed only through transitions.py, which records the change in the store with it.
     status: AttemptStatus = AttemptStatus.RUNNING
+    # The checkpoint lineage it continues: a replica's own (lineages.py), else 0.
+    lineage: int = 0
 
     @property
     def task_key(self) -> TaskKey:

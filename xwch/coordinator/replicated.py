@@ -2,11 +2,16 @@
 replication (``quorum`` in the job file).
 
 The tasks' manager calls these hooks at a few points: when it picks a task for a worker
-(:meth:`ReplicatedTasks.accepts`), once an attempt starts (:meth:`~ReplicatedTasks.started`),
-when an attempt of the task fails or goes (:meth:`~ReplicatedTasks.offer`) and when a replica
-returns its result (:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the
-scheduler's ready set while it wants more replicas, so replicas start on several workers at
-once, each picked by the scheduler's usual policy (locality, speed, fair share).
+(:meth:`ReplicatedTasks.lineage_for`, None when the worker may not take it), once an attempt
+starts (:meth:`~ReplicatedTasks.started`), when an attempt of the task fails or goes
+(:meth:`~ReplicatedTasks.offer`) and when a replica returns its result
+(:meth:`~ReplicatedTasks.take_result`). A replicated task stays in the scheduler's ready set
+while it wants more replicas, so replicas start on several workers at once, each picked by the
+scheduler's usual policy (locality, speed, fair share).
+
+A replicated task that keeps checkpoints gives each replica a lineage of its own
+(:mod:`xwch.coordinator.lineages`): :meth:`~ReplicatedTasks.lineage_for` says which one a worker
+would continue, and refuses a worker that contributed to another replica of the task.
 
 The canonical result is the outputs of the first result of the winning group: they are the
 task's outputs, what later tasks read and what ``results`` downloads. The other results are
@@ -24,6 +29,7 @@ from twisted.logger import Logger
 
 from xwch import dag
 from xwch.coordinator.job_state import TaskState
+from xwch.coordinator.lineages import ONLY_LINEAGE, Lineages
 from xwch.coordinator.reliability import Record
 from xwch.coordinator.replication import (
     Replicas,
@@ -55,11 +61,14 @@ class ReplicatedTasks:
         # (job, comparing task) -> the task whose results it compares.
         self._comparisons: dict[tuple[str, str], str] = {}
         self._numbers = itertools.count(1)
+        # The checkpoint lineages of replicas (tasks that keep checkpoints only).
+        self.lineages = Lineages()
         # Workers' records changed by votes, written at the end of the turn.
         self._records_due: dict[str, Record] = {}
 
     def forget_job(self, job_id: str) -> None:
         self.replicas.forget_job(job_id)
+        self.lineages.forget_job(job_id)
         for key in [k for k in self._comparisons if k[0] == job_id]:
             del self._comparisons[key]
 
@@ -69,13 +78,23 @@ class ReplicatedTasks:
     def _running(self, job: JobState, t: TaskState) -> int:
         return len(self._manager.attempts.of_task(job.id, t.spec.id))
 
-    def accepts(self, job: JobState, t: TaskState, worker_id: str) -> bool:
-        """Whether ``worker_id`` may take (one more replica of) ``t``."""
+    def lineage_for(self, job: JobState, t: TaskState, worker_id: str) -> int | None:
+        """The checkpoint lineage an attempt of ``t`` on ``worker_id`` would continue, or None
+        when that worker may take no replica of ``t``."""
         if t.spec.replication is None:
-            return True
-        return self.replicas.accepts(
-            (job.id, t.spec.id), worker_id, self._manager.attempts.workers_of(job.id, t.spec.id)
-        )
+            return ONLY_LINEAGE
+        key = (job.id, t.spec.id)
+        holders = self._manager.attempts.workers_of(job.id, t.spec.id)
+        if t.spec.checkpoint is None:
+            # Nothing carries over from one attempt to the next: replicas need no lineage.
+            return ONLY_LINEAGE if self.replicas.accepts(key, worker_id, holders) else None
+        attempts = self._manager.attempts
+        running = {attempts[a].lineage for a in attempts.of_task(job.id, t.spec.id)}
+        for lineage in self.lineages.candidates(key, worker_id, running):
+            # Those who bear on the other replicas' ballots are kept apart from this one.
+            if self.replicas.accepts(key, worker_id, holders | self.lineages.others(key, lineage)):
+                return lineage
+        return None
 
     def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
         """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
@@ -83,6 +102,26 @@ class ReplicatedTasks:
             return
         self.replicas.plan((job.id, t.spec.id), t.spec.replication, worker_id)
         self.offer(job, t)
+
+    def given(self, attempt: Attempt) -> None:
+        """``attempt`` is written to the store: its worker contributes to its lineage. (Until
+        then, running, it keeps its worker apart from the other replicas all the same.)"""
+        if attempt.lineage != ONLY_LINEAGE:
+            key = (attempt.job_id, attempt.task_id)
+            self.lineages.join(key, attempt.lineage, attempt.worker_id, attempt.id)
+
+    def continued_since(self, job: JobState, t: TaskState, attempt: Attempt) -> bool:
+        """Whether the replica of ``attempt``, presumed lost, was handed on since (or its
+        result is in): the attempt is not to be taken back."""
+        if attempt.lineage == ONLY_LINEAGE:
+            return False
+        return self.lineages.continued_since((job.id, t.spec.id), attempt.lineage, attempt.id)
+
+    def readopted(self, job: JobState, t: TaskState, attempt: Attempt) -> None:
+        """An attempt presumed lost runs again, on ``attempt.worker_id`` (its worker registered
+        again under another id): that id has contributed to its lineage too."""
+        if attempt.lineage != ONLY_LINEAGE:
+            self.lineages.join((job.id, t.spec.id), attempt.lineage, attempt.worker_id, attempt.id)
 
     def offer(self, job: JobState, t: TaskState) -> None:
         """Keep ``t`` ready for other workers while it wants more replicas than run."""
@@ -133,12 +172,16 @@ class ReplicatedTasks:
             result.stderr,
             now,
         )
+        if self.lineages.crossed(key, attempt.lineage):
+            returned = replace(returned, shared=True)
         if replication.compare is not None and returned.inline:
             # A compare program may read it: kept here (in memory) until the vote ends.
             self._manager.catalog.hold_inline(returned.inline)
         # Its attempt is recorded as it came (succeeded); the vote rewrites the record only of
         # a result it turns down: one row write fewer per replica that agrees.
         self.replicas.cast(key, returned, running=self._running(job, t))
+        # Its lineage is over whatever the vote makes of it: no attempt continues it.
+        self.lineages.finish(key, attempt.lineage)
         self._decide(job, t, now, change, started)
 
     def _decide(
@@ -167,6 +210,7 @@ class ReplicatedTasks:
             if vote.checking is not None:
                 self._checked(job, t, vote.checking, winners[0], change)
             self.replicas.forget(key)
+            self.lineages.forget_task(key)
             self._count(winners, losers, single=vote.single, now=now, change=change)
             self.log.debug(
                 "task {task} of job {job}: {n} results agree{single}",
@@ -189,6 +233,7 @@ class ReplicatedTasks:
             for r in vote.returned:
                 _judge(change, r, verdict.message)
             self.replicas.forget(key)
+            self.lineages.forget_task(key)
             self._manager.results.fail_for_good(job, t, now, verdict.message, change)
             return
         self.log.debug(
@@ -315,9 +360,14 @@ class ReplicatedTasks:
         change: Change,
     ) -> None:
         """Teach reliability who agreed and who did not (a single result proves nothing), and
-        check again what a worker that lost a vote had returned unconfirmed."""
+        check again what a worker that lost a vote had returned unconfirmed. A result that
+        continued another worker's checkpoints is left out: whichever of them erred, or lied,
+        cannot be told, and blaming the one that returned it would let a cheater leave bad
+        checkpoints behind to have honest workers distrusted."""
         if single:
             return
+        winners = [r for r in winners if not r.shared]
+        losers = [r for r in losers if not r.shared]
         identity = self.replicas.identity
         records, newly = self.replicas.reliability.voted(
             [identity(r.worker) for r in winners], [identity(r.worker) for r in losers]

@@ -40,6 +40,9 @@ class Returned:
     stdout: str
     stderr: str
     ended: float
+    # It continued checkpoints another worker saved: it depends on that worker too, so it
+    # teaches nothing of its own worker's reliability.
+    shared: bool = False
 
 
 @dataclass
@@ -175,14 +178,15 @@ class Replicas:
         return vote
 
     def accepts(self, key: TaskKey, worker_id: str, holders: Collection[str]) -> bool:
-        """Whether ``worker_id`` may take a replica, ``holders`` running the others."""
+        """Whether ``worker_id`` may take a replica, ``holders`` running the others (or having
+        contributed to their checkpoints)."""
         vote = self._votes.get(key)
-        if vote is None:
-            return True
-        taken = set(holders) | {r.worker for r in vote.returned} | vote.excluded
+        taken = set(holders)
+        if vote is not None:
+            taken |= {r.worker for r in vote.returned} | vote.excluded
         if worker_id in taken:
             return False
-        if len(self._live_hosts) < vote.quorum:
+        if vote is None or len(self._live_hosts) < vote.quorum:
             return True  # too few hosts: different workers will do
         host = self._hosts.get(worker_id, worker_id)
         return host not in {self._hosts.get(w, w) for w in taken}

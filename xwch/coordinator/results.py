@@ -124,6 +124,7 @@ class TaskResults:
                 task=t.spec.id,
             )
         self._manager.forget_attempt(attempt, result.duration if succeeded else None)
+        lineage_over = 0
         # It ran between two Work Alives: it started then, by its own account (written with
         # the task's end when it succeeded: one row update fewer a task).
         started = None if attempt.begun else now - result.duration
@@ -148,6 +149,7 @@ class TaskResults:
             self._manager.replicated.take_result(
                 job, t, attempt, worker_id, result, now, change, started
             )
+            lineage_over = attempt.lineage
         elif succeeded:
             job.stragglers.finished(result.duration, t.spec.cost)
             self._manager.health.succeeded(worker_id)
@@ -170,6 +172,11 @@ class TaskResults:
             reason = result.error or f"exit status {result.exit_code}"
             self.task_failed(job, t, now, reason, change)
         await self._manager.record(change)
+        checkpoints = self._manager.checkpoints
+        if lineage_over and checkpoints is not None:
+            # No attempt continues this replica's lineage any more; dropped once its result is
+            # recorded, lest a coordinator dying in between lose both.
+            checkpoints.lineage_over(job.id, t.spec.id, lineage_over)
 
     def task_done(
         self, job: JobState, t: TaskState, now: float, change: Change, started: float | None = None

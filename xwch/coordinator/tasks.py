@@ -39,6 +39,7 @@ from xwch.coordinator.catalog import Catalog
 from xwch.coordinator.endings import JobEndings
 from xwch.coordinator.health import WorkerHealth
 from xwch.coordinator.job_state import JobState, TaskState, platforms_of
+from xwch.coordinator.lineages import NEW_LINEAGE
 from xwch.coordinator.prefetch import Prefetcher
 from xwch.coordinator.reliability import Reliability
 from xwch.coordinator.repairs import TaskRepairs
@@ -375,7 +376,14 @@ class TasksManager:
             stored = {t.task_id: t.state for t in r.tasks}
             for a in r.running:
                 attempt = Attempt(
-                    a.id, r.row.id, a.task_id, a.number, a.worker_id, a.started, a.speculative
+                    a.id,
+                    r.row.id,
+                    a.task_id,
+                    a.number,
+                    a.worker_id,
+                    a.started,
+                    a.speculative,
+                    lineage=a.lineage,
                 )
                 attempt.begun = stored.get(a.task_id) == TaskStatus.RUNNING
                 self._attempt_started(state, attempt)
@@ -500,7 +508,11 @@ class TasksManager:
             or self.replicated.replicas.distrusted(worker.id)
         ):
             return []
-        lineage = Change()
+        # Producers run again because their outputs are lost (a task's inputs, looked at when
+        # it is picked).
+        reruns = Change()
+        # The checkpoint lineage each picked task's attempt continues, as found when picked.
+        lineages: dict[TaskKey, int] = {}
 
         def accept(key: TaskKey) -> bool:
             job = self.jobs[key[0]]
@@ -512,13 +524,15 @@ class TasksManager:
             # A task that failed here goes to another worker while one has not failed it.
             if worker.id in t.failed_on and len(t.failed_on) < workers_alive:
                 return False
-            if not self.replicated.accepts(self.jobs[key[0]], t, worker.id):
+            continued = self.replicated.lineage_for(self.jobs[key[0]], t, worker.id)
+            if continued is None:
                 return False
-            return self.results.inputs_present(key, lineage)
+            lineages[key] = continued
+            return self.results.inputs_present(key, reruns)
 
         picked = self.scheduler.pick(worker, slots, accept=accept)
-        if lineage:
-            await self.record(lineage)
+        if reruns:
+            await self.record(reruns)
         # Nothing (or not enough) is ready: an idle slot may race a straggler.
         idle = slots if idle_slots is None else min(slots, idle_slots)
         duplicates = (
@@ -561,7 +575,11 @@ class TasksManager:
                 worker.id,
                 now,
                 speculative=speculative,
+                lineage=0 if speculative else lineages.get((job_id, task_id), 0),
             )
+            if attempt.lineage == NEW_LINEAGE:
+                # Named after the attempt that opens it: attempt numbers never repeat.
+                attempt.lineage = attempt.number
             # A picked task already counts as running for the scheduler; a duplicate does not.
             self._attempt_started(job, attempt, tell_scheduler=speculative)
             self.replicated.started(job, t, worker.id)
@@ -586,6 +604,7 @@ class TasksManager:
                     worker_name,
                     now,
                     speculative=speculative,
+                    lineage=attempt.lineage,
                 )
             )
         try:
@@ -603,6 +622,9 @@ class TasksManager:
                         move_in_memory(owner.id, [t], TaskStatus.READY)
                         self.queue_ready(owner, t)
             raise
+        for a in started:
+            if a.id in self.attempts:
+                self.replicated.given(a)
         given = [
             assignment_for(
                 self.jobs[a.job_id], a, worker.platform, site, self._catalog, self.checkpoints
@@ -658,7 +680,11 @@ class TasksManager:
         if lost.worker_id != worker_id and not same_owner(lost.worker_id):
             raise NotYourAttempt(f"attempt {attempt_id} was not given to this worker")
         job = self.jobs.get(lost.job_id)
-        if job is None or job.tasks[lost.task_id].state in ENDED_TASK_STATES:
+        if (
+            job is None
+            or job.tasks[lost.task_id].state in ENDED_TASK_STATES
+            or self.replicated.continued_since(job, job.tasks[lost.task_id], lost)
+        ):
             self.attempts.forget_lost(attempt_id)
             return None
         return lost
@@ -759,6 +785,10 @@ class TasksManager:
             if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                 move_tasks(job.id, [t], TaskStatus.READY, change)
                 self.queue_ready(job, t)
+            else:
+                # A replicated task wants a replica in place of this one (its other replicas
+                # run on).
+                self.replicated.offer(job, t)
         if change:
             await self.record(change)
 
@@ -833,12 +863,15 @@ class TasksManager:
             if t.state == TaskStatus.RUNNING and not self._attempts_of(job, t):
                 move_tasks(job.id, [t], TaskStatus.READY, change)
                 self.queue_ready(job, t)
+            else:
+                self.replicated.offer(job, t)
 
     def _readopt(self, attempt: Attempt, worker_id: str, change: Change) -> None:
         job = self.jobs[attempt.job_id]
         t = job.tasks[attempt.task_id]
         self.attempts.readopt(attempt.id, worker_id)
         self.scheduler.attempt_started((job.id, attempt.task_id), job.owner, worker_id)
+        self.replicated.readopted(job, t, attempt)
         if t.state == TaskStatus.READY:
             t.stop_relaunch()
             self.scheduler.remove((job.id, t.spec.id))

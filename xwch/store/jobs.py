@@ -109,6 +109,7 @@ def _apply_thd(conn: sa.Connection, change: Change) -> None:
                     "stdout": "",
                     "stderr": "",
                     "speculative": a.speculative,
+                    "lineage": a.lineage,
                 }
                 for a in change.new_attempts
             ],
@@ -456,6 +457,7 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
             worker_id=a.worker_id,
             started=a.started,
             speculative=bool(a.speculative),
+            lineage=a.lineage,
         )
         for a in conn.execute(
             sa.select(attempts).where(

@@ -99,6 +99,9 @@ class NewAttempt:
     started: float
     # A duplicate of a slow attempt (stragglers), which the scanner must not repair away.
     speculative: bool = False
+    # The checkpoint lineage it continues (the number of the attempt that opened it; 0: the
+    # task is not replicated, or keeps no checkpoint).
+    lineage: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ class RecoveredAttempt:
     worker_id: str
     started: float
     speculative: bool = False
+    lineage: int = 0
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,10 @@ attempts = sa.Table(
     sa.Column("stderr", sa.Text, nullable=False, default=""),
     # A duplicate of a slow attempt near the end of its job (version 2).
     sa.Column("speculative", sa.Boolean, nullable=False, server_default=sa.false()),
+    # The checkpoint lineage it continues (version 8) when its task is replicated and keeps
+    # checkpoints: the number of the attempt that opened it (see coordinator/lineages.py);
+    # else 0.
+    sa.Column("lineage", sa.Integer, nullable=False, server_default="0"),
     # One attempt number per task: a second insert of the same attempt is a bug, not a retry.
     sa.UniqueConstraint("job_id", "task_id", "number", name="attempts_unique_number"),
 )
@@ -108,9 +112,11 @@ outputs = sa.Table(
     sa.Column("size", sa.BigInteger, nullable=False),
 )
 
-# The checkpoints saved for running tasks (version 6), the latest few per task: ``chunks`` is
-# the JSON list of the chunk digests its manifest names (what to keep at warehouses, and what
-# to drop once no checkpoint names them).
+# The checkpoints saved for running tasks (version 6), the latest few per task and lineage:
+# ``chunks`` is the JSON list of the chunk digests its manifest names (what to keep at
+# warehouses, and what to drop once no checkpoint names them). ``seq`` grows across the task's
+# lineages, so it stays the key; ``lineage`` (version 8) is the replica whose checkpoints they
+# are (0: the one lineage of a task not replicated).
 checkpoints = sa.Table(
     "checkpoints",
     metadata,
@@ -122,6 +128,7 @@ checkpoints = sa.Table(
     sa.Column("content", sa.BigInteger, nullable=False),
     sa.Column("chunks", sa.Text, nullable=False),
     sa.Column("taken", sa.Float, nullable=False),
+    sa.Column("lineage", sa.Integer, nullable=False, server_default="0"),
 )
 
 workers = sa.Table(
@@ -258,6 +265,17 @@ def _worker_reliability_v7(conn: sa.Connection) -> None:
     worker_reliability.create(conn, checkfirst=True)
 
 
+def _checkpoint_lineages_v8(conn: sa.Connection) -> None:
+    # Replicas keep checkpoints apart: attempts say which lineage they continue, checkpoints
+    # which lineage they belong to. What a store had before was of tasks not replicated: 0.
+    for table in ("attempts", "checkpoints"):
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        if "lineage" not in columns:
+            conn.execute(
+                sa.text(f"ALTER TABLE {table} ADD COLUMN lineage INTEGER NOT NULL DEFAULT 0")
+            )
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _speculative_attempts_v2,
@@ -266,6 +284,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _worker_trusted_keys_v5,
     _checkpoints_v6,
     _worker_reliability_v7,
+    _checkpoint_lineages_v8,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -131,6 +131,23 @@ class QuorumTests(CoordinatorTestCase):
         self.report(c, again)
         self.assertEqual(self.states(job)["x"], "done")
 
+    def test_a_replica_given_back_is_replaced_while_the_other_runs(self) -> None:
+        """A worker that gives its replica back (suspended past its limit) has it replaced at
+        once on another worker, not once the other replica has returned."""
+        job = self.quorum_job(quorum=2)
+        a, b, c = self.register("a"), self.register("b"), self.register("c")
+        [first], [second] = self.work(a), self.work(b)
+        self.successResultOf(
+            ensureDeferred(
+                self.coordinator.workers.give_back(self.worker_token, b, [second.attempt])
+            )
+        )
+        [again] = self.work(c)
+        self.assertEqual(again.task, "x")
+        self.report(a, first)
+        self.report(c, again)
+        self.assertEqual(self.states(job)["x"], "done")
+
     def test_a_worker_cannot_fill_two_replicas(self) -> None:
         """A second result from one worker for one task is refused; the vote goes on."""
         job = self.quorum_job(quorum=2)
