@@ -96,6 +96,23 @@ class ReplicatedTasks:
                 return lineage
         return None
 
+    def short_of_workers(self, job: JobState) -> dict[str, str]:
+        """Task id -> why, for the replicated tasks of ``job`` that want more replicas than
+        any live worker may take (each worker takes part in one replica of a task at most)."""
+        reasons = {}
+        live = [w for w in self.replicas.live_workers() if not self.replicas.distrusted(w)]
+        for t in job.tasks.values():
+            if t.spec.replication is None or t.state not in (TaskStatus.READY, TaskStatus.RUNNING):
+                continue
+            wanted = self.replicas.wanted((job.id, t.spec.id), self._running(job, t))
+            if wanted <= 0 or any(self.lineage_for(job, t, w) is not None for w in live):
+                continue
+            reasons[t.spec.id] = (
+                f"wants {wanted} more replica(s), each on a worker that has not taken part in "
+                f"this task; none of the {len(live)} live trusted worker(s) qualifies"
+            )
+        return reasons
+
     def started(self, job: JobState, t: TaskState, worker_id: str) -> None:
         """An attempt of ``t`` started on ``worker_id``: plan the vote, offer more replicas."""
         if t.spec.replication is None:

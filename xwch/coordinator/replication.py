@@ -138,6 +138,9 @@ class Replicas:
             if not self._live_hosts[host]:
                 del self._live_hosts[host]
 
+    def live_workers(self) -> set[str]:
+        return set(self._live)
+
     def identity(self, worker_id: str) -> str:
         """What reliability is kept under: the same volunteer's worker across registrations."""
         return self._identities.get(worker_id, worker_id)

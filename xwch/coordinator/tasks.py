@@ -890,7 +890,8 @@ class TasksManager:
         live_platforms: Collection[str],
         live_trust: Collection[tuple[str, frozenset[str]]] = (),
     ) -> dict[str, str]:
-        """The ready tasks of a running job that no live worker can run, with why.
+        """The tasks of a running job that no live worker can run, with why: ready ones, and
+        replicated ones wanting replicas that no live worker may take.
 
         ``live_trust``: each live worker's platform and trusted keys (signed programs).
         """
@@ -902,6 +903,8 @@ class TasksManager:
         }
         reasons = untrusted_tasks(ready, job.spec.binaries, live_trust)
         reasons.update(unrunnable_tasks(ready, job.platforms, live_platforms))
+        for task_id, why in self.replicated.short_of_workers(job).items():
+            reasons.setdefault(task_id, why)  # no worker at all, say, says more
         return reasons
 
     def running_on(self, worker_id: str) -> list[str]:

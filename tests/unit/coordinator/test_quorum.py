@@ -101,6 +101,31 @@ class QuorumTests(CoordinatorTestCase):
         by_name = {r.identity.split("/")[1]: r for r in records}
         self.assertEqual((by_name["a"].disagreed, by_name["b"].agreed), (1, 1))
 
+    def test_a_task_wanting_more_replicas_than_workers_says_so(self) -> None:
+        """A quorum of 3 with two live workers: the task wants a third replica that no live
+        worker may take, and the job's status says why, before and after the two answer; a
+        third worker arriving ends the wait."""
+        job = self.quorum_job(quorum=3, max_attempts=5)
+        a, b = self.register("a"), self.register("b")
+        [first], [second] = self.work(a), self.work(b)
+        self.assertEqual(list(self.unrunnable(job)), ["x"])
+        self.report(a, first)
+        self.report(b, second)
+        [why] = self.unrunnable(job).values()
+        self.assertIn("wants 1 more replica(s)", why)
+        self.assertIn("none of the 2 live trusted worker(s) qualifies", why)
+        c = self.register("c")
+        self.assertEqual(self.unrunnable(job), {})
+        [third] = self.work(c)
+        self.report(c, third)
+        self.assertEqual(self.states(job)["x"], "done")
+
+    def unrunnable(self, job_id: str) -> dict[str, str]:
+        workers = self.coordinator.workers
+        return self.coordinator.tasks.unrunnable(
+            job_id, workers.live_platforms(), workers.live_trust()
+        )
+
     def test_no_quorum_fails_the_task_with_a_message(self) -> None:
         """Results that never agree by max_attempts fail the task and say so."""
         job = self.quorum_job(quorum=2, max_attempts=3)
