@@ -1,17 +1,21 @@
 """Fleet: how many simulated workers one coordinator sustains with Work Requests answered fast.
 
     .venv/bin/python bench/fleet.py [--steps 250,500,1000,2000] [--step-seconds 30]
-                                    [--task-seconds 3] [--members 1|2] [--db sqlite|postgresql]
+                                    [--task-seconds 3] [--task-jitter 0.2]
+                                    [--members 1|2] [--db sqlite|postgresql]
 
 Starts xwch-local with no worker and one warehouse (its coordinator told to expect Work Alive
 every 10 s), submits one job of many trivial tasks, then runs simulated workers in this process:
 each registers, keeps its own keep-alive connection, long-polls Work Requests for one slot,
-"runs" each task it gets for --task-seconds without running anything, reports the result with
-its next Work Request in one call (as real workers do), and sends Work Alive every 10 s. Workers
-are added step by step; at each step, over --step-seconds, it prints the latency of the calls
-that handed out work (p50, p99), the tasks finished per second, errors, and the coordinator's
-memory. It stops after the first step whose p99 exceeds 1 s. Memory per worker is the growth of
-the serving coordinator's RSS between steps, divided by the workers added.
+"runs" each task it gets for --task-seconds without running anything (each task's length drawn
+within +-20%, --task-jitter: tasks all of one length would keep the workers in step, all asking
+at the same instant, as no real fleet does), reports the result with its next Work Request in
+one call (as real workers do), and sends Work Alive every 10 s. Workers are added step by step;
+at each step, over --step-seconds, it prints the latency of the calls that handed out work (p50,
+p99; from the first try, answers "busy, retry after S" and their waits included, as a real
+worker lives them), the tasks finished per second, the busy answers, errors, and the
+coordinator's memory. It stops after the first step whose p99 exceeds 1 s. Memory per worker is
+the growth of the serving coordinator's RSS between steps, divided by the workers added.
 
 With --members 2 (and --db postgresql, a fresh database made and dropped), the platform has two
 coordinators on one store and the simulated workers are given both URLs. Asserts nothing.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import resource
 import statistics
 import subprocess
@@ -70,15 +75,26 @@ LONG_POLL = 20.0
 class Figures:
     """What the simulated workers saw since the last step began."""
 
+    # How much a task's length varies: +-this fraction of --task-seconds.
+    jitter: float = 0.0
     latencies: list[float] = field(default_factory=list)
     finished: int = 0
     errors: int = 0
+    # Answers "busy, retry after S" (admission control): waited out as real workers do.
+    busy: int = 0
     last_error: str = ""
 
     def reset(self) -> None:
         self.latencies.clear()
         self.finished = 0
         self.errors = 0
+        self.busy = 0
+
+
+class Busy(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"busy, retry after {retry_after:.1f} s")
+        self.retry_after = retry_after
 
 
 class SimulatedWorker:
@@ -105,6 +121,7 @@ class SimulatedWorker:
         )
         self._number = number
         self._task_seconds = task_seconds
+        self._chance = random.Random(number)
         self._figures = figures
         self._running: set[str] = set()
         self.stopped = False
@@ -125,6 +142,8 @@ class SimulatedWorker:
                 if self._url not in self._urls:
                     self._urls.append(self._url)
                 continue
+            if answer.code == 503:
+                raise Busy(float(json.loads(answer.body).get("retry_after", 1.0)))
             if answer.code >= 400:
                 raise RuntimeError(f"HTTP {answer.code}: {answer.body[:200]!r}")
             return answer.body
@@ -148,9 +167,13 @@ class SimulatedWorker:
         alive.start(registered.alive_interval, now=False)
         results: list[AttemptResult] = []
         work = WorkRequest(performance=1.0, free_slots=1, wait=LONG_POLL)
+        # When the Work Request now being answered was first sent: answers "busy" and their
+        # waits count in its latency, as a real worker would live them.
+        asked: float | None = None
         try:
             while not self.stopped:
-                sent = self._reactor.seconds()
+                if asked is None:
+                    asked = self._reactor.seconds()
                 try:
                     if results:
                         raw = await self._post(
@@ -163,17 +186,26 @@ class SimulatedWorker:
                     else:
                         raw = await self._post(f"{API_PREFIX}/workers/{worker}/work", work)
                         tasks = decode(raw, WorkAnswer, "wr").tasks
+                except Busy as e:
+                    self._figures.busy += 1
+                    await task.deferLater(self._reactor, e.retry_after, lambda: None)
+                    continue
                 except Exception as e:
                     self._figures.errors += 1
                     self._figures.last_error = str(e)[:200]
                     await task.deferLater(self._reactor, 1.0, lambda: None)
                     continue
                 if not tasks:
+                    asked = None  # a long poll that ended empty: the next one starts afresh
                     continue
-                self._figures.latencies.append(self._reactor.seconds() - sent)
+                self._figures.latencies.append(self._reactor.seconds() - asked)
+                asked = None
                 for assignment in tasks:
                     self._running.add(assignment.attempt)
-                await task.deferLater(self._reactor, self._task_seconds, lambda: None)
+                seconds = self._task_seconds * (
+                    1 + self._figures.jitter * (2 * self._chance.random() - 1)
+                )
+                await task.deferLater(self._reactor, seconds, lambda: None)
                 for assignment in tasks:
                     self._running.discard(assignment.attempt)
                     results.append(
@@ -249,7 +281,7 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
     pool.maxPersistentPerHost = 100_000
     pool.retryAutomatically = False
     agent = Agent(reactor, pool=pool, connectTimeout=30)
-    figures = Figures()
+    figures = Figures(jitter=args.task_jitter)
     workers: list[SimulatedWorker] = []
     runs: list[Deferred[None]] = []
     previous: tuple[int, int] | None = None
@@ -282,7 +314,8 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
         ) / args.step_seconds
         print(
             f"{target:6d} workers: WR with work p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
-            f"{figures.finished / args.step_seconds:7.1f} tasks/s  errors {figures.errors}  "
+            f"{figures.finished / args.step_seconds:7.1f} tasks/s  busy {figures.busy}  "
+            f"errors {figures.errors}  "
             f"coordinator RSS {rss / 2**20:6.1f} MiB{per_worker}  load generator CPU {generator:.2f}",
             flush=True,
         )
@@ -301,6 +334,7 @@ def main() -> int:
     parser.add_argument("--steps", default="250,500,1000,2000,4000")
     parser.add_argument("--step-seconds", type=float, default=30.0)
     parser.add_argument("--task-seconds", type=float, default=3.0)
+    parser.add_argument("--task-jitter", type=float, default=0.2)
     parser.add_argument("--members", type=int, default=1)
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
@@ -325,7 +359,8 @@ def main() -> int:
                 f"job of {tasks} tasks submitted in {time.monotonic() - started:.1f} s", flush=True
             )
         print(
-            f"{args.members} coordinator(s) on {args.db}; tasks of {args.task_seconds} s, "
+            f"{args.members} coordinator(s) on {args.db}; tasks of {args.task_seconds} s "
+            f"+-{args.task_jitter:.0%}, "
             f"Work Alive every {ALIVE_INTERVAL:.0f} s, one slot per worker",
             flush=True,
         )
