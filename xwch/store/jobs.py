@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from xwch.protocol.client import AttemptLog, JobSummary, TaskInfo
 from xwch.protocol.wire import ATTEMPT_RUNNING, JOB_RUNNING, TASK_STATES
-from xwch.store.database import register_merge
+from xwch.store.database import register_merge, register_pipelined
 from xwch.store.driver import execute_plain, pipelined
 from xwch.store.group_locks import Fence
 from xwch.store.nodes import add_inline_objects_thd
@@ -95,9 +95,10 @@ def apply_change_thd(
     under: checked in the same transaction, a holder that lost it has its change refused
     (:class:`~xwch.store.group_locks.NotHeld`) and nothing is written.
     """
-    if fence is not None:
-        fence.check_thd(conn, now)
     with pipelined(conn):
+        # Inside the pipeline, the check goes with the statements, in the same round trip.
+        if fence is not None:
+            fence.check_thd(conn, now)
         _apply_thd(conn, change)
 
 
@@ -188,6 +189,7 @@ def merge_change_writes(calls: Sequence[tuple[Any, ...]]) -> tuple[Any, ...] | N
 
 
 register_merge(apply_change_thd, merge_change_writes)
+register_pipelined(apply_change_thd)
 
 # The statements of the per-task writes (an attempt's start and end, a task's state), made once
 # with bound parameters and run as executemany: building and compiling a statement for each row
