@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from xwch.store.driver import one_round_trip
+from xwch.store.idle_ping import ping_when_idle
 from xwch.store.schema import migrate_thd
 
 T = TypeVar("T")
@@ -61,7 +62,9 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url)
+    ping_when_idle(engine)
+    return engine
 
 
 # Write functions whose consecutive calls may be merged into one: fn -> merge(args of each
