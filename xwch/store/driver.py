@@ -93,10 +93,15 @@ def one_round_trip(engine: sa.Engine) -> Iterator[sa.Connection]:
                 yield conn
                 driver.execute("COMMIT")
         finally:
-            if not driver.closed:
-                if driver.info.transaction_status != _IDLE:
-                    # Failed or interrupted: the transaction block is still open.
+            if not driver.closed and driver.info.transaction_status != _IDLE:
+                # Failed or interrupted: the transaction block is still open.
+                try:
                     driver.execute("ROLLBACK")
+                except Exception:
+                    # Unusable (the server went away meanwhile): the pool makes a new one. The
+                    # error under way is the one to tell.
+                    conn.invalidate()
+            if not driver.closed:
                 driver.autocommit = False
 
 

@@ -143,6 +143,23 @@ def test_no_member_takes_the_group_while_a_change_is_written(engine: sa.Engine) 
             )
 
 
+def test_a_connection_the_server_ends_fails_its_group_alone(engine: sa.Engine) -> None:
+    """The server ending the connection mid-group (a restart) fails that group; the next one
+    goes through on a new connection."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("no server to end the connection")
+    with pytest.raises(sa.exc.OperationalError), one_round_trip(engine) as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        pid = driver.info.backend_pid
+        with engine.connect() as other:
+            other.execute(sa.text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": pid})
+        jobs.apply_change_thd(conn, start("t0", "a1"), HELD, NOW)
+    with one_round_trip(engine) as conn:
+        jobs.apply_change_thd(conn, start("t1", "a2"), HELD, NOW)
+    assert states(engine) == {"t0": "ready", "t1": "running"}
+
+
 class _DatabaseGroupTests:
     """Through the writer thread: changes asked for in one turn go as one group commit."""
 
