@@ -16,6 +16,7 @@ run again alone with each of the others, so it fails alone.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -27,6 +28,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from xwch.store.driver import one_round_trip
+from xwch.store.idle_ping import ping_when_idle
 from xwch.store.schema import migrate_thd
 
 T = TypeVar("T")
@@ -59,7 +62,9 @@ def make_engine(url: str) -> sa.Engine:
             cursor.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url)
+    ping_when_idle(engine)
+    return engine
 
 
 # Write functions whose consecutive calls may be merged into one: fn -> merge(args of each
@@ -82,6 +87,19 @@ class _Write:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     done: Deferred[Any] = field(default_factory=Deferred)
+
+
+# Write functions that read no answer through SQLAlchemy (whose results are empty inside a
+# pipeline): a group made only of these is sent in one round trip (see register_pipelined).
+_PIPELINED: set[Callable[..., Any]] = set()
+
+
+def register_pipelined(fn: Callable[..., Any]) -> None:
+    """Let groups made only of writes of ``fn`` (and other such functions) go to PostgreSQL
+    as one round trip: BEGIN, every statement and COMMIT (driver.one_round_trip). ``fn`` must
+    read no answer through SQLAlchemy: ``execute_plain`` and SQLAlchemy statements whose
+    results it ignores only."""
+    _PIPELINED.add(fn)
 
 
 # What a write came to: its function's result, or the Failure it raised.
@@ -172,7 +190,7 @@ class Database:
     def _commit_group_thd(self, group: list[_Write]) -> list[_Outcome]:
         if len(group) > 1:
             try:
-                with self.engine.begin() as conn:
+                with self._transaction(group) as conn:
                     results = self._run_merged(conn, group)
                 return [(True, r) for r in results]
             except Exception:
@@ -180,10 +198,19 @@ class Database:
         outcomes: list[_Outcome] = []
         for w in group:
             try:
-                outcomes.append((True, self._in_transaction(w.fn, *w.args, **w.kwargs)))
+                # Its statements' errors may come only with the commit: the outcome after it.
+                with self._transaction([w]) as conn:
+                    value = w.fn(conn, *w.args, **w.kwargs)
+                outcomes.append((True, value))
             except Exception:
                 outcomes.append((False, Failure()))
         return outcomes
+
+    def _transaction(self, group: list[_Write]) -> AbstractContextManager[sa.Connection]:
+        """The transaction of a group: in one round trip when all its writes allow it."""
+        if all(w.fn in _PIPELINED for w in group):
+            return one_round_trip(self.engine)
+        return self.engine.begin()
 
     def _run_merged(self, conn: sa.Connection, group: list[_Write]) -> list[Any]:
         """Run a group's writes in order, consecutive ones of a function that knows how to

@@ -168,6 +168,27 @@ def test_job_counts_follow_changes(engine: sa.Engine) -> None:
     assert outputs == [OutputRow("j1", "t0", "out.txt", "ab" * 32, 5)]
 
 
+def test_a_task_of_a_large_new_job_is_updated_through_its_key(engine: sa.Engine) -> None:
+    """Updating one task of a just-submitted large job reads that task's row, not the whole
+    job's (PostgreSQL's planner, with statistics that do not know the job, chose the index of
+    tasks by job and state: every task's update read the job's every row)."""
+    _job(engine, "earlier", n=5)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("ANALYZE tasks")  # statistics from before the large job
+    _job(engine, "large", n=2000)
+    update = "UPDATE tasks SET state = 'running' WHERE job_id = 'large' AND task_id = 't5'"
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            plan = " ".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + update))
+            assert "tasks_pkey" in plan, plan
+        else:
+            plan = " ".join(
+                str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + update)
+            )
+            assert "task_id=?" in plan, plan
+
+
 def test_a_failed_change_leaves_nothing_half_written(engine: sa.Engine) -> None:
     """A change that breaks a rule midway is rolled back whole."""
     _job(engine)
