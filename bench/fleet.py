@@ -4,18 +4,19 @@
                                     [--task-seconds 3] [--task-jitter 0.2]
                                     [--members 1|2] [--db sqlite|postgresql]
 
-Starts xwch-local with no worker and one warehouse (its coordinator told to expect Work Alive
-every 10 s), submits one job of many trivial tasks, then runs simulated workers in this process:
-each registers, keeps its own keep-alive connection, long-polls Work Requests for one slot,
-"runs" each task it gets for --task-seconds without running anything (each task's length drawn
-within +-20%, --task-jitter: tasks all of one length would keep the workers in step, all asking
-at the same instant, as no real fleet does), reports the result with its next Work Request in
-one call (as real workers do), and sends Work Alive every 10 s. Workers are added step by step;
-at each step, over --step-seconds, it prints the latency of the calls that handed out work (p50,
-p99; from the first try, answers "busy, retry after S" and their waits included, as a real
-worker lives them), the tasks finished per second, the busy answers, errors, and the
-coordinator's memory. It stops after the first step whose p99 exceeds 1 s. Memory per worker is
-the growth of the serving coordinator's RSS between steps, divided by the workers added.
+Starts xwch-local with no worker and one warehouse, its coordinator told to expect Work Alive
+every 10 s and to scan every 10 s (a coordinator's defaults, not xwch-local's quicker ones),
+submits one job of many trivial tasks, then runs simulated workers in this process: each
+registers, keeps its own keep-alive connection, long-polls Work Requests for one slot, "runs"
+each task it gets for --task-seconds without running anything (each task's length drawn within
++-20%, --task-jitter: tasks all of one length would keep the workers in step, all asking at the
+same instant, as no real fleet does), reports the result with its next Work Request in one call
+(as real workers do), and sends Work Alive every 10 s. Workers are added step by step; at each
+step, over --step-seconds, it prints the latency of the calls that handed out work (p50, p99;
+from the first try, answers "busy, retry after S" and their waits included, as a real worker
+lives them), the tasks finished per second, the busy answers, errors, and the coordinator's
+memory. It stops after the first step whose p99 exceeds 1 s. Memory per worker is the growth of
+the serving coordinator's RSS between steps, divided by the workers added.
 
 With --members 2 (and --db postgresql, a fresh database made and dropped), the platform has two
 coordinators on one store and the simulated workers are given both URLs. Asserts nothing.
@@ -68,6 +69,7 @@ from xwch.protocol.worker import (
 ROOT = Path(__file__).resolve().parent.parent
 NOOP = ROOT / "native/build/noop"
 ALIVE_INTERVAL = 10.0
+SCAN_INTERVAL = 10.0
 LONG_POLL = 20.0
 
 
@@ -254,7 +256,9 @@ def worker_token(local: LocalPlatformProcess, db_url: str | None) -> str:
 @contextmanager
 def platform(members: int, db: str) -> Iterator[tuple[LocalPlatformProcess, str | None]]:
     with tempfile.TemporaryDirectory(prefix="xwch-fleet-") as tmp, ExitStack() as stack:
-        extra = ["--alive-interval", str(ALIVE_INTERVAL)]
+        # The coordinator's own defaults, not xwch-local's quicker ones for a laptop: a Work
+        # Alive every 10 s, a scanner round every 10 s.
+        extra = ["--alive-interval", str(ALIVE_INTERVAL), "--scan-interval", str(SCAN_INTERVAL)]
         url = None
         if db == "postgresql":
             url = stack.enter_context(fresh_postgres(ADMIN))

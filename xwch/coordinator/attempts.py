@@ -166,6 +166,11 @@ class AttemptLedger(Mapping[str, Attempt]):
         """Ids of the running attempts of a job (read only)."""
         return self._by_job.get(job_id, _NONE)
 
+    def crowded_tasks(self) -> list[tuple[TaskKey, frozenset[str]]]:
+        """The tasks with several running attempts, and their ids (what the scanner looks at
+        for duplicates: far fewer than the tasks)."""
+        return [(key, frozenset(ids)) for key, ids in self._by_task.items() if len(ids) > 1]
+
     def workers_of(self, job_id: str, task_id: str) -> set[str]:
         """The workers running an attempt of a task."""
         return {self._running[a].worker_id for a in self.of_task(job_id, task_id)}

@@ -89,7 +89,7 @@ class Scanner(Service):
     async def scan(self) -> dict[str, int]:
         """One round of every repair; what it repaired, by kind."""
         found = {
-            REPAIR_ORPHANS: self._tasks.repair_orphans(),
+            REPAIR_ORPHANS: await self._tasks.repair_orphans(),
             REPAIR_DUPLICATES: await self._tasks.repair_duplicates(),
             REPAIR_ABANDONED: await self._tasks.repair_abandoned(self._workers.workers.keys()),
             REPAIR_REPLICAS: await self._replicate(),

@@ -191,6 +191,11 @@ class TasksManager:
         # What the scanner repairs (repairs.py).
         self.repairs = TaskRepairs(self)
 
+    @property
+    def closed(self) -> bool:
+        """Whether this manager's memory was dropped (see :meth:`close`)."""
+        return self._closed
+
     def _fence(self) -> tuple[Fence | None, float]:
         return self.fence, self._reactor.seconds()
 
@@ -920,8 +925,8 @@ class TasksManager:
 
     # Repairs, run by the scanner (repairs.py)
 
-    def repair_orphans(self) -> int:
-        return self.repairs.orphans()
+    async def repair_orphans(self) -> int:
+        return await self.repairs.orphans()
 
     async def repair_duplicates(self) -> int:
         return await self.repairs.duplicates()

@@ -315,6 +315,24 @@ class FaultToleranceTests(CoordinatorTestCase):
         again = self.register(slots=2)
         self.assertEqual(sorted(t.task for t in self.work(again)), ["x", "y"])
 
+    def test_the_orphan_sweep_lets_requests_in_between_slices(self) -> None:
+        """Over a big job, the sweep for orphans gives the reactor back every slice of tasks
+        (requests are served in between) and still repairs every orphan; a job that ends
+        between two slices is left alone."""
+        repairs = self.coordinator.tasks.repairs
+        repairs.SLICE = 2
+        big = self.submit(wire_job([{"id": f"t{n}"} for n in range(5)]))
+        ending = self.submit(wire_job([{"id": "u0"}, {"id": "u1"}]))
+        for key in [(big, "t0"), (big, "t4"), (ending, "u1")]:
+            self.coordinator.scheduler.remove(key)
+        sweep = ensureDeferred(repairs.orphans())
+        self.assertNoResult(sweep)  # a slice looked at: the reactor has its turn
+        self.successResultOf(ensureDeferred(self.coordinator.tasks.cancel(ending)))
+        self.clock.advance(0)
+        self.assertEqual(self.successResultOf(sweep), 2)  # t0 and t4; not the cancelled u1
+        self.assertTrue(self.coordinator.scheduler.is_ready((big, "t4")))
+        self.assertFalse(self.coordinator.scheduler.is_ready((ending, "u1")))
+
     def test_objects_are_copied_to_a_second_warehouse(self) -> None:
         """Every object gets a second copy on another warehouse when one exists."""
         catalog = self.coordinator.catalog
