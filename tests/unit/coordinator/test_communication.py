@@ -223,7 +223,7 @@ def test_work_requests_beyond_the_limit_are_told_to_retry_with_jitter() -> None:
 
 def test_slow_work_requests_lower_the_limit_and_fast_ones_raise_it() -> None:
     """Work Requests taking over WR_LATENCY_HIGH cut the limit by a quarter at each refresh;
-    fast ones give it back eight at a time, up to MAX_WORK_REQUESTS."""
+    fast ones give it back WR_INCREASE at a time, up to MAX_WORK_REQUESTS."""
     clock = Clock()
     cm = manager(clock)
     limits = []
@@ -233,7 +233,10 @@ def test_slow_work_requests_lower_the_limit_and_fast_ones_raise_it() -> None:
         clock.advance(CommunicationManager.REFRESH_INTERVAL)
         cm.status()
         limits.append(cm.max_work_requests)
-    assert limits == [48, 36, 44, 52]
+    most, more = CommunicationManager.MAX_WORK_REQUESTS, CommunicationManager.WR_INCREASE
+    cut = int(int(most * 0.75) * 0.75)
+    assert limits == [int(most * 0.75), cut, cut + more, cut + 2 * more]
+    assert cut + 2 * more < most
 
 
 def test_a_loaded_network_admits_fewer_work_requests() -> None:
