@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 import unittest
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
+
+from xwch.store.database import Database
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "XWCH_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -61,3 +64,18 @@ def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def threaded_database(test: unittest.TestCase, backend: str) -> Database:
+    """A real :class:`Database` (threads and all, under the test's reactor) on a fresh database
+    of ``backend``, stopped and dropped when the test ends; not started, so that the test may
+    prepare its tables first."""
+    from twisted.internet import reactor
+
+    stack = ExitStack()
+    test.addCleanup(stack.close)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+    url = stack.enter_context(fresh_database(backend, folder))
+    db = Database(reactor, url)  # type: ignore[arg-type]
+    stack.callback(db.stop)
+    return db

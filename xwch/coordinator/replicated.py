@@ -279,7 +279,7 @@ class ReplicatedTasks:
     ) -> str:
         """Start a task running the program ``compare`` on two results of ``t``, found in its
         folders ``a/`` and ``b/`` (its arguments); returns its id. It lives in memory only,
-        beside the job's tasks, with two placeholders holding the results it reads."""
+        beside the job's tasks, with two stand-in tasks holding the results it reads."""
         # Attempts' task ids are at most 128 characters in the store.
         base = (
             t.spec.id
@@ -317,7 +317,7 @@ class ReplicatedTasks:
     def _end_comparison(
         self, job: JobState, comparison: TaskState, now: float, change: Change
     ) -> None:
-        """A comparison answered: it and its placeholders are forgotten."""
+        """A comparison answered: it and its two stand-ins are forgotten."""
         if comparison.relaunch is not None and comparison.relaunch.active():
             comparison.relaunch.cancel()
         self._manager.scheduler.remove((job.id, comparison.spec.id))

@@ -5,10 +5,7 @@ Runs the real :class:`Database`, threads and all, under trial's reactor.
 
 from __future__ import annotations
 
-import tempfile
 import threading
-from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,8 +14,8 @@ from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from tests.backends import fresh_database, postgres_or_skip
-from xwch.store.database import Database, register_merge
+from tests.backends import postgres_or_skip, threaded_database
+from xwch.store.database import register_merge
 
 _metadata = sa.MetaData()
 _rows = sa.Table(
@@ -70,15 +67,9 @@ class _GroupCommitTests:
     backend = "sqlite"
 
     def setUp(self) -> None:
-        test: TestCase = self  # type: ignore[assignment]
-        stack = ExitStack()
-        test.addCleanup(stack.close)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database(self.backend, folder))
-        self.db = Database(reactor, url)  # type: ignore[arg-type]
+        self.db = threaded_database(self, self.backend)  # type: ignore[arg-type]
         _metadata.create_all(self.db.engine)
         self.db.start()
-        stack.callback(self.db.stop)
         self.commits = 0
 
         def counted(_conn: object) -> None:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
-from contextlib import ExitStack
-from pathlib import Path
-
 import sqlalchemy as sa
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.backends import fresh_database, postgres_or_skip
-from xwch.store.database import Database
+from tests.backends import postgres_or_skip, threaded_database
 from xwch.store.notices import GROUPS, MEMBERS, LocalNotices, PostgresNotices
 
 
@@ -61,13 +56,8 @@ class LocalNoticesTests(SynchronousTestCase):
 class PostgresNoticesTests(TestCase):
     def setUp(self) -> None:
         postgres_or_skip()
-        stack = ExitStack()
-        self.addCleanup(stack.close)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database("postgresql", folder))
-        self.db = Database(reactor, url)  # type: ignore[arg-type]
+        self.db = threaded_database(self, "postgresql")
         self.db.start()
-        stack.callback(self.db.stop)
 
     async def listening(self) -> tuple[PostgresNotices, Heard, Heard]:
         """A member listening, once it listens (it says so by telling every channel)."""

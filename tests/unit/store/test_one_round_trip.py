@@ -4,20 +4,16 @@ holds. On SQLite the same calls are plain transactions, and the same tests hold.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from twisted.internet import reactor
 from twisted.internet.defer import DeferredList
 from twisted.trial.unittest import TestCase
 
-from tests.backends import fresh_database, postgres_or_skip
+from tests.backends import postgres_or_skip, threaded_database
 from xwch.store import jobs
-from xwch.store.database import Database, make_engine
+from xwch.store.database import make_engine
 from xwch.store.driver import one_round_trip
 from xwch.store.group_locks import Fence, NotHeld, claim_thd, ensure_groups_thd
 from xwch.store.records import AttemptUpdate, Change, JobRow, NewAttempt, NewTask, TaskUpdate
@@ -166,16 +162,10 @@ class _DatabaseGroupTests:
     backend = "sqlite"
 
     def setUp(self) -> None:
-        test: TestCase = self  # type: ignore[assignment]
-        stack = ExitStack()
-        test.addCleanup(stack.close)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        url = stack.enter_context(fresh_database(self.backend, folder))
-        self.db = Database(reactor, url)  # type: ignore[arg-type]
-        prepare = engine.__wrapped__(url)  # type: ignore[attr-defined]
+        self.db = threaded_database(self, self.backend)  # type: ignore[arg-type]
+        prepare = engine.__wrapped__(self.db.url)  # type: ignore[attr-defined]
         next(prepare).dispose()
         self.db.start()
-        stack.callback(self.db.stop)
         self.commits = 0
 
         def counted(_conn: object) -> None:
