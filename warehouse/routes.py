@@ -149,7 +149,9 @@ class WarehouseResource(Resource):
             yield
         finally:
             lock.release()
-            if not lock.locked and not lock.waiting:
+            # Released, the lock may have gone straight to a waiter that finished at once and
+            # forgot it already (another writer may even hold a new one): only this one goes.
+            if self._locks.get(digest) is lock and not lock.locked and not lock.waiting:
                 del self._locks[digest]
 
     async def report(self, digest: str, size: int) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 
@@ -585,3 +585,31 @@ def test_service_reports_uploads_to_the_coordinator(tmp_path: Path) -> None:
     code, _, body = answer(put(http, cap, 0, DATA))
     assert (code, body) == (201, {"stored": True})
     assert coordinator.calls[-1][1:] == (OBJECTS, {"objects": [{"digest": DIGEST, "size": 3000}]})
+
+
+def test_two_writers_of_one_object_one_finishing_at_once_both_succeed(tmp_path: Path) -> None:
+    """Two workers upload the same object at once (two replicas saving identical checkpoint
+    chunks): the second waits for the first, and when it then finishes without waiting on
+    anything, both uploads end well and no lock is left behind. Each used to answer HTTP 500
+    at the first, its object left at the warehouse without anyone told it was saved."""
+
+    class _Catalog:
+        def objects_stored(self, refs: object) -> Deferred[None]:
+            return succeed(None)
+
+    resource = routes.WarehouseResource(ObjectStore(tmp_path), _Catalog(), Clock(), run_inline)
+    digest = "ab" * 32
+    gate: Deferred[None] = Deferred()
+
+    async def first() -> None:
+        async with resource.writing(digest):
+            await gate
+
+    async def second() -> None:
+        async with resource.writing(digest):
+            pass
+
+    one, two = ensureDeferred(first()), ensureDeferred(second())
+    gate.callback(None)
+    assert result_of(one) is None and result_of(two) is None
+    assert resource._locks == {}
