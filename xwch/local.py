@@ -126,6 +126,8 @@ class LocalPlatform:
         # The first on --port; the others of several on any free port.
         port = args.port if number == 1 else 0
         store = [] if args.db is None else ["--db", args.db, "--lease", str(args.lease)]
+        if args.db is not None and args.groups is not None:
+            store += ["--groups", str(args.groups)]
         return self.spawn(
             "coordinator" if number == 1 else f"coordinator-{number}",
             COORDINATOR_READY,
@@ -386,7 +388,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         metavar="S",
-        help="with --db: how long a silent coordinator keeps the lead (default 10)",
+        help="with --db: how long a silent coordinator keeps what it holds (default 10)",
+    )
+    parser.add_argument(
+        "--groups",
+        type=int,
+        metavar="N",
+        help="with --db: logical groups the coordinators share (default one per coordinator)",
     )
     parser.add_argument(
         "--no-restart",
@@ -427,6 +435,8 @@ def flag_problem(args: argparse.Namespace) -> str | None:
             f"--coordinators {args.coordinators}: several coordinators share one PostgreSQL "
             "store; give --db postgresql://..."
         )
+    if args.groups is not None and (args.db is None or args.groups < 1):
+        return "--groups: a positive number, with --db postgresql://..."
     for name in ("alive_interval", "heartbeat_interval", "scan_interval", "lease"):
         value = getattr(args, name)
         if not value > 0:

@@ -19,6 +19,8 @@ from xwch.store.database import default_url
 from xwch.tls import CERT_FILE, TLS_FOLDER, fingerprint_of_pem, pinned_token, tls_files
 
 EXIT_USAGE = 2
+# Each group held costs a member one more row locked per transaction (its fence): a few do.
+MOST_GROUPS = 64
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
         "--groups",
         type=int,
         metavar="N",
-        help="logical groups of workers (default 1: the coordinator holding it serves the "
-        "platform, the others stand by; only 1 in this version)",
+        help="logical groups of workers and jobs, spread over the coordinators sharing a "
+        "PostgreSQL store (default: one per live coordinator; groups once made stay)",
     )
     parser.add_argument(
         "--min-workers",
@@ -208,11 +210,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             parser.error(f"--{name.replace('_', '-')} must be a positive number of bytes/s")
-    if args.groups is not None and args.groups != 1:
-        parser.error(
-            "--groups: only 1 in this version (one coordinator serves, the others stand by; "
-            "sharing the work between groups is not built yet)"
-        )
+    if args.groups is not None and not 1 <= args.groups <= MOST_GROUPS:
+        parser.error(f"--groups must be between 1 and {MOST_GROUPS}")
     if args.min_workers is not None and args.min_workers < 1:
         parser.error("--min-workers must be at least 1")
     if (args.min_workers is None) != (args.worker_command is None):

@@ -43,7 +43,7 @@ from xwch.protocol.client import (
     WorkerInfo,
     WorkerList,
 )
-from xwch.protocol.cluster import CoordinatorInfo, CoordinatorList
+from xwch.protocol.cluster import GROUP, CoordinatorInfo, CoordinatorList
 from xwch.protocol.codec import ProtocolError, ProtocolVersionError, check_version
 from xwch.protocol.objects import (
     DownloadsAnswer,
@@ -384,7 +384,8 @@ class CoordinatorApi:
 
     async def create_job(self, req: ApiRequest) -> tuple[int, Any]:
         assert req.token is not None
-        job_id = await self._tasks.submit(req.body, owner=req.token.id)
+        # The group routing.py placed it in (several coordinators), if any.
+        job_id = await self._tasks.submit(req.body, owner=req.token.id, group=req.query.get(GROUP))
         return 201, JobCreated(id=job_id)
 
     async def list_jobs(self, req: ApiRequest) -> tuple[int, Any]:
@@ -549,7 +550,7 @@ class CoordinatorApi:
         assert req.token is not None
         facts: HostFacts = req.body
         check_version(facts.protocol, "worker")
-        worker = await self._workers.register(req.token, facts)
+        worker = await self._workers.register(req.token, facts, group=req.query.get(GROUP))
         return 201, Registered(
             worker_id=worker.id,
             alive_interval=self._workers.alive_interval,

@@ -4,7 +4,8 @@
 store's only coordinator, the recovery of running jobs, workers and catalog from the store:
 ``managers.py``), then returns a service tree whose ``startService`` is quick: it starts timers
 and listens. On a PostgreSQL store, which several coordinators may share, the managers are
-built when this member takes the lead instead (``leadership.py``).
+built for the groups this member holds instead, and again whenever that set changes
+(``serving.py``); ``routing.py`` sends each request to the member it belongs to.
 """
 
 from __future__ import annotations
@@ -35,11 +36,13 @@ from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest, copy_requester
 from xwch.coordinator.drops import drop_requester
 from xwch.coordinator.groups import GroupLocks
-from xwch.coordinator.leadership import ApiSwitch, Leadership
+from xwch.coordinator.lending import WorkerLending
 from xwch.coordinator.managers import Managers, ManagersConfig, make_managers
 from xwch.coordinator.members import DEFAULT_LEASE, Membership
+from xwch.coordinator.routing import Routing
 from xwch.coordinator.scanner import Scanner
 from xwch.coordinator.scheduler import Scheduler
+from xwch.coordinator.serving import Serving
 from xwch.coordinator.tasks import TasksManager
 from xwch.coordinator.waiting import WorkWaitingRoom
 from xwch.coordinator.web import JsonRequest
@@ -50,7 +53,7 @@ from xwch.http import make_http_client
 from xwch.protocol.states import TaskStatus
 from xwch.store import tokens
 from xwch.store.database import Database
-from xwch.store.group_locks import Fence
+from xwch.store.group_locks import Fences
 from xwch.store.notices import PostgresNotices
 from xwch.tls import TlsFiles, TLSServerEndpoint, fingerprint, https_policy, server_options
 
@@ -65,7 +68,7 @@ class CoordinatorConfig(ManagersConfig):
     public_url: str | None = None
     # How long a silent member of the platform keeps what it holds.
     lease: float = DEFAULT_LEASE
-    # How many logical groups of workers (None: one, the lead group; see leadership.py).
+    # How many logical groups of workers (None: one per live member; see groups.py).
     groups: int | None = None
     # Workers started while the platform has fewer live ones (see worker_starter.py): how
     # many are wanted, the shell command that starts one, the least time between two starts,
@@ -180,14 +183,15 @@ class WebService(Service):
 
 
 class Standby(Exception):
-    """This member does not serve the platform now: another member holding the lead does."""
+    """This member serves nothing now: it holds no group (other members hold them all)."""
 
 
 class Coordinator(MultiService):
     """The coordinator's service tree, with handles on its parts for tests and tools.
 
     The managers (tasks, workers, scheduler...) are those of this member while it serves the
-    platform; a standby member of several has none (see ``leadership.py``).
+    platform, or those of the groups it holds on a store shared by several; a member holding
+    no group has none (see ``serving.py``).
     """
 
     def __init__(
@@ -196,7 +200,7 @@ class Coordinator(MultiService):
         web: WebService,
         membership: Membership,
         groups: GroupLocks,
-        leadership: Leadership | None,
+        serving: Serving | None,
         public_url: str | None = None,
         notices: PostgresNotices | None = None,
     ) -> None:
@@ -205,7 +209,7 @@ class Coordinator(MultiService):
         self.web = web
         self.membership = membership
         self.groups = groups
-        self.leadership = leadership
+        self.serving = serving
         self.public_url = public_url
         self.root = web.root
         self.managers: Managers | None = None
@@ -217,8 +221,8 @@ class Coordinator(MultiService):
         # Joins once listening; leaves before the web front stops answering.
         membership.setServiceParent(self)
         groups.setServiceParent(self)
-        if leadership is not None:
-            leadership.setServiceParent(self)
+        if serving is not None:
+            serving.setServiceParent(self)
 
     def serve(self, managers: Managers | None) -> None:
         """Attach the managers that serve the platform (None: stand by)."""
@@ -229,7 +233,7 @@ class Coordinator(MultiService):
 
     def _serving(self) -> Managers:
         if self.managers is None:
-            raise Standby("this coordinator stands by: another member serves the platform")
+            raise Standby("this coordinator holds no group now: other members serve the platform")
         return self.managers
 
     @property
@@ -269,7 +273,7 @@ class Coordinator(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        if self.leadership is None and self.managers is not None:
+        if self.serving is None and self.managers is not None:
             self.managers.startService()
 
     def stopService(self) -> Deferred[None]:
@@ -278,7 +282,7 @@ class Coordinator(MultiService):
         # Its groups first, free at once for the others to take.
         left = maybeDeferred(self.groups.stopService)
         left.addBoth(lambda _: self.membership.stopService())
-        if self.leadership is None and self.managers is not None:
+        if self.serving is None and self.managers is not None:
             managers = self.managers
             # Requests held open are answered before the rest stops.
             left.addBoth(lambda _: managers.stopService())
@@ -356,20 +360,24 @@ async def make_coordinator(
         config.lease,
         notices,
     )
-    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups or 1, notices)
-    leadership = None
+    groups = GroupLocks(reactor, db, membership, web.when_listening, config.groups, notices)
+    serving = None
     if shared:
 
-        def build(fence: Fence) -> Awaitable[Managers]:
-            return make_managers(config, reactor, db, key, copy, fence, drop)
+        def build(fences: Fences) -> Awaitable[Managers]:
+            return make_managers(config, reactor, db, key, copy, fences, drop)
 
-        leadership = Leadership(reactor, membership, groups, build, lambda m: holder[0].serve(m))
-        # A standby holds a request until a member serves: at most a lease and a little.
-        root.putChild(b"api", ApiSwitch(leadership, lambda: config.lease + 5.0))
+        serving = Serving(reactor, membership, groups, build, lambda m: holder[0].serve(m))
+        # A request about a group with no live holder waits: at most a lease and a little.
+        root.putChild(b"api", Routing(serving, db, lambda: config.lease + 5.0))
     else:
         assert managers is not None
         root.putChild(b"api", managers.router)
-    coordinator = Coordinator(db, web, membership, groups, leadership, config.public_url, notices)
+    coordinator = Coordinator(db, web, membership, groups, serving, config.public_url, notices)
+    if serving is not None:
+        WorkerLending(reactor, db, lambda: coordinator.managers, groups.locks).setServiceParent(
+            coordinator
+        )
     holder.append(coordinator)
     # The dashboard and the metrics belong to the managers, which a standby has not (yet).
     root.putChild(b"dashboard", ServedByManagers(coordinator, lambda m: m.dashboard.resource))

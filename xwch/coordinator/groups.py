@@ -10,9 +10,9 @@ conditional update in the store (``store/group_locks.py``). A member that lets a
 joins or leaves, announces it (``store/notices.py``) and the others run a round at once: a
 member stopped cleanly hands its groups over in milliseconds, not at the next round.
 
-There are as many groups as ``--groups`` (the coordinator's default is one: see
-``leadership.py``), or, left unset, one per live member so that each can hold one; groups, once
-made, stay.
+There are as many groups as ``--groups``, or, left unset, one per live member so that each
+can hold one; groups, once made, stay. Each member serves the jobs and workers of the groups it
+holds (``serving.py``).
 """
 
 from __future__ import annotations
@@ -138,6 +138,11 @@ class GroupLocks(Service):
         if self._notices is not None:
             for channel in (GROUPS, MEMBERS):
                 self._unsubscribe.append(self._notices.subscribe(channel, self._noticed))
+
+    def round_now(self) -> None:
+        """A round at once, not at the next (a change of this member's was refused)."""
+        if self._rounds is not None:
+            self._round()
 
     def _noticed(self) -> None:
         """Another member let a group go, or joined or left: a round now, not at the next."""

@@ -2,9 +2,9 @@
 scanner and the API in front of them, built from the store and started as one service.
 
 A lone coordinator builds it once at start. With several coordinators on one PostgreSQL store,
-only the member holding the lead group serves (``leadership.py``): it builds a fresh one from
-the store each time it takes the lead, exactly as a restarted coordinator recovers, and drops
-it when it loses the lead; the others answer by sending callers to it.
+each member builds one for the groups it holds, from the store (``serving.py``): exactly as a
+restarted coordinator recovers, limited to those groups' jobs and workers; it is dropped and
+built again whenever that set changes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from xwch.coordinator.workers import WorkersManager
 from xwch.dashboard.assembly import Dashboard, make_dashboard
 from xwch.protocol.wire import API_PREFIX
 from xwch.store.database import Database
-from xwch.store.group_locks import Fence
+from xwch.store.group_locks import Fencing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,11 +131,12 @@ async def make_managers(
     db: Database,
     capability_key: bytes,
     request_copy: CopyRequest,
-    fence: Fence | None = None,
+    fence: Fencing | None = None,
     request_drop: DropRequest | None = None,
 ) -> Managers:
     """Managers rebuilt from what the store holds (catalog, running jobs, workers), not yet
-    started; every change of tasks they make is conditioned on ``fence``."""
+    started; every change of tasks they make is conditioned on ``fence`` (on a shared store,
+    the fences of every group held: only those groups' jobs and workers are loaded)."""
     catalog = Catalog(
         reactor, db, capability_key, config.heartbeat_interval, config.warehouse_timeout
     )

@@ -69,7 +69,7 @@ from xwch.protocol.worker import Assignment, AttemptResult
 from xwch.store import jobs as job_queries
 from xwch.store import reliability as reliability_queries
 from xwch.store.database import Database
-from xwch.store.group_locks import Fence, NotHeld
+from xwch.store.group_locks import Fencing, NotHeld
 from xwch.store.records import (
     Change,
     JobRow,
@@ -176,7 +176,7 @@ class TasksManager:
         # With several coordinators on one store: the group lock every change is made under
         # (None: this coordinator is the store's only one). A change it no longer holds is
         # refused by the store, and each of ``on_fenced`` is told (the member steps down).
-        self.fence: Fence | None = None
+        self.fence: Fencing | None = None
         self.on_fenced: list[Callable[[NotHeld], None]] = []
         # Told of any other change that could not be written (the store unreachable): memory
         # is then ahead of the store, and whoever owns this manager rebuilds it from the store.
@@ -196,7 +196,20 @@ class TasksManager:
         """Whether this manager's memory was dropped (see :meth:`close`)."""
         return self._closed
 
-    def _fence(self) -> tuple[Fence | None, float]:
+    @property
+    def groups(self) -> tuple[str, ...] | None:
+        """The groups whose jobs these managers run (None: all, on a store of its own)."""
+        return None if self.fence is None else self.fence.groups
+
+    def place(self, group: str | None) -> str | None:
+        """The group a new job or worker goes to: ``group`` (chosen by routing.py) if held
+        here, else the first held here; None on a store of its own."""
+        held = self.groups
+        if held is None:
+            return group
+        return group if group in held else held[0]
+
+    def _fence(self) -> tuple[Fencing | None, float]:
         return self.fence, self._reactor.seconds()
 
     def close(self) -> None:
@@ -248,7 +261,7 @@ class TasksManager:
 
     # Jobs
 
-    async def submit(self, wire: object, owner: int) -> str:
+    async def submit(self, wire: object, owner: int, group: str | None = None) -> str:
         """Create a job from its wire form; nothing is created if anything is wrong."""
         job = dag.parse_wire_job(wire)
         missing = self._catalog.missing(_job_digests(job))
@@ -277,6 +290,7 @@ class TasksManager:
             total=len(new_tasks),
             # The wire form just checked, as sent: parsed again the same way on a restart.
             spec=json.dumps(wire, separators=(",", ":")),
+            group=self.place(group),
         )
         await self._write(job_queries.create_job_thd, row, new_tasks)
         self._adopt(state)
@@ -375,7 +389,9 @@ class TasksManager:
         """Rebuild memory from the store after a (re)start: every running job resumes."""
         records = await self._db.read(reliability_queries.load_records_thd)
         self.replicated.replicas.reliability = Reliability(records)
-        recovered: list[RecoveredJob] = await self._db.read(job_queries.recover_running_jobs_thd)
+        recovered: list[RecoveredJob] = await self._db.read(
+            job_queries.recover_running_jobs_thd, self.groups
+        )
         for r in recovered:
             state = self._restore(r)
             stored = {t.task_id: t.state for t in r.tasks}

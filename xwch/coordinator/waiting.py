@@ -20,7 +20,7 @@ its attempts back (see ``CoordinatorApi.work_request``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -99,6 +99,18 @@ class WorkWaitingRoom:
         if self.appeared != seen:
             self._try(waiting)
         return waiting.answer
+
+    def waiting_workers(self) -> list[str]:
+        """The workers with a Work Request waiting here."""
+        return [w for w, waiting in self._waiting.items() if not waiting.over]
+
+    def release(self, worker_ids: Iterable[str]) -> None:
+        """Answer these workers' waiting requests now (with what a try on its way brings, or
+        nothing): they were moved to another group and ask its holder next."""
+        for worker_id in worker_ids:
+            waiting = self._waiting.get(worker_id)
+            if waiting is not None:
+                self._end(waiting)
 
     def work_appeared(self) -> None:
         """Tasks became ready: the waiting requests try again at the end of this turn."""

@@ -26,6 +26,7 @@ from xwch.errors import XwchError
 from xwch.protocol.worker import Assignment, AttemptResult, HostFacts, Policy, RunningAttempt
 from xwch.store import nodes
 from xwch.store.database import Database
+from xwch.store.placement import FIRST_GROUP
 from xwch.store.records import TokenRecord, WorkerRecord
 
 WORKER_ALIVE = "alive"
@@ -85,6 +86,9 @@ class WorkersManager(Service):
         # it runs any program. In memory only: a worker that trusts keys refuses unsigned work
         # on its own side anyway.
         self.trusted: dict[str, frozenset[str]] = {}
+        # Workers given no new work: they move to another member's group once their attempts
+        # end (lending.py).
+        self.draining: set[str] = set()
         self._checker = LoopingCall(self._check_and_flush)
         self._checker.clock = reactor
         self._checking: Deferred[None] | None = None
@@ -92,12 +96,47 @@ class WorkersManager(Service):
     async def load(self) -> None:
         """Workers alive before a restart get a full timeout to show up again."""
         now = self._reactor.seconds()
-        for w in await self._db.read(nodes.active_workers_thd):
-            self.workers[w.id] = replace(w, last_heard=now)
-            if w.trusted_keys:
-                self.trusted[w.id] = frozenset(w.trusted_keys)
-            self._tasks.scheduler.worker_seen(self._view(w))
-            self._seen_by_replicas(w)
+        for w in await self._db.read(nodes.active_workers_thd, self._tasks.groups):
+            self._known(replace(w, last_heard=now))
+
+    def _known(self, w: WorkerRecord) -> None:
+        self.workers[w.id] = w
+        if w.trusted_keys:
+            self.trusted[w.id] = frozenset(w.trusted_keys)
+        self._tasks.scheduler.worker_seen(self._view(w))
+        self._seen_by_replicas(w)
+
+    # Workers changing groups (several coordinators: lending.py, routing.py)
+
+    async def adopt(self, worker_id: str) -> bool:
+        """Take on a live worker the store puts in a group held here (it was moved here, or
+        registered at another member): whether it is known now."""
+        if worker_id in self.workers:
+            return True
+        record = await self._db.read(nodes.worker_thd, worker_id)
+        held = self._tasks.groups
+        if record is None or record.state != WORKER_ALIVE or worker_id in self.workers:
+            return worker_id in self.workers
+        if held is not None and (record.group or FIRST_GROUP) not in held:
+            return False
+        self._known(replace(record, last_heard=self._reactor.seconds()))
+        self.log.info(
+            "worker {id} ({name}) joins a group held here", id=record.id, name=record.name
+        )
+        return True
+
+    def hand_over(self, worker_ids: Sequence[str]) -> None:
+        """Forget workers moved to a group held elsewhere (their store row says where): no
+        attempt of theirs runs here. When each was last heard is written with the next flush."""
+        for worker_id in worker_ids:
+            worker = self.workers.pop(worker_id, None)
+            if worker is None:
+                continue
+            self.suspended.pop(worker_id, None)
+            self.trusted.pop(worker_id, None)
+            self.draining.discard(worker_id)
+            self._tasks.scheduler.worker_gone(worker_id)
+            self._tasks.replicated.replicas.worker_gone(worker_id)
 
     def startService(self) -> None:
         super().startService()
@@ -111,7 +150,9 @@ class WorkersManager(Service):
 
     # Signals
 
-    async def register(self, token: TokenRecord, facts: HostFacts) -> WorkerRecord:
+    async def register(
+        self, token: TokenRecord, facts: HostFacts, group: str | None = None
+    ) -> WorkerRecord:
         now = self._reactor.seconds()
         record = WorkerRecord(
             id="k" + secrets.token_hex(6),
@@ -128,6 +169,7 @@ class WorkersManager(Service):
             registered=now,
             last_heard=now,
             trusted_keys=tuple(facts.trusted_keys),
+            group=self._tasks.place(group),
         )
         await self._db.write(nodes.add_worker_thd, record)
         await self._replaced_by(record, token, facts.replaces)
@@ -186,6 +228,8 @@ class WorkersManager(Service):
         idle_slots: int | None = None,
     ) -> list[Assignment]:
         worker = self.get(worker_id, token)
+        if worker_id in self.draining:
+            return []
         if performance > 0 and performance != worker.performance:
             worker = replace(worker, performance=performance)
             self.workers[worker_id] = worker
@@ -328,6 +372,7 @@ class WorkersManager(Service):
         self._heard.pop(worker_id, None)
         self.suspended.pop(worker_id, None)
         self.trusted.pop(worker_id, None)
+        self.draining.discard(worker_id)
         self._tasks.replicated.replicas.worker_gone(worker_id)
         self.log.warn("worker {id} ({name}) lost: {why}", id=worker_id, name=worker.name, why=why)
         await self._db.write(nodes.set_worker_state_thd, worker_id, WORKER_LOST, now)

@@ -24,3 +24,8 @@ class CoordinatorList(Message, frozen=True):
     WHERE: ClassVar[str] = "coordinators"
 
     coordinators: tuple[CoordinatorInfo, ...]
+
+
+# The query parameter of a Register Request or a new job sent on to the member holding the
+# group it was placed in (``coordinator/routing.py``): that member puts it there.
+GROUP = "group"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from xwch.store.group_locks import Fence
+from xwch.store.group_locks import Fencing
 from xwch.store.schema import attempts, checkpoints, outputs, tasks
 
 
@@ -44,7 +44,7 @@ def save_checkpoint_thd(
     conn: sa.Connection,
     row: CheckpointRow,
     keep: int,
-    fence: Fence | None = None,
+    fence: Fencing | None = None,
     now: float = 0.0,
 ) -> list[str]:
     """Record ``row`` as its lineage's latest checkpoint, keep the ``keep`` latest of that
@@ -84,7 +84,7 @@ def drop_lineage_thd(
     job_id: str,
     task_id: str,
     lineage: int,
-    fence: Fence | None = None,
+    fence: Fencing | None = None,
     now: float = 0.0,
 ) -> list[str]:
     """Forget the checkpoints of one lineage of a task (its replica returned its result); the
@@ -103,7 +103,7 @@ def drop_checkpoints_thd(
     conn: sa.Connection,
     job_id: str,
     task_ids: Sequence[str] | None,
-    fence: Fence | None = None,
+    fence: Fencing | None = None,
     now: float = 0.0,
 ) -> list[str]:
     """Forget the checkpoints of these tasks (None: of the whole job), which are over; the

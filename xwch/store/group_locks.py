@@ -11,7 +11,7 @@ clock (see ``members.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,15 +39,17 @@ class Fence:
     def check_thd(self, conn: sa.Connection, now: float) -> None:
         """The fence, once per transaction: several changes committed together (the store
         groups them) need one check, whose row lock lasts until the commit."""
-        transaction = conn.get_transaction()
-        checked = conn.info.get(_CHECKED)
-        if checked is not None and checked[0] is transaction and checked[1] == self:
-            return
+        _check_once_thd(conn, self, lambda: self.check_each_time_thd(conn, now))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (self.group,)
+
+    def check_each_time_thd(self, conn: sa.Connection, now: float) -> None:
         if in_pipeline(conn):
             self._send_check_thd(conn)
         else:
             check_held_thd(conn, self.group, self.member, self.epoch, now)
-        conn.info[_CHECKED] = (transaction, self)
 
     def _send_check_thd(self, conn: sa.Connection) -> None:
         """The check sent ahead of the statements it guards, its answer not awaited: on
@@ -65,6 +67,42 @@ class Fence:
             _REFUSED_UNLESS_HELD,
             [{"group": self.group, "member": self.member, "epoch": self.epoch}],
         )
+
+
+@dataclass(frozen=True)
+class Fences:
+    """The fences of every group a member holds: its changes stand only while it holds them
+    all (one member's managers serve the jobs and workers of all its groups together; losing
+    any of them, it rebuilds them from the store for those it still holds)."""
+
+    fences: tuple[Fence, ...]
+
+    @classmethod
+    def of(cls, member: str, held: Mapping[str, int]) -> Fences:
+        # In the order of the groups: two members checking overlapping sets lock rows alike.
+        return cls(tuple(Fence(g, member, held[g]) for g in sorted(held)))
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return tuple(f.group for f in self.fences)
+
+    def check_thd(self, conn: sa.Connection, now: float) -> None:
+        def check_all() -> None:
+            for fence in self.fences:
+                fence.check_each_time_thd(conn, now)
+
+        _check_once_thd(conn, self, check_all)
+
+
+def _check_once_thd(conn: sa.Connection, fence: object, check: Callable[[], None]) -> None:
+    """``check()``, once per transaction: several changes committed together (the store
+    groups them) need one check, whose row locks last until the commit."""
+    transaction = conn.get_transaction()
+    checked = conn.info.get(_CHECKED)
+    if checked is not None and checked[0] is transaction and checked[1] == fence:
+        return
+    check()
+    conn.info[_CHECKED] = (transaction, fence)
 
 
 # Where a connection remembers the transaction its fence was checked in.
@@ -201,3 +239,7 @@ def check_held_thd(conn: sa.Connection, group: str, member: str, epoch: int, now
         query = query.with_for_update()
     if conn.execute(query).first() is None:
         raise NotHeld(f"group {group} is not held by {member} at epoch {epoch}")
+
+
+# What a change may be conditioned on: one group's fence, or those of all a member holds.
+Fencing = Fence | Fences

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,8 +14,9 @@ from xwch.protocol.states import AttemptStatus, TaskStatus
 from xwch.protocol.wire import JOB_RUNNING
 from xwch.store.database import register_merge, register_pipelined
 from xwch.store.driver import execute_plain, pipelined
-from xwch.store.group_locks import Fence
+from xwch.store.group_locks import Fencing
 from xwch.store.nodes import add_inline_objects_thd
+from xwch.store.placement import in_groups
 from xwch.store.records import (
     AttemptUpdate,
     Change,
@@ -42,7 +43,7 @@ def create_job_thd(
     conn: sa.Connection,
     job: JobRow,
     new_tasks: Sequence[NewTask],
-    fence: Fence | None = None,
+    fence: Fencing | None = None,
     now: float = 0.0,
 ) -> None:
     """Store a new job and its tasks; refused (NotHeld) unless ``fence`` still holds."""
@@ -60,6 +61,7 @@ def create_job_thd(
             message=job.message,
             spec=job.spec,
             total=job.total,
+            grp=job.group,
         )
     )
     rows = [
@@ -88,7 +90,7 @@ def create_job_thd(
 
 
 def apply_change_thd(
-    conn: sa.Connection, change: Change, fence: Fence | None = None, now: float = 0.0
+    conn: sa.Connection, change: Change, fence: Fencing | None = None, now: float = 0.0
 ) -> None:
     """Write one decision of the tasks' manager, all or nothing.
 
@@ -425,9 +427,14 @@ def job_spec_thd(conn: sa.Connection, job_id: str) -> str | None:
     return conn.execute(sa.select(jobs.c.spec).where(jobs.c.id == job_id)).scalar()
 
 
-def recover_running_jobs_thd(conn: sa.Connection) -> list[RecoveredJob]:
-    """Every running job with its tasks, outputs and running attempts, to rebuild memory."""
+def recover_running_jobs_thd(
+    conn: sa.Connection, groups: Collection[str] | None = None
+) -> list[RecoveredJob]:
+    """Every running job (of ``groups`` only, when given) with its tasks, outputs and running
+    attempts, to rebuild memory."""
     query = sa.select(jobs).where(jobs.c.state == JOB_RUNNING).order_by(jobs.c.created)
+    if groups is not None:
+        query = query.where(in_groups(jobs.c.grp, groups))
     return [_recovered(conn, r) for r in conn.execute(query).all()]
 
 
@@ -449,6 +456,7 @@ def _recovered(conn: sa.Connection, r: Any) -> RecoveredJob:
         spec=r.spec,
         ended=r.ended,
         message=r.message,
+        group=r.grp,
     )
     task_outputs: dict[str, dict[str, tuple[str, int]]] = defaultdict(dict)
     for o in conn.execute(sa.select(outputs).where(outputs.c.job_id == r.id)):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from xwch.store.driver import execute_plain
+from xwch.store.placement import in_groups
 from xwch.store.records import WarehouseRecord, WorkerRecord
 from xwch.store.schema import inline_objects, object_locations, warehouses, workers
 
@@ -30,6 +31,7 @@ def _worker(r: sa.Row[object]) -> WorkerRecord:
         last_heard=m["last_heard"],
         tasks_done=m["tasks_done"],
         trusted_keys=tuple((m["trusted_keys"] or "").split()),
+        group=m["grp"],
     )
 
 
@@ -51,6 +53,7 @@ def add_worker_thd(conn: sa.Connection, w: WorkerRecord) -> None:
             registered=w.registered,
             last_heard=w.last_heard,
             tasks_done=w.tasks_done,
+            grp=w.group,
         )
     )
 
@@ -67,14 +70,25 @@ def touch_workers_thd(conn: sa.Connection, heard: dict[str, float]) -> None:
         conn.execute(workers.update().where(workers.c.id == worker_id).values(last_heard=when))
 
 
+def worker_thd(conn: sa.Connection, worker_id: str) -> WorkerRecord | None:
+    row = conn.execute(sa.select(workers).where(workers.c.id == worker_id)).first()
+    return None if row is None else _worker(row)
+
+
 def list_workers_thd(conn: sa.Connection) -> list[WorkerRecord]:
     return [
         _worker(r) for r in conn.execute(sa.select(workers).order_by(workers.c.name, workers.c.id))
     ]
 
 
-def active_workers_thd(conn: sa.Connection) -> list[WorkerRecord]:
+def active_workers_thd(
+    conn: sa.Connection, groups: Collection[str] | None = None
+) -> list[WorkerRecord]:
+    """The live workers (of ``groups`` only, when given: a member of several loads those of
+    the groups it holds)."""
     query = sa.select(workers).where(workers.c.state == "alive")
+    if groups is not None:
+        query = query.where(in_groups(workers.c.grp, groups))
     return [_worker(r) for r in conn.execute(query)]
 
 

@@ -29,6 +29,8 @@ class JobRow:
     spec: str
     ended: float | None = None
     message: str | None = None
+    # The logical group whose holder runs it (None: g1, as before groups were shared).
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class WorkerRecord:
     tasks_done: int = 0
     # The public keys whose signed programs alone it runs (none: any program).
     trusted_keys: tuple[str, ...] = ()
+    # The logical group it belongs to (None: g1, as before groups were shared).
+    group: str | None = None
 
     def info(self) -> WorkerInfo:
         """What clients are told of this worker."""

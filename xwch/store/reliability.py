@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from xwch.coordinator.reliability import Record
-from xwch.store.group_locks import Fence
+from xwch.store.group_locks import Fencing
 from xwch.store.schema import worker_reliability
 
 
@@ -26,7 +26,7 @@ def load_records_thd(conn: sa.Connection) -> list[Record]:
 
 
 def save_records_thd(
-    conn: sa.Connection, records: Sequence[Record], fence: Fence | None = None, now: float = 0.0
+    conn: sa.Connection, records: Sequence[Record], fence: Fencing | None = None, now: float = 0.0
 ) -> None:
     """Write ``records`` whole (insert or replace), under the member's fence."""
     if fence is not None:

@@ -51,6 +51,8 @@ jobs = sa.Table(
     # The job's wire form (JSON): the coordinator rebuilds its DAG from it after a restart.
     sa.Column("spec", sa.Text, nullable=False),
     sa.Column("total", sa.Integer, nullable=False),
+    # The logical group whose holder runs it (version 9); null: the first group, g1.
+    sa.Column("grp", sa.String(32)),
 )
 sa.Index("jobs_by_state", jobs.c.state)
 sa.Index("jobs_by_created", jobs.c.created)
@@ -151,6 +153,8 @@ workers = sa.Table(
     # The public keys whose signed programs alone it runs, space-separated; null: any program
     # (version 5).
     sa.Column("trusted_keys", sa.Text),
+    # The logical group it belongs to (version 9): the membership store; null: g1.
+    sa.Column("grp", sa.String(32)),
 )
 
 warehouses = sa.Table(
@@ -276,6 +280,14 @@ def _checkpoint_lineages_v8(conn: sa.Connection) -> None:
             )
 
 
+def _groups_v9(conn: sa.Connection) -> None:
+    # Jobs and workers are spread over logical groups; what a store had before ran in g1.
+    for table in ("jobs", "workers"):
+        columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+        if "grp" not in columns:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN grp VARCHAR(32)"))
+
+
 MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _create_v1,
     _speculative_attempts_v2,
@@ -285,6 +297,7 @@ MIGRATIONS: list[Callable[[sa.Connection], None]] = [
     _checkpoints_v6,
     _worker_reliability_v7,
     _checkpoint_lineages_v8,
+    _groups_v9,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -7,7 +7,7 @@ from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import CoordinatorTestCase, diamond, wire_job
 from xwch.store import jobs as job_queries
-from xwch.store.group_locks import Fence, NotHeld, claim_thd, ensure_groups_thd
+from xwch.store.group_locks import Fence, Fences, NotHeld, claim_thd, ensure_groups_thd
 from xwch.store.schema import attempts, group_locks, jobs
 
 LEASE = 10.0
@@ -62,4 +62,31 @@ class FencingTests(CoordinatorTestCase):
         self.failureResultOf(d, NotHeld)
         # The attempt it decided on never reached the store: nobody may run it.
         self.assertEqual(self.count(attempts), 0)
+        self.assertEqual(len(self.refusals), 1)
+
+
+class SeveralGroupsFencingTests(CoordinatorTestCase):
+    """A member holding two groups changes nothing once it lost either of them."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        now = self.clock.seconds()
+        with self.db.engine.begin() as conn:
+            ensure_groups_thd(conn, ["g1", "g2"])
+            held = {g: claim_thd(conn, g, "c-me", LEASE, now) for g in ("g1", "g2")}
+        self.refusals: list[NotHeld] = []
+        tasks = self.coordinator.tasks
+        tasks.fence = Fences.of("c-me", {g: e for g, e in held.items() if e is not None})
+        tasks.on_fenced.append(self.refusals.append)
+
+    def test_losing_one_of_two_groups_refuses_every_change(self) -> None:
+        self.submit(wire_job([{"id": "only"}]))
+        worker = self.register()
+        with self.db.engine.begin() as conn:
+            conn.execute(group_locks.update().where(group_locks.c.id == "g2").values(expires=0.0))
+            assert claim_thd(conn, "g2", "c-other", LEASE, self.clock.seconds()) == 2
+        d = ensureDeferred(self.coordinator.workers.work_request(self.worker_token, worker, 1.0, 2))
+        self.failureResultOf(d, NotHeld)
+        with self.db.engine.begin() as conn:
+            self.assertEqual(conn.execute(attempts.select()).all(), [])
         self.assertEqual(len(self.refusals), 1)
