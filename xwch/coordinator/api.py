@@ -345,6 +345,7 @@ class CoordinatorApi:
 
     async def downloads(self, req: ApiRequest) -> tuple[int, Any]:
         digests: tuple[str, ...] = req.body.digests
+        await self._catalog.learn(digests)
         missing = self._catalog.missing(digests)
         if missing:
             raise HttpError(
@@ -368,6 +369,7 @@ class CoordinatorApi:
         digest = req.params["digest"]
         if not DIGEST_PATTERN.match(digest):
             raise ProtocolError("digest: not a SHA-256 digest (64 lowercase hex digits)")
+        await self._catalog.learn([digest])
         size = self._catalog.size(digest)
         if size is None:
             raise HttpError(404, "not_found", f"no warehouse has ever held {digest}")
@@ -718,14 +720,15 @@ class CoordinatorApi:
             capability_key=self._catalog.encoded_key(),
         )
 
-    def _warehouse(self, req: ApiRequest) -> str:
+    async def _warehouse(self, req: ApiRequest) -> str:
         warehouse_id = req.params["warehouse"]
-        if warehouse_id not in self._catalog.warehouses:
+        # Known to the store alone when it registered at another member.
+        if not await self._catalog.known(warehouse_id):
             raise HttpError(404, "unknown_warehouse", f"warehouse {warehouse_id} is not registered")
         return warehouse_id
 
     async def warehouse_heartbeat(self, req: ApiRequest) -> tuple[int, Any]:
-        warehouse_id = self._warehouse(req)
+        warehouse_id = await self._warehouse(req)
         beat: Heartbeat = req.body
         await self._catalog.heartbeat(warehouse_id, beat.capacity, beat.free)
         url = self._catalog.warehouses[warehouse_id].url
@@ -734,7 +737,7 @@ class CoordinatorApi:
         return 200, HeartbeatAnswer(policy=self._communication.warehouse_policy(url))
 
     async def warehouse_objects(self, req: ApiRequest) -> tuple[int, Any]:
-        warehouse_id = self._warehouse(req)
+        warehouse_id = await self._warehouse(req)
         stored: ObjectsStored = req.body
         objects = [(r.digest, r.size) for r in stored.objects]
         if stored.complete:

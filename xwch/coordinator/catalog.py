@@ -4,6 +4,12 @@ Kept in memory for the scheduler's speed and written to the store before any ans
 Small objects (:data:`xwch.protocol.wire.INLINE_MOST` bytes at most) that workers send inside their
 results are held here, bytes and all ("inline"): they are in the store, at no warehouse, and
 travel inside the messages that need them.
+
+Several coordinators ("members") may share one store, each with its own catalog: a warehouse
+reports to one member, a worker's result may reach another. So what memory lacks is not yet
+missing: a member looks in the store for the objects it cannot find (:meth:`Catalog.learn`)
+and for a warehouse id it does not know (:meth:`Catalog.known`), and :class:`WarehouseRefresh`
+reads every warehouse's last heartbeat from the store, whichever member heard it.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from xwch import capability
@@ -109,6 +118,34 @@ class Catalog:
         )
         await self._db.write(nodes.heartbeat_warehouse_thd, warehouse_id, capacity, free, now)
 
+    async def known(self, warehouse_id: str) -> bool:
+        """Whether ``warehouse_id`` is registered: known here, or registered at another member
+        (then learned from the store)."""
+        if warehouse_id in self.warehouses:
+            return True
+        stored = await self._db.read(nodes.warehouse_thd, warehouse_id)
+        if stored is None:
+            return False
+        self._hear_of(stored)
+        return True
+
+    async def refresh(self) -> None:
+        """Learn from the store the warehouses registered at other members, and when each was
+        last heard by any member."""
+        for stored in await self._db.read(nodes.list_warehouses_thd):
+            self._hear_of(stored)
+
+    def _hear_of(self, stored: WarehouseRecord) -> None:
+        """Take what the store says of a warehouse if it was heard there no earlier than here.
+
+        ``last_heard`` only moves forward: a heartbeat this member took but has not yet written
+        must not be undone by the older row. The store's times are the writing member's reactor
+        seconds (wall clock); members' clocks may differ by a few seconds, which is accepted:
+        it moves a warehouse's death by that much against a timeout of a minute."""
+        known = self.warehouses.get(stored.id)
+        if known is None or stored.last_heard >= known.last_heard:
+            self.warehouses[stored.id] = stored
+
     def encoded_key(self) -> str:
         return base64.b64encode(self.capability_key).decode("ascii")
 
@@ -133,6 +170,23 @@ class Catalog:
         if new:
             await self._db.write(nodes.add_locations_thd, warehouse_id, new)
         self._locate(warehouse_id, objects)
+
+    async def learn(self, digests: Iterable[str]) -> None:
+        """Look in the store for those of ``digests`` this member cannot read now, and remember
+        what it finds: another member may have recorded them (a warehouse reporting to it, a
+        worker's result kept inline there). When all are known, as is usual, nothing is read."""
+        unknown = sorted({d for d in digests if not self.has(d)})
+        if not unknown:
+            return
+        found = await self._db.read(nodes.objects_of_thd, unknown)
+        for stored in found.warehouses:
+            self._hear_of(stored)
+        self.hold_inline(dict(found.inline))
+        by_warehouse: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for digest, warehouse_id, size in found.locations:
+            by_warehouse[warehouse_id].append((digest, size))
+        for warehouse_id, objects in sorted(by_warehouse.items()):
+            self._locate(warehouse_id, objects)
 
     def _locate(self, warehouse_id: str, objects: Sequence[tuple[str, int]]) -> None:
         new = []
@@ -276,6 +330,45 @@ class Catalog:
         return capability.issue(
             self.capability_key, capability.OP_PUT, digest, warehouse.id, expires
         )
+
+
+class WarehouseRefresh(Service):
+    """Reads the warehouses from the store every ``interval`` (the warehouses' heartbeat
+    interval), so that a warehouse heartbeating to another member is not taken for dead here."""
+
+    log = Logger()
+
+    def __init__(
+        self, catalog: Catalog, reactor: IReactorTime, interval: float | None = None
+    ) -> None:
+        self._catalog = catalog
+        self.interval = interval or catalog.heartbeat_interval
+        self._loop = LoopingCall(self._refresh)
+        self._loop.clock = reactor
+        self._loop_ended: Deferred[LoopingCall] | None = None
+
+    def _refresh(self) -> Deferred[None]:
+        # A failed read is logged and the next one tried on time: the loop must not stop.
+        refreshed = ensureDeferred(self._catalog.refresh())
+        refreshed.addErrback(
+            lambda f: self.log.failure("reading the warehouses from the store failed", f)
+        )
+        return refreshed
+
+    def startService(self) -> None:
+        super().startService()
+        # Not at once: the catalog was just loaded from the store.
+        self._loop_ended = self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+        ended, self._loop_ended = self._loop_ended, None
+        if ended is None:
+            return None
+        # Fires once a read in progress has ended.
+        return ended.addCallback(lambda _: None)
 
 
 def _with_heard(w: WarehouseRecord, now: float) -> WarehouseRecord:

@@ -121,6 +121,10 @@ class CheckpointBook:
         """A worker saved the checkpoint of ``saved.attempt``: record it as the latest of the
         lineage that attempt continues, if it still runs the task (raises for an attempt of
         another worker)."""
+        named = [saved.manifest, *saved.chunks]
+        # Perhaps reported to another member; looked up first, so that nothing waits between
+        # the checks below and the record in memory.
+        await self._catalog.learn(named)
         attempt = self._tasks.attempt_of(saved.attempt, worker_id)
         if attempt is None:
             return await self._refused(worker_id, saved)
@@ -130,7 +134,6 @@ class CheckpointBook:
         task = job.tasks[attempt.task_id]
         if task.spec.checkpoint is None or task.state != TaskStatus.RUNNING:
             return await self._refused(worker_id, saved)
-        named = [saved.manifest, *saved.chunks]
         # One being deleted counts as missing: stored again, it is named safely.
         missing = sorted(set(self._catalog.missing(named)) | (set(named) & self._being_dropped))
         if missing:

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IReactorTime
 
 from xwch.coordinator.api import CoordinatorApi, map_error
 from xwch.coordinator.auth import Authenticator
-from xwch.coordinator.catalog import Catalog
+from xwch.coordinator.catalog import Catalog, WarehouseRefresh
 from xwch.coordinator.checkpoints import CheckpointBook, DropRequest
 from xwch.coordinator.communication import CommunicationManager
 from xwch.coordinator.copies import CopyRequest
@@ -86,6 +86,7 @@ class Managers(MultiService):
         api: CoordinatorApi,
         router: JsonRouter,
         dashboard: Dashboard,
+        refresh: WarehouseRefresh | None = None,
     ) -> None:
         super().__init__()
         self.catalog = catalog
@@ -100,6 +101,10 @@ class Managers(MultiService):
         self.waiting = api.waiting
         workers.setServiceParent(self)
         scanner.setServiceParent(self)
+        # Warehouses heard by other members sharing the store (see catalog.py).
+        self.refresh = refresh
+        if refresh is not None:
+            refresh.setServiceParent(self)
         # Stopped first: requests held open are answered before the rest stops.
         HeldRequests(api.waiting, tasks.endings).setServiceParent(self)
         # Its event streams are held requests too: ended as the managers stop.
@@ -185,4 +190,5 @@ async def make_managers(
         api,
         cast(Any, router),
         dashboard,
+        WarehouseRefresh(catalog, reactor),
     )

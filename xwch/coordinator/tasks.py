@@ -264,7 +264,9 @@ class TasksManager:
     async def submit(self, wire: object, owner: int, group: str | None = None) -> str:
         """Create a job from its wire form; nothing is created if anything is wrong."""
         job = dag.parse_wire_job(wire)
-        missing = self._catalog.missing(_job_digests(job))
+        digests = _job_digests(job)
+        await self._catalog.learn(digests)  # perhaps stored through another member
+        missing = self._catalog.missing(digests)
         if missing:
             raise MissingObjects(missing)
         now = self._reactor.seconds()
@@ -716,8 +718,13 @@ class TasksManager:
         self, worker_id: str, result: AttemptResult, same_owner: SameOwner = _nobody
     ) -> bool:
         """Take a Work Result. False when it no longer counts (the result is discarded)."""
-        attempt = self.attempt_of(result.attempt, worker_id)
         succeeded = result.outcome == OUTCOME_SUCCEEDED
+        stored = [o.digest for o in result.outputs if o.content is None]
+        if succeeded:
+            # Outputs perhaps reported to another member; looked up first, so that nothing
+            # waits between the checks below and taking the result.
+            await self._catalog.learn(stored)
+        attempt = self.attempt_of(result.attempt, worker_id)
         late = False
         if attempt is None:
             attempt = self.late_attempt(result.attempt, worker_id, same_owner)
@@ -734,7 +741,7 @@ class TasksManager:
                     f"outputs {sorted(names)} do not match the task's declared outputs "
                     f"{sorted(t.spec.outputs)}"
                 )
-            missing = self._catalog.missing(o.digest for o in result.outputs if o.content is None)
+            missing = self._catalog.missing(stored)
             if missing:
                 raise MissingObjects(missing)
             if t.spec.replication is not None:

@@ -9,7 +9,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from xwch.store.driver import execute_plain
 from xwch.store.placement import in_groups
-from xwch.store.records import WarehouseRecord, WorkerRecord
+from xwch.store.records import StoredObjects, WarehouseRecord, WorkerRecord
 from xwch.store.schema import inline_objects, object_locations, warehouses, workers
 
 
@@ -129,18 +129,55 @@ def heartbeat_warehouse_thd(
 
 
 def list_warehouses_thd(conn: sa.Connection) -> list[WarehouseRecord]:
-    return [
-        WarehouseRecord(
-            id=r.id,
-            url=r.url,
-            site=r.site,
-            capacity=r.capacity,
-            free=r.free,
-            registered=r.registered,
-            last_heard=r.last_heard,
+    return [_warehouse(r._mapping) for r in conn.execute(sa.select(warehouses))]
+
+
+def warehouse_thd(conn: sa.Connection, warehouse_id: str) -> WarehouseRecord | None:
+    """The warehouse registered under ``warehouse_id``, if any (at whichever member)."""
+    row = conn.execute(sa.select(warehouses).where(warehouses.c.id == warehouse_id)).first()
+    return None if row is None else _warehouse(row._mapping)
+
+
+def _warehouse(m: sa.RowMapping) -> WarehouseRecord:
+    return WarehouseRecord(
+        id=m["id"],
+        url=m["url"],
+        site=m["site"],
+        capacity=m["capacity"],
+        free=m["free"],
+        registered=m["registered"],
+        last_heard=m["last_heard"],
+    )
+
+
+# Digests per statement when looking some up: an IN list well below SQLite's oldest limit on
+# bound parameters (999), and a statement PostgreSQL plans as quickly as one of a few digests.
+LOOKUP_CHUNK = 300
+
+
+def objects_of_thd(conn: sa.Connection, digests: Sequence[str]) -> StoredObjects:
+    """What the store knows of ``digests`` alone (another member may have recorded them): their
+    copies at warehouses, those warehouses, and the bytes of those kept inline."""
+    digests = list(dict.fromkeys(digests))
+    locations: list[tuple[str, str, int]] = []
+    inline: dict[str, bytes] = {}
+    for start in range(0, len(digests), LOOKUP_CHUNK):
+        chunk = digests[start : start + LOOKUP_CHUNK]
+        query = sa.select(
+            object_locations.c.digest, object_locations.c.warehouse_id, object_locations.c.size
+        ).where(object_locations.c.digest.in_(chunk))
+        locations.extend((r.digest, r.warehouse_id, r.size) for r in conn.execute(query))
+        kept = sa.select(inline_objects.c.digest, inline_objects.c.content).where(
+            inline_objects.c.digest.in_(chunk)
         )
-        for r in conn.execute(sa.select(warehouses))
-    ]
+        inline.update((r.digest, bytes(r.content)) for r in conn.execute(kept))
+    holder_ids = sorted({warehouse_id for _, warehouse_id, _ in locations})
+    holders: list[WarehouseRecord] = []
+    for start in range(0, len(holder_ids), LOOKUP_CHUNK):
+        chunk = holder_ids[start : start + LOOKUP_CHUNK]
+        query = sa.select(warehouses).where(warehouses.c.id.in_(chunk))
+        holders.extend(_warehouse(r._mapping) for r in conn.execute(query))
+    return StoredObjects(locations=tuple(locations), warehouses=tuple(holders), inline=inline)
 
 
 def add_locations_thd(

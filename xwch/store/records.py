@@ -93,6 +93,16 @@ class WarehouseRecord:
 
 
 @dataclass(frozen=True)
+class StoredObjects:
+    """What the store knows of some objects: (digest, warehouse id, size) of each copy at a
+    warehouse, the warehouses holding them, and the bytes of those kept inline."""
+
+    locations: tuple[tuple[str, str, int], ...]
+    warehouses: tuple[WarehouseRecord, ...]
+    inline: Mapping[str, bytes]
+
+
+@dataclass(frozen=True)
 class NewAttempt:
     id: str
     job_id: str
