@@ -137,11 +137,13 @@ def workers_of_job(store: str, job_id: str) -> set[str]:
     return {r.worker_id for r in rows}
 
 
-def succeeded_attempts(store: str) -> dict[str, int]:
-    """Task id -> how many of its attempts the store has as succeeded."""
-    rows = read_store(
-        store, sa.select(attempts.c.task_id).where(attempts.c.state == AttemptStatus.SUCCEEDED)
-    )
+def succeeded_attempts(store: str, job_id: str | None = None) -> dict[str, int]:
+    """Task id -> how many of its attempts the store has as succeeded (of ``job_id``, or
+    of the only job)."""
+    query = sa.select(attempts.c.task_id).where(attempts.c.state == AttemptStatus.SUCCEEDED)
+    if job_id is not None:
+        query = query.where(attempts.c.job_id == job_id)
+    rows = read_store(store, query)
     return dict(Counter(row.task_id for row in rows))
 
 
@@ -260,7 +262,13 @@ def test_two_members_share_the_work_and_idle_workers_follow_it(
         waited = client(platform, "wait", big)
         assert waited.returncode == 0, waited.stderr
         assert len(workers_of_job(store, big)) == 2
-        assert set(succeeded_attempts(store).values()) == {1}
+        logs = [
+            (platform.home / "logs" / f"{c['name']}.log").read_text()
+            for c in platform.state()["coordinators"]
+        ]
+        assert any("workers moved to" in log for log in logs)
+        for job_id in (first, second, big):
+            assert set(succeeded_attempts(store, job_id).values()) == {1}
 
 
 def test_the_store_restarted_mid_job_costs_nothing(
