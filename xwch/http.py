@@ -63,7 +63,7 @@ M = TypeVar("M")
 _UNREACHABLE = (ConnectError, ConnectionLost, DNSLookupError, TimeoutError, ResponseFailed)
 
 REQUEST_TIMEOUT = 60.0
-# Redirects followed in one call (a standby coordinator sends callers to the one serving).
+# Redirects followed in one call (a coordinator sends a call about another's group there).
 MAX_REDIRECTS = 3
 # Tells a coordinator which of its fellow members this call found not answering, so that it
 # does not send the call there again.
@@ -282,7 +282,8 @@ class JsonApi:
         self.http = http
         # One URL, or several comma-separated: members of one platform (several coordinators
         # on one store), any of which answers. Calls go to one; when it does not answer they
-        # go to the next, and a member that redirects (it stands by) sends them to another.
+        # go to the next, and a member that redirects (the call is about another's group) sends
+        # them to another.
         self.urls = [u.strip().rstrip("/") for u in base_url.split(",") if u.strip()]
         self.base_url = self.urls[0] if self.urls else base_url.rstrip("/")
         self.token = token

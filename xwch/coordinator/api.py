@@ -123,10 +123,10 @@ def map_error(e: Exception) -> HttpError | None:
     if isinstance(e, Dropped):
         return HttpError(503, "reloading", str(e), retry_after=1.0)
     if isinstance(e, NotHeld):
-        # This coordinator lost the lead (it was frozen past its lease) and stands by now:
-        # asked again, it sends the caller to the one serving.
+        # This coordinator lost a group (it was frozen past its lease) and is rebuilding for
+        # those it still holds: asked again, it serves or sends the caller to the holder.
         return HttpError(
-            503, "not_serving", "this coordinator just lost the lead; ask again", retry_after=1.0
+            503, "not_serving", "this coordinator just lost a group; ask again", retry_after=1.0
         )
     return None
 

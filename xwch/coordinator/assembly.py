@@ -290,7 +290,7 @@ class Coordinator(MultiService):
 
 
 class ServedByManagers(Resource):
-    """A resource of the managers serving the platform, or 503 on a standby."""
+    """A resource of this member's managers, or 503 while it has none (it holds no group)."""
 
     isLeaf = True
 
@@ -304,7 +304,7 @@ class ServedByManagers(Resource):
         if managers is None:
             request.setResponseCode(503)
             request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"this coordinator stands by: see the one that serves the platform\n"
+            return b"this coordinator holds no group now: see another member\n"
         return self._pick(managers).render(request)  # type: ignore[no-any-return]
 
 
@@ -379,7 +379,8 @@ async def make_coordinator(
             coordinator
         )
     holder.append(coordinator)
-    # The dashboard and the metrics belong to the managers, which a standby has not (yet).
+    # The dashboard and the metrics belong to the managers, which a member holding no group
+    # has not (yet): each member's show the groups it holds.
     root.putChild(b"dashboard", ServedByManagers(coordinator, lambda m: m.dashboard.resource))
     root.putChild(b"metrics", ServedByManagers(coordinator, lambda m: m.dashboard.metrics_resource))
     if managers is not None:

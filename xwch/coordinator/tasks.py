@@ -213,7 +213,7 @@ class TasksManager:
         return self.fence, self._reactor.seconds()
 
     def close(self) -> None:
-        """No more changes: this manager's memory was dropped (its member lost the lead, or
+        """No more changes: this manager's memory was dropped (its member lost a group, or
         rebuilds it from the store); a request still under way must not write what it decided
         from it."""
         self._closed = True

@@ -1,10 +1,10 @@
 """Coordinators start workers: ``--min-workers N --worker-command CMD``.
 
-While this member serves the platform and it has fewer than N live workers, it runs CMD (a shell
+While the groups this member holds have fewer than N live workers, it runs CMD (a shell
 command: a local process, ``ssh``, a batch-system submission) to start one more, at most one
-start every ``start_interval`` seconds, and logs what it ran and why. A standby starts nothing:
-the member serving knows the workers, and two members starting for the same shortfall would
-start twice too many.
+start every ``start_interval`` seconds, and logs what it ran and why. A member holding no group
+starts nothing. A worker started registers in the group with the fewest workers, of whichever
+member: members short of workers each get the next ones.
 
 A worker started is counted *on its way* until a worker registers (whichever: one more live
 worker accounts for the oldest start on its way), its command fails, or ``ARRIVAL_TIMEOUT``
@@ -31,12 +31,13 @@ from xwch.coordinator.managers import Managers
 from xwch.coordinator.workers import WORKER_ALIVE
 from xwch.detached import Ended, Launch
 
-# How many live workers the member serving has; None on a standby.
+# How many live workers the groups this member holds have; None when it holds none.
 LiveWorkers = Callable[[], "int | None"]
 
 
 def live_workers(managers: Managers | None) -> int | None:
-    """Live workers known to ``managers``; None when there are none (this member stands by)."""
+    """Live workers known to ``managers``; None when there are none (this member holds no
+    group)."""
     if managers is None:
         return None
     return sum(1 for w in managers.workers.workers.values() if w.state == WORKER_ALIVE)

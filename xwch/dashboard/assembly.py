@@ -44,7 +44,7 @@ class Dashboard:
     metrics_resource: MetricsResource
     routes: list[Route]  # the API's routes for login codes and metrics access
     # Takes the dashboard's listener off the store, which outlives it: a member builds new
-    # managers, and a new dashboard, each time it takes the lead.
+    # managers, and a new dashboard, each time the groups it holds change.
     unhook: Callable[[], None]
 
 

@@ -6,7 +6,7 @@ gives the browser a session in an HttpOnly, SameSite=Strict cookie.
 
 Codes live in the memory of the member that issued them: the link is opened within seconds, at
 the member the client asked. A session is the browser's for a working day, and the member that
-opened it may die or lose the lead meanwhile: so a session is no record in anyone's memory but
+opened it may die or lose its groups meanwhile: so a session is no record in anyone's memory but
 a sealed note (who opened it, until when) that any member of the platform checks, sealed with a
 key every member derives from the store's own secret (:func:`session_key`). A restarted
 coordinator, or another member taking over, still recognises it. The note names the client
