@@ -119,6 +119,8 @@ class WorkerLending(Service):
             wanted -= workers.workers[worker_id].slots
         if not moved:
             return []
+        # No new work meanwhile: a worker must not leave with attempts running here.
+        workers.draining.update(moved)
         await managers.tasks.write(placement.move_workers_thd, moved, target)
         workers.hand_over(moved)
         managers.waiting.release(moved)
@@ -137,6 +139,9 @@ class WorkerLending(Service):
         round, so that members moving workers at once do not overshoot), the least busy
         first: they move once their attempts end."""
         workers = managers.workers
+        if slots <= 0:
+            workers.draining.clear()  # no longer too many here: they work on
+            return
         slots = (slots + 1) // 2 - sum(workers.workers[w].slots for w in workers.draining)
         if slots <= 0 or len(workers.workers) - len(workers.draining) <= 1:
             return
