@@ -285,3 +285,27 @@ class WarehouseReportsToAnotherMemberTests(ApiHarness):
             self.clock.advance(catalog.heartbeat_interval)
             self.successResultOf(ensureDeferred(other.catalog.heartbeat(w.id, 10**9, 10**9)))
         self.assertTrue(catalog.is_alive(w.id))
+
+
+class CopiesReportedToAnotherMemberTests(CoordinatorTestCase):
+    def test_a_copy_this_member_asked_for_is_learned_when_reported_elsewhere(self) -> None:
+        """The scanner asks a second warehouse for copies; that warehouse reports them to
+        another member: the next scan finds them in the store, and asks for no copy again."""
+        other = OtherMember(self)
+        catalog = self.coordinator.catalog
+        second = self.successResultOf(
+            ensureDeferred(catalog.register("http://127.0.0.1:8", "lab", 10**9, 10**9))
+        )
+        self.successResultOf(ensureDeferred(self.coordinator.scanner.scan()))
+        asked = sorted(digest for _, digest in self.copies.requests)
+        self.assertEqual(len(asked), 2)
+        self.successResultOf(
+            ensureDeferred(other.catalog.add_objects(second.id, [(d, 4) for d in asked]))
+        )
+        self.successResultOf(ensureDeferred(self.coordinator.scanner.scan()))
+        for digest in asked:
+            self.assertIn(second.id, [w.id for w in catalog.holders(digest)])
+        # Long after the copies' timeout: still none asked again.
+        self.advance(self.coordinator.scanner.COPY_TIMEOUT + 1)
+        self.successResultOf(ensureDeferred(self.coordinator.scanner.scan()))
+        self.assertEqual(len(self.copies.requests), 2)

@@ -171,11 +171,12 @@ class Catalog:
             await self._db.write(nodes.add_locations_thd, warehouse_id, new)
         self._locate(warehouse_id, objects)
 
-    async def learn(self, digests: Iterable[str]) -> None:
-        """Look in the store for those of ``digests`` this member cannot read now, and remember
-        what it finds: another member may have recorded them (a warehouse reporting to it, a
-        worker's result kept inline there). When all are known, as is usual, nothing is read."""
-        unknown = sorted({d for d in digests if not self.has(d)})
+    async def learn(self, digests: Iterable[str], even_known: bool = False) -> None:
+        """Look in the store for those of ``digests`` this member cannot read now (all of them
+        with ``even_known``: new copies of known objects), and remember what it finds: another
+        member may have recorded them (a warehouse reporting to it, a worker's result kept
+        inline there). When all are known, as is usual, nothing is read."""
+        unknown = sorted({d for d in digests if even_known or not self.has(d)})
         if not unknown:
             return
         found = await self._db.read(nodes.objects_of_thd, unknown)

@@ -116,6 +116,10 @@ class Scanner(Service):
         if self._request_copy is None:
             return 0
         now = self._reactor.seconds()
+        if self._copying:
+            # The warehouse copying reports to whichever member it calls: on a store shared
+            # by several, maybe not this one.
+            await self._catalog.learn(list(self._copying), even_known=True)
         self._forget_finished_copies(now)
         wanted = min(self.replicas, self._catalog.alive_count())
         requested = 0
