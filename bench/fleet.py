@@ -282,8 +282,15 @@ def worker_token(local: LocalPlatformProcess, db_url: str | None) -> str:
 
 
 @contextmanager
-def platform(members: int, db: str) -> Iterator[tuple[LocalPlatformProcess, str | None]]:
-    with tempfile.TemporaryDirectory(prefix="xwch-fleet-") as tmp, ExitStack() as stack:
+def platform(
+    members: int, db: str, keep_home: bool = False
+) -> Iterator[tuple[LocalPlatformProcess, str | None]]:
+    with ExitStack() as stack:
+        if keep_home:
+            tmp = tempfile.mkdtemp(prefix="xwch-fleet-")
+            print(f"xwch-local home (kept): {tmp}/home", flush=True)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="xwch-fleet-"))
         # The coordinator's own defaults, not xwch-local's quicker ones for a laptop: a Work
         # Alive every 10 s, a scanner round every 10 s.
         extra = ["--alive-interval", str(ALIVE_INTERVAL), "--scan-interval", str(SCAN_INTERVAL)]
@@ -417,13 +424,18 @@ def main() -> int:
         "--jobs", type=int, default=1, help="jobs submitted (with --members 2: 2, one a member)"
     )
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--keep-home",
+        action="store_true",
+        help="keep xwch-local's home (the coordinators' logs) after the run, and print where",
+    )
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",")]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     most = max(args.steps)
     tasks = int(most * (len(args.steps) * (args.step_seconds + 10)) / args.task_seconds * 1.2)
-    with platform(args.members, args.db) as (local, db_url):
+    with platform(args.members, args.db, args.keep_home) as (local, db_url):
         args.worker_token = worker_token(local, db_url)
         # The tasks the steps could use at most, shared among the jobs, with a margin: a
         # member whose job runs out lends its workers to the other's.
