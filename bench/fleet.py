@@ -1,12 +1,12 @@
-"""Fleet: how many simulated workers one coordinator sustains with Work Requests answered fast.
+"""Fleet: how many simulated workers the coordinators sustain with Work Requests answered fast.
 
     .venv/bin/python bench/fleet.py [--steps 250,500,1000,2000] [--step-seconds 30]
                                     [--task-seconds 3] [--task-jitter 0.2]
-                                    [--members 1|2] [--db sqlite|postgresql]
+                                    [--members 1|2] [--jobs N] [--db sqlite|postgresql]
 
-Starts xwch-local with no worker and one warehouse, its coordinator told to expect Work Alive
+Starts xwch-local with no worker and one warehouse, its coordinators told to expect Work Alive
 every 10 s and to scan every 10 s (a coordinator's defaults, not xwch-local's quicker ones),
-submits one job of many trivial tasks, then runs simulated workers in this process: each
+submits --jobs jobs of many trivial tasks, then runs simulated workers in this process: each
 registers, keeps its own keep-alive connection, long-polls Work Requests for one slot, "runs"
 each task it gets for --task-seconds without running anything (each task's length drawn within
 +-20%, --task-jitter: tasks all of one length would keep the workers in step, all asking at the
@@ -14,12 +14,20 @@ same instant, as no real fleet does), reports the result with its next Work Requ
 (as real workers do), and sends Work Alive every 10 s. Workers are added step by step; at each
 step, over --step-seconds, it prints the latency of the calls that handed out work (p50, p99;
 from the first try, answers "busy, retry after S" and their waits included, as a real worker
-lives them), the tasks finished per second, the busy answers, errors, and the coordinator's
-memory. It stops after the first step whose p99 exceeds 1 s. Memory per worker is the growth of
-the serving coordinator's RSS between steps, divided by the workers added.
+lives them), the tasks finished per second, the busy answers, the redirects followed, errors,
+and the coordinators' memory (their RSS summed). It stops after the first step whose p99
+exceeds 1 s. Memory per worker is the growth of the coordinators' summed RSS between steps,
+divided by the workers added.
 
 With --members 2 (and --db postgresql, a fresh database made and dropped), the platform has two
-coordinators on one store and the simulated workers are given both URLs. Asserts nothing.
+coordinators on one store sharing the work: each holds logical groups and serves their jobs and
+workers. The simulated workers are given both URLs and follow the 307 redirects the members
+answer (a Register Request placed in a group held by the other member, ``?group=`` kept; a
+worker's calls sent to the holder of its group, after it was lent to another group). A job
+lives in one group: use ``--jobs 2`` so that each member runs a job of its own (jobs are placed
+in the group running the fewest). Each step then also prints, per member, its RSS, the groups
+it holds, the workers and running attempts it last told the store (``GET /coordinators``), and
+how many simulated workers talk to it now. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -65,12 +75,15 @@ from xwch.protocol.worker import (
     WorkAnswer,
     WorkRequest,
 )
+from xwch.store import placement
 
 ROOT = Path(__file__).resolve().parent.parent
 NOOP = ROOT / "native/build/noop"
 ALIVE_INTERVAL = 10.0
 SCAN_INTERVAL = 10.0
 LONG_POLL = 20.0
+# As xwch.http's: a call redirected more often than this is in a loop.
+MAX_REDIRECTS = 3
 
 
 @dataclass
@@ -84,6 +97,8 @@ class Figures:
     errors: int = 0
     # Answers "busy, retry after S" (admission control): waited out as real workers do.
     busy: int = 0
+    # 307/308 answers followed (a worker sent to its group's holder, a Register Request placed).
+    redirects: int = 0
     last_error: str = ""
 
     def reset(self) -> None:
@@ -91,6 +106,7 @@ class Figures:
         self.finished = 0
         self.errors = 0
         self.busy = 0
+        self.redirects = 0
 
 
 class Busy(Exception):
@@ -128,19 +144,31 @@ class SimulatedWorker:
         self._running: set[str] = set()
         self.stopped = False
 
+    @property
+    def url(self) -> str:
+        """The member this worker talks to now."""
+        return self._url.rstrip("/")
+
     async def _post(self, path: str, body: object) -> bytes:
-        """POST, following a standby's redirect and leaving a member that does not answer."""
-        for _ in range(4):
+        """POST, following a redirect to the member holding the worker's group (or to the one a
+        Register Request was placed at, ``?group=`` kept) and leaving a member that does not
+        answer."""
+        target = self._url + path
+        for _ in range(MAX_REDIRECTS + 1):
             try:
                 answer = await agent_exchange(
-                    self._agent, b"POST", (self._url + path).encode(), self._headers, encode(body)
+                    self._agent, b"POST", target.encode(), self._headers, encode(body)
                 )
             except Exception:
                 self._url = self._urls[(self._urls.index(self._url) + 1) % len(self._urls)]
                 raise
             if answer.code in (307, 308):
-                location = answer.headers.getRawHeaders(b"location")[0].decode()
-                self._url = location[: len(location) - len(path)]
+                self._figures.redirects += 1
+                # The location as given (with its query: a placed Register Request's group),
+                # and its member's base URL for the calls after this one.
+                target = answer.headers.getRawHeaders(b"location")[0].decode()
+                parts = urlsplit(target)
+                self._url = f"{parts.scheme}://{parts.netloc}"
                 if self._url not in self._urls:
                     self._urls.append(self._url)
                 continue
@@ -149,7 +177,7 @@ class SimulatedWorker:
             if answer.code >= 400:
                 raise RuntimeError(f"HTTP {answer.code}: {answer.body[:200]!r}")
             return answer.body
-        raise RuntimeError("too many redirects")
+        raise RuntimeError(f"POST {path}: too many redirects (last to {target})")
 
     async def run(self) -> None:
         facts = HostFacts(
@@ -254,8 +282,15 @@ def worker_token(local: LocalPlatformProcess, db_url: str | None) -> str:
 
 
 @contextmanager
-def platform(members: int, db: str) -> Iterator[tuple[LocalPlatformProcess, str | None]]:
-    with tempfile.TemporaryDirectory(prefix="xwch-fleet-") as tmp, ExitStack() as stack:
+def platform(
+    members: int, db: str, keep_home: bool = False
+) -> Iterator[tuple[LocalPlatformProcess, str | None]]:
+    with ExitStack() as stack:
+        if keep_home:
+            tmp = tempfile.mkdtemp(prefix="xwch-fleet-")
+            print(f"xwch-local home (kept): {tmp}/home", flush=True)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="xwch-fleet-"))
         # The coordinator's own defaults, not xwch-local's quicker ones for a laptop: a Work
         # Alive every 10 s, a scanner round every 10 s.
         extra = ["--alive-interval", str(ALIVE_INTERVAL), "--scan-interval", str(SCAN_INTERVAL)]
@@ -273,9 +308,25 @@ def platform(members: int, db: str) -> Iterator[tuple[LocalPlatformProcess, str 
             local.stop()
 
 
-def coordinator_rss(local: LocalPlatformProcess) -> int:
-    """The largest RSS among the coordinators (the one serving holds the platform's memory)."""
-    return max(psutil.Process(c["pid"]).memory_info().rss for c in local.state()["coordinators"])
+def coordinator_rss(local: LocalPlatformProcess) -> dict[str, int]:
+    """Each coordinator's RSS, by URL."""
+    return {
+        c["url"].rstrip("/"): psutil.Process(c["pid"]).memory_info().rss
+        for c in local.state()["coordinators"]
+    }
+
+
+async def members_told(agent: Agent, url: str, token: str) -> dict[str, dict[str, Any]]:
+    """``GET /coordinators``: what each member holds and last told the store, by URL."""
+    headers = Headers({b"authorization": [b"Bearer " + token.encode()]})
+    try:
+        answer = await agent_exchange(
+            agent, b"GET", f"{url}{API_PREFIX}/coordinators".encode(), headers, None
+        )
+        listed = json.loads(answer.body)["coordinators"]
+    except Exception:
+        return {}
+    return {m["url"].rstrip("/"): m for m in listed}
 
 
 async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformProcess) -> None:
@@ -289,6 +340,7 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
     workers: list[SimulatedWorker] = []
     runs: list[Deferred[None]] = []
     previous: tuple[int, int] | None = None
+    baseline = sum(coordinator_rss(local).values())
     me = psutil.Process()
     for target in args.steps:
         while len(workers) < target:
@@ -306,13 +358,13 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
         cpu_before = me.cpu_times()
         await task.deferLater(reactor, args.step_seconds, lambda: None)
         cpu_after = me.cpu_times()
-        rss = coordinator_rss(local)
+        by_member = coordinator_rss(local)
+        rss = sum(by_member.values())
         lat = sorted(figures.latencies)
         p50 = statistics.median(lat) if lat else float("nan")
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
-        per_worker = ""
-        if previous is not None and target > previous[0]:
-            per_worker = f", +{(rss - previous[1]) / (target - previous[0]) / 1024:.1f} KiB/worker"
+        before = previous or (0, baseline)
+        per_worker = f", +{(rss - before[1]) / (target - before[0]) / 1024:.1f} KiB/worker"
         generator = (
             cpu_after.user + cpu_after.system - cpu_before.user - cpu_before.system
         ) / args.step_seconds
@@ -320,9 +372,24 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
             f"{target:6d} workers: WR with work p50 {p50 * 1000:7.1f} ms  p99 {p99 * 1000:7.1f} ms  "
             f"{figures.finished / args.step_seconds:7.1f} tasks/s  busy {figures.busy}  "
             f"errors {figures.errors}  "
+            f"redirects {figures.redirects}  "
             f"coordinator RSS {rss / 2**20:6.1f} MiB{per_worker}  load generator CPU {generator:.2f}",
             flush=True,
         )
+        if len(by_member) > 1:
+            told = await members_told(agent, urls[0], args.worker_token)
+            talking: dict[str, int] = {}
+            for w in workers:
+                talking[w.url] = talking.get(w.url, 0) + 1
+            for url, member_rss in sorted(by_member.items()):
+                m = told.get(url, {})
+                print(
+                    f"        member {url}: RSS {member_rss / 2**20:6.1f} MiB  "
+                    f"groups {','.join(m.get('groups', ())) or '-'}  "
+                    f"workers {m.get('workers', '?')}  running {m.get('running', '?')}  "
+                    f"simulated workers talking to it {talking.get(url, 0)}",
+                    flush=True,
+                )
         if figures.errors:
             print(f"        last error: {figures.last_error}", flush=True)
         previous = (target, rss)
@@ -333,6 +400,19 @@ async def measure(reactor: Any, args: argparse.Namespace, local: LocalPlatformPr
     await pool.closeCachedConnections()
 
 
+def job_group(db_url: str | None, job_id: str) -> str:
+    """ ", in group gN" as the store has it (PostgreSQL only), else nothing."""
+    if db_url is None:
+        return ""
+    engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            group = placement.job_group_thd(conn, job_id)
+    finally:
+        engine.dispose()
+    return f", in group {group}" if group else ""
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", default="250,500,1000,2000,4000")
@@ -340,28 +420,44 @@ def main() -> int:
     parser.add_argument("--task-seconds", type=float, default=3.0)
     parser.add_argument("--task-jitter", type=float, default=0.2)
     parser.add_argument("--members", type=int, default=1)
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="jobs submitted (with --members 2: 2, one a member)"
+    )
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--keep-home",
+        action="store_true",
+        help="keep xwch-local's home (the coordinators' logs) after the run, and print where",
+    )
     args = parser.parse_args()
     args.steps = [int(s) for s in args.steps.split(",")]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     most = max(args.steps)
     tasks = int(most * (len(args.steps) * (args.step_seconds + 10)) / args.task_seconds * 1.2)
-    with platform(args.members, args.db) as (local, db_url):
+    with platform(args.members, args.db, args.keep_home) as (local, db_url):
         args.worker_token = worker_token(local, db_url)
+        # The tasks the steps could use at most, shared among the jobs, with a margin: a
+        # member whose job runs out lends its workers to the other's.
+        per_job = int(tasks / args.jobs * 1.25) if args.jobs > 1 else tasks
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "dag.json"
-            path.write_text(json.dumps(big_job(tasks)))
-            started = time.monotonic()
-            subprocess.run(
-                [sys.executable, "-m", "xwch.client", "submit", str(path)],
-                env=local.env(),
-                check=True,
-                capture_output=True,
-            )
-            print(
-                f"job of {tasks} tasks submitted in {time.monotonic() - started:.1f} s", flush=True
-            )
+            path.write_text(json.dumps(big_job(per_job)))
+            for _ in range(args.jobs):
+                started = time.monotonic()
+                submitted = subprocess.run(
+                    [sys.executable, "-m", "xwch.client", "submit", str(path)],
+                    env=local.env(),
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
+                job_id = submitted.stdout.strip().split()[-1] if submitted.stdout.strip() else "?"
+                print(
+                    f"job {job_id} of {per_job} tasks submitted in "
+                    f"{time.monotonic() - started:.1f} s{job_group(db_url, job_id)}",
+                    flush=True,
+                )
         print(
             f"{args.members} coordinator(s) on {args.db}; tasks of {args.task_seconds} s "
             f"+-{args.task_jitter:.0%}, "
