@@ -363,6 +363,11 @@ class JsonApi:
                     ) from None
                 redirected_from = self.base_url
                 self.base_url = _base_of(redirect.location, path)
+                # The path it names, query included: a coordinator may add to it (the group
+                # it placed a new worker or job in, for the member it sends it to).
+                named = redirect.location[len(self.base_url) :]
+                if redirect.location.startswith(self.base_url) and named.startswith("/"):
+                    path = named
                 if self.base_url not in self.urls:
                     self.urls.append(self.base_url)
                 continue

@@ -40,8 +40,11 @@ class Echo(Resource):
             return b""
         request.setHeader(b"content-type", b"application/json")
         content = request.content.read() if request.content is not None else b""
+        # The query, when there is one.
+        query = {"uri": request.uri.decode()} if b"?" in request.uri else {}
         return json.dumps(
             {
+                **query,
                 "method": request.method.decode(),
                 "path": path,
                 "authorization": _header(request, b"authorization"),
@@ -146,6 +149,23 @@ class Standby(Resource):
         return json.dumps({"error": "elsewhere", "message": "served elsewhere"}).encode()
 
 
+class Placing(Resource):
+    """A coordinator that placed a new worker in a group held at ``target``: it sends the
+    call there, the group named in the query."""
+
+    isLeaf = True
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def render(self, request: Request) -> bytes:
+        request.setResponseCode(307)
+        location = self.target + (request.uri or b"").decode() + "?group=g2"
+        request.setHeader(b"location", location.encode())
+        return json.dumps({"error": "elsewhere", "message": "served elsewhere"}).encode()
+
+
 class SeveralCoordinatorsTests(TestCase):
     """A part given several coordinators goes to another when one does not answer, and where
     a standby sends it."""
@@ -193,6 +213,17 @@ class SeveralCoordinatorsTests(TestCase):
         self.assertEqual(api.base_url, serving)
         await api.get("/again")
         self.assertEqual(len(standby.told), 1)  # the second call went straight there
+
+    async def test_a_redirect_naming_a_query_is_followed_to_the_letter(self) -> None:
+        holder = await self._listen(Echo())
+        api = self._client(await self._listen(Placing(holder)))
+        answer: Any = await api.post("/workers", {"n": 3})
+        self.assertEqual((answer["uri"], answer["body"]), ("/workers?group=g2", {"n": 3}))
+        self.assertEqual(api.base_url, holder)
+        # Later calls go there, as they are.
+        again: Any = await api.get("/workers/k1/alive")
+        self.assertEqual(again["path"], "/workers/k1/alive")
+        self.assertNotIn("uri", again)
 
     async def test_sent_to_a_coordinator_that_does_not_answer_it_goes_back_and_says_so(
         self,

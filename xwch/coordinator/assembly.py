@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -51,7 +51,7 @@ from xwch.coordinator.workers import WorkersManager
 from xwch.detached import launcher
 from xwch.http import make_http_client
 from xwch.protocol.states import TaskStatus
-from xwch.store import tokens
+from xwch.store import group_locks, tokens
 from xwch.store.database import Database
 from xwch.store.group_locks import Fences
 from xwch.store.notices import PostgresNotices
@@ -279,8 +279,15 @@ class Coordinator(MultiService):
     def stopService(self) -> Deferred[None]:
         # The member leaves the store before anything stops: MultiService stops its children
         # all at once, and a write asked once the store's threads are stopping never ends.
-        # Its groups first, free at once for the others to take.
-        left = maybeDeferred(self.groups.stopService)
+        # Its managers first (they decide nothing more; requests held open are answered), and
+        # the writes they asked for committed, all still under its groups' fences; then its
+        # groups, free at once for the others to take.
+        left: Deferred[object] = succeed(None)
+        if self.serving is not None:
+            serving = self.serving
+            left.addBoth(lambda _: serving.stopService())
+            left.addBoth(lambda _: self.db.write(group_locks.nothing_thd))
+        left.addBoth(lambda _: self.groups.stopService())
         left.addBoth(lambda _: self.membership.stopService())
         if self.serving is None and self.managers is not None:
             managers = self.managers

@@ -37,17 +37,28 @@ def neediest(loads: GroupLoads, locks: list[GroupLock], here: tuple[str, ...]) -
 
 
 def surplus(loads: GroupLoads, locks: list[GroupLock], here: tuple[str, ...]) -> int:
-    """How many slots this member's groups have beyond their share of every live group's
-    slots, the share of each being in proportion to its tasks ready or running (when another
-    group has ready tasks); 0 if none."""
+    """How many slots this member's groups should give away: those beyond their share of
+    every live group's slots (shares in proportion to each group's tasks ready or running),
+    at most what other groups with ready tasks and less than half their share lack. Half: two
+    members whose shares shift a little as their jobs progress do not trade workers back and
+    forth, each move costing redirects; a group with no worker, or far too few, gets some."""
     live = [lock.id for lock in locks if lock.held]
-    mine = [g for g in live if g in here]
     total_slots = sum(loads.of(g).slots for g in live)
     total_backlog = sum(loads.of(g).backlog for g in live)
-    if not total_backlog or not any(loads.of(g).ready for g in live if g not in here):
+    if not total_backlog:
         return 0
-    fair = total_slots * sum(loads.of(g).backlog for g in mine) / total_backlog
-    return max(0, int(sum(loads.of(g).slots for g in mine) - fair))
+
+    def share(group: str) -> float:
+        return total_slots * loads.of(group).backlog / total_backlog
+
+    lacking = sum(
+        share(g) - loads.of(g).slots
+        for g in live
+        if g not in here and loads.of(g).ready > 0 and loads.of(g).slots < share(g) / 2
+    )
+    mine = [g for g in live if g in here]
+    beyond = sum(loads.of(g).slots for g in mine) - sum(share(g) for g in mine)
+    return max(0, int(min(beyond, lacking)))
 
 
 class WorkerLending(Service):

@@ -127,9 +127,10 @@ class WorkersManager(Service):
 
     def hand_over(self, worker_ids: Sequence[str]) -> None:
         """Forget workers moved to a group held elsewhere (their store row says where): no
-        attempt of theirs runs here. When each was last heard is written with the next flush."""
+        attempt of theirs runs here. Their new holder writes when they were last heard."""
         for worker_id in worker_ids:
             worker = self.workers.pop(worker_id, None)
+            self._heard.pop(worker_id, None)
             if worker is None:
                 continue
             self.suspended.pop(worker_id, None)

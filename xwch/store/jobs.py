@@ -167,7 +167,9 @@ def _apply_thd(conn: sa.Connection, change: Change) -> None:
         execute_plain(
             conn,
             _WORKER_TASKS_DONE,
-            [{"b_id": w, "b_count": n} for w, n in change.tasks_done_by_worker.items()],
+            # In the order of the ids, as every writer of workers' rows: two members writing
+            # the same rows (a worker just moved between them) must not lock them crosswise.
+            [{"b_id": w, "b_count": n} for w, n in sorted(change.tasks_done_by_worker.items())],
         )
 
 

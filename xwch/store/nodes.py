@@ -66,7 +66,8 @@ def set_worker_state_thd(conn: sa.Connection, worker_id: str, state: str, now: f
 
 def touch_workers_thd(conn: sa.Connection, heard: dict[str, float]) -> None:
     """Record when each worker was last heard (batched: heartbeats are frequent)."""
-    for worker_id, when in heard.items():
+    # In the order of the ids (see apply_change_thd's tasks done): no deadlock between members.
+    for worker_id, when in sorted(heard.items()):
         conn.execute(workers.update().where(workers.c.id == worker_id).values(last_heard=when))
 
 

@@ -79,3 +79,9 @@ def test_a_member_with_more_slots_than_its_share_of_the_work_has_a_surplus() -> 
     assert surplus(loads(g1=(1, 5, 0), g2=(1, 0, 0)), HELD, ("g1",)) == 0
     # Short itself: none.
     assert surplus(loads(g1=(1, 1, 30), g2=(1, 5, 10)), HELD, ("g1",)) == 0
+    # Shares a little off (125 workers each, one job a little further along): nobody moves.
+    assert surplus(loads(g1=(1, 125, 5000), g2=(1, 125, 4000)), HELD, ("g2",)) == 0
+    # At most what the short group lacks: g2's share of 20 slots is 10/28 (7.1), it has 2.
+    assert surplus(loads(g1=(1, 9, 0), g2=(1, 1, 8)), HELD, ("g1",)) == 5
+    # g2's share of 42 slots is 8.4, it lacks 6.4: g1 gives that, not more.
+    assert surplus(loads(g1=(1, 20, 0), g2=(1, 1, 8)), HELD, ("g1",)) == 6
