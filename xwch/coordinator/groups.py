@@ -23,7 +23,7 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -78,12 +78,18 @@ def plan(locks: Sequence[GroupLock], live: Sequence[str], me: str) -> Plan:
         return Plan(claim=(), release=tuple(sorted(mine)[keep:]))
     if len(mine) >= share:
         return Plan(claim=(), release=())
-    free = [
+    free = _free(locks, live)
+    return Plan(claim=tuple(free[: share - len(mine)]), release=())
+
+
+def _free(locks: Sequence[GroupLock], live: Sequence[str]) -> list[str]:
+    """Groups no live member holds."""
+    live_set = set(live)
+    return [
         lock.id
         for lock in locks
         if not lock.held or lock.holder is None or lock.holder not in live_set
     ]
-    return Plan(claim=tuple(free[: share - len(mine)]), release=())
 
 
 class GroupLocks(Service):
@@ -92,6 +98,11 @@ class GroupLocks(Service):
     log = Logger()
 
     ROUNDS_PER_LEASE = 3
+    # A round soon after another member's lease runs out (it stopped renewing: dead, or
+    # frozen), not at the next of the periodic rounds, up to a third of a lease later; and
+    # again this soon while groups are free and the spread still counts their holder.
+    AFTER_EXPIRY = 0.05
+    LOOK_AGAIN = 0.25
 
     def __init__(
         self,
@@ -114,6 +125,7 @@ class GroupLocks(Service):
         self._configured = groups
         self.held: dict[str, int] = {}
         self._rounds: LoopingCall | None = None
+        self._extra: IDelayedCall | None = None
         self._failing = False
         # Told (group, epoch) when this member takes a group, and (group) when it lets one go
         # or finds it taken by another.
@@ -201,6 +213,7 @@ class GroupLocks(Service):
         await self._db.write(group_locks.ensure_groups_thd, group_ids(count))
         locks = await self._db.read(group_locks.locks_thd, now)
         todo = plan(locks, live, me)
+        self._watch(locks, me, free_left=len(_free(locks, live)) > len(todo.claim))
         for group in todo.release:
             epoch = self.held[group]
             self.let_go(group)
@@ -214,6 +227,28 @@ class GroupLocks(Service):
                 self.log.info("groups: holding {group} (epoch {epoch})", group=group, epoch=taken)
                 for gained in list(self.on_gained):
                     gained(group, taken)
+
+    def _watch(self, locks: Sequence[GroupLock], me: str, free_left: bool) -> None:
+        """Run a round when another member's lease runs out, if before the next periodic
+        round; soon, while groups are left free (their holder's membership lapses a moment
+        after its locks)."""
+        period = self.lease / self.ROUNDS_PER_LEASE
+        lapsing = [
+            lock.expires_in
+            for lock in locks
+            if lock.held and lock.holder != me and lock.expires_in is not None
+        ]
+        delay = min(lapsing, default=period) + self.AFTER_EXPIRY
+        if free_left:
+            delay = min(delay, self.LOOK_AGAIN)
+        # A live member's lease, renewed every period, runs out more than two periods on.
+        if delay > period + self.AFTER_EXPIRY or self._rounds is None:
+            return
+        if self._extra is not None and self._extra.active():
+            if self._extra.getTime() <= self._reactor.seconds() + delay:
+                return
+            self._extra.cancel()
+        self._extra = self._reactor.callLater(delay, self._round)
 
     def let_go(self, group: str) -> None:
         """Forget ``group`` (taken by another, or given up), and tell who listens."""
@@ -229,6 +264,9 @@ class GroupLocks(Service):
     def stopService(self) -> Deferred[None] | None:
         if self.running:
             super().stopService()
+        if self._extra is not None and self._extra.active():
+            self._extra.cancel()
+        self._extra = None
         for unsubscribe in self._unsubscribe:
             unsubscribe()
         self._unsubscribe = []

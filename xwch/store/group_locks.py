@@ -135,6 +135,8 @@ class GroupLock:
     epoch: int
     # Whether the holder's lease still runs (by the database's clock).
     held: bool
+    # Seconds until the lease runs out (None: no holder), by the database's clock.
+    expires_in: float | None = None
 
 
 def nothing_thd(_conn: sa.Connection) -> None:
@@ -160,6 +162,7 @@ def locks_thd(conn: sa.Connection, now: float) -> list[GroupLock]:
             holder=r.holder,
             epoch=r.epoch,
             held=r.holder is not None and r.expires is not None and r.expires >= heard_now,
+            expires_in=None if r.holder is None or r.expires is None else r.expires - heard_now,
         )
         for r in rows
     ]

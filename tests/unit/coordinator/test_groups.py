@@ -153,3 +153,24 @@ def test_a_member_stopping_cleanly_hands_its_groups_over_at_once_when_told(
     # One of three groups for each of three: the holder of two let one go, announced, and the
     # newcomer took it, all within the same instant.
     assert sorted(len(g) for g in held(a, b, d)) == [1, 1, 1]
+
+
+def test_a_silent_members_groups_are_taken_as_its_lease_runs_out_not_a_round_later(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    clock.advance(1000)
+    db = InlineDatabase(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    a, b = (Member(clock, db, name, groups=2) for name in ("c-a", "c-b"))
+    for _ in range(3):
+        clock.advance(ROUND)
+    assert held(a, b) == [["g1"], ["g2"]]
+    # Its last renewal was at this round; the rounds of both fall at the same instants, so
+    # that its lease runs out exactly at one of the other's rounds, which finds it still held.
+    b.freeze()
+    waited = 0.0
+    while "g2" not in held(a)[0]:
+        clock.advance(0.05)
+        waited += 0.05
+        assert waited < LEASE + 2 * ROUND
+    assert waited <= LEASE + GroupLocks.AFTER_EXPIRY + GroupLocks.LOOK_AGAIN + 0.06
