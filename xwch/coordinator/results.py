@@ -59,6 +59,10 @@ class TaskResults:
                 lost_producers.append(job.tasks[ref.task])
         if not lost_uploads and not lost_producers:
             return True
+        if self._manager.catalog.alive_count() == 0:
+            # Every warehouse silent is an outage, or a coordinator too busy to hear their
+            # heartbeats, more likely than every copy lost: wait for them, decide nothing.
+            return False
         now = self._manager.reactor.seconds()
         if lost_uploads:
             self._manager.end_job(

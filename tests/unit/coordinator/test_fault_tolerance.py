@@ -255,12 +255,30 @@ class FaultToleranceTests(CoordinatorTestCase):
         """If the only copies of an uploaded input are gone, the job fails saying so."""
         catalog = self.coordinator.catalog
         job = self.submit(wire_job([{"id": "x", "inputs": [{"local": "in", "file": "data"}]}]))
+        # The warehouse holding it goes silent; another one, empty, keeps heartbeating.
+        other = self.successResultOf(
+            ensureDeferred(catalog.register("http://127.0.0.1:8", "lab", 10**9, 10**9))
+        )
         self.clock.advance(catalog.warehouse_timeout + 1)
+        self.successResultOf(ensureDeferred(catalog.heartbeat(other.id, 10**9, 10**9)))
         worker = self.register()
         self.assertEqual(self.work(worker), [])
         summary = self.summary(job)
         self.assertEqual(summary.state, "failed")
         self.assertIn("uploaded by the client is lost", summary.message)
+
+    def test_every_warehouse_silent_is_waited_out_not_taken_for_lost_inputs(self) -> None:
+        """All warehouses silent at once (an outage, or a coordinator too busy to hear them):
+        the job waits, and runs once they are heard again."""
+        catalog = self.coordinator.catalog
+        job = self.submit(wire_job([{"id": "x", "inputs": [{"local": "in", "file": "data"}]}]))
+        self.clock.advance(catalog.warehouse_timeout + 1)
+        worker = self.register()
+        self.assertEqual(self.work(worker), [])
+        self.assertEqual(self.summary(job).state, "running")
+        self.successResultOf(ensureDeferred(catalog.heartbeat(self.warehouse.id, 10**9, 10**9)))
+        [given] = self.work(worker)
+        self.assertEqual(given.task, "x")
 
     def test_retry_runs_failed_and_cancelled_tasks_keeping_done_ones(self) -> None:
         """`retry` reruns what failed or was cancelled; what was done is not run again."""
