@@ -376,7 +376,7 @@ async def make_coordinator(
 
         serving = Serving(reactor, membership, groups, build, lambda m: holder[0].serve(m))
         # A request about a group with no live holder waits: at most a lease and a little.
-        root.putChild(b"api", Routing(serving, db, lambda: config.lease + 5.0))
+        root.putChild(b"api", Routing(reactor, serving, db, lambda: config.lease + 5.0))
     else:
         assert managers is not None
         root.putChild(b"api", managers.router)

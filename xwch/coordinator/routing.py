@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
@@ -96,11 +97,24 @@ class Routing(Resource):
     isLeaf = True
     log = Logger()
 
-    def __init__(self, serving: Serving, db: Database, patience: Callable[[], float]) -> None:
+    # Placements read the groups' loads from the store at most this often, and count what
+    # they placed since: Register Requests come in bursts (a fleet starting), and each one
+    # reading the same counts would put the whole burst in one group.
+    LOADS_FOR = 1.0
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        serving: Serving,
+        db: Database,
+        patience: Callable[[], float],
+    ) -> None:
         super().__init__()
         self._serving = serving
         self._db = db
         self._patience = patience
+        self._reactor = reactor
+        self._loads: tuple[float, GroupLoads] | None = None
 
     def render(self, request: Request) -> int:
         kind, key = about(request.method or b"GET", request.path or b"")
@@ -180,15 +194,30 @@ class Routing(Resource):
             if asked and self._serving.serves(asked):
                 return asked
             locks = await self._serving.locks()
-            loads = await self._db.read(placement.group_loads_thd)
+            loads = await self._recent_loads()
             here = self._serving.fences.groups if self._serving.fences is not None else ()
             if asked:
                 # Sent here for a group this member no longer holds: placed among its own, so
                 # that a request is sent on once at most.
                 mine = [lock for lock in locks if lock.id in here]
-                return place(kind, loads, mine, here) or place(kind, loads, locks, here)
-            return place(kind, loads, locks, here)
+                placed = place(kind, loads, mine, here) or place(kind, loads, locks, here)
+            else:
+                placed = place(kind, loads, locks, here)
+            if placed is not None:
+                load = loads.of(placed)
+                if kind is About.NEW_WORKER:
+                    load.workers += 1
+                else:
+                    load.jobs += 1
+            return placed
         return None
+
+    async def _recent_loads(self) -> GroupLoads:
+        now = self._reactor.seconds()
+        if self._loads is None or now - self._loads[0] >= self.LOADS_FOR:
+            loads = await self._db.read(placement.group_loads_thd)
+            self._loads = (self._reactor.seconds(), loads)
+        return self._loads[1]
 
 
 def _with_group(uri: bytes, group: str) -> bytes:

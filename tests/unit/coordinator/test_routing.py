@@ -3,9 +3,14 @@ or job is placed in."""
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
 from xwch.coordinator.lending import neediest, surplus
-from xwch.coordinator.routing import About, _with_group, about, place
-from xwch.store.group_locks import GroupLock
+from xwch.coordinator.routing import About, Routing, _with_group, about, place
+from xwch.store.group_locks import Fences, GroupLock
 from xwch.store.placement import GroupLoads
 
 
@@ -85,3 +90,42 @@ def test_a_member_with_more_slots_than_its_share_of_the_work_has_a_surplus() -> 
     assert surplus(loads(g1=(1, 9, 0), g2=(1, 1, 8)), HELD, ("g1",)) == 5
     # g2's share of 42 slots is 8.4, it lacks 6.4: g1 gives that, not more.
     assert surplus(loads(g1=(1, 20, 0), g2=(1, 1, 8)), HELD, ("g1",)) == 6
+
+
+class FakeServing:
+    """Holds g1 here; g2 is another member's."""
+
+    fences = Fences.of("c-me", {"g1": 1})
+
+    def serves(self, group: str) -> bool:
+        return group == "g1"
+
+    def locks(self) -> Deferred[list[GroupLock]]:
+        return succeed(HELD)
+
+
+class CountingStore:
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self, fn: object, *args: object) -> Deferred[GroupLoads]:
+        self.reads += 1
+        return succeed(loads(g1=(0, 3, 0), g2=(0, 3, 0)))
+
+
+class PlacementBurstTests(SynchronousTestCase):
+    def test_a_burst_of_newcomers_is_spread_and_reads_the_store_once_a_second(self) -> None:
+        clock = Clock()
+        store = CountingStore()
+        routing = Routing(clock, FakeServing(), store, lambda: 1.0)  # type: ignore[arg-type]
+        request = DummyRequest([b"api", b"v1", b"workers"])
+
+        def placed() -> str | None:
+            d = ensureDeferred(routing._group(request, About.NEW_WORKER, None))  # type: ignore[arg-type]
+            return self.successResultOf(d)
+
+        self.assertEqual([placed() for _ in range(4)], ["g1", "g2", "g1", "g2"])
+        self.assertEqual(store.reads, 1)
+        clock.advance(Routing.LOADS_FOR)
+        self.assertEqual(placed(), "g1")  # the store's counts again
+        self.assertEqual(store.reads, 2)
