@@ -346,6 +346,8 @@ class WorkersManager(Service):
         return self._checking
 
     async def _check(self) -> None:
+        if self._tasks.closed:
+            return
         now = self._reactor.seconds()
         lost = []
         for worker_id, worker in list(self.workers.items()):
@@ -353,10 +355,14 @@ class WorkersManager(Service):
             if now - heard > self.alive_timeout:
                 lost.append(worker_id)
         for worker_id in lost:
+            if self._tasks.closed:
+                # Dropped meanwhile (the member rebuilds from the store): its view of who is
+                # silent is no longer trusted, and nothing it decides is written.
+                return
             await self._declare_lost(
                 worker_id, f"silent for more than {self.alive_timeout:.0f} s", now
             )
-        if lost:
+        if lost and not self._tasks.closed:
             await self._tasks.workers_lost(lost)
         if self._heard:
             flushed, self._heard = self._heard, {}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import sqlalchemy as sa
 from twisted.internet.defer import ensureDeferred
 
 from tests.unit.coordinator.harness import BINARY, CoordinatorTestCase, diamond, digest_of, wire_job
@@ -14,6 +15,7 @@ from xwch.errors import JobFileError
 from xwch.protocol.objects import OutputFile
 from xwch.protocol.worker import Assignment, AttemptResult, RunningAttempt
 from xwch.store import jobs as job_queries
+from xwch.store import schema
 
 
 class TaskStatesTests(CoordinatorTestCase):
@@ -119,6 +121,19 @@ class TaskStatesTests(CoordinatorTestCase):
         self.assertIn("task x failed after 2 attempts: exit status 7", summary.message)
         log = self.successResultOf(self.db.read(job_queries.attempt_log_thd, job, "x", None))
         self.assertEqual((log.attempt, log.exit_code, log.stderr), (2, 7, "boom"))
+
+    def test_dropped_managers_declare_no_worker_lost(self) -> None:
+        """Managers dropped (their member rebuilds them from the store) decide nothing more:
+        workers they have not heard from for a while are not written as lost."""
+        silent = self.register("silent")
+        workers = self.coordinator.workers
+        self.clock.advance(workers.alive_timeout + 1)
+        self.coordinator.tasks.close()
+        self.successResultOf(ensureDeferred(workers._check()))
+        self.assertIn(silent, workers.workers)
+        with self.db.engine.begin() as conn:
+            [row] = conn.execute(sa.select(schema.workers.c.state)).all()
+        self.assertEqual(row.state, "alive")
 
     def test_lost_worker_has_its_attempts_relaunched(self) -> None:
         """A worker silent past the timeout is lost and its attempt runs on another worker."""

@@ -101,3 +101,19 @@ def test_the_fence_is_checked_once_per_transaction(engine: sa.Engine) -> None:
         fence.check_thd(conn, NOW)
     with engine.begin() as conn, pytest.raises(NotHeld):
         fence.check_thd(conn, NOW)
+
+
+def test_a_holder_whose_lease_ran_out_writes_on_until_another_takes_the_group(
+    engine: sa.Engine,
+) -> None:
+    """Its renewals waited behind a long write: nobody else holds the group meanwhile, so
+    its changes stand; once another member took the group, they are refused."""
+    with engine.begin() as conn:
+        claim_thd(conn, "g1", "c-1", LEASE, NOW)
+    expire(engine, "g1")
+    with engine.begin() as conn:
+        check_held_thd(conn, "g1", "c-1", 1, NOW)
+    with engine.begin() as conn:
+        assert claim_thd(conn, "g1", "c-2", LEASE, NOW) == 2
+    with pytest.raises(NotHeld), engine.begin() as conn:
+        check_held_thd(conn, "g1", "c-1", 1, NOW)
