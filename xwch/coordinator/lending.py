@@ -85,7 +85,6 @@ class WorkerLending(Service):
         self._interval = interval or self.INTERVAL
         self._loop = LoopingCall(self._round)
         self._loop.clock = reactor
-        self.lent = 0
 
     def startService(self) -> None:
         super().startService()
@@ -135,7 +134,6 @@ class WorkerLending(Service):
         await managers.tasks.write(placement.move_workers_thd, moved, target)
         workers.hand_over(moved)
         managers.waiting.release(moved)
-        self.lent += len(moved)
         self.log.info(
             "lending: {n} workers moved to {group}, which has {ready} tasks ready",
             n=len(moved),

@@ -203,10 +203,11 @@ class TasksManager:
 
     def place(self, group: str | None) -> str | None:
         """The group a new job or worker goes to: ``group`` (chosen by routing.py) if held
-        here, else the first held here; None on a store of its own."""
+        here, else the first held here; None on a store of its own, whatever the caller
+        asked (``?group=`` means nothing there)."""
         held = self.groups
         if held is None:
-            return group
+            return None
         return group if group in held else held[0]
 
     def _fence(self) -> tuple[Fencing | None, float]:

@@ -114,9 +114,11 @@ class WorkersManager(Service):
         if worker_id in self.workers:
             return True
         record = await self._db.read(nodes.worker_thd, worker_id)
+        if worker_id in self.workers:
+            return True  # taken on by another request meanwhile
         held = self._tasks.groups
-        if record is None or record.state != WORKER_ALIVE or worker_id in self.workers:
-            return worker_id in self.workers
+        if record is None or record.state != WORKER_ALIVE:
+            return False
         if held is not None and (record.group or FIRST_GROUP) not in held:
             return False
         self._known(replace(record, last_heard=self._reactor.seconds()))

@@ -122,6 +122,20 @@ class TaskStatesTests(CoordinatorTestCase):
         log = self.successResultOf(self.db.read(job_queries.attempt_log_thd, job, "x", None))
         self.assertEqual((log.attempt, log.exit_code, log.stderr), (2, 7, "boom"))
 
+    def test_a_group_asked_of_a_lone_coordinator_is_ignored(self) -> None:
+        """``?group=`` means something only on a store shared by several: a lone coordinator
+        stores no group a caller made up (a long one would not even fit the column)."""
+        job = self.successResultOf(
+            ensureDeferred(
+                self.coordinator.tasks.submit(
+                    wire_job([{"id": "x"}]), owner=self.client.id, group="g" * 100
+                )
+            )
+        )
+        with self.db.engine.begin() as conn:
+            [row] = conn.execute(sa.select(schema.jobs.c.id, schema.jobs.c.grp)).all()
+        self.assertEqual((row.id, row.grp), (job, None))
+
     def test_dropped_managers_declare_no_worker_lost(self) -> None:
         """Managers dropped (their member rebuilds them from the store) decide nothing more:
         workers they have not heard from for a while are not written as lost."""
